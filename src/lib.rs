@@ -1,0 +1,19 @@
+//! Sentinel: a log-ingestion and production-attribution engine.
+//!
+//! Sentinel reads logs as bytes, finds error lines with one vectorised pass per chunk
+//! ([`scan::Scanner`]), attributes each error line to the Pact component named by its
+//! `PACT:<component_id>:<method_name>` key ([`attribute`]), folds repeats into incidents keyed
+//! by a normalised fingerprint ([`scan::fingerprint`]) and keeps them in an embedded redb
+//! database ([`store::Store`]).
+//!
+//! The data flows one way: sources -> [`scan`] -> [`aggregate`] -> [`store`]; the command line
+//! ([`cli`]) sits at the edge. See `DESIGN.md`-level notes in each module's docs.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod aggregate;
+pub mod attribute;
+pub mod cli;
+pub mod config;
+pub mod corpus;
+pub mod scan;
+pub mod store;
