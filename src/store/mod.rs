@@ -1,1 +1,658 @@
-//! (in progress)
+//! The incident store: `state_dir/sentinel.redb`.
+//!
+//! One process writes (the aggregator of `watch`, or `scan`); any number of processes read
+//! (`report`, `status`, the API), following the writer's commits through redb's
+//! `SingleWriter` concurrency mode. A second writer is refused with
+//! [`StoreError::InUse`], which names the file.
+//!
+//! Writes come in batches: [`Store::apply`] folds a whole [`IngestBatch`] — incident deltas,
+//! per-key counters and totals — into ONE write transaction, so a crash leaves either all of
+//! a batch or none of it, and the cost of a commit (an fsync) is shared by every line of the
+//! batch. Never one commit per line.
+//!
+//! Tables (keys → values):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | name | u64 (`schema_version`) |
+//! | `incidents` | fingerprint (u64) | [`Incident`], versioned encoding |
+//! | `incident_ids` | incident id | fingerprint |
+//! | `recent` | (last_seen µs, fingerprint) | () — newest-first index |
+//! | `key_counts` | PACT key | error lines carrying it |
+//! | `totals` | counter name | u64 |
+//!
+//! A database written by a newer Sentinel (schema version or value format) or a corrupt file
+//! is an error naming the file; it is never silently reset.
+
+pub mod incident;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use redb::{
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
+};
+
+pub use incident::{DecodeError, Incident, IncidentStatus, SAMPLE_MAX_BYTES};
+
+use crate::attribute::{AttributionStatus, Severity};
+use crate::scan::Fingerprint;
+
+/// The schema version this Sentinel writes and understands.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
+const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_ids");
+const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
+const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
+const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process has the database open for writing.
+    #[error(
+        "the store {path} is in use by another Sentinel process (is `sentinel watch` running?); \
+         stop it or use its HTTP API"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file is not a readable Sentinel database.
+    #[error("the store {path} is corrupt or not a Sentinel database: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// The file was written by a newer Sentinel.
+    #[error(
+        "the store {path} has schema version {found}, newer than this Sentinel's ({SCHEMA_VERSION}); \
+         upgrade Sentinel"
+    )]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// An I/O or storage error.
+    #[error("store {path}: {source}")]
+    Storage {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: redb::Error,
+    },
+}
+
+/// The change one batch of error lines makes to one incident.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IncidentDelta {
+    /// The fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Error lines in this batch.
+    pub count: u64,
+    /// The normalised text, at most 512 bytes.
+    pub normalized: String,
+    /// The first line of the batch, at most [`SAMPLE_MAX_BYTES`].
+    pub sample: String,
+    /// Attribution of that line.
+    pub attribution: AttributionStatus,
+    /// Its component.
+    pub component_id: String,
+    /// Its method.
+    pub method: String,
+    /// Its key.
+    pub pact_key: String,
+    /// Severity of that line.
+    pub severity: Severity,
+    /// Where it came from.
+    pub source: String,
+}
+
+/// Everything one write transaction applies.
+#[derive(Debug, Default, Clone)]
+#[non_exhaustive]
+pub struct IngestBatch {
+    /// Incident deltas by fingerprint.
+    pub incidents: HashMap<Fingerprint, IncidentDelta>,
+    /// Error lines per PACT key.
+    pub key_counts: HashMap<String, u64>,
+    /// Named totals to add (`lines`, `bytes`, `error_lines`, ...).
+    pub totals: BTreeMap<&'static str, u64>,
+}
+
+impl IngestBatch {
+    /// An empty batch.
+    pub fn new() -> IngestBatch {
+        IngestBatch::default()
+    }
+
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty() && self.key_counts.is_empty() && self.totals.is_empty()
+    }
+
+    /// Folds `other` into `self` (the earlier batch keeps its samples).
+    pub fn merge(&mut self, other: IngestBatch) {
+        for (fp, d) in other.incidents {
+            match self.incidents.entry(fp) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().count += d.count,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(d);
+                }
+            }
+        }
+        for (k, n) in other.key_counts {
+            *self.key_counts.entry(k).or_default() += n;
+        }
+        for (k, n) in other.totals {
+            *self.totals.entry(k).or_default() += n;
+        }
+    }
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApplyOutcome {
+    /// Fingerprints of incidents created by this batch.
+    pub created: Vec<Fingerprint>,
+    /// Fingerprints of existing incidents this batch updated.
+    pub updated: Vec<Fingerprint>,
+}
+
+enum Handle {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
+}
+
+/// The incident store. See the module docs.
+pub struct Store {
+    handle: Handle,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("writable", &matches!(self.handle, Handle::Rw(_)))
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` for writing. The parent directory must exist.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InUse`] when another process writes it, [`StoreError::Corrupt`] or
+    /// [`StoreError::Newer`] when it cannot be used, [`StoreError::Storage`] on I/O errors.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = builder().create(path).map_err(|e| open_error(path, e))?;
+        let store = Store { handle: Handle::Rw(db), path: path.to_path_buf() };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only; works while another process writes it.
+    /// Returns `Ok(None)` when the file does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`], except that a writer elsewhere is not an error.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = builder().open_read_only(path).map_err(|e| open_error(path, e))?;
+        let store = Store { handle: Handle::Ro(db), path: path.to_path_buf() };
+        store.check_schema()?;
+        Ok(Some(store))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn storage<E: Into<redb::Error>>(&self) -> impl Fn(E) -> StoreError + '_ {
+        |e| {
+            let e: redb::Error = e.into();
+            match e {
+                redb::Error::Corrupted(detail) => {
+                    StoreError::Corrupt { path: self.path.clone(), detail }
+                }
+                source => StoreError::Storage { path: self.path.clone(), source },
+            }
+        }
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        match &self.handle {
+            Handle::Rw(db) => db.begin_read(),
+            Handle::Ro(db) => db.begin_read(),
+        }
+        .map_err(self.storage())
+    }
+
+    fn writer(&self) -> Result<&Database, StoreError> {
+        match &self.handle {
+            Handle::Rw(db) => Ok(db),
+            Handle::Ro(_) => Err(StoreError::Storage {
+                path: self.path.clone(),
+                source: redb::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "store opened read-only",
+                )),
+            }),
+        }
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        match self.schema_version()? {
+            Some(v) if v > SCHEMA_VERSION => {
+                Err(StoreError::Newer { path: self.path.clone(), found: v })
+            }
+            Some(_) => Ok(()),
+            None => {
+                let db = self.writer()?;
+                let txn = db.begin_write().map_err(self.storage())?;
+                {
+                    let has_tables = txn.list_tables().map_err(self.storage())?.next().is_some();
+                    if has_tables {
+                        return Err(StoreError::Corrupt {
+                            path: self.path.clone(),
+                            detail: "tables without a schema version".into(),
+                        });
+                    }
+                    let mut meta = txn.open_table(META).map_err(self.storage())?;
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(self.storage())?;
+                    txn.open_table(INCIDENTS).map_err(self.storage())?;
+                    txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
+                    txn.open_table(RECENT).map_err(self.storage())?;
+                    txn.open_table(KEY_COUNTS).map_err(self.storage())?;
+                    txn.open_table(TOTALS).map_err(self.storage())?;
+                }
+                txn.commit().map_err(self.storage())
+            }
+        }
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.schema_version()? {
+            Some(v) if v > SCHEMA_VERSION => {
+                Err(StoreError::Newer { path: self.path.clone(), found: v })
+            }
+            Some(_) => Ok(()),
+            None => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: "no schema version".into(),
+            }),
+        }
+    }
+
+    fn schema_version(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        Ok(meta.get("schema_version").map_err(self.storage())?.map(|v| v.value()))
+    }
+
+    /// Applies a batch in one durable write transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the transaction cannot be committed; then nothing of the batch
+    /// was applied.
+    pub fn apply(&self, batch: &IngestBatch, now: Timestamp) -> Result<ApplyOutcome, StoreError> {
+        let db = self.writer()?;
+        let mut txn = db.begin_write().map_err(self.storage())?;
+        txn.set_durability(Durability::Immediate).map_err(self.storage())?;
+        let mut outcome = ApplyOutcome::default();
+        {
+            let mut incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+            let mut ids = txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
+            let mut recent = txn.open_table(RECENT).map_err(self.storage())?;
+            let now_us = micros(now);
+            // Apply in fingerprint order: deterministic ids when two collide.
+            let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
+            deltas.sort_unstable_by_key(|d| d.fingerprint);
+            for d in deltas {
+                let fp = d.fingerprint.0;
+                let existing = incidents.get(fp).map_err(self.storage())?.map(|v| {
+                    Incident::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("incident {:016x}: {e}", fp),
+                    })
+                });
+                let incident = match existing {
+                    Some(inc) => {
+                        let mut inc = inc?;
+                        recent.remove((micros(inc.last_seen), fp)).map_err(self.storage())?;
+                        inc.count += d.count;
+                        inc.last_seen = inc.last_seen.max(now);
+                        outcome.updated.push(d.fingerprint);
+                        inc
+                    }
+                    None => {
+                        let id = free_id(&ids, d.fingerprint).map_err(self.storage())?;
+                        ids.insert(id.as_str(), fp).map_err(self.storage())?;
+                        outcome.created.push(d.fingerprint);
+                        Incident {
+                            id,
+                            fingerprint: d.fingerprint,
+                            normalized: d.normalized.clone(),
+                            count: d.count,
+                            first_seen: now,
+                            last_seen: now,
+                            attribution: d.attribution,
+                            component_id: d.component_id.clone(),
+                            method: d.method.clone(),
+                            pact_key: d.pact_key.clone(),
+                            severity: d.severity,
+                            status: IncidentStatus::Detected,
+                            sample: d.sample.clone(),
+                            source: d.source.clone(),
+                            resolution: String::new(),
+                        }
+                    }
+                };
+                recent.insert((micros(incident.last_seen).max(now_us), fp), ()).map_err(self.storage())?;
+                incidents.insert(fp, incident.encode().as_slice()).map_err(self.storage())?;
+            }
+            let mut keys = txn.open_table(KEY_COUNTS).map_err(self.storage())?;
+            for (k, n) in &batch.key_counts {
+                let old = keys.get(k.as_str()).map_err(self.storage())?.map(|v| v.value());
+                keys.insert(k.as_str(), old.unwrap_or(0) + n).map_err(self.storage())?;
+            }
+            let mut totals = txn.open_table(TOTALS).map_err(self.storage())?;
+            for (k, n) in &batch.totals {
+                let old = totals.get(*k).map_err(self.storage())?.map(|v| v.value());
+                totals.insert(*k, old.unwrap_or(0) + n).map_err(self.storage())?;
+            }
+        }
+        txn.commit().map_err(self.storage())?;
+        Ok(outcome)
+    }
+
+    /// Whether an incident with this fingerprint exists.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn contains(&self, fp: Fingerprint) -> Result<bool, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        Ok(t.get(fp.0).map_err(self.storage())?.is_some())
+    }
+
+    /// The number of incidents.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn incident_count(&self) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        t.len().map_err(self.storage())
+    }
+
+    /// Up to `limit` incidents, most recently seen first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        let txn = self.begin_read()?;
+        let recent = txn.open_table(RECENT).map_err(self.storage())?;
+        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let mut out = Vec::new();
+        for entry in recent.iter().map_err(self.storage())?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = entry.map_err(self.storage())?;
+            let (_, fp) = k.value();
+            if let Some(v) = incidents.get(fp).map_err(self.storage())? {
+                out.push(self.decode(fp, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The incident with this id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        let txn = self.begin_read()?;
+        let ids = txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
+        let Some(fp) = ids.get(id).map_err(self.storage())?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        match incidents.get(fp).map_err(self.storage())? {
+            Some(v) => Ok(Some(self.decode(fp, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Error lines per PACT key.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn key_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(KEY_COUNTS).map_err(self.storage())?;
+        let mut out = BTreeMap::new();
+        for e in t.iter().map_err(self.storage())? {
+            let (k, v) = e.map_err(self.storage())?;
+            out.insert(k.value().to_string(), v.value());
+        }
+        Ok(out)
+    }
+
+    /// The named totals.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn totals(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(TOTALS).map_err(self.storage())?;
+        let mut out = BTreeMap::new();
+        for e in t.iter().map_err(self.storage())? {
+            let (k, v) = e.map_err(self.storage())?;
+            out.insert(k.value().to_string(), v.value());
+        }
+        Ok(out)
+    }
+
+    fn decode(&self, fp: u64, bytes: &[u8]) -> Result<Incident, StoreError> {
+        Incident::decode(bytes).map_err(|e| match e {
+            DecodeError::Newer(v) => StoreError::Newer { path: self.path.clone(), found: v as u64 },
+            e => StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("incident {fp:016x}: {e}"),
+            },
+        })
+    }
+}
+
+fn builder() -> Builder {
+    let mut b = Builder::new();
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    b
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    use redb::DatabaseError as D;
+    match e {
+        D::DatabaseAlreadyOpen | D::LockProtocolMismatch => {
+            StoreError::InUse { path: path.to_path_buf() }
+        }
+        D::UpgradeRequired(v) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("old redb file format {v}"),
+        },
+        D::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::Corrupt { path: path.to_path_buf(), detail }
+        }
+        D::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt { path: path.to_path_buf(), detail: io.to_string() }
+        }
+        other => StoreError::Storage { path: path.to_path_buf(), source: other.into() },
+    }
+}
+
+fn micros(t: Timestamp) -> u64 {
+    u64::try_from(t.as_microsecond()).unwrap_or(0)
+}
+
+/// The id of a new incident: the first 12 hex characters of its fingerprint, or (in the
+/// astronomically rare case that another fingerprint has them) the next free 48-bit value.
+fn free_id(
+    ids: &redb::Table<&str, u64>,
+    fp: Fingerprint,
+) -> Result<String, redb::StorageError> {
+    let mut candidate = fp.0 >> 16;
+    loop {
+        let id = format!("{candidate:012x}");
+        match ids.get(id.as_str())? {
+            Some(owner) if owner.value() != fp.0 => candidate = (candidate + 1) & 0xffff_ffff_ffff,
+            _ => return Ok(id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(fp: u64, count: u64) -> IncidentDelta {
+        IncidentDelta {
+            fingerprint: Fingerprint(fp),
+            count,
+            normalized: format!("ERROR <n> {fp}"),
+            sample: "ERROR 1".into(),
+            attribution: AttributionStatus::Unattributed,
+            component_id: String::new(),
+            method: String::new(),
+            pact_key: String::new(),
+            severity: Severity::Medium,
+            source: "test".into(),
+        }
+    }
+
+    fn batch(deltas: &[(u64, u64)]) -> IngestBatch {
+        let mut b = IngestBatch::new();
+        for &(fp, n) in deltas {
+            b.incidents.insert(Fingerprint(fp), delta(fp, n));
+        }
+        b.key_counts.insert("PACT:a:b".into(), 2);
+        b.totals.insert("lines", 10);
+        b
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn apply_creates_then_updates_and_orders_by_recency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let out = store.apply(&batch(&[(1, 2), (2, 1)]), ts("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(out.created.len(), 2);
+        assert!(out.updated.is_empty());
+        let out = store.apply(&batch(&[(2, 5), (3, 1)]), ts("2026-01-01T00:00:05Z")).unwrap();
+        assert_eq!(out.created, vec![Fingerprint(3)]);
+        assert_eq!(out.updated, vec![Fingerprint(2)]);
+        assert_eq!(store.incident_count().unwrap(), 3);
+        let recent = store.recent_incidents(10).unwrap();
+        let fps: Vec<u64> = recent.iter().map(|i| i.fingerprint.0).collect();
+        assert_eq!(fps, vec![3, 2, 1]);
+        assert_eq!(recent[1].count, 6);
+        assert_eq!(recent[1].first_seen, ts("2026-01-01T00:00:00Z"));
+        assert_eq!(store.key_counts().unwrap()["PACT:a:b"], 4);
+        assert_eq!(store.totals().unwrap()["lines"], 20);
+        let id = recent[0].id.clone();
+        assert_eq!(id.len(), 12);
+        assert_eq!(store.incident(&id).unwrap().unwrap().fingerprint, Fingerprint(3));
+        assert!(store.incident("ffffffffffff").unwrap().is_none());
+    }
+
+    #[test]
+    fn state_survives_reopen_and_readers_follow_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        store.apply(&batch(&[(7, 1)]), ts("2026-01-01T00:00:00Z")).unwrap();
+        // A second writer is refused while the first is open.
+        assert!(matches!(Store::open(&path), Err(StoreError::InUse { .. })));
+        let reader = Store::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(reader.incident_count().unwrap(), 1);
+        store.apply(&batch(&[(8, 1)]), ts("2026-01-01T00:00:01Z")).unwrap();
+        assert_eq!(reader.incident_count().unwrap(), 2);
+        drop(reader);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.incident_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn colliding_ids_get_distinct_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (a, b) = (0xabcdef012345_0001, 0xabcdef012345_0002);
+        store.apply(&batch(&[(a, 1), (b, 1)]), ts("2026-01-01T00:00:00Z")).unwrap();
+        let ids: Vec<String> =
+            store.recent_incidents(10).unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        assert!(ids.contains(&"abcdef012345".to_string()));
+        assert!(ids.contains(&"abcdef012346".to_string()));
+    }
+
+    #[test]
+    fn corrupt_and_foreign_files_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        std::fs::write(&path, b"this is not a database, just some text\n".repeat(200)).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(err.to_string().contains("s.redb"), "{err}");
+        assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Storage { .. }), "{err:?}");
+        // The file was not reset.
+        assert!(std::fs::read(&path).unwrap().starts_with(b"this is not a database"));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(Store::open(&path), Err(StoreError::Newer { found, .. }) if found == SCHEMA_VERSION + 1));
+        assert!(matches!(Store::open_read_only(&path), Err(StoreError::Newer { .. })));
+    }
+}
