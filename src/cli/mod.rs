@@ -1,1 +1,181 @@
-//! (in progress)
+//! The command line: clap definitions and the glue from commands to library calls.
+//!
+//! Human output goes to stdout, diagnostics to stderr; `--json` prints exactly one JSON
+//! document on stdout. Exit codes: 0 success, 1 runtime failure, 2 usage or configuration
+//! error (clap's own errors exit 2 as well).
+
+pub mod report;
+pub mod scan;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, ConfigSearch};
+
+/// Sentinel: production log ingestion and attribution for Pact projects.
+#[derive(Debug, Parser)]
+#[command(name = "sentinel", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The config file (default: ./sentinel.yaml, then ~/.sentinel/sentinel.yaml).
+    #[arg(short, long, global = true, env = crate::config::CONFIG_ENV, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Scan existing log files (plain or .gz) once and fold their error lines into incidents.
+    Scan(scan::ScanArgs),
+    /// Show recent incidents, newest first.
+    Report(report::ReportArgs),
+    /// Write a deterministic test corpus with its ground truth (for benchmarks and tests).
+    #[command(hide = true)]
+    GenCorpus(GenCorpusArgs),
+}
+
+/// `sentinel gen-corpus`.
+#[derive(Debug, clap::Args)]
+pub struct GenCorpusArgs {
+    /// The seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Approximate size in bytes (suffixes K, M, G allowed: 1G = 1 GiB).
+    #[arg(long, value_parser = parse_size)]
+    size: u64,
+    /// The corpus file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to write the ground truth JSON.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Where to write a manifest.json registering the corpus's registered components.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+/// A failure of a command, mapped to an exit code by `main`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The configuration cannot be used (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad arguments (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else (exit 1).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Other(_) => 1,
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the exit code on success paths that still want a
+/// non-zero code.
+///
+/// # Errors
+///
+/// [`CliError`]; its [`CliError::exit_code`] is the process's exit code.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Scan(args) => scan::run(&load_config(cli.config)?, args),
+        Command::Report(args) => report::run(&load_config(cli.config)?, args),
+        Command::GenCorpus(args) => gen_corpus(args),
+    }
+}
+
+fn load_config(explicit: Option<PathBuf>) -> Result<Config, CliError> {
+    Ok(Config::load(&ConfigSearch::from_env(explicit))?)
+}
+
+fn gen_corpus(args: GenCorpusArgs) -> Result<u8, CliError> {
+    use anyhow::Context;
+    let spec = crate::corpus::CorpusSpec::new(args.seed, args.size);
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let truth = crate::corpus::generate(&spec, std::io::BufWriter::with_capacity(1 << 20, file))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let json = serde_json::to_string_pretty(&truth).context("serialising the truth")?;
+    match &args.truth {
+        Some(p) => std::fs::write(p, json + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?,
+        None => writeln!(std::io::stdout().lock(), "{json}").context("stdout")?,
+    }
+    if let Some(p) = &args.manifest {
+        std::fs::write(p, crate::corpus::manifest_json(&spec, "."))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(0)
+}
+
+/// Parses `123`, `64K`, `10M`, `1G` (binary multiples).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = s[i..].to_ascii_lowercase();
+            let mult = match unit.trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                _ => return Err(format!("unknown size unit in {s:?}")),
+            };
+            (&s[..i], mult)
+        }
+        None => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("not a size: {s:?} (expected e.g. 512M)"))
+}
+
+/// Formats an integer with thousands separators.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_thousands() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("1Q").is_err());
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+}

@@ -1,0 +1,62 @@
+//! `sentinel report`: recent incidents from the store, newest first.
+//!
+//! The text format is the reference's (SPEC §10):
+//! `  <mark> <id>  <component or unknown, padded to 20>  $<spend>  <status>  <first seen>`,
+//! with `[OK]` for resolved, `[!!]` for escalated and `[..]` otherwise. `--json` prints the
+//! incidents as a JSON array. The store is opened read-only, so this works while a daemon
+//! writes it.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::CliError;
+use crate::config::Config;
+use crate::store::{IncidentStatus, Store};
+
+/// `sentinel report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How many incidents to show.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
+    let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
+    let incidents = match &store {
+        Some(s) => s.recent_incidents(args.limit).context("reading incidents")?,
+        None => Vec::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &incidents).context("writing JSON")?;
+        writeln!(out).context("stdout")?;
+        return Ok(0);
+    }
+    if incidents.is_empty() {
+        writeln!(out, "No incidents recorded.").context("stdout")?;
+        return Ok(0);
+    }
+    for inc in &incidents {
+        let mark = match inc.status {
+            IncidentStatus::Resolved => "[OK]",
+            IncidentStatus::Escalated => "[!!]",
+            _ => "[..]",
+        };
+        let component = if inc.component_id.is_empty() { "unknown" } else { &inc.component_id };
+        let first_seen = inc.first_seen.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+        writeln!(
+            out,
+            "  {mark} {}  {component:<20}  ${:.2}  {}  {first_seen}",
+            inc.id,
+            0.0,
+            inc.status.as_str()
+        )
+        .context("stdout")?;
+    }
+    Ok(0)
+}

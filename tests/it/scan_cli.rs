@@ -1,0 +1,172 @@
+//! `sentinel scan` and `sentinel report` end to end: counts, idempotent rescans, bad input.
+
+use std::io::Write;
+
+use crate::harness::{Workspace, stderr, stdout};
+
+const LOG: &str = "2026-11-23T10:00:00Z INFO [PACT:auth:login] ok user=1\n\
+2026-11-23T10:00:01Z ERROR [PACT:auth:login] login failed for user 4412 after 12ms\n\
+2026-11-23T10:00:02Z ERROR [PACT:auth:login] login failed for user 99 after 7ms\n\
+2026-11-23T10:00:03Z ERROR no key here request 3f2a9c1d-0000-4000-8000-00000000abcd\n\
+{\"level\":\"Error\",\"msg\":\"charge declined\",\"key\":\"PACT:billing:charge\"}\n\
+2026-11-23T10:00:04Z WARN nothing to see\n";
+
+#[test]
+fn scan_counts_attributes_and_rescans_without_duplicates() {
+    let ws = Workspace::new();
+    ws.file("state/manifest.json", r#"{"components": {"auth": {"component_id": "auth"}}}"#);
+    ws.file("logs/app.log", LOG);
+    let (out, v) = ws.scan_json(&["logs/app.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["lines"], 6);
+    assert_eq!(v["error_lines"], 4);
+    assert_eq!(v["keyed_lines"], 3);
+    assert_eq!(v["registered_lines"], 2);
+    assert_eq!(v["unregistered_lines"], 1);
+    assert_eq!(v["unattributed_lines"], 1);
+    assert_eq!(v["error_key_counts"]["PACT:auth:login"], 2);
+    assert_eq!(v["error_key_counts"]["PACT:billing:charge"], 1);
+    assert_eq!(v["distinct_keys"], 2);
+    // The two login failures differ only in numbers: one incident.
+    assert_eq!(v["distinct_fingerprints"], 3);
+    assert_eq!(v["incidents_new"], 3);
+    assert_eq!(v["incidents_updated"], 0);
+
+    // Scanning the same file again updates the same incidents.
+    let (out, v) = ws.scan_json(&["logs/app.log"]);
+    assert!(out.status.success());
+    assert_eq!(v["incidents_new"], 0);
+    assert_eq!(v["incidents_updated"], 3);
+
+    let out = ws.run(&["report", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let incidents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let incidents = incidents.as_array().unwrap();
+    assert_eq!(incidents.len(), 3);
+    let login = incidents.iter().find(|i| i["pact_key"] == "PACT:auth:login").unwrap();
+    assert_eq!(login["count"], 4);
+    assert_eq!(login["attribution"], "registered");
+    assert_eq!(login["component_id"], "auth");
+    assert_eq!(login["method"], "login");
+    let total: u64 = incidents.iter().map(|i| i["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 8);
+
+    let out = ws.run(&["report"]);
+    let text = stdout(&out);
+    assert!(text.contains("[..]"), "{text}");
+    assert!(text.contains("auth                "), "{text}");
+    assert!(text.contains("unknown"), "{text}");
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let ws = Workspace::new();
+    ws.file("a.log", LOG);
+    let (out, v) = ws.scan_json(&["--dry-run", "a.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["error_lines"], 4);
+    assert_eq!(v["incidents_new"], 3);
+    assert!(!ws.path().join("state/sentinel.redb").exists());
+    let out = ws.run(&["report"]);
+    assert_eq!(stdout(&out).trim(), "No incidents recorded.");
+}
+
+#[test]
+fn gzip_directories_and_globs() {
+    let ws = Workspace::new();
+    ws.file("logs/a.log", LOG);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(LOG.as_bytes()).unwrap();
+    ws.file("logs/old/a.log.1.gz", gz.finish().unwrap());
+    ws.file("logs/.hidden.log", LOG);
+    let (out, v) = ws.scan_json(&["logs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["files"], 2);
+    assert_eq!(v["error_lines"], 8);
+    let (_, v) = ws.scan_json(&["--dry-run", "logs/**/*.gz"]);
+    assert_eq!(v["files"], 1);
+    assert_eq!(v["error_lines"], 4);
+}
+
+#[test]
+fn bad_inputs_are_reported_and_the_rest_still_scanned() {
+    let ws = Workspace::new();
+    ws.file("good.log", LOG);
+    ws.file("corrupt.log.gz", b"\x1f\x8b\x08\x00this is not deflate data at all........");
+    let unreadable = ws.file("secret.log", LOG);
+    std::fs::create_dir_all(ws.path().join("empty")).unwrap();
+    let (out, v) = ws.scan_json(&["good.log", "missing.log", "corrupt.log.gz", "empty", "nomatch/*.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["files"], 1);
+    assert_eq!(v["error_lines"], 4);
+    let err = stderr(&out);
+    assert!(err.contains("missing.log: no such file or directory"), "{err}");
+    assert!(err.contains("corrupt.log.gz: corrupt or unreadable gzip"), "{err}");
+    assert!(err.contains("empty: directory contains no log files"), "{err}");
+    assert!(err.contains("nomatch/*.log: no files match"), "{err}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 4);
+
+    // Nothing scannable at all: non-zero exit with a clear message.
+    let out = ws.run(&["scan", "missing.log", "empty"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nothing could be scanned"), "{}", stderr(&out));
+
+    // An unreadable file (only meaningful when not running as root).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&unreadable).is_err() {
+        let out = ws.run(&["scan", "secret.log"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("secret.log: permission denied"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn corrupt_store_and_manifest_are_clear_errors() {
+    let ws = Workspace::new();
+    ws.file("a.log", LOG);
+    ws.file("state/sentinel.redb", b"garbage garbage garbage".repeat(100));
+    let out = ws.run(&["scan", "a.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("sentinel.redb"), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    // Never silently reset.
+    assert!(std::fs::read(ws.path().join("state/sentinel.redb")).unwrap().starts_with(b"garbage"));
+    let out = ws.run(&["report"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("sentinel.redb"));
+
+    let ws = Workspace::new();
+    ws.file("a.log", LOG);
+    ws.file("state/manifest.json", "{\"components\": {");
+    let out = ws.run(&["scan", "a.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("manifest.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_config_names_file_line_and_key() {
+    let ws = Workspace::with_config("state_dir: state\nsources:\n  - type: file\n    paht: x.log\n");
+    ws.file("a.log", LOG);
+    let out = ws.run(&["scan", "a.log"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("sentinel.yaml:4:"), "{err}");
+    assert!(err.contains("paht"), "{err}");
+
+    let out = ws.run(&["--config", "nope.yaml", "scan", "a.log"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nope.yaml does not exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn error_pattern_flags_replace_the_config_list() {
+    let ws = Workspace::new();
+    ws.file("a.log", "WARN disk 91% full\nERROR x\nWARN disk 95% full\n");
+    let (_, v) = ws.scan_json(&["--dry-run", "--error-pattern", "WARN disk", "a.log"]);
+    assert_eq!(v["error_lines"], 2);
+    assert_eq!(v["distinct_fingerprints"], 1);
+    let out = ws.run(&["scan", "--error-pattern", "(bad", "a.log"]);
+    assert_eq!(out.status.code(), Some(2));
+}
