@@ -18,6 +18,6 @@ pub mod matcher;
 mod simd;
 
 // pub use fingerprint::{Fingerprint, Fingerprinter};
-// pub use framing::LineReader;
+pub use framing::LineReader;
 // pub use keys::{PactKey, PactKeys};
 // pub use matcher::{ErrorLine, Kernel, ScanStats, Scanner, ScannerBuilder, Sink};
