@@ -17,7 +17,7 @@ pub mod keys;
 pub mod matcher;
 mod simd;
 
-// pub use fingerprint::{Fingerprint, Fingerprinter};
+pub use fingerprint::{Fingerprint, Fingerprinter};
 pub use framing::LineReader;
 // pub use keys::{PactKey, PactKeys};
 // pub use matcher::{ErrorLine, Kernel, ScanStats, Scanner, ScannerBuilder, Sink};
