@@ -265,7 +265,7 @@ fn scan_work(
     match work {
         Work::Segment { file, path, range } => {
             let len = range.end - range.start;
-            let rdr = ReadAt::new(&file, range.start, range.end);
+            let rdr = ReadAt::new(&file, range.clone());
             let counted = scan_reader(rdr, range.start, scanner, manifest, &path, tx, progress)
                 .map_err(|e| e.to_string())?;
             if counted.bytes != len {

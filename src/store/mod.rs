@@ -119,6 +119,31 @@ pub struct IncidentDelta {
     pub source: String,
 }
 
+impl IncidentDelta {
+    /// A delta of `count` lines like `line`, with no component and an empty source (for
+    /// tests and benches; the aggregator fills every field).
+    pub fn new(
+        fingerprint: Fingerprint,
+        count: u64,
+        line: &str,
+        attribution: AttributionStatus,
+        severity: Severity,
+    ) -> IncidentDelta {
+        IncidentDelta {
+            fingerprint,
+            count,
+            normalized: line.to_string(),
+            sample: line.to_string(),
+            attribution,
+            component_id: String::new(),
+            method: String::new(),
+            pact_key: String::new(),
+            severity,
+            source: String::new(),
+        }
+    }
+}
+
 /// Everything one write transaction applies.
 #[derive(Debug, Default, Clone)]
 #[non_exhaustive]
