@@ -19,5 +19,5 @@ mod simd;
 
 // pub use fingerprint::{Fingerprint, Fingerprinter};
 // pub use framing::LineReader;
-// pub use keys::{PactKey, PactKeys};
-// pub use matcher::{ErrorLine, Kernel, ScanStats, Scanner, ScannerBuilder, Sink};
+pub use keys::{PactKey, PactKeys};
+pub use matcher::{ErrorLine, Kernel, ScanStats, Scanner, ScannerBuilder, Sink};
