@@ -2706,4 +2706,45 @@ mod tests {
         assert!(!comps.contains_key("legacy_soap_adapter"));
         assert!(json.starts_with("{\n  \"components\": {\n    \""));
     }
+
+    #[test]
+    fn committed_fixtures_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let truth_json = std::fs::read_to_string(root.join("logs/truth.json"))
+            .expect("testdata/logs/truth.json: run `cargo run --example gen_fixtures`");
+        let truths: BTreeMap<String, GroundTruth> =
+            serde_json::from_str(&truth_json).expect("truth.json parses");
+        let fixtures = fixtures();
+        assert_eq!(truths.len(), fixtures.len());
+        let registered = registered_component_ids(&fixtures[0].spec);
+        for fixture in &fixtures {
+            let raw = std::fs::read(root.join("logs").join(fixture.path)).expect("fixture exists");
+            let bytes = if fixture.gzip {
+                let mut out = Vec::new();
+                io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
+                    .expect("valid gzip");
+                out
+            } else {
+                raw
+            };
+            let (fresh, fresh_truth) = generate_vec(&fixture.spec);
+            assert!(
+                fresh == bytes,
+                "{} is stale: run `cargo run --example gen_fixtures`",
+                fixture.path
+            );
+            assert_eq!(truths[fixture.path], fresh_truth);
+            let truth = &truths[fixture.path];
+            assert_eq!(*truth, Oracle::truth_of(&registered, &bytes));
+            // Every fixture exercises every attribution outcome.
+            assert!(truth.registered_lines > 0, "{}", fixture.path);
+            assert!(truth.unregistered_lines > 0, "{}", fixture.path);
+            assert!(truth.unattributed_lines > 0, "{}", fixture.path);
+        }
+        let manifest = std::fs::read_to_string(root.join("manifest.json")).expect("manifest");
+        assert_eq!(
+            manifest.trim_end(),
+            manifest_json(&fixtures[0].spec, FIXTURE_PROJECT_DIR)
+        );
+    }
 }
