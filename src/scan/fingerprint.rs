@@ -82,10 +82,14 @@ fn is_uuid_at(text: &[u8], i: usize) -> bool {
     let Some(cand) = text.get(i..i.saturating_add(UUID_LEN)) else {
         return false;
     };
-    cand.iter().enumerate().all(|(k, &b)| match k {
-        8 | 13 | 18 | 23 => b == b'-',
-        _ => is_hex(b),
-    })
+    // The dashes first: they reject almost every candidate.
+    cand[8] == b'-'
+        && cand[13] == b'-'
+        && cand[18] == b'-'
+        && cand[23] == b'-'
+        && [0..8, 9..13, 14..18, 19..23, 24..36]
+            .into_iter()
+            .all(|group| cand[group].iter().all(|&b| is_hex(b)))
 }
 
 /// A stable 64-bit hash of a line's normalised text (xxh3-64). Displayed and parsed as 16
@@ -318,30 +322,37 @@ mod tests {
         }
     }
 
-    fn hex_char() -> impl Strategy<Value = u8> {
-        prop_oneof![b'0'..=b'9', b'a'..=b'f', b'A'..=b'F']
+    /// `n <= 32` hex digits from the nibbles of `bits`, uppercased where `case` has a 1.
+    /// (Cheaper to generate in debug builds than a strategy per character.)
+    fn hex_chars(bits: u128, case: u32, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|k| {
+                let c = b"0123456789abcdef"[usize::from((bits >> (4 * k)) as u8 & 15)];
+                if case >> k & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
     }
 
     fn hex_run(len: impl Strategy<Value = usize>) -> impl Strategy<Value = Vec<u8>> {
-        len.prop_flat_map(|n| proptest::collection::vec(hex_char(), n))
+        (len, any::<u128>(), any::<u32>()).prop_map(|(n, bits, case)| hex_chars(bits, case, n))
     }
 
     fn uuid() -> impl Strategy<Value = Vec<u8>> {
-        proptest::collection::vec(hex_char(), 32).prop_map(|h| {
+        (any::<u128>(), any::<u32>()).prop_map(|(bits, case)| {
+            let h = hex_chars(bits, case, 32);
             let mut u = Vec::with_capacity(36);
-            for (k, part) in [8, 4, 4, 4, 12]
-                .iter()
-                .scan(0, |at, &l| {
-                    let r = *at..*at + l;
-                    *at += l;
-                    Some(r)
-                })
+            for (k, group) in [0..8, 8..12, 12..16, 16..20, 20..32]
+                .into_iter()
                 .enumerate()
             {
                 if k > 0 {
                     u.push(b'-');
                 }
-                u.extend_from_slice(&h[part]);
+                u.extend_from_slice(&h[group]);
             }
             u
         })

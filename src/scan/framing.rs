@@ -580,7 +580,7 @@ mod tests {
         assert_eq!(out.final_offset, base + data.len() as u64, "final offset");
     }
 
-    fn piece() -> impl Strategy<Value = Vec<u8>> {
+    fn piece(max: usize) -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             // Ordinary short lines.
             4 => proptest::collection::vec(b'a'..=b'z', 0..40).prop_map(|mut v| {
@@ -595,14 +595,21 @@ mod tests {
             // Arbitrary bytes: NULs, invalid UTF-8, sometimes newlines.
             2 => proptest::collection::vec(any::<u8>(), 0..64),
             // Long runs without a newline.
-            1 => (1usize..3000, any::<u8>()).prop_map(|(n, b)| vec![if b == b'\n' { 0 } else { b }; n]),
+            1 => (1usize..3000, any::<u8>())
+                .prop_map(|(n, b)| vec![if b == b'\n' { 0 } else { b }; n]),
+            // Lines right at the limit: max - 1, max, max + 1 bytes before the newline.
+            1 => (max - 1..=max + 1).prop_map(|n| {
+                let mut v = vec![b'm'; n];
+                v.push(b'\n');
+                v
+            }),
             // Empty lines.
             1 => Just(b"\n".to_vec()),
         ]
     }
 
-    fn data() -> impl Strategy<Value = Vec<u8>> {
-        proptest::collection::vec(piece(), 0..40).prop_map(|v| v.concat())
+    fn data(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(piece(max), 0..40).prop_map(|v| v.concat())
     }
 
     fn sizes() -> impl Strategy<Value = Vec<usize>> {
@@ -622,10 +629,9 @@ mod tests {
 
         #[test]
         fn any_chunking_matches_one_shot(
-            data in data(),
+            (max, data) in (64usize..4096).prop_flat_map(|max| (Just(max), data(max))),
             sizes in sizes(),
             capacity in 64usize..4096,
-            max in 64usize..4096,
             base in prop_oneof![Just(0u64), 0u64..1 << 40],
         ) {
             let rdr = LineReader::with_capacity(Chunked::new(data.clone(), sizes), capacity, max)
@@ -636,7 +642,7 @@ mod tests {
 
         #[test]
         fn tiny_buffers_match_one_shot(
-            data in data(),
+            data in data(64),
             sizes in sizes(),
             capacity in 1usize..64,
         ) {
