@@ -1,4 +1,5 @@
 //! Integration tests: the real `sentinel` binary on temp dirs.
 
+mod ground_truth;
 mod harness;
 mod scan_cli;
