@@ -57,6 +57,8 @@ pub struct LineAggregator {
     incidents: HashMap<crate::scan::Fingerprint, IncidentDelta>,
     keys: HashMap<Vec<u8>, u64>,
     counts: LineCounts,
+    /// The key spans of the current line (reused: no allocation once warm).
+    line_keys: Vec<(usize, usize)>,
 }
 
 impl LineAggregator {
@@ -69,6 +71,7 @@ impl LineAggregator {
             incidents: HashMap::new(),
             keys: HashMap::new(),
             counts: LineCounts::default(),
+            line_keys: Vec::new(),
         }
     }
 
@@ -89,13 +92,17 @@ impl LineAggregator {
         }
         if first.is_some() {
             self.counts.keyed_lines += 1;
-            // Every distinct key of the line counts once. Lines carry few keys: a quadratic
-            // scan beats a set and allocates nothing.
-            for (i, key) in hit.keys().enumerate() {
+            // Every distinct key of the line counts once. Lines carry few keys: comparing
+            // with the earlier keys of the line beats a set, and the span list is reused.
+            self.line_keys.clear();
+            let base = line.as_ptr() as usize;
+            for key in hit.keys() {
                 let k = key.as_bytes();
-                if hit.keys().take(i).any(|earlier| earlier.as_bytes() == k) {
+                if self.line_keys.iter().any(|&(s, e)| &line[s..e] == k) {
                     continue;
                 }
+                let start = k.as_ptr() as usize - base;
+                self.line_keys.push((start, start + k.len()));
                 match self.keys.get_mut(k) {
                     Some(n) => *n += 1,
                     None => {

@@ -78,33 +78,31 @@ impl FromStr for Severity {
     }
 }
 
-/// `(?i)a[_\s]?b` anywhere in `hay`.
+/// `(?i)a[_\s]?b` anywhere in `hay` (`a` and `b` lowercase ASCII letters).
 fn contains_word_pair(hay: &[u8], a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if hay.len() < n + b.len() {
-        return false;
-    }
-    (0..=hay.len() - n - b.len()).any(|i| {
-        if !hay[i..i + n].eq_ignore_ascii_case(a) {
-            return false;
-        }
-        let rest = &hay[i + n..];
-        if rest.len() >= b.len() && rest[..b.len()].eq_ignore_ascii_case(b) {
-            return true;
-        }
-        matches!(rest.first(), Some(b'_' | b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c))
-            && rest.len() > b.len()
-            && rest[1..=b.len()].eq_ignore_ascii_case(b)
+    positions_ci(hay, a).any(|i| {
+        let rest = &hay[i + a.len()..];
+        starts_with_ci(rest, b)
+            || (matches!(rest.first(), Some(b'_' | b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c))
+                && starts_with_ci(&rest[1..], b))
     })
 }
 
 /// `(?i)delet|remov|drop|purg` anywhere in `hay`.
 fn has_deletion_word(hay: &[u8]) -> bool {
-    [&b"delet"[..], b"remov", b"drop", b"purg"].iter().any(|w| contains_ci(hay, w))
+    [&b"delet"[..], b"remov", b"drop", b"purg"].iter().any(|w| positions_ci(hay, w).next().is_some())
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len() && hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+fn starts_with_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.len() >= needle.len() && hay[..needle.len()].eq_ignore_ascii_case(needle)
+}
+
+/// Start positions of the lowercase ASCII `needle` in `hay`, ignoring ASCII case; candidates
+/// come from memchr on the first byte in both cases, so a line is not walked byte by byte.
+fn positions_ci<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let first = needle[0];
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay)
+        .filter(move |&i| starts_with_ci(&hay[i..], needle))
 }
 
 #[cfg(test)]
