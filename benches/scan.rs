@@ -16,7 +16,9 @@ use sentinel::aggregate::LineAggregator;
 use sentinel::attribute::{AttributionStatus, Manifest, ManifestEntry, Severity};
 use sentinel::corpus::{CorpusSpec, GroundTruth, generate, registered_component_ids};
 use sentinel::scan::matcher::DEFAULT_ERROR_PATTERNS;
-use sentinel::scan::{ErrorLine, Fingerprint, Fingerprinter, Kernel, LineReader, Scanner, ScannerBuilder, Sink};
+use sentinel::scan::{
+    ErrorLine, Fingerprint, Fingerprinter, Kernel, LineReader, Scanner, ScannerBuilder, Sink,
+};
 use sentinel::store::{IncidentDelta, IngestBatch, Store};
 
 struct Corpus {
@@ -49,7 +51,12 @@ impl Sink for Count {
 fn kernels() -> Vec<Kernel> {
     [Kernel::Avx2, Kernel::Sse2, Kernel::Scalar]
         .into_iter()
-        .filter(|k| ScannerBuilder::new().kernel(*k).build(DEFAULT_ERROR_PATTERNS).is_ok())
+        .filter(|k| {
+            ScannerBuilder::new()
+                .kernel(*k)
+                .build(DEFAULT_ERROR_PATTERNS)
+                .is_ok()
+        })
         .collect()
 }
 
@@ -57,7 +64,10 @@ fn bench_scan(c: &mut Criterion, corpus: &Corpus) {
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Bytes(corpus.data.len() as u64));
     for kernel in kernels() {
-        let scanner = ScannerBuilder::new().kernel(kernel).build(DEFAULT_ERROR_PATTERNS).unwrap();
+        let scanner = ScannerBuilder::new()
+            .kernel(kernel)
+            .build(DEFAULT_ERROR_PATTERNS)
+            .unwrap();
         g.bench_function(BenchmarkId::new("prebuilt", format!("{kernel:?}")), |b| {
             b.iter(|| {
                 let mut n = Count(0);
@@ -107,7 +117,9 @@ fn error_lines(corpus: &Corpus) -> Vec<Vec<u8>> {
         }
     }
     let mut c = Collect(Vec::new());
-    let _ = Scanner::new(DEFAULT_ERROR_PATTERNS).unwrap().scan(&corpus.data, &mut c);
+    let _ = Scanner::new(DEFAULT_ERROR_PATTERNS)
+        .unwrap()
+        .scan(&corpus.data, &mut c);
     c.0
 }
 
@@ -149,7 +161,10 @@ fn bench_aggregate(c: &mut Criterion, corpus: &Corpus) {
             assert_eq!(stats.error_lines, corpus.truth.error_lines);
             assert_eq!(agg.counts().registered_lines, corpus.truth.registered_lines);
             let batch = agg.take_batch();
-            assert_eq!(batch.incidents.len() as u64, corpus.truth.distinct_fingerprints);
+            assert_eq!(
+                batch.incidents.len() as u64,
+                corpus.truth.distinct_fingerprints
+            );
         })
     });
     g.finish();
@@ -162,7 +177,16 @@ fn bench_store_batch(c: &mut Criterion) {
         let mut batch = IngestBatch::new();
         for i in 0..N {
             let fp = Fingerprint(base.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i);
-            batch.incidents.insert(fp, IncidentDelta::new(fp, 3, &sample, AttributionStatus::Registered, Severity::Medium));
+            batch.incidents.insert(
+                fp,
+                IncidentDelta::new(
+                    fp,
+                    3,
+                    &sample,
+                    AttributionStatus::Registered,
+                    Severity::Medium,
+                ),
+            );
             batch.key_counts.insert(format!("PACT:c{}:m", i % 50), 3);
         }
         batch.totals.insert("lines", 1000 * N);

@@ -143,7 +143,10 @@ pub struct ErrorThreshold {
 
 impl Default for ErrorThreshold {
     fn default() -> Self {
-        ErrorThreshold { count: 1, window_seconds: 300 }
+        ErrorThreshold {
+            count: 1,
+            window_seconds: 300,
+        }
     }
 }
 
@@ -197,7 +200,10 @@ pub struct ArbiterConfig {
 
 impl Default for ArbiterConfig {
     fn default() -> Self {
-        ArbiterConfig { api_endpoint: None, trust_event_on_fix: true }
+        ArbiterConfig {
+            api_endpoint: None,
+            trust_event_on_fix: true,
+        }
     }
 }
 
@@ -247,7 +253,12 @@ pub struct NotifyConfig {
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        NotifyConfig { webhook_url: None, on_error: true, on_fix: true, on_contract_push: true }
+        NotifyConfig {
+            webhook_url: None,
+            on_error: true,
+            on_fix: true,
+            on_contract_push: true,
+        }
     }
 }
 
@@ -345,7 +356,14 @@ struct Located<'a> {
 impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         } else {
             write!(f, "{}: {}", self.path.display(), self.message)
         }
@@ -403,8 +421,10 @@ impl Config {
         };
         for path in candidates {
             if path.is_file() {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 return Config::from_yaml(&text, &path, search.home.as_deref());
             }
         }
@@ -413,8 +433,7 @@ impl Config {
 
     /// The all-defaults configuration, with `state_dir` under `base`.
     pub fn defaults(base: &Path, home: Option<&Path>) -> Config {
-        Config::resolve(RawConfig::default(), None, base, home)
-            .expect("the defaults are valid")
+        Config::resolve(RawConfig::default(), None, base, home).expect("the defaults are valid")
     }
 
     /// Parses and validates `text`, which was read from `path`.
@@ -426,15 +445,27 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            let opts = serde_saphyr::options! { duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error };
+            let opts =
+                serde_saphyr::options! { duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error };
             serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
-                let (line, column) =
-                    e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-                ConfigError::Parse { path: path.to_path_buf(), line, column, message: first_line(&e) }
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message: first_line(&e),
+                }
             })?
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let base = std::fs::canonicalize(&base).unwrap_or(base);
         Config::resolve(raw, Some(path), &base, home)
     }
@@ -445,21 +476,34 @@ impl Config {
         base: &Path,
         home: Option<&Path>,
     ) -> Result<Config, ConfigError> {
-        let file = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<defaults>"));
+        let file = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("<defaults>"));
         let invalid = |key: String, loc: Option<&serde_saphyr::Location>, message: String| {
             let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            ConfigError::Invalid { path: file.clone(), line, column, key, message }
+            ConfigError::Invalid {
+                path: file.clone(),
+                line,
+                column,
+                key,
+                message,
+            }
         };
 
-        let check_patterns = |key: &str, list: &[Spanned<String>]| -> Result<Vec<String>, ConfigError> {
-            for (i, p) in list.iter().enumerate() {
-                if let Err(e) = crate::scan::Scanner::new([p.value.as_str()]) {
-                    let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-                    return Err(invalid(format!("{key}[{i}]"), Some(&p.referenced), msg));
+        let check_patterns =
+            |key: &str, list: &[Spanned<String>]| -> Result<Vec<String>, ConfigError> {
+                for (i, p) in list.iter().enumerate() {
+                    if let Err(e) = crate::scan::Scanner::new([p.value.as_str()]) {
+                        let msg = e
+                            .to_string()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        return Err(invalid(format!("{key}[{i}]"), Some(&p.referenced), msg));
+                    }
                 }
-            }
-            Ok(list.iter().map(|p| p.value.clone()).collect())
-        };
+                Ok(list.iter().map(|p| p.value.clone()).collect())
+            };
 
         let error_patterns = match &raw.error_patterns {
             Some(list) if list.is_empty() => {
@@ -470,7 +514,10 @@ impl Config {
                 ));
             }
             Some(list) => check_patterns("error_patterns", list)?,
-            None => DEFAULT_ERROR_PATTERNS.iter().map(|s| s.to_string()).collect(),
+            None => DEFAULT_ERROR_PATTERNS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         };
 
         let mut sources = Vec::with_capacity(raw.sources.len());
@@ -483,7 +530,10 @@ impl Config {
                         "must list at least one pattern (omit the key to use the defaults)".into(),
                     ));
                 }
-                Some(list) => Some(check_patterns(&format!("sources[{i}].error_patterns"), list)?),
+                Some(list) => Some(check_patterns(
+                    &format!("sources[{i}].error_patterns"),
+                    list,
+                )?),
                 None => None,
             };
             sources.push(SourceConfig {
@@ -515,7 +565,11 @@ impl Config {
             }
         };
 
-        let state_dir_raw = raw.state_dir.as_ref().map(|s| s.value.as_str()).unwrap_or(".sentinel");
+        let state_dir_raw = raw
+            .state_dir
+            .as_ref()
+            .map(|s| s.value.as_str())
+            .unwrap_or(".sentinel");
         if state_dir_raw.trim().is_empty() {
             return Err(invalid(
                 "state_dir".into(),
@@ -565,7 +619,11 @@ pub fn resolve_path(raw: &str, base: &Path, home: Option<&Path>) -> PathBuf {
         }
         _ => PathBuf::from(raw),
     };
-    if expanded.is_absolute() { expanded } else { base.join(expanded) }
+    if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    }
 }
 
 /// serde-saphyr's messages carry a snippet after the first line; the location is reported
@@ -580,10 +638,10 @@ fn first_line(e: &serde_saphyr::Error) -> String {
 
 fn strip_location(s: &str) -> &str {
     let s = s.strip_prefix("error: ").unwrap_or(s);
-    if let Some(rest) = s.strip_prefix("line ") {
-        if let Some(idx) = rest.find(": ") {
-            return &rest[idx + 2..];
-        }
+    if let Some(rest) = s.strip_prefix("line ")
+        && let Some(idx) = rest.find(": ")
+    {
+        return &rest[idx + 2..];
     }
     match s.find(" at line ") {
         Some(idx) => &s[..idx],
@@ -673,7 +731,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_yaml(text, Path::new("/etc/sentinel/sentinel.yaml"), Some(Path::new("/home/u")))
+        Config::from_yaml(
+            text,
+            Path::new("/etc/sentinel/sentinel.yaml"),
+            Some(Path::new("/home/u")),
+        )
     }
 
     #[test]
@@ -715,7 +777,10 @@ state_dir: state
         let c = parse(text).unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources[0].format, LogFormat::Jsonl);
-        assert_eq!(c.sources[0].error_patterns.as_deref().unwrap(), ["ERROR", "(?i)fatal"]);
+        assert_eq!(
+            c.sources[0].error_patterns.as_deref().unwrap(),
+            ["ERROR", "(?i)fatal"]
+        );
         assert_eq!(c.sources[1].kind, SourceKind::Webhook);
         assert_eq!(c.sources[1].host, "127.0.0.1");
         assert_eq!(c.error_threshold.count, 3);
@@ -756,8 +821,10 @@ state_dir: state
 
     #[test]
     fn invalid_pattern_names_key_and_line() {
-        let err = parse("sources:\n  - path: a.log\n    error_patterns:\n      - OK\n      - \"(unclosed\"\n")
-            .unwrap_err();
+        let err = parse(
+            "sources:\n  - path: a.log\n    error_patterns:\n      - OK\n      - \"(unclosed\"\n",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("sources[0].error_patterns[1]"), "{msg}");
         assert!(msg.contains(":5:"), "{msg}");
@@ -767,7 +834,10 @@ state_dir: state
     fn max_line_bytes_range_is_checked() {
         let err = parse("max_line_bytes: 10\n").unwrap_err();
         assert!(err.to_string().contains("max_line_bytes"), "{err}");
-        assert_eq!(parse("max_line_bytes: 65536\n").unwrap().max_line_bytes, 65536);
+        assert_eq!(
+            parse("max_line_bytes: 65536\n").unwrap().max_line_bytes,
+            65536
+        );
     }
 
     #[test]
@@ -783,7 +853,10 @@ state_dir: state
             cwd: dir.path().to_path_buf(),
             home: None,
         };
-        assert!(matches!(Config::load(&search), Err(ConfigError::NotFound { .. })));
+        assert!(matches!(
+            Config::load(&search),
+            Err(ConfigError::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -798,7 +871,11 @@ state_dir: state
         let c = Config::load(&search).unwrap();
         assert!(c.path.is_none());
         std::fs::create_dir_all(home.path().join(".sentinel")).unwrap();
-        std::fs::write(home.path().join(".sentinel/sentinel.yaml"), "auto_remediate: true\n").unwrap();
+        std::fs::write(
+            home.path().join(".sentinel/sentinel.yaml"),
+            "auto_remediate: true\n",
+        )
+        .unwrap();
         let c = Config::load(&search).unwrap();
         assert!(c.auto_remediate);
         std::fs::write(dir.path().join("sentinel.yaml"), "auto_remediate: false\n").unwrap();

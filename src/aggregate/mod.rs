@@ -119,7 +119,10 @@ impl LineAggregator {
                 e.insert(IncidentDelta {
                     fingerprint: fp,
                     count: 1,
-                    normalized: lossy_prefix(self.fingerprinter.normalized(), NORMALIZED_KEEP_BYTES),
+                    normalized: lossy_prefix(
+                        self.fingerprinter.normalized(),
+                        NORMALIZED_KEEP_BYTES,
+                    ),
                     sample: lossy_prefix(line, SAMPLE_MAX_BYTES),
                     attribution: attr.status,
                     component_id: text(attr.component),
@@ -200,7 +203,11 @@ mod tests {
         assert_eq!(login.component_id, "auth");
         assert_eq!(login.method, "login");
         assert_eq!(login.sample, "ERROR [PACT:auth:login] user 12 failed");
-        let gdpr = batch.incidents.values().find(|d| d.pact_key.is_empty()).unwrap();
+        let gdpr = batch
+            .incidents
+            .values()
+            .find(|d| d.pact_key.is_empty())
+            .unwrap();
         assert_eq!(gdpr.severity, Severity::High);
         assert_eq!(gdpr.attribution, AttributionStatus::Unattributed);
         assert!(agg.is_empty());

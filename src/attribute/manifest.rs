@@ -75,7 +75,9 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     /// The file is not a manifest.
-    #[error("manifest {path} is not valid: {source} (fix or remove the file; it is never silently emptied)")]
+    #[error(
+        "manifest {path} is not valid: {source} (fix or remove the file; it is never silently emptied)"
+    )]
     Parse {
         /// The file.
         path: PathBuf,
@@ -94,10 +96,17 @@ impl Manifest {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-            Err(source) => return Err(ManifestError::Io { path: path.to_path_buf(), source }),
+            Err(source) => {
+                return Err(ManifestError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
-        serde_json::from_slice(&bytes)
-            .map_err(|source| ManifestError::Parse { path: path.to_path_buf(), source })
+        serde_json::from_slice(&bytes).map_err(|source| ManifestError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Whether `component_id` is registered.

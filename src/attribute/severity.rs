@@ -11,7 +11,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// An incident's severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// low
@@ -83,14 +85,18 @@ fn contains_word_pair(hay: &[u8], a: &[u8], b: &[u8]) -> bool {
     positions_ci(hay, a).any(|i| {
         let rest = &hay[i + a.len()..];
         starts_with_ci(rest, b)
-            || (matches!(rest.first(), Some(b'_' | b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c))
-                && starts_with_ci(&rest[1..], b))
+            || (matches!(
+                rest.first(),
+                Some(b'_' | b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+            ) && starts_with_ci(&rest[1..], b))
     })
 }
 
 /// `(?i)delet|remov|drop|purg` anywhere in `hay`.
 fn has_deletion_word(hay: &[u8]) -> bool {
-    [&b"delet"[..], b"remov", b"drop", b"purg"].iter().any(|w| positions_ci(hay, w).next().is_some())
+    [&b"delet"[..], b"remov", b"drop", b"purg"]
+        .iter()
+        .any(|w| positions_ci(hay, w).next().is_some())
 }
 
 fn starts_with_ci(hay: &[u8], needle: &[u8]) -> bool {
@@ -112,7 +118,10 @@ mod tests {
     #[test]
     fn names_are_case_insensitive_and_ordered() {
         assert_eq!("HIGH".parse::<Severity>().unwrap(), Severity::High);
-        assert_eq!("Compliance".parse::<Severity>().unwrap(), Severity::Compliance);
+        assert_eq!(
+            "Compliance".parse::<Severity>().unwrap(),
+            Severity::Compliance
+        );
         assert!("urgent".parse::<Severity>().is_err());
         assert!(Severity::Low < Severity::Medium && Severity::Critical < Severity::Compliance);
     }
@@ -120,13 +129,28 @@ mod tests {
     #[test]
     fn built_in_rules() {
         let m = Severity::Medium;
-        assert_eq!(Severity::of_line(b"ERROR field gdpr_erasable email leaked", m), Severity::High);
+        assert_eq!(
+            Severity::of_line(b"ERROR field gdpr_erasable email leaked", m),
+            Severity::High
+        );
         assert_eq!(Severity::of_line(b"ERROR GDPR erasable", m), Severity::High);
         assert_eq!(Severity::of_line(b"ERROR gdprerasable", m), Severity::High);
-        assert_eq!(Severity::of_line(b"ERROR audit_field created_by deleted", m), Severity::Compliance);
-        assert_eq!(Severity::of_line(b"ERROR Audit Field purged", m), Severity::Compliance);
-        assert_eq!(Severity::of_line(b"ERROR audit_field read", m), Severity::Medium);
+        assert_eq!(
+            Severity::of_line(b"ERROR audit_field created_by deleted", m),
+            Severity::Compliance
+        );
+        assert_eq!(
+            Severity::of_line(b"ERROR Audit Field purged", m),
+            Severity::Compliance
+        );
+        assert_eq!(
+            Severity::of_line(b"ERROR audit_field read", m),
+            Severity::Medium
+        );
         assert_eq!(Severity::of_line(b"ERROR timeout", m), Severity::Medium);
-        assert_eq!(Severity::of_line(b"ERROR timeout", Severity::Critical), Severity::Critical);
+        assert_eq!(
+            Severity::of_line(b"ERROR timeout", Severity::Critical),
+            Severity::Critical
+        );
     }
 }

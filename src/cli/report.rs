@@ -28,7 +28,9 @@ pub struct ReportArgs {
 pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
     let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
     let incidents = match &store {
-        Some(s) => s.recent_incidents(args.limit).context("reading incidents")?,
+        Some(s) => s
+            .recent_incidents(args.limit)
+            .context("reading incidents")?,
         None => Vec::new(),
     };
     let mut out = std::io::stdout().lock();
@@ -47,7 +49,11 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
             IncidentStatus::Escalated => "[!!]",
             _ => "[..]",
         };
-        let component = if inc.component_id.is_empty() { "unknown" } else { &inc.component_id };
+        let component = if inc.component_id.is_empty() {
+            "unknown"
+        } else {
+            &inc.component_id
+        };
         let first_seen = inc.first_seen.strftime("%Y-%m-%dT%H:%M:%S").to_string();
         writeln!(
             out,

@@ -30,7 +30,9 @@ use crate::scan::framing::{ReadAt, split_segments};
 use crate::scan::{Fingerprint, LineReader, ScanStats, Scanner, ScannerBuilder};
 use crate::store::{IngestBatch, Store};
 
-/// Plain files above this size are split into segments of about this size.
+/// Plain files above this size are split into segments of at least this size (more when the
+/// file is large: about four segments per thread keeps the cores evenly busy while each
+/// segment's aggregator sees many repeats before it hands its batch on).
 pub const SEGMENT_BYTES: u64 = 32 << 20;
 
 /// The read buffer of each worker.
@@ -94,8 +96,15 @@ struct FileError {
 /// One unit of work.
 #[derive(Debug)]
 enum Work {
-    Segment { file: Arc<File>, path: Arc<str>, range: std::ops::Range<u64> },
-    Gzip { path: Arc<str>, file: File },
+    Segment {
+        file: Arc<File>,
+        path: Arc<str>,
+        range: std::ops::Range<u64>,
+    },
+    Gzip {
+        path: Arc<str>,
+        file: File,
+    },
 }
 
 /// What one unit of work counted.
@@ -117,9 +126,13 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         .max_line_bytes(config.max_line_bytes)
         .build(&patterns)
         .map_err(|e| CliError::Usage(format!("invalid --error-pattern: {e}")))?;
-    let manifest = Arc::new(Manifest::load(&config.manifest_path()).context("loading the manifest")?);
+    let manifest =
+        Arc::new(Manifest::load(&config.manifest_path()).context("loading the manifest")?);
 
-    let mut report = ScanReport { dry_run: args.dry_run, ..ScanReport::default() };
+    let mut report = ScanReport {
+        dry_run: args.dry_run,
+        ..ScanReport::default()
+    };
     let mut stderr = std::io::stderr().lock();
     let (mut files, errors) = expand_inputs(&args.inputs);
     // Never scan Sentinel's own state (the store is being written while we read).
@@ -130,7 +143,15 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         let _ = writeln!(stderr, "sentinel: {path}: {error}");
         report.errors.push(FileError { path, error });
     }
-    let (work, open_errors) = plan(&files);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let (work, open_errors) = plan(&files, threads);
     for (path, error) in open_errors {
         let _ = writeln!(stderr, "sentinel: {path}: {error}");
         report.errors.push(FileError { path, error });
@@ -162,10 +183,6 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         .sum();
     let progress = progress_bar(total_bytes, args.json || args.no_progress);
 
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("sentinel-scan-{i}"))
@@ -217,7 +234,10 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
             Err(error) => {
                 if failed.insert(path.clone()) {
                     let _ = writeln!(std::io::stderr(), "sentinel: {path}: {error}");
-                    report.errors.push(FileError { path: path.to_string(), error });
+                    report.errors.push(FileError {
+                        path: path.to_string(),
+                        error,
+                    });
                 }
             }
         }
@@ -230,15 +250,9 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
     if args.dry_run {
         // Nothing was written: compare with the store as it is, if there is one.
         let existing = match Store::open_read_only(&config.db_path()) {
-            Ok(Some(s)) => {
-                let mut n = 0;
-                for fp in &outcome.fingerprints {
-                    if s.contains(*fp).context("reading the store")? {
-                        n += 1;
-                    }
-                }
-                n
-            }
+            Ok(Some(s)) => s
+                .count_existing(&outcome.fingerprints)
+                .context("reading the store")?,
             Ok(None) => 0,
             Err(e) => return Err(anyhow::Error::from(e).into()),
         };
@@ -301,8 +315,8 @@ fn scan_reader<R: Read>(
     tx: &crossbeam_channel::Sender<IngestBatch>,
     progress: Option<&indicatif::ProgressBar>,
 ) -> std::io::Result<Counted> {
-    let mut lines =
-        LineReader::with_capacity(rdr, READ_BUFFER_BYTES, scanner.max_line_bytes()).with_offset(start);
+    let mut lines = LineReader::with_capacity(rdr, READ_BUFFER_BYTES, scanner.max_line_bytes())
+        .with_offset(start);
     let mut agg = LineAggregator::new(manifest.clone(), path.clone());
     let mut stats = ScanStats::default();
     let send = |agg: &mut LineAggregator| {
@@ -343,7 +357,11 @@ fn scan_reader<R: Read>(
     stats.lines += skipped;
     let counts = agg.counts();
     send(&mut agg);
-    Ok(Counted { stats, counts, bytes: lines.offset() - start })
+    Ok(Counted {
+        stats,
+        counts,
+        bytes: lines.offset() - start,
+    })
 }
 
 /// What the store thread did.
@@ -480,7 +498,7 @@ fn describe_io(e: &std::io::Error) -> String {
 }
 
 /// Opens the files and cuts them into work units.
-fn plan(files: &[PathBuf]) -> (Vec<Work>, Vec<(String, String)>) {
+fn plan(files: &[PathBuf], threads: usize) -> (Vec<Work>, Vec<(String, String)>) {
     let mut work = Vec::new();
     let mut errors = Vec::new();
     for p in files {
@@ -509,8 +527,9 @@ fn plan(files: &[PathBuf]) -> (Vec<Work>, Vec<(String, String)>) {
             continue;
         }
         let file = Arc::new(file);
-        let ranges = if len > SEGMENT_BYTES {
-            match split_segments(&file, len, SEGMENT_BYTES) {
+        let target = SEGMENT_BYTES.max(len / (4 * threads as u64));
+        let ranges = if len > target {
+            match split_segments(&file, len, target) {
                 Ok(r) => r,
                 Err(e) => {
                     errors.push((name.to_string(), describe_io(&e)));
@@ -518,10 +537,14 @@ fn plan(files: &[PathBuf]) -> (Vec<Work>, Vec<(String, String)>) {
                 }
             }
         } else {
-            vec![0..len]
+            std::iter::once(0..len).collect()
         };
         for range in ranges {
-            work.push(Work::Segment { file: file.clone(), path: name.clone(), range });
+            work.push(Work::Segment {
+                file: file.clone(),
+                path: name.clone(),
+                range,
+            });
         }
     }
     (work, errors)
@@ -530,7 +553,10 @@ fn plan(files: &[PathBuf]) -> (Vec<Work>, Vec<(String, String)>) {
 fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
     if let Ok(m) = std::fs::symlink_metadata(dir) {
         if m.file_type().is_symlink() {
-            anyhow::bail!("state_dir {} is a symlink; refusing to use it", dir.display());
+            anyhow::bail!(
+                "state_dir {} is a symlink; refusing to use it",
+                dir.display()
+            );
         }
         return Ok(());
     }
@@ -559,7 +585,9 @@ fn progress_bar(total: u64, hidden: bool) -> Option<indicatif::ProgressBar> {
 fn print_report(report: &ScanReport, json: bool) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     let r = if json {
-        serde_json::to_writer(&mut out, report).map_err(std::io::Error::other).and_then(|_| writeln!(out))
+        serde_json::to_writer(&mut out, report)
+            .map_err(std::io::Error::other)
+            .and_then(|_| writeln!(out))
     } else {
         write_text(&mut out, report)
     };
@@ -577,7 +605,11 @@ fn write_text(out: &mut impl Write, r: &ScanReport) -> std::io::Result<()> {
         gib,
         r.elapsed_seconds,
         r.gb_per_s,
-        if r.dry_run { " (dry run: nothing written)" } else { "" }
+        if r.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
     )?;
     writeln!(out, "  lines:          {}", thousands(r.lines))?;
     writeln!(out, "  error lines:    {}", thousands(r.error_lines))?;
@@ -588,8 +620,16 @@ fn write_text(out: &mut impl Write, r: &ScanReport) -> std::io::Result<()> {
         thousands(r.counts.registered_lines),
         thousands(r.counts.unregistered_lines)
     )?;
-    writeln!(out, "    unattributed: {}", thousands(r.counts.unattributed_lines))?;
-    writeln!(out, "  long lines:     {} (skipped)", thousands(r.long_lines))?;
+    writeln!(
+        out,
+        "    unattributed: {}",
+        thousands(r.counts.unattributed_lines)
+    )?;
+    writeln!(
+        out,
+        "  long lines:     {} (skipped)",
+        thousands(r.long_lines)
+    )?;
     writeln!(out, "  distinct keys:  {}", thousands(r.distinct_keys))?;
     writeln!(
         out,
@@ -599,8 +639,11 @@ fn write_text(out: &mut impl Write, r: &ScanReport) -> std::io::Result<()> {
         thousands(r.distinct_fingerprints)
     )?;
     if r.files_failed > 0 {
-        writeln!(out, "  failed inputs:  {} (see messages above)", r.files_failed)?;
+        writeln!(
+            out,
+            "  failed inputs:  {} (see messages above)",
+            r.files_failed
+        )?;
     }
     Ok(())
 }
-

@@ -203,8 +203,14 @@ mod tests {
         assert_eq!(json["fingerprint"], "0123456789abcdef");
         let mut newer = bytes.clone();
         newer[0] = INCIDENT_FORMAT + 1;
-        assert_eq!(Incident::decode(&newer), Err(DecodeError::Newer(INCIDENT_FORMAT + 1)));
-        assert!(matches!(Incident::decode(&bytes[..10]), Err(DecodeError::Invalid(_))));
+        assert_eq!(
+            Incident::decode(&newer),
+            Err(DecodeError::Newer(INCIDENT_FORMAT + 1))
+        );
+        assert!(matches!(
+            Incident::decode(&bytes[..10]),
+            Err(DecodeError::Invalid(_))
+        ));
         assert_eq!(Incident::decode(&[]), Err(DecodeError::Empty));
     }
 

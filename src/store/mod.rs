@@ -225,7 +225,10 @@ impl Store {
     /// [`StoreError::Newer`] when it cannot be used, [`StoreError::Storage`] on I/O errors.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = builder().create(path).map_err(|e| open_error(path, e))?;
-        let store = Store { handle: Handle::Rw(db), path: path.to_path_buf() };
+        let store = Store {
+            handle: Handle::Rw(db),
+            path: path.to_path_buf(),
+        };
         store.init_schema()?;
         Ok(store)
     }
@@ -240,8 +243,13 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let db = builder().open_read_only(path).map_err(|e| open_error(path, e))?;
-        let store = Store { handle: Handle::Ro(db), path: path.to_path_buf() };
+        let db = builder()
+            .open_read_only(path)
+            .map_err(|e| open_error(path, e))?;
+        let store = Store {
+            handle: Handle::Ro(db),
+            path: path.to_path_buf(),
+        };
         store.check_schema()?;
         Ok(Some(store))
     }
@@ -255,10 +263,14 @@ impl Store {
         |e| {
             let e: redb::Error = e.into();
             match e {
-                redb::Error::Corrupted(detail) => {
-                    StoreError::Corrupt { path: self.path.clone(), detail }
-                }
-                source => StoreError::Storage { path: self.path.clone(), source },
+                redb::Error::Corrupted(detail) => StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail,
+                },
+                source => StoreError::Storage {
+                    path: self.path.clone(),
+                    source,
+                },
             }
         }
     }
@@ -286,9 +298,10 @@ impl Store {
 
     fn init_schema(&self) -> Result<(), StoreError> {
         match self.schema_version()? {
-            Some(v) if v > SCHEMA_VERSION => {
-                Err(StoreError::Newer { path: self.path.clone(), found: v })
-            }
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: v,
+            }),
             Some(_) => Ok(()),
             None => {
                 let db = self.writer()?;
@@ -302,7 +315,8 @@ impl Store {
                         });
                     }
                     let mut meta = txn.open_table(META).map_err(self.storage())?;
-                    meta.insert("schema_version", SCHEMA_VERSION).map_err(self.storage())?;
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(self.storage())?;
                     txn.open_table(INCIDENTS).map_err(self.storage())?;
                     txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
                     txn.open_table(RECENT).map_err(self.storage())?;
@@ -316,9 +330,10 @@ impl Store {
 
     fn check_schema(&self) -> Result<(), StoreError> {
         match self.schema_version()? {
-            Some(v) if v > SCHEMA_VERSION => {
-                Err(StoreError::Newer { path: self.path.clone(), found: v })
-            }
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: v,
+            }),
             Some(_) => Ok(()),
             None => Err(StoreError::Corrupt {
                 path: self.path.clone(),
@@ -334,7 +349,10 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(self.storage()(e)),
         };
-        Ok(meta.get("schema_version").map_err(self.storage())?.map(|v| v.value()))
+        Ok(meta
+            .get("schema_version")
+            .map_err(self.storage())?
+            .map(|v| v.value()))
     }
 
     /// Applies a batch in one durable write transaction.
@@ -346,7 +364,8 @@ impl Store {
     pub fn apply(&self, batch: &IngestBatch, now: Timestamp) -> Result<ApplyOutcome, StoreError> {
         let db = self.writer()?;
         let mut txn = db.begin_write().map_err(self.storage())?;
-        txn.set_durability(Durability::Immediate).map_err(self.storage())?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(self.storage())?;
         let mut outcome = ApplyOutcome::default();
         {
             let mut incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
@@ -367,7 +386,9 @@ impl Store {
                 let incident = match existing {
                     Some(inc) => {
                         let mut inc = inc?;
-                        recent.remove((micros(inc.last_seen), fp)).map_err(self.storage())?;
+                        recent
+                            .remove((micros(inc.last_seen), fp))
+                            .map_err(self.storage())?;
                         inc.count += d.count;
                         inc.last_seen = inc.last_seen.max(now);
                         outcome.updated.push(d.fingerprint);
@@ -396,18 +417,28 @@ impl Store {
                         }
                     }
                 };
-                recent.insert((micros(incident.last_seen).max(now_us), fp), ()).map_err(self.storage())?;
-                incidents.insert(fp, incident.encode().as_slice()).map_err(self.storage())?;
+                recent
+                    .insert((micros(incident.last_seen).max(now_us), fp), ())
+                    .map_err(self.storage())?;
+                incidents
+                    .insert(fp, incident.encode().as_slice())
+                    .map_err(self.storage())?;
             }
             let mut keys = txn.open_table(KEY_COUNTS).map_err(self.storage())?;
             for (k, n) in &batch.key_counts {
-                let old = keys.get(k.as_str()).map_err(self.storage())?.map(|v| v.value());
-                keys.insert(k.as_str(), old.unwrap_or(0) + n).map_err(self.storage())?;
+                let old = keys
+                    .get(k.as_str())
+                    .map_err(self.storage())?
+                    .map(|v| v.value());
+                keys.insert(k.as_str(), old.unwrap_or(0) + n)
+                    .map_err(self.storage())?;
             }
             let mut totals = txn.open_table(TOTALS).map_err(self.storage())?;
             for (k, n) in &batch.totals {
                 let old = totals.get(*k).map_err(self.storage())?.map(|v| v.value());
-                totals.insert(*k, old.unwrap_or(0) + n).map_err(self.storage())?;
+                totals
+                    .insert(*k, old.unwrap_or(0) + n)
+                    .map_err(self.storage())?;
             }
         }
         txn.commit().map_err(self.storage())?;
@@ -423,6 +454,26 @@ impl Store {
         let txn = self.begin_read()?;
         let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
         Ok(t.get(fp.0).map_err(self.storage())?.is_some())
+    }
+
+    /// How many of `fps` have an incident, in one read transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn count_existing<'a>(
+        &self,
+        fps: impl IntoIterator<Item = &'a Fingerprint>,
+    ) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let mut n = 0;
+        for fp in fps {
+            if t.get(fp.0).map_err(self.storage())?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The number of incidents.
@@ -511,7 +562,10 @@ impl Store {
 
     fn decode(&self, fp: u64, bytes: &[u8]) -> Result<Incident, StoreError> {
         Incident::decode(bytes).map_err(|e| match e {
-            DecodeError::Newer(v) => StoreError::Newer { path: self.path.clone(), found: v as u64 },
+            DecodeError::Newer(v) => StoreError::Newer {
+                path: self.path.clone(),
+                found: v as u64,
+            },
             e => StoreError::Corrupt {
                 path: self.path.clone(),
                 detail: format!("incident {fp:016x}: {e}"),
@@ -529,20 +583,27 @@ fn builder() -> Builder {
 fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     use redb::DatabaseError as D;
     match e {
-        D::DatabaseAlreadyOpen | D::LockProtocolMismatch => {
-            StoreError::InUse { path: path.to_path_buf() }
-        }
+        D::DatabaseAlreadyOpen | D::LockProtocolMismatch => StoreError::InUse {
+            path: path.to_path_buf(),
+        },
         D::UpgradeRequired(v) => StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: format!("old redb file format {v}"),
         },
-        D::Storage(redb::StorageError::Corrupted(detail)) => {
-            StoreError::Corrupt { path: path.to_path_buf(), detail }
-        }
+        D::Storage(redb::StorageError::Corrupted(detail)) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
         D::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
-            StoreError::Corrupt { path: path.to_path_buf(), detail: io.to_string() }
+            StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: io.to_string(),
+            }
         }
-        other => StoreError::Storage { path: path.to_path_buf(), source: other.into() },
+        other => StoreError::Storage {
+            path: path.to_path_buf(),
+            source: other.into(),
+        },
     }
 }
 
@@ -552,10 +613,7 @@ fn micros(t: Timestamp) -> u64 {
 
 /// The id of a new incident: the first 12 hex characters of its fingerprint, or (in the
 /// astronomically rare case that another fingerprint has them) the next free 48-bit value.
-fn free_id(
-    ids: &redb::Table<&str, u64>,
-    fp: Fingerprint,
-) -> Result<String, redb::StorageError> {
+fn free_id(ids: &redb::Table<&str, u64>, fp: Fingerprint) -> Result<String, redb::StorageError> {
     let mut candidate = fp.0 >> 16;
     loop {
         let id = format!("{candidate:012x}");
@@ -603,10 +661,14 @@ mod tests {
     fn apply_creates_then_updates_and_orders_by_recency() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let out = store.apply(&batch(&[(1, 2), (2, 1)]), ts("2026-01-01T00:00:00Z")).unwrap();
+        let out = store
+            .apply(&batch(&[(1, 2), (2, 1)]), ts("2026-01-01T00:00:00Z"))
+            .unwrap();
         assert_eq!(out.created.len(), 2);
         assert!(out.updated.is_empty());
-        let out = store.apply(&batch(&[(2, 5), (3, 1)]), ts("2026-01-01T00:00:05Z")).unwrap();
+        let out = store
+            .apply(&batch(&[(2, 5), (3, 1)]), ts("2026-01-01T00:00:05Z"))
+            .unwrap();
         assert_eq!(out.created, vec![Fingerprint(3)]);
         assert_eq!(out.updated, vec![Fingerprint(2)]);
         assert_eq!(store.incident_count().unwrap(), 3);
@@ -619,7 +681,10 @@ mod tests {
         assert_eq!(store.totals().unwrap()["lines"], 20);
         let id = recent[0].id.clone();
         assert_eq!(id.len(), 12);
-        assert_eq!(store.incident(&id).unwrap().unwrap().fingerprint, Fingerprint(3));
+        assert_eq!(
+            store.incident(&id).unwrap().unwrap().fingerprint,
+            Fingerprint(3)
+        );
         assert!(store.incident("ffffffffffff").unwrap().is_none());
     }
 
@@ -628,12 +693,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        store.apply(&batch(&[(7, 1)]), ts("2026-01-01T00:00:00Z")).unwrap();
+        store
+            .apply(&batch(&[(7, 1)]), ts("2026-01-01T00:00:00Z"))
+            .unwrap();
         // A second writer is refused while the first is open.
         assert!(matches!(Store::open(&path), Err(StoreError::InUse { .. })));
         let reader = Store::open_read_only(&path).unwrap().unwrap();
         assert_eq!(reader.incident_count().unwrap(), 1);
-        store.apply(&batch(&[(8, 1)]), ts("2026-01-01T00:00:01Z")).unwrap();
+        store
+            .apply(&batch(&[(8, 1)]), ts("2026-01-01T00:00:01Z"))
+            .unwrap();
         assert_eq!(reader.incident_count().unwrap(), 2);
         drop(reader);
         drop(store);
@@ -645,10 +714,16 @@ mod tests {
     fn colliding_ids_get_distinct_values() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (a, b) = (0xabcdef012345_0001, 0xabcdef012345_0002);
-        store.apply(&batch(&[(a, 1), (b, 1)]), ts("2026-01-01T00:00:00Z")).unwrap();
-        let ids: Vec<String> =
-            store.recent_incidents(10).unwrap().into_iter().map(|i| i.id).collect();
+        let (a, b) = (0xabcd_ef01_2345_0001, 0xabcd_ef01_2345_0002);
+        store
+            .apply(&batch(&[(a, 1), (b, 1)]), ts("2026-01-01T00:00:00Z"))
+            .unwrap();
+        let ids: Vec<String> = store
+            .recent_incidents(10)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
         assert_eq!(ids.len(), 2);
         assert_ne!(ids[0], ids[1]);
         assert!(ids.contains(&"abcdef012345".to_string()));
@@ -659,12 +734,23 @@ mod tests {
     fn corrupt_and_foreign_files_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        std::fs::write(&path, b"this is not a database, just some text\n".repeat(200)).unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a database, just some text\n".repeat(200),
+        )
+        .unwrap();
         let err = Store::open(&path).unwrap_err();
         assert!(err.to_string().contains("s.redb"), "{err}");
-        assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Storage { .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Corrupt { .. } | StoreError::Storage { .. }),
+            "{err:?}"
+        );
         // The file was not reset.
-        assert!(std::fs::read(&path).unwrap().starts_with(b"this is not a database"));
+        assert!(
+            std::fs::read(&path)
+                .unwrap()
+                .starts_with(b"this is not a database")
+        );
     }
 
     #[test]
@@ -674,10 +760,18 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
             txn.commit().unwrap();
         }
-        assert!(matches!(Store::open(&path), Err(StoreError::Newer { found, .. }) if found == SCHEMA_VERSION + 1));
-        assert!(matches!(Store::open_read_only(&path), Err(StoreError::Newer { .. })));
+        assert!(
+            matches!(Store::open(&path), Err(StoreError::Newer { found, .. }) if found == SCHEMA_VERSION + 1)
+        );
+        assert!(matches!(
+            Store::open_read_only(&path),
+            Err(StoreError::Newer { .. })
+        ));
     }
 }

@@ -13,11 +13,23 @@ fn assert_matches_truth(v: &serde_json::Value, truth: &GroundTruth) {
     assert_eq!(v["error_lines"], truth.error_lines, "error lines");
     assert_eq!(v["long_lines"], truth.long_lines, "long lines");
     assert_eq!(v["keyed_lines"], truth.keyed_lines, "keyed lines");
-    assert_eq!(v["registered_lines"], truth.registered_lines, "registered lines");
-    assert_eq!(v["unregistered_lines"], truth.unregistered_lines, "unregistered lines");
-    assert_eq!(v["unattributed_lines"], truth.unattributed_lines, "unattributed lines");
+    assert_eq!(
+        v["registered_lines"], truth.registered_lines,
+        "registered lines"
+    );
+    assert_eq!(
+        v["unregistered_lines"], truth.unregistered_lines,
+        "unregistered lines"
+    );
+    assert_eq!(
+        v["unattributed_lines"], truth.unattributed_lines,
+        "unattributed lines"
+    );
     assert_eq!(v["distinct_keys"], truth.distinct_keys, "distinct keys");
-    assert_eq!(v["distinct_fingerprints"], truth.distinct_fingerprints, "distinct fingerprints");
+    assert_eq!(
+        v["distinct_fingerprints"], truth.distinct_fingerprints,
+        "distinct fingerprints"
+    );
     let got: BTreeMap<String, u64> = serde_json::from_value(v["error_key_counts"].clone()).unwrap();
     assert_eq!(got, truth.error_key_counts, "per-key error line counts");
 }
@@ -35,7 +47,10 @@ fn generated_corpus_matches_ground_truth_exactly() {
     assert!(truth.unregistered_lines > 0 && truth.unattributed_lines > 0);
     let rate = truth.error_lines as f64 / truth.lines as f64;
     assert!((0.01..0.03).contains(&rate), "{rate}");
-    ws.file("state/manifest.json", manifest_json(&spec, "/nonexistent/project"));
+    ws.file(
+        "state/manifest.json",
+        manifest_json(&spec, "/nonexistent/project"),
+    );
 
     // Two threads, so the file (> one segment) is split and scanned in parallel.
     let (out, v) = ws.scan_json(&["--threads", "2", "corpus.log"]);

@@ -14,7 +14,10 @@ const LOG: &str = "2026-11-23T10:00:00Z INFO [PACT:auth:login] ok user=1\n\
 #[test]
 fn scan_counts_attributes_and_rescans_without_duplicates() {
     let ws = Workspace::new();
-    ws.file("state/manifest.json", r#"{"components": {"auth": {"component_id": "auth"}}}"#);
+    ws.file(
+        "state/manifest.json",
+        r#"{"components": {"auth": {"component_id": "auth"}}}"#,
+    );
     ws.file("logs/app.log", LOG);
     let (out, v) = ws.scan_json(&["logs/app.log"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -43,7 +46,10 @@ fn scan_counts_attributes_and_rescans_without_duplicates() {
     let incidents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let incidents = incidents.as_array().unwrap();
     assert_eq!(incidents.len(), 3);
-    let login = incidents.iter().find(|i| i["pact_key"] == "PACT:auth:login").unwrap();
+    let login = incidents
+        .iter()
+        .find(|i| i["pact_key"] == "PACT:auth:login")
+        .unwrap();
     assert_eq!(login["count"], 4);
     assert_eq!(login["attribution"], "registered");
     assert_eq!(login["component_id"], "auth");
@@ -92,24 +98,46 @@ fn gzip_directories_and_globs() {
 fn bad_inputs_are_reported_and_the_rest_still_scanned() {
     let ws = Workspace::new();
     ws.file("good.log", LOG);
-    ws.file("corrupt.log.gz", b"\x1f\x8b\x08\x00this is not deflate data at all........");
+    ws.file(
+        "corrupt.log.gz",
+        b"\x1f\x8b\x08\x00this is not deflate data at all........",
+    );
     let unreadable = ws.file("secret.log", LOG);
     std::fs::create_dir_all(ws.path().join("empty")).unwrap();
-    let (out, v) = ws.scan_json(&["good.log", "missing.log", "corrupt.log.gz", "empty", "nomatch/*.log"]);
+    let (out, v) = ws.scan_json(&[
+        "good.log",
+        "missing.log",
+        "corrupt.log.gz",
+        "empty",
+        "nomatch/*.log",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(v["files"], 1);
     assert_eq!(v["error_lines"], 4);
     let err = stderr(&out);
-    assert!(err.contains("missing.log: no such file or directory"), "{err}");
-    assert!(err.contains("corrupt.log.gz: corrupt or unreadable gzip"), "{err}");
-    assert!(err.contains("empty: directory contains no log files"), "{err}");
+    assert!(
+        err.contains("missing.log: no such file or directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("corrupt.log.gz: corrupt or unreadable gzip"),
+        "{err}"
+    );
+    assert!(
+        err.contains("empty: directory contains no log files"),
+        "{err}"
+    );
     assert!(err.contains("nomatch/*.log: no files match"), "{err}");
     assert_eq!(v["errors"].as_array().unwrap().len(), 4);
 
     // Nothing scannable at all: non-zero exit with a clear message.
     let out = ws.run(&["scan", "missing.log", "empty"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("nothing could be scanned"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing could be scanned"),
+        "{}",
+        stderr(&out)
+    );
 
     // An unreadable file (only meaningful when not running as root).
     use std::os::unix::fs::PermissionsExt;
@@ -117,7 +145,11 @@ fn bad_inputs_are_reported_and_the_rest_still_scanned() {
     if std::fs::read(&unreadable).is_err() {
         let out = ws.run(&["scan", "secret.log"]);
         assert_eq!(out.status.code(), Some(1));
-        assert!(stderr(&out).contains("secret.log: permission denied"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("secret.log: permission denied"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
@@ -125,14 +157,21 @@ fn bad_inputs_are_reported_and_the_rest_still_scanned() {
 fn corrupt_store_and_manifest_are_clear_errors() {
     let ws = Workspace::new();
     ws.file("a.log", LOG);
-    ws.file("state/sentinel.redb", b"garbage garbage garbage".repeat(100));
+    ws.file(
+        "state/sentinel.redb",
+        b"garbage garbage garbage".repeat(100),
+    );
     let out = ws.run(&["scan", "a.log"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("sentinel.redb"), "{err}");
     assert!(err.contains("corrupt"), "{err}");
     // Never silently reset.
-    assert!(std::fs::read(ws.path().join("state/sentinel.redb")).unwrap().starts_with(b"garbage"));
+    assert!(
+        std::fs::read(ws.path().join("state/sentinel.redb"))
+            .unwrap()
+            .starts_with(b"garbage")
+    );
     let out = ws.run(&["report"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("sentinel.redb"));
@@ -147,7 +186,8 @@ fn corrupt_store_and_manifest_are_clear_errors() {
 
 #[test]
 fn bad_config_names_file_line_and_key() {
-    let ws = Workspace::with_config("state_dir: state\nsources:\n  - type: file\n    paht: x.log\n");
+    let ws =
+        Workspace::with_config("state_dir: state\nsources:\n  - type: file\n    paht: x.log\n");
     ws.file("a.log", LOG);
     let out = ws.run(&["scan", "a.log"]);
     assert_eq!(out.status.code(), Some(2));
@@ -157,7 +197,11 @@ fn bad_config_names_file_line_and_key() {
 
     let out = ws.run(&["--config", "nope.yaml", "scan", "a.log"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("nope.yaml does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nope.yaml does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
