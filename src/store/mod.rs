@@ -775,3 +775,82 @@ mod tests {
         ));
     }
 }
+
+/// Format compatibility: a store written by schema version 1 must stay readable (redb's own
+/// `backward_compatibility.rs` idea). Regenerate only on purpose, with
+/// `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`.
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v1.redb");
+
+    fn golden_batch() -> IngestBatch {
+        let mut b = IngestBatch::new();
+        let mut d = IncidentDelta::new(
+            Fingerprint(0x1111_2222_3333_4444),
+            7,
+            "ERROR [PACT:auth:login] login failed for user <n>",
+            AttributionStatus::Registered,
+            Severity::High,
+        );
+        d.component_id = "auth".into();
+        d.method = "login".into();
+        d.pact_key = "PACT:auth:login".into();
+        d.sample = "ERROR [PACT:auth:login] login failed for user 42".into();
+        d.source = "/var/log/app.log".into();
+        b.incidents.insert(d.fingerprint, d);
+        let d = IncidentDelta::new(
+            Fingerprint(0xaaaa_bbbb_cccc_dddd),
+            1,
+            "FATAL no key here",
+            AttributionStatus::Unattributed,
+            Severity::Medium,
+        );
+        b.incidents.insert(d.fingerprint, d);
+        b.key_counts.insert("PACT:auth:login".into(), 7);
+        b.totals.insert("lines", 100);
+        b
+    }
+
+    #[test]
+    fn golden_v1_store_still_reads() {
+        if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
+            let _ = std::fs::remove_file(GOLDEN);
+            std::fs::create_dir_all(std::path::Path::new(GOLDEN).parent().unwrap()).unwrap();
+            let store = Store::open(std::path::Path::new(GOLDEN)).unwrap();
+            store
+                .apply(&golden_batch(), "2026-11-23T12:00:00Z".parse().unwrap())
+                .unwrap();
+            drop(store);
+            let mut db = Database::open(GOLDEN).unwrap();
+            db.compact().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        std::fs::copy(GOLDEN, &path).unwrap();
+        let store = Store::open(&path).unwrap();
+        let incidents = store.recent_incidents(10).unwrap();
+        assert_eq!(incidents.len(), 2);
+        let auth = store.incident("111122223333").unwrap().unwrap();
+        assert_eq!(auth.count, 7);
+        assert_eq!(auth.component_id, "auth");
+        assert_eq!(auth.pact_key, "PACT:auth:login");
+        assert_eq!(auth.severity, Severity::High);
+        assert_eq!(
+            auth.sample,
+            "ERROR [PACT:auth:login] login failed for user 42"
+        );
+        assert_eq!(
+            auth.first_seen,
+            "2026-11-23T12:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(store.key_counts().unwrap()["PACT:auth:login"], 7);
+        assert_eq!(store.totals().unwrap()["lines"], 100);
+        // And it keeps working as a store: new writes land next to the old records.
+        store
+            .apply(&golden_batch(), "2026-11-23T13:00:00Z".parse().unwrap())
+            .unwrap();
+        assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
+    }
+}
