@@ -19,11 +19,14 @@ use crate::attribute::{AttributionStatus, Manifest, Severity, attribute};
 use crate::scan::fingerprint::NORMALIZED_KEEP_BYTES;
 use crate::scan::{ErrorLine, Fingerprinter, Sink};
 use crate::store::incident::lossy_prefix;
-use crate::store::{IncidentDelta, IngestBatch, SAMPLE_MAX_BYTES};
+use crate::store::{IncidentDelta, IngestBatch, NewIncident, SAMPLE_MAX_BYTES};
 
-/// The default number of distinct fingerprints plus keys a batch holds before the caller
-/// should commit it.
-pub const DEFAULT_BATCH_CAP: usize = 50_000;
+/// The default memory, in bytes, a batch may hold (samples, normalised texts, keys and map
+/// overhead, approximately) before the caller should hand it on.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+
+/// Bytes of map and struct overhead counted per incident delta or key.
+const ENTRY_OVERHEAD: usize = 64;
 
 /// Error lines by attribution.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,6 +62,41 @@ pub struct LineAggregator {
     counts: LineCounts,
     /// The key spans of the current line (reused: no allocation once warm).
     line_keys: Vec<(usize, usize)>,
+    /// Approximate bytes held by `incidents` and `keys`.
+    held_bytes: usize,
+    /// Fingerprints already described by some aggregator of this run.
+    shared: Option<Arc<SharedFingerprints>>,
+}
+
+/// The fingerprints the aggregators of one run have already described.
+///
+/// Several aggregators (one per segment of a big file) meet the same fingerprints. Carrying
+/// the creation fields (a sample of up to 4 KiB, the normalised text) in each of their
+/// batches would multiply the memory by the number of segments, so only the first to meet a
+/// fingerprint describes it and the rest send counts. The store defers a count for an
+/// incident it does not know yet ([`crate::store::ApplyOutcome::deferred`]) until the
+/// description arrives, which it always does: every aggregator hands over all it gathered.
+#[derive(Debug, Default)]
+pub struct SharedFingerprints {
+    shards: [std::sync::Mutex<std::collections::HashSet<crate::scan::Fingerprint>>; 16],
+}
+
+impl SharedFingerprints {
+    /// An empty set.
+    pub fn new() -> SharedFingerprints {
+        SharedFingerprints::default()
+    }
+
+    /// Records `fp`; true the first time it is seen.
+    pub fn first_sighting(&self, fp: crate::scan::Fingerprint) -> bool {
+        let shard = &self.shards[(fp.0 >> 60) as usize];
+        // A poisoned shard only means another worker panicked mid-insert; the set is still
+        // a valid set.
+        let mut set = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(fp)
+    }
 }
 
 impl LineAggregator {
@@ -72,7 +110,16 @@ impl LineAggregator {
             keys: HashMap::new(),
             counts: LineCounts::default(),
             line_keys: Vec::new(),
+            held_bytes: 0,
+            shared: None,
         }
+    }
+
+    /// Shares first sightings with the other aggregators of a run (see
+    /// [`SharedFingerprints`]).
+    pub fn with_shared(mut self, shared: Arc<SharedFingerprints>) -> LineAggregator {
+        self.shared = Some(shared);
+        self
     }
 
     /// Changes the source label of incidents created from now on.
@@ -106,6 +153,7 @@ impl LineAggregator {
                 match self.keys.get_mut(k) {
                     Some(n) => *n += 1,
                     None => {
+                        self.held_bytes += k.len() + ENTRY_OVERHEAD;
                         self.keys.insert(k.to_vec(), 1);
                     }
                 }
@@ -115,29 +163,43 @@ impl LineAggregator {
         match self.incidents.entry(fp) {
             Entry::Occupied(mut e) => e.get_mut().count += 1,
             Entry::Vacant(e) => {
-                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                e.insert(IncidentDelta {
-                    fingerprint: fp,
-                    count: 1,
-                    normalized: lossy_prefix(
-                        self.fingerprinter.normalized(),
-                        NORMALIZED_KEEP_BYTES,
-                    ),
-                    sample: lossy_prefix(line, SAMPLE_MAX_BYTES),
-                    attribution: attr.status,
-                    component_id: text(attr.component),
-                    method: text(attr.method),
-                    pact_key: text(attr.pact_key),
-                    severity: Severity::of_line(line, Severity::Medium),
-                    source: self.source.to_string(),
+                // Only the first aggregator of a run to meet a fingerprint carries the
+                // creation fields; the others send counts (see `SharedFingerprints`).
+                let describe = self.shared.as_ref().is_none_or(|s| s.first_sighting(fp));
+                let new = describe.then(|| {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    NewIncident {
+                        normalized: lossy_prefix(
+                            self.fingerprinter.normalized(),
+                            NORMALIZED_KEEP_BYTES,
+                        ),
+                        sample: lossy_prefix(line, SAMPLE_MAX_BYTES),
+                        attribution: attr.status,
+                        component_id: text(attr.component),
+                        method: text(attr.method),
+                        pact_key: text(attr.pact_key),
+                        severity: Severity::of_line(line, Severity::Medium),
+                        source: self.source.to_string(),
+                    }
                 });
+                self.held_bytes +=
+                    new.as_ref().map_or(0, |n| n.heap_bytes() + 200) + ENTRY_OVERHEAD;
+                let mut d = IncidentDelta::count_only(fp, 1);
+                d.new = new.map(Box::new);
+                e.insert(d);
             }
         }
     }
 
-    /// Distinct fingerprints plus distinct keys held: the memory the batch takes.
+    /// Distinct fingerprints plus distinct keys held.
     pub fn len(&self) -> usize {
         self.incidents.len() + self.keys.len()
+    }
+
+    /// The approximate memory the batch takes, in bytes: compare with
+    /// [`DEFAULT_BATCH_BYTES`] to decide when to hand it on.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Whether nothing is held.
@@ -153,6 +215,7 @@ impl LineAggregator {
     /// Takes the batch gathered so far, leaving the aggregator empty (counts are kept).
     pub fn take_batch(&mut self) -> IngestBatch {
         let mut batch = IngestBatch::new();
+        batch.approx_bytes = std::mem::take(&mut self.held_bytes);
         batch.incidents = std::mem::take(&mut self.incidents);
         batch.key_counts = std::mem::take(&mut self.keys)
             .into_iter()
@@ -200,16 +263,33 @@ mod tests {
         assert_eq!(batch.key_counts["PACT:ghost:x"], 1);
         assert_eq!(batch.incidents.len(), 3);
         let login = batch.incidents.values().find(|d| d.count == 2).unwrap();
+        let login = login.new.as_ref().unwrap();
         assert_eq!(login.component_id, "auth");
         assert_eq!(login.method, "login");
         assert_eq!(login.sample, "ERROR [PACT:auth:login] user 12 failed");
         let gdpr = batch
             .incidents
             .values()
-            .find(|d| d.pact_key.is_empty())
-            .unwrap();
+            .filter_map(|d| d.new.as_ref())
+            .find(|d| d.pact_key.is_empty());
+        let gdpr = gdpr.unwrap();
         assert_eq!(gdpr.severity, Severity::High);
         assert_eq!(gdpr.attribution, AttributionStatus::Unattributed);
         assert!(agg.is_empty());
+    }
+
+    #[test]
+    fn only_the_first_sighting_in_a_run_carries_the_description() {
+        let shared = Arc::new(SharedFingerprints::new());
+        let m = Arc::new(Manifest::default());
+        let scanner = Scanner::new(["ERROR"]).unwrap();
+        let mut a = LineAggregator::new(m.clone(), Arc::from("a")).with_shared(shared.clone());
+        let mut b = LineAggregator::new(m, Arc::from("b")).with_shared(shared);
+        let _ = scanner.scan(b"ERROR x 1\nERROR y\n", &mut a);
+        let _ = scanner.scan(b"ERROR x 2\nERROR z\n", &mut b);
+        let (a, b) = (a.take_batch(), b.take_batch());
+        assert!(a.incidents.values().all(|d| d.new.is_some()));
+        let described = b.incidents.values().filter(|d| d.new.is_some()).count();
+        assert_eq!(described, 1, "only `ERROR z` is new to b");
     }
 }

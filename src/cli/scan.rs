@@ -23,7 +23,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::{CliError, thousands};
-use crate::aggregate::{DEFAULT_BATCH_CAP, LineAggregator, LineCounts};
+use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
 use crate::attribute::Manifest;
 use crate::config::Config;
 use crate::scan::framing::{ReadAt, split_segments};
@@ -39,7 +39,12 @@ pub const SEGMENT_BYTES: u64 = 32 << 20;
 pub const READ_BUFFER_BYTES: usize = 512 << 10;
 
 /// Batches waiting for the store thread; workers block when it is full.
-const CHANNEL_DEPTH: usize = 4;
+const CHANNEL_DEPTH: usize = 2;
+
+/// The store thread commits when the merged batches it holds pass this many bytes. Together
+/// with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the scan's
+/// memory whatever the input size.
+const COMMIT_BYTES: usize = 16 << 20;
 
 /// `sentinel scan`.
 #[derive(Debug, clap::Args)]
@@ -198,6 +203,13 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         })
         .context("starting the store thread")?;
 
+    let ctx = Ctx {
+        scanner: &scanner,
+        manifest: &manifest,
+        shared: Arc::new(SharedFingerprints::new()),
+        tx: &tx,
+        progress: progress.as_ref(),
+    };
     let results: Vec<(Arc<str>, Result<Counted, String>)> = pool.install(|| {
         use rayon::prelude::*;
         work.into_par_iter()
@@ -205,7 +217,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
                 let path = match &w {
                     Work::Segment { path, .. } | Work::Gzip { path, .. } => path.clone(),
                 };
-                let r = scan_work(w, &scanner, &manifest, &tx, progress.as_ref());
+                let r = scan_work(w, &ctx);
                 (path, r)
             })
             .collect()
@@ -268,20 +280,23 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
     Ok(if scanned.is_empty() { 1 } else { 0 })
 }
 
+/// What every worker shares.
+struct Ctx<'a> {
+    scanner: &'a Scanner,
+    manifest: &'a Arc<Manifest>,
+    shared: Arc<SharedFingerprints>,
+    tx: &'a crossbeam_channel::Sender<IngestBatch>,
+    progress: Option<&'a indicatif::ProgressBar>,
+}
+
 /// Scans one unit of work, sending full batches to the store thread.
-fn scan_work(
-    work: Work,
-    scanner: &Scanner,
-    manifest: &Arc<Manifest>,
-    tx: &crossbeam_channel::Sender<IngestBatch>,
-    progress: Option<&indicatif::ProgressBar>,
-) -> Result<Counted, String> {
+fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
     match work {
         Work::Segment { file, path, range } => {
             let len = range.end - range.start;
             let rdr = ReadAt::new(&file, range.clone());
-            let counted = scan_reader(rdr, range.start, scanner, manifest, &path, tx, progress)
-                .map_err(|e| e.to_string())?;
+            let counted =
+                scan_reader(rdr, range.start, &path, ctx, true).map_err(|e| e.to_string())?;
             if counted.bytes != len {
                 return Err(format!(
                     "file changed while being scanned (read {} of {len} bytes at offset {})",
@@ -296,9 +311,9 @@ fn scan_work(
                 READ_BUFFER_BYTES,
                 file,
             ));
-            let r = scan_reader(dec, 0, scanner, manifest, &path, tx, None)
+            let r = scan_reader(dec, 0, &path, ctx, false)
                 .map_err(|e| format!("corrupt or unreadable gzip: {e}"));
-            if let Some(p) = progress {
+            if let Some(p) = ctx.progress {
                 p.inc(compressed);
             }
             r
@@ -309,15 +324,16 @@ fn scan_work(
 fn scan_reader<R: Read>(
     rdr: R,
     start: u64,
-    scanner: &Scanner,
-    manifest: &Arc<Manifest>,
     path: &Arc<str>,
-    tx: &crossbeam_channel::Sender<IngestBatch>,
-    progress: Option<&indicatif::ProgressBar>,
+    ctx: &Ctx<'_>,
+    show_progress: bool,
 ) -> std::io::Result<Counted> {
+    let (scanner, tx) = (ctx.scanner, ctx.tx);
+    let progress = ctx.progress.filter(|_| show_progress);
     let mut lines = LineReader::with_capacity(rdr, READ_BUFFER_BYTES, scanner.max_line_bytes())
         .with_offset(start);
-    let mut agg = LineAggregator::new(manifest.clone(), path.clone());
+    let mut agg =
+        LineAggregator::new(ctx.manifest.clone(), path.clone()).with_shared(ctx.shared.clone());
     let mut stats = ScanStats::default();
     let send = |agg: &mut LineAggregator| {
         // The store thread only stops early when it failed; its error is reported there.
@@ -339,7 +355,7 @@ fn scan_reader<R: Read>(
         if let Some(p) = progress {
             p.inc(n);
         }
-        if agg.len() >= DEFAULT_BATCH_CAP {
+        if agg.held_bytes() >= DEFAULT_BATCH_BYTES {
             send(&mut agg);
         }
     }
@@ -387,8 +403,13 @@ fn store_thread(
         if batch.is_empty() {
             return Ok(());
         }
+        pending.approx_bytes = 0;
         if let Some(store) = &store {
             let o = store.apply(&batch, jiff::Timestamp::now())?;
+            // Counts of incidents whose description is still on its way wait for it.
+            for d in o.deferred {
+                pending.incidents.insert(d.fingerprint, d);
+            }
             for fp in o.created {
                 created.insert(fp);
             }
@@ -409,11 +430,16 @@ fn store_thread(
             *out.key_counts.entry(k.clone()).or_default() += n;
         }
         pending.merge(batch);
-        if pending.incidents.len() + pending.key_counts.len() >= 4 * DEFAULT_BATCH_CAP {
+        if pending.approx_bytes >= COMMIT_BYTES {
             commit(&mut pending)?;
         }
     }
     commit(&mut pending)?;
+    // Every worker has handed over everything, so every description has arrived.
+    debug_assert!(
+        pending.incidents.is_empty(),
+        "counts left without a description"
+    );
     out.created = created.len() as u64;
     out.updated = preexisting.len() as u64;
     Ok(out)

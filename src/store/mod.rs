@@ -101,9 +101,18 @@ pub struct IncidentDelta {
     pub fingerprint: Fingerprint,
     /// Error lines in this batch.
     pub count: u64,
+    /// What a new incident is created from; `None` when the producer knows another batch
+    /// carries it (a count-only delta). See [`ApplyOutcome::deferred`].
+    pub new: Option<Box<NewIncident>>,
+}
+
+/// The fields an incident is created with, taken from its first line.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NewIncident {
     /// The normalised text, at most 512 bytes.
     pub normalized: String,
-    /// The first line of the batch, at most [`SAMPLE_MAX_BYTES`].
+    /// The first line, at most [`SAMPLE_MAX_BYTES`].
     pub sample: String,
     /// Attribution of that line.
     pub attribution: AttributionStatus,
@@ -119,6 +128,18 @@ pub struct IncidentDelta {
     pub source: String,
 }
 
+impl NewIncident {
+    /// The approximate heap bytes this holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.normalized.len()
+            + self.sample.len()
+            + self.component_id.len()
+            + self.method.len()
+            + self.pact_key.len()
+            + self.source.len()
+    }
+}
+
 impl IncidentDelta {
     /// A delta of `count` lines like `line`, with no component and an empty source (for
     /// tests and benches; the aggregator fills every field).
@@ -132,14 +153,34 @@ impl IncidentDelta {
         IncidentDelta {
             fingerprint,
             count,
-            normalized: line.to_string(),
-            sample: line.to_string(),
-            attribution,
-            component_id: String::new(),
-            method: String::new(),
-            pact_key: String::new(),
-            severity,
-            source: String::new(),
+            new: Some(Box::new(NewIncident {
+                normalized: line.to_string(),
+                sample: line.to_string(),
+                attribution,
+                component_id: String::new(),
+                method: String::new(),
+                pact_key: String::new(),
+                severity,
+                source: String::new(),
+            })),
+        }
+    }
+
+    /// A count-only delta.
+    pub fn count_only(fingerprint: Fingerprint, count: u64) -> IncidentDelta {
+        IncidentDelta {
+            fingerprint,
+            count,
+            new: None,
+        }
+    }
+
+    /// Folds `other` (same fingerprint) into `self`, keeping the first creation fields.
+    pub fn merge(&mut self, other: IncidentDelta) {
+        debug_assert_eq!(self.fingerprint, other.fingerprint);
+        self.count += other.count;
+        if self.new.is_none() {
+            self.new = other.new;
         }
     }
 }
@@ -154,6 +195,8 @@ pub struct IngestBatch {
     pub key_counts: HashMap<String, u64>,
     /// Named totals to add (`lines`, `bytes`, `error_lines`, ...).
     pub totals: BTreeMap<&'static str, u64>,
+    /// The approximate memory the batch holds, as its producer counted it (merging adds).
+    pub approx_bytes: usize,
 }
 
 impl IngestBatch {
@@ -171,7 +214,7 @@ impl IngestBatch {
     pub fn merge(&mut self, other: IngestBatch) {
         for (fp, d) in other.incidents {
             match self.incidents.entry(fp) {
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().count += d.count,
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(d),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(d);
                 }
@@ -183,17 +226,21 @@ impl IngestBatch {
         for (k, n) in other.totals {
             *self.totals.entry(k).or_default() += n;
         }
+        self.approx_bytes += other.approx_bytes;
     }
 }
 
 /// What [`Store::apply`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 #[non_exhaustive]
 pub struct ApplyOutcome {
     /// Fingerprints of incidents created by this batch.
     pub created: Vec<Fingerprint>,
     /// Fingerprints of existing incidents this batch updated.
     pub updated: Vec<Fingerprint>,
+    /// Count-only deltas of incidents that do not exist yet: nothing of them was applied.
+    /// The caller keeps them until a delta with creation fields arrives.
+    pub deferred: Vec<IncidentDelta>,
 }
 
 enum Handle {
@@ -395,24 +442,28 @@ impl Store {
                         inc
                     }
                     None => {
+                        let Some(new) = &d.new else {
+                            outcome.deferred.push(d.clone());
+                            continue;
+                        };
                         let id = free_id(&ids, d.fingerprint).map_err(self.storage())?;
                         ids.insert(id.as_str(), fp).map_err(self.storage())?;
                         outcome.created.push(d.fingerprint);
                         Incident {
                             id,
                             fingerprint: d.fingerprint,
-                            normalized: d.normalized.clone(),
+                            normalized: new.normalized.clone(),
                             count: d.count,
                             first_seen: now,
                             last_seen: now,
-                            attribution: d.attribution,
-                            component_id: d.component_id.clone(),
-                            method: d.method.clone(),
-                            pact_key: d.pact_key.clone(),
-                            severity: d.severity,
+                            attribution: new.attribution,
+                            component_id: new.component_id.clone(),
+                            method: new.method.clone(),
+                            pact_key: new.pact_key.clone(),
+                            severity: new.severity,
                             status: IncidentStatus::Detected,
-                            sample: d.sample.clone(),
-                            source: d.source.clone(),
+                            sample: new.sample.clone(),
+                            source: new.source.clone(),
                             resolution: String::new(),
                         }
                     }
@@ -574,9 +625,14 @@ impl Store {
     }
 }
 
+/// redb's page cache, capped: the default (1 GiB) would let the cache, not the data,
+/// decide how much memory a scan takes.
+pub const CACHE_BYTES: usize = 32 << 20;
+
 fn builder() -> Builder {
     let mut b = Builder::new();
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    b.set_cache_size(CACHE_BYTES);
     b
 }
 
@@ -629,18 +685,13 @@ mod tests {
     use super::*;
 
     fn delta(fp: u64, count: u64) -> IncidentDelta {
-        IncidentDelta {
-            fingerprint: Fingerprint(fp),
+        IncidentDelta::new(
+            Fingerprint(fp),
             count,
-            normalized: format!("ERROR <n> {fp}"),
-            sample: "ERROR 1".into(),
-            attribution: AttributionStatus::Unattributed,
-            component_id: String::new(),
-            method: String::new(),
-            pact_key: String::new(),
-            severity: Severity::Medium,
-            source: "test".into(),
-        }
+            &format!("ERROR <n> {fp}"),
+            AttributionStatus::Unattributed,
+            Severity::Medium,
+        )
     }
 
     fn batch(deltas: &[(u64, u64)]) -> IngestBatch {
@@ -708,6 +759,39 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.incident_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn count_only_deltas_of_unknown_incidents_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut b = IngestBatch::new();
+        b.incidents
+            .insert(Fingerprint(1), IncidentDelta::count_only(Fingerprint(1), 3));
+        let out = store.apply(&b, ts("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(out.deferred.len(), 1);
+        assert_eq!(store.incident_count().unwrap(), 0);
+        // Merged with the delta that carries the creation fields, it lands whole.
+        let mut d = out.deferred.into_iter().next().unwrap();
+        d.merge(delta(1, 2));
+        let mut b = IngestBatch::new();
+        b.incidents.insert(Fingerprint(1), d);
+        let out = store.apply(&b, ts("2026-01-01T00:00:01Z")).unwrap();
+        assert!(out.deferred.is_empty());
+        assert_eq!(store.recent_incidents(1).unwrap()[0].count, 5);
+        // Once it exists, count-only deltas update it.
+        let mut b = IngestBatch::new();
+        b.incidents
+            .insert(Fingerprint(1), IncidentDelta::count_only(Fingerprint(1), 1));
+        assert_eq!(
+            store
+                .apply(&b, ts("2026-01-01T00:00:02Z"))
+                .unwrap()
+                .updated
+                .len(),
+            1
+        );
+        assert_eq!(store.recent_incidents(1).unwrap()[0].count, 6);
     }
 
     #[test]
@@ -794,11 +878,12 @@ mod golden {
             AttributionStatus::Registered,
             Severity::High,
         );
-        d.component_id = "auth".into();
-        d.method = "login".into();
-        d.pact_key = "PACT:auth:login".into();
-        d.sample = "ERROR [PACT:auth:login] login failed for user 42".into();
-        d.source = "/var/log/app.log".into();
+        let new = d.new.as_mut().unwrap();
+        new.component_id = "auth".into();
+        new.method = "login".into();
+        new.pact_key = "PACT:auth:login".into();
+        new.sample = "ERROR [PACT:auth:login] login failed for user 42".into();
+        new.source = "/var/log/app.log".into();
         b.incidents.insert(d.fingerprint, d);
         let d = IncidentDelta::new(
             Fingerprint(0xaaaa_bbbb_cccc_dddd),
