@@ -1233,6 +1233,10 @@ mod tests {
         "xx",
         "ROR\r",
         "R",
+        "e",
+        "x",
+        "\"",
+        "er",
     ];
     const CI_LITERALS: &[&str] = &[
         "(?i)error",
@@ -1247,6 +1251,10 @@ mod tests {
         r"(?i)R\x00",
         "(?i)a_",
         "(?i)ror",
+        "(?i)xx",
+        r#"(?i)"LEVEL""#,
+        "(?i)ERROR",
+        "(?i):",
     ];
     const REGEXES: &[&str] = &[
         "ERR(OR)?x",
