@@ -11,27 +11,38 @@
 //! masks (bit `i` stands for byte `i` of the block):
 //!
 //! - `nl`: the byte is `\n`;
-//! - `cand`: a literal pattern may start here. Bytes are folded with `| 0x20` (which maps ASCII
-//!   upper case to lower case and leaves other bytes merely mangled), and the folded first one
-//!   to three bytes of every pattern (its *prefix*) are compared at offsets `i`, `i + 1` and
-//!   `i + 2`. Equal prefixes are deduplicated, and a prefix that starts with a shorter prefix
-//!   is merged into it. Folding both sides makes this a superset test for case-sensitive and
-//!   ASCII-case-insensitive patterns alike.
+//! - `cand`: a literal pattern may start here. The first one to three bytes of every pattern
+//!   (its *prefix*) are compared with the data at offsets `i`, `i + 1` and `i + 2`, and the
+//!   per-prefix masks are ORed. Prefixes of case-insensitive literals are folded with `| 0x20`
+//!   and compared with the loaded bytes folded the same way (which maps ASCII upper case to
+//!   lower case and merely mangles some other bytes: a superset test). Prefixes of
+//!   case-sensitive literals are compared with the raw bytes, so that `error` or `trace`
+//!   are no candidates for `ERROR` or `Traceback`. Equal prefixes are deduplicated, and a
+//!   prefix whose matches are a subset of a shorter prefix's is dropped.
 //!
-//! Most blocks have neither bit set and cost a handful of instructions. Otherwise a small
-//! scalar state machine ([`State`]) walks the candidate bits with `trailing_zeros`, verifies
-//! each candidate against the patterns of its prefix group (exact or ASCII-case-insensitive
-//! compare, after a one-word quick reject) and, as soon as a line is known to be an error
-//! line, drops the remaining candidates of that line. Newline bits give line boundaries, the
-//! population count gives the line count, and the distance from the previous newline to the
-//! first newline of a block tells whether the line that ends there is over-long. Lines that
-//! start and end inside one block are shorter than 64 bytes, which is why the scanner requires
-//! `max_line_bytes >= 64`.
+//! The driver works on chunks of 16 blocks:
 //!
-//! The main loop runs while 66 bytes (block plus two bytes of look-ahead for the shifted
+//! 1. the masks of all blocks are computed in a loop without data-dependent branches, and the
+//!    lines are counted on the way (population count of `nl`; the distance from the previous
+//!    newline to the first newline of a block tells whether the line ending there is
+//!    over-long, and lines that start and end inside one block are shorter than 64 bytes,
+//!    which is why the scanner requires `max_line_bytes >= 64`);
+//! 2. the candidate bits are flattened into a list of offsets (simdjson's `flatten_bits`),
+//!    mostly branch-free;
+//! 3. each candidate is verified against the literals whose first byte folds like its own,
+//!    with one masked 16-byte compare per literal (exact, or ASCII-case-insensitive on
+//!    letters only); a hit makes its line an error line, and the remaining candidates of that
+//!    line are skipped. Line boundaries come from the `nl` masks; a line still open at the end
+//!    of the chunk is reported once its end is seen (unless it turns out over-long).
+//!
+//! Separating the branch-free mask loop from the candidate loop matters: on log text with a
+//! candidate in about every other block, branching per block on "any candidate?" mispredicts
+//! so often that it costs as much as the vector work.
+//!
+//! The block loop runs while 66 bytes (block plus two bytes of look-ahead for the shifted
 //! compares) are readable; the last few bytes are copied into a zero-padded stack buffer and
-//! run through the same block code, with masks cut to the valid length. Verification always
-//! reads the region itself, with bounds checks, so padding can never produce a match.
+//! run through the same code, with masks cut to the valid length. Verification always reads
+//! the region itself, with bounds checks, so padding can never produce a match.
 //!
 //! # Kernels
 //!
@@ -235,6 +246,9 @@ pub(crate) struct Prefilter {
     /// to `b`. A candidate is verified against exactly those (the exact compare makes a
     /// separate prefix check redundant).
     by_first: [(u32, u32); 256],
+    /// Bit set of the byte pairs `(b0, b1)` (index `b0 | b1 << 8`) that can start a prefix
+    /// match: the scalar kernel's first filter. Empty for [`Prefilter::EMPTY`].
+    pairs: Vec<u64>,
 }
 
 impl Prefilter {
@@ -243,6 +257,7 @@ impl Prefilter {
         groups: Vec::new(),
         literals: Vec::new(),
         by_first: [(0, 0); 256],
+        pairs: Vec::new(),
     };
 
     /// Arranges `literals` (bytes, ASCII-case-insensitive?) for the kernel, or `None` if they
@@ -301,15 +316,33 @@ impl Prefilter {
             .into_iter()
             .map(|(bytes, ci)| Literal::new(bytes, ci))
             .collect();
+        let mut pairs = vec![0u64; (1 << 16) / 64];
+        for g in &groups {
+            let key = g.bytes();
+            // The byte values that match prefix byte `i` (any byte past the prefix).
+            let matching = |i: usize| {
+                (0..=255u8).filter(move |&b| {
+                    i >= g.len
+                        || if g.folded {
+                            b | FOLD == key[i]
+                        } else {
+                            b == key[i]
+                        }
+                })
+            };
+            for b0 in matching(0) {
+                for b1 in matching(1) {
+                    let pair = usize::from(b0) | usize::from(b1) << 8;
+                    pairs[pair / 64] |= 1 << (pair % 64);
+                }
+            }
+        }
         Some(Prefilter {
             groups,
             literals,
             by_first,
+            pairs,
         })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.groups.is_empty()
     }
 
     /// Whether some literal matches `region` at `pos`.
@@ -674,8 +707,8 @@ where
     }
 }
 
-/// The portable kernel: SWAR for newlines, a first-byte table and a folded 3-byte window
-/// for candidates.
+/// The portable kernel: SWAR for newlines; for candidates a bit set of possible first byte
+/// pairs, then a check of the full prefix.
 struct ScalarBlocks<'a> {
     pf: &'a Prefilter,
 }
@@ -699,10 +732,11 @@ impl Blocks for ScalarBlocks<'_> {
             nl |= u64::from(newline_bits(u64::from_le_bytes(word))) << (8 * i);
         }
         let mut cand = 0u64;
-        if !self.pf.is_empty() {
+        let pairs = &self.pf.pairs;
+        if !pairs.is_empty() {
             for i in 0..BLOCK {
-                let b = w[i] | FOLD;
-                if self.pf.by_first[usize::from(b)].1 != 0 {
+                let pair = usize::from(w[i]) | usize::from(w[i + 1]) << 8;
+                if pairs[pair / 64] & (1 << (pair % 64)) != 0 {
                     let raw = u32::from_le_bytes([w[i], w[i + 1], w[i + 2], 0]);
                     let folded = raw | u32::from_le_bytes([FOLD, FOLD, FOLD, 0]);
                     cand |= u64::from(self.pf.any_prefix(raw, folded)) << i;
