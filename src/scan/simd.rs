@@ -27,8 +27,8 @@
 //!    newline to the first newline of a block tells whether the line ending there is
 //!    over-long, and lines that start and end inside one block are shorter than 64 bytes,
 //!    which is why the scanner requires `max_line_bytes >= 64`);
-//! 2. the candidate bits are flattened into a list of offsets (simdjson's `flatten_bits`),
-//!    mostly branch-free;
+//! 2. in the same loop, the candidate bits are flattened into a list of offsets (simdjson's
+//!    `flatten_bits`), mostly branch-free;
 //! 3. each candidate is verified against the literals whose first byte folds like its own,
 //!    with one masked 16-byte compare per literal (exact, or ASCII-case-insensitive on
 //!    letters only); a hit makes its line an error line, and the remaining candidates of that
@@ -475,40 +475,37 @@ fn below(n: usize) -> u64 {
 /// Scratch space for one chunk.
 struct Chunk {
     nl: [u64; CHUNK_BLOCKS],
-    cand: [u64; CHUNK_BLOCKS],
-    /// Candidate offsets within the chunk, flattened; the slack absorbs the unconditional
-    /// writes of [`Chunk::flatten`].
+    /// Candidate offsets within the chunk, in order; the slack absorbs the unconditional
+    /// writes of [`Chunk::push`].
     pos: [u16; CHUNK + 4],
 }
 
 impl Chunk {
-    /// Writes the candidate offsets of the first `blocks` blocks to `pos`, in order; returns
-    /// their number. Mostly branch-free (simdjson's `flatten_bits`): four positions are
-    /// written per block whatever its count, and only blocks with more candidates loop.
+    /// Stores the masks of block `b` and appends its candidate offsets to `pos[n..]`;
+    /// returns the new number of candidates. Mostly branch-free (simdjson's
+    /// `flatten_bits`): four positions are written whatever the count, and only blocks with
+    /// more candidates loop.
     #[inline(always)]
-    fn flatten(&mut self, blocks: usize) -> usize {
-        let mut n = 0;
-        for b in 0..blocks {
-            let mut m = self.cand[b];
-            let count = m.count_ones() as usize;
-            let base = (b * BLOCK) as u16;
-            let mut at = n;
-            for _ in 0..4 {
-                // `trailing_zeros` of 0 is 64: a harmless value past the block.
+    fn push(&mut self, b: usize, nl: u64, cand: u64, n: usize) -> usize {
+        self.nl[b] = nl;
+        let mut m = cand;
+        let count = m.count_ones() as usize;
+        let base = (b * BLOCK) as u16;
+        let mut at = n;
+        for _ in 0..4 {
+            // `trailing_zeros` of 0 is 64: a harmless value past the block.
+            self.pos[at] = base + m.trailing_zeros() as u16;
+            m &= m.wrapping_sub(1);
+            at += 1;
+        }
+        if count > 4 {
+            while m != 0 {
                 self.pos[at] = base + m.trailing_zeros() as u16;
-                m &= m.wrapping_sub(1);
+                m &= m - 1;
                 at += 1;
             }
-            if count > 4 {
-                while m != 0 {
-                    self.pos[at] = base + m.trailing_zeros() as u16;
-                    m &= m - 1;
-                    at += 1;
-                }
-            }
-            n += count;
         }
-        n
+        n + count
     }
 
     /// The start of the line containing chunk offset `rel` (`carried` if it started before the
@@ -573,7 +570,7 @@ fn process<F>(
     base: usize,
     blocks: usize,
     carried: usize,
-    any_cand: u64,
+    candidates: usize,
     pf: &Prefilter,
     region: &[u8],
     max: usize,
@@ -596,11 +593,7 @@ where
             None => return true,
         }
     }
-    if any_cand == 0 {
-        return true;
-    }
-    let n = chunk.flatten(blocks);
-    for k in 0..n {
+    for k in 0..candidates {
         let rel = usize::from(chunk.pos[k]);
         if rel < skip_until || !pf.verify(region, base + rel) {
             continue;
@@ -640,7 +633,6 @@ where
     };
     let mut chunk = Chunk {
         nl: [0; CHUNK_BLOCKS],
-        cand: [0; CHUNK_BLOCKS],
         pos: [0; CHUNK + 4],
     };
     let mut base = 0;
@@ -648,19 +640,17 @@ where
     while len - base >= WINDOW {
         let n = ((len - base - LOOKAHEAD) / BLOCK).min(CHUNK_BLOCKS);
         let carried = st.line_start;
-        let mut any_cand = 0;
+        let mut candidates = 0;
         for b in 0..n {
             // SAFETY: `base + b * BLOCK + WINDOW <= base + n * BLOCK + LOOKAHEAD <= len`, so
             // the window is inside `region`; the caller of `run` chose `blocks` for a CPU that
             // supports it.
             let (nl, cand) = unsafe { blocks.masks(ptr.add(base + b * BLOCK)) };
             st.count(base + b * BLOCK, nl, max);
-            any_cand |= cand;
-            chunk.nl[b] = nl;
-            chunk.cand[b] = cand;
+            candidates = chunk.push(b, nl, cand, candidates);
         }
         if !process(
-            &mut st, &mut chunk, base, n, carried, any_cand, pf, region, max, emit,
+            &mut st, &mut chunk, base, n, carried, candidates, pf, region, max, emit,
         ) {
             return stopped;
         }
@@ -675,18 +665,16 @@ where
         buf[..rest].copy_from_slice(&region[base..]);
         let n = rest.div_ceil(BLOCK);
         let carried = st.line_start;
-        let mut any_cand = 0;
+        let mut candidates = 0;
         for b in 0..n {
             // SAFETY: `b * BLOCK <= BLOCK` (rest < WINDOW), so the window lies in `buf`.
             let (nl, cand) = unsafe { blocks.masks(buf.as_ptr().add(b * BLOCK)) };
             let keep = below(rest - b * BLOCK);
             st.count(base + b * BLOCK, nl & keep, max);
-            any_cand |= cand & keep;
-            chunk.nl[b] = nl & keep;
-            chunk.cand[b] = cand & keep;
+            candidates = chunk.push(b, nl & keep, cand & keep, candidates);
         }
         if !process(
-            &mut st, &mut chunk, base, n, carried, any_cand, pf, region, max, emit,
+            &mut st, &mut chunk, base, n, carried, candidates, pf, region, max, emit,
         ) {
             return stopped;
         }
