@@ -63,6 +63,8 @@
 //! that check is what makes calling the `#[target_feature]` functions sound.
 #![allow(unsafe_code)]
 
+use std::fmt;
+
 use super::matcher::Kernel;
 
 /// Most distinct prefixes the prefilter compares per block. Beyond this the per-block cost
@@ -236,7 +238,7 @@ impl Group {
 }
 
 /// The literal patterns of a scanner, arranged for the block kernel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Prefilter {
     /// The distinct prefixes compared by the kernels; at most [`MAX_PREFIXES`].
     groups: Vec<Group>,
@@ -249,6 +251,27 @@ pub(crate) struct Prefilter {
     /// Bit set of the byte pairs `(b0, b1)` (index `b0 | b1 << 8`) that can start a prefix
     /// match: the scalar kernel's first filter. Empty for [`Prefilter::EMPTY`].
     pairs: Vec<u64>,
+}
+
+impl fmt::Debug for Prefilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefixes: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let bytes = g.bytes()[..g.len].escape_ascii().to_string();
+                if g.folded {
+                    format!("(?i){bytes}")
+                } else {
+                    bytes
+                }
+            })
+            .collect();
+        f.debug_struct("Prefilter")
+            .field("prefixes", &prefixes)
+            .field("literals", &self.literals.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prefilter {
@@ -890,46 +913,59 @@ mod x86 {
             self.n1 + self.n2 + self.n3 == 0
         }
 
-        /// ORs into `acc` the positions where a prefix matches `x` (at `i`), `y` (the bytes
-        /// at `i + 1`) and `z` (at `i + 2`).
+        /// ORs into `acc[j]` the positions where a prefix matches `x[j]` (at `i`), `y[j]` (the
+        /// bytes at `i + 1`) and `z[j]` (at `i + 2`). The prefix loop is the outer one, so
+        /// that each broadcast prefix byte is loaded once per block, not once per vector.
         ///
         /// # Safety
         ///
         /// The CPU must support `V`.
         #[inline(always)]
-        unsafe fn accumulate(&self, mut acc: V, x: V, y: V, z: V) -> V {
+        unsafe fn accumulate<const N: usize>(
+            &self,
+            acc: &mut [V; N],
+            x: &[V; N],
+            y: &[V; N],
+            z: &[V; N],
+        ) {
             // SAFETY: the caller guarantees support for `V`.
             unsafe {
-                for k in &self.p3[..self.n3] {
-                    acc = acc.or(x.eq(k[0]).and(y.eq(k[1])).and(z.eq(k[2])));
+                for &[a, b, c] in &self.p3[..self.n3] {
+                    for j in 0..N {
+                        acc[j] = acc[j].or(x[j].eq(a).and(y[j].eq(b)).and(z[j].eq(c)));
+                    }
                 }
-                for k in &self.p2[..self.n2] {
-                    acc = acc.or(x.eq(k[0]).and(y.eq(k[1])));
+                for &[a, b] in &self.p2[..self.n2] {
+                    for j in 0..N {
+                        acc[j] = acc[j].or(x[j].eq(a).and(y[j].eq(b)));
+                    }
                 }
-                for k in &self.p1[..self.n1] {
-                    acc = acc.or(x.eq(*k));
+                for &a in &self.p1[..self.n1] {
+                    for j in 0..N {
+                        acc[j] = acc[j].or(x[j].eq(a));
+                    }
                 }
             }
-            acc
         }
     }
 
-    /// The block kernel for vectors `V`: `BLOCK / V::BYTES` vectors per block.
-    struct VectorBlocks<V> {
+    /// The block kernel for vectors `V`, `N` of them per block.
+    struct VectorBlocks<V, const N: usize> {
         newline: V,
         fold: V,
         raw: PrefixSet<V>,
         folded: PrefixSet<V>,
-        /// No prefixes at all: only newlines are needed.
-        count_only: bool,
     }
 
-    impl<V: Vector> VectorBlocks<V> {
+    impl<V: Vector, const N: usize> VectorBlocks<V, N> {
+        const FILLS_BLOCK: () = assert!(N * V::BYTES == BLOCK);
+
         /// # Safety
         ///
         /// The CPU must support `V`.
         #[inline(always)]
         unsafe fn new(pf: &Prefilter) -> Self {
+            let () = Self::FILLS_BLOCK;
             // SAFETY: the caller guarantees support for `V`.
             unsafe {
                 let raw = PrefixSet::new(pf, false);
@@ -937,7 +973,6 @@ mod x86 {
                 VectorBlocks {
                     newline: V::splat(b'\n'),
                     fold: V::splat(FOLD),
-                    count_only: raw.is_empty() && folded.is_empty(),
                     raw,
                     folded,
                 }
@@ -945,37 +980,69 @@ mod x86 {
         }
     }
 
-    impl<V: Vector> Blocks for VectorBlocks<V> {
+    impl<V: Vector, const N: usize> Blocks for VectorBlocks<V, N> {
+        #[inline(always)]
+        unsafe fn masks(&self, ptr: *const u8) -> (u64, u64) {
+            // SAFETY: the caller guarantees `WINDOW` readable bytes at `ptr`, so loads of
+            // `V::BYTES` at `ptr + j * V::BYTES + {0, 1, 2}` for `j < N` are in bounds
+            // (`N * V::BYTES == BLOCK`), and support for `V`. (The closures are part of this
+            // block.)
+            unsafe {
+                let load = |offset: usize| -> [V; N] {
+                    std::array::from_fn(|j| V::load(ptr.add(j * V::BYTES + offset)))
+                };
+                let x = load(0);
+                let mut nl = 0u64;
+                for (j, v) in x.iter().enumerate() {
+                    nl |= v.eq(self.newline).movemask() << (j * V::BYTES);
+                }
+                let (y, z) = (load(1), load(2));
+                let mut acc = [V::splat(0); N];
+                self.raw.accumulate(&mut acc, &x, &y, &z);
+                if !self.folded.is_empty() {
+                    let f = self.fold;
+                    let (fx, fy, fz) = (x.map(|v| v.or(f)), y.map(|v| v.or(f)), z.map(|v| v.or(f)));
+                    self.folded.accumulate(&mut acc, &fx, &fy, &fz);
+                }
+                let mut cand = 0u64;
+                for (j, v) in acc.iter().enumerate() {
+                    cand |= v.movemask() << (j * V::BYTES);
+                }
+                (nl, cand)
+            }
+        }
+    }
+
+    /// The block kernel without patterns (line counting only): no prefix tables to set up.
+    struct LineBlocks<V, const N: usize> {
+        newline: V,
+    }
+
+    impl<V: Vector, const N: usize> LineBlocks<V, N> {
+        /// # Safety
+        ///
+        /// The CPU must support `V`.
+        #[inline(always)]
+        unsafe fn new() -> Self {
+            let () = VectorBlocks::<V, N>::FILLS_BLOCK;
+            LineBlocks {
+                // SAFETY: the caller guarantees support for `V`.
+                newline: unsafe { V::splat(b'\n') },
+            }
+        }
+    }
+
+    impl<V: Vector, const N: usize> Blocks for LineBlocks<V, N> {
         #[inline(always)]
         unsafe fn masks(&self, ptr: *const u8) -> (u64, u64) {
             let mut nl = 0u64;
-            for i in 0..BLOCK / V::BYTES {
-                let shift = i * V::BYTES;
-                // SAFETY: the caller guarantees `WINDOW` readable bytes at `ptr` (so this load
-                // is in bounds) and support for `V`.
-                unsafe {
-                    nl |= V::load(ptr.add(shift)).eq(self.newline).movemask() << shift;
-                }
+            for j in 0..N {
+                // SAFETY: the caller guarantees `WINDOW` readable bytes at `ptr` (and
+                // `N * V::BYTES == BLOCK`) and support for `V`.
+                nl |= unsafe { V::load(ptr.add(j * V::BYTES)).eq(self.newline).movemask() }
+                    << (j * V::BYTES);
             }
-            if self.count_only {
-                return (nl, 0);
-            }
-            let mut cand = 0u64;
-            for i in 0..BLOCK / V::BYTES {
-                let shift = i * V::BYTES;
-                // SAFETY: the caller guarantees `WINDOW` readable bytes at `ptr`, so the loads
-                // at `ptr + shift + {0, 1, 2}` (`V::BYTES` each, `shift + V::BYTES <= BLOCK`)
-                // are in bounds, and support for `V`.
-                unsafe {
-                    let p = ptr.add(shift);
-                    let (x, y, z) = (V::load(p), V::load(p.add(1)), V::load(p.add(2)));
-                    let f = self.fold;
-                    let acc = self.raw.accumulate(V::splat(0), x, y, z);
-                    let acc = self.folded.accumulate(acc, x.or(f), y.or(f), z.or(f));
-                    cand |= acc.movemask() << shift;
-                }
-            }
-            (nl, cand)
+            (nl, 0)
         }
     }
 
@@ -994,9 +1061,15 @@ mod x86 {
     where
         F: FnMut(usize, usize) -> bool,
     {
-        // SAFETY: the caller guarantees AVX2.
-        let blocks = unsafe { VectorBlocks::<__m256i>::new(pf) };
-        run(&blocks, pf, region, max, emit)
+        if pf.groups.is_empty() {
+            // SAFETY: the caller guarantees AVX2.
+            let blocks = unsafe { LineBlocks::<__m256i, 2>::new() };
+            run(&blocks, pf, region, max, emit)
+        } else {
+            // SAFETY: the caller guarantees AVX2.
+            let blocks = unsafe { VectorBlocks::<__m256i, 2>::new(pf) };
+            run(&blocks, pf, region, max, emit)
+        }
     }
 
     /// The SSE2 kernel.
@@ -1014,9 +1087,15 @@ mod x86 {
     where
         F: FnMut(usize, usize) -> bool,
     {
-        // SAFETY: SSE2 is part of the x86_64 baseline.
-        let blocks = unsafe { VectorBlocks::<__m128i>::new(pf) };
-        run(&blocks, pf, region, max, emit)
+        if pf.groups.is_empty() {
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            let blocks = unsafe { LineBlocks::<__m128i, 4>::new() };
+            run(&blocks, pf, region, max, emit)
+        } else {
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            let blocks = unsafe { VectorBlocks::<__m128i, 4>::new(pf) };
+            run(&blocks, pf, region, max, emit)
+        }
     }
 }
 
