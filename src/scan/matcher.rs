@@ -29,9 +29,12 @@
 //! Literals are found by one vectorised pass over the whole region, never a loop over lines:
 //!
 //! - If at least one literal is case-insensitive (the default set has several), the block
-//!   kernel of `simd.rs` compares the folded prefixes of all literals and verifies each
-//!   candidate. Measured on AMD Zen 3, this ran about 8x faster than aho-corasick with
-//!   `ascii_case_insensitive`, which has no prefilter.
+//!   kernel of `simd.rs` looks for the first up-to-3 bytes of every literal (folded with
+//!   `| 0x20` for case-insensitive literals, exact for case-sensitive ones) at every position
+//!   and verifies each candidate against the whole literal. On generated logs with the
+//!   default patterns this runs at about 4 GB/s per core with AVX2 on AMD Zen 3, some 8x
+//!   faster than aho-corasick with `ascii_case_insensitive` (which has no prefilter); see
+//!   `examples/scan_throughput.rs`.
 //! - If all literals are case-sensitive, aho-corasick (leftmost-first) searches the region;
 //!   after a hit the search resumes after the end of the hit's line. The same block kernel,
 //!   without patterns, counts the lines of each stretch just searched, while it is in cache.
