@@ -1167,6 +1167,47 @@ mod tests {
         }
     }
 
+    /// Lines and hits around the kernel's 1 KiB chunk edges, and error lines spanning several
+    /// chunks (reported once their end is seen, unless over-long).
+    #[test]
+    fn chunk_boundaries_and_lines_spanning_chunks() {
+        let mut region = Vec::new();
+        for edge in [1024usize, 2048] {
+            for delta in [-70isize, -6, -5, -4, -1, 0, 1, 2, 63, 64] {
+                for hit in [&b"ERROR"[..], br#""Level":"FATAL""#] {
+                    region.clear();
+                    let at = (edge as isize + delta) as usize;
+                    // A newline every 50 bytes before the hit, none after it for a while.
+                    for i in 0..at {
+                        region.push(if i % 50 == 49 { b'\n' } else { b'.' });
+                    }
+                    region.extend_from_slice(hit);
+                    region.extend(std::iter::repeat_n(b'-', 1500));
+                    region.extend_from_slice(b"\nERROR tail");
+                    for max in [64, 1000, 1600, 4096] {
+                        for pats in [DEFAULT_ERROR_PATTERNS, &["ERROR", r#""(?i)level""#]] {
+                            check(pats, &region, max, None);
+                        }
+                    }
+                }
+            }
+        }
+        // One error line across four chunks, then lines ending right at chunk edges.
+        region.clear();
+        region.extend_from_slice(b"ERROR at the start of a long line ");
+        region.extend(std::iter::repeat_n(b'x', 4000));
+        region.push(b'\n');
+        while region.len() < 6 * 1024 {
+            let to_edge = 1024 - region.len() % 1024;
+            region.extend(std::iter::repeat_n(b'y', to_edge.saturating_sub(7)));
+            region.extend_from_slice(b"ERROR\r\n");
+        }
+        for max in [64, 4000, 4096, DEFAULT_MAX_LINE_BYTES] {
+            check(DEFAULT_ERROR_PATTERNS, &region, max, None);
+            check(DEFAULT_ERROR_PATTERNS, &region, max, Some(2));
+        }
+    }
+
     #[test]
     fn regex_anchors_are_per_line() {
         let region = b"xERROR\nERROR\r\nERRORx\nfoo ERROR\n\nbar\n";
