@@ -260,6 +260,47 @@ pub(crate) struct Prefilter {
     /// Bit set of the byte pairs `(b0, b1)` (index `b0 | b1 << 8`) that can start a prefix
     /// match: the scalar kernel's first filter. Empty for [`Prefilter::EMPTY`].
     pairs: Vec<u64>,
+    /// Nibble tables of the AVX2 lookup kernel, built once here rather than per scan.
+    #[cfg(target_arch = "x86_64")]
+    nibbles: NibbleTables,
+}
+
+/// Lookup tables for the nibble (Teddy-style) form of the prefix test: group `k` owns bit
+/// `k % 8` of set `k / 8`; `lo[set][offset][n]` has the bits of the groups whose prefix
+/// accepts a byte with low nibble `n` at `offset` (and `hi` likewise for the high nibble).
+/// A raw prefix byte accepts one value, a folded one the two values that fold to it, and an
+/// offset past the end of a prefix accepts every byte.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, Default)]
+struct NibbleTables {
+    lo: [[[u8; 16]; 3]; 2],
+    hi: [[[u8; 16]; 3]; 2],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl NibbleTables {
+    fn new(groups: &[Group]) -> NibbleTables {
+        let mut t = NibbleTables::default();
+        for (k, g) in groups.iter().enumerate() {
+            let (set, bit) = (k / 8, 1u8 << (k % 8));
+            let key = g.bytes();
+            for offset in 0..3 {
+                for b in 0..=255u8 {
+                    let accepted = offset >= g.len
+                        || if g.folded {
+                            b | FOLD == key[offset]
+                        } else {
+                            b == key[offset]
+                        };
+                    if accepted {
+                        t.lo[set][offset][usize::from(b & 0x0f)] |= bit;
+                        t.hi[set][offset][usize::from(b >> 4)] |= bit;
+                    }
+                }
+            }
+        }
+        t
+    }
 }
 
 impl fmt::Debug for Prefilter {
@@ -290,6 +331,11 @@ impl Prefilter {
         literals: Vec::new(),
         by_first: [(0, 0); 256],
         pairs: Vec::new(),
+        #[cfg(target_arch = "x86_64")]
+        nibbles: NibbleTables {
+            lo: [[[0; 16]; 3]; 2],
+            hi: [[[0; 16]; 3]; 2],
+        },
     };
 
     /// Arranges `literals` (bytes, ASCII-case-insensitive?) for the kernel, or `None` if they
@@ -370,6 +416,8 @@ impl Prefilter {
             }
         }
         Some(Prefilter {
+            #[cfg(target_arch = "x86_64")]
+            nibbles: NibbleTables::new(&groups),
             groups,
             literals,
             by_first,
@@ -1063,13 +1111,14 @@ mod x86 {
 
     /// The prefix compares of [`VectorBlocks`] done with table lookups (the "Teddy" technique
     /// of aho-corasick's packed searcher). Each prefix owns one bit ("bucket") of an 8-bit
-    /// lane value; for each of the three offsets two `vpshufb` lookups, indexed by the low
-    /// and the high nibble of the data byte, give the buckets whose prefix accepts that
-    /// nibble there. ANDing the two lookups, then the three offsets, leaves exactly the
-    /// buckets whose prefix matches at the position: one bucket holds one prefix, a raw prefix
-    /// byte accepts one value and a folded one the two values that fold to it (they differ in
-    /// bit 5 only, i.e. in one bit of the high nibble), and positions past a short prefix
-    /// accept any byte. So the candidate mask is bit for bit that of the compare kernel.
+    /// lane value; for each of the three offsets two `vpshufb` lookups in the
+    /// [`NibbleTables`](super::NibbleTables), indexed by the low and the high nibble of the
+    /// data byte, give the buckets whose prefix accepts that nibble there. ANDing the two
+    /// lookups, then the three offsets, leaves exactly the buckets whose prefix matches at the
+    /// position: one bucket holds one prefix, a raw prefix byte accepts one value and a folded
+    /// one the two values that fold to it (they differ in bit 5 only, i.e. in one bit of the
+    /// high nibble, while the low nibble is the same), and positions past a short prefix accept
+    /// any byte. So the candidate mask is bit for bit that of the compare kernel.
     struct NibbleBlocks {
         newline: __m256i,
         low_nibble: __m256i,
@@ -1083,36 +1132,21 @@ mod x86 {
     impl NibbleBlocks {
         #[target_feature(enable = "avx2")]
         fn new(pf: &Prefilter) -> Self {
-            let mut lo = [[[0u8; 32]; 3]; 2];
-            let mut hi = [[[0u8; 32]; 3]; 2];
-            for (k, g) in pf.groups.iter().enumerate() {
-                let (set, bit) = (k / 8, 1u8 << (k % 8));
-                let key = g.bytes();
-                for offset in 0..3 {
-                    for b in 0..=255u8 {
-                        let accepted = offset >= g.len
-                            || if g.folded {
-                                b | FOLD == key[offset]
-                            } else {
-                                b == key[offset]
-                            };
-                        if accepted {
-                            for lane in [0, 16] {
-                                lo[set][offset][lane + usize::from(b & 0x0f)] |= bit;
-                                hi[set][offset][lane + usize::from(b >> 4)] |= bit;
-                            }
-                        }
-                    }
-                }
-            }
-            // SAFETY: each table is 32 readable bytes; AVX2 is enabled in this function.
-            let load = |t: &[u8; 32]| unsafe { _mm256_loadu_si256(t.as_ptr().cast()) };
+            // Each 16-byte table, repeated in both 128-bit lanes (`vpshufb` works per lane).
+            let load = |t: &[u8; 16]| {
+                let mut both = [0u8; 32];
+                both[..16].copy_from_slice(t);
+                both[16..].copy_from_slice(t);
+                // SAFETY: `both` has 32 readable bytes; AVX2 is enabled in this function.
+                unsafe { _mm256_loadu_si256(both.as_ptr().cast()) }
+            };
+            let t = &pf.nibbles;
             NibbleBlocks {
                 newline: _mm256_set1_epi8(b'\n' as i8),
                 low_nibble: _mm256_set1_epi8(0x0f),
                 sets: pf.groups.len().div_ceil(8),
-                lo: lo.map(|set| set.each_ref().map(load)),
-                hi: hi.map(|set| set.each_ref().map(load)),
+                lo: t.lo.map(|set| set.each_ref().map(load)),
+                hi: t.hi.map(|set| set.each_ref().map(load)),
             }
         }
 
