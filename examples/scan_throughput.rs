@@ -14,6 +14,7 @@
 //! profiling.
 #![allow(clippy::print_stdout)] // A command-line report is the point of this example.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use sentinel::scan::matcher::{DEFAULT_ERROR_PATTERNS, from_fn};
@@ -339,13 +340,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gbps(data.len(), t.elapsed())
     );
 
-    let mut failures = 0;
-    let mut report = |name: &str, scanner: &Scanner, expect_errors: Option<u64>| {
+    let failures = Cell::new(0u32);
+    let report = |name: &str, scanner: &Scanner, expect_errors: Option<u64>| {
         let (stats, d) = measure(scanner, &data);
         let ok = stats.lines == lines
             && stats.long_lines == 0
             && expect_errors.is_none_or(|e| e == stats.error_lines);
-        failures += u32::from(!ok);
+        failures.set(failures.get() + u32::from(!ok));
         println!(
             "{name:<42} {:>6.2} GB/s  error lines {:>7}  {}",
             gbps(data.len(), d),
@@ -377,8 +378,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     if !wanted("other") {
-        return finish(failures);
+        return finish(failures.get());
     }
+    println!("small regions, default patterns, Auto kernel:");
+    let scanner = Scanner::new(DEFAULT_ERROR_PATTERNS)?;
+    for region_size in [64 << 10, 4 << 10] {
+        let mut best = Duration::MAX;
+        let mut total = ScanStats::default();
+        for _ in 0..3 {
+            let t = Clock::start();
+            total = ScanStats::default();
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                // Cut after the last newline within `region_size`, as the framing layer does.
+                let cut = memchr::memrchr(b'\n', &rest[..region_size.min(rest.len())])
+                    .map_or(rest.len(), |i| i + 1);
+                let stats = scanner
+                    .scan(&rest[..cut], &mut from_fn(|_| true))
+                    .unwrap_or_else(|e| match e {});
+                total.add(&stats);
+                rest = &rest[cut..];
+            }
+            best = best.min(t.elapsed());
+        }
+        let ok = total.error_lines == expected_errors && total.lines == lines;
+        failures.set(failures.get() + u32::from(!ok));
+        println!(
+            "  {:<40} {:>6.2} GB/s  error lines {:>7}  {}",
+            format!("scan() per {} KiB region", region_size >> 10),
+            gbps(data.len(), best),
+            total.error_lines,
+            if ok { "ok" } else { "COUNT MISMATCH" }
+        );
+    }
+    let t = Clock::start();
+    let mut found = 0;
+    for line in data.split(|&b| b == b'\n') {
+        found += u64::from(scanner.is_error_line(line));
+    }
+    let d = t.elapsed();
+    let ok = found == expected_errors;
+    failures.set(failures.get() + u32::from(!ok));
+    println!(
+        "  {:<40} {:>6.2} GB/s  error lines {:>7}  {} ({:.0} ns per line)",
+        "is_error_line() per line",
+        gbps(data.len(), d),
+        found,
+        if ok { "ok" } else { "COUNT MISMATCH" },
+        d.as_nanos() as f64 / lines as f64
+    );
+
     println!("other paths, Auto kernel:");
     let cs_only = [
         "ERROR",
@@ -426,7 +475,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(0),
     );
 
-    finish(failures)
+    finish(failures.get())
 }
 
 fn finish(failures: u32) -> Result<(), Box<dyn std::error::Error>> {
