@@ -283,14 +283,13 @@ impl NibbleTables {
         let mut t = NibbleTables::default();
         for (k, g) in groups.iter().enumerate() {
             let (set, bit) = (k / 8, 1u8 << (k % 8));
-            let key = g.bytes();
-            for offset in 0..3 {
+            for (offset, &want) in g.bytes().iter().enumerate().take(3) {
                 for b in 0..=255u8 {
                     let accepted = offset >= g.len
                         || if g.folded {
-                            b | FOLD == key[offset]
+                            b | FOLD == want
                         } else {
-                            b == key[offset]
+                            b == want
                         };
                     if accepted {
                         t.lo[set][offset][usize::from(b & 0x0f)] |= bit;
