@@ -41,10 +41,15 @@ pub const READ_BUFFER_BYTES: usize = 512 << 10;
 /// Batches waiting for the store thread; workers block when it is full.
 const CHANNEL_DEPTH: usize = 2;
 
-/// The store thread commits when the merged batches it holds pass this many bytes. Together
-/// with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the scan's
-/// memory whatever the input size.
+/// The store thread commits when what it holds passes this many bytes: descriptions of new
+/// incidents plus [`PENDING_ENTRY_BYTES`] per distinct fingerprint or key. Repeats of a
+/// fingerprint merge into one entry, so a long run of known errors does not force commits.
+/// Together with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the
+/// scan's memory whatever the input size.
 const COMMIT_BYTES: usize = 16 << 20;
+
+/// Bytes counted per pending entry (map slot, delta, key string).
+const PENDING_ENTRY_BYTES: usize = 96;
 
 /// `sentinel scan`.
 #[derive(Debug, clap::Args)]
@@ -398,12 +403,12 @@ fn store_thread(
     let mut created: HashSet<Fingerprint> = HashSet::new();
     let mut preexisting: HashSet<Fingerprint> = HashSet::new();
     let mut pending = IngestBatch::new();
+    let mut described_bytes = 0usize;
     let mut commit = |pending: &mut IngestBatch| {
         let batch = std::mem::take(pending);
         if batch.is_empty() {
             return Ok(());
         }
-        pending.approx_bytes = 0;
         if let Some(store) = &store {
             let o = store.apply(&batch, jiff::Timestamp::now())?;
             // Counts of incidents whose description is still on its way wait for it.
@@ -429,9 +434,18 @@ fn store_thread(
         for (k, n) in &batch.key_counts {
             *out.key_counts.entry(k.clone()).or_default() += n;
         }
+        described_bytes += batch
+            .incidents
+            .values()
+            .filter_map(|d| d.new.as_ref())
+            .map(|n| n.heap_bytes())
+            .sum::<usize>();
         pending.merge(batch);
-        if pending.approx_bytes >= COMMIT_BYTES {
+        let held = described_bytes
+            + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
+        if held >= COMMIT_BYTES {
             commit(&mut pending)?;
+            described_bytes = 0;
         }
     }
     commit(&mut pending)?;

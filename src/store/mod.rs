@@ -15,7 +15,8 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | name | u64 (`schema_version`) |
-//! | `incidents` | fingerprint (u64) | [`Incident`], versioned encoding |
+//! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
+//! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
 //! | `incident_ids` | incident id | fingerprint |
 //! | `recent` | (last_seen µs, fingerprint) | () — newest-first index |
 //! | `key_counts` | PACT key | error lines carrying it |
@@ -45,6 +46,9 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
+/// The hot part of an incident, (count, last_seen µs): updated by every batch without
+/// decoding or re-encoding the record.
+const COUNTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_counts");
 const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_ids");
 const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
 const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
@@ -365,6 +369,7 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION)
                         .map_err(self.storage())?;
                     txn.open_table(INCIDENTS).map_err(self.storage())?;
+                    txn.open_table(COUNTS).map_err(self.storage())?;
                     txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
                     txn.open_table(RECENT).map_err(self.storage())?;
                     txn.open_table(KEY_COUNTS).map_err(self.storage())?;
@@ -416,6 +421,7 @@ impl Store {
         let mut outcome = ApplyOutcome::default();
         {
             let mut incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+            let mut counts = txn.open_table(COUNTS).map_err(self.storage())?;
             let mut ids = txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
             let mut recent = txn.open_table(RECENT).map_err(self.storage())?;
             let now_us = micros(now);
@@ -424,22 +430,16 @@ impl Store {
             deltas.sort_unstable_by_key(|d| d.fingerprint);
             for d in deltas {
                 let fp = d.fingerprint.0;
-                let existing = incidents.get(fp).map_err(self.storage())?.map(|v| {
-                    Incident::decode(v.value()).map_err(|e| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        detail: format!("incident {:016x}: {e}", fp),
-                    })
-                });
-                let incident = match existing {
-                    Some(inc) => {
-                        let mut inc = inc?;
-                        recent
-                            .remove((micros(inc.last_seen), fp))
+                let existing = counts.get(fp).map_err(self.storage())?.map(|v| v.value());
+                match existing {
+                    Some((count, last_us)) => {
+                        let last = last_us.max(now_us);
+                        recent.remove((last_us, fp)).map_err(self.storage())?;
+                        recent.insert((last, fp), ()).map_err(self.storage())?;
+                        counts
+                            .insert(fp, (count + d.count, last))
                             .map_err(self.storage())?;
-                        inc.count += d.count;
-                        inc.last_seen = inc.last_seen.max(now);
                         outcome.updated.push(d.fingerprint);
-                        inc
                     }
                     None => {
                         let Some(new) = &d.new else {
@@ -448,8 +448,7 @@ impl Store {
                         };
                         let id = free_id(&ids, d.fingerprint).map_err(self.storage())?;
                         ids.insert(id.as_str(), fp).map_err(self.storage())?;
-                        outcome.created.push(d.fingerprint);
-                        Incident {
+                        let incident = Incident {
                             id,
                             fingerprint: d.fingerprint,
                             normalized: new.normalized.clone(),
@@ -465,15 +464,17 @@ impl Store {
                             sample: new.sample.clone(),
                             source: new.source.clone(),
                             resolution: String::new(),
-                        }
+                        };
+                        incidents
+                            .insert(fp, incident.encode().as_slice())
+                            .map_err(self.storage())?;
+                        counts
+                            .insert(fp, (d.count, now_us))
+                            .map_err(self.storage())?;
+                        recent.insert((now_us, fp), ()).map_err(self.storage())?;
+                        outcome.created.push(d.fingerprint);
                     }
-                };
-                recent
-                    .insert((micros(incident.last_seen).max(now_us), fp), ())
-                    .map_err(self.storage())?;
-                incidents
-                    .insert(fp, incident.encode().as_slice())
-                    .map_err(self.storage())?;
+                }
             }
             let mut keys = txn.open_table(KEY_COUNTS).map_err(self.storage())?;
             for (k, n) in &batch.key_counts {
@@ -547,6 +548,7 @@ impl Store {
         let txn = self.begin_read()?;
         let recent = txn.open_table(RECENT).map_err(self.storage())?;
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
         let mut out = Vec::new();
         for entry in recent.iter().map_err(self.storage())?.rev() {
             if out.len() >= limit {
@@ -554,8 +556,8 @@ impl Store {
             }
             let (k, _) = entry.map_err(self.storage())?;
             let (_, fp) = k.value();
-            if let Some(v) = incidents.get(fp).map_err(self.storage())? {
-                out.push(self.decode(fp, v.value())?);
+            if let Some(inc) = self.load(&incidents, &counts, fp)? {
+                out.push(inc);
             }
         }
         Ok(out)
@@ -573,10 +575,8 @@ impl Store {
             return Ok(None);
         };
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        match incidents.get(fp).map_err(self.storage())? {
-            Some(v) => Ok(Some(self.decode(fp, v.value())?)),
-            None => Ok(None),
-        }
+        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        self.load(&incidents, &counts, fp)
     }
 
     /// Error lines per PACT key.
@@ -609,6 +609,25 @@ impl Store {
             out.insert(k.value().to_string(), v.value());
         }
         Ok(out)
+    }
+
+    /// An incident: its record with the authoritative hot fields.
+    fn load(
+        &self,
+        incidents: &redb::ReadOnlyTable<u64, &[u8]>,
+        counts: &redb::ReadOnlyTable<u64, (u64, u64)>,
+        fp: u64,
+    ) -> Result<Option<Incident>, StoreError> {
+        let Some(v) = incidents.get(fp).map_err(self.storage())? else {
+            return Ok(None);
+        };
+        let mut inc = self.decode(fp, v.value())?;
+        if let Some(c) = counts.get(fp).map_err(self.storage())? {
+            let (count, last_us) = c.value();
+            inc.count = count;
+            inc.last_seen = Timestamp::from_microsecond(last_us as i64).unwrap_or(inc.last_seen);
+        }
+        Ok(Some(inc))
     }
 
     fn decode(&self, fp: u64, bytes: &[u8]) -> Result<Incident, StoreError> {
