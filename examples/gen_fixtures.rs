@@ -1,5 +1,5 @@
 //! Regenerates the committed test fixtures from [`sentinel::corpus::fixtures`]:
-//! `testdata/logs/{app.log, service.jsonl, archive/old.log.gz, truth.json}` and
+//! `testdata/logs/{app.log, service.jsonl, archive/old.log.gz}` and `testdata/logs.truth.json` and
 //! `testdata/manifest.json`.
 //!
 //! ```text
@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         truths.insert(fixture.path.to_owned(), truth);
     }
     fs::write(
-        logs.join("truth.json"),
+        root.join("logs.truth.json"),
         serde_json::to_string_pretty(&truths)? + "\n",
     )?;
     let manifest = corpus::manifest_json(&fixtures[0].spec, FIXTURE_PROJECT_DIR);

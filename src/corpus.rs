@@ -2710,8 +2710,8 @@ mod tests {
     #[test]
     fn committed_fixtures_are_current() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let truth_json = std::fs::read_to_string(root.join("logs/truth.json"))
-            .expect("testdata/logs/truth.json: run `cargo run --example gen_fixtures`");
+        let truth_json = std::fs::read_to_string(root.join("logs.truth.json"))
+            .expect("testdata/logs.truth.json: run `cargo run --example gen_fixtures`");
         let truths: BTreeMap<String, GroundTruth> =
             serde_json::from_str(&truth_json).expect("truth.json parses");
         let fixtures = fixtures();

@@ -81,8 +81,10 @@ fn generated_corpus_matches_ground_truth_exactly() {
 #[test]
 fn committed_fixtures_match_their_truth() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logs");
-    let truths: BTreeMap<String, GroundTruth> =
-        serde_json::from_slice(&std::fs::read(root.join("truth.json")).unwrap()).unwrap();
+    let truths: BTreeMap<String, GroundTruth> = serde_json::from_slice(
+        &std::fs::read(root.parent().unwrap().join("logs.truth.json")).unwrap(),
+    )
+    .unwrap();
     let ws = Workspace::new();
     std::fs::create_dir_all(ws.path().join("state")).unwrap();
     std::fs::copy(
