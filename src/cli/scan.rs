@@ -46,7 +46,7 @@ const CHANNEL_DEPTH: usize = 2;
 /// fingerprint merge into one entry, so a long run of known errors does not force commits.
 /// Together with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the
 /// scan's memory whatever the input size.
-const COMMIT_BYTES: usize = 16 << 20;
+const COMMIT_BYTES: usize = 32 << 20;
 
 /// Bytes counted per pending entry (map slot, delta, key string).
 const PENDING_ENTRY_BYTES: usize = 96;
