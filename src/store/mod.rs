@@ -585,14 +585,7 @@ impl Store {
     ///
     /// [`StoreError`] on storage errors.
     pub fn key_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = txn.open_table(KEY_COUNTS).map_err(self.storage())?;
-        let mut out = BTreeMap::new();
-        for e in t.iter().map_err(self.storage())? {
-            let (k, v) = e.map_err(self.storage())?;
-            out.insert(k.value().to_string(), v.value());
-        }
-        Ok(out)
+        self.read_counters(KEY_COUNTS)
     }
 
     /// The named totals.
@@ -601,8 +594,15 @@ impl Store {
     ///
     /// [`StoreError`] on storage errors.
     pub fn totals(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.read_counters(TOTALS)
+    }
+
+    fn read_counters(
+        &self,
+        table: TableDefinition<&str, u64>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
         let txn = self.begin_read()?;
-        let t = txn.open_table(TOTALS).map_err(self.storage())?;
+        let t = txn.open_table(table).map_err(self.storage())?;
         let mut out = BTreeMap::new();
         for e in t.iter().map_err(self.storage())? {
             let (k, v) = e.map_err(self.storage())?;
