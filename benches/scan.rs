@@ -176,7 +176,10 @@ fn bench_store_batch(c: &mut Criterion) {
     let make = |base: u64| {
         let mut batch = IngestBatch::new();
         for i in 0..N {
-            let fp = Fingerprint(base.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i);
+            // Real fingerprints are uniform hashes: hash (round, i) so ids do not collide.
+            let fp = Fingerprint(xxhash_rust::xxh3::xxh3_64(
+                &[base.to_le_bytes(), i.to_le_bytes()].concat(),
+            ));
             batch.incidents.insert(
                 fp,
                 IncidentDelta::new(
