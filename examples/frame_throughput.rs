@@ -2,8 +2,10 @@
 //!
 //! Run with `cargo run --release --example frame_throughput`. Prints MB/s for normalise+hash
 //! over typical ~200-byte error lines (and, for reference, for the three `regex`
-//! substitutions that define the normalisation), and GB/s for framing a 256 MiB in-memory
-//! stream with the default `LineReader`.
+//! substitutions that define the normalisation), over the error lines of a generated corpus
+//! (short ones, and the 8-64 KiB JSON payload lines that dominate fingerprinting time) and
+//! over hand-made long lines (hex dumps, a stack trace, English text), and GB/s for framing a
+//! 256 MiB in-memory stream with the default `LineReader`.
 #![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
@@ -11,7 +13,108 @@ use std::io::Cursor;
 use std::time::Instant;
 
 use regex::bytes::Regex;
+use sentinel::corpus::{CorpusSpec, generate};
 use sentinel::scan::{Fingerprinter, LineReader};
+
+/// The corpus's error-line rule (see `sentinel::corpus`).
+const ERROR_PATTERN: &str =
+    r#"(?-u)ERROR|CRITICAL|FATAL|Traceback|panicked at|(?i:"level": ?"(?:error|fatal|critical)")"#;
+
+/// The error lines of a generated 48 MiB corpus (seed 1), split into lines under 8 KiB and
+/// lines of 8 KiB or more.
+fn corpus_error_lines() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut data = Vec::with_capacity(50 << 20);
+    generate(&CorpusSpec::new(1, 48 << 20), &mut data).expect("writing to a Vec cannot fail");
+    let error = Regex::new(ERROR_PATTERN).expect("valid regex");
+    let (mut short, mut long) = (Vec::new(), Vec::new());
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > 1 << 20 || !error.is_match(line) {
+            continue;
+        }
+        if line.len() < 8 << 10 {
+            short.push(line.to_vec());
+        } else {
+            long.push(line.to_vec());
+        }
+    }
+    (short, long)
+}
+
+/// Deterministic long lines that are not JSON payloads: hex dumps (spaced bytes and one
+/// contiguous run), a Java stack trace joined on one line, English-like text with ids.
+fn other_long_lines() -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut spaced = b"ERROR bad frame, dump:".to_vec();
+    let mut contiguous = b"ERROR bad frame, raw=".to_vec();
+    for k in 0..4096u32 {
+        if k % 16 == 0 {
+            spaced.extend_from_slice(format!(" {:08x}:", k * 16).as_bytes());
+        }
+        let b = next() as u8;
+        spaced.extend_from_slice(format!(" {b:02x}").as_bytes());
+        contiguous.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    let mut trace = b"ERROR java.lang.IllegalStateException: pool exhausted".to_vec();
+    let mut text = b"ERROR replay failed:".to_vec();
+    let words = [
+        "the", "request", "was", "denied", "because", "cache", "failed", "decode", "of", "header",
+        "after", "retry", "backoff", "user", "session", "closed",
+    ];
+    for k in 0..400u64 {
+        let r = next();
+        trace.extend_from_slice(
+            format!(
+                "\\n\\tat com.example.svc.Handler{}.process(Handler{}.java:{})",
+                r % 97,
+                r % 97,
+                r % 2000
+            )
+            .as_bytes(),
+        );
+        for j in 0..8 {
+            text.push(b' ');
+            text.extend_from_slice(words[((r >> (4 * j)) % 16) as usize].as_bytes());
+        }
+        text.extend_from_slice(format!(" id={} at +{}ms;", r % 100_000, k * 3).as_bytes());
+    }
+    vec![spaced, contiguous, trace, text]
+}
+
+/// Best-of-`rounds` MB/s of fingerprinting every line of `lines` `reps` times.
+fn fingerprint_mbps(lines: &[Vec<u8>], rounds: usize, reps: usize) -> f64 {
+    let total: usize = lines.iter().map(Vec::len).sum();
+    let mut fp = Fingerprinter::new();
+    let mut best = f64::MAX;
+    let mut acc = 0u64;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..reps {
+            for line in lines {
+                acc ^= fp.fingerprint(black_box(line)).0;
+            }
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    black_box(acc);
+    total as f64 / 1e6 / best
+}
+
+fn describe(what: &str, lines: &[Vec<u8>]) {
+    let total: usize = lines.iter().map(Vec::len).sum();
+    println!(
+        "  {what}: {} lines, mean {} bytes: {:8.1} MB/s",
+        lines.len(),
+        total / lines.len().max(1),
+        fingerprint_mbps(lines, 7, (64 << 20) / total.max(1) + 1)
+    );
+}
 
 /// Typical error lines, each around 200 bytes.
 fn error_lines(n: usize) -> Vec<Vec<u8>> {
@@ -90,6 +193,23 @@ fn main() {
         "  three regex substitutions: {:8.1} MB/s (reference)",
         total as f64 / 1e6 / best
     );
+
+    println!("fingerprint (normalise + xxh3) of corpus error lines and other long lines:");
+    let (short, long) = corpus_error_lines();
+    describe("corpus error lines < 8 KiB", &short);
+    describe("corpus error lines 8-64 KiB", &long);
+    let other = other_long_lines();
+    for (what, line) in [
+        "spaced hex dump",
+        "contiguous hex",
+        "stack trace",
+        "text with ids",
+    ]
+    .iter()
+    .zip(&other)
+    {
+        describe(what, std::slice::from_ref(line));
+    }
 
     // Framing: 256 MiB of log lines of 60..260 bytes.
     let mut block = Vec::with_capacity(1 << 20);
