@@ -436,6 +436,7 @@ fn normalize_to(line: &[u8], buf: &mut Vec<u8>) -> usize {
                 loop {
                     let s = starts.trailing_zeros() as usize;
                     let e = ends.trailing_zeros() as usize + 1;
+                    debug_assert!(r <= s && s < e && w < OUT_LIMIT, "span bookkeeping");
                     let wi = w & (OUT_LIMIT - 1);
                     let ri = r & (WINDOW - 1);
                     let k = s.wrapping_sub(r) & (WINDOW - 1);
