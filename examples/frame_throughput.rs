@@ -41,8 +41,9 @@ fn corpus_error_lines() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (short, long)
 }
 
-/// Deterministic long lines that are not JSON payloads: hex dumps (spaced bytes and one
-/// contiguous run), a Java stack trace joined on one line, English-like text with ids.
+/// Deterministic long lines other than the corpus's payloads: hex dumps (spaced bytes and
+/// one contiguous run), a Java stack trace joined on one line, English-like text with ids,
+/// and JSON records with two UUIDs each.
 fn other_long_lines() -> Vec<Vec<u8>> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -63,6 +64,7 @@ fn other_long_lines() -> Vec<Vec<u8>> {
     }
     let mut trace = b"ERROR java.lang.IllegalStateException: pool exhausted".to_vec();
     let mut text = b"ERROR replay failed:".to_vec();
+    let mut uuids = b"ERROR batch failed: [".to_vec();
     let words = [
         "the", "request", "was", "denied", "because", "cache", "failed", "decode", "of", "header",
         "after", "retry", "backoff", "user", "session", "closed",
@@ -83,8 +85,32 @@ fn other_long_lines() -> Vec<Vec<u8>> {
             text.extend_from_slice(words[((r >> (4 * j)) % 16) as usize].as_bytes());
         }
         text.extend_from_slice(format!(" id={} at +{}ms;", r % 100_000, k * 3).as_bytes());
+        let uuid = |v: u128| {
+            let h = format!("{v:032x}");
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
+        };
+        let (a, b) = (
+            u128::from(r) << 64 | u128::from(next()),
+            u128::from(next()) << 17,
+        );
+        uuids.extend_from_slice(
+            format!(
+                r#"{{"id":"{}","parent":"{}","n":{}}},"#,
+                uuid(a),
+                uuid(b),
+                r % 1_000_000
+            )
+            .as_bytes(),
+        );
     }
-    vec![spaced, contiguous, trace, text]
+    vec![spaced, contiguous, trace, text, uuids]
 }
 
 /// Best-of-`rounds` MB/s of fingerprinting every line of `lines` `reps` times: each line
@@ -219,6 +245,7 @@ fn main() {
         "contiguous hex",
         "stack trace",
         "text with ids",
+        "JSON with UUIDs",
     ]
     .iter()
     .zip(&other)
