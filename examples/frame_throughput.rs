@@ -41,8 +41,9 @@ fn corpus_error_lines() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (short, long)
 }
 
-/// Deterministic long lines that are not JSON payloads: hex dumps (spaced bytes and one
-/// contiguous run), a Java stack trace joined on one line, English-like text with ids.
+/// Deterministic long lines other than the corpus's payloads: hex dumps (spaced bytes and
+/// one contiguous run), a Java stack trace joined on one line, English-like text with ids,
+/// and JSON records with two UUIDs each.
 fn other_long_lines() -> Vec<Vec<u8>> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -63,6 +64,7 @@ fn other_long_lines() -> Vec<Vec<u8>> {
     }
     let mut trace = b"ERROR java.lang.IllegalStateException: pool exhausted".to_vec();
     let mut text = b"ERROR replay failed:".to_vec();
+    let mut uuids = b"ERROR batch failed: [".to_vec();
     let words = [
         "the", "request", "was", "denied", "because", "cache", "failed", "decode", "of", "header",
         "after", "retry", "backoff", "user", "session", "closed",
@@ -83,21 +85,55 @@ fn other_long_lines() -> Vec<Vec<u8>> {
             text.extend_from_slice(words[((r >> (4 * j)) % 16) as usize].as_bytes());
         }
         text.extend_from_slice(format!(" id={} at +{}ms;", r % 100_000, k * 3).as_bytes());
+        let uuid = |v: u128| {
+            let h = format!("{v:032x}");
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
+        };
+        let (a, b) = (
+            u128::from(r) << 64 | u128::from(next()),
+            u128::from(next()) << 17,
+        );
+        uuids.extend_from_slice(
+            format!(
+                r#"{{"id":"{}","parent":"{}","n":{}}},"#,
+                uuid(a),
+                uuid(b),
+                r % 1_000_000
+            )
+            .as_bytes(),
+        );
     }
-    vec![spaced, contiguous, trace, text]
+    vec![spaced, contiguous, trace, text, uuids]
 }
 
-/// Best-of-`rounds` MB/s of fingerprinting every line of `lines` `reps` times.
-fn fingerprint_mbps(lines: &[Vec<u8>], rounds: usize, reps: usize) -> f64 {
+/// Best-of-`rounds` MB/s of fingerprinting every line of `lines` `reps` times: each line
+/// `reps` times in a row when `hot` (as `sentinel scan` does, right after its scanner read
+/// the line), else round-robin over all of them (the lines come from memory or L3).
+fn fingerprint_mbps(lines: &[Vec<u8>], rounds: usize, reps: usize, hot: bool) -> f64 {
     let total: usize = lines.iter().map(Vec::len).sum();
     let mut fp = Fingerprinter::new();
     let mut best = f64::MAX;
     let mut acc = 0u64;
     for _ in 0..rounds {
         let t = Instant::now();
-        for _ in 0..reps {
+        if hot {
             for line in lines {
-                acc ^= fp.fingerprint(black_box(line)).0;
+                for _ in 0..reps {
+                    acc ^= fp.fingerprint(black_box(line)).0;
+                }
+            }
+        } else {
+            for _ in 0..reps {
+                for line in lines {
+                    acc ^= fp.fingerprint(black_box(line)).0;
+                }
             }
         }
         best = best.min(t.elapsed().as_secs_f64() / reps as f64);
@@ -108,11 +144,13 @@ fn fingerprint_mbps(lines: &[Vec<u8>], rounds: usize, reps: usize) -> f64 {
 
 fn describe(what: &str, lines: &[Vec<u8>]) {
     let total: usize = lines.iter().map(Vec::len).sum();
+    let reps = (64 << 20) / total.max(1) + 1;
     println!(
-        "  {what}: {} lines, mean {} bytes: {:8.1} MB/s",
+        "  {what}: {} lines, mean {} bytes: {:8.1} MB/s hot, {:8.1} MB/s round-robin",
         lines.len(),
         total / lines.len().max(1),
-        fingerprint_mbps(lines, 7, (64 << 20) / total.max(1) + 1)
+        fingerprint_mbps(lines, 7, reps, true),
+        fingerprint_mbps(lines, 7, reps, false),
     );
 }
 
@@ -194,7 +232,10 @@ fn main() {
         total as f64 / 1e6 / best
     );
 
-    println!("fingerprint (normalise + xxh3) of corpus error lines and other long lines:");
+    println!(
+        "fingerprint (normalise + xxh3) of corpus error lines and other long lines \
+         (hot: each line repeatedly; round-robin: all lines in turn):"
+    );
     let (short, long) = corpus_error_lines();
     describe("corpus error lines < 8 KiB", &short);
     describe("corpus error lines 8-64 KiB", &long);
@@ -204,6 +245,7 @@ fn main() {
         "contiguous hex",
         "stack trace",
         "text with ids",
+        "JSON with UUIDs",
     ]
     .iter()
     .zip(&other)

@@ -105,20 +105,23 @@ fn is_digit(b: u8) -> bool {
     CLASS[usize::from(b)] == DIGIT
 }
 
-/// Whether a UUID starts at `text[i]`.
+/// Whether a UUID starts at `text[i]`: one word-at-a-time test of its 36 bytes.
 #[inline]
 fn is_uuid_at(text: &[u8], i: usize) -> bool {
     let Some(cand) = text.get(i..i.saturating_add(UUID_LEN)) else {
         return false;
     };
-    // The dashes first: they reject almost every candidate.
-    cand[8] == b'-'
-        && cand[13] == b'-'
-        && cand[18] == b'-'
-        && cand[23] == b'-'
-        && [0..8, 9..13, 14..18, 19..23, 24..36]
-            .into_iter()
-            .all(|group| cand[group].iter().all(|&b| is_hex(b)))
+    let word = |k: usize| u64::from_le_bytes(cand[k..k + 8].try_into().expect("8 bytes"));
+    let (a, b, c, d, e) = (word(0), word(8), word(16), word(24), word(28));
+    // Bytes 8, 13, 18 and 23 are dashes: bytes 0 and 5 of `b`, 2 and 7 of `c`.
+    const B_DASHES: u64 = 0xff | 0xff << 40;
+    const C_DASHES: u64 = 0xff << 16 | 0xff << 56;
+    const DASHES: u64 = LSB * b'-' as u64;
+    let dashes = ((b ^ DASHES) & B_DASHES) | ((c ^ DASHES) & C_DASHES);
+    let hex = (hex_bytes(a) & hex_bytes(d) & hex_bytes(e))
+        & (hex_bytes(b) | (B_DASHES & MSB))
+        & (hex_bytes(c) | (C_DASHES & MSB));
+    dashes == 0 && hex == MSB
 }
 
 /// Bytes classified at once: one bit per byte in a `u64` mask.
@@ -436,6 +439,7 @@ fn normalize_to(line: &[u8], buf: &mut Vec<u8>) -> usize {
                 loop {
                     let s = starts.trailing_zeros() as usize;
                     let e = ends.trailing_zeros() as usize + 1;
+                    debug_assert!(r <= s && s < e && w < OUT_LIMIT, "span bookkeeping");
                     let wi = w & (OUT_LIMIT - 1);
                     let ri = r & (WINDOW - 1);
                     let k = s.wrapping_sub(r) & (WINDOW - 1);
@@ -702,6 +706,50 @@ mod tests {
             line in proptest::collection::vec(atom(), 16..160).prop_map(|v| v.concat()),
         ) {
             prop_assert_eq!(one_pass(&line), oracle(&line));
+        }
+    }
+
+    /// The word-at-a-time byte tests against their definitions, for every byte value at
+    /// every position.
+    #[test]
+    fn swar_tests_match_byte_tests() {
+        for k in 0..8 {
+            for b in 0..=255u8 {
+                let mut bytes = *b"0aF9zz-x";
+                bytes[k] = b;
+                let got = hex_bytes(u64::from_le_bytes(bytes));
+                for (j, &c) in bytes.iter().enumerate() {
+                    assert_eq!(got >> (8 * j + 7) & 1 == 1, c.is_ascii_hexdigit());
+                }
+                let mut win = [b'x'; WINDOW];
+                win[k * 7] = b;
+                let (hex, digit) = classify(&win);
+                assert_eq!(hex, u64::from(b.is_ascii_hexdigit()) << (k * 7));
+                assert_eq!(digit, u64::from(b.is_ascii_digit()) << (k * 7));
+            }
+        }
+        let naive = |c: &[u8]| {
+            c.len() >= UUID_LEN
+                && c[..UUID_LEN].iter().enumerate().all(|(k, &b)| {
+                    if [8, 13, 18, 23].contains(&k) {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_hexdigit()
+                    }
+                })
+        };
+        for k in 0..UUID_LEN {
+            for b in 0..=255u8 {
+                let mut line = format!("x{U}").into_bytes();
+                line[1 + k] = b;
+                assert_eq!(
+                    is_uuid_at(&line, 1),
+                    naive(&line[1..]),
+                    "{}",
+                    line.escape_ascii()
+                );
+                assert!(!is_uuid_at(&line[..line.len() - 1], 1));
+            }
         }
     }
 
