@@ -448,7 +448,10 @@ impl Scanner {
             stop: None,
             error: None,
         };
-        let mut regex = inner.regex.as_ref().map(|re| RegexCursor::new(re, max));
+        let mut regex = inner
+            .regex
+            .as_ref()
+            .map(|re| Peeked::new(RegexSearch { re, max }));
         let (lines, long_lines) = match &inner.literals {
             LiteralMatcher::Prefilter(pf) => {
                 let tally = simd::scan(inner.engine, pf, region, max, &mut |start, end| {
@@ -482,7 +485,7 @@ impl Scanner {
                 }
             }
             LiteralMatcher::AhoCorasick(ac) => {
-                let mut literal = Some(AcCursor::new(ac, max));
+                let mut literal = Some(Peeked::new(AcSearch { ac, max }));
                 pull(
                     inner.engine,
                     region,
@@ -497,7 +500,7 @@ impl Scanner {
                 region,
                 max,
                 &mut out,
-                &mut None::<AcCursor<'_>>,
+                &mut None::<Peeked<AcSearch<'_>>>,
                 &mut regex,
             ),
         };
@@ -592,6 +595,14 @@ struct Peeked<C> {
 }
 
 impl<C: Cursor> Peeked<C> {
+    fn new(cursor: C) -> Self {
+        Peeked {
+            cursor,
+            pos: 0,
+            next: None,
+        }
+    }
+
     fn peek(&mut self, region: &[u8]) -> Option<(usize, usize)> {
         if self.next.is_none() {
             let found = if self.pos < region.len() {
@@ -616,18 +627,6 @@ struct AcSearch<'a> {
     max: usize,
 }
 
-type AcCursor<'a> = Peeked<AcSearch<'a>>;
-
-impl<'a> AcCursor<'a> {
-    fn new(ac: &'a AhoCorasick, max: usize) -> Self {
-        Peeked {
-            cursor: AcSearch { ac, max },
-            pos: 0,
-            next: None,
-        }
-    }
-}
-
 impl Cursor for AcSearch<'_> {
     fn find(&mut self, region: &[u8], mut pos: usize) -> Option<(usize, usize)> {
         while pos < region.len() {
@@ -645,18 +644,6 @@ impl Cursor for AcSearch<'_> {
 struct RegexSearch<'a> {
     re: &'a RegexPair,
     max: usize,
-}
-
-type RegexCursor<'a> = Peeked<RegexSearch<'a>>;
-
-impl<'a> RegexCursor<'a> {
-    fn new(re: &'a RegexPair, max: usize) -> Self {
-        Peeked {
-            cursor: RegexSearch { re, max },
-            pos: 0,
-            next: None,
-        }
-    }
 }
 
 impl Cursor for RegexSearch<'_> {
