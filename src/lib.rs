@@ -15,5 +15,6 @@ pub mod attribute;
 pub mod cli;
 pub mod config;
 pub mod corpus;
+pub mod metrics;
 pub mod scan;
 pub mod store;

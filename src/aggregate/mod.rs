@@ -8,6 +8,9 @@
 //! Memory is bounded by the caller: when [`LineAggregator::len`] passes its cap it takes the
 //! batch ([`LineAggregator::take_batch`]) and commits it.
 
+#[cfg(feature = "daemon")]
+pub mod writer;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::convert::Infallible;
@@ -17,6 +20,7 @@ use serde::Serialize;
 
 use crate::attribute::{AttributionStatus, Manifest, Severity, attribute};
 use crate::scan::fingerprint::NORMALIZED_KEEP_BYTES;
+use crate::scan::keys::{self, PactKey};
 use crate::scan::{ErrorLine, Fingerprinter, Sink};
 use crate::store::incident::lossy_prefix;
 use crate::store::{IncidentDelta, IngestBatch, NewIncident, SAMPLE_MAX_BYTES};
@@ -129,33 +133,45 @@ impl LineAggregator {
 
     /// Folds one error line in.
     pub fn add_line(&mut self, hit: &ErrorLine<'_>) {
-        let line = hit.line();
-        let first = hit.first_key();
+        self.add_text(hit.line(), None);
+    }
+
+    /// Folds one error line in; `fallback_key` (e.g. the `pact_key` field of a JSON record
+    /// or a webhook event) is the line's key when the line itself carries none. A fallback
+    /// that is not a valid PACT key (with or without its `PACT:` prefix) is ignored.
+    pub fn add_text(&mut self, line: &[u8], fallback_key: Option<&[u8]>) {
+        let mut prefixed = Vec::new();
+        let first = match keys::first_key(line) {
+            Some(k) => Some(k),
+            None => fallback_key.and_then(|fk| parse_fallback_key(fk, &mut prefixed)),
+        };
         let attr = attribute(first, &self.manifest);
         match attr.status {
             AttributionStatus::Registered => self.counts.registered_lines += 1,
             AttributionStatus::Unregistered => self.counts.unregistered_lines += 1,
             AttributionStatus::Unattributed => self.counts.unattributed_lines += 1,
         }
-        if first.is_some() {
+        if let Some(first) = first {
             self.counts.keyed_lines += 1;
-            // Every distinct key of the line counts once. Lines carry few keys: comparing
-            // with the earlier keys of the line beats a set, and the span list is reused.
-            self.line_keys.clear();
-            let base = line.as_ptr() as usize;
-            for key in hit.keys() {
-                let k = key.as_bytes();
-                if self.line_keys.iter().any(|&(s, e)| &line[s..e] == k) {
-                    continue;
-                }
-                let start = k.as_ptr() as usize - base;
-                self.line_keys.push((start, start + k.len()));
-                match self.keys.get_mut(k) {
-                    Some(n) => *n += 1,
-                    None => {
-                        self.held_bytes += k.len() + ENTRY_OVERHEAD;
-                        self.keys.insert(k.to_vec(), 1);
+            if first.as_bytes().as_ptr_range().start < line.as_ptr_range().start
+                || first.as_bytes().as_ptr_range().end > line.as_ptr_range().end
+            {
+                // The fallback key: the line has none of its own.
+                self.count_key(first.as_bytes());
+            } else {
+                // Every distinct key of the line counts once. Lines carry few keys:
+                // comparing with the earlier keys of the line beats a set, and the span list
+                // is reused.
+                self.line_keys.clear();
+                let base = line.as_ptr() as usize;
+                for key in keys::PactKeys::new(line) {
+                    let k = key.as_bytes();
+                    if self.line_keys.iter().any(|&(s, e)| &line[s..e] == k) {
+                        continue;
                     }
+                    let start = k.as_ptr() as usize - base;
+                    self.line_keys.push((start, start + k.len()));
+                    self.count_key(k);
                 }
             }
         }
@@ -187,6 +203,16 @@ impl LineAggregator {
                 let mut d = IncidentDelta::count_only(fp, 1);
                 d.new = new.map(Box::new);
                 e.insert(d);
+            }
+        }
+    }
+
+    fn count_key(&mut self, k: &[u8]) {
+        match self.keys.get_mut(k) {
+            Some(n) => *n += 1,
+            None => {
+                self.held_bytes += k.len() + ENTRY_OVERHEAD;
+                self.keys.insert(k.to_vec(), 1);
             }
         }
     }
@@ -223,6 +249,19 @@ impl LineAggregator {
             .collect();
         batch
     }
+}
+
+/// A fallback key: the whole of `fk` must be one PACT key, `PACT:` prefix optional.
+fn parse_fallback_key<'a>(fk: &'a [u8], prefixed: &'a mut Vec<u8>) -> Option<PactKey<'a>> {
+    let fk = fk.trim_ascii();
+    let candidate: &'a [u8] = if fk.starts_with(b"PACT:") {
+        fk
+    } else {
+        prefixed.extend_from_slice(b"PACT:");
+        prefixed.extend_from_slice(fk);
+        prefixed
+    };
+    keys::first_key(candidate).filter(|k| k.as_bytes().len() == candidate.len())
 }
 
 impl Sink for LineAggregator {
@@ -276,6 +315,36 @@ mod tests {
         assert_eq!(gdpr.severity, Severity::High);
         assert_eq!(gdpr.attribution, AttributionStatus::Unattributed);
         assert!(agg.is_empty());
+    }
+
+    #[test]
+    fn a_fallback_key_counts_only_when_the_line_has_none() {
+        let mut m = Manifest::default();
+        m.insert(ManifestEntry::new("auth"));
+        let mut agg = LineAggregator::new(Arc::new(m), Arc::from("hook"));
+        agg.add_text(b"login failed", Some(b"PACT:auth:login"));
+        agg.add_text(b"boom", Some(b"auth:logout"));
+        agg.add_text(b"ERROR [PACT:pay:charge] x", Some(b"PACT:auth:login"));
+        agg.add_text(b"no key", Some(b"not a key!"));
+        agg.add_text(b"no key either", Some(b"PACT:auth:login trailing"));
+        let c = agg.counts();
+        assert_eq!(c.keyed_lines, 3);
+        assert_eq!(c.registered_lines, 2);
+        assert_eq!(c.unregistered_lines, 1);
+        assert_eq!(c.unattributed_lines, 2);
+        let batch = agg.take_batch();
+        assert_eq!(batch.key_counts["PACT:auth:login"], 1);
+        assert_eq!(batch.key_counts["PACT:auth:logout"], 1);
+        assert_eq!(batch.key_counts["PACT:pay:charge"], 1);
+        assert_eq!(batch.key_counts.len(), 3);
+        let login = batch
+            .incidents
+            .values()
+            .filter_map(|d| d.new.as_ref())
+            .find(|n| n.sample == "login failed")
+            .unwrap();
+        assert_eq!(login.component_id, "auth");
+        assert_eq!(login.pact_key, "PACT:auth:login");
     }
 
     #[test]

@@ -21,6 +21,12 @@
 //! | `recent` | (last_seen µs, fingerprint) | () — newest-first index |
 //! | `key_counts` | PACT key | error lines carrying it |
 //! | `totals` | counter name | u64 |
+//! | `files` | (device, inode) | [`FilePosition`]: generation, offset, head fingerprint, path |
+//! | `deliveries` | webhook scope `\0` event id | recorded at (µs) |
+//! | `deliveries_by_time` | (recorded at, scope `\0` id) | () — for pruning |
+//!
+//! The last three were added after schema version 1 without changing it: they are created
+//! on first use, and readers treat a missing one as empty.
 //!
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
@@ -53,6 +59,13 @@ const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_
 const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
 const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
 const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+/// File positions by (device, inode); see [`FilePosition`].
+const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
+/// Webhook delivery ids (`scope \0 id`) already counted, with the time they were recorded.
+const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
+/// The same ids by time, for pruning.
+const DELIVERIES_BY_TIME: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("deliveries_by_time");
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +73,15 @@ const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
 pub enum StoreError {
     /// Another process has the database open for writing.
     #[error(
-        "the store {path} is in use by another Sentinel process (is `sentinel watch` running?); \
-         stop it or use its HTTP API"
+        "the store {path} is in use by another Sentinel process ({}); \
+         stop it or use its HTTP API",
+        owner.as_deref().unwrap_or("is `sentinel watch` running?")
     )]
     InUse {
         /// The database file.
         path: PathBuf,
+        /// Who holds it, from the daemon's pid file ([`OWNER_FILE`]) when there is one.
+        owner: Option<String>,
     },
     /// The file is not a readable Sentinel database.
     #[error("the store {path} is corrupt or not a Sentinel database: {detail}")]
@@ -240,6 +256,8 @@ impl IngestBatch {
 pub struct ApplyOutcome {
     /// Fingerprints of incidents created by this batch.
     pub created: Vec<Fingerprint>,
+    /// The ids of those incidents, in the same order.
+    pub created_ids: Vec<String>,
     /// Fingerprints of existing incidents this batch updated.
     pub updated: Vec<Fingerprint>,
     /// Count-only deltas of incidents that do not exist yet: nothing of them was applied.
@@ -414,87 +432,65 @@ impl Store {
     /// [`StoreError`] when the transaction cannot be committed; then nothing of the batch
     /// was applied.
     pub fn apply(&self, batch: &IngestBatch, now: Timestamp) -> Result<ApplyOutcome, StoreError> {
+        let mut txn = self.begin_write()?;
+        let outcome = txn.apply(batch, now)?;
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// Starts a durable write transaction: everything done through it commits together or
+    /// not at all (see [`StoreTxn`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is read-only or the transaction cannot start.
+    pub fn begin_write(&self) -> Result<StoreTxn<'_>, StoreError> {
         let db = self.writer()?;
         let mut txn = db.begin_write().map_err(self.storage())?;
         txn.set_durability(Durability::Immediate)
             .map_err(self.storage())?;
-        let mut outcome = ApplyOutcome::default();
-        {
-            let mut incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-            let mut counts = txn.open_table(COUNTS).map_err(self.storage())?;
-            let mut ids = txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
-            let mut recent = txn.open_table(RECENT).map_err(self.storage())?;
-            let now_us = micros(now);
-            // Apply in fingerprint order: deterministic ids when two collide.
-            let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
-            deltas.sort_unstable_by_key(|d| d.fingerprint);
-            for d in deltas {
-                let fp = d.fingerprint.0;
-                let existing = counts.get(fp).map_err(self.storage())?.map(|v| v.value());
-                match existing {
-                    Some((count, last_us)) => {
-                        let last = last_us.max(now_us);
-                        recent.remove((last_us, fp)).map_err(self.storage())?;
-                        recent.insert((last, fp), ()).map_err(self.storage())?;
-                        counts
-                            .insert(fp, (count + d.count, last))
-                            .map_err(self.storage())?;
-                        outcome.updated.push(d.fingerprint);
-                    }
-                    None => {
-                        let Some(new) = &d.new else {
-                            outcome.deferred.push(d.clone());
-                            continue;
-                        };
-                        let id = free_id(&ids, d.fingerprint).map_err(self.storage())?;
-                        ids.insert(id.as_str(), fp).map_err(self.storage())?;
-                        let incident = Incident {
-                            id,
-                            fingerprint: d.fingerprint,
-                            normalized: new.normalized.clone(),
-                            count: d.count,
-                            first_seen: now,
-                            last_seen: now,
-                            attribution: new.attribution,
-                            component_id: new.component_id.clone(),
-                            method: new.method.clone(),
-                            pact_key: new.pact_key.clone(),
-                            severity: new.severity,
-                            status: IncidentStatus::Detected,
-                            sample: new.sample.clone(),
-                            source: new.source.clone(),
-                            resolution: String::new(),
-                        };
-                        incidents
-                            .insert(fp, incident.encode().as_slice())
-                            .map_err(self.storage())?;
-                        counts
-                            .insert(fp, (d.count, now_us))
-                            .map_err(self.storage())?;
-                        recent.insert((now_us, fp), ()).map_err(self.storage())?;
-                        outcome.created.push(d.fingerprint);
-                    }
-                }
-            }
-            let mut keys = txn.open_table(KEY_COUNTS).map_err(self.storage())?;
-            for (k, n) in &batch.key_counts {
-                let old = keys
-                    .get(k.as_str())
-                    .map_err(self.storage())?
-                    .map(|v| v.value());
-                keys.insert(k.as_str(), old.unwrap_or(0) + n)
-                    .map_err(self.storage())?;
-            }
-            let mut totals = txn.open_table(TOTALS).map_err(self.storage())?;
-            for (k, n) in &batch.totals {
-                let old = totals.get(*k).map_err(self.storage())?.map(|v| v.value());
-                totals
-                    .insert(*k, old.unwrap_or(0) + n)
-                    .map_err(self.storage())?;
-            }
+        Ok(StoreTxn { store: self, txn })
+    }
+
+    /// Every persisted file position (see [`FilePosition`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn file_positions(&self) -> Result<HashMap<FileKey, FilePosition>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(FILES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = HashMap::new();
+        for e in t.iter().map_err(self.storage())? {
+            let (k, v) = e.map_err(self.storage())?;
+            let (dev, ino) = k.value();
+            let pos = FilePosition::decode(v.value()).map_err(|detail| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("file position ({dev}, {ino}): {detail}"),
+            })?;
+            out.insert(FileKey { dev, ino }, pos);
         }
-        txn.commit().map_err(self.storage())?;
-        Ok(outcome)
+        Ok(out)
+    }
+
+    /// Whether the webhook delivery `id` of `scope` was committed (and not yet pruned).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn delivery_seen(&self, scope: &str, id: &str) -> Result<bool, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(DELIVERIES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let key = delivery_key(scope, id);
+        Ok(t.get(key.as_str()).map_err(self.storage())?.is_some())
     }
 
     /// Whether an incident with this fingerprint exists.
@@ -644,6 +640,298 @@ impl Store {
     }
 }
 
+/// A durable write transaction (see [`Store::begin_write`]). Dropping it without
+/// [`StoreTxn::commit`] aborts it.
+pub struct StoreTxn<'s> {
+    store: &'s Store,
+    txn: redb::WriteTransaction,
+}
+
+impl std::fmt::Debug for StoreTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTxn")
+            .field("path", &self.store.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreTxn<'_> {
+    /// Folds a batch in: incident deltas, per-key counters and totals.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors; the transaction must then be dropped.
+    pub fn apply(
+        &mut self,
+        batch: &IngestBatch,
+        now: Timestamp,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let st = self.store;
+        let txn = &self.txn;
+        let mut outcome = ApplyOutcome::default();
+        let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
+        let mut counts = txn.open_table(COUNTS).map_err(st.storage())?;
+        let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
+        let mut recent = txn.open_table(RECENT).map_err(st.storage())?;
+        let now_us = micros(now);
+        // Apply in fingerprint order: deterministic ids when two collide.
+        let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
+        deltas.sort_unstable_by_key(|d| d.fingerprint);
+        for d in deltas {
+            let fp = d.fingerprint.0;
+            let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
+            match existing {
+                Some((count, last_us)) => {
+                    let last = last_us.max(now_us);
+                    recent.remove((last_us, fp)).map_err(st.storage())?;
+                    recent.insert((last, fp), ()).map_err(st.storage())?;
+                    counts
+                        .insert(fp, (count + d.count, last))
+                        .map_err(st.storage())?;
+                    outcome.updated.push(d.fingerprint);
+                }
+                None => {
+                    let Some(new) = &d.new else {
+                        outcome.deferred.push(d.clone());
+                        continue;
+                    };
+                    let id = free_id(&ids, d.fingerprint).map_err(st.storage())?;
+                    ids.insert(id.as_str(), fp).map_err(st.storage())?;
+                    outcome.created_ids.push(id.clone());
+                    let incident = Incident {
+                        id,
+                        fingerprint: d.fingerprint,
+                        normalized: new.normalized.clone(),
+                        count: d.count,
+                        first_seen: now,
+                        last_seen: now,
+                        attribution: new.attribution,
+                        component_id: new.component_id.clone(),
+                        method: new.method.clone(),
+                        pact_key: new.pact_key.clone(),
+                        severity: new.severity,
+                        status: IncidentStatus::Detected,
+                        sample: new.sample.clone(),
+                        source: new.source.clone(),
+                        resolution: String::new(),
+                    };
+                    incidents
+                        .insert(fp, incident.encode().as_slice())
+                        .map_err(st.storage())?;
+                    counts.insert(fp, (d.count, now_us)).map_err(st.storage())?;
+                    recent.insert((now_us, fp), ()).map_err(st.storage())?;
+                    outcome.created.push(d.fingerprint);
+                }
+            }
+        }
+        let mut keys = txn.open_table(KEY_COUNTS).map_err(st.storage())?;
+        for (k, n) in &batch.key_counts {
+            let old = keys
+                .get(k.as_str())
+                .map_err(st.storage())?
+                .map(|v| v.value());
+            keys.insert(k.as_str(), old.unwrap_or(0) + n)
+                .map_err(st.storage())?;
+        }
+        let mut totals = txn.open_table(TOTALS).map_err(st.storage())?;
+        for (k, n) in &batch.totals {
+            let old = totals.get(*k).map_err(st.storage())?.map(|v| v.value());
+            totals
+                .insert(*k, old.unwrap_or(0) + n)
+                .map_err(st.storage())?;
+        }
+        Ok(outcome)
+    }
+
+    /// Records the position of a file: it commits with the counts its lines produced.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn set_file_position(
+        &mut self,
+        key: FileKey,
+        pos: &FilePosition,
+    ) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(FILES).map_err(st.storage())?;
+        t.insert((key.dev, key.ino), pos.encode().as_slice())
+            .map_err(st.storage())?;
+        Ok(())
+    }
+
+    /// Forgets the position of a file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn remove_file_position(&mut self, key: FileKey) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(FILES).map_err(st.storage())?;
+        t.remove((key.dev, key.ino)).map_err(st.storage())?;
+        Ok(())
+    }
+
+    /// Records webhook delivery ids; for each, true when it is new (to be counted), false
+    /// when it was committed before (or appears earlier in `ids`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn record_deliveries<'a>(
+        &mut self,
+        scope: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        let st = self.store;
+        let mut seen = self.txn.open_table(DELIVERIES).map_err(st.storage())?;
+        let mut by_time = self
+            .txn
+            .open_table(DELIVERIES_BY_TIME)
+            .map_err(st.storage())?;
+        let now_us = micros(now);
+        let mut out = Vec::new();
+        for id in ids {
+            let key = delivery_key(scope, id);
+            let fresh = seen.get(key.as_str()).map_err(st.storage())?.is_none();
+            if fresh {
+                seen.insert(key.as_str(), now_us).map_err(st.storage())?;
+                by_time
+                    .insert((now_us, key.as_str()), ())
+                    .map_err(st.storage())?;
+            }
+            out.push(fresh);
+        }
+        Ok(out)
+    }
+
+    /// Forgets up to `max` delivery ids recorded before `cutoff`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn prune_deliveries(&mut self, cutoff: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let st = self.store;
+        let mut seen = self.txn.open_table(DELIVERIES).map_err(st.storage())?;
+        let mut by_time = self
+            .txn
+            .open_table(DELIVERIES_BY_TIME)
+            .map_err(st.storage())?;
+        let cutoff_us = micros(cutoff);
+        let mut old: Vec<(u64, String)> = Vec::new();
+        for e in by_time.range(..(cutoff_us, "")).map_err(st.storage())? {
+            if old.len() >= max {
+                break;
+            }
+            let (k, _) = e.map_err(st.storage())?;
+            let (t, key) = k.value();
+            old.push((t, key.to_string()));
+        }
+        for (t, key) in &old {
+            by_time.remove((*t, key.as_str())).map_err(st.storage())?;
+            seen.remove(key.as_str()).map_err(st.storage())?;
+        }
+        Ok(old.len())
+    }
+
+    /// Commits durably (fsync). Nothing done through this transaction is visible or
+    /// persisted before this returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the commit failed; then nothing of it was applied.
+    pub fn commit(self) -> Result<(), StoreError> {
+        let st = self.store;
+        self.txn.commit().map_err(st.storage())
+    }
+}
+
+/// Identifies a file across renames: its device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+/// Where reading a file stopped, committed together with the counts its lines produced.
+///
+/// A file is the same file as when its position was saved only if its device and inode
+/// ([`FileKey`]) match **and** the xxh3 of its first `head_len` bytes is `head_hash`
+/// (inode numbers are reused; a truncated file is rewritten from the start). Otherwise it is
+/// a new *generation* of that key, read from 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePosition {
+    /// Bumped every time the file at this key turned out to be a different file.
+    pub generation: u32,
+    /// The offset just after the last line counted: always the start of a line.
+    pub offset: u64,
+    /// How many leading bytes `head_hash` covers (at most 1 KiB).
+    pub head_len: u16,
+    /// xxh3 of the first `head_len` bytes.
+    pub head_hash: u64,
+    /// Where the file was last seen.
+    pub path: String,
+    /// When the position was saved.
+    pub updated: Timestamp,
+}
+
+/// Format byte of an encoded [`FilePosition`].
+const FILE_POSITION_FORMAT: u8 = 1;
+
+impl FilePosition {
+    /// The stored encoding: format byte, fixed-width little-endian fields, then the path.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(31 + self.path.len());
+        v.push(FILE_POSITION_FORMAT);
+        v.extend_from_slice(&self.generation.to_le_bytes());
+        v.extend_from_slice(&self.offset.to_le_bytes());
+        v.extend_from_slice(&self.head_len.to_le_bytes());
+        v.extend_from_slice(&self.head_hash.to_le_bytes());
+        v.extend_from_slice(&micros(self.updated).to_le_bytes());
+        v.extend_from_slice(self.path.as_bytes());
+        v
+    }
+
+    /// Decodes [`FilePosition::encode`]'s output.
+    ///
+    /// # Errors
+    ///
+    /// A description of what is wrong (unknown format, truncated record).
+    pub fn decode(b: &[u8]) -> Result<FilePosition, String> {
+        match b.first() {
+            Some(&FILE_POSITION_FORMAT) => {}
+            Some(f) => return Err(format!("unknown format {f}")),
+            None => return Err("empty record".into()),
+        }
+        if b.len() < 31 {
+            return Err(format!("truncated record ({} bytes)", b.len()));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let head_len = u16::from_le_bytes([b[13], b[14]]);
+        Ok(FilePosition {
+            generation: u32_at(1),
+            offset: u64_at(5),
+            head_len,
+            head_hash: u64_at(15),
+            updated: Timestamp::from_microsecond(u64_at(23) as i64)
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+            path: String::from_utf8_lossy(&b[31..]).into_owned(),
+        })
+    }
+}
+
+fn delivery_key(scope: &str, id: &str) -> String {
+    let mut k = String::with_capacity(scope.len() + 1 + id.len());
+    k.push_str(scope);
+    k.push('\0');
+    k.push_str(id);
+    k
+}
+
 /// redb's page cache, capped: the default (1 GiB) would let the cache, not the data,
 /// decide how much memory a scan takes.
 pub const CACHE_BYTES: usize = 32 << 20;
@@ -660,6 +948,7 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     match e {
         D::DatabaseAlreadyOpen | D::LockProtocolMismatch => StoreError::InUse {
             path: path.to_path_buf(),
+            owner: read_owner(path),
         },
         D::UpgradeRequired(v) => StoreError::Corrupt {
             path: path.to_path_buf(),
@@ -680,6 +969,35 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
             source: other.into(),
         },
     }
+}
+
+/// The file, beside the database, in which a daemon says who it is (`pid <n>: <command>`),
+/// so that a second writer can be told who owns the store.
+pub const OWNER_FILE: &str = "sentinel.pid";
+
+/// Writes [`OWNER_FILE`] beside `db` (best effort: it only improves an error message).
+pub fn write_owner(db: &Path, what: &str) {
+    if let Some(dir) = db.parent() {
+        let text = format!("pid {}: {what}\n", std::process::id());
+        let _ = std::fs::write(dir.join(OWNER_FILE), text);
+    }
+}
+
+/// Removes [`OWNER_FILE`] if it is ours.
+pub fn remove_owner(db: &Path) {
+    if let Some(dir) = db.parent() {
+        let file = dir.join(OWNER_FILE);
+        let ours = format!("pid {}:", std::process::id());
+        if std::fs::read_to_string(&file).is_ok_and(|s| s.starts_with(&ours)) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn read_owner(db: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(db.parent()?.join(OWNER_FILE)).ok()?;
+    let line = text.lines().next()?.trim();
+    (!line.is_empty() && line.len() < 200).then(|| line.to_string())
 }
 
 fn micros(t: Timestamp) -> u64 {

@@ -1,0 +1,322 @@
+//! The daemon's metrics, exposed as Prometheus text (`GET /metrics`).
+//!
+//! One [`Metrics`] is shared (`Arc`) by the file shards, the webhook handlers, the writer and
+//! the API. Counters are atomics inside the `prometheus` crate's types; hot paths add per
+//! batch or per chunk (`inc_by`), never per line. Names follow Prometheus conventions:
+//! `sentinel_` prefix, `_total` on counters, units in names (`_bytes`, `_seconds`). Per-source
+//! series carry a `source` label whose values are the configured source names, so their
+//! cardinality is the number of configured sources.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// All metrics of one daemon. See the module docs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Metrics {
+    registry: Registry,
+    /// `sentinel_lines_total{source}`: lines read.
+    pub lines: IntCounterVec,
+    /// `sentinel_read_bytes_total{source}`: bytes read.
+    pub bytes: IntCounterVec,
+    /// `sentinel_error_lines_total{source}`: lines that matched an error pattern (webhook
+    /// events counted as errors included).
+    pub error_lines: IntCounterVec,
+    /// `sentinel_keyed_lines_total{source}`: error lines with a PACT key.
+    pub keyed_lines: IntCounterVec,
+    /// `sentinel_incidents_created_total{source}`.
+    pub incidents_created: IntCounterVec,
+    /// `sentinel_incidents_updated_total{source}`: commits that added to an existing
+    /// incident (one per incident per commit).
+    pub incidents_updated: IntCounterVec,
+    /// `sentinel_long_lines_skipped_total{source}`: lines longer than `max_line_bytes`.
+    pub long_lines: IntCounterVec,
+    /// `sentinel_webhook_requests_total{source,code}`: webhook requests by status code.
+    pub webhook_requests: IntCounterVec,
+    /// `sentinel_webhook_events_total{source,outcome}`: events `accepted` (counted) or
+    /// `duplicate` (an event id committed before).
+    pub webhook_events: IntCounterVec,
+    /// `sentinel_ingest_rejected_total{source,reason}`: requests turned away (`queue_full`
+    /// answers 429, `store_unavailable` 503, ...).
+    pub rejected: IntCounterVec,
+    /// `sentinel_ingest_queue_depth`: batches waiting for the writer.
+    pub queue_depth: IntGauge,
+    /// `sentinel_ingest_queue_bytes`: approximate bytes of memory held by queued webhook
+    /// requests (bounded by the ingest memory budget).
+    pub queue_bytes: IntGauge,
+    /// `sentinel_store_commit_duration_seconds`: durable commits of the writer.
+    pub commit_seconds: Histogram,
+    /// `sentinel_store_commit_errors_total`.
+    pub commit_errors: IntCounter,
+    /// `sentinel_files_tracked{source}`: files open for tailing.
+    pub files_tracked: IntGaugeVec,
+    /// `sentinel_file_rotations_total{source,kind}`: `rename`, `delete`, `truncate`,
+    /// `replaced` (inode reuse or rewritten head).
+    pub rotations: IntCounterVec,
+    /// `sentinel_file_errors_total{source}`: I/O errors while reading files.
+    pub file_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// A fresh set, all zero.
+    #[allow(clippy::expect_used)] // Names and label sets are static and valid.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let lines = counter("sentinel_lines_total", "Lines read.", &["source"]);
+        let bytes = counter("sentinel_read_bytes_total", "Bytes read.", &["source"]);
+        let error_lines = counter(
+            "sentinel_error_lines_total",
+            "Lines that matched an error pattern.",
+            &["source"],
+        );
+        let keyed_lines = counter(
+            "sentinel_keyed_lines_total",
+            "Error lines carrying a PACT key.",
+            &["source"],
+        );
+        let incidents_created = counter(
+            "sentinel_incidents_created_total",
+            "Incidents created.",
+            &["source"],
+        );
+        let incidents_updated = counter(
+            "sentinel_incidents_updated_total",
+            "Updates of existing incidents (one per incident per commit).",
+            &["source"],
+        );
+        let long_lines = counter(
+            "sentinel_long_lines_skipped_total",
+            "Lines longer than max_line_bytes, skipped but counted.",
+            &["source"],
+        );
+        let webhook_requests = counter(
+            "sentinel_webhook_requests_total",
+            "Webhook requests by HTTP status code.",
+            &["source", "code"],
+        );
+        let webhook_events = counter(
+            "sentinel_webhook_events_total",
+            "Webhook events by outcome (accepted, duplicate).",
+            &["source", "outcome"],
+        );
+        let rejected = counter(
+            "sentinel_ingest_rejected_total",
+            "Requests turned away under load or on storage failure, by reason.",
+            &["source", "reason"],
+        );
+        let rotations = counter(
+            "sentinel_file_rotations_total",
+            "File rotations seen, by kind (rename, delete, truncate, replaced).",
+            &["source", "kind"],
+        );
+        let file_errors = counter(
+            "sentinel_file_errors_total",
+            "I/O errors while reading files.",
+            &["source"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let queue_depth = gauge(
+            "sentinel_ingest_queue_depth",
+            "Batches waiting for the writer.",
+        );
+        let queue_bytes = gauge(
+            "sentinel_ingest_queue_bytes",
+            "Approximate bytes held by webhook requests waiting for their commit.",
+        );
+        let files_tracked = IntGaugeVec::new(
+            Opts::new("sentinel_files_tracked", "Files open for tailing."),
+            &["source"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(files_tracked.clone()))
+            .expect("unique metric");
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sentinel_store_commit_duration_seconds",
+                "Durable redb commits of the ingest writer.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commit_seconds.clone()))
+            .expect("unique metric");
+        let commit_errors = IntCounter::new(
+            "sentinel_store_commit_errors_total",
+            "Failed commits (nothing of them was acknowledged).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commit_errors.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            lines,
+            bytes,
+            error_lines,
+            keyed_lines,
+            incidents_created,
+            incidents_updated,
+            long_lines,
+            webhook_requests,
+            webhook_events,
+            rejected,
+            queue_depth,
+            queue_bytes,
+            commit_seconds,
+            commit_errors,
+            files_tracked,
+            rotations,
+            file_errors,
+        }
+    }
+
+    /// Creates the per-source series of `source` at zero, so that scrapes show them before
+    /// the first event.
+    pub fn touch_source(&self, source: &str) {
+        for c in [
+            &self.lines,
+            &self.bytes,
+            &self.error_lines,
+            &self.keyed_lines,
+            &self.incidents_created,
+            &self.incidents_updated,
+            &self.long_lines,
+        ] {
+            c.with_label_values(&[source]);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4; serve it with [`CONTENT_TYPE`]),
+    /// process metrics included.
+    pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(process_families());
+        let mut out = Vec::with_capacity(8192);
+        // Encoding into a Vec cannot fail for valid families.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds` (Linux
+/// `/proc`; absent elsewhere).
+fn process_families() -> Vec<prometheus::proto::MetricFamily> {
+    static START: OnceLock<Option<f64>> = OnceLock::new();
+    let start = *START.get_or_init(process_start_time);
+    let mut out = Vec::new();
+    let mut gauge = |name: &str, help: &str, v: f64| {
+        if let Ok(g) = prometheus::Gauge::new(name, help) {
+            g.set(v);
+            out.extend(prometheus::core::Collector::collect(&g));
+        }
+    };
+    if let Some(rss) = resident_bytes() {
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss as f64,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    if let Some(start) = start {
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            start,
+        );
+    }
+    out
+}
+
+/// Boot time (`/proc/stat` `btime`) plus the process's start in clock ticks since boot
+/// (`/proc/self/stat` field 22; the kernel's USER_HZ is 100 on every Linux ABI).
+fn process_start_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: f64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(btime + ticks / 100.0)
+}
+
+/// The resident set size, from `/proc/self/statm` (pages × page size).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_labels_and_process_metrics() {
+        let m = Metrics::new();
+        m.touch_source("app");
+        m.lines.with_label_values(&["app"]).inc_by(42);
+        m.webhook_requests.with_label_values(&["hook", "429"]).inc();
+        m.commit_seconds.observe(0.003);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE sentinel_lines_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sentinel_lines_total{source=\"app\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sentinel_error_lines_total{source=\"app\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sentinel_webhook_requests_total{code=\"429\",source=\"hook\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sentinel_store_commit_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    }
+}
