@@ -74,6 +74,41 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `max_line_bytes`: lines longer than this are counted and skipped.
     pub max_line_bytes: usize,
+    /// `api`: the daemon's HTTP API.
+    pub api: ApiConfig,
+    /// `shards`: threads tailing files (default: the number of CPUs).
+    pub shards: usize,
+}
+
+/// `api`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// `api.listen`: the address the API binds (default `127.0.0.1:8484`; port 0 picks a
+    /// free port, reported in the start-up summary and in `state_dir/daemon.json`).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT)),
+        }
+    }
+}
+
+/// The API's default port (the reference's).
+pub const DEFAULT_API_PORT: u16 = 8484;
+
+/// Where a file source starts reading the files present at its very first start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Read them whole (the default: nothing already logged is missed).
+    #[default]
+    Beginning,
+    /// Start after their last complete line (only what is appended from now on).
+    End,
 }
 
 /// The kind of a log source.
@@ -126,8 +161,22 @@ pub struct SourceConfig {
     pub port: u16,
     /// `host` (webhook), default `127.0.0.1`.
     pub host: String,
-    /// `error_patterns` of this source; `None` means "use the top-level list".
+    /// `error_patterns` of this source; `None` means "use the top-level list" for files, and
+    /// "every event is an error" for webhooks (the reference's behaviour).
     pub error_patterns: Option<Vec<String>>,
+    /// `name`: the source's label in metrics, logs and the API (default: the `path` of a
+    /// file source, `webhook:<port>` for a webhook, else the type). Unique.
+    pub name: String,
+    /// `start_at` (file): where to start in files present at the very first start.
+    pub start_at: StartAt,
+    /// `follow_symlinks` (file): tail files matched through symlinks (default false).
+    pub follow_symlinks: bool,
+    /// `token_env` (webhook): the environment variable holding the bearer token requests
+    /// must carry (`Authorization: Bearer <token>`).
+    pub token_env: Option<String>,
+    /// `hmac_secret_env` (webhook): the environment variable holding the HMAC-SHA256 secret
+    /// requests must be signed with (`X-Sentinel-Timestamp`, `X-Sentinel-Signature`).
+    pub hmac_secret_env: Option<String>,
 }
 
 /// `error_threshold`.
@@ -520,8 +569,38 @@ impl Config {
                 .collect(),
         };
 
-        let mut sources = Vec::with_capacity(raw.sources.len());
+        let mut sources: Vec<SourceConfig> = Vec::with_capacity(raw.sources.len());
         for (i, s) in raw.sources.into_iter().enumerate() {
+            let name = match &s.name {
+                Some(n) if n.value.trim().is_empty() => {
+                    return Err(invalid(
+                        format!("sources[{i}].name"),
+                        Some(&n.referenced),
+                        "must not be empty".into(),
+                    ));
+                }
+                Some(n) => n.value.clone(),
+                None => match s.kind {
+                    SourceKind::File => s.path.clone(),
+                    SourceKind::Webhook => format!("webhook:{}", s.port),
+                    SourceKind::Cloudwatch => format!("cloudwatch:{}", s.log_group),
+                    SourceKind::Stdout => "stdout".into(),
+                },
+            };
+            if sources.iter().any(|o| o.name == name) {
+                return Err(invalid(
+                    format!("sources[{i}].name"),
+                    s.name.as_ref().map(|n| &n.referenced),
+                    format!("another source is already named {name:?}; give each a unique `name`"),
+                ));
+            }
+            if s.kind == SourceKind::File && s.path.trim().is_empty() {
+                return Err(invalid(
+                    format!("sources[{i}].path"),
+                    None,
+                    "a file source needs a `path` (a file or a glob)".into(),
+                ));
+            }
             let patterns = match &s.error_patterns {
                 Some(list) if list.is_empty() => {
                     return Err(invalid(
@@ -547,6 +626,11 @@ impl Config {
                 port: s.port,
                 host: s.host,
                 error_patterns: patterns,
+                name,
+                start_at: s.start_at,
+                follow_symlinks: s.follow_symlinks,
+                token_env: s.token_env,
+                hmac_secret_env: s.hmac_secret_env,
             });
         }
 
@@ -579,6 +663,34 @@ impl Config {
         }
         let state_dir = resolve_path(state_dir_raw, base, home);
 
+        let api = match &raw.api.listen {
+            None => ApiConfig::default(),
+            Some(l) => match l.value.parse::<std::net::SocketAddr>() {
+                Ok(listen) => ApiConfig { listen },
+                Err(_) => {
+                    return Err(invalid(
+                        "api.listen".into(),
+                        Some(&l.referenced),
+                        format!(
+                            "{:?} is not an address: expected host:port, e.g. 127.0.0.1:8484",
+                            l.value
+                        ),
+                    ));
+                }
+            },
+        };
+        let shards = match &raw.shards {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(v) if (1..=256).contains(&v.value) => v.value as usize,
+            Some(v) => {
+                return Err(invalid(
+                    "shards".into(),
+                    Some(&v.referenced),
+                    format!("{} is out of range: expected 1..=256", v.value),
+                ));
+            }
+        };
+
         Ok(Config {
             path: path.map(Path::to_path_buf),
             version: raw.version,
@@ -597,6 +709,8 @@ impl Config {
             auto_remediate: raw.auto_remediate,
             state_dir,
             max_line_bytes: max_line_bytes as usize,
+            api,
+            shards,
         })
     }
 
@@ -668,6 +782,14 @@ struct RawConfig {
     auto_remediate: bool,
     state_dir: Option<Spanned<String>>,
     max_line_bytes: Option<Spanned<u64>>,
+    api: RawApi,
+    shards: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
 }
 
 impl Default for RawConfig {
@@ -689,6 +811,8 @@ impl Default for RawConfig {
             auto_remediate: false,
             state_dir: None,
             max_line_bytes: None,
+            api: RawApi::default(),
+            shards: None,
         }
     }
 }
@@ -707,6 +831,11 @@ struct RawSource {
     port: u16,
     host: String,
     error_patterns: Option<Vec<Spanned<String>>>,
+    name: Option<Spanned<String>>,
+    start_at: StartAt,
+    follow_symlinks: bool,
+    token_env: Option<String>,
+    hmac_secret_env: Option<String>,
 }
 
 impl Default for RawSource {
@@ -722,6 +851,11 @@ impl Default for RawSource {
             port: 0,
             host: "127.0.0.1".into(),
             error_patterns: None,
+            name: None,
+            start_at: StartAt::Beginning,
+            follow_symlinks: false,
+            token_env: None,
+            hmac_secret_env: None,
         }
     }
 }
