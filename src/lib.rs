@@ -11,10 +11,16 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod aggregate;
+#[cfg(feature = "daemon")]
+pub mod api;
 pub mod attribute;
 pub mod cli;
 pub mod config;
 pub mod corpus;
 pub mod metrics;
+#[cfg(feature = "daemon")]
+pub mod net;
 pub mod scan;
+#[cfg(feature = "daemon")]
+pub mod source;
 pub mod store;

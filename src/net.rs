@@ -1,0 +1,1 @@
+//! Serving HTTP: hyper with timeouts and a connection cap, graceful shutdown.

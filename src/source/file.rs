@@ -1,0 +1,1 @@
+//! File sources: glob discovery, sharded tailing, rotation, committed positions.

@@ -1,0 +1,1 @@
+//! Webhook sources: HTTP POSTs of events from log shippers and CI.
