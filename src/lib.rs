@@ -17,6 +17,8 @@ pub mod attribute;
 pub mod cli;
 pub mod config;
 pub mod corpus;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod net;

@@ -10,14 +10,18 @@ fn main() -> ExitCode {
     let cli = sentinel::cli::Cli::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("sentinel=info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        sentinel::cli::LogFormat::Json => fmt.json().init(),
+        sentinel::cli::LogFormat::Text => fmt
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .init(),
+    }
     match sentinel::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -163,6 +163,9 @@ pub struct NewIncidentNote {
     pub source: Arc<str>,
 }
 
+/// Called with every incident a commit created (after the commit).
+pub type OnNewIncident = Box<dyn Fn(&NewIncidentNote) + Send>;
+
 /// The running writer thread.
 #[derive(Debug)]
 pub struct Writer {
@@ -177,7 +180,7 @@ impl Writer {
         store: Arc<Store>,
         manifest: Arc<Manifest>,
         metrics: Arc<Metrics>,
-        on_new: Option<Box<dyn Fn(&NewIncidentNote) + Send>>,
+        on_new: Option<OnNewIncident>,
     ) -> std::io::Result<(Writer, WriterHandle)> {
         let (files_tx, files_rx) = bounded(FILE_QUEUE_CAPACITY);
         let (events_tx, events_rx) = bounded(EVENT_QUEUE_CAPACITY);
@@ -216,7 +219,7 @@ struct WriterLoop {
     metrics: Arc<Metrics>,
     files: Receiver<FileBatch>,
     events: Receiver<EventBatch>,
-    on_new: Option<Box<dyn Fn(&NewIncidentNote) + Send>>,
+    on_new: Option<OnNewIncident>,
     /// File batches of a failed commit, with the time of the next attempt and the backoff.
     retry: Option<(Vec<FileBatch>, Instant, Duration)>,
     last_prune: Option<Instant>,
@@ -328,6 +331,9 @@ impl WriterLoop {
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
                 for (source, (created, updated)) in per_source {
+                    if created == 0 && updated == 0 {
+                        continue;
+                    }
                     let s: &str = &source;
                     self.metrics
                         .incidents_created

@@ -6,6 +6,8 @@
 
 pub mod report;
 pub mod scan;
+#[cfg(feature = "daemon")]
+pub mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,9 +24,22 @@ pub struct Cli {
     #[arg(short, long, global = true, env = crate::config::CONFIG_ENV, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// How diagnostics are written to stderr (`RUST_LOG` sets the level).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of diagnostics on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// The subcommands.
@@ -35,6 +50,13 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Show recent incidents, newest first.
     Report(report::ReportArgs),
+    /// Tail the configured sources (files, webhooks) and serve the HTTP API until
+    /// SIGINT/SIGTERM.
+    #[cfg(feature = "daemon")]
+    Watch(watch::WatchArgs),
+    /// Serve the HTTP API (and watch the configured sources, if any).
+    #[cfg(feature = "daemon")]
+    Serve(watch::ServeArgs),
     /// Write a deterministic test corpus with its ground truth (for benchmarks and tests).
     #[command(hide = true)]
     GenCorpus(GenCorpusArgs),
@@ -95,6 +117,10 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Scan(args) => scan::run(&load_config(cli.config)?, args),
         Command::Report(args) => report::run(&load_config(cli.config)?, args),
+        #[cfg(feature = "daemon")]
+        Command::Watch(args) => watch::run_watch(load_config(cli.config)?, args),
+        #[cfg(feature = "daemon")]
+        Command::Serve(args) => watch::run_serve(load_config(cli.config)?, args),
         Command::GenCorpus(args) => gen_corpus(args),
     }
 }

@@ -302,6 +302,13 @@ impl<R: Read> LineReader<R> {
         self.offset
     }
 
+    /// Absolute offset of the next byte the reader will read: [`offset`](Self::offset) plus
+    /// the bytes held (the partial line) or dropped (a long line being skipped). A tailer
+    /// compares it with the file's size to notice a truncation.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
     /// Number of lines dropped by this reader for being longer than `max_line_bytes`.
     /// Long lines yielded whole inside a region are not counted here (the scanner counts
     /// them).

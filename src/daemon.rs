@@ -1,0 +1,335 @@
+//! The daemon behind `sentinel watch` and `sentinel serve`: opens the store, starts the
+//! ingest writer, the file sources, the webhook listeners and the HTTP API, and stops them
+//! in order on SIGINT/SIGTERM (sources first, then the writer commits what they read).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::aggregate::writer::{NewIncidentNote, Writer, WriterHandle};
+use crate::api::{ApiState, SourceInfo};
+use crate::attribute::Manifest;
+use crate::config::{Config, SourceKind};
+use crate::metrics::Metrics;
+use crate::source::file::{self, FileSources, FileSpec};
+use crate::source::webhook;
+use crate::store::{self, Store};
+
+/// The file, in `state_dir`, in which a running daemon lists its pid and addresses.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Where the API listens; `None` runs without it (`watch --no-api`).
+    pub api: Option<SocketAddr>,
+    /// The command, for the pid file and messages (`sentinel watch`).
+    pub command: &'static str,
+    /// How long a rotated-away file stays open after its last data.
+    pub rotate_wait: Duration,
+}
+
+/// What a running daemon writes to [`DAEMON_FILE`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// Process id.
+    pub pid: u32,
+    /// The API's address, if it runs.
+    pub api: Option<String>,
+    /// Webhook listeners: source name and address.
+    pub webhooks: Vec<(String, String)>,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// Start-up failures (store in use, port taken, bad webhook auth settings ...), with
+/// context naming what failed.
+pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let started_at = jiff::Timestamp::now();
+    let config = Arc::new(config);
+    create_state_dir(&config.state_dir)?;
+    let db = config.db_path();
+    let store = Arc::new(Store::open(&db)?);
+    store::write_owner(&db, options.command);
+    let manifest = Arc::new(Manifest::load(&config.manifest_path())?);
+    let metrics = Arc::new(Metrics::new());
+    let _ = metrics.render(); // fixes the process start time
+
+    let on_new = Box::new(|n: &NewIncidentNote| {
+        // Never the line itself: Sentinel's own log may be tailed, and a logged error
+        // line would be counted again (a feedback loop).
+        tracing::info!(
+            id = %n.id,
+            component = %n.component,
+            method = %n.method,
+            severity = %n.severity,
+            attribution = %n.attribution,
+            source = %n.source,
+            "new incident"
+        );
+    });
+    let (writer, handle) = Writer::start(
+        store.clone(),
+        manifest.clone(),
+        metrics.clone(),
+        Some(on_new),
+    )
+    .context("cannot start the ingest writer")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("sentinel-io")
+        .build()
+        .context("cannot start the async runtime")?;
+
+    let result = runtime.block_on(serve_all(
+        config.clone(),
+        options.clone(),
+        store.clone(),
+        manifest,
+        metrics,
+        handle,
+        started_at,
+    ));
+    // Whatever happened, the sources are stopped now and every handle to the writer is
+    // dropped: it drains its queue, commits and stops.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    writer.join();
+    store::remove_owner(&db);
+    let _ = std::fs::remove_file(config.state_dir.join(DAEMON_FILE));
+    let summary = result?;
+    tracing::info!(uptime_s = started.elapsed().as_secs(), "{summary}; stopped");
+    Ok(())
+}
+
+async fn serve_all(
+    config: Arc<Config>,
+    options: DaemonOptions,
+    store: Arc<Store>,
+    manifest: Arc<Manifest>,
+    metrics: Arc<Metrics>,
+    handle: WriterHandle,
+    started_at: jiff::Timestamp,
+) -> anyhow::Result<String> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = Vec::new();
+    let mut infos = Vec::new();
+    let mut webhooks = Vec::new();
+    let budget = Arc::new(webhook::IngestBudget::default());
+
+    // Webhook listeners.
+    for src in config
+        .sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Webhook)
+    {
+        let router = webhook::router(
+            src,
+            &config.error_patterns,
+            handle.clone(),
+            metrics.clone(),
+            budget.clone(),
+        )?;
+        let addr = format!("{}:{}", src.host, src.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("source {:?}: cannot listen on {addr}", src.name))?;
+        let local = listener.local_addr()?;
+        metrics.touch_source(&src.name);
+        infos.push(SourceInfo {
+            name: src.name.clone(),
+            kind: "webhook".into(),
+            detail: local.to_string(),
+        });
+        webhooks.push((src.name.clone(), local.to_string()));
+        servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
+    }
+
+    // File sources.
+    let mut specs = Vec::new();
+    for src in config.sources.iter() {
+        match src.kind {
+            SourceKind::File => {
+                let spec = FileSpec::from_config(src, &config)?;
+                infos.push(SourceInfo {
+                    name: src.name.clone(),
+                    kind: "file".into(),
+                    detail: spec.pattern.clone(),
+                });
+                specs.push(spec);
+            }
+            SourceKind::Webhook => {}
+            other => tracing::warn!(
+                source = %src.name,
+                "sources of type {other:?} are not supported yet; skipped"
+            ),
+        }
+    }
+    let file_count = specs.len();
+    let files = if specs.is_empty() {
+        None
+    } else {
+        let positions = store.file_positions()?;
+        let starts = file::starts_total(&store.totals()?);
+        let opts = file::Options {
+            shards: config.shards,
+            rotate_wait: options.rotate_wait,
+            exclude: vec![config.state_dir.clone()],
+        };
+        let (sources, summary) = FileSources::start(
+            specs,
+            opts,
+            positions,
+            starts,
+            manifest.clone(),
+            handle.clone(),
+            metrics.clone(),
+        )?;
+        for (name, n) in &summary.files {
+            tracing::info!(source = %name, files = n, "tailing");
+        }
+        if summary.recovered > 0 {
+            tracing::info!(
+                files = summary.recovered,
+                "draining files rotated away before the last stop"
+            );
+        }
+        Some(sources)
+    };
+    drop(handle);
+
+    // The API.
+    let mut api_addr = None;
+    if let Some(addr) = options.api {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        api_addr = Some(local.to_string());
+        let state = Arc::new(ApiState::new(
+            store.clone(),
+            metrics.clone(),
+            config.clone(),
+            manifest.clone(),
+            infos.clone(),
+        ));
+        servers.push(tokio::spawn(crate::net::serve(
+            listener,
+            crate::api::router(state),
+            stopped(),
+        )));
+    }
+
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        api: api_addr.clone(),
+        webhooks: webhooks.clone(),
+        started_at: started_at.to_string(),
+    };
+    write_daemon_file(&config.state_dir, &info);
+    tracing::info!(
+        sources = config.sources.len(),
+        file_sources = file_count,
+        webhooks = webhooks.len(),
+        components = manifest.len(),
+        api = api_addr.as_deref().unwrap_or("off"),
+        store = %config.db_path().display(),
+        "sentinel running (pid {})",
+        std::process::id()
+    );
+    for (name, addr) in &webhooks {
+        tracing::info!(source = %name, "webhook listening on http://{addr}");
+    }
+    if let Some(a) = &api_addr {
+        tracing::info!("API on http://{a} (GET /status /metrics /incidents)");
+    }
+
+    let signal = wait_for_signal().await;
+    tracing::info!("{signal}: stopping");
+    let _ = stop_tx.send(true);
+    if let Some(files) = files {
+        tokio::task::spawn_blocking(move || files.stop()).await?;
+    }
+    for s in servers {
+        match tokio::time::timeout(Duration::from_secs(4), s).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "a listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "a listener task failed"),
+            Err(_) => tracing::warn!("a listener did not stop in time"),
+        }
+    }
+    Ok(format!("{signal} received"))
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return "signal";
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Creates `state_dir` (mode 0700) unless it exists; refuses a symlink.
+fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            anyhow::bail!(
+                "state_dir {} is a symlink; refusing to use it",
+                dir.display()
+            )
+        }
+        Ok(m) if !m.is_dir() => {
+            anyhow::bail!("state_dir {} exists and is not a directory", dir.display())
+        }
+        Ok(_) => Ok(()),
+        Err(_) => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create state_dir {}", dir.display()))
+        }
+    }
+}
+
+fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
+    let path = state_dir.join(DAEMON_FILE);
+    let tmp: PathBuf = state_dir.join(format!(".{DAEMON_FILE}.{}", std::process::id()));
+    let Ok(text) = serde_json::to_string_pretty(info) else {
+        return;
+    };
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+/// Reads a running daemon's [`DaemonInfo`] from `state_dir` (None when absent).
+pub fn read_daemon_file(state_dir: &Path) -> Option<DaemonInfo> {
+    let text = std::fs::read_to_string(state_dir.join(DAEMON_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}

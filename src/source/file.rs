@@ -1,1 +1,0 @@
-//! File sources: glob discovery, sharded tailing, rotation, committed positions.

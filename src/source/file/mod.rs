@@ -1,0 +1,647 @@
+//! File sources: glob discovery, sharded tailing, rotation, committed positions.
+//!
+//! # Threads
+//!
+//! - The **coordinator** expands every source's glob at least once a second (and whenever
+//!   inotify reports a change in a watched directory), stats what it finds and keeps the
+//!   map of tracked files by identity ([`FileKey`]: device and inode). A file it has not
+//!   seen before goes to the least loaded shard; a tracked file no longer found at any
+//!   matched path (renamed away, deleted) is *detached*: its shard drains it through the
+//!   open handle and closes it once it has been idle for the rotate wait.
+//! - Each **shard** owns its files: it polls them (inotify wakes it early; polling is the
+//!   source of truth), reads what was appended in big chunks, frames and scans the bytes
+//!   and folds the error lines into a batch, which it sends to the ingest writer together
+//!   with the position each file reached. The writer commits counts and positions in one
+//!   transaction, so a restart resumes exactly after the last counted line.
+//!
+//! # Identity, generations, rotation
+//!
+//! A file's identity is its (device, inode) plus the xxh3 of its first ≤ 1 KiB (the head),
+//! stored with the position. When the file at a known inode is smaller than the position,
+//! or its head changed, it is a new *generation* of that key, read from byte 0:
+//!
+//! | rotation | what happens | loss |
+//! |---|---|---|
+//! | rename + create | the old inode is drained to EOF through its open handle, then the new file is read from 0 | none |
+//! | delete + recreate | the same (a deleted file stays readable through the handle) | none |
+//! | copytruncate | truncation noticed (size below the read position, or the head changed) ⇒ new generation from 0 | lines appended between logrotate's copy and its truncate, and not read before the truncate, are lost: logrotate itself cannot avoid that window |
+//! | inode reuse | head mismatch ⇒ new generation | none |
+//!
+//! A crash while a rotated-away file was still being drained is covered too: at start the
+//! coordinator looks for files of unfinished positions in the directory they were last
+//! seen in, by identity (`app.log` renamed to `app.log.1`), and drains them.
+//!
+//! Files present at the very first start are read from the beginning, or, with
+//! `start_at: end`, from after their last complete line; files that appear later are
+//! always read from byte 0. Symlinks are skipped unless `follow_symlinks` is set.
+
+mod shard;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use jiff::Timestamp;
+
+use crate::aggregate::writer::{FileBatch, WriterHandle};
+use crate::attribute::Manifest;
+use crate::config::{Config, LogFormat, SourceConfig, StartAt, resolve_path};
+use crate::metrics::Metrics;
+use crate::scan::matcher::PatternError;
+use crate::scan::{Scanner, ScannerBuilder};
+use crate::store::{FileKey, FilePosition};
+
+/// How often globs are expanded again at the latest.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a rotated-away or deleted file stays open after its last data.
+pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(5);
+/// Positions of files not found anywhere for this long are forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Total counter that records that file sources have started before (see `start_at`).
+const STARTS_TOTAL: &str = "file_source_starts";
+
+/// One configured file source, resolved.
+#[derive(Debug)]
+pub struct FileSpec {
+    /// The source's name (metrics label).
+    pub name: Arc<str>,
+    /// The glob, absolute.
+    pub pattern: String,
+    /// How lines are read.
+    pub format: LogFormat,
+    /// Where to start in files present at the very first start.
+    pub start_at: StartAt,
+    /// Whether symlinks are followed.
+    pub follow_symlinks: bool,
+    /// The error-line scanner.
+    pub scanner: Scanner,
+}
+
+/// Why a file source could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileSourceError {
+    /// The glob is invalid.
+    #[error("source {name:?}: invalid glob {pattern:?}: {message}")]
+    Glob {
+        /// The source.
+        name: String,
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An error pattern is invalid.
+    #[error("source {name:?}: {source}")]
+    Pattern {
+        /// The source.
+        name: String,
+        /// The cause.
+        source: PatternError,
+    },
+    /// A thread could not be started.
+    #[error("cannot start file source threads: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FileSpec {
+    /// Resolves a `type: file` source: a relative `path` is relative to the config file's
+    /// directory (like `state_dir`); the patterns are the source's own or the top-level ones.
+    ///
+    /// # Errors
+    ///
+    /// [`FileSourceError`] for an invalid glob or pattern.
+    pub fn from_config(src: &SourceConfig, config: &Config) -> Result<FileSpec, FileSourceError> {
+        let base = config
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let pattern = resolve_path(&src.path, &base, home.as_deref())
+            .to_string_lossy()
+            .into_owned();
+        if let Err(e) = glob::Pattern::new(&pattern) {
+            return Err(FileSourceError::Glob {
+                name: src.name.clone(),
+                pattern,
+                message: e.msg.to_string(),
+            });
+        }
+        let patterns = src
+            .error_patterns
+            .as_ref()
+            .unwrap_or(&config.error_patterns);
+        let scanner = ScannerBuilder::new()
+            .max_line_bytes(config.max_line_bytes)
+            .build(patterns)
+            .map_err(|source| FileSourceError::Pattern {
+                name: src.name.clone(),
+                source,
+            })?;
+        Ok(FileSpec {
+            name: Arc::from(src.name.as_str()),
+            pattern,
+            format: src.format,
+            start_at: src.start_at,
+            follow_symlinks: src.follow_symlinks,
+            scanner,
+        })
+    }
+}
+
+/// Tuning of the file sources.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Shard threads.
+    pub shards: usize,
+    /// How long a detached file stays open after its last data.
+    pub rotate_wait: Duration,
+    /// Paths under these directories are never tailed (Sentinel's own state).
+    pub exclude: Vec<PathBuf>,
+}
+
+/// What the file sources found at start.
+#[derive(Debug, Clone, Default)]
+pub struct StartSummary {
+    /// Files matched per source, in configuration order.
+    pub files: Vec<(Arc<str>, usize)>,
+    /// Files found only by identity (rotated away before a crash) and drained.
+    pub recovered: usize,
+    /// Whether this was the first start (`start_at` applies).
+    pub first_start: bool,
+}
+
+/// The running file sources.
+#[derive(Debug)]
+pub struct FileSources {
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FileSources {
+    /// Starts discovery and the shards. `positions` and `starts` come from the store
+    /// ([`crate::store::Store::file_positions`], the `file_source_starts` total).
+    ///
+    /// # Errors
+    ///
+    /// [`FileSourceError::Io`] when threads cannot be started.
+    pub fn start(
+        specs: Vec<FileSpec>,
+        options: Options,
+        positions: HashMap<FileKey, FilePosition>,
+        starts: u64,
+        manifest: Arc<Manifest>,
+        writer: WriterHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<(FileSources, StartSummary), FileSourceError> {
+        let specs: Vec<Arc<FileSpec>> = specs.into_iter().map(Arc::new).collect();
+        for s in &specs {
+            metrics.touch_source(&s.name);
+            metrics.files_tracked.with_label_values(&[&s.name]).set(0);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shards = options.shards.max(1);
+        let (report_tx, report_rx) = unbounded();
+        let mut wakers = Vec::new();
+        let mut controls = Vec::new();
+        let mut threads = Vec::new();
+        for id in 0..shards {
+            let (ctl_tx, ctl_rx) = unbounded();
+            let (wake_tx, wake_rx) = bounded(1);
+            let shard = shard::Shard::new(shard::ShardParts {
+                control: ctl_rx,
+                wake: wake_rx,
+                reports: report_tx.clone(),
+                writer: writer.clone(),
+                metrics: metrics.clone(),
+                manifest: manifest.clone(),
+                stop: stop.clone(),
+                rotate_wait: options.rotate_wait,
+            });
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sentinel-shard-{id}"))
+                    .spawn(move || shard.run())?,
+            );
+            controls.push(ctl_tx);
+            wakers.push(wake_tx);
+        }
+        let (coord_wake_tx, coord_wake_rx) = bounded(1);
+        let first_start = starts == 0;
+        let mut coord = Coordinator {
+            specs,
+            exclude: options.exclude,
+            tracked: HashMap::new(),
+            positions,
+            controls,
+            load: vec![0; shards],
+            reports: report_rx,
+            wake: coord_wake_rx,
+            warned: HashSet::new(),
+            first_start,
+            writer,
+            stop: stop.clone(),
+        };
+        let summary = coord.first_round();
+        let mut all_wakers = wakers.clone();
+        all_wakers.push(coord_wake_tx);
+        let watcher = watch_dirs(&coord.specs, all_wakers.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("sentinel-files".into())
+                .spawn(move || coord.run())?,
+        );
+        Ok((
+            FileSources {
+                stop,
+                wakers: all_wakers,
+                threads,
+                _watcher: watcher,
+            },
+            summary,
+        ))
+    }
+
+    /// Stops discovery and the shards: each sends what it has read (counts and positions)
+    /// to the writer and exits. Returns once every thread has stopped.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in &self.wakers {
+            let _ = w.try_send(());
+        }
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a file source thread panicked");
+            }
+        }
+    }
+}
+
+/// Watches the directories the globs start from; any event wakes everyone (a hint only).
+fn watch_dirs(
+    specs: &[Arc<FileSpec>],
+    wakers: Vec<Sender<()>>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let handler = move |_res: notify::Result<notify::Event>| {
+        for w in &wakers {
+            let _ = w.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify unavailable; polling only");
+            return None;
+        }
+    };
+    let mut watched = HashSet::new();
+    for s in specs {
+        let (dir, recursive) = glob_base(&s.pattern);
+        if !watched.insert(dir.clone()) {
+            continue;
+        }
+        let mode = if recursive {
+            notify::RecursiveMode::Recursive
+        } else {
+            notify::RecursiveMode::NonRecursive
+        };
+        if let Err(e) = watcher.watch(&dir, mode) {
+            tracing::debug!(dir = %dir.display(), error = %e, "not watching (polling covers it)");
+        }
+    }
+    Some(watcher)
+}
+
+/// The directory a glob starts from (its longest literal directory prefix) and whether
+/// matches may lie below its immediate children.
+fn glob_base(pattern: &str) -> (PathBuf, bool) {
+    let meta = |c: char| matches!(c, '*' | '?' | '[' | '{');
+    let first_meta = pattern.find(meta);
+    let literal = &pattern[..first_meta.unwrap_or(pattern.len())];
+    let dir = match literal.rfind('/') {
+        Some(0) => PathBuf::from("/"),
+        Some(i) => PathBuf::from(&literal[..i]),
+        None => PathBuf::from("."),
+    };
+    let rest = &pattern[dir.as_os_str().len()..];
+    let recursive = rest.trim_start_matches('/').contains('/') || rest.contains("**");
+    (dir, recursive)
+}
+
+/// A control message to a shard.
+#[derive(Debug)]
+enum Control {
+    /// Start tailing this file.
+    Open(OpenFile),
+    /// The file is no longer found at any matched path: drain it and close it.
+    Detach(FileKey),
+    /// The file is (again) found at this path.
+    Attach(FileKey, PathBuf),
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    key: FileKey,
+    path: PathBuf,
+    spec: Arc<FileSpec>,
+    start: Start,
+    /// Found by identity only (rotated away before a crash): drain and close.
+    detached: bool,
+}
+
+/// Where to start reading a newly tracked file.
+#[derive(Debug, Clone)]
+enum Start {
+    Beginning,
+    End,
+    Resume(FilePosition),
+}
+
+/// A shard's report to the coordinator.
+#[derive(Debug)]
+enum Report {
+    /// The shard closed the file; its last position (None when it could not be opened).
+    Closed(FileKey, Option<FilePosition>),
+}
+
+#[derive(Debug)]
+struct Tracked {
+    shard: usize,
+    path: PathBuf,
+    detached: bool,
+}
+
+struct Coordinator {
+    specs: Vec<Arc<FileSpec>>,
+    exclude: Vec<PathBuf>,
+    tracked: HashMap<FileKey, Tracked>,
+    /// Committed (or about to be) positions of files not tracked now.
+    positions: HashMap<FileKey, FilePosition>,
+    controls: Vec<Sender<Control>>,
+    load: Vec<usize>,
+    reports: Receiver<Report>,
+    wake: Receiver<()>,
+    warned: HashSet<PathBuf>,
+    first_start: bool,
+    writer: WriterHandle,
+    stop: Arc<AtomicBool>,
+}
+
+impl Coordinator {
+    fn run(mut self) {
+        loop {
+            let _ = self.wake.recv_timeout(RESCAN_INTERVAL);
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            self.handle_reports();
+            let seen = self.discover();
+            self.reconcile(seen, false);
+        }
+    }
+
+    /// The first discovery: summary, `start_at`, recovery of files rotated away before a
+    /// crash, forgetting positions of files long gone.
+    fn first_round(&mut self) -> StartSummary {
+        let seen = self.discover();
+        let mut summary = StartSummary {
+            first_start: self.first_start,
+            ..StartSummary::default()
+        };
+        for (i, s) in self.specs.iter().enumerate() {
+            let n = seen.values().filter(|(_, spec)| *spec == i).count();
+            summary.files.push((s.name.clone(), n));
+        }
+        // Unfinished positions whose file is not at a matched path: look for the file by
+        // identity where it was last seen.
+        let missing: Vec<(FileKey, FilePosition)> = self
+            .positions
+            .iter()
+            .filter(|(k, _)| !seen.contains_key(k))
+            .map(|(k, p)| (*k, p.clone()))
+            .collect();
+        let mut by_dir: HashMap<PathBuf, Vec<(FileKey, FilePosition)>> = HashMap::new();
+        for (k, p) in missing {
+            let dir = Path::new(&p.path)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            by_dir.entry(dir).or_default().push((k, p));
+        }
+        let mut forget = Vec::new();
+        let now = Timestamp::now();
+        for (dir, wanted) in by_dir {
+            let mut found: HashMap<FileKey, (PathBuf, u64)> = HashMap::new();
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if let Ok(m) = std::fs::symlink_metadata(&path)
+                        && m.is_file()
+                        && !self.is_excluded(&path)
+                    {
+                        found.insert(
+                            FileKey {
+                                dev: m.dev(),
+                                ino: m.ino(),
+                            },
+                            (path, m.len()),
+                        );
+                    }
+                }
+            }
+            for (k, p) in wanted {
+                match found.remove(&k) {
+                    Some((path, size)) if size > p.offset => {
+                        let spec = self.spec_for(&p.path);
+                        tracing::info!(
+                            file = %path.display(),
+                            was = %p.path,
+                            "draining a file rotated away before the last stop"
+                        );
+                        self.open(k, path, spec, Start::Resume(p), true);
+                        summary.recovered += 1;
+                    }
+                    _ => {
+                        let age = now.duration_since(p.updated);
+                        if age.as_secs() > FORGET_AFTER.as_secs() as i64 {
+                            forget.push(k);
+                        }
+                    }
+                }
+            }
+        }
+        for k in &forget {
+            self.positions.remove(k);
+        }
+        self.reconcile(seen, self.first_start);
+        // Record the start (and forget stale positions) through the writer.
+        let mut batch = FileBatch {
+            source: Arc::from("files"),
+            forget,
+            ..FileBatch::default()
+        };
+        batch.batch.totals.insert(STARTS_TOTAL, 1);
+        let _ = self.writer.send_files(batch);
+        summary
+    }
+
+    /// The spec whose glob matches `path`, else the first (only used to label a recovered
+    /// file).
+    fn spec_for(&self, path: &str) -> usize {
+        self.specs
+            .iter()
+            .position(|s| glob::Pattern::new(&s.pattern).is_ok_and(|p| p.matches(path)))
+            .unwrap_or(0)
+    }
+
+    fn is_excluded(&self, path: &Path) -> bool {
+        self.exclude.iter().any(|d| path.starts_with(d))
+    }
+
+    /// Expands every glob: file identity → (path, spec index), first match wins.
+    fn discover(&mut self) -> HashMap<FileKey, (PathBuf, usize)> {
+        let mut seen = HashMap::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            let Ok(paths) = glob::glob(&spec.pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                if self.exclude.iter().any(|d| path.starts_with(d)) {
+                    continue;
+                }
+                let Ok(mut meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if meta.file_type().is_symlink() {
+                    if !spec.follow_symlinks {
+                        if self.warned.insert(path.clone()) {
+                            tracing::warn!(
+                                file = %path.display(),
+                                source = %spec.name,
+                                "skipping a symlink (set follow_symlinks: true to tail it)"
+                            );
+                        }
+                        continue;
+                    }
+                    match std::fs::metadata(&path) {
+                        Ok(m) => meta = m,
+                        Err(_) => continue,
+                    }
+                }
+                if !meta.is_file() {
+                    continue;
+                }
+                let key = FileKey {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                };
+                seen.entry(key).or_insert((path, i));
+            }
+        }
+        seen
+    }
+
+    fn handle_reports(&mut self) {
+        while let Ok(Report::Closed(key, pos)) = self.reports.try_recv() {
+            if let Some(t) = self.tracked.remove(&key) {
+                self.load[t.shard] = self.load[t.shard].saturating_sub(1);
+            }
+            if let Some(pos) = pos {
+                self.positions.insert(key, pos);
+            }
+        }
+    }
+
+    fn reconcile(&mut self, seen: HashMap<FileKey, (PathBuf, usize)>, first: bool) {
+        for (key, (path, spec)) in &seen {
+            if let Some(t) = self.tracked.get_mut(key) {
+                if t.detached || t.path != *path {
+                    t.detached = false;
+                    t.path = path.clone();
+                    let _ = self.controls[t.shard].send(Control::Attach(*key, path.clone()));
+                }
+                continue;
+            }
+            let spec_ref = &self.specs[*spec];
+            let start = match self.positions.remove(key) {
+                Some(p) => Start::Resume(p),
+                None if first && spec_ref.start_at == StartAt::End => Start::End,
+                None => Start::Beginning,
+            };
+            self.open(*key, path.clone(), *spec, start, false);
+        }
+        let gone: Vec<FileKey> = self
+            .tracked
+            .iter()
+            .filter(|(k, t)| !t.detached && !seen.contains_key(k))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            let Some(t) = self.tracked.get_mut(&key) else {
+                continue;
+            };
+            t.detached = true;
+            let _ = self.controls[t.shard].send(Control::Detach(key));
+        }
+    }
+
+    fn open(&mut self, key: FileKey, path: PathBuf, spec: usize, start: Start, detached: bool) {
+        let shard = self
+            .load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .map_or(0, |(i, _)| i);
+        self.load[shard] += 1;
+        self.tracked.insert(
+            key,
+            Tracked {
+                shard,
+                path: path.clone(),
+                detached,
+            },
+        );
+        let _ = self.controls[shard].send(Control::Open(OpenFile {
+            key,
+            path,
+            spec: self.specs[spec].clone(),
+            start,
+            detached,
+        }));
+    }
+}
+
+/// Reads the `file_source_starts` total (how many times file sources started before).
+pub fn starts_total(totals: &std::collections::BTreeMap<String, u64>) -> u64 {
+    totals.get(STARTS_TOTAL).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_base_finds_the_literal_directory() {
+        assert_eq!(
+            glob_base("/var/log/*.log"),
+            (PathBuf::from("/var/log"), false)
+        );
+        assert_eq!(
+            glob_base("/var/log/**/*.log"),
+            (PathBuf::from("/var/log"), true)
+        );
+        assert_eq!(glob_base("/var/*/x.log"), (PathBuf::from("/var"), true));
+        assert_eq!(glob_base("/a/app.log"), (PathBuf::from("/a"), false));
+    }
+}

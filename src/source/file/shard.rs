@@ -1,0 +1,542 @@
+//! A shard: tails its files, folds their error lines and sends counts with positions.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use jiff::Timestamp;
+
+use super::{Control, FileSpec, OpenFile, Report, Start};
+use crate::aggregate::LineAggregator;
+use crate::aggregate::writer::{FileBatch, WriterHandle};
+use crate::attribute::Manifest;
+use crate::config::LogFormat;
+use crate::metrics::Metrics;
+use crate::scan::framing::LineReader;
+use crate::scan::{ErrorLine, ScanStats, Sink};
+use crate::store::{FileKey, FilePosition};
+
+/// Bytes read per read call.
+const READ_BYTES: usize = 256 * 1024;
+/// Bytes read from one file per turn before the shard moves to its next file.
+const TURN_BYTES: u64 = 8 << 20;
+/// A batch is sent once it holds this much (it is also sent at the end of every turn).
+const FLUSH_BYTES: usize = 4 << 20;
+/// How many leading bytes identify a file's content.
+const HEAD_BYTES: u64 = 1024;
+/// Poll interval right after data, doubling while nothing arrives ...
+const POLL_MIN: Duration = Duration::from_millis(10);
+/// ... up to this while a file had data recently ...
+const POLL_ACTIVE_MAX: Duration = Duration::from_millis(250);
+/// ... ("recently")...
+const ACTIVE_FOR: Duration = Duration::from_secs(10);
+/// ... and this when every file is idle.
+const POLL_IDLE_MAX: Duration = Duration::from_secs(1);
+
+pub(super) struct ShardParts {
+    pub(super) control: Receiver<Control>,
+    pub(super) wake: Receiver<()>,
+    pub(super) reports: Sender<Report>,
+    pub(super) writer: WriterHandle,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) manifest: Arc<Manifest>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) rotate_wait: Duration,
+}
+
+pub(super) struct Shard {
+    p: ShardParts,
+    files: Vec<Tailed>,
+    /// Per source: what was read since the last send.
+    accs: HashMap<Arc<str>, Acc>,
+    last_data: Instant,
+}
+
+/// One tailed file.
+struct Tailed {
+    key: FileKey,
+    path: PathBuf,
+    /// `path` as the incidents' `source` label.
+    label: Arc<str>,
+    spec: Arc<FileSpec>,
+    reader: LineReader<File>,
+    generation: u32,
+    head_len: u16,
+    head_hash: u64,
+    /// Size at the last poll.
+    last_size: u64,
+    /// When the coordinator said the file is no longer at a matched path.
+    detached: Option<Instant>,
+    last_data: Instant,
+    /// The position last handed to the writer (None: never).
+    sent: Option<(u32, u64, u16, PathBuf)>,
+    /// The position must be sent even if unchanged (a new generation).
+    dirty: bool,
+    /// Long lines skipped by the reader, as last counted.
+    skipped_seen: u64,
+    /// Set when the file is finished and must be closed after the next send.
+    done: bool,
+}
+
+/// What a shard read for one source since its last send.
+struct Acc {
+    agg: LineAggregator,
+    positions: Vec<(FileKey, FilePosition)>,
+    stats: ScanStats,
+    bytes: u64,
+    /// `agg.counts().keyed_lines` at the last send.
+    keyed_sent: u64,
+}
+
+impl Shard {
+    pub(super) fn new(p: ShardParts) -> Shard {
+        Shard {
+            p,
+            files: Vec::new(),
+            accs: HashMap::new(),
+            last_data: Instant::now(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut wait = POLL_MIN;
+        loop {
+            while let Ok(c) = self.p.control.try_recv() {
+                self.control(c);
+            }
+            if self.p.stop.load(Ordering::SeqCst) {
+                self.flush();
+                return;
+            }
+            let got = self.turn();
+            self.flush();
+            self.close_done();
+            if got {
+                wait = POLL_MIN;
+                continue;
+            }
+            let max = if self.last_data.elapsed() < ACTIVE_FOR {
+                POLL_ACTIVE_MAX
+            } else {
+                POLL_IDLE_MAX
+            };
+            let timeout = crossbeam_channel::after(wait);
+            select! {
+                recv(self.p.control) -> c => if let Ok(c) = c { self.control(c) },
+                recv(self.p.wake) -> _ => wait = POLL_MIN,
+                recv(timeout) -> _ => wait = (wait * 2).min(max),
+            }
+        }
+    }
+
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Open(o) => {
+                let key = o.key;
+                match self.open(o) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot open a matched file; retrying later");
+                        let _ = self.p.reports.send(Report::Closed(key, None));
+                    }
+                }
+            }
+            Control::Detach(key) => {
+                if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                    use std::os::unix::fs::MetadataExt;
+                    let linked = f.reader.get_ref().metadata().map_or(0, |m| m.nlink());
+                    let kind = if linked > 0 { "rename" } else { "delete" };
+                    self.p
+                        .metrics
+                        .rotations
+                        .with_label_values(&[&f.spec.name, kind])
+                        .inc();
+                    tracing::debug!(file = %f.path.display(), kind, "rotated: draining");
+                    f.detached = Some(Instant::now());
+                }
+            }
+            Control::Attach(key, path) => {
+                if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                    f.detached = None;
+                    if f.path != path {
+                        f.label = Arc::from(path.to_string_lossy().as_ref());
+                        f.path = path;
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, o: OpenFile) -> std::io::Result<()> {
+        let mut file = File::open(&o.path)?;
+        let meta = file.metadata()?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.dev() != o.key.dev || meta.ino() != o.key.ino {
+                return Err(std::io::Error::other(
+                    "the path changed before it was opened",
+                ));
+            }
+        }
+        let size = meta.len();
+        let max_line = o.spec.scanner.max_line_bytes();
+        let (generation, offset, head_len, head_hash, dirty) = match &o.start {
+            Start::Beginning => (0, 0, 0, 0, true),
+            Start::End => (0, last_line_start(&file, size)?, 0, 0, true),
+            Start::Resume(p) => {
+                let same = size >= p.offset
+                    && (p.head_len == 0
+                        || (size >= u64::from(p.head_len)
+                            && head_hash(&file, u64::from(p.head_len))? == p.head_hash));
+                if same {
+                    (p.generation, p.offset, p.head_len, p.head_hash, false)
+                } else {
+                    self.p
+                        .metrics
+                        .rotations
+                        .with_label_values(&[&o.spec.name, "replaced"])
+                        .inc();
+                    (p.generation.wrapping_add(1), 0, 0, 0, true)
+                }
+            }
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        let reader = LineReader::with_capacity(file, READ_BYTES, max_line).with_offset(offset);
+        let label: Arc<str> = Arc::from(o.path.to_string_lossy().as_ref());
+        let sent = match &o.start {
+            Start::Resume(p) if !dirty => {
+                Some((p.generation, p.offset, p.head_len, PathBuf::from(&p.path)))
+            }
+            _ => None,
+        };
+        self.p
+            .metrics
+            .files_tracked
+            .with_label_values(&[&o.spec.name])
+            .inc();
+        tracing::debug!(file = %o.path.display(), offset, generation, "tailing");
+        self.files.push(Tailed {
+            key: o.key,
+            path: o.path,
+            label,
+            spec: o.spec,
+            reader,
+            generation,
+            head_len,
+            head_hash,
+            last_size: size,
+            detached: o.detached.then(Instant::now),
+            last_data: Instant::now(),
+            sent,
+            dirty,
+            skipped_seen: 0,
+            done: false,
+        });
+        Ok(())
+    }
+
+    /// Polls every file once; true when any had new bytes.
+    fn turn(&mut self) -> bool {
+        let mut got = false;
+        let mut files = std::mem::take(&mut self.files);
+        for f in &mut files {
+            if self.p.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match self.poll(f) {
+                Ok(n) => got |= n > 0,
+                Err(e) => {
+                    self.p
+                        .metrics
+                        .file_errors
+                        .with_label_values(&[&f.spec.name])
+                        .inc();
+                    tracing::warn!(file = %f.path.display(), error = %e, "read error; retrying");
+                }
+            }
+        }
+        self.files = files;
+        if got {
+            self.last_data = Instant::now();
+        }
+        got
+    }
+
+    /// Reads what was appended to `f` (at most [`TURN_BYTES`]); returns the bytes read.
+    fn poll(&mut self, f: &mut Tailed) -> std::io::Result<u64> {
+        let size = f.reader.get_ref().metadata()?.len();
+        if size < f.reader.position() {
+            self.new_generation(f, "truncate")?;
+        } else if size != f.last_size || f.head_len == 0 {
+            self.check_head(f, size)?;
+        }
+        f.last_size = size;
+        let acc = self.accs.entry(f.spec.name.clone()).or_insert_with(|| Acc {
+            agg: LineAggregator::new(self.p.manifest.clone(), f.label.clone()),
+            positions: Vec::new(),
+            stats: ScanStats::default(),
+            bytes: 0,
+            keyed_sent: 0,
+        });
+        acc.agg.set_source(f.label.clone());
+        let start = f.reader.position();
+        let json = f.spec.format;
+        loop {
+            if f.reader.position() - start >= TURN_BYTES {
+                break;
+            }
+            let Some(region) = f.reader.next_region()? else {
+                break;
+            };
+            let mut sink = JsonAware {
+                agg: &mut acc.agg,
+                format: json,
+            };
+            let Ok(s) = f.spec.scanner.scan(region.bytes, &mut sink);
+            acc.stats.add(&s);
+            if acc.agg.held_bytes() >= FLUSH_BYTES {
+                break;
+            }
+        }
+        let read = f.reader.position() - start;
+        acc.bytes += read;
+        let skipped = f.reader.skipped_long_lines();
+        if skipped > f.skipped_seen {
+            let n = skipped - f.skipped_seen;
+            acc.stats.long_lines += n;
+            acc.stats.lines += n;
+            f.skipped_seen = skipped;
+        }
+        if read > 0 {
+            f.last_data = Instant::now();
+        } else if let Some(since) = f.detached
+            && since.elapsed() >= self.p.rotate_wait
+            && f.last_data.elapsed() >= self.p.rotate_wait
+        {
+            // Rotated away, drained, idle: the unterminated last line is final now.
+            let tail = f.reader.take_partial();
+            if !tail.is_empty() {
+                let mut sink = JsonAware {
+                    agg: &mut acc.agg,
+                    format: json,
+                };
+                let Ok(s) = f.spec.scanner.scan(tail, &mut sink);
+                acc.stats.add(&s);
+            }
+            let skipped = f.reader.skipped_long_lines();
+            if skipped > f.skipped_seen {
+                acc.stats.long_lines += skipped - f.skipped_seen;
+                acc.stats.lines += skipped - f.skipped_seen;
+                f.skipped_seen = skipped;
+            }
+            f.done = true;
+        }
+        let offset = f.reader.offset();
+        let changed = f.dirty
+            || f.sent.as_ref().is_none_or(|(g, o, h, p)| {
+                *g != f.generation || *o != offset || *h != f.head_len || *p != f.path
+            });
+        if changed {
+            acc.positions.push((f.key, position(f, offset)));
+            f.sent = Some((f.generation, offset, f.head_len, f.path.clone()));
+            f.dirty = false;
+        }
+        Ok(read)
+    }
+
+    /// Extends the head fingerprint while the file is under [`HEAD_BYTES`], and checks that
+    /// the bytes it covers did not change (truncated and rewritten past our position
+    /// between two polls).
+    fn check_head(&mut self, f: &mut Tailed, size: u64) -> std::io::Result<()> {
+        let file = f.reader.get_ref();
+        if f.head_len > 0 && head_hash(file, u64::from(f.head_len))? != f.head_hash {
+            return self.new_generation(f, "truncate");
+        }
+        let want = size.min(HEAD_BYTES);
+        if want > u64::from(f.head_len) {
+            f.head_hash = head_hash(file, want)?;
+            f.head_len = want as u16;
+        }
+        Ok(())
+    }
+
+    /// The file at this identity was truncated or replaced: read it again from 0.
+    fn new_generation(&mut self, f: &mut Tailed, kind: &str) -> std::io::Result<()> {
+        self.p
+            .metrics
+            .rotations
+            .with_label_values(&[&f.spec.name, kind])
+            .inc();
+        tracing::info!(file = %f.path.display(), kind, "file truncated or replaced; reading it from the start");
+        let mut file = f.reader.get_ref().try_clone()?;
+        file.seek(SeekFrom::Start(0))?;
+        let max_line = f.spec.scanner.max_line_bytes();
+        f.reader = LineReader::with_capacity(file, READ_BYTES, max_line);
+        f.generation = f.generation.wrapping_add(1);
+        f.skipped_seen = 0;
+        f.dirty = true;
+        let size = f.reader.get_ref().metadata()?.len();
+        let want = size.min(HEAD_BYTES);
+        f.head_hash = if want > 0 {
+            head_hash(f.reader.get_ref(), want)?
+        } else {
+            0
+        };
+        f.head_len = want as u16;
+        Ok(())
+    }
+
+    /// Sends what was read, per source.
+    fn flush(&mut self) {
+        for (source, acc) in &mut self.accs {
+            if acc.positions.is_empty() && acc.agg.is_empty() && acc.stats.lines == 0 {
+                continue;
+            }
+            let mut batch = acc.agg.take_batch();
+            let s = std::mem::take(&mut acc.stats);
+            let bytes = std::mem::take(&mut acc.bytes);
+            let m = &self.p.metrics;
+            let name: &str = source;
+            m.lines.with_label_values(&[name]).inc_by(s.lines);
+            m.bytes.with_label_values(&[name]).inc_by(bytes);
+            m.error_lines
+                .with_label_values(&[name])
+                .inc_by(s.error_lines);
+            m.long_lines.with_label_values(&[name]).inc_by(s.long_lines);
+            let keyed = acc.agg.counts().keyed_lines;
+            m.keyed_lines
+                .with_label_values(&[name])
+                .inc_by(keyed - acc.keyed_sent);
+            acc.keyed_sent = keyed;
+            for (k, v) in [
+                ("lines", s.lines),
+                ("bytes", bytes),
+                ("error_lines", s.error_lines),
+                ("long_lines", s.long_lines),
+            ] {
+                if v > 0 {
+                    batch.totals.insert(k, v);
+                }
+            }
+            let fb = FileBatch {
+                source: source.clone(),
+                batch,
+                positions: std::mem::take(&mut acc.positions),
+                forget: Vec::new(),
+            };
+            if self.p.writer.send_files(fb).is_err() {
+                // The writer is gone (shutting down after a failure): nothing more can be
+                // committed; what was read is read again at the next start.
+                return;
+            }
+        }
+    }
+
+    /// Closes finished files (after their final position was sent) and reports them.
+    fn close_done(&mut self) {
+        let mut i = 0;
+        while i < self.files.len() {
+            if !self.files[i].done {
+                i += 1;
+                continue;
+            }
+            let f = self.files.swap_remove(i);
+            self.p
+                .metrics
+                .files_tracked
+                .with_label_values(&[&f.spec.name])
+                .dec();
+            let pos = position(&f, f.reader.offset());
+            tracing::debug!(file = %f.path.display(), "closed after rotation");
+            let _ = self.p.reports.send(Report::Closed(f.key, Some(pos)));
+        }
+    }
+}
+
+fn position(f: &Tailed, offset: u64) -> FilePosition {
+    FilePosition {
+        generation: f.generation,
+        offset,
+        head_len: f.head_len,
+        head_hash: f.head_hash,
+        path: f.path.to_string_lossy().into_owned(),
+        updated: Timestamp::now(),
+    }
+}
+
+/// xxh3 of the first `len` bytes of `file` (positional reads: the read position is kept).
+fn head_hash(file: &File, len: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = file.read_at(&mut buf[got..], got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(xxhash_rust::xxh3::xxh3_64(&buf[..got]))
+}
+
+/// The offset just after the last `\n` before `size` (0 when the tail holds none within
+/// 64 KiB): where `start_at: end` starts, so a line being written is read whole.
+fn last_line_start(file: &File, size: u64) -> std::io::Result<u64> {
+    let from = size.saturating_sub(64 * 1024);
+    let mut buf = vec![0u8; (size - from) as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = file.read_at(&mut buf[got..], from + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(match memchr::memrchr(b'\n', &buf[..got]) {
+        Some(i) => from + i as u64 + 1,
+        None if from == 0 => 0,
+        None => size,
+    })
+}
+
+/// Folds error lines; for JSON lines without a key of their own, the record's `pact_key`
+/// (or `log_key`) field is the key.
+struct JsonAware<'a> {
+    agg: &'a mut LineAggregator,
+    format: LogFormat,
+}
+
+#[derive(serde::Deserialize)]
+struct KeyFields<'a> {
+    #[serde(borrow, default)]
+    pact_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    log_key: Option<Cow<'a, str>>,
+}
+
+impl Sink for JsonAware<'_> {
+    type Error = std::convert::Infallible;
+
+    fn error_line(&mut self, hit: &ErrorLine<'_>) -> Result<bool, Self::Error> {
+        let line = hit.line();
+        let json = match self.format {
+            LogFormat::Text => false,
+            LogFormat::Jsonl => true,
+            LogFormat::Auto => line.trim_ascii_start().starts_with(b"{"),
+        };
+        if json && hit.first_key().is_none() {
+            let fields = serde_json::from_slice::<KeyFields<'_>>(line).ok();
+            let key = fields.and_then(|f| f.pact_key.or(f.log_key));
+            self.agg.add_text(line, key.as_deref().map(str::as_bytes));
+        } else {
+            self.agg.add_line(hit);
+        }
+        Ok(true)
+    }
+}
