@@ -69,3 +69,164 @@ pub(crate) fn stderr(o: &Output) -> String {
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// A daemon (`watch`/`serve`) started by a test; killed on drop if still running.
+pub(crate) struct Daemon {
+    pub(crate) child: std::process::Child,
+    pub(crate) log: PathBuf,
+    state_dir: PathBuf,
+}
+
+/// What a ready daemon reported in `state/daemon.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct DaemonInfo {
+    pub(crate) pid: u32,
+    pub(crate) api: Option<String>,
+    #[allow(dead_code)] // Used by the webhook tests.
+    pub(crate) webhooks: Vec<(String, String)>,
+}
+
+impl Workspace {
+    /// Starts `sentinel <args>` in the background; stderr goes to a log file in the
+    /// workspace (shown when a test fails).
+    pub(crate) fn spawn(&self, args: &[&str]) -> Daemon {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.path().join(format!("daemon-{n}.log"));
+        let err = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .current_dir(self.dir.path())
+            .env_remove("SENTINEL_CONFIG")
+            .env("HOME", self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "sentinel=debug")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn sentinel");
+        Daemon {
+            child,
+            log,
+            state_dir: self.dir.path().join("state"),
+        }
+    }
+
+    /// The store, opened read-only (works while a daemon writes it).
+    pub(crate) fn store(&self) -> Option<sentinel::store::Store> {
+        sentinel::store::Store::open_read_only(&self.dir.path().join("state/sentinel.redb"))
+            .expect("open store")
+    }
+}
+
+impl Daemon {
+    /// Waits until the daemon wrote its `daemon.json` (sources and listeners started).
+    pub(crate) fn ready(&mut self) -> DaemonInfo {
+        let pid = self.child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("daemon exited early ({status}):\n{}", self.log_text());
+            }
+            if let Ok(text) = std::fs::read_to_string(self.state_dir.join("daemon.json"))
+                && let Ok(info) = serde_json::from_str::<DaemonInfo>(&text)
+                && info.pid == pid
+            {
+                return info;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon not ready in 20 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, and reap.
+    pub(crate) fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; waits (≤ `within`) for the exit and returns its status.
+    pub(crate) fn term(mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not exit within {within:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or `within` passes.
+pub(crate) fn eventually<T>(
+    within: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), seeded per test and printed for replay.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A seed from `SENTINEL_TEST_SEED` or the clock, printed so a failure can be replayed.
+pub(crate) fn seed(test: &str) -> u64 {
+    let seed = std::env::var("SENTINEL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("{test}: SENTINEL_TEST_SEED={seed}");
+    seed
+}

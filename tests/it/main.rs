@@ -3,3 +3,4 @@
 mod ground_truth;
 mod harness;
 mod scan_cli;
+mod watch;

@@ -287,6 +287,7 @@ impl Shard {
         });
         acc.agg.set_source(f.label.clone());
         let start = f.reader.position();
+        let start_offset = f.reader.offset();
         let json = f.spec.format;
         loop {
             if f.reader.position() - start >= TURN_BYTES {
@@ -306,7 +307,6 @@ impl Shard {
             }
         }
         let read = f.reader.position() - start;
-        acc.bytes += read;
         let skipped = f.reader.skipped_long_lines();
         if skipped > f.skipped_seen {
             let n = skipped - f.skipped_seen;
@@ -339,6 +339,9 @@ impl Shard {
             f.done = true;
         }
         let offset = f.reader.offset();
+        // Bytes consumed (complete lines), not read: a held partial line is counted once,
+        // when it is complete, also across restarts.
+        acc.bytes += offset - start_offset;
         let changed = f.dirty
             || f.sent.as_ref().is_none_or(|(g, o, h, p)| {
                 *g != f.generation || *o != offset || *h != f.head_len || *p != f.path
