@@ -26,7 +26,7 @@ use crate::store::{FileKey, FilePosition};
 /// Bytes read per read call.
 const READ_BYTES: usize = 256 * 1024;
 /// Bytes read from one file per turn before the shard moves to its next file.
-const TURN_BYTES: u64 = 8 << 20;
+const TURN_BYTES: u64 = 2 << 20;
 /// A batch is sent once it holds this much (it is also sent at the end of every turn).
 const FLUSH_BYTES: usize = 4 << 20;
 /// How many leading bytes identify a file's content.
