@@ -406,3 +406,86 @@ sources:
         "{text}"
     );
 }
+
+/// Runs a daemon on `ws` until `key` is counted (or 20 s pass), stops it, returns the counts.
+fn watch_until(ws: &Workspace, key: &str) -> BTreeMap<String, u64> {
+    let mut d = ws.spawn(&["watch", "--no-api"]);
+    d.ready();
+    let got = eventually(Duration::from_secs(20), || {
+        let c = key_counts(ws);
+        c.contains_key(key).then_some(c)
+    });
+    let log = d.log_text();
+    assert!(d.term(Duration::from_secs(5)).success(), "{log}");
+    got.unwrap_or_else(|| panic!("{key} not counted in 20 s:\n{log}"))
+}
+
+#[test]
+fn jsonl_records_use_their_pact_key_field_when_the_message_has_none() {
+    let ws = Workspace::with_config(
+        "state_dir: state
+sources:
+  - type: file
+    path: logs/*.jsonl
+    format: jsonl
+    error_patterns: ['\"level\":\"error\"']
+",
+    );
+    ws.file(
+        "logs/app.jsonl",
+        concat!(
+            r#"{"level":"error","msg":"card declined","pact_key":"pay:charge"}"#,
+            "\n",
+            r#"{"level":"error","msg":"[PACT:auth:login] denied","pact_key":"pay:charge"}"#,
+            "\n",
+            r#"{"level":"info","msg":"ok","pact_key":"PACT:pay:refund"}"#,
+            "\n",
+            r#"{"level":"error","msg":"no key at all"}"#,
+            "\n",
+            r#"{"level":"error","log_key":"ship:send","msg":"lost"}"#,
+            "\n",
+        ),
+    );
+    let c = watch_until(&ws, "PACT:ship:send");
+    assert_eq!(c.get("PACT:pay:charge"), Some(&1), "{c:?}");
+    assert_eq!(
+        c.get("PACT:auth:login"),
+        Some(&1),
+        "the message's own key wins: {c:?}"
+    );
+    assert_eq!(c.get("PACT:pay:refund"), None, "not an error line: {c:?}");
+    let totals = ws.store().expect("store").totals().expect("totals");
+    assert_eq!(totals.get("error_lines"), Some(&4));
+}
+
+#[test]
+fn symlinks_are_skipped_unless_followed() {
+    for follow in [false, true] {
+        let ws = Workspace::with_config(&format!(
+            "state_dir: state
+sources:
+  - type: file
+    path: logs/*.log
+    follow_symlinks: {follow}
+"
+        ));
+        ws.file("secret/keys.txt", "ERROR [PACT:secret:leak] do not read\n");
+        ws.file("logs/real.log", "ERROR [PACT:real:x] fine\n");
+        std::os::unix::fs::symlink(
+            ws.path().join("secret/keys.txt"),
+            ws.path().join("logs/link.log"),
+        )
+        .expect("symlink");
+        let c = watch_until(&ws, "PACT:real:x");
+        if follow {
+            let c = if c.contains_key("PACT:secret:leak") {
+                c
+            } else {
+                watch_until(&ws, "PACT:secret:leak")
+            };
+            assert_eq!(c.get("PACT:secret:leak"), Some(&1));
+        } else {
+            assert!(!c.contains_key("PACT:secret:leak"), "{c:?}");
+        }
+    }
+}
