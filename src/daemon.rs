@@ -121,6 +121,8 @@ async fn serve_all(
     handle: WriterHandle,
     started_at: jiff::Timestamp,
 ) -> anyhow::Result<String> {
+    // Handlers first: once daemon.json says we are up, SIGTERM must mean a clean stop.
+    let signals = Signals::install();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -260,7 +262,7 @@ async fn serve_all(
         tracing::info!("API on http://{a} (GET /status /metrics /incidents)");
     }
 
-    let signal = wait_for_signal().await;
+    let signal = signals.wait().await;
     tracing::info!("{signal}: stopping");
     let _ = stop_tx.send(true);
     if let Some(files) = files {
@@ -277,19 +279,36 @@ async fn serve_all(
     Ok(format!("{signal} received"))
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers, run until killed.
-        std::future::pending::<()>().await;
-        return "signal";
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+/// SIGINT and SIGTERM handlers, installed before the daemon announces itself.
+struct Signals {
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Some((int, term)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+                None
+            }
+        };
+        Signals { handlers }
+    }
+
+    async fn wait(self) -> &'static str {
+        let Some((mut int, mut term)) = self.handlers else {
+            std::future::pending::<()>().await;
+            return "signal";
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     }
 }
 
