@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sentinel::aggregate::LineAggregator;
-use sentinel::attribute::{AttributionStatus, Manifest, ManifestEntry, Severity};
+use sentinel::attribute::{AttributionStatus, LiveRules, Manifest, ManifestEntry, Severity};
 use sentinel::corpus::{CorpusSpec, GroundTruth, generate, registered_component_ids};
 use sentinel::scan::matcher::DEFAULT_ERROR_PATTERNS;
 use sentinel::scan::{
@@ -141,12 +141,12 @@ fn bench_fingerprint(c: &mut Criterion, corpus: &Corpus) {
     g.finish();
 }
 
-fn manifest(spec: &CorpusSpec) -> Arc<Manifest> {
+fn manifest(spec: &CorpusSpec) -> Arc<LiveRules> {
     let mut m = Manifest::default();
     for id in registered_component_ids(spec) {
         m.insert(ManifestEntry::new(&id));
     }
-    Arc::new(m)
+    LiveRules::with_manifest(m)
 }
 
 fn bench_aggregate(c: &mut Criterion, corpus: &Corpus) {
@@ -156,7 +156,7 @@ fn bench_aggregate(c: &mut Criterion, corpus: &Corpus) {
     g.throughput(Throughput::Bytes(corpus.data.len() as u64));
     g.bench_function("scan_fingerprint_attribute", |b| {
         b.iter(|| {
-            let mut agg = LineAggregator::new(manifest.clone(), Arc::from("bench"));
+            let mut agg = LineAggregator::new(&manifest, Arc::from("bench"));
             let Ok(stats) = scanner.scan(black_box(&corpus.data), &mut agg);
             assert_eq!(stats.error_lines, corpus.truth.error_lines);
             assert_eq!(agg.counts().registered_lines, corpus.truth.registered_lines);

@@ -78,6 +78,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `shards`: threads tailing files (default: the number of CPUs).
     pub shards: usize,
+    /// The directory relative paths in the file are resolved against (the config file's
+    /// directory, or the working directory for the defaults).
+    pub base_dir: PathBuf,
 }
 
 /// `api`.
@@ -87,12 +90,16 @@ pub struct ApiConfig {
     /// `api.listen`: the address the API binds (default `127.0.0.1:8484`; port 0 picks a
     /// free port, reported in the start-up summary and in `state_dir/daemon.json`).
     pub listen: std::net::SocketAddr,
+    /// `api.register_roots`: the directories `POST /register` may register from (besides
+    /// `pact.project_dir`); resolved against the config file's directory.
+    pub register_roots: Vec<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT)),
+            register_roots: Vec::new(),
         }
     }
 }
@@ -316,8 +323,13 @@ impl Default for NotifyConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct LedgerConfig {
-    /// `ledger_api`.
+    /// `ledger_api`: Ledger's base URL; severity mappings are fetched once at start from
+    /// `<ledger_api>/export/sentinel` (or from the URL itself when it already names an
+    /// `/export/` document).
     pub ledger_api: Option<String>,
+    /// `mappings_file`: a severity-mappings JSON document on disk (either shape), read at
+    /// start; works offline. Relative paths are relative to the config file.
+    pub mappings_file: Option<PathBuf>,
 }
 
 /// `budget`: caps in USD.
@@ -663,10 +675,26 @@ impl Config {
         }
         let state_dir = resolve_path(state_dir_raw, base, home);
 
+        let register_roots = raw
+            .api
+            .register_roots
+            .iter()
+            .map(|r| resolve_path(r, base, home))
+            .collect();
+        let mut ledger = raw.ledger;
+        ledger.mappings_file = ledger
+            .mappings_file
+            .map(|p| resolve_path(&p.to_string_lossy(), base, home));
         let api = match &raw.api.listen {
-            None => ApiConfig::default(),
+            None => ApiConfig {
+                register_roots,
+                ..ApiConfig::default()
+            },
             Some(l) => match l.value.parse::<std::net::SocketAddr>() {
-                Ok(listen) => ApiConfig { listen },
+                Ok(listen) => ApiConfig {
+                    listen,
+                    register_roots,
+                },
                 Err(_) => {
                     return Err(invalid(
                         "api.listen".into(),
@@ -704,13 +732,26 @@ impl Config {
             stigmergy: raw.stigmergy,
             chronicler: raw.chronicler,
             notify: raw.notify,
-            ledger: raw.ledger,
+            ledger,
             budget: raw.budget,
             auto_remediate: raw.auto_remediate,
             state_dir,
             max_line_bytes: max_line_bytes as usize,
             api,
             shards,
+            base_dir: base.to_path_buf(),
+        })
+    }
+
+    /// `pact.project_dir`, resolved against the config file's directory (`~` expanded).
+    pub fn pact_project_dir(&self) -> Option<PathBuf> {
+        let raw = self.pact.project_dir.as_deref()?.trim();
+        (!raw.is_empty()).then(|| {
+            resolve_path(
+                raw,
+                &self.base_dir,
+                std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+            )
         })
     }
 
@@ -722,6 +763,30 @@ impl Config {
     /// `state_dir/manifest.json`.
     pub fn manifest_path(&self) -> PathBuf {
         self.state_dir.join("manifest.json")
+    }
+}
+
+/// Creates `state_dir` (mode 0700) unless it exists; refuses a symlink.
+pub fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            anyhow::bail!(
+                "state_dir {} is a symlink; refusing to use it",
+                dir.display()
+            )
+        }
+        Ok(m) if !m.is_dir() => {
+            anyhow::bail!("state_dir {} exists and is not a directory", dir.display())
+        }
+        Ok(_) => Ok(()),
+        Err(_) => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create state_dir {}: {e}", dir.display()))
+        }
     }
 }
 
@@ -790,6 +855,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 struct RawApi {
     listen: Option<Spanned<String>>,
+    register_roots: Vec<String>,
 }
 
 impl Default for RawConfig {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::aggregate::writer::{NewIncidentNote, Writer, WriterHandle};
 use crate::api::{ApiState, SourceInfo};
-use crate::attribute::Manifest;
+use crate::attribute::{LiveRules, ManifestFollower};
 use crate::config::{Config, SourceKind};
 use crate::metrics::Metrics;
 use crate::source::file::{self, FileSources, FileSpec};
@@ -56,11 +56,23 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = jiff::Timestamp::now();
     let config = Arc::new(config);
-    create_state_dir(&config.state_dir)?;
+    crate::config::create_state_dir(&config.state_dir)?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db)?);
     store::write_owner(&db, options.command);
-    let manifest = Arc::new(Manifest::load(&config.manifest_path())?);
+    let (rules, warnings) = crate::attribute::ledger::load_rules(&config)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if !rules.severity.mappings().is_empty() {
+        tracing::info!(
+            mappings = rules.severity.mappings().len(),
+            "severity overrides loaded"
+        );
+    }
+    let rules = LiveRules::new(rules);
+    let follower = ManifestFollower::start(config.manifest_path(), rules.clone())
+        .context("cannot start following the manifest")?;
     let metrics = Arc::new(Metrics::new());
     let _ = metrics.render(); // fixes the process start time
 
@@ -77,13 +89,9 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
             "new incident"
         );
     });
-    let (writer, handle) = Writer::start(
-        store.clone(),
-        manifest.clone(),
-        metrics.clone(),
-        Some(on_new),
-    )
-    .context("cannot start the ingest writer")?;
+    let (writer, handle) =
+        Writer::start(store.clone(), rules.clone(), metrics.clone(), Some(on_new))
+            .context("cannot start the ingest writer")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -96,7 +104,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         config.clone(),
         options.clone(),
         store.clone(),
-        manifest,
+        rules,
         metrics,
         handle,
         started_at,
@@ -105,6 +113,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     // dropped: it drains its queue, commits and stops.
     runtime.shutdown_timeout(Duration::from_secs(2));
     writer.join();
+    follower.stop();
     store::remove_owner(&db);
     let _ = std::fs::remove_file(config.state_dir.join(DAEMON_FILE));
     let summary = result?;
@@ -116,7 +125,7 @@ async fn serve_all(
     config: Arc<Config>,
     options: DaemonOptions,
     store: Arc<Store>,
-    manifest: Arc<Manifest>,
+    rules: Arc<LiveRules>,
     metrics: Arc<Metrics>,
     handle: WriterHandle,
     started_at: jiff::Timestamp,
@@ -199,7 +208,7 @@ async fn serve_all(
             opts,
             positions,
             starts,
-            manifest.clone(),
+            rules.clone(),
             handle.clone(),
             metrics.clone(),
         )?;
@@ -228,7 +237,7 @@ async fn serve_all(
             store.clone(),
             metrics.clone(),
             config.clone(),
-            manifest.clone(),
+            rules.clone(),
             infos.clone(),
         ));
         servers.push(tokio::spawn(crate::net::serve(
@@ -249,7 +258,7 @@ async fn serve_all(
         sources = config.sources.len(),
         file_sources = file_count,
         webhooks = webhooks.len(),
-        components = manifest.len(),
+        components = rules.snapshot().manifest.len(),
         api = api_addr.as_deref().unwrap_or("off"),
         store = %config.db_path().display(),
         "sentinel running (pid {})",
@@ -308,30 +317,6 @@ impl Signals {
         tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
-        }
-    }
-}
-
-/// Creates `state_dir` (mode 0700) unless it exists; refuses a symlink.
-fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => {
-            anyhow::bail!(
-                "state_dir {} is a symlink; refusing to use it",
-                dir.display()
-            )
-        }
-        Ok(m) if !m.is_dir() => {
-            anyhow::bail!("state_dir {} exists and is not a directory", dir.display())
-        }
-        Ok(_) => Ok(()),
-        Err(_) => {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create state_dir {}", dir.display()))
         }
     }
 }

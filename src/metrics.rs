@@ -31,7 +31,7 @@ pub struct Metrics {
     pub error_lines: IntCounterVec,
     /// `sentinel_keyed_lines_total{source}`: error lines with a PACT key.
     pub keyed_lines: IntCounterVec,
-    /// `sentinel_incidents_created_total{source}`.
+    /// `sentinel_incidents_created_total{source,severity}`.
     pub incidents_created: IntCounterVec,
     /// `sentinel_incidents_updated_total{source}`: commits that added to an existing
     /// incident (one per incident per commit).
@@ -90,8 +90,8 @@ impl Metrics {
         );
         let incidents_created = counter(
             "sentinel_incidents_created_total",
-            "Incidents created.",
-            &["source"],
+            "Incidents created, by the severity they were created with.",
+            &["source", "severity"],
         );
         let incidents_updated = counter(
             "sentinel_incidents_updated_total",
@@ -202,11 +202,14 @@ impl Metrics {
             &self.bytes,
             &self.error_lines,
             &self.keyed_lines,
-            &self.incidents_created,
             &self.incidents_updated,
             &self.long_lines,
         ] {
             c.with_label_values(&[source]);
+        }
+        for sev in crate::attribute::Severity::ALL {
+            self.incidents_created
+                .with_label_values(&[source, sev.as_str()]);
         }
     }
 

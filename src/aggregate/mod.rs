@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::attribute::{AttributionStatus, Manifest, Severity, attribute};
+use crate::attribute::{AttributionStatus, LiveRules, RulesCache, attribute};
 use crate::scan::fingerprint::NORMALIZED_KEEP_BYTES;
 use crate::scan::keys::{self, PactKey};
 use crate::scan::{ErrorLine, Fingerprinter, Sink};
@@ -58,7 +58,7 @@ impl LineCounts {
 /// Folds error lines into a batch. See the module docs.
 #[derive(Debug)]
 pub struct LineAggregator {
-    manifest: Arc<Manifest>,
+    rules: RulesCache,
     source: Arc<str>,
     fingerprinter: Fingerprinter,
     incidents: HashMap<crate::scan::Fingerprint, IncidentDelta>,
@@ -104,10 +104,11 @@ impl SharedFingerprints {
 }
 
 impl LineAggregator {
-    /// An aggregator attributing through `manifest`, labelling new incidents with `source`.
-    pub fn new(manifest: Arc<Manifest>, source: Arc<str>) -> LineAggregator {
+    /// An aggregator attributing through `rules` (the manifest and severity rules, followed
+    /// as they are replaced), labelling new incidents with `source`.
+    pub fn new(rules: &Arc<LiveRules>, source: Arc<str>) -> LineAggregator {
         LineAggregator {
-            manifest,
+            rules: rules.cache(),
             source,
             fingerprinter: Fingerprinter::new(),
             incidents: HashMap::new(),
@@ -145,7 +146,8 @@ impl LineAggregator {
             Some(k) => Some(k),
             None => fallback_key.and_then(|fk| parse_fallback_key(fk, &mut prefixed)),
         };
-        let attr = attribute(first, &self.manifest);
+        self.rules.refresh();
+        let attr = attribute(first, &self.rules.rules.manifest);
         match attr.status {
             AttributionStatus::Registered => self.counts.registered_lines += 1,
             AttributionStatus::Unregistered => self.counts.unregistered_lines += 1,
@@ -194,7 +196,7 @@ impl LineAggregator {
                         component_id: text(attr.component),
                         method: text(attr.method),
                         pact_key: text(attr.pact_key),
-                        severity: Severity::of_line(line, Severity::Medium),
+                        severity: self.rules.rules.severity.of_line(line),
                         source: self.source.to_string(),
                     }
                 });
@@ -276,14 +278,14 @@ impl Sink for LineAggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::ManifestEntry;
+    use crate::attribute::{Manifest, ManifestEntry, Severity};
     use crate::scan::Scanner;
 
     #[test]
     fn folds_repeats_and_counts_distinct_keys_once_per_line() {
         let mut m = Manifest::default();
         m.insert(ManifestEntry::new("auth"));
-        let mut agg = LineAggregator::new(Arc::new(m), Arc::from("t.log"));
+        let mut agg = LineAggregator::new(&LiveRules::with_manifest(m), Arc::from("t.log"));
         let scanner = Scanner::new(["ERROR"]).unwrap();
         let text = b"ERROR [PACT:auth:login] user 12 failed\n\
             INFO fine\n\
@@ -321,7 +323,7 @@ mod tests {
     fn a_fallback_key_counts_only_when_the_line_has_none() {
         let mut m = Manifest::default();
         m.insert(ManifestEntry::new("auth"));
-        let mut agg = LineAggregator::new(Arc::new(m), Arc::from("hook"));
+        let mut agg = LineAggregator::new(&LiveRules::with_manifest(m), Arc::from("hook"));
         agg.add_text(b"login failed", Some(b"PACT:auth:login"));
         agg.add_text(b"boom", Some(b"auth:logout"));
         agg.add_text(b"ERROR [PACT:pay:charge] x", Some(b"PACT:auth:login"));
@@ -350,10 +352,10 @@ mod tests {
     #[test]
     fn only_the_first_sighting_in_a_run_carries_the_description() {
         let shared = Arc::new(SharedFingerprints::new());
-        let m = Arc::new(Manifest::default());
+        let m = LiveRules::with_manifest(Manifest::default());
         let scanner = Scanner::new(["ERROR"]).unwrap();
-        let mut a = LineAggregator::new(m.clone(), Arc::from("a")).with_shared(shared.clone());
-        let mut b = LineAggregator::new(m, Arc::from("b")).with_shared(shared);
+        let mut a = LineAggregator::new(&m, Arc::from("a")).with_shared(shared.clone());
+        let mut b = LineAggregator::new(&m, Arc::from("b")).with_shared(shared);
         let _ = scanner.scan(b"ERROR x 1\nERROR y\n", &mut a);
         let _ = scanner.scan(b"ERROR x 2\nERROR z\n", &mut b);
         let (a, b) = (a.take_batch(), b.take_batch());

@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 use jiff::Timestamp;
 
 use super::LineAggregator;
-use crate::attribute::Manifest;
+use crate::attribute::{LiveRules, Severity};
 use crate::metrics::Metrics;
 use crate::store::{ApplyOutcome, FileKey, FilePosition, IngestBatch, Store, StoreError};
 
@@ -173,12 +173,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on `store`. Events are attributed through `manifest`. Returns the
+    /// Starts the writer on `store`. Events are attributed through `rules`. Returns the
     /// writer and the handle sources send through; the writer stops once every handle is
     /// dropped and the queues are drained.
     pub fn start(
         store: Arc<Store>,
-        manifest: Arc<Manifest>,
+        rules: Arc<LiveRules>,
         metrics: Arc<Metrics>,
         on_new: Option<OnNewIncident>,
     ) -> std::io::Result<(Writer, WriterHandle)> {
@@ -191,7 +191,7 @@ impl Writer {
         };
         let mut state = WriterLoop {
             store,
-            manifest,
+            rules,
             metrics,
             files: files_rx,
             events: events_rx,
@@ -215,7 +215,7 @@ impl Writer {
 
 struct WriterLoop {
     store: Arc<Store>,
-    manifest: Arc<Manifest>,
+    rules: Arc<LiveRules>,
     metrics: Arc<Metrics>,
     files: Receiver<FileBatch>,
     events: Receiver<EventBatch>,
@@ -331,14 +331,16 @@ impl WriterLoop {
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
                 for (source, (created, updated)) in per_source {
-                    if created == 0 && updated == 0 {
+                    let s: &str = &source;
+                    for (sev, n) in created {
+                        self.metrics
+                            .incidents_created
+                            .with_label_values(&[s, sev.as_str()])
+                            .inc_by(n);
+                    }
+                    if updated == 0 {
                         continue;
                     }
-                    let s: &str = &source;
-                    self.metrics
-                        .incidents_created
-                        .with_label_values(&[s])
-                        .inc_by(created);
                     self.metrics
                         .incidents_updated
                         .with_label_values(&[s])
@@ -384,7 +386,7 @@ impl WriterLoop {
         (
             Vec<EventAck>,
             Vec<NewIncidentNote>,
-            HashMap<Arc<str>, (u64, u64)>,
+            HashMap<Arc<str>, (Vec<(Severity, u64)>, u64)>,
         ),
         StoreError,
     > {
@@ -397,9 +399,9 @@ impl WriterLoop {
             let ids = batch.events.iter().filter_map(|e| e.id.as_deref());
             let fresh = txn.record_deliveries(&batch.source, ids, now)?;
             let mut fresh = fresh.into_iter();
-            let agg = aggs.entry(batch.source.clone()).or_insert_with(|| {
-                LineAggregator::new(self.manifest.clone(), batch.source.clone())
-            });
+            let agg = aggs
+                .entry(batch.source.clone())
+                .or_insert_with(|| LineAggregator::new(&self.rules, batch.source.clone()));
             let mut ack = EventAck::default();
             for e in &batch.events {
                 let new = e.id.is_none() || fresh.next().unwrap_or(true);
@@ -440,10 +442,19 @@ impl WriterLoop {
         let mut counts = HashMap::new();
         for (source, batch) in &per_source {
             let outcome: ApplyOutcome = txn.apply(batch, now)?;
-            counts.insert(
-                source.clone(),
-                (outcome.created.len() as u64, outcome.updated.len() as u64),
-            );
+            let mut created: Vec<(Severity, u64)> = Vec::new();
+            for fp in &outcome.created {
+                let sev = batch
+                    .incidents
+                    .get(fp)
+                    .and_then(|d| d.new.as_ref())
+                    .map_or(Severity::Medium, |n| n.severity);
+                match created.iter_mut().find(|(s, _)| *s == sev) {
+                    Some((_, n)) => *n += 1,
+                    None => created.push((sev, 1)),
+                }
+            }
+            counts.insert(source.clone(), (created, outcome.updated.len() as u64));
             if self.on_new.is_some() {
                 for (fp, id) in outcome.created.iter().zip(&outcome.created_ids) {
                     if let Some(new) = batch.incidents.get(fp).and_then(|d| d.new.as_ref()) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::attribute::Manifest;
+use crate::attribute::LiveRules;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -30,7 +30,7 @@ impl ApiState {
         _store: Arc<Store>,
         metrics: Arc<Metrics>,
         _config: Arc<Config>,
-        _manifest: Arc<Manifest>,
+        _rules: Arc<LiveRules>,
         _sources: Vec<SourceInfo>,
     ) -> ApiState {
         ApiState { metrics }

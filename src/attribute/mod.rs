@@ -10,13 +10,18 @@
 //!
 //! Nothing is dropped: unattributed and unregistered lines become incidents too.
 
+pub mod ledger;
 pub mod manifest;
+pub mod register;
 pub mod severity;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 pub use manifest::{Manifest, ManifestEntry, ManifestError};
-pub use severity::Severity;
+pub use severity::{Severity, SeverityRules};
 
 use crate::scan::PactKey;
 
@@ -90,6 +95,162 @@ pub fn attribute<'a>(first_key: Option<PactKey<'a>>, manifest: &Manifest) -> Att
     }
 }
 
+/// What attribution and severity go by: the manifest and the severity rules.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// The registered components.
+    pub manifest: Manifest,
+    /// Ledger's overrides and the built-in rules.
+    pub severity: SeverityRules,
+}
+
+/// The current [`Rules`], replaceable while readers run (a manifest reloaded because a
+/// component was registered applies to the next line). Readers keep a [`RulesCache`], which
+/// costs one atomic load per line and no shared reference-count traffic.
+#[derive(Debug)]
+pub struct LiveRules {
+    version: AtomicU64,
+    current: RwLock<Arc<Rules>>,
+}
+
+impl LiveRules {
+    /// Live rules starting at `rules`.
+    pub fn new(rules: Rules) -> Arc<LiveRules> {
+        Arc::new(LiveRules {
+            version: AtomicU64::new(0),
+            current: RwLock::new(Arc::new(rules)),
+        })
+    }
+
+    /// A shortcut for tests and one-shot tools: these components, built-in severity rules.
+    pub fn with_manifest(manifest: Manifest) -> Arc<LiveRules> {
+        LiveRules::new(Rules {
+            manifest,
+            severity: SeverityRules::builtin(),
+        })
+    }
+
+    /// The rules now.
+    pub fn snapshot(&self) -> Arc<Rules> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the manifest (the severity rules stay).
+    pub fn replace_manifest(&self, manifest: Manifest) {
+        let mut cur = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cur = Arc::new(Rules {
+            manifest,
+            severity: cur.severity.clone(),
+        });
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// A reader's cache of the rules.
+    pub fn cache(self: &Arc<Self>) -> RulesCache {
+        let version = self.version.load(Ordering::Acquire);
+        RulesCache {
+            rules: self.snapshot(),
+            version,
+            live: self.clone(),
+        }
+    }
+}
+
+/// One reader's view of [`LiveRules`]: [`RulesCache::refresh`] picks up a replacement.
+#[derive(Debug)]
+pub struct RulesCache {
+    live: Arc<LiveRules>,
+    version: u64,
+    /// The rules as of the last refresh.
+    pub rules: Arc<Rules>,
+}
+
+impl RulesCache {
+    /// Picks up replaced rules, if any (one atomic load when nothing changed).
+    #[inline]
+    pub fn refresh(&mut self) {
+        let v = self.live.version.load(Ordering::Acquire);
+        if v != self.version {
+            self.rules = self.live.snapshot();
+            self.version = v;
+        }
+    }
+}
+
+/// Follows `manifest.json` while the daemon runs: a component registered by the CLI (or
+/// anything else that rewrites the file) applies to the next line, without a restart. The
+/// file's identity, size and mtime are polled every [`ManifestFollower::POLL`]; a manifest
+/// that does not parse is reported and the last good one stays in force (never emptied).
+#[derive(Debug)]
+pub struct ManifestFollower {
+    stop: crossbeam_channel::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ManifestFollower {
+    /// How often the file is checked.
+    pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// Starts following `path` into `live`.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be spawned.
+    pub fn start(
+        path: std::path::PathBuf,
+        live: Arc<LiveRules>,
+    ) -> std::io::Result<ManifestFollower> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("sentinel-manifest".into())
+            .spawn(move || {
+                let mut seen = stamp(&path);
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Self::POLL)
+                {
+                    let now = stamp(&path);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    match Manifest::load(&path) {
+                        Ok(m) => {
+                            tracing::info!(components = m.len(), "manifest reloaded");
+                            live.replace_manifest(m);
+                        }
+                        Err(e) => tracing::warn!("{e}; keeping the last good manifest"),
+                    }
+                }
+            })?;
+        Ok(ManifestFollower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops following.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What tells a rewritten file apart: identity (an atomic rename makes a new inode), size,
+/// modification time.
+fn stamp(path: &std::path::Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +285,18 @@ mod tests {
         let a = attribute(PactKeys::new(b"ERROR no key").next(), &m);
         assert_eq!(a.status, AttributionStatus::Unattributed);
         assert!(a.component.is_empty() && a.pact_key.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_manifest_reaches_every_cache() {
+        let live = LiveRules::with_manifest(manifest(&["auth"]));
+        let mut a = live.cache();
+        let mut b = live.cache();
+        assert!(!a.rules.manifest.contains(b"billing"));
+        live.replace_manifest(manifest(&["auth", "billing"]));
+        a.refresh();
+        assert!(a.rules.manifest.contains(b"billing"));
+        b.refresh();
+        assert!(b.rules.manifest.contains(b"billing") && b.rules.manifest.contains(b"auth"));
     }
 }

@@ -30,6 +30,15 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every level, ascending.
+    pub const ALL: [Severity; 5] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+        Severity::Compliance,
+    ];
+
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -78,6 +87,151 @@ impl FromStr for Severity {
             _ => Err(ParseSeverityError(s.to_string())),
         }
     }
+}
+
+/// One severity override: lines matching `pattern` are at least `severity`.
+#[derive(Debug, Clone)]
+pub struct SeverityMapping {
+    /// Case-insensitive, searched anywhere in the line.
+    pub pattern: regex::bytes::Regex,
+    /// The severity a match raises the line to (at least).
+    pub severity: Severity,
+    /// What the mapping came from (the annotation or the pattern), for messages.
+    pub label: String,
+}
+
+/// The severity rules: Ledger's overrides, then the built-in rules (SPEC §6).
+#[derive(Debug, Clone, Default)]
+pub struct SeverityRules {
+    mappings: Vec<SeverityMapping>,
+}
+
+/// Why a mappings document could not be used at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MappingsError {
+    /// Not JSON, or not an object with a `severity_mappings` list.
+    #[error("not a severity-mappings document: {0}")]
+    Shape(String),
+}
+
+impl SeverityRules {
+    /// Only the built-in rules.
+    pub fn builtin() -> SeverityRules {
+        SeverityRules::default()
+    }
+
+    /// The overrides, in document order.
+    pub fn mappings(&self) -> &[SeverityMapping] {
+        &self.mappings
+    }
+
+    /// Adds the overrides of `other` after these.
+    pub fn extend(&mut self, other: SeverityRules) {
+        self.mappings.extend(other.mappings);
+    }
+
+    /// Parses a mappings document in either shape and returns the rules with the warnings
+    /// about entries that were skipped:
+    ///
+    /// - the reference's: `{"severity_mappings": [{"field_pattern": <regex>,
+    ///   "sentinel_severity": <level>, "annotation": ...}]}`;
+    /// - Ledger's own export (`ledger export --format sentinel`): `{"severity_mappings":
+    ///   [{"annotation_key", "severity", "field_pattern": <glob such as *.card.number>,
+    ///   "description"}]}`. A glob's `*` matches a run of identifier characters and dots,
+    ///   `?` one identifier character; everything else is literal.
+    ///
+    /// # Errors
+    ///
+    /// [`MappingsError`] when the document is not JSON or has no `severity_mappings` list.
+    pub fn from_json(bytes: &[u8]) -> Result<(SeverityRules, Vec<String>), MappingsError> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| MappingsError::Shape(e.to_string()))?;
+        let list = doc
+            .get("severity_mappings")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| MappingsError::Shape("no `severity_mappings` list".into()))?;
+        let mut rules = SeverityRules::default();
+        let mut warnings = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            match mapping_of(entry) {
+                Ok(m) => rules.mappings.push(m),
+                Err(why) => warnings.push(format!("severity_mappings[{i}] skipped: {why}")),
+            }
+        }
+        Ok((rules, warnings))
+    }
+
+    /// The severity of an error line: the highest matching override (default medium), then
+    /// the built-in rules.
+    pub fn of_line(&self, line: &[u8]) -> Severity {
+        let base = self
+            .mappings
+            .iter()
+            .filter(|m| m.pattern.is_match(line))
+            .map(|m| m.severity)
+            .max()
+            .unwrap_or_default();
+        Severity::of_line(line, base)
+    }
+}
+
+fn mapping_of(entry: &serde_json::Value) -> Result<SeverityMapping, String> {
+    let field = |k: &str| entry.get(k).and_then(|v| v.as_str());
+    let Some(obj) = entry.as_object() else {
+        return Err("not an object".into());
+    };
+    let pattern_text = field("field_pattern").filter(|p| !p.trim().is_empty());
+    let annotation = field("annotation_key").or_else(|| field("annotation"));
+    if obj.contains_key("sentinel_severity") || !obj.contains_key("severity") {
+        // The reference's shape: a regex and `sentinel_severity` (default medium).
+        let level = field("sentinel_severity").unwrap_or("medium");
+        let severity = level.parse::<Severity>().map_err(|e| e.to_string())?;
+        let text = pattern_text.ok_or("no field_pattern")?;
+        let pattern = regex::bytes::RegexBuilder::new(text)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("field_pattern {text:?} is not a valid regex: {e}"))?;
+        return Ok(SeverityMapping {
+            pattern,
+            severity,
+            label: annotation.unwrap_or(text).to_string(),
+        });
+    }
+    // Ledger's export: a glob over field paths, or the annotation itself when there is none.
+    let level = field("severity").ok_or("`severity` is not a string")?;
+    let severity = level.parse::<Severity>().map_err(|e| e.to_string())?;
+    let regex = match (pattern_text, annotation) {
+        (Some(glob), _) => glob_regex(glob),
+        (None, Some(a)) if !a.trim().is_empty() => regex::escape(a.trim()),
+        _ => return Err("no field_pattern and no annotation_key".into()),
+    };
+    let pattern = regex::bytes::RegexBuilder::new(&regex)
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| format!("field_pattern cannot be used: {e}"))?;
+    Ok(SeverityMapping {
+        pattern,
+        severity,
+        label: annotation.or(pattern_text).unwrap_or_default().to_string(),
+    })
+}
+
+/// A Ledger field glob as a regex searched anywhere in a line: `*` a run of identifier
+/// characters and dots, `?` one identifier character, the rest literal; the match may not
+/// start or end inside a longer identifier.
+fn glob_regex(glob: &str) -> String {
+    let mut re = String::from(r"(?:^|[^A-Za-z0-9_])");
+    for c in glob.trim().chars() {
+        match c {
+            '*' => re.push_str(r"[A-Za-z0-9_.\-]*"),
+            '?' => re.push_str("[A-Za-z0-9_]"),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push_str(r"(?:$|[^A-Za-z0-9_])");
+    re
 }
 
 /// `(?i)a[_\s]?b` anywhere in `hay` (`a` and `b` lowercase ASCII letters).
@@ -152,5 +306,58 @@ mod tests {
             Severity::of_line(b"ERROR timeout", Severity::Critical),
             Severity::Critical
         );
+    }
+
+    #[test]
+    fn reference_mappings_are_case_insensitive_regexes() {
+        let doc = br#"{"severity_mappings": [
+            {"field_pattern": "ssn|social_security", "annotation": "pii", "sentinel_severity": "CRITICAL"},
+            {"field_pattern": "([bad", "sentinel_severity": "high"},
+            {"field_pattern": "card_number"}
+        ]}"#;
+        let (rules, warnings) = SeverityRules::from_json(doc).unwrap();
+        assert_eq!(rules.mappings().len(), 2);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("[1]"), "{warnings:?}");
+        assert_eq!(rules.of_line(b"ERROR leaked SSN 123"), Severity::Critical);
+        assert_eq!(rules.of_line(b"ERROR bad card_number"), Severity::Medium);
+        assert_eq!(rules.of_line(b"ERROR timeout"), Severity::Medium);
+        // Overrides and the built-in rules combine: compliance still wins.
+        assert_eq!(
+            rules.of_line(b"ERROR ssn audit_field deleted"),
+            Severity::Compliance
+        );
+    }
+
+    #[test]
+    fn ledger_export_globs_match_field_paths() {
+        let doc = br#"{"severity_mappings": [
+            {"annotation_key": "pii_field", "severity": "HIGH", "field_pattern": "*.card.number", "description": "x"},
+            {"annotation_key": "encrypted_at_rest", "severity": "critical", "field_pattern": "user.?assword"},
+            {"annotation_key": "immutable", "severity": "urgent", "field_pattern": "*.id"}
+        ]}"#;
+        let (rules, warnings) = SeverityRules::from_json(doc).unwrap();
+        assert_eq!(rules.mappings().len(), 2, "{warnings:?}");
+        assert_eq!(
+            rules.of_line(b"ERROR validation failed for payment.card.number"),
+            Severity::High
+        );
+        assert_eq!(
+            rules.of_line(b"ERROR write to user.password rejected"),
+            Severity::Critical
+        );
+        assert_eq!(
+            rules.of_line(b"ERROR card number missing"),
+            Severity::Medium
+        );
+        assert_eq!(rules.of_line(b"ERROR xuser.password"), Severity::Medium);
+    }
+
+    #[test]
+    fn documents_that_are_not_mappings_are_errors() {
+        assert!(SeverityRules::from_json(b"<html>").is_err());
+        assert!(SeverityRules::from_json(b"{\"mappings\": []}").is_err());
+        let (rules, w) = SeverityRules::from_json(b"{\"severity_mappings\": [3]}").unwrap();
+        assert!(rules.mappings().is_empty() && w.len() == 1);
     }
 }

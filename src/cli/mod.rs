@@ -4,8 +4,10 @@
 //! document on stdout. Exit codes: 0 success, 1 runtime failure, 2 usage or configuration
 //! error (clap's own errors exit 2 as well).
 
+pub mod components;
 pub mod report;
 pub mod scan;
+pub mod triage;
 #[cfg(feature = "daemon")]
 pub mod watch;
 
@@ -46,6 +48,15 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
+    /// Create the state directory, an empty manifest and a commented sentinel.yaml (an
+    /// existing manifest is never touched).
+    Init(components::InitArgs),
+    /// Register the components of a Pact project directory.
+    Register(components::RegisterArgs),
+    /// Show or edit the registered components.
+    Manifest(components::ManifestArgs),
+    /// Say which registered component an error text belongs to.
+    Triage(triage::TriageArgs),
     /// Scan existing log files (plain or .gz) once and fold their error lines into incidents.
     Scan(scan::ScanArgs),
     /// Show recent incidents, newest first.
@@ -97,6 +108,12 @@ pub enum CliError {
     Other(#[from] anyhow::Error),
 }
 
+impl From<crate::attribute::ManifestError> for CliError {
+    fn from(e: crate::attribute::ManifestError) -> CliError {
+        CliError::Other(e.into())
+    }
+}
+
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
@@ -115,6 +132,10 @@ impl CliError {
 /// [`CliError`]; its [`CliError::exit_code`] is the process's exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
+        Command::Init(args) => components::run_init(&ConfigSearch::from_env(cli.config), args),
+        Command::Register(args) => components::run_register(&load_config(cli.config)?, args),
+        Command::Manifest(args) => components::run_manifest(&load_config(cli.config)?, args),
+        Command::Triage(args) => triage::run(&load_config(cli.config)?, args),
         Command::Scan(args) => scan::run(&load_config(cli.config)?, args),
         Command::Report(args) => report::run(&load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]

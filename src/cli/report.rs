@@ -2,6 +2,8 @@
 //!
 //! The text format is the reference's (SPEC §10):
 //! `  <mark> <id>  <component or unknown, padded to 20>  $<spend>  <status>  <first seen>`,
+//! followed by the incident's severity (a column the reference did not have, added last so
+//! scripts reading the reference's columns keep working),
 //! with `[OK]` for resolved, `[!!]` for escalated and `[..]` otherwise. `--json` prints the
 //! incidents as a JSON array. The store is opened read-only, so this works while a daemon
 //! writes it.
@@ -57,10 +59,11 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         let first_seen = inc.first_seen.strftime("%Y-%m-%dT%H:%M:%S").to_string();
         writeln!(
             out,
-            "  {mark} {}  {component:<20}  ${:.2}  {}  {first_seen}",
+            "  {mark} {}  {component:<20}  ${:.2}  {}  {first_seen}  {}",
             inc.id,
             0.0,
-            inc.status.as_str()
+            inc.status.as_str(),
+            inc.severity
         )
         .context("stdout")?;
     }

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::{CliError, thousands};
 use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
-use crate::attribute::Manifest;
+use crate::attribute::LiveRules;
 use crate::config::Config;
 use crate::scan::framing::{ReadAt, split_segments};
 use crate::scan::{Fingerprint, LineReader, ScanStats, Scanner, ScannerBuilder};
@@ -136,8 +136,12 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         .max_line_bytes(config.max_line_bytes)
         .build(&patterns)
         .map_err(|e| CliError::Usage(format!("invalid --error-pattern: {e}")))?;
-    let manifest =
-        Arc::new(Manifest::load(&config.manifest_path()).context("loading the manifest")?);
+    let (rules, warnings) =
+        crate::attribute::ledger::load_rules(config).context("loading the manifest")?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let rules = LiveRules::new(rules);
 
     let mut report = ScanReport {
         dry_run: args.dry_run,
@@ -210,7 +214,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
 
     let ctx = Ctx {
         scanner: &scanner,
-        manifest: &manifest,
+        rules: &rules,
         shared: Arc::new(SharedFingerprints::new()),
         tx: &tx,
         progress: progress.as_ref(),
@@ -288,7 +292,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
 /// What every worker shares.
 struct Ctx<'a> {
     scanner: &'a Scanner,
-    manifest: &'a Arc<Manifest>,
+    rules: &'a Arc<LiveRules>,
     shared: Arc<SharedFingerprints>,
     tx: &'a crossbeam_channel::Sender<IngestBatch>,
     progress: Option<&'a indicatif::ProgressBar>,
@@ -337,8 +341,7 @@ fn scan_reader<R: Read>(
     let progress = ctx.progress.filter(|_| show_progress);
     let mut lines = LineReader::with_capacity(rdr, READ_BUFFER_BYTES, scanner.max_line_bytes())
         .with_offset(start);
-    let mut agg =
-        LineAggregator::new(ctx.manifest.clone(), path.clone()).with_shared(ctx.shared.clone());
+    let mut agg = LineAggregator::new(ctx.rules, path.clone()).with_shared(ctx.shared.clone());
     let mut stats = ScanStats::default();
     let send = |agg: &mut LineAggregator| {
         // The store thread only stops early when it failed; its error is reported there.

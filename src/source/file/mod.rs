@@ -49,7 +49,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use jiff::Timestamp;
 
 use crate::aggregate::writer::{FileBatch, WriterHandle};
-use crate::attribute::Manifest;
+use crate::attribute::LiveRules;
 use crate::config::{Config, LogFormat, SourceConfig, StartAt, resolve_path};
 use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
@@ -200,7 +200,7 @@ impl FileSources {
         options: Options,
         positions: HashMap<FileKey, FilePosition>,
         starts: u64,
-        manifest: Arc<Manifest>,
+        rules: Arc<LiveRules>,
         writer: WriterHandle,
         metrics: Arc<Metrics>,
     ) -> Result<(FileSources, StartSummary), FileSourceError> {
@@ -224,7 +224,7 @@ impl FileSources {
                 reports: report_tx.clone(),
                 writer: writer.clone(),
                 metrics: metrics.clone(),
-                manifest: manifest.clone(),
+                rules: rules.clone(),
                 stop: stop.clone(),
                 rotate_wait: options.rotate_wait,
             });

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use super::{Control, FileSpec, OpenFile, Report, Start};
 use crate::aggregate::LineAggregator;
 use crate::aggregate::writer::{FileBatch, WriterHandle};
-use crate::attribute::Manifest;
+use crate::attribute::LiveRules;
 use crate::config::LogFormat;
 use crate::metrics::Metrics;
 use crate::scan::framing::LineReader;
@@ -46,7 +46,7 @@ pub(super) struct ShardParts {
     pub(super) reports: Sender<Report>,
     pub(super) writer: WriterHandle,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) manifest: Arc<Manifest>,
+    pub(super) rules: Arc<LiveRules>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) rotate_wait: Duration,
 }
@@ -279,7 +279,7 @@ impl Shard {
         }
         f.last_size = size;
         let acc = self.accs.entry(f.spec.name.clone()).or_insert_with(|| Acc {
-            agg: LineAggregator::new(self.p.manifest.clone(), f.label.clone()),
+            agg: LineAggregator::new(&self.p.rules, f.label.clone()),
             positions: Vec::new(),
             stats: ScanStats::default(),
             bytes: 0,
