@@ -198,6 +198,7 @@ impl Writer {
             on_new,
             retry: None,
             last_prune: None,
+            attributed_version: None,
         };
         let thread = std::thread::Builder::new()
             .name("sentinel-writer".into())
@@ -223,6 +224,9 @@ struct WriterLoop {
     /// File batches of a failed commit, with the time of the next attempt and the backoff.
     retry: Option<(Vec<FileBatch>, Instant, Duration)>,
     last_prune: Option<Instant>,
+    /// The rules version whose manifest the stored incidents were last re-attributed
+    /// against (None: not yet, done with the first commit).
+    attributed_version: Option<u64>,
 }
 
 enum Msg {
@@ -476,6 +480,19 @@ impl WriterLoop {
         for k in forget {
             txn.remove_file_position(k)?;
         }
+        // A component registered since the last commit: incidents already stored under its
+        // key become registered (new lines are attributed by the aggregators' rules).
+        let version = self.rules.version();
+        let reattribute = self.attributed_version != Some(version);
+        if reattribute {
+            let n = txn.reattribute(&self.rules.snapshot().manifest)?;
+            if n > 0 {
+                tracing::info!(
+                    incidents = n,
+                    "incidents re-attributed to newly registered components"
+                );
+            }
+        }
         let prune_due = self
             .last_prune
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
@@ -488,6 +505,9 @@ impl WriterLoop {
         txn.commit()?;
         if prune_due {
             self.last_prune = Some(Instant::now());
+        }
+        if reattribute {
+            self.attributed_version = Some(version);
         }
         Ok((acks, notes, counts))
     }

@@ -130,6 +130,11 @@ impl LiveRules {
         })
     }
 
+    /// Bumped by every replacement.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// The rules now.
     pub fn snapshot(&self) -> Arc<Rules> {
         self.current

@@ -142,6 +142,9 @@ pub(crate) fn run_register(config: &Config, args: RegisterArgs) -> Result<u8, Cl
         }
         Err(e) => return Err(CliError::Other(e.into())),
     };
+    if !outcome.registered.is_empty() {
+        reattribute(config);
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &outcome).context("writing JSON")?;
@@ -262,6 +265,34 @@ fn add(config: &Config, a: AddArgs) -> Result<u8, CliError> {
     .unwrap_or_else(|never| match never {});
     writeln!(std::io::stdout().lock(), "Registered {}", a.component_id).context("stdout")?;
     Ok(0)
+}
+
+/// Stored incidents of newly registered components become registered. A running daemon
+/// owns the store and does this itself when it reloads the manifest.
+fn reattribute(config: &Config) {
+    use crate::store::{Store, StoreError};
+    let db = config.db_path();
+    if !db.exists() {
+        return;
+    }
+    let result = (|| {
+        let manifest = Manifest::load(&config.manifest_path()).map_err(anyhow::Error::from)?;
+        let store = Store::open(&db)?;
+        let mut txn = store.begin_write()?;
+        let n = txn.reattribute(&manifest)?;
+        txn.commit()?;
+        Ok::<_, anyhow::Error>(n)
+    })();
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(incidents = n, "re-attributed to the registered components"),
+        Err(e)
+            if matches!(
+                e.downcast_ref::<StoreError>(),
+                Some(StoreError::InUse { .. })
+            ) => {}
+        Err(e) => tracing::warn!("could not re-attribute stored incidents: {e:#}"),
+    }
 }
 
 fn plural(n: usize, what: &str) -> String {

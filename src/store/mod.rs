@@ -743,6 +743,45 @@ impl StoreTxn<'_> {
         Ok(outcome)
     }
 
+    /// Re-attributes the stored `unregistered` incidents whose key now names a component of
+    /// `manifest` (registered after they were first seen); returns how many changed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn reattribute(
+        &mut self,
+        manifest: &crate::attribute::Manifest,
+    ) -> Result<usize, StoreError> {
+        use crate::attribute::{AttributionStatus, attribute};
+        let st = self.store;
+        let mut incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
+        let mut changed = Vec::new();
+        for row in incidents.iter().map_err(st.storage())? {
+            let (k, v) = row.map_err(st.storage())?;
+            let Ok(mut inc) = Incident::decode(v.value()) else {
+                continue;
+            };
+            if inc.attribution != AttributionStatus::Unregistered {
+                continue;
+            }
+            let key = crate::scan::PactKeys::new(inc.pact_key.as_bytes()).next();
+            let a = attribute(key, manifest);
+            if a.status == AttributionStatus::Registered {
+                inc.attribution = a.status;
+                inc.component_id = String::from_utf8_lossy(a.component).into_owned();
+                inc.method = String::from_utf8_lossy(a.method).into_owned();
+                changed.push((k.value(), inc));
+            }
+        }
+        for (k, inc) in &changed {
+            incidents
+                .insert(*k, inc.encode().as_slice())
+                .map_err(st.storage())?;
+        }
+        Ok(changed.len())
+    }
+
     /// Records the position of a file: it commits with the counts its lines produced.
     ///
     /// # Errors

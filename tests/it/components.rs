@@ -326,6 +326,18 @@ fn severity_rules_and_ledger_mappings_from_a_file_and_from_ledger() {
     ws.file("app.log", SEVERITY_LOG);
     let out = ws.run(&["scan", "app.log"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Registered after the scan: `register` re-attributes what the store holds.
+    let out = ws.run(&["register", pact_project().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.run(&["report", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["attribution"] == "registered"),
+        "{v:#}"
+    );
     let s = severities(&ws);
     assert_eq!(s["erase"], "high", "gdpr_erasable raises to high");
     assert_eq!(s["audit"], "compliance", "audit field + deletion word");
@@ -414,6 +426,11 @@ fn a_component_registered_while_the_daemon_runs_applies_to_new_lines() {
         eventually(Duration::from_secs(5), || attribution(&method)).filter(|a| a == "registered")
     });
     assert!(after.is_some(), "{}", d.log_text());
+    // And the incident seen before the registration is re-attributed.
+    let before = eventually(Duration::from_secs(10), || {
+        attribution("before").filter(|a| a == "registered")
+    });
+    assert!(before.is_some(), "{}", d.log_text());
     assert!(
         d.log_text().contains("manifest reloaded"),
         "{}",
