@@ -324,6 +324,76 @@ fn vanished(manifest: &Manifest, project: &str, found: &Discovery) -> Vec<String
         .collect()
 }
 
+/// Resolves a path given over the API and checks it stays inside one of `roots` (the
+/// configured `pact.project_dir` and `api.register_roots`): absolute or relative to the
+/// first root, no `..` component, and its canonical form (symlinks resolved) under a
+/// root's canonical form. A path that does not exist is resolved through its longest
+/// existing ancestor when `must_exist` is false.
+///
+/// # Errors
+///
+/// A message for a 400 answer: what is wrong with the path, never the roots' contents.
+pub fn confine(raw: &str, roots: &[PathBuf], must_exist: bool) -> Result<PathBuf, String> {
+    if roots.is_empty() {
+        return Err(
+            "registration over the API is disabled: set pact.project_dir or api.register_roots"
+                .into(),
+        );
+    }
+    if raw.trim().is_empty() {
+        return Err("empty path".into());
+    }
+    if raw.contains('\0') {
+        return Err("the path contains a NUL byte".into());
+    }
+    let p = Path::new(raw);
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("{raw:?}: `..` is not allowed"));
+    }
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        roots[0].join(p)
+    };
+    let canon = match std::fs::canonicalize(&joined) {
+        Ok(c) => c,
+        Err(_) if !must_exist => {
+            // The longest existing ancestor decides where a not-yet-existing path points.
+            let mut existing = joined.as_path();
+            let mut rest = Vec::new();
+            loop {
+                match (std::fs::canonicalize(existing), existing.parent()) {
+                    (Ok(c), _) => {
+                        let mut c = c;
+                        for part in rest.iter().rev() {
+                            c.push(part);
+                        }
+                        break c;
+                    }
+                    (Err(_), Some(parent)) => {
+                        rest.push(existing.file_name().unwrap_or_default().to_os_string());
+                        existing = parent;
+                    }
+                    (Err(e), None) => return Err(format!("{raw:?}: {e}")),
+                }
+            }
+        }
+        Err(e) => return Err(format!("{raw:?}: {e}")),
+    };
+    let inside = roots
+        .iter()
+        .any(|r| std::fs::canonicalize(r).is_ok_and(|root| canon.starts_with(&root)));
+    if inside {
+        Ok(canon)
+    } else {
+        Err(format!(
+            "{raw:?} is outside the directories registration may read (pact.project_dir, api.register_roots)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +501,48 @@ mod tests {
             discover(&dir.path().join("nope")),
             Err(RegisterError::NoDir(_))
         ));
+    }
+
+    #[test]
+    fn confine_refuses_dotdot_symlink_escapes_and_outsiders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write(&root, "proj/contracts/a/interface.json", &contract("a"));
+        write(dir.path(), "secret/interface.json", "{}");
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        let roots = vec![root.clone()];
+        let canon_root = std::fs::canonicalize(&root).unwrap();
+        assert_eq!(
+            confine("proj", &roots, true).unwrap(),
+            canon_root.join("proj")
+        );
+        let abs = root.join("proj");
+        assert_eq!(
+            confine(abs.to_str().unwrap(), &roots, true).unwrap(),
+            canon_root.join("proj")
+        );
+        assert!(
+            confine("proj/../../secret", &roots, true)
+                .unwrap_err()
+                .contains("..")
+        );
+        assert!(
+            confine("link", &roots, true)
+                .unwrap_err()
+                .contains("outside")
+        );
+        let outside = dir.path().join("secret");
+        assert!(confine(outside.to_str().unwrap(), &roots, true).is_err());
+        assert!(confine("proj/new/dir", &roots, true).is_err());
+        assert_eq!(
+            confine("proj/new/dir", &roots, false).unwrap(),
+            canon_root.join("proj/new/dir")
+        );
+        assert!(
+            confine("link/new", &roots, false)
+                .unwrap_err()
+                .contains("outside")
+        );
+        assert!(confine("proj", &[], true).unwrap_err().contains("disabled"));
     }
 }
