@@ -33,7 +33,7 @@ mod server;
 
 #[cfg(feature = "daemon")]
 pub use server::{
-    DEFAULT_INGEST_BUDGET, EVENT_OVERHEAD, INLINE_DECODE_BYTES, IngestBudget, IngestReply,
-    RETRY_AFTER_SECS, Reservation, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER,
-    WebhookAuth, WebhookError, router, signature,
+    DEFAULT_INGEST_BUDGET, DRAIN_TIME, EVENT_OVERHEAD, INLINE_DECODE_BYTES, IngestBudget,
+    IngestReply, RETRY_AFTER_SECS, Reservation, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS,
+    TIMESTAMP_HEADER, WebhookAuth, WebhookError, router, signature,
 };

@@ -39,6 +39,8 @@ pub const TIMESTAMP_HEADER: &str = "x-sentinel-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-sentinel-signature";
 /// How far, in seconds, a signature's timestamp may be from now (replay window).
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+/// The longest a refused body is read (and discarded) before the answer; see `drain`.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// `Retry-After` of 429 and 503 answers, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
@@ -407,6 +409,10 @@ pub fn router(
     for reason in ["queue_full", "memory_budget", "store_unavailable"] {
         metrics.rejected.with_label_values(&[&name, reason]);
     }
+    // The series alerts are written against exist from the start.
+    for code in ["200", "429", "503"] {
+        metrics.webhook_requests.with_label_values(&[&name, code]);
+    }
     let hook = Arc::new(Hook {
         name,
         auth,
@@ -461,16 +467,18 @@ impl Hook {
         if let Some(n) = declared
             && n > limit
         {
+            drain(body, limit).await;
             return Err(decode_error(DecodeError::TooLarge {
                 limit,
                 decompressed: false,
             }));
         }
-        let mut held = self
-            .budget
-            .try_reserve(declared.unwrap_or(0))
-            .ok_or_else(|| self.over_budget())?;
-        let raw = read_body(body, limit, declared, &mut held)
+        let Some(mut held) = self.budget.try_reserve(declared.unwrap_or(0)) else {
+            drain(body, limit).await;
+            return Err(self.over_budget());
+        };
+        let mut body = body;
+        let raw = read_body(&mut body, limit, declared, &mut held)
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge => decode_error(DecodeError::TooLarge {
@@ -479,7 +487,20 @@ impl Hook {
                 }),
                 BodyError::OverBudget => self.over_budget(),
                 BodyError::Read(m) => ApiError::bad_request("body_read", m),
-            })?;
+            });
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                drop(held);
+                if matches!(
+                    e.status(),
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE
+                ) {
+                    drain(body, limit).await;
+                }
+                return Err(e);
+            }
+        };
         self.auth.check_signature(headers, &raw, unix_now())?;
 
         let limits = self.limits;
@@ -652,9 +673,29 @@ enum BodyError {
     Read(String),
 }
 
+/// Reads and discards what is left of a refused body, at most `limit` bytes and
+/// [`DRAIN_TIME`] (a bounded "lingering close"), so that the client gets to read the 413
+/// or 429 it is about to receive: a server that closes a connection with unread data
+/// makes the kernel reset it, and the client then sees a reset instead of the answer.
+/// Memory stays bounded: every frame is dropped as it comes.
+async fn drain(mut body: Body, limit: usize) {
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len();
+                if seen > limit {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
 /// Reads the body, at most `limit` bytes, holding its size in `held` as it arrives.
 async fn read_body(
-    mut body: Body,
+    body: &mut Body,
     limit: usize,
     declared: Option<usize>,
     held: &mut Reservation,
