@@ -1,6 +1,9 @@
 //! Integration tests: the real `sentinel` binary on temp dirs.
 
+mod api;
 mod ground_truth;
 mod harness;
 mod scan_cli;
+mod serve;
 mod watch;
+mod webhook;
