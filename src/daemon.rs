@@ -142,7 +142,10 @@ async fn serve_all(
     let mut servers = Vec::new();
     let mut infos = Vec::new();
     let mut webhooks = Vec::new();
-    let budget = Arc::new(webhook::IngestBudget::default());
+    let budget = Arc::new(
+        webhook::IngestBudget::new(webhook::DEFAULT_INGEST_BUDGET)
+            .with_gauge(metrics.queue_bytes.clone()),
+    );
 
     // Webhook listeners.
     for src in config
@@ -150,13 +153,16 @@ async fn serve_all(
         .iter()
         .filter(|s| s.kind == SourceKind::Webhook)
     {
+        let auth = webhook::WebhookAuth::from_env(src)?;
         let router = webhook::router(
             src,
-            &config.error_patterns,
+            auth,
+            config.max_line_bytes,
             handle.clone(),
             metrics.clone(),
             budget.clone(),
         )?;
+        let router = crate::net::harden(router, crate::net::REQUEST_TIMEOUT);
         let addr = format!("{}:{}", src.host, src.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -239,12 +245,10 @@ async fn serve_all(
             config.clone(),
             rules.clone(),
             infos.clone(),
+            started_at,
         ));
-        servers.push(tokio::spawn(crate::net::serve(
-            listener,
-            crate::api::router(state),
-            stopped(),
-        )));
+        let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
+        servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
     }
 
     let info = DaemonInfo {
@@ -277,8 +281,11 @@ async fn serve_all(
     if let Some(files) = files {
         tokio::task::spawn_blocking(move || files.stop()).await?;
     }
+    // The listeners let in-flight requests finish for up to SHUTDOWN_GRACE.
+    let deadline =
+        tokio::time::Instant::now() + crate::net::SHUTDOWN_GRACE + Duration::from_secs(1);
     for s in servers {
-        match tokio::time::timeout(Duration::from_secs(4), s).await {
+        match tokio::time::timeout_at(deadline, s).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "a listener failed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "a listener task failed"),

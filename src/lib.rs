@@ -23,6 +23,5 @@ pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod net;
 pub mod scan;
-#[cfg(feature = "daemon")]
 pub mod source;
 pub mod store;

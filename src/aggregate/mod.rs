@@ -32,6 +32,18 @@ pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
 /// Bytes of map and struct overhead counted per incident delta or key.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// One event of a push source (a webhook), decoded: counted as one error line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The log line (no trailing newline).
+    pub line: Vec<u8>,
+    /// The key to use when the line carries none (`log_key` / `pact_key` fields).
+    pub key: Option<Vec<u8>>,
+    /// The sender's id for this event: a retried delivery with the same id is acknowledged
+    /// without counting again.
+    pub id: Option<String>,
+}
+
 /// Error lines by attribution.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LineCounts {

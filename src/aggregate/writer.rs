@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 use jiff::Timestamp;
 
+pub use super::Event;
 use super::LineAggregator;
 use crate::attribute::{LiveRules, Severity};
 use crate::metrics::Metrics;
@@ -53,18 +54,6 @@ pub struct FileBatch {
     pub forget: Vec<FileKey>,
 }
 
-/// One webhook event, decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// The log line (no trailing newline).
-    pub line: Vec<u8>,
-    /// The key to use when the line carries none (`log_key` / `pact_key` fields).
-    pub key: Option<Vec<u8>>,
-    /// The sender's id for this event: a retried delivery with the same id is acknowledged
-    /// without counting again.
-    pub id: Option<String>,
-}
-
 /// The events of one webhook request.
 #[derive(Debug)]
 pub struct EventBatch {
@@ -83,6 +72,8 @@ pub struct EventAck {
     pub accepted: usize,
     /// Events whose id had been committed before: acknowledged, not counted again.
     pub duplicates: usize,
+    /// Of the accepted events, those attributed to a PACT key (their own or a fallback).
+    pub keyed: usize,
 }
 
 /// Why events could not be committed.
@@ -407,6 +398,7 @@ impl WriterLoop {
                 .entry(batch.source.clone())
                 .or_insert_with(|| LineAggregator::new(&self.rules, batch.source.clone()));
             let mut ack = EventAck::default();
+            let keyed_before = agg.counts().keyed_lines;
             for e in &batch.events {
                 let new = e.id.is_none() || fresh.next().unwrap_or(true);
                 if new {
@@ -416,6 +408,7 @@ impl WriterLoop {
                     ack.duplicates += 1;
                 }
             }
+            ack.keyed = (agg.counts().keyed_lines - keyed_before) as usize;
             acks.push(ack);
         }
         for (source, mut agg) in aggs {

@@ -1,18 +1,59 @@
-//! The daemon's HTTP API. (Placeholder until the API lands.)
+//! The daemon's HTTP API (read-only for now): health, status, metrics and incidents.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /health` | `{"status": "ok"}`: the process serves requests (liveness) |
+//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status` and `source_details` (`[{name, type, detail}]`); `version` is the real one and `started_at` is RFC 3339 UTC |
+//! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
+//! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
+//! | `GET /incidents` | incidents as a JSON array, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `limit` (default 100, 1..=1000) |
+//! | `GET /incidents/{id}` | one incident, or 404 |
+//!
+//! Every error, unknown routes (404) and wrong methods (405) included, is JSON:
+//! `{"error": {"code": "...", "message": "..."}}` ([`ApiError`]). A bad query value is 400,
+//! an unknown query parameter too (a typo must not silently widen the answer).
+//!
+//! Handlers never block the async workers: store reads (redb read transactions, which never
+//! wait for the writer) run on the blocking pool.
+//!
+//! Compatibility note: the reference's `/status` has `"sources": <count>`; it is kept, and
+//! the list of sources is `source_details`.
+
+mod error;
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::attribute::LiveRules;
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+
+use crate::attribute::{LiveRules, Severity};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::metrics::{self, Metrics};
+use crate::store::{IncidentFilter, IncidentStatus, StatusFilter, Store, StoreError};
+
+/// The default number of incidents `GET /incidents` returns.
+pub const DEFAULT_INCIDENT_LIMIT: usize = 100;
+/// The most incidents one `GET /incidents` returns.
+pub const MAX_INCIDENT_LIMIT: usize = 1000;
 
 /// A configured source as `/status` lists it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SourceInfo {
     /// Name.
     pub name: String,
-    /// Type.
+    /// Type (`file`, `webhook`).
+    #[serde(rename = "type")]
     pub kind: String,
     /// Glob or listen address.
     pub detail: String,
@@ -21,29 +62,342 @@ pub struct SourceInfo {
 /// Shared state of the API handlers.
 #[derive(Debug)]
 pub struct ApiState {
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    rules: Arc<LiveRules>,
+    sources: Vec<SourceInfo>,
+    started_at: Timestamp,
+    started: Instant,
 }
 
 impl ApiState {
-    /// The state.
+    /// The state of a daemon that started at `started_at` (wall clock, for `/status`);
+    /// uptime is measured from this call.
     pub fn new(
-        _store: Arc<Store>,
+        store: Arc<Store>,
         metrics: Arc<Metrics>,
-        _config: Arc<Config>,
-        _rules: Arc<LiveRules>,
-        _sources: Vec<SourceInfo>,
+        config: Arc<Config>,
+        rules: Arc<LiveRules>,
+        sources: Vec<SourceInfo>,
+        started_at: Timestamp,
     ) -> ApiState {
-        ApiState { metrics }
+        ApiState {
+            store,
+            metrics,
+            config,
+            rules,
+            sources,
+            started_at,
+            started: Instant::now(),
+        }
     }
 }
 
-/// The router.
-pub fn router(state: Arc<ApiState>) -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let s = state.clone();
-            async move { s.metrics.render() }
-        }),
+/// The API router (wrap it with [`crate::net::harden`]).
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/metrics", get(prometheus))
+        .route("/metrics.json", get(metrics_json))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{id}", get(incident))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see GET /status, /metrics, /incidents")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed("GET, HEAD")
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let by_status = blocking(move || store.status_counts()).await?;
+    let total: u64 = by_status.values().sum();
+    let active: u64 = by_status
+        .iter()
+        .filter(|(st, _)| st.is_active())
+        .map(|(_, n)| n)
+        .sum();
+    let by_status: serde_json::Map<String, Value> = IncidentStatus::ALL
+        .iter()
+        .map(|st| {
+            (
+                st.as_str().to_string(),
+                json!(by_status.get(st).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let c = &s.config;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": s.started_at.to_string(),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "sources": s.sources.len(),
+        "components": s.rules.snapshot().manifest.len(),
+        "active_incidents": active,
+        "total_fixes": 0,
+        "arbiter_configured": c.arbiter.api_endpoint.is_some(),
+        "stigmergy_configured": c.stigmergy.endpoint.is_some(),
+        "ledger_configured": c.ledger.ledger_api.is_some(),
+        "pact_configured": c.pact.project_dir.is_some() || c.pact.api_endpoint.is_some(),
+        "incidents": total,
+        "incidents_by_status": by_status,
+        "source_details": s.sources,
+    })))
+}
+
+async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        s.metrics.render(),
     )
+        .into_response()
+}
+
+async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let by_status = blocking(move || store.status_counts()).await?;
+    let total: u64 = by_status.values().sum();
+    let active: u64 = by_status
+        .iter()
+        .filter(|(st, _)| st.is_active())
+        .map(|(_, n)| n)
+        .sum();
+    Ok(Json(json!({
+        "total_incidents": total,
+        "active_incidents": active,
+        "total_fixes_attempted": 0,
+        "fixes_succeeded": 0,
+        "fixes_failed": 0,
+        "total_spend_usd": 0.0,
+        "components_registered": s.rules.snapshot().manifest.len(),
+    })))
+}
+
+async fn incidents(
+    State(s): State<Arc<ApiState>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let (filter, limit) = incident_query(&params)?;
+    let store = s.store.clone();
+    let found = blocking(move || store.find_incidents(&filter, limit)).await?;
+    Ok(Json(found).into_response())
+}
+
+/// Parses the query of `GET /incidents`.
+fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize), ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut filter = IncidentFilter::default();
+    let mut limit = DEFAULT_INCIDENT_LIMIT;
+    for (k, v) in params {
+        match k.as_str() {
+            "status" => {
+                filter.status = Some(if v == "active" {
+                    StatusFilter::Active
+                } else {
+                    StatusFilter::Is(IncidentStatus::from_name(v).ok_or_else(|| {
+                        let names: Vec<&str> =
+                            IncidentStatus::ALL.iter().map(|s| s.as_str()).collect();
+                        bad(format!(
+                            "status {:?} is not one of active, {}",
+                            clip(v),
+                            names.join(", ")
+                        ))
+                    })?)
+                });
+            }
+            "component" => {
+                if v.is_empty() {
+                    return Err(bad("component must not be empty".into()));
+                }
+                filter.component = Some(v.clone());
+            }
+            "severity" => {
+                filter.severity = Some(v.parse::<Severity>().map_err(|_| {
+                    bad(format!(
+                        "severity {:?} is not one of low, medium, high, critical, compliance",
+                        clip(v)
+                    ))
+                })?);
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_INCIDENT_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "limit {:?} is not a number in 1..={MAX_INCIDENT_LIMIT}",
+                            clip(v)
+                        ))
+                    })?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter {:?}; use status, component, severity, limit",
+                    clip(other)
+                )));
+            }
+        }
+    }
+    Ok((filter, limit))
+}
+
+async fn incident(
+    State(s): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+    let store = s.store.clone();
+    let key = id.clone();
+    match blocking(move || store.incident(&key)).await? {
+        Some(inc) => Ok(Json(inc).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no incident with id {:?}",
+            clip(&id)
+        ))),
+    }
+}
+
+/// Runs a store read on the blocking pool. Store errors are logged (they name the file)
+/// and answered 503 without the detail.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "API: reading the store failed");
+            Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store could not be read; see Sentinel's log",
+            )
+            .with_retry_after(1))
+        }
+        Err(_) => Err(ApiError::internal("reading the store failed")),
+    }
+}
+
+/// At most 64 bytes of a client-supplied value, to quote it back.
+fn clip(v: &str) -> &str {
+    let mut end = v.len().min(64);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn state(dir: &std::path::Path) -> Arc<ApiState> {
+        let store = Arc::new(Store::open(&dir.join("s.redb")).unwrap());
+        let config = Arc::new(Config::defaults(dir, None));
+        Arc::new(ApiState::new(
+            store,
+            Arc::new(Metrics::new()),
+            config,
+            crate::attribute::LiveRules::with_manifest(crate::attribute::Manifest::default()),
+            vec![SourceInfo {
+                name: "hook".into(),
+                kind: "webhook".into(),
+                detail: "127.0.0.1:1".into(),
+            }],
+            Timestamp::UNIX_EPOCH,
+        ))
+    }
+
+    async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn routes_answer_json_and_errors_have_one_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()));
+        let (st, v) = get(&app, "/health").await;
+        assert_eq!((st, v), (StatusCode::OK, json!({"status": "ok"})));
+        let (st, v) = get(&app, "/status").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["sources"], 1);
+        assert_eq!(v["source_details"][0]["type"], "webhook");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["started_at"], "1970-01-01T00:00:00Z");
+        let (st, v) = get(&app, "/incidents").await;
+        assert_eq!((st, v), (StatusCode::OK, json!([])));
+        let (st, v) = get(&app, "/nope").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["code"], "not_found");
+        let (st, v) = get(&app, "/incidents/abc").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["code"], "not_found");
+        for bad in [
+            "/incidents?limit=0",
+            "/incidents?limit=1001",
+            "/incidents?limit=x",
+            "/incidents?status=open",
+            "/incidents?severity=urgent",
+            "/incidents?colour=red",
+        ] {
+            let (st, v) = get(&app, bad).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(v["error"]["code"], "invalid_query", "{bad}");
+        }
+        let resp = app
+            .clone()
+            .oneshot(Request::post("/status").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(resp.headers().contains_key(header::ALLOW));
+    }
+
+    #[test]
+    fn incident_query_parses_every_filter() {
+        let p = |s: &[(&str, &str)]| {
+            s.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let (f, limit) = incident_query(&p(&[
+            ("status", "active"),
+            ("component", "auth"),
+            ("severity", "HIGH"),
+            ("limit", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(f.status, Some(StatusFilter::Active));
+        assert_eq!(f.component.as_deref(), Some("auth"));
+        assert_eq!(f.severity, Some(Severity::High));
+        assert_eq!(limit, 5);
+        let (f, limit) = incident_query(&p(&[("status", "escalated")])).unwrap();
+        assert_eq!(f.status, Some(StatusFilter::Is(IncidentStatus::Escalated)));
+        assert_eq!(limit, DEFAULT_INCIDENT_LIMIT);
+    }
 }

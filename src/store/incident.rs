@@ -18,7 +18,9 @@ pub const INCIDENT_FORMAT: u8 = 1;
 pub const SAMPLE_MAX_BYTES: usize = 4096;
 
 /// An incident's lifecycle state (reference/SPEC.md §7.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum IncidentStatus {
@@ -51,6 +53,22 @@ impl IncidentStatus {
             IncidentStatus::Resolved => "resolved",
             IncidentStatus::Escalated => "escalated",
         }
+    }
+
+    /// Every status, in lifecycle order.
+    pub const ALL: [IncidentStatus; 7] = [
+        IncidentStatus::Detected,
+        IncidentStatus::Triaging,
+        IncidentStatus::Diagnosing,
+        IncidentStatus::Remediating,
+        IncidentStatus::Verifying,
+        IncidentStatus::Resolved,
+        IncidentStatus::Escalated,
+    ];
+
+    /// The status named `name` (lowercase, as [`IncidentStatus::as_str`] spells it).
+    pub fn from_name(name: &str) -> Option<IncidentStatus> {
+        IncidentStatus::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// Whether the incident still needs attention (not resolved or escalated).

@@ -559,6 +559,54 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` incidents matching `filter`, most recently seen first. Walks the
+    /// recency index newest first and stops at `limit` matches.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn find_incidents(
+        &self,
+        filter: &IncidentFilter,
+        limit: usize,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let txn = self.begin_read()?;
+        let recent = txn.open_table(RECENT).map_err(self.storage())?;
+        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let mut out = Vec::new();
+        for entry in recent.iter().map_err(self.storage())?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = entry.map_err(self.storage())?;
+            let (_, fp) = k.value();
+            if let Some(inc) = self.load(&incidents, &counts, fp)?
+                && filter.matches(&inc)
+            {
+                out.push(inc);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of incidents in each status (statuses without incidents are absent).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn status_counts(&self) -> Result<BTreeMap<IncidentStatus, u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let mut out = BTreeMap::new();
+        for e in incidents.iter().map_err(self.storage())? {
+            let (k, v) = e.map_err(self.storage())?;
+            let inc = self.decode(k.value(), v.value())?;
+            *out.entry(inc.status).or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
     /// The incident with this id.
     ///
     /// # Errors
@@ -637,6 +685,45 @@ impl Store {
                 detail: format!("incident {fp:016x}: {e}"),
             },
         })
+    }
+}
+
+/// Which incidents [`Store::find_incidents`] returns; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IncidentFilter {
+    /// The status.
+    pub status: Option<StatusFilter>,
+    /// The component id, exactly.
+    pub component: Option<String>,
+    /// The severity.
+    pub severity: Option<Severity>,
+}
+
+/// A status condition of an [`IncidentFilter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusFilter {
+    /// Exactly this status.
+    Is(IncidentStatus),
+    /// Any status that still needs attention ([`IncidentStatus::is_active`]).
+    Active,
+}
+
+impl IncidentFilter {
+    /// Whether `inc` passes.
+    pub fn matches(&self, inc: &Incident) -> bool {
+        let status = match self.status {
+            None => true,
+            Some(StatusFilter::Is(s)) => inc.status == s,
+            Some(StatusFilter::Active) => inc.status.is_active(),
+        };
+        status
+            && self
+                .component
+                .as_ref()
+                .is_none_or(|c| *c == inc.component_id)
+            && self.severity.is_none_or(|s| s == inc.severity)
     }
 }
 
@@ -1113,6 +1200,67 @@ mod tests {
             Fingerprint(3)
         );
         assert!(store.incident("ffffffffffff").unwrap().is_none());
+    }
+
+    #[test]
+    fn find_incidents_filters_newest_first_and_status_counts_cover_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut at = ts("2026-01-01T00:00:00Z");
+        for (fp, component, severity) in [
+            (1, "auth", Severity::High),
+            (2, "pay", Severity::Medium),
+            (3, "auth", Severity::Medium),
+            (4, "", Severity::Critical),
+        ] {
+            let mut d = delta(fp, 1);
+            let new = d.new.as_mut().unwrap();
+            new.component_id = component.into();
+            new.severity = severity;
+            let mut b = IngestBatch::new();
+            b.incidents.insert(Fingerprint(fp), d);
+            store.apply(&b, at).unwrap();
+            at = at.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+        }
+        let ids = |f: &IncidentFilter, limit| -> Vec<u64> {
+            store
+                .find_incidents(f, limit)
+                .unwrap()
+                .iter()
+                .map(|i| i.fingerprint.0)
+                .collect()
+        };
+        assert_eq!(ids(&IncidentFilter::default(), 100), vec![4, 3, 2, 1]);
+        assert_eq!(ids(&IncidentFilter::default(), 2), vec![4, 3]);
+        let auth = IncidentFilter {
+            component: Some("auth".into()),
+            ..IncidentFilter::default()
+        };
+        assert_eq!(ids(&auth, 100), vec![3, 1]);
+        assert_eq!(ids(&auth, 1), vec![3]);
+        let medium_auth = IncidentFilter {
+            severity: Some(Severity::Medium),
+            ..auth.clone()
+        };
+        assert_eq!(ids(&medium_auth, 100), vec![3]);
+        let active = IncidentFilter {
+            status: Some(StatusFilter::Active),
+            ..IncidentFilter::default()
+        };
+        assert_eq!(ids(&active, 100).len(), 4);
+        let resolved = IncidentFilter {
+            status: Some(StatusFilter::Is(IncidentStatus::Resolved)),
+            ..IncidentFilter::default()
+        };
+        assert!(ids(&resolved, 100).is_empty());
+        let counts = store.status_counts().unwrap();
+        assert_eq!(counts.get(&IncidentStatus::Detected), Some(&4));
+        assert_eq!(counts.len(), 1);
+        // An update moves an incident to the front.
+        let mut b = IngestBatch::new();
+        b.incidents.insert(Fingerprint(1), delta(1, 1));
+        store.apply(&b, at).unwrap();
+        assert_eq!(ids(&auth, 100), vec![1, 3]);
     }
 
     #[test]

@@ -82,14 +82,69 @@ pub(crate) struct Daemon {
 pub(crate) struct DaemonInfo {
     pub(crate) pid: u32,
     pub(crate) api: Option<String>,
-    #[allow(dead_code)] // Used by the webhook tests.
     pub(crate) webhooks: Vec<(String, String)>,
+}
+
+impl DaemonInfo {
+    /// `http://<addr>` of the webhook source `name`.
+    pub(crate) fn webhook_url(&self, name: &str) -> String {
+        let (_, addr) = self
+            .webhooks
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no webhook {name:?} in {:?}", self.webhooks));
+        format!("http://{addr}")
+    }
+
+    /// `http://<api addr><path>`.
+    pub(crate) fn api_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.api.as_deref().expect("the API runs")
+        )
+    }
+}
+
+/// A loopback port that was free a moment ago (bind port 0, read it, close): for daemons
+/// that must come back on the same port after a restart.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A blocking HTTP client with a generous overall timeout (a failure guard, never a
+/// synchronisation).
+pub(crate) fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// The peak resident set (`VmHWM`) of a process, in KiB.
+pub(crate) fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Workspace {
     /// Starts `sentinel <args>` in the background; stderr goes to a log file in the
     /// workspace (shown when a test fails).
     pub(crate) fn spawn(&self, args: &[&str]) -> Daemon {
+        self.spawn_env(args, &[])
+    }
+
+    /// As [`Workspace::spawn`], with extra environment variables.
+    pub(crate) fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.path().join(format!("daemon-{n}.log"));
@@ -100,6 +155,7 @@ impl Workspace {
             .env("HOME", self.dir.path())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "sentinel=debug")
+            .envs(env.iter().copied())
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(err)

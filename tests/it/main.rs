@@ -1,7 +1,10 @@
 //! Integration tests: the real `sentinel` binary on temp dirs.
 
+mod api;
 mod components;
 mod ground_truth;
 mod harness;
 mod scan_cli;
+mod serve;
 mod watch;
+mod webhook;

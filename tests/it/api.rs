@@ -1,0 +1,253 @@
+//! The HTTP API on the real daemon: health, status, metrics (text and JSON), incidents with
+//! filters, and JSON errors for unknown routes, wrong methods and bad queries.
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::harness::{DaemonInfo, Workspace, http};
+
+const CONFIG: &str = "state_dir: state
+api:
+  listen: 127.0.0.1:0
+sources:
+  - type: webhook
+    name: hook
+    port: 0
+  - type: file
+    name: app
+    path: logs/*.log
+";
+
+fn get(c: &Client, info: &DaemonInfo, path: &str) -> (u16, Value) {
+    let r = c.get(info.api_url(path)).send().expect("GET");
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        ct.starts_with("application/json"),
+        "{path}: content-type {ct:?}"
+    );
+    (status, r.json().expect("JSON"))
+}
+
+fn setup() -> (Workspace, crate::harness::Daemon, DaemonInfo) {
+    let ws = Workspace::with_config(CONFIG);
+    std::fs::create_dir_all(ws.path().join("logs")).expect("mkdir");
+    ws.file(
+        "state/manifest.json",
+        r#"{"components": {"auth": {"component_id": "auth"}}}"#,
+    );
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    (ws, d, info)
+}
+
+fn ingest(c: &Client, info: &DaemonInfo, body: &str) {
+    let r = c
+        .post(info.webhook_url("hook"))
+        .header("content-type", "application/x-ndjson")
+        .body(body.to_string())
+        .send()
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn health_status_and_metrics() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    assert_eq!(get(&c, &info, "/health"), (200, json!({"status": "ok"})));
+
+    let (s, v) = get(&c, &info, "/status");
+    assert_eq!(s, 200);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["sources"], 2);
+    assert_eq!(v["components"], 1);
+    assert_eq!(v["active_incidents"], 0);
+    assert_eq!(v["total_fixes"], 0);
+    for k in [
+        "arbiter_configured",
+        "stigmergy_configured",
+        "ledger_configured",
+        "pact_configured",
+    ] {
+        assert_eq!(v[k], false, "{k}");
+    }
+    assert!(v["uptime_seconds"].is_u64());
+    let started = v["started_at"].as_str().expect("started_at");
+    assert!(started.parse::<jiff::Timestamp>().is_ok(), "{started}");
+    let details = v["source_details"].as_array().expect("source_details");
+    let hook = details.iter().find(|s| s["name"] == "hook").expect("hook");
+    assert_eq!(hook["type"], "webhook");
+    assert!(
+        hook["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("127.0.0.1:")
+    );
+    let app = details.iter().find(|s| s["name"] == "app").expect("app");
+    assert_eq!(app["type"], "file");
+
+    // Prometheus text with its content type; counters move with ingestion.
+    let scrape = |c: &Client| {
+        let r = c
+            .get(info.api_url("/metrics"))
+            .send()
+            .expect("GET /metrics");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()["content-type"],
+            sentinel::metrics::CONTENT_TYPE,
+            "Prometheus needs the 0.0.4 text content type"
+        );
+        r.text().expect("text")
+    };
+    let before = scrape(&c);
+    assert!(
+        before.contains("# TYPE sentinel_webhook_requests_total counter"),
+        "{before}"
+    );
+    assert!(
+        before.contains(r#"sentinel_error_lines_total{source="hook"} 0"#),
+        "{before}"
+    );
+    ingest(
+        &c,
+        &info,
+        "{\"error\":\"ERROR [PACT:auth:login] x\"}\n{\"error\":\"ERROR y\"}\n",
+    );
+    let after = scrape(&c);
+    for line in [
+        r#"sentinel_error_lines_total{source="hook"} 2"#,
+        r#"sentinel_keyed_lines_total{source="hook"} 1"#,
+        r#"sentinel_webhook_events_total{outcome="accepted",source="hook"} 2"#,
+        r#"sentinel_webhook_requests_total{code="200",source="hook"} 1"#,
+        r#"sentinel_incidents_created_total{severity="medium",source="hook"} 2"#,
+    ] {
+        assert!(after.contains(line), "{line} missing:\n{after}");
+    }
+    assert!(after.contains("sentinel_ingest_queue_bytes 0"), "{after}");
+
+    let (s, v) = get(&c, &info, "/metrics.json");
+    assert_eq!(s, 200);
+    assert_eq!(
+        v,
+        json!({
+            "total_incidents": 2,
+            "active_incidents": 2,
+            "total_fixes_attempted": 0,
+            "fixes_succeeded": 0,
+            "fixes_failed": 0,
+            "total_spend_usd": 0.0,
+            "components_registered": 1,
+        })
+    );
+    let (_, v) = get(&c, &info, "/status");
+    assert_eq!(v["active_incidents"], 2);
+    assert_eq!(v["incidents_by_status"]["detected"], 2);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn incidents_newest_first_with_filters_and_by_id() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    // Three incidents, in order: auth (registered), pay (unregistered), none (unattributed).
+    ingest(
+        &c,
+        &info,
+        "{\"error\":\"ERROR [PACT:auth:login] denied\"}\n",
+    );
+    ingest(
+        &c,
+        &info,
+        "{\"error\":\"ERROR [PACT:pay:charge] declined\"}\n",
+    );
+    ingest(
+        &c,
+        &info,
+        "{\"error\":\"ERROR no key gdpr_erasable field leaked\"}\n",
+    );
+    let (s, v) = get(&c, &info, "/incidents");
+    assert_eq!(s, 200);
+    let list = v.as_array().expect("an array");
+    let components: Vec<&str> = list
+        .iter()
+        .map(|i| i["component_id"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(components, ["", "pay", "auth"], "newest first");
+    let auth = &list[2];
+    assert_eq!(auth["attribution"], "registered");
+    assert_eq!(auth["pact_key"], "PACT:auth:login");
+    assert_eq!(auth["status"], "detected");
+    assert_eq!(auth["count"], 1);
+    assert_eq!(auth["source"], "hook");
+
+    let ids = |path: &str| -> Vec<String> {
+        let (s, v) = get(&c, &info, path);
+        assert_eq!(s, 200, "{path}: {v}");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|i| i["component_id"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    assert_eq!(ids("/incidents?limit=1"), [""]);
+    assert_eq!(ids("/incidents?component=pay"), ["pay"]);
+    assert_eq!(ids("/incidents?severity=high"), [""]);
+    assert_eq!(ids("/incidents?status=active&limit=2"), ["", "pay"]);
+    assert!(ids("/incidents?status=resolved").is_empty());
+    assert!(ids("/incidents?component=nobody").is_empty());
+
+    for bad in [
+        "/incidents?limit=0",
+        "/incidents?limit=5000",
+        "/incidents?limit=ten",
+        "/incidents?status=open",
+        "/incidents?severity=urgent",
+        "/incidents?sort=asc",
+    ] {
+        let (s, v) = get(&c, &info, bad);
+        assert_eq!(s, 400, "{bad}");
+        assert_eq!(v["error"]["code"], "invalid_query", "{bad}: {v}");
+    }
+
+    let id = auth["id"].as_str().expect("id");
+    let (s, v) = get(&c, &info, &format!("/incidents/{id}"));
+    assert_eq!(s, 200);
+    assert_eq!(v["id"], id);
+    assert_eq!(v["pact_key"], "PACT:auth:login");
+    let (s, v) = get(&c, &info, "/incidents/000000000000");
+    assert_eq!(s, 404);
+    assert_eq!(v["error"]["code"], "not_found");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn unknown_routes_and_wrong_methods_are_json_errors() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    let (s, v) = get(&c, &info, "/nope");
+    assert_eq!(s, 404);
+    assert_eq!(v["error"]["code"], "not_found");
+    assert!(v["error"]["message"].is_string());
+    for path in ["/health", "/status", "/incidents", "/metrics"] {
+        let r = c.post(info.api_url(path)).body("{}").send().expect("POST");
+        assert_eq!(r.status().as_u16(), 405, "{path}");
+        assert!(r.headers().contains_key("allow"), "{path}");
+        let v: Value = r.json().expect("JSON");
+        assert_eq!(v["error"]["code"], "method_not_allowed", "{path}");
+    }
+    let r = c
+        .delete(info.api_url("/incidents/abc"))
+        .send()
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
