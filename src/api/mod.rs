@@ -1,4 +1,4 @@
-//! The daemon's HTTP API (read-only for now): health, status, metrics and incidents.
+//! The daemon's HTTP API: health, status, metrics, incidents, the manifest and registration.
 //!
 //! | route | answer |
 //! |---|---|
@@ -8,6 +8,8 @@
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | incidents as a JSON array, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `limit` (default 100, 1..=1000) |
 //! | `GET /incidents/{id}` | one incident, or 404 |
+//! | `GET /manifest` | the registered components, `{"components": {...}}` |
+//! | `POST /register` | registers a component or a Pact project (see [`register`]) |
 //!
 //! Every error, unknown routes (404) and wrong methods (405) included, is JSON:
 //! `{"error": {"code": "...", "message": "..."}}` ([`ApiError`]). A bad query value is 400,
@@ -20,6 +22,7 @@
 //! the list of sources is `source_details`.
 
 mod error;
+mod register;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,6 +106,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics.json", get(metrics_json))
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
+        .route("/manifest", get(register::manifest))
+        .route("/register", axum::routing::post(register::register))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -112,8 +117,12 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see GET /status, /metrics, /incidents")
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::method_not_allowed("GET, HEAD")
+async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
+    if uri.path() == "/register" {
+        ApiError::method_not_allowed("POST")
+    } else {
+        ApiError::method_not_allowed("GET, HEAD")
+    }
 }
 
 async fn health() -> Json<Value> {

@@ -475,3 +475,137 @@ fn register_against_the_real_pact_sample() {
     let out = ws.run(&["triage", "[PACT:5d2a8e:src_sentinel_cli] crash"]);
     assert!(stdout(&out).starts_with("component_id: src_sentinel_cli\nconfidence:   1.0\n"));
 }
+
+#[test]
+fn post_register_is_confined_to_the_configured_roots_and_applies_at_once() {
+    let ws = Workspace::with_config(&format!(
+        "state_dir: state\napi:\n  listen: 127.0.0.1:0\n  register_roots: [roots]\n\
+         pact:\n  project_dir: {}\nsources:\n  - type: file\n    path: logs/*.log\n",
+        pact_project().display()
+    ));
+    ws.file("logs/app.log", "");
+    ws.file(
+        "roots/other/contracts/extra_service/interface.json",
+        r#"{"component_id": "extra_service"}"#,
+    );
+    ws.file(
+        "outside/contracts/evil/interface.json",
+        r#"{"component_id": "evil"}"#,
+    );
+    std::os::unix::fs::symlink(ws.path().join("outside"), ws.path().join("roots/escape")).unwrap();
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    let c = crate::harness::http();
+    let post = |body: &str| {
+        let r = c
+            .post(info.api_url("/register"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().unwrap())
+    };
+
+    // A whole project, inside pact.project_dir.
+    let (s, v) = post(&format!(
+        r#"{{"pact_dir": "{}"}}"#,
+        pact_project().display()
+    ));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["registered"],
+        serde_json::json!(["auth_module", "cart_service", "payment_processor"])
+    );
+    assert_eq!(v["skipped"][0]["component_id"], "legacy_billing");
+    // One component, the reference's body, a path inside a register root.
+    let contract = ws
+        .path()
+        .join("roots/other/contracts/extra_service/interface.json");
+    let (s, v) = post(&format!(
+        r#"{{"component_id": "extra_service", "contract_path": "{}"}}"#,
+        contract.display()
+    ));
+    assert_eq!(
+        (s, &v["status"]),
+        (200, &serde_json::json!("registered")),
+        "{v}"
+    );
+    let m: serde_json::Value = c
+        .get(info.api_url("/manifest"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(m["components"].as_object().unwrap().len(), 4, "{m}");
+    assert_eq!(
+        m["components"]["extra_service"]["contract_path"],
+        std::fs::canonicalize(&contract).unwrap().to_str().unwrap()
+    );
+
+    // Applies at once: the next line of that component is registered.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(ws.path().join("logs/app.log"))
+        .unwrap();
+    f.write_all(b"ERROR [PACT:extra_service:go] failed\n")
+        .unwrap();
+    let registered = eventually(Duration::from_secs(10), || {
+        let s = ws.store()?;
+        let inc = s
+            .recent_incidents(10)
+            .ok()?
+            .into_iter()
+            .find(|i| i.method == "go")?;
+        Some(inc.attribution.as_str().to_string())
+    });
+    assert_eq!(registered.as_deref(), Some("registered"));
+
+    // Refused: outside the roots, `..`, a symlink out, bad JSON, no id, bad id, GET.
+    let outside = ws.path().join("outside");
+    for (body, code) in [
+        (
+            format!(r#"{{"pact_dir": "{}"}}"#, outside.display()),
+            "invalid_path",
+        ),
+        (
+            r#"{"pact_dir": "roots/../outside"}"#.to_string(),
+            "invalid_path",
+        ),
+        (
+            format!(
+                r#"{{"pact_dir": "{}"}}"#,
+                ws.path().join("roots/escape").display()
+            ),
+            "invalid_path",
+        ),
+        (
+            format!(
+                r#"{{"component_id": "evil", "source_path": "{}"}}"#,
+                outside.display()
+            ),
+            "invalid_path",
+        ),
+        ("{not json".to_string(), "invalid_json"),
+        (r#"{"language": "go"}"#.to_string(), "missing_field"),
+        (
+            r#"{"component_id": "no-dashes"}"#.to_string(),
+            "invalid_component_id",
+        ),
+        (
+            r#"{"component_id": "x", "language": "cobol"}"#.to_string(),
+            "invalid_language",
+        ),
+    ] {
+        let (s, v) = post(&body);
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
+    let r = c.get(info.api_url("/register")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    let m = manifest_json(&ws);
+    assert!(m["components"].get("evil").is_none());
+    assert_eq!(m["components"].as_object().unwrap().len(), 4);
+    assert!(d.term(Duration::from_secs(5)).success());
+}
