@@ -12,7 +12,8 @@ SECS=${1:-10}
 CONNS=${2:-64}
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --bin sentinel --example bare_axum
-BIN=target/release/sentinel
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/sentinel
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
@@ -21,7 +22,7 @@ trap cleanup EXIT
 rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$1"; }
 
 # 1. The baseline: a bare axum handler.
-target/release/examples/bare_axum 127.0.0.1:0 >"$TMP/bare.out" &
+"$TARGET/release/examples/bare_axum" 127.0.0.1:0 >"$TMP/bare.out" &
 PIDS+=($!)
 for _ in $(seq 200); do grep -q listening "$TMP/bare.out" && break; sleep 0.05; done
 BARE=$(sed -n 's/listening on //p' "$TMP/bare.out")
@@ -41,7 +42,8 @@ sources:
     name: hook
     port: 0
 YAML
-(cd "$TMP/s" && RUST_LOG=sentinel=warn exec "$OLDPWD/$BIN" watch) 2>"$TMP/s/daemon.log" &
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+(cd "$TMP/s" && RUST_LOG=sentinel=warn exec "$BIN" watch) 2>"$TMP/s/daemon.log" &
 SPID=$!
 PIDS+=($SPID)
 for _ in $(seq 400); do [ -s "$TMP/s/state/daemon.json" ] && break; sleep 0.05; done

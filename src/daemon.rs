@@ -154,6 +154,17 @@ async fn serve_all(
         .filter(|s| s.kind == SourceKind::Webhook)
     {
         let auth = webhook::WebhookAuth::from_env(src)?;
+        let loopback = src
+            .host
+            .parse::<std::net::IpAddr>()
+            .map_or(src.host == "localhost", |ip| ip.is_loopback());
+        if !loopback && !auth.is_required() {
+            tracing::warn!(
+                source = %src.name,
+                host = %src.host,
+                "webhook listens beyond loopback without token_env or hmac_secret_env:                  anyone who can reach it can post events"
+            );
+        }
         let router = webhook::router(
             src,
             auth,

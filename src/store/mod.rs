@@ -920,14 +920,23 @@ impl StoreTxn<'_> {
         let mut out = Vec::new();
         for id in ids {
             let key = delivery_key(scope, id);
-            let fresh = seen.get(key.as_str()).map_err(st.storage())?.is_none();
-            if fresh {
-                seen.insert(key.as_str(), now_us).map_err(st.storage())?;
-                by_time
-                    .insert((now_us, key.as_str()), ())
-                    .map_err(st.storage())?;
+            // One B-tree descent for the common case (a new id): insert, and put the
+            // original time back in the rare case the id was there (a retried delivery).
+            let old = seen
+                .insert(key.as_str(), now_us)
+                .map_err(st.storage())?
+                .map(|v| v.value());
+            match old {
+                None => {
+                    by_time
+                        .insert((now_us, key.as_str()), ())
+                        .map_err(st.storage())?;
+                }
+                Some(at) => {
+                    seen.insert(key.as_str(), at).map_err(st.storage())?;
+                }
             }
-            out.push(fresh);
+            out.push(old.is_none());
         }
         Ok(out)
     }
@@ -1261,6 +1270,32 @@ mod tests {
         b.incidents.insert(Fingerprint(1), delta(1, 1));
         store.apply(&b, at).unwrap();
         assert_eq!(ids(&auth, 100), vec![1, 3]);
+    }
+
+    #[test]
+    fn deliveries_are_new_once_keep_their_first_time_and_prune_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let t1 = ts("2026-01-01T01:00:00Z");
+        let mut txn = store.begin_write().unwrap();
+        let fresh = txn.record_deliveries("hook", ["a", "b", "a"], t0).unwrap();
+        assert_eq!(fresh, [true, true, false]);
+        txn.commit().unwrap();
+        let mut txn = store.begin_write().unwrap();
+        let fresh = txn.record_deliveries("hook", ["b", "c"], t1).unwrap();
+        assert_eq!(fresh, [false, true]);
+        // Another scope is another namespace.
+        assert_eq!(txn.record_deliveries("other", ["a"], t1).unwrap(), [true]);
+        txn.commit().unwrap();
+        // "b" was re-delivered at t1 but keeps t0: pruning before t1 forgets a and b.
+        let mut txn = store.begin_write().unwrap();
+        assert_eq!(txn.prune_deliveries(t1, 100).unwrap(), 2);
+        txn.commit().unwrap();
+        assert!(!store.delivery_seen("hook", "a").unwrap());
+        assert!(!store.delivery_seen("hook", "b").unwrap());
+        assert!(store.delivery_seen("hook", "c").unwrap());
+        assert!(store.delivery_seen("other", "a").unwrap());
     }
 
     #[test]

@@ -87,6 +87,11 @@ impl IngestBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Whether `bytes` more would fit now (no reservation is made).
+    pub fn would_fit(&self, bytes: usize) -> bool {
+        self.used_bytes().saturating_add(bytes) <= self.max
+    }
+
     /// Reserves `bytes`, or `None` when that would pass the limit.
     pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
         self.take(bytes).then(|| Reservation {
@@ -473,7 +478,13 @@ impl Hook {
                 decompressed: false,
             }));
         }
-        let Some(mut held) = self.budget.try_reserve(declared.unwrap_or(0)) else {
+        // Admission: a body that cannot fit now is refused before it is read. The bytes
+        // are then held as they arrive (a slow sender holds only what it sent).
+        let held = declared
+            .is_none_or(|n| self.budget.would_fit(n))
+            .then(|| self.budget.try_reserve(0))
+            .flatten();
+        let Some(mut held) = held else {
             drain(body, limit).await;
             return Err(self.over_budget());
         };
@@ -872,6 +883,7 @@ mod tests {
     fn the_budget_is_shared_and_given_back() {
         let b = Arc::new(IngestBudget::new(100));
         let mut r1 = b.try_reserve(60).unwrap();
+        assert!(b.would_fit(40) && !b.would_fit(41));
         assert!(b.try_reserve(41).is_none());
         let r2 = b.try_reserve(40).unwrap();
         assert!(!r1.grow(1));
