@@ -17,6 +17,10 @@
 //! formats over loopback (`fake_llm`, test-only), which exercises the HTTP, retry and
 //! parsing code for real.
 
+#[cfg(all(test, feature = "daemon"))]
+pub(crate) mod fake_llm;
+#[cfg(feature = "daemon")]
+pub mod llm;
 pub mod redact;
 
 /// 64 unpredictable bits (SipHash under the process's random keys, which std re-keys for
