@@ -10,7 +10,9 @@
 //!
 //! Each route has a queue of canned replies, served in order; when it is empty the route's
 //! fallback ([`FakeLlm::otherwise`]) is served, or a 500 saying nothing was scripted. Every
-//! request is recorded (headers, JSON body, arrival time) before it is answered.
+//! request is recorded (headers, JSON body, arrival time) before it is answered, and
+//! [`FakeLlm::wait_for_requests`] lets a test wait (without polling) until a client running
+//! in another task has made its calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -216,6 +218,8 @@ struct Script {
 pub(crate) struct FakeLlm {
     base_url: String,
     script: Arc<Mutex<Script>>,
+    /// The number of requests received, for [`FakeLlm::wait_for_requests`].
+    count: tokio::sync::watch::Receiver<usize>,
 }
 
 impl FakeLlm {
@@ -226,10 +230,13 @@ impl FakeLlm {
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let script = Arc::new(Mutex::new(Script::default()));
+        let (count_tx, count) = tokio::sync::watch::channel(0usize);
+        let count_tx = Arc::new(count_tx);
         let route = |r: Route| {
             let script = Arc::clone(&script);
+            let count_tx = Arc::clone(&count_tx);
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                handle(Arc::clone(&script), r, headers, body)
+                handle(Arc::clone(&script), Arc::clone(&count_tx), r, headers, body)
             })
         };
         let app = axum::Router::new()
@@ -241,7 +248,18 @@ impl FakeLlm {
         FakeLlm {
             base_url: format!("http://{addr}"),
             script,
+            count,
         }
+    }
+
+    /// Returns once `n` requests have been received (for a client running in another task;
+    /// no polling).
+    pub(crate) async fn wait_for_requests(&self, n: usize) {
+        let mut count = self.count.clone();
+        count
+            .wait_for(|&c| c >= n)
+            .await
+            .expect("the fake LLM server is running");
     }
 
     /// `http://127.0.0.1:<port>` (without `/v1`).
@@ -290,6 +308,7 @@ impl FakeLlm {
 
 async fn handle(
     script: Arc<Mutex<Script>>,
+    count: Arc<tokio::sync::watch::Sender<usize>>,
     route: Route,
     headers: HeaderMap,
     body: Bytes,
@@ -302,6 +321,7 @@ async fn handle(
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             at: Instant::now(),
         });
+        count.send_replace(s.received.len());
         let queued = s.queues.get_mut(&route).and_then(VecDeque::pop_front);
         queued.or_else(|| s.fallback.get(&route).cloned())
     };

@@ -609,6 +609,37 @@ async fn half_open_probe_is_tried_once_and_closes_on_success() {
 }
 
 #[tokio::test]
+async fn a_cancelled_probe_lets_the_next_call_probe() {
+    let fake = FakeLlm::start().await;
+    let mut b = builder(&fake, LlmProvider::Anthropic);
+    b.max_retries(0).circuit_breaker(1, Duration::ZERO);
+    let client = b.build().unwrap();
+    fake.push(Route::Anthropic, Reply::status(500));
+    assert!(client.complete(&request()).await.is_err());
+    // The probe hangs; while it is out, other calls fail fast.
+    fake.push(Route::Anthropic, Reply::hang());
+    let probe = tokio::spawn({
+        let client = client.clone();
+        async move { client.complete(&request()).await }
+    });
+    fake.wait_for_requests(2).await;
+    let err = client.complete(&request()).await.unwrap_err();
+    assert!(
+        matches!(err, LlmError::CircuitOpen { retry_in } if retry_in == Duration::ZERO),
+        "{err:?}"
+    );
+    // Cancel it: the breaker must not stay half-open with a probe nobody will finish.
+    probe.abort();
+    assert!(probe.await.unwrap_err().is_cancelled());
+    fake.push(
+        Route::Anthropic,
+        Reply::anthropic_tool(TOOL, answer(), usage(1, 1, 0, 0)),
+    );
+    client.complete(&request()).await.unwrap();
+    assert_eq!(fake.request_count(), 3);
+}
+
+#[tokio::test]
 async fn request_errors_do_not_trip_the_breaker() {
     let fake = FakeLlm::start().await;
     fake.otherwise(
