@@ -19,6 +19,7 @@ pub mod config;
 pub mod corpus;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod fix;
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod net;

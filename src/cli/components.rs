@@ -388,10 +388,20 @@ auto_remediate: false
 
 # The LLM the fixer and triage use.
 llm:
-  provider: anthropic               # anthropic | openai (also OpenAI-compatible servers)
+  provider: anthropic               # anthropic | openai (also OpenAI-compatible servers:
+                                    # Ollama, vLLM, llama.cpp's llama-server, ...)
   model: claude-sonnet-4-20250514
-  max_tokens: 8192
+  max_tokens: 8192                  # output tokens per call
   budget_per_fix: 2.0               # USD; checked before every call
+  # base_url: https://api.anthropic.com   # default by provider (openai: https://api.openai.com;
+                                          # Ollama: http://localhost:11434)
+  # api_key_env: ANTHROPIC_API_KEY        # the variable holding the key (openai: OPENAI_API_KEY;
+                                          # optional for local OpenAI-compatible servers)
+  timeout_seconds: 120              # per HTTP request
+  max_retries: 3                    # on 429, 529, 5xx, timeouts, connection errors
+  price_input_per_mtok: 3.0         # USD per million tokens (0 for local models)
+  price_output_per_mtok: 15.0
+  max_concurrent_fixes: 2
 
 # Spending caps in USD over the durable spend log.
 budget:
