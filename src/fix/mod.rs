@@ -17,6 +17,7 @@
 //! formats over loopback (`fake_llm`, test-only), which exercises the HTTP, retry and
 //! parsing code for real.
 
+pub mod budget;
 #[cfg(all(test, feature = "daemon"))]
 pub(crate) mod fake_llm;
 #[cfg(feature = "daemon")]

@@ -63,6 +63,9 @@ const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
 const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
 /// Webhook delivery ids (`scope \0 id`) already counted, with the time they were recorded.
 const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
+/// The fixer's spend log: (time in µs, sequence) → (incident id, micro-USD). Never pruned
+/// within the 30-day window the caps look at (older entries may be dropped).
+const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("spend_log");
 /// The same ids by time, for pruning.
 const DELIVERIES_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("deliveries_by_time");
@@ -607,6 +610,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The spend entries at or after `since`: (time, incident id, micro-USD), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn spend_since(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, String, u64)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(SPEND) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.range((micros(since), 0)..).map_err(self.storage())? {
+            let (k, v) = row.map_err(self.storage())?;
+            let (incident, amount) = v.value();
+            let at = Timestamp::from_microsecond(k.value().0 as i64).unwrap_or(since);
+            out.push((at, incident.to_string(), amount));
+        }
+        Ok(out)
+    }
+
     /// The incident with this id.
     ///
     /// # Errors
@@ -867,6 +895,33 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         Ok(changed.len())
+    }
+
+    /// Appends a spend entry (micro-USD charged to `incident` at `now`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn record_spend(
+        &mut self,
+        incident: &str,
+        micro_usd: u64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(SPEND).map_err(st.storage())?;
+        let at = micros(now);
+        // The next sequence number at this microsecond (entries are never overwritten).
+        let seq = t
+            .range((at, 0)..=(at, u64::MAX))
+            .map_err(st.storage())?
+            .next_back()
+            .transpose()
+            .map_err(st.storage())?
+            .map_or(0, |(k, _)| k.value().1 + 1);
+        t.insert((at, seq), (incident, micro_usd))
+            .map_err(st.storage())?;
+        Ok(())
     }
 
     /// Records the position of a file: it commits with the counts its lines produced.
