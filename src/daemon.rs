@@ -59,6 +59,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     crate::config::create_state_dir(&config.state_dir)?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db)?);
+    store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
     store::write_owner(&db, options.command);
     let (rules, warnings) = crate::attribute::ledger::load_rules(&config)?;
     for w in &warnings {

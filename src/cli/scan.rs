@@ -184,7 +184,11 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         None
     } else {
         create_state_dir(&config.state_dir)?;
-        Some(Store::open(&config.db_path()).context("opening the store")?)
+        Some({
+            let s = Store::open(&config.db_path()).context("opening the store")?;
+            s.set_fix_policy(crate::store::FixPolicy::from_config(config));
+            s
+        })
     };
     report.store = store.as_ref().map(|s| s.path().to_path_buf());
 

@@ -32,6 +32,7 @@
 //! is an error naming the file; it is never silently reset.
 
 pub mod incident;
+pub mod jobs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ use redb::{
 };
 
 pub use incident::{DecodeError, Incident, IncidentStatus, SAMPLE_MAX_BYTES};
+pub use jobs::{Action, FixJob, FixPolicy, JobState};
 
 use crate::attribute::{AttributionStatus, Severity};
 use crate::scan::Fingerprint;
@@ -63,6 +65,12 @@ const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
 const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
 /// Webhook delivery ids (`scope \0 id`) already counted, with the time they were recorded.
 const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
+/// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).
+const WINDOWS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_windows");
+/// Incidents that turned actionable: fingerprint → fix job sequence (0: escalated instead).
+const ACTIONED: TableDefinition<u64, u64> = TableDefinition::new("incident_actioned");
+/// The fix-job queue: sequence → encoded [`FixJob`].
+const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
 /// The fixer's spend log: (time in µs, sequence) → (incident id, micro-USD). Never pruned
 /// within the 30-day window the caps look at (older entries may be dropped).
 const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("spend_log");
@@ -266,6 +274,8 @@ pub struct ApplyOutcome {
     /// Count-only deltas of incidents that do not exist yet: nothing of them was applied.
     /// The caller keeps them until a delta with creation fields arrives.
     pub deferred: Vec<IncidentDelta>,
+    /// Incidents that turned actionable in this batch: (id, what was done).
+    pub actions: Vec<(String, Action)>,
 }
 
 enum Handle {
@@ -277,6 +287,7 @@ enum Handle {
 pub struct Store {
     handle: Handle,
     path: PathBuf,
+    policy: std::sync::RwLock<FixPolicy>,
 }
 
 impl std::fmt::Debug for Store {
@@ -300,6 +311,7 @@ impl Store {
         let store = Store {
             handle: Handle::Rw(db),
             path: path.to_path_buf(),
+            policy: std::sync::RwLock::new(FixPolicy::default()),
         };
         store.init_schema()?;
         Ok(store)
@@ -321,9 +333,50 @@ impl Store {
         let store = Store {
             handle: Handle::Ro(db),
             path: path.to_path_buf(),
+            policy: std::sync::RwLock::new(FixPolicy::default()),
         };
         store.check_schema()?;
         Ok(Some(store))
+    }
+
+    /// Sets when incidents become actionable and what is done then (see [`jobs`]).
+    pub fn set_fix_policy(&self, policy: FixPolicy) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    fn fix_policy(&self) -> FixPolicy {
+        *self
+            .policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The fix jobs, in queue order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable job.
+    pub fn fix_jobs(&self) -> Result<Vec<FixJob>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(FIX_JOBS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(self.storage())? {
+            let (_, v) = row.map_err(self.storage())?;
+            out.push(
+                FixJob::decode(v.value()).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail,
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     /// The database file.
@@ -789,6 +842,14 @@ impl StoreTxn<'_> {
         let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
         let mut recent = txn.open_table(RECENT).map_err(st.storage())?;
         let now_us = micros(now);
+        let policy = st.fix_policy();
+        let mut windows = txn.open_table(WINDOWS).map_err(st.storage())?;
+        let mut actioned = txn.open_table(ACTIONED).map_err(st.storage())?;
+        let mut jobs = txn.open_table(FIX_JOBS).map_err(st.storage())?;
+        let mut next_job = jobs
+            .last()
+            .map_err(st.storage())?
+            .map_or(1, |(k, _)| k.value() + 1);
         // Apply in fingerprint order: deterministic ids when two collide.
         let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
         deltas.sort_unstable_by_key(|d| d.fingerprint);
@@ -804,6 +865,27 @@ impl StoreTxn<'_> {
                         .insert(fp, (count + d.count, last))
                         .map_err(st.storage())?;
                     outcome.updated.push(d.fingerprint);
+                    let due = actioned.get(fp).map_err(st.storage())?.is_none()
+                        && window_reached(&mut windows, fp, d.count, now_us, &policy)
+                            .map_err(st.storage())?;
+                    let stored = if due {
+                        let v = incidents.get(fp).map_err(st.storage())?;
+                        v.map(|v| v.value().to_vec())
+                    } else {
+                        None
+                    };
+                    if let Some(bytes) = stored {
+                        let mut inc = st.decode(fp, &bytes)?;
+                        let action = act(&mut inc, &policy, &mut jobs, &mut next_job, now)
+                            .map_err(st.storage())?;
+                        actioned
+                            .insert(fp, action_seq(&action))
+                            .map_err(st.storage())?;
+                        incidents
+                            .insert(fp, inc.encode().as_slice())
+                            .map_err(st.storage())?;
+                        outcome.actions.push((inc.id.clone(), action));
+                    }
                 }
                 None => {
                     let Some(new) = &d.new else {
@@ -813,7 +895,7 @@ impl StoreTxn<'_> {
                     let id = free_id(&ids, d.fingerprint).map_err(st.storage())?;
                     ids.insert(id.as_str(), fp).map_err(st.storage())?;
                     outcome.created_ids.push(id.clone());
-                    let incident = Incident {
+                    let mut incident = Incident {
                         id,
                         fingerprint: d.fingerprint,
                         normalized: new.normalized.clone(),
@@ -830,6 +912,16 @@ impl StoreTxn<'_> {
                         source: new.source.clone(),
                         resolution: String::new(),
                     };
+                    if window_reached(&mut windows, fp, d.count, now_us, &policy)
+                        .map_err(st.storage())?
+                    {
+                        let action = act(&mut incident, &policy, &mut jobs, &mut next_job, now)
+                            .map_err(st.storage())?;
+                        actioned
+                            .insert(fp, action_seq(&action))
+                            .map_err(st.storage())?;
+                        outcome.actions.push((incident.id.clone(), action));
+                    }
                     incidents
                         .insert(fp, incident.encode().as_slice())
                         .map_err(st.storage())?;
@@ -1126,6 +1218,77 @@ fn delivery_key(scope: &str, id: &str) -> String {
 /// decide how much memory a scan takes.
 pub const CACHE_BYTES: usize = 32 << 20;
 
+/// Counts `n` occurrences into the incident's window; true when the threshold is reached
+/// (the window is then forgotten: the incident is actioned once).
+fn window_reached(
+    windows: &mut redb::Table<'_, u64, (u64, u64)>,
+    fp: u64,
+    n: u64,
+    now_us: u64,
+    policy: &FixPolicy,
+) -> Result<bool, redb::StorageError> {
+    if n >= policy.threshold {
+        if policy.threshold > 1 {
+            windows.remove(fp)?;
+        }
+        return Ok(true);
+    }
+    let (start, seen) = windows.get(fp)?.map_or((now_us, 0), |v| v.value());
+    let (start, seen) = if now_us.saturating_sub(start) > policy.window_us {
+        (now_us, n)
+    } else {
+        (start, seen + n)
+    };
+    if seen >= policy.threshold {
+        windows.remove(fp)?;
+        Ok(true)
+    } else {
+        windows.insert(fp, (start, seen))?;
+        Ok(false)
+    }
+}
+
+/// What happens to an incident that turned actionable (see [`jobs`]).
+fn act(
+    inc: &mut Incident,
+    policy: &FixPolicy,
+    jobs: &mut redb::Table<'_, u64, &[u8]>,
+    next_job: &mut u64,
+    now: Timestamp,
+) -> Result<Action, redb::StorageError> {
+    if !policy.auto_remediate {
+        inc.status = IncidentStatus::Escalated;
+        inc.resolution = "auto_remediate_disabled".into();
+        return Ok(Action::Escalated("auto_remediate_disabled"));
+    }
+    if inc.attribution != AttributionStatus::Registered {
+        inc.status = IncidentStatus::Escalated;
+        inc.resolution = "component_not_registered".into();
+        return Ok(Action::Escalated("component_not_registered"));
+    }
+    let seq = *next_job;
+    *next_job += 1;
+    let job = FixJob {
+        seq,
+        incident_id: inc.id.clone(),
+        fingerprint: inc.fingerprint.0,
+        component_id: inc.component_id.clone(),
+        state: JobState::Queued,
+        created_at: now,
+        updated_at: now,
+        attempts: 0,
+    };
+    jobs.insert(seq, job.encode().as_slice())?;
+    Ok(Action::Queued(seq))
+}
+
+fn action_seq(a: &Action) -> u64 {
+    match a {
+        Action::Queued(seq) => *seq,
+        Action::Escalated(_) => 0,
+    }
+}
+
 fn builder() -> Builder {
     let mut b = Builder::new();
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
@@ -1270,6 +1433,11 @@ mod tests {
     fn find_incidents_filters_newest_first_and_status_counts_cover_all() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Never actionable: every incident stays `detected`.
+        store.set_fix_policy(FixPolicy {
+            threshold: u64::MAX,
+            ..FixPolicy::default()
+        });
         let mut at = ts("2026-01-01T00:00:00Z");
         for (fp, component, severity) in [
             (1, "auth", Severity::High),
@@ -1471,6 +1639,129 @@ mod tests {
             Store::open_read_only(&path),
             Err(StoreError::Newer { .. })
         ));
+    }
+
+    fn registered(fp: u64, count: u64) -> IngestBatch {
+        let mut d = delta(fp, count);
+        let new = d.new.as_mut().unwrap();
+        new.component_id = "auth".into();
+        new.attribution = AttributionStatus::Registered;
+        let mut b = IngestBatch::new();
+        b.incidents.insert(Fingerprint(fp), d);
+        b
+    }
+
+    fn counts_only(fp: u64, count: u64) -> IngestBatch {
+        let mut b = IngestBatch::new();
+        b.incidents.insert(
+            Fingerprint(fp),
+            IncidentDelta::count_only(Fingerprint(fp), count),
+        );
+        b
+    }
+
+    #[test]
+    fn ten_thousand_repeats_queue_exactly_one_fix_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.set_fix_policy(FixPolicy {
+            threshold: 1,
+            window_us: 300_000_000,
+            auto_remediate: true,
+        });
+        let now = ts("2026-01-01T00:00:00Z");
+        let out = store.apply(&registered(7, 1), now).unwrap();
+        assert!(
+            matches!(out.actions[..], [(_, Action::Queued(1))]),
+            "{:?}",
+            out.actions
+        );
+        for _ in 0..100 {
+            let out = store.apply(&counts_only(7, 100), now).unwrap();
+            assert!(out.actions.is_empty());
+        }
+        let jobs = store.fix_jobs().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].component_id, "auth");
+        assert_eq!(jobs[0].state, JobState::Queued);
+        let inc = store.incident(&jobs[0].incident_id).unwrap().unwrap();
+        assert_eq!(inc.count, 10_001);
+        assert_eq!(inc.status, IncidentStatus::Detected, "waits for a fixer");
+        // 50 distinct errors: 50 jobs, in order.
+        for fp in 100..150 {
+            store.apply(&registered(fp, 1), now).unwrap();
+        }
+        let seqs: Vec<u64> = store.fix_jobs().unwrap().iter().map(|j| j.seq).collect();
+        assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+        // Unregistered: escalated, no job.
+        let out = store.apply(&batch(&[(9, 1)]), now).unwrap();
+        assert!(matches!(
+            out.actions[..],
+            [(_, Action::Escalated("component_not_registered"))]
+        ));
+        assert_eq!(store.fix_jobs().unwrap().len(), 51);
+    }
+
+    #[test]
+    fn the_threshold_counts_occurrences_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.set_fix_policy(FixPolicy {
+            threshold: 3,
+            window_us: 60_000_000,
+            auto_remediate: false,
+        });
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let at = |s: i64| t0.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
+        assert!(
+            store
+                .apply(&registered(5, 1), at(0))
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+        assert!(
+            store
+                .apply(&counts_only(5, 1), at(30))
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+        // The window expired: counting restarts at 1 here.
+        assert!(
+            store
+                .apply(&counts_only(5, 1), at(100))
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+        assert!(
+            store
+                .apply(&counts_only(5, 1), at(110))
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+        let out = store.apply(&counts_only(5, 1), at(120)).unwrap();
+        assert!(
+            matches!(
+                out.actions[..],
+                [(_, Action::Escalated("auto_remediate_disabled"))]
+            ),
+            "{:?}",
+            out.actions
+        );
+        let inc = &store.recent_incidents(1).unwrap()[0];
+        assert_eq!(inc.status, IncidentStatus::Escalated);
+        assert_eq!(inc.resolution, "auto_remediate_disabled");
+        assert!(
+            store
+                .apply(&counts_only(5, 10), at(130))
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+        assert!(store.fix_jobs().unwrap().is_empty());
     }
 }
 

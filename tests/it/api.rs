@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 
 use crate::harness::{DaemonInfo, Workspace, http};
 
+// A threshold never reached: incidents stay `detected` (see tests/it/components.rs and the
+// store's unit tests for what happens when they become actionable).
 const CONFIG: &str = "state_dir: state
+error_threshold:
+  count: 1000000
 api:
   listen: 127.0.0.1:0
 sources:

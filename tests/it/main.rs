@@ -2,6 +2,7 @@
 
 mod api;
 mod components;
+mod fixer;
 mod ground_truth;
 mod harness;
 mod scan_cli;

@@ -59,7 +59,9 @@ fn scan_counts_attributes_and_rescans_without_duplicates() {
 
     let out = ws.run(&["report"]);
     let text = stdout(&out);
-    assert!(text.contains("[..]"), "{text}");
+    // auto_remediate is off: actionable incidents are escalated (the reference's semantics).
+    assert!(text.contains("[!!]"), "{text}");
+    assert!(login["resolution"] == "auto_remediate_disabled", "{login}");
     assert!(text.contains("auth                "), "{text}");
     assert!(text.contains("unknown"), "{text}");
 }

@@ -1,0 +1,130 @@
+//! The durable fix-job queue and the policy that fills it.
+//!
+//! An incident becomes *actionable* when it occurred `error_threshold.count` times within
+//! `window_seconds` (a window that starts at the first occurrence it counts and restarts
+//! after it expires). In the same transaction that made it actionable, exactly once per
+//! incident:
+//!
+//! - `auto_remediate` on and the incident attributed to a registered component: one
+//!   [`FixJob`] is queued, and the incident waits in `detected` for a fixer to take it;
+//! - `auto_remediate` on, no registered component: escalated, resolution
+//!   `component_not_registered` (the reference left such incidents `detected` forever);
+//! - `auto_remediate` off: escalated, resolution `auto_remediate_disabled` (the reference's
+//!   semantics); a fix can still be asked for by hand.
+//!
+//! Repeats of an incident after that never queue another job: 10 000 repeats of one error
+//! line make one job.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// The format byte of encoded jobs.
+pub const JOB_FORMAT: u8 = 1;
+
+/// When incidents become actionable and what happens then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixPolicy {
+    /// Occurrences needed within the window (≥ 1).
+    pub threshold: u64,
+    /// The window, in microseconds.
+    pub window_us: u64,
+    /// Queue fix jobs (else escalate).
+    pub auto_remediate: bool,
+}
+
+impl Default for FixPolicy {
+    fn default() -> FixPolicy {
+        FixPolicy {
+            threshold: 1,
+            window_us: 300_000_000,
+            auto_remediate: false,
+        }
+    }
+}
+
+impl FixPolicy {
+    /// The policy `config` sets.
+    pub fn from_config(config: &Config) -> FixPolicy {
+        FixPolicy {
+            threshold: config.error_threshold.count.max(1),
+            window_us: config
+                .error_threshold
+                .window_seconds
+                .saturating_mul(1_000_000),
+            auto_remediate: config.auto_remediate,
+        }
+    }
+}
+
+/// A fix job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum JobState {
+    /// Waiting for a fixer.
+    Queued,
+    /// A fixer works on it.
+    Running,
+    /// Fixed.
+    Succeeded,
+    /// Not fixed (escalated).
+    Failed,
+}
+
+/// One queued fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixJob {
+    /// Queue order.
+    pub seq: u64,
+    /// The incident.
+    pub incident_id: String,
+    /// Its fingerprint.
+    pub fingerprint: u64,
+    /// The component to fix.
+    pub component_id: String,
+    /// State.
+    pub state: JobState,
+    /// When queued.
+    pub created_at: Timestamp,
+    /// Last state change.
+    pub updated_at: Timestamp,
+    /// Fix attempts started.
+    pub attempts: u32,
+}
+
+impl FixJob {
+    /// The stored bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![JOB_FORMAT];
+        // Serialising plain data to a Vec cannot fail.
+        out.extend(serde_json::to_vec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes stored bytes.
+    ///
+    /// # Errors
+    ///
+    /// A message when the value is from a newer format or is not a job.
+    pub fn decode(b: &[u8]) -> Result<FixJob, String> {
+        match b.split_first() {
+            Some((&JOB_FORMAT, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
+            Some((v, _)) => Err(format!(
+                "fix job format {v} is not supported by this Sentinel"
+            )),
+            None => Err("empty fix job".into()),
+        }
+    }
+}
+
+/// What became of an incident that turned actionable in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// A fix job was queued (its sequence number).
+    Queued(u64),
+    /// Escalated, with this resolution.
+    Escalated(&'static str),
+}
