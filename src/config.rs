@@ -93,6 +93,15 @@ pub struct ApiConfig {
     /// `api.register_roots`: the directories `POST /register` may register from (besides
     /// `pact.project_dir`); resolved against the config file's directory.
     pub register_roots: Vec<PathBuf>,
+    /// `api.read_token_env`: the variable holding the bearer token for GETs (the write
+    /// token works too). Unset: GETs are open.
+    pub read_token_env: Option<String>,
+    /// `api.write_token_env`: the variable holding the bearer token for POSTs. Unset: POSTs
+    /// are open (the API then only binds a loopback address).
+    pub write_token_env: Option<String>,
+    /// `api.allowed_hosts`: `Host` header names accepted besides loopback names and the
+    /// listen address (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -100,6 +109,9 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT)),
             register_roots: Vec::new(),
+            read_token_env: None,
+            write_token_env: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -777,16 +789,10 @@ impl Config {
         ledger.mappings_file = ledger
             .mappings_file
             .map(|p| resolve_path(&p.to_string_lossy(), base, home));
-        let api = match &raw.api.listen {
-            None => ApiConfig {
-                register_roots,
-                ..ApiConfig::default()
-            },
+        let listen = match &raw.api.listen {
+            None => ApiConfig::default().listen,
             Some(l) => match l.value.parse::<std::net::SocketAddr>() {
-                Ok(listen) => ApiConfig {
-                    listen,
-                    register_roots,
-                },
+                Ok(listen) => listen,
                 Err(_) => {
                     return Err(invalid(
                         "api.listen".into(),
@@ -798,6 +804,13 @@ impl Config {
                     ));
                 }
             },
+        };
+        let api = ApiConfig {
+            listen,
+            register_roots,
+            read_token_env: raw.api.read_token_env.clone(),
+            write_token_env: raw.api.write_token_env.clone(),
+            allowed_hosts: raw.api.allowed_hosts.clone(),
         };
         let llm = resolve_llm(&raw.llm, &invalid)?;
         let shards = match &raw.shards {
@@ -1132,6 +1145,9 @@ struct RawLlm {
 struct RawApi {
     listen: Option<Spanned<String>>,
     register_roots: Vec<String>,
+    read_token_env: Option<String>,
+    write_token_env: Option<String>,
+    allowed_hosts: Vec<String>,
 }
 
 impl Default for RawConfig {

@@ -246,19 +246,26 @@ async fn serve_all(
     // The API.
     let mut api_addr = None;
     if let Some(addr) = options.api {
+        let mut api_config = config.api.clone();
+        api_config.listen = addr;
+        let auth = crate::api::ApiAuth::from_config(&api_config, |v| std::env::var(v).ok())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         api_addr = Some(local.to_string());
-        let state = Arc::new(ApiState::new(
-            store.clone(),
-            metrics.clone(),
-            config.clone(),
-            rules.clone(),
-            infos.clone(),
-            started_at,
-        ));
+        let state = Arc::new(
+            ApiState::new(
+                store.clone(),
+                metrics.clone(),
+                config.clone(),
+                rules.clone(),
+                infos.clone(),
+                started_at,
+            )
+            .with_auth(auth),
+        );
         let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
         servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
     }

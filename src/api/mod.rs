@@ -21,6 +21,7 @@
 //! Compatibility note: the reference's `/status` has `"sources": <count>`; it is kept, and
 //! the list of sources is `source_details`.
 
+mod auth;
 mod error;
 mod register;
 
@@ -38,6 +39,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use auth::ApiAuth;
 pub use error::ApiError;
 
 use crate::attribute::{LiveRules, Severity};
@@ -72,6 +74,7 @@ pub struct ApiState {
     sources: Vec<SourceInfo>,
     started_at: Timestamp,
     started: Instant,
+    auth: Arc<ApiAuth>,
 }
 
 impl ApiState {
@@ -93,7 +96,17 @@ impl ApiState {
             sources,
             started_at,
             started: Instant::now(),
+            auth: Arc::new(ApiAuth::open(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            )))),
         }
+    }
+
+    /// Sets the access rules (the default: no tokens, loopback `Host` names only).
+    pub fn with_auth(mut self, auth: ApiAuth) -> ApiState {
+        self.auth = Arc::new(auth);
+        self
     }
 }
 
@@ -110,6 +123,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/register", axum::routing::post(register::register))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::guard,
+        ))
         .with_state(state)
 }
 
@@ -336,7 +353,12 @@ mod tests {
     async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
         let resp = app
             .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get(uri)
+                    .header("host", "localhost")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let status = resp.status();
@@ -380,7 +402,12 @@ mod tests {
         }
         let resp = app
             .clone()
-            .oneshot(Request::post("/status").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::post("/status")
+                    .header("host", "localhost")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);

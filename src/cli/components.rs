@@ -415,6 +415,9 @@ budget:
 api:
   listen: 127.0.0.1:8484            # host:port; port 0 picks a free port
   register_roots: []                # directories POST /register may read besides pact.project_dir
+  read_token_env: null              # variable holding the bearer token for GETs
+  write_token_env: null             # variable holding the bearer token for POSTs
+  allowed_hosts: []                 # Host names accepted besides loopback (DNS rebinding)
 
 # The Pact project: where contracts are pushed back to.
 pact:

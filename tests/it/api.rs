@@ -255,3 +255,72 @@ fn unknown_routes_and_wrong_methods_are_json_errors() {
     assert_eq!(r.status().as_u16(), 405);
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn bearer_scopes_and_host_check() {
+    let ws = Workspace::with_config(
+        "state_dir: state\napi:\n  listen: 127.0.0.1:0\n  read_token_env: T_READ\n  write_token_env: T_WRITE\n",
+    );
+    let mut d = ws.spawn_env(&["serve"], &[("T_READ", "r-token"), ("T_WRITE", "w-token")]);
+    let info = d.ready();
+    let c = crate::harness::http();
+    let call = |method: &str, path: &str, token: Option<&str>| -> (u16, Value) {
+        let mut r = match method {
+            "GET" => c.get(info.api_url(path)),
+            _ => c.post(info.api_url(path)).body("{}"),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().expect("request");
+        let s = r.status().as_u16();
+        (s, r.json().unwrap_or(Value::Null))
+    };
+    // Open routes.
+    assert_eq!(call("GET", "/health", None).0, 200);
+    assert_eq!(call("GET", "/status", None).0, 200);
+    // GETs: read or write token.
+    let (s, v) = call("GET", "/incidents", None);
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (401, &json!("unauthorized")),
+        "{v}"
+    );
+    assert_eq!(call("GET", "/incidents", Some("wrong")).0, 401);
+    assert_eq!(call("GET", "/incidents", Some("r-token")).0, 200);
+    assert_eq!(call("GET", "/metrics.json", Some("w-token")).0, 200);
+    // POSTs: the write token only.
+    assert_eq!(call("POST", "/register", None).0, 401);
+    let (s, v) = call("POST", "/register", Some("r-token"));
+    assert_eq!((s, &v["error"]["code"]), (403, &json!("forbidden")), "{v}");
+    let (s, v) = call("POST", "/register", Some("w-token"));
+    assert_eq!(s, 400, "past auth, the body is checked: {v}");
+    assert!(d.term(Duration::from_secs(5)).success());
+
+    // Without tokens: open, but only to loopback Host names; a non-loopback bind is refused.
+    let ws = Workspace::with_config("state_dir: state\napi:\n  listen: 127.0.0.1:0\n");
+    let mut d = ws.spawn(&["serve"]);
+    let info = d.ready();
+    let r = c
+        .get(info.api_url("/incidents"))
+        .header("host", "attacker.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(
+        c.get(info.api_url("/incidents"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert!(d.term(Duration::from_secs(5)).success());
+    let out = ws.run(&["serve", "--host", "0.0.0.0", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::harness::stderr(&out).contains("not a loopback address"),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+}
