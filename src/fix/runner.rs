@@ -4,7 +4,8 @@
 //!
 //! What the reference got wrong (SPEC §13 item 11): its test environment dropped `PATH` and
 //! inherited everything else. Here the child sees only `PATH`, `HOME` (a fresh temporary
-//! directory, removed afterwards), `LANG=C.UTF-8` and the variables the caller allow-lists;
+//! directory, removed afterwards), `LANG=C.UTF-8`, `PYTHONDONTWRITEBYTECODE=1` (see
+//! [`run_tests`]) and the variables the caller allow-lists;
 //! credentials (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, any `*_TOKEN`, `*_SECRET`, `*_API_KEY`,
 //! `*_PASSWORD`) are never passed, even when allow-listed.
 //!
@@ -208,7 +209,11 @@ pub fn run_tests(
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
         )
         .env("HOME", &home)
-        .env("LANG", "C.UTF-8");
+        .env("LANG", "C.UTF-8")
+        // Python validates cached bytecode by source mtime (whole seconds) and size: a fix
+        // that keeps the size, tested again within the same second, would run the stale
+        // `.pyc`. Writing none also keeps the worktree free of `__pycache__`.
+        .env("PYTHONDONTWRITEBYTECODE", "1");
     for name in env_allow {
         if is_secret_var(name) || matches!(*name, "PATH" | "HOME") {
             continue;

@@ -763,6 +763,7 @@ class TestCalc(unittest.TestCase):\n    def test_zero(self):\n        self.asser
         let argv = TestCommand::for_language("python", "tests/calc").unwrap();
         let out = run_tests(dir, &argv, std::time::Duration::from_secs(60), &[]);
         assert!(!out.timed_out, "{}", out.output_tail);
+        eprintln!("{}", out.output_tail);
         out.passed
     }
 
@@ -796,6 +797,8 @@ class TestCalc(unittest.TestCase):\n    def test_zero(self):\n        self.asser
         );
         wt.apply(&[fix()]).unwrap();
         assert!(tests_pass(wt.path()), "the fix makes the tests pass");
+        // No bytecode cache: a stale `.pyc` of a same-size source cannot mask the fix.
+        assert!(!wt.path().join("src/calc/__pycache__").exists());
 
         let diff = wt.diff().unwrap();
         assert!(diff.contains("+    return a + b"), "{diff}");
