@@ -11,6 +11,11 @@
 //!   formats (Anthropic Messages with forced tool use; OpenAI-compatible Chat Completions with
 //!   a strict `json_schema` response format), integer micro-USD costing, timeouts, retries
 //!   with backoff, and a circuit breaker shared by every call of the client.
+//! - [`worktree`]: safe git for one fix: an isolated worktree on a new branch from the user's
+//!   `HEAD`, confined edits, a commit of only the edited files, and a fast-forward of the
+//!   user's branch only when their tree is clean. Their working tree is never touched.
+//! - `runner` (unix): a component's tests in a minimal environment and their own process
+//!   group, with a timeout that kills the whole group.
 //!
 //! Why a trait with one real implementation: the fixer is generic over it so that its tests
 //! can script answers, and the real client is tested against a fake server speaking both wire
@@ -23,6 +28,9 @@ pub(crate) mod fake_llm;
 #[cfg(feature = "daemon")]
 pub mod llm;
 pub mod redact;
+#[cfg(unix)]
+pub mod runner;
+pub mod worktree;
 
 /// 64 unpredictable bits (SipHash under the process's random keys, which std re-keys for
 /// every `RandomState`): for retry jitter and fence nonces. Not for cryptographic keys.
