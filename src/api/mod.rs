@@ -142,11 +142,10 @@ async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
     }
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+/// Incidents per status, in total, and active (not resolved or escalated).
+async fn incident_totals(
+    s: &ApiState,
+) -> Result<(std::collections::BTreeMap<IncidentStatus, u64>, u64, u64), ApiError> {
     let store = s.store.clone();
     let by_status = blocking(move || store.status_counts()).await?;
     let total: u64 = by_status.values().sum();
@@ -155,6 +154,15 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         .filter(|(st, _)| st.is_active())
         .map(|(_, n)| n)
         .sum();
+    Ok((by_status, total, active))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let (by_status, total, active) = incident_totals(&s).await?;
     let by_status: serde_json::Map<String, Value> = IncidentStatus::ALL
         .iter()
         .map(|st| {
@@ -192,14 +200,7 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let store = s.store.clone();
-    let by_status = blocking(move || store.status_counts()).await?;
-    let total: u64 = by_status.values().sum();
-    let active: u64 = by_status
-        .iter()
-        .filter(|(st, _)| st.is_active())
-        .map(|(_, n)| n)
-        .sum();
+    let (_, total, active) = incident_totals(&s).await?;
     Ok(Json(json!({
         "total_incidents": total,
         "active_incidents": active,
