@@ -1713,35 +1713,12 @@ mod tests {
         });
         let t0 = ts("2026-01-01T00:00:00Z");
         let at = |s: i64| t0.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
-        assert!(
-            store
-                .apply(&registered(5, 1), at(0))
-                .unwrap()
-                .actions
-                .is_empty()
-        );
-        assert!(
-            store
-                .apply(&counts_only(5, 1), at(30))
-                .unwrap()
-                .actions
-                .is_empty()
-        );
+        let acts = |b: IngestBatch, t| store.apply(&b, t).unwrap().actions;
+        assert!(acts(registered(5, 1), at(0)).is_empty());
+        assert!(acts(counts_only(5, 1), at(30)).is_empty());
         // The window expired: counting restarts at 1 here.
-        assert!(
-            store
-                .apply(&counts_only(5, 1), at(100))
-                .unwrap()
-                .actions
-                .is_empty()
-        );
-        assert!(
-            store
-                .apply(&counts_only(5, 1), at(110))
-                .unwrap()
-                .actions
-                .is_empty()
-        );
+        assert!(acts(counts_only(5, 1), at(100)).is_empty());
+        assert!(acts(counts_only(5, 1), at(110)).is_empty());
         let out = store.apply(&counts_only(5, 1), at(120)).unwrap();
         assert!(
             matches!(
@@ -1754,13 +1731,7 @@ mod tests {
         let inc = &store.recent_incidents(1).unwrap()[0];
         assert_eq!(inc.status, IncidentStatus::Escalated);
         assert_eq!(inc.resolution, "auto_remediate_disabled");
-        assert!(
-            store
-                .apply(&counts_only(5, 10), at(130))
-                .unwrap()
-                .actions
-                .is_empty()
-        );
+        assert!(acts(counts_only(5, 10), at(130)).is_empty());
         assert!(store.fix_jobs().unwrap().is_empty());
     }
 }

@@ -84,6 +84,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
                 files[f].write_all(line.as_bytes()).expect("write");
             }
             if seq % 100 == 99 {
+                // Pacing the writer (spreads the appends over the crash rounds); not a wait.
                 std::thread::sleep(Duration::from_millis(8));
             }
         }
@@ -216,6 +217,7 @@ fn write_and_rotate(dir: &Path, mode: Rotation, lines: u64) -> Vec<String> {
         };
         target.write_all(line(seq).as_bytes()).expect("write");
         if seq % 50 == 49 {
+            // Pacing the writer so rotations land mid-stream; not a wait.
             std::thread::sleep(Duration::from_millis(10));
         }
     }
