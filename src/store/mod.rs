@@ -24,6 +24,7 @@
 //! | `files` | (device, inode) | [`FilePosition`]: generation, offset, head fingerprint, path |
 //! | `deliveries` | webhook scope `\0` event id | recorded at (µs) |
 //! | `deliveries_by_time` | (recorded at, scope `\0` id) | () — for pruning |
+//! | `events` | sequence | [`Event`]: the durable event log (see [`events`]) |
 //!
 //! The last three were added after schema version 1 without changing it: they are created
 //! on first use, and readers treat a missing one as empty.
@@ -31,6 +32,7 @@
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
 
+pub mod events;
 pub mod incident;
 pub mod jobs;
 
@@ -43,6 +45,7 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
 };
 
+pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use incident::{DecodeError, Incident, IncidentStatus, SAMPLE_MAX_BYTES};
 pub use jobs::{Action, FixJob, FixPolicy, JobState};
 
@@ -74,6 +77,8 @@ const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
 /// The fixer's spend log: (time in µs, sequence) → (incident id, micro-USD). Never pruned
 /// within the 30-day window the caps look at (older entries may be dropped).
 const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("spend_log");
+/// The event log: sequence → encoded [`Event`] (see [`events`]).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The same ids by time, for pruning.
 const DELIVERIES_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("deliveries_by_time");
@@ -288,6 +293,10 @@ pub struct Store {
     handle: Handle,
     path: PathBuf,
     policy: std::sync::RwLock<FixPolicy>,
+    /// The newest committed event's sequence number.
+    event_head: std::sync::atomic::AtomicU64,
+    event_hook: std::sync::RwLock<Option<EventHook>>,
+    throttle: std::sync::Mutex<events::UpdateThrottle>,
 }
 
 impl std::fmt::Debug for Store {
@@ -308,12 +317,9 @@ impl Store {
     /// [`StoreError::Newer`] when it cannot be used, [`StoreError::Storage`] on I/O errors.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = builder().create(path).map_err(|e| open_error(path, e))?;
-        let store = Store {
-            handle: Handle::Rw(db),
-            path: path.to_path_buf(),
-            policy: std::sync::RwLock::new(FixPolicy::default()),
-        };
+        let store = Store::with_handle(Handle::Rw(db), path);
         store.init_schema()?;
+        store.load_event_head()?;
         Ok(store)
     }
 
@@ -330,13 +336,108 @@ impl Store {
         let db = builder()
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
-        let store = Store {
-            handle: Handle::Ro(db),
+        let store = Store::with_handle(Handle::Ro(db), path);
+        store.check_schema()?;
+        store.load_event_head()?;
+        Ok(Some(store))
+    }
+
+    fn with_handle(handle: Handle, path: &Path) -> Store {
+        Store {
+            handle,
             path: path.to_path_buf(),
             policy: std::sync::RwLock::new(FixPolicy::default()),
+            event_head: std::sync::atomic::AtomicU64::new(0),
+            event_hook: std::sync::RwLock::new(None),
+            throttle: std::sync::Mutex::new(events::UpdateThrottle::default()),
+        }
+    }
+
+    fn load_event_head(&self) -> Result<(), StoreError> {
+        let txn = self.begin_read()?;
+        let head = match txn.open_table(EVENTS) {
+            Ok(t) => t
+                .last()
+                .map_err(self.storage())?
+                .map_or(0, |(k, _)| k.value()),
+            Err(TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(self.storage()(e)),
         };
-        store.check_schema()?;
-        Ok(Some(store))
+        self.event_head
+            .store(head, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The sequence number of the newest committed event (0: none yet). In a read-only
+    /// store this is as of opening; see [`Store::refresh_event_head`].
+    pub fn event_head(&self) -> u64 {
+        self.event_head.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Re-reads the newest event's sequence number (for a read-only store following
+    /// another process's writes); returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn refresh_event_head(&self) -> Result<u64, StoreError> {
+        self.load_event_head()?;
+        Ok(self.event_head())
+    }
+
+    /// Calls `hook` with the newest sequence number after every commit that logged events
+    /// (from the committing thread: keep it short, e.g. a channel send).
+    pub fn set_event_hook(&self, hook: EventHook) {
+        *self
+            .event_hook
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
+    }
+
+    /// Up to `limit` events after sequence number `after`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable event.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(EVENTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t
+            .range(after.saturating_add(1)..)
+            .map_err(self.storage())?
+            .take(limit)
+        {
+            let (_, v) = row.map_err(self.storage())?;
+            out.push(
+                Event::decode(v.value()).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the oldest event still logged (0: none).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn event_tail(&self) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        match txn.open_table(EVENTS) {
+            Ok(t) => Ok(t
+                .first()
+                .map_err(self.storage())?
+                .map_or(0, |(k, _)| k.value())),
+            Err(TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(self.storage()(e)),
+        }
     }
 
     /// Sets when incidents become actionable and what is done then (see [`jobs`]).
@@ -505,7 +606,11 @@ impl Store {
         let mut txn = db.begin_write().map_err(self.storage())?;
         txn.set_durability(Durability::Immediate)
             .map_err(self.storage())?;
-        Ok(StoreTxn { store: self, txn })
+        Ok(StoreTxn {
+            store: self,
+            txn,
+            next_event: None,
+        })
     }
 
     /// Every persisted file position (see [`FilePosition`]).
@@ -813,6 +918,8 @@ impl IncidentFilter {
 pub struct StoreTxn<'s> {
     store: &'s Store,
     txn: redb::WriteTransaction,
+    /// The next event sequence number, once an event was logged in this transaction.
+    next_event: Option<u64>,
 }
 
 impl std::fmt::Debug for StoreTxn<'_> {
@@ -850,6 +957,11 @@ impl StoreTxn<'_> {
             .last()
             .map_err(st.storage())?
             .map_or(1, |(k, _)| k.value() + 1);
+        let mut pending: Vec<NewEvent> = Vec::new();
+        let mut throttle = st
+            .throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Apply in fingerprint order: deterministic ids when two collide.
         let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
         deltas.sort_unstable_by_key(|d| d.fingerprint);
@@ -884,7 +996,19 @@ impl StoreTxn<'_> {
                         incidents
                             .insert(fp, inc.encode().as_slice())
                             .map_err(st.storage())?;
+                        inc.count = count + d.count;
+                        inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
+                        throttle.due(fp, now_us);
+                        pending.push(action_event(&inc, &action));
                         outcome.actions.push((inc.id.clone(), action));
+                    } else if throttle.due(fp, now_us) {
+                        let v = incidents.get(fp).map_err(st.storage())?;
+                        if let Some(v) = v {
+                            let mut inc = st.decode(fp, v.value())?;
+                            inc.count = count + d.count;
+                            inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
+                            pending.push(NewEvent::incident(EventKind::IncidentUpdated, &inc));
+                        }
                     }
                 }
                 None => {
@@ -920,8 +1044,15 @@ impl StoreTxn<'_> {
                         actioned
                             .insert(fp, action_seq(&action))
                             .map_err(st.storage())?;
+                        pending.push(NewEvent::incident(EventKind::IncidentDetected, &incident));
+                        if matches!(action, Action::Escalated(_)) {
+                            pending.push(action_event(&incident, &action));
+                        }
                         outcome.actions.push((incident.id.clone(), action));
+                    } else {
+                        pending.push(NewEvent::incident(EventKind::IncidentDetected, &incident));
                     }
+                    throttle.due(fp, now_us);
                     incidents
                         .insert(fp, incident.encode().as_slice())
                         .map_err(st.storage())?;
@@ -946,6 +1077,13 @@ impl StoreTxn<'_> {
             totals
                 .insert(*k, old.unwrap_or(0) + n)
                 .map_err(st.storage())?;
+        }
+        drop((
+            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals,
+        ));
+        drop(throttle);
+        for ev in pending {
+            self.emit(ev, now)?;
         }
         Ok(outcome)
     }
@@ -985,6 +1123,11 @@ impl StoreTxn<'_> {
             incidents
                 .insert(*k, inc.encode().as_slice())
                 .map_err(st.storage())?;
+        }
+        drop(incidents);
+        let now = Timestamp::now();
+        for (_, inc) in &changed {
+            self.emit(NewEvent::incident(EventKind::IncidentUpdated, inc), now)?;
         }
         Ok(changed.len())
     }
@@ -1125,7 +1268,73 @@ impl StoreTxn<'_> {
     /// [`StoreError`] when the commit failed; then nothing of it was applied.
     pub fn commit(self) -> Result<(), StoreError> {
         let st = self.store;
-        self.txn.commit().map_err(st.storage())
+        self.txn.commit().map_err(st.storage())?;
+        if let Some(next) = self.next_event {
+            let head = next - 1;
+            st.event_head
+                .fetch_max(head, std::sync::atomic::Ordering::AcqRel);
+            let hook = st
+                .event_hook
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(hook) = hook {
+                hook(head);
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs an event; it is visible (and its hook called) only once this transaction
+    /// commits. Returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn emit(&mut self, ev: NewEvent, now: Timestamp) -> Result<u64, StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(EVENTS).map_err(st.storage())?;
+        let seq = match self.next_event {
+            Some(n) => n,
+            None => t
+                .last()
+                .map_err(st.storage())?
+                .map_or(1, |(k, _)| k.value() + 1),
+        };
+        let event = Event {
+            seq,
+            at: now,
+            kind: ev.kind,
+            incident_id: ev.incident_id,
+            fix_id: ev.fix_id,
+            component_id: ev.component_id,
+            data: ev.data,
+        };
+        t.insert(seq, event.encode().as_slice())
+            .map_err(st.storage())?;
+        self.next_event = Some(seq + 1);
+        Ok(seq)
+    }
+
+    /// Drops up to `max` events with sequence numbers below `before`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn prune_events(&mut self, before: u64, max: usize) -> Result<usize, StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(EVENTS).map_err(st.storage())?;
+        let old: Vec<u64> = t
+            .range(..before)
+            .map_err(st.storage())?
+            .take(max)
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()
+            .map_err(st.storage())?;
+        for k in &old {
+            t.remove(*k).map_err(st.storage())?;
+        }
+        Ok(old.len())
     }
 }
 
@@ -1280,6 +1489,15 @@ fn act(
     };
     jobs.insert(seq, job.encode().as_slice())?;
     Ok(Action::Queued(seq))
+}
+
+/// The event of an incident that turned actionable: a queued job is still `detected` (an
+/// update: it is now waiting for a fixer); otherwise it was escalated.
+fn action_event(inc: &Incident, action: &Action) -> NewEvent {
+    match action {
+        Action::Queued(_) => NewEvent::incident(EventKind::IncidentUpdated, inc),
+        Action::Escalated(_) => NewEvent::incident(EventKind::IncidentEscalated, inc),
+    }
 }
 
 fn action_seq(a: &Action) -> u64 {
@@ -1733,6 +1951,69 @@ mod tests {
         assert_eq!(inc.resolution, "auto_remediate_disabled");
         assert!(acts(counts_only(5, 10), at(130)).is_empty());
         assert!(store.fix_jobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn events_are_logged_with_their_changes_and_updates_are_coalesced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        store.set_fix_policy(FixPolicy {
+            threshold: 4,
+            window_us: 60_000_000,
+            auto_remediate: false,
+        });
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s2 = seen.clone();
+        store.set_event_hook(std::sync::Arc::new(move |h| {
+            s2.store(h, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let at = |ms: i64| {
+            t0.checked_add(jiff::SignedDuration::from_millis(ms))
+                .unwrap()
+        };
+        store.apply(&batch(&[(1, 1)]), at(0)).unwrap();
+        // Within a second: no update event.
+        store.apply(&counts_only(1, 1), at(100)).unwrap();
+        // A second later: one update.
+        store.apply(&counts_only(1, 1), at(1_500)).unwrap();
+        // An aborted transaction logs nothing.
+        {
+            let mut txn = store.begin_write().unwrap();
+            txn.apply(&batch(&[(2, 1)]), at(1_600)).unwrap();
+        }
+        // Threshold reached (4 within the window): escalated.
+        store.apply(&counts_only(1, 1), at(1_700)).unwrap();
+        let evs = store.events_after(0, 100).unwrap();
+        let kinds: Vec<EventKind> = evs.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::IncidentDetected,
+                EventKind::IncidentUpdated,
+                EventKind::IncidentEscalated
+            ]
+        );
+        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(evs[1].data["count"], 3);
+        assert_eq!(evs[2].data["count"], 4);
+        assert_eq!(evs[2].data["status"], "escalated");
+        assert_eq!(store.event_head(), 3);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(store.events_after(2, 100).unwrap().len(), 1);
+        // Pruning and reopening keep the numbering.
+        {
+            let mut txn = store.begin_write().unwrap();
+            assert_eq!(txn.prune_events(3, 10).unwrap(), 2);
+            txn.commit().unwrap();
+        }
+        assert_eq!(store.event_tail().unwrap(), 3);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.event_head(), 3);
+        store.apply(&batch(&[(7, 1)]), at(5_000)).unwrap();
+        assert_eq!(store.events_after(3, 10).unwrap()[0].seq, 4);
     }
 }
 
