@@ -68,6 +68,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// `budget`: spend caps in USD.
     pub budget: BudgetConfig,
+    /// `fix`: what the fixer does with a proven fix.
+    pub fix: FixConfig,
     /// `auto_remediate`.
     pub auto_remediate: bool,
     /// `state_dir`, resolved: absolute when a config file was loaded, `~` expanded.
@@ -345,6 +347,37 @@ pub struct PactConfig {
     pub project_dir: Option<String>,
     /// `api_endpoint`.
     pub api_endpoint: Option<String>,
+    /// `test_command`: the command (run with `sh -c` in the project directory) that runs the
+    /// project's tests; default by the component's language.
+    pub test_command: Option<String>,
+}
+
+/// `fix`: what the fixer does with a fix its tests proved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct FixConfig {
+    /// `merge`: fast-forward the user's branch to the fix commit when their working tree is
+    /// clean (else the fix waits on its `sentinel/fix-<id>` branch for review).
+    pub merge: bool,
+    /// `require_approval`: a proven fix waits for `POST /fixes/{id}/approve` before it is
+    /// merged.
+    pub require_approval: bool,
+    /// `max_attempts`: LLM attempts per fix (1..=5).
+    pub max_attempts: u32,
+    /// `test_timeout_seconds`: the limit of one test run; the whole process group is killed.
+    pub test_timeout_seconds: u64,
+}
+
+impl Default for FixConfig {
+    fn default() -> Self {
+        FixConfig {
+            merge: false,
+            require_approval: false,
+            max_attempts: 2,
+            test_timeout_seconds: 300,
+        }
+    }
 }
 
 /// `arbiter`.
@@ -813,6 +846,23 @@ impl Config {
             allowed_hosts: raw.api.allowed_hosts.clone(),
         };
         let llm = resolve_llm(&raw.llm, &invalid)?;
+        if !(1..=5).contains(&raw.fix.max_attempts) {
+            return Err(invalid(
+                "fix.max_attempts".into(),
+                None,
+                format!("{} is out of range: expected 1..=5", raw.fix.max_attempts),
+            ));
+        }
+        if !(1..=86_400).contains(&raw.fix.test_timeout_seconds) {
+            return Err(invalid(
+                "fix.test_timeout_seconds".into(),
+                None,
+                format!(
+                    "{} is out of range: expected 1..=86400",
+                    raw.fix.test_timeout_seconds
+                ),
+            ));
+        }
         let shards = match &raw.shards {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(v) if (1..=256).contains(&v.value) => v.value as usize,
@@ -840,6 +890,7 @@ impl Config {
             notify: raw.notify,
             ledger,
             budget: raw.budget,
+            fix: raw.fix,
             auto_remediate: raw.auto_remediate,
             state_dir,
             max_line_bytes: max_line_bytes as usize,
@@ -1117,6 +1168,7 @@ struct RawConfig {
     notify: NotifyConfig,
     ledger: LedgerConfig,
     budget: BudgetConfig,
+    fix: FixConfig,
     auto_remediate: bool,
     state_dir: Option<Spanned<String>>,
     max_line_bytes: Option<Spanned<u64>>,
@@ -1166,6 +1218,7 @@ impl Default for RawConfig {
             notify: NotifyConfig::default(),
             ledger: LedgerConfig::default(),
             budget: BudgetConfig::default(),
+            fix: FixConfig::default(),
             auto_remediate: false,
             state_dir: None,
             max_line_bytes: None,

@@ -243,6 +243,25 @@ async fn serve_all(
     };
     drop(handle);
 
+    // The fixer: takes jobs from the durable queue (and POST /fix).
+    let service = crate::fix::service::FixService::new(
+        store.clone(),
+        rules.clone(),
+        crate::fix::engine::Fixer::new(
+            crate::fix::service::DaemonLlm::from_config(&config),
+            crate::fix::engine::FixerEnv {
+                config: config.clone(),
+                budget: Arc::new(crate::fix::budget::Budget::new(
+                    store.clone(),
+                    crate::fix::budget::Caps::from_config(&config),
+                )),
+            },
+        ),
+        config.llm.max_concurrent_fixes,
+    );
+    let fix_handle = service.handle();
+    let fixer_task = tokio::spawn(service.run(stopped()));
+
     // The API.
     let mut api_addr = None;
     if let Some(addr) = options.api {
@@ -264,7 +283,8 @@ async fn serve_all(
                 infos.clone(),
                 started_at,
             )
-            .with_auth(auth),
+            .with_auth(auth)
+            .with_fixer(fix_handle.clone()),
         );
         let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
         servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
@@ -310,6 +330,12 @@ async fn serve_all(
             Ok(Err(e)) => tracing::warn!(error = %e, "a listener task failed"),
             Err(_) => tracing::warn!("a listener did not stop in time"),
         }
+    }
+    match tokio::time::timeout(Duration::from_secs(2), fixer_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the fixer failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the fixer task failed"),
+        Err(_) => tracing::warn!("the fixer did not stop in time"),
     }
     Ok(format!("{signal} received"))
 }

@@ -23,6 +23,7 @@
 
 mod auth;
 mod error;
+mod fixes;
 mod register;
 
 use std::sync::Arc;
@@ -75,6 +76,7 @@ pub struct ApiState {
     started_at: Timestamp,
     started: Instant,
     auth: Arc<ApiAuth>,
+    fixer: Option<crate::fix::service::FixHandle>,
 }
 
 impl ApiState {
@@ -100,12 +102,19 @@ impl ApiState {
                 [127, 0, 0, 1],
                 0,
             )))),
+            fixer: None,
         }
     }
 
     /// Sets the access rules (the default: no tokens, loopback `Host` names only).
     pub fn with_auth(mut self, auth: ApiAuth) -> ApiState {
         self.auth = Arc::new(auth);
+        self
+    }
+
+    /// Serves `POST /fix` through the daemon's fixer.
+    pub fn with_fixer(mut self, fixer: crate::fix::service::FixHandle) -> ApiState {
+        self.fixer = Some(fixer);
         self
     }
 }
@@ -121,6 +130,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/incidents/{id}", get(incident))
         .route("/manifest", get(register::manifest))
         .route("/register", axum::routing::post(register::register))
+        .route("/fix", axum::routing::post(fixes::post_fix))
+        .route("/fixes", get(fixes::list))
+        .route("/fixes/{id}", get(fixes::get_fix))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -135,7 +147,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
-    if uri.path() == "/register" {
+    if matches!(uri.path(), "/register" | "/fix") {
         ApiError::method_not_allowed("POST")
     } else {
         ApiError::method_not_allowed("GET, HEAD")

@@ -423,6 +423,14 @@ api:
 pact:
   project_dir: null
   api_endpoint: null
+  test_command: null                # default by language, e.g. python3 -m unittest discover
+
+# What the fixer does with a fix the project's tests proved.
+fix:
+  merge: false                      # fast-forward your branch when its working tree is clean
+  require_approval: false           # wait for POST /fixes/{id}/approve first
+  max_attempts: 2
+  test_timeout_seconds: 300
 
 # Trust events after fixes (Arbiter).
 arbiter:

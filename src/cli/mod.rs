@@ -5,6 +5,8 @@
 //! error (clap's own errors exit 2 as well).
 
 pub mod components;
+#[cfg(all(unix, feature = "daemon"))]
+pub mod fix;
 pub mod report;
 pub mod scan;
 pub mod triage;
@@ -57,6 +59,10 @@ pub enum Command {
     Manifest(components::ManifestArgs),
     /// Say which registered component an error text belongs to.
     Triage(triage::TriageArgs),
+    /// Fix an error now: reproducer + fix proven by the project's tests, on a
+    /// `sentinel/fix-<id>` branch; prints the FixResult JSON (exit 0 on success, 1 on failure).
+    #[cfg(all(unix, feature = "daemon"))]
+    Fix(fix::FixArgs),
     /// Scan existing log files (plain or .gz) once and fold their error lines into incidents.
     Scan(scan::ScanArgs),
     /// Show recent incidents, newest first.
@@ -136,6 +142,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Register(args) => components::run_register(&load_config(cli.config)?, args),
         Command::Manifest(args) => components::run_manifest(&load_config(cli.config)?, args),
         Command::Triage(args) => triage::run(&load_config(cli.config)?, args),
+        #[cfg(all(unix, feature = "daemon"))]
+        Command::Fix(args) => fix::run(&load_config(cli.config)?, args),
         Command::Scan(args) => scan::run(&load_config(cli.config)?, args),
         Command::Report(args) => report::run(&load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]

@@ -23,13 +23,21 @@
 //! parsing code for real.
 
 pub mod budget;
+#[cfg(all(unix, feature = "daemon"))]
+pub mod contract;
+#[cfg(all(unix, feature = "daemon"))]
+pub mod engine;
 #[cfg(all(test, feature = "daemon"))]
 pub(crate) mod fake_llm;
 #[cfg(feature = "daemon")]
 pub mod llm;
+#[cfg(feature = "daemon")]
+pub mod prompt;
 pub mod redact;
 #[cfg(unix)]
 pub mod runner;
+#[cfg(all(unix, feature = "daemon"))]
+pub mod service;
 pub mod worktree;
 
 /// 64 unpredictable bits (SipHash under the process's random keys, which std re-keys for

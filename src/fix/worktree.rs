@@ -249,7 +249,7 @@ fn git<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Result<String, GitError> {
 }
 
 /// The repository's top-level directory, or `NotARepo`.
-fn toplevel(repo: &Path) -> Result<PathBuf, GitError> {
+pub fn toplevel(repo: &Path) -> Result<PathBuf, GitError> {
     let out = git_output(repo, &["rev-parse", "--show-toplevel"])?;
     if !out.status.success() {
         return Err(GitError::NotARepo {
@@ -572,6 +572,25 @@ impl FixWorktree {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Adds `rel` (a file or directory the fixer wrote itself, not an LLM edit — e.g. the
+    /// contract Pact rewrote) to what [`FixWorktree::commit`] stages.
+    pub fn include(&mut self, rel: &Path) -> Result<(), EditError> {
+        check_relative(rel)?;
+        if !self.changed.iter().any(|c| c == rel) {
+            self.changed.push(rel.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Undoes every edit: the worktree (ours, never the user's) goes back to the base commit
+    /// (`git reset --hard` + `git clean -fd` inside it), for the next attempt.
+    pub fn reset(&mut self) -> Result<(), GitError> {
+        git(&self.path, &["reset", "--quiet", "--hard", &self.base])?;
+        git(&self.path, &["clean", "--quiet", "-fd"])?;
+        self.changed.clear();
+        Ok(())
     }
 
     /// Removes the worktree (`git worktree remove --force`, then `git worktree prune`). The

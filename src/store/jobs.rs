@@ -92,6 +92,10 @@ pub struct FixJob {
     pub updated_at: Timestamp,
     /// Fix attempts started.
     pub attempts: u32,
+    /// The fix id, when it was chosen at queue time (a fix asked for by hand); otherwise the
+    /// fixer chooses one when it starts the job.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fix_id: String,
 }
 
 impl FixJob {

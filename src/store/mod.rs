@@ -33,6 +33,7 @@
 //! is an error naming the file; it is never silently reset.
 
 pub mod events;
+pub mod fixes;
 pub mod incident;
 pub mod jobs;
 
@@ -46,6 +47,7 @@ use redb::{
 };
 
 pub use events::{Event, EventHook, EventKind, NewEvent};
+pub use fixes::{FixResult, FixStatus};
 pub use incident::{DecodeError, Incident, IncidentStatus, SAMPLE_MAX_BYTES};
 pub use jobs::{Action, FixJob, FixPolicy, JobState};
 
@@ -957,6 +959,9 @@ impl StoreTxn<'_> {
             .last()
             .map_err(st.storage())?
             .map_or(1, |(k, _)| k.value() + 1);
+        let mut watch = txn
+            .open_table(fixes::REGRESSION_WATCH)
+            .map_err(st.storage())?;
         let mut pending: Vec<NewEvent> = Vec::new();
         let mut throttle = st
             .throttle
@@ -977,6 +982,32 @@ impl StoreTxn<'_> {
                         .insert(fp, (count + d.count, last))
                         .map_err(st.storage())?;
                     outcome.updated.push(d.fingerprint);
+                    // Seen again after its fix was merged: reopened as a regression, and
+                    // actionable again (a new fix generation).
+                    if watch.remove(fp).map_err(st.storage())?.is_some() {
+                        actioned.remove(fp).map_err(st.storage())?;
+                        windows.remove(fp).map_err(st.storage())?;
+                        let v = incidents
+                            .get(fp)
+                            .map_err(st.storage())?
+                            .map(|v| v.value().to_vec());
+                        let reopened = match v {
+                            Some(v) => {
+                                let mut inc = st.decode(fp, &v)?;
+                                inc.status = IncidentStatus::Detected;
+                                inc.resolution = "regression".into();
+                                Some(inc)
+                            }
+                            None => None,
+                        };
+                        if let Some(mut inc) = reopened {
+                            incidents
+                                .insert(fp, inc.encode().as_slice())
+                                .map_err(st.storage())?;
+                            inc.count = count + d.count;
+                            pending.push(NewEvent::incident(EventKind::IncidentRegressed, &inc));
+                        }
+                    }
                     let due = actioned.get(fp).map_err(st.storage())?.is_none()
                         && window_reached(&mut windows, fp, d.count, now_us, &policy)
                             .map_err(st.storage())?;
@@ -1079,7 +1110,7 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         drop((
-            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals,
+            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch,
         ));
         drop(throttle);
         for ev in pending {
@@ -1486,6 +1517,7 @@ fn act(
         created_at: now,
         updated_at: now,
         attempts: 0,
+        fix_id: String::new(),
     };
     jobs.insert(seq, job.encode().as_slice())?;
     Ok(Action::Queued(seq))

@@ -1,0 +1,130 @@
+//! `POST /fix`, `GET /fixes`, `GET /fixes/{id}` (SPEC §11, made durable and asynchronous).
+//!
+//! `POST /fix` takes the reference's body `{"pact_key", "error"}`, counts the error as an
+//! incident, queues a fix and answers **202** at once with the fix (`status: pending`) and
+//! `Location: /fixes/<id>`. With `?wait=true` it waits for the fix to end — at most
+//! [`WAIT_MAX`], within the request timeout — and answers 200 with the FixResult (the
+//! reference's synchronous answer), or 202 if it is still running then. Fixes are stored in
+//! redb: they survive restarts (the reference kept them in memory).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ApiError, ApiState};
+use crate::fix::service::RequestError;
+use crate::store::FixStatus;
+
+/// The longest `POST /fix?wait=true` waits.
+pub(super) const WAIT_MAX: Duration = Duration::from_secs(25);
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FixQuery {
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+pub(super) async fn post_fix(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<FixQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(fixer) = s.fixer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fixer_unavailable",
+            "the fixer does not run in this process",
+        ));
+    };
+    let doc: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+    let field = |k: &str| {
+        doc.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let (key, error) = (field("pact_key").to_string(), field("error").to_string());
+    if key.is_empty() || error.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "pact_key and error required (non-empty strings)",
+        ));
+    }
+    let wait = matches!(q.wait.as_deref(), Some("true" | "1" | "yes"));
+    let fix = tokio::task::spawn_blocking(move || fixer.request(&key, &error))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            RequestError::NotRegistered(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_registered",
+                e.to_string(),
+            ),
+            RequestError::BadInput(_) => ApiError::bad_request("invalid_body", e.to_string()),
+            RequestError::Busy { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "fix_in_progress", e.to_string())
+            }
+            RequestError::Store(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+        })?;
+    let location = format!("/fixes/{}", fix.id);
+    let mut result = fix;
+    if wait
+        && let Some(handle) = s.fixer.as_ref()
+        && let Some(done) = handle.wait(&result.id, WAIT_MAX).await
+    {
+        result = done;
+    }
+    let status = if matches!(result.status, FixStatus::Pending | FixStatus::Running) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, [(header::LOCATION, location)], Json(result)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(s): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let store = s.store.clone();
+    let fixes = tokio::task::spawn_blocking(move || store.fixes(limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(fixes).into_response())
+}
+
+pub(super) async fn get_fix(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = s.store.clone();
+    let key = id.clone();
+    let fix = tokio::task::spawn_blocking(move || store.fix(&key))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match fix {
+        Some(f) => Ok(Json(f).into_response()),
+        None => Err(ApiError::not_found(format!("no fix {}", super::clip(&id)))),
+    }
+}
