@@ -294,12 +294,14 @@ impl<L: Llm> Fixer<L> {
                     debriefs.push(d);
                 }
                 Attempt::Stop(r, e) => {
-                    drop_worktree(wt.take()).await;
+                    discard_worktree(wt.take()).await;
+                    fix.branch.clear();
                     return Err((r, e));
                 }
             }
         }
-        drop_worktree(wt.take()).await;
+        discard_worktree(wt.take()).await;
+        fix.branch.clear();
         let summary = debriefs
             .iter()
             .map(|d| format!("attempt {}: {}", d.attempt, d.failure))
@@ -605,6 +607,18 @@ async fn drop_worktree(wt: Option<FixWorktree>) {
         let _ = blocking(move || {
             if let Err(e) = wt.remove() {
                 tracing::warn!(error = %e, "cannot remove the fix worktree");
+            }
+        })
+        .await;
+    }
+}
+
+/// Removes the worktree of a failed fix and its branch (still at the base commit).
+async fn discard_worktree(wt: Option<FixWorktree>) {
+    if let Some(wt) = wt {
+        let _ = blocking(move || {
+            if let Err(e) = wt.discard() {
+                tracing::warn!(error = %e, "cannot remove the failed fix's worktree and branch");
             }
         })
         .await;

@@ -27,7 +27,7 @@ use crate::fix::llm::Usage;
 
 /// Which wire format (endpoint) a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Route {
+pub enum Route {
     /// `POST /v1/messages`.
     Anthropic,
     /// `POST /v1/chat/completions`.
@@ -36,7 +36,7 @@ pub(crate) enum Route {
 
 /// A canned answer.
 #[derive(Debug, Clone)]
-pub(crate) enum Reply {
+pub enum Reply {
     /// Answer with this status, headers and body.
     Respond {
         status: u16,
@@ -49,7 +49,7 @@ pub(crate) enum Reply {
 
 impl Reply {
     /// A JSON body.
-    pub(crate) fn json(status: u16, body: Value) -> Reply {
+    pub fn json(status: u16, body: Value) -> Reply {
         Reply::Respond {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
@@ -58,7 +58,7 @@ impl Reply {
     }
 
     /// A text body.
-    pub(crate) fn text(status: u16, body: &str) -> Reply {
+    pub fn text(status: u16, body: &str) -> Reply {
         Reply::Respond {
             status,
             headers: vec![("content-type".into(), "text/plain".into())],
@@ -67,17 +67,17 @@ impl Reply {
     }
 
     /// An empty body.
-    pub(crate) fn status(status: u16) -> Reply {
+    pub fn status(status: u16) -> Reply {
         Reply::text(status, "")
     }
 
     /// Never answers.
-    pub(crate) fn hang() -> Reply {
+    pub fn hang() -> Reply {
         Reply::Hang
     }
 
     /// Adds a response header.
-    pub(crate) fn header(mut self, name: &str, value: &str) -> Reply {
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
         if let Reply::Respond { headers, .. } = &mut self {
             headers.push((name.into(), value.into()));
         }
@@ -85,7 +85,7 @@ impl Reply {
     }
 
     /// An Anthropic Messages answer whose `tool_use` block carries `input`.
-    pub(crate) fn anthropic_tool(tool: &str, input: Value, usage: Usage) -> Reply {
+    pub fn anthropic_tool(tool: &str, input: Value, usage: Usage) -> Reply {
         Reply::json(
             200,
             json!({
@@ -110,7 +110,7 @@ impl Reply {
     }
 
     /// An Anthropic error body (`{type: error, error: {type, message}}`).
-    pub(crate) fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
+    pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
         Reply::json(
             status,
             json!({"type": "error", "error": {"type": kind, "message": message}}),
@@ -120,7 +120,7 @@ impl Reply {
     /// A chat completion whose `message.content` is `output` serialised. `usage.input_tokens +
     /// usage.cache_read_tokens` is reported as `prompt_tokens`, with the cached part in
     /// `prompt_tokens_details`.
-    pub(crate) fn openai_content(content: &str, usage: Usage) -> Reply {
+    pub fn openai_content(content: &str, usage: Usage) -> Reply {
         Reply::json(
             200,
             json!({
@@ -139,7 +139,7 @@ impl Reply {
     }
 
     /// A chat completion answering with a tool call whose `arguments` string is `input`.
-    pub(crate) fn openai_tool_call(name: &str, input: Value, usage: Usage) -> Reply {
+    pub fn openai_tool_call(name: &str, input: Value, usage: Usage) -> Reply {
         Reply::json(
             200,
             json!({
@@ -165,7 +165,7 @@ impl Reply {
     }
 
     /// An OpenAI error body (`{error: {message, type, code}}`).
-    pub(crate) fn openai_error(status: u16, kind: &str, message: &str) -> Reply {
+    pub fn openai_error(status: u16, kind: &str, message: &str) -> Reply {
         Reply::json(
             status,
             json!({"error": {"message": message, "type": kind, "code": null, "param": null}}),
@@ -185,20 +185,20 @@ fn openai_usage(u: Usage) -> Value {
 
 /// A request the fake received.
 #[derive(Debug, Clone)]
-pub(crate) struct Recorded {
+pub struct Recorded {
     /// Where it went.
-    pub(crate) route: Route,
+    pub route: Route,
     /// Its headers.
-    pub(crate) headers: HeaderMap,
+    pub headers: HeaderMap,
     /// Its body as JSON (`Null` when it was not JSON).
-    pub(crate) body: Value,
+    pub body: Value,
     /// When it arrived.
-    pub(crate) at: Instant,
+    pub at: Instant,
 }
 
 impl Recorded {
     /// A header's value as text ("" when absent).
-    pub(crate) fn header(&self, name: &str) -> &str {
+    pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -215,7 +215,7 @@ struct Script {
 
 /// The fake server. It runs on the test's runtime and stops with it.
 #[derive(Debug)]
-pub(crate) struct FakeLlm {
+pub struct FakeLlm {
     base_url: String,
     script: Arc<Mutex<Script>>,
     /// The number of requests received, for [`FakeLlm::wait_for_requests`].
@@ -224,7 +224,7 @@ pub(crate) struct FakeLlm {
 
 impl FakeLlm {
     /// Starts the server on `127.0.0.1:0`.
-    pub(crate) async fn start() -> FakeLlm {
+    pub async fn start() -> FakeLlm {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -254,7 +254,7 @@ impl FakeLlm {
 
     /// Returns once `n` requests have been received (for a client running in another task;
     /// no polling).
-    pub(crate) async fn wait_for_requests(&self, n: usize) {
+    pub async fn wait_for_requests(&self, n: usize) {
         let mut count = self.count.clone();
         count
             .wait_for(|&c| c >= n)
@@ -263,12 +263,12 @@ impl FakeLlm {
     }
 
     /// `http://127.0.0.1:<port>` (without `/v1`).
-    pub(crate) fn base_url(&self) -> &str {
+    pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
     /// Queues `reply` for the next request to `route`.
-    pub(crate) fn push(&self, route: Route, reply: Reply) -> &Self {
+    pub fn push(&self, route: Route, reply: Reply) -> &Self {
         self.lock()
             .queues
             .entry(route)
@@ -278,7 +278,7 @@ impl FakeLlm {
     }
 
     /// Queues `reply` `n` times.
-    pub(crate) fn push_n(&self, route: Route, reply: Reply, n: usize) -> &Self {
+    pub fn push_n(&self, route: Route, reply: Reply, n: usize) -> &Self {
         for _ in 0..n {
             self.push(route, reply.clone());
         }
@@ -286,18 +286,18 @@ impl FakeLlm {
     }
 
     /// Serves `reply` whenever `route`'s queue is empty.
-    pub(crate) fn otherwise(&self, route: Route, reply: Reply) -> &Self {
+    pub fn otherwise(&self, route: Route, reply: Reply) -> &Self {
         self.lock().fallback.insert(route, reply);
         self
     }
 
     /// Every request received so far, in order.
-    pub(crate) fn requests(&self) -> Vec<Recorded> {
+    pub fn requests(&self) -> Vec<Recorded> {
         self.lock().received.clone()
     }
 
     /// How many requests were received.
-    pub(crate) fn request_count(&self) -> usize {
+    pub fn request_count(&self) -> usize {
         self.lock().received.len()
     }
 

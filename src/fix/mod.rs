@@ -27,8 +27,9 @@ pub mod budget;
 pub mod contract;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod engine;
-#[cfg(all(test, feature = "daemon"))]
-pub(crate) mod fake_llm;
+#[cfg(all(feature = "daemon", any(test, feature = "test-util")))]
+#[doc(hidden)]
+pub mod fake_llm;
 #[cfg(feature = "daemon")]
 pub mod llm;
 #[cfg(feature = "daemon")]

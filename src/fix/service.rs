@@ -141,13 +141,6 @@ pub fn request_fix(
     let inc = txn
         .incident_by_fingerprint(fp.0)?
         .ok_or_else(|| RequestError::BadInput("the incident was not stored".into()))?;
-    if let Some((state, fix_id)) = txn.active_job(&inc.id)? {
-        return Err(RequestError::Busy {
-            incident: inc.id,
-            state,
-            fix_id,
-        });
-    }
     let fix = FixResult {
         id: new_fix_id(),
         incident_id: inc.id.clone(),
@@ -157,7 +150,27 @@ pub fn request_fix(
         manual: true,
         ..FixResult::default()
     };
-    txn.queue_job(&inc, &fix.id, now)?;
+    match txn.active_job(&inc.id)? {
+        // Queued by the threshold in this very transaction (or before) and not started:
+        // this request takes it over, so the incident still gets exactly one fix.
+        Some((seq, JobState::Queued, id)) if id.is_empty() => {
+            txn.set_job_fix_id(seq, &fix.id)?;
+        }
+        Some((_, state, fix_id)) => {
+            return Err(RequestError::Busy {
+                incident: inc.id,
+                state: if state == JobState::Queued {
+                    "queued"
+                } else {
+                    "running"
+                },
+                fix_id,
+            });
+        }
+        None => {
+            txn.queue_job(&inc, &fix.id, now)?;
+        }
+    }
     txn.put_fix(&fix)?;
     txn.commit()?;
     Ok(fix)

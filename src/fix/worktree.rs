@@ -584,6 +584,20 @@ impl FixWorktree {
         Ok(())
     }
 
+    /// Removes the worktree and deletes the fix branch, which must still be at the base
+    /// commit (a failed fix leaves nothing behind in the user's repository).
+    pub fn discard(mut self) -> Result<(), GitError> {
+        self.cleanup()?;
+        let tip = git(
+            &self.repo,
+            &["rev-parse", &format!("refs/heads/{}", self.branch)],
+        )?;
+        if tip == self.base {
+            git(&self.repo, &["branch", "--quiet", "-D", "--", &self.branch])?;
+        }
+        Ok(())
+    }
+
     /// Undoes every edit: the worktree (ours, never the user's) goes back to the base commit
     /// (`git reset --hard` + `git clean -fd` inside it), for the next attempt.
     pub fn reset(&mut self) -> Result<(), GitError> {

@@ -306,12 +306,25 @@ impl StoreTxn<'_> {
         Ok(Some(inc))
     }
 
-    /// The queued or running job of incident `id`, if any: (state, fix id).
+    /// Names the fix that job `seq` will produce.
     ///
     /// # Errors
     ///
     /// [`StoreError`] on storage errors.
-    pub fn active_job(&mut self, id: &str) -> Result<Option<(&'static str, String)>, StoreError> {
+    pub fn set_job_fix_id(&mut self, seq: u64, fix_id: &str) -> Result<(), StoreError> {
+        if let Some(mut job) = self.job(seq)? {
+            job.fix_id = fix_id.to_string();
+            self.put_job(&job)?;
+        }
+        Ok(())
+    }
+
+    /// The queued or running job of incident `id`, if any: (sequence, state, fix id).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn active_job(&mut self, id: &str) -> Result<Option<(u64, JobState, String)>, StoreError> {
         let st = self.store;
         let jobs = self.txn.open_table(FIX_JOBS).map_err(st.storage())?;
         for row in jobs.iter().map_err(st.storage())?.rev() {
@@ -323,8 +336,7 @@ impl StoreTxn<'_> {
                 continue;
             }
             return Ok(match job.state {
-                JobState::Queued => Some(("queued", job.fix_id)),
-                JobState::Running => Some(("running", job.fix_id)),
+                JobState::Queued | JobState::Running => Some((job.seq, job.state, job.fix_id)),
                 _ => None,
             });
         }

@@ -1,0 +1,422 @@
+//! The fixer end to end: a log line written to a watched file ends as a commit on
+//! `sentinel/fix-<id>` whose reproducer failed before the fix and passes after it — proven
+//! again here, independently — with a scripted fake LLM on loopback and a real git
+//! repository holding a small Pact-style Python project. The user's working tree (with
+//! uncommitted and untracked files) stays byte-identical, after a success and a failure.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use sentinel::fix::fake_llm::{FakeLlm, Reply, Route};
+use sentinel::fix::llm::Usage;
+
+use crate::harness::{Workspace, eventually, http};
+
+const KEY: &str = "PACT:auth_module:validate_token";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "User")
+        .env("GIT_AUTHOR_EMAIL", "user@example.invalid")
+        .env("GIT_COMMITTER_NAME", "User")
+        .env("GIT_COMMITTER_EMAIL", "user@example.invalid")
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            if e.file_name() != "__pycache__" {
+                copy_dir(&p, &to.join(e.file_name()));
+            }
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `<ws>/project`: the auth_module component of testdata/pact_project (its known defect: a
+/// token with fewer than three parts raises IndexError instead of ValueError), committed,
+/// plus the user's uncommitted work: a modified tracked file and an untracked one.
+fn project(ws: &Workspace) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pact_project");
+    let dst = ws.path().join("project");
+    for d in ["src", "tests", "contracts"] {
+        copy_dir(
+            &src.join(d).join("auth_module"),
+            &dst.join(d).join("auth_module"),
+        );
+    }
+    std::fs::write(dst.join("NOTES.md"), "committed notes\n").unwrap();
+    git(&dst, &["init", "--quiet", "--initial-branch=main"]);
+    git(&dst, &["add", "-A"]);
+    git(&dst, &["commit", "--quiet", "-m", "initial"]);
+    std::fs::write(
+        dst.join("NOTES.md"),
+        "committed notes\nand my uncommitted edit\n",
+    )
+    .unwrap();
+    std::fs::write(dst.join("scratch.txt"), "untracked work in progress\n").unwrap();
+    dst
+}
+
+/// Every file of the user's tree (outside .git), with its bytes, plus HEAD and the status.
+fn snapshot(dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, String, String) {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().into(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files);
+    (
+        files,
+        git(dir, &["rev-parse", "HEAD"]),
+        git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+    )
+}
+
+fn edit(path: &str, old: Option<&str>, new: Option<&str>, contents: Option<&str>) -> Value {
+    json!({"path": path, "old": old, "new": new, "contents": contents})
+}
+
+const TESTS: &str = "tests/auth_module/contract_test.py";
+const SOURCE: &str = "src/auth_module/auth_module.py";
+
+fn reproducer() -> Value {
+    edit(
+        TESTS,
+        Some("    def test_empty_part_is_malformed(self):"),
+        Some(
+            "    def test_short_token_is_malformed(self):\n        with self.assertRaises(ValueError):\n            validate_token(\"alice.2000\", 1000)\n\n    def test_empty_part_is_malformed(self):",
+        ),
+        None,
+    )
+}
+
+fn the_fix() -> Value {
+    edit(
+        SOURCE,
+        Some("    user, expiry, signature = parts[0], parts[1], parts[2]"),
+        Some(
+            "    if len(parts) != 3:\n        log.error(\"[%s] malformed token\", PACT_KEY)\n        raise ValueError(\"malformed token\")\n    user, expiry, signature = parts",
+        ),
+        None,
+    )
+}
+
+fn answer(reproducer: Value, fix: Value, contract: Value) -> Reply {
+    Reply::anthropic_tool(
+        "propose_fix",
+        json!({
+            "reproducer_edits": [reproducer],
+            "fix_edits": [fix],
+            "contract_change": contract,
+            "explanation": "A token with fewer than three parts must be rejected as malformed."
+        }),
+        Usage {
+            input_tokens: 1200,
+            output_tokens: 300,
+            ..Usage::default()
+        },
+    )
+}
+
+fn config(llm: &str, extra: &str) -> String {
+    format!(
+        "state_dir: state\nauto_remediate: true\nerror_threshold:\n  count: 1\n  window_seconds: 300\n\
+         sources:\n  - type: file\n    path: logs/*.log\n\
+         pact:\n  project_dir: project\n\
+         llm:\n  provider: anthropic\n  base_url: {llm}\n  api_key_env: FAKE_LLM_KEY\n  max_retries: 0\n  timeout_seconds: 20\n\
+         fix:\n  test_timeout_seconds: 60\n{extra}"
+    )
+}
+
+fn unittest(dir: &Path) -> bool {
+    Command::new("python3")
+        .current_dir(dir)
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "tests/auth_module",
+            "-p",
+            "*test*.py",
+        ])
+        .output()
+        .expect("python3")
+        .status
+        .success()
+}
+
+fn wait_fix(api: &str, within: Duration) -> Value {
+    eventually(within, || {
+        let fixes: Value = http()
+            .get(format!("{api}/fixes"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let f = fixes.as_array()?.first()?.clone();
+        (!matches!(f["status"].as_str(), Some("pending" | "running"))).then_some(f)
+    })
+    .expect("the fix ended in time")
+}
+
+#[test]
+fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    let contract = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/pact_project/contracts/auth_module/interface.json"),
+    )
+    .unwrap();
+    fake.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), json!(contract)),
+    );
+    let ws = Workspace::with_config(&config(fake.base_url(), ""));
+    let project = project(&ws);
+    let before = snapshot(&project);
+    let out = ws.run(&["register", "project"]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "test-key")]);
+    let info = d.ready();
+    let api = info.api_url("");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(
+        f,
+        "2026-12-01T10:00:00Z ERROR [{KEY}] IndexError: list index out of range (token \"alice.2000\", user bob@example.com)"
+    )
+    .unwrap();
+    let fix = wait_fix(&api, Duration::from_secs(120));
+    assert_eq!(fix["status"], "success", "{fix:#}\n{}", d.log_text());
+    let id = fix["id"].as_str().unwrap();
+    let branch = format!("sentinel/fix-{id}");
+    assert_eq!(fix["branch"], branch.as_str());
+    let commit = git(&project, &["rev-parse", &branch]);
+    assert_eq!(fix["git_fix_ref"], commit.as_str());
+    assert_eq!(fix["git_snapshot_ref"], before.1.as_str());
+    assert_eq!(fix["attempts"], 1);
+    assert_eq!(fix["input_tokens"], 1200);
+    assert!(fix["spend_usd"].as_f64().unwrap() > 0.0);
+    // Exactly the component's two files, in one commit on top of the user's HEAD.
+    let files = git(&project, &["show", "--name-only", "--format=", &commit]);
+    assert_eq!(files.lines().collect::<Vec<_>>(), [SOURCE, TESTS]);
+    assert_eq!(
+        git(&project, &["rev-parse", &format!("{commit}^")]),
+        before.1
+    );
+    // Proven again, independently: in a clone at the fix commit the tests pass; with the
+    // source put back as it was, the reproducer fails.
+    let check = ws.path().join("check");
+    git(
+        ws.path(),
+        &[
+            "clone",
+            "--quiet",
+            project.to_str().unwrap(),
+            check.to_str().unwrap(),
+        ],
+    );
+    git(&check, &["checkout", "--quiet", &commit]);
+    assert!(unittest(&check), "the fix commit's tests pass");
+    git(&check, &["checkout", "--quiet", &before.1, "--", SOURCE]);
+    assert!(!unittest(&check), "the reproducer fails without the fix");
+    // The user's tree: byte-identical, HEAD and status unchanged; no worktree left.
+    assert_eq!(
+        snapshot(&project),
+        before,
+        "the user's working tree was touched"
+    );
+    assert_eq!(git(&project, &["worktree", "list"]).lines().count(), 1);
+    // The incident is resolved (the fix waits on its branch: fix.merge is off).
+    let incidents: Value = http()
+        .get(format!("{api}/incidents"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let inc = &incidents[0];
+    assert_eq!(inc["status"], "resolved", "{incidents:#}");
+    assert_eq!(inc["resolution"], "fix_ready_for_review");
+    // The report, the proposed contract (version + 1), the redacted, fenced prompt.
+    let report = ws.path().join(format!(
+        "state/monitoring/reports/{}.md",
+        inc["id"].as_str().unwrap()
+    ));
+    let report = std::fs::read_to_string(report).expect("a report");
+    assert!(report.contains(&branch), "{report}");
+    if fix["contract_push"]
+        .as_str()
+        .unwrap()
+        .starts_with("proposed:")
+    {
+        let proposed: Value = serde_json::from_slice(
+            &std::fs::read(ws.path().join("state/proposed_contracts/auth_module.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(proposed["version"], 2);
+    }
+    assert_eq!(fix["contract_changed"], true);
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    let sent = requests[0].body.to_string();
+    assert!(
+        !sent.contains("bob@example.com"),
+        "the e-mail was sent unredacted"
+    );
+    assert!(sent.contains("UNTRUSTED-DATA"));
+    assert!(sent.contains("def validate_token"), "the source was sent");
+    // The events tell the story.
+    let store = ws.store().unwrap();
+    let kinds: Vec<&str> = store
+        .events_after(0, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    for k in [
+        "incident_detected",
+        "fix_started",
+        "fix_completed",
+        "incident_resolved",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn rejected_proposals_fail_the_fix_and_change_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    // Attempt 1: a "fix" outside the component (a path escape). Attempt 2: a reproducer
+    // that already passes (it does not reproduce anything).
+    fake.push(
+        Route::Anthropic,
+        answer(
+            reproducer(),
+            edit("../outside.txt", None, None, Some("pwned")),
+            Value::Null,
+        ),
+    );
+    fake.push(
+        Route::Anthropic,
+        answer(
+            edit(
+                TESTS,
+                Some("    def test_empty_part_is_malformed(self):"),
+                Some("    def test_nothing(self):\n        pass\n\n    def test_empty_part_is_malformed(self):"),
+                None,
+            ),
+            the_fix(),
+            Value::Null,
+        ),
+    );
+    let ws = Workspace::with_config(&config(fake.base_url(), ""));
+    let project = project(&ws);
+    let before = snapshot(&project);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let out = Command::new(crate::harness::BIN)
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("HOME", ws.path())
+        .env("FAKE_LLM_KEY", "k")
+        .args(["fix", KEY, "IndexError: list index out of range"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    let fix: Value = serde_json::from_slice(&out.stdout).expect("FixResult JSON");
+    assert_eq!(fix["status"], "failure");
+    assert_eq!(fix["attempts"], 2);
+    let error = fix["error"].as_str().unwrap();
+    assert!(error.contains("outside"), "{error}");
+    assert!(error.contains("passes on the current source"), "{error}");
+    assert_eq!(fake.request_count(), 2);
+    assert!(!ws.path().join("outside.txt").exists());
+    assert_eq!(
+        snapshot(&project),
+        before,
+        "the user's working tree was touched"
+    );
+    let branches = git(&project, &["branch", "--list", "sentinel/*"]);
+    assert!(
+        branches.is_empty(),
+        "a failed fix leaves no branch: {branches}"
+    );
+    let store = ws.store().unwrap();
+    let inc = store.recent_incidents(1).unwrap().remove(0);
+    assert_eq!(
+        (inc.status.as_str(), inc.resolution.as_str()),
+        ("escalated", "fix_failed")
+    );
+}
+
+#[test]
+fn an_exhausted_budget_makes_no_call_and_escalates() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.otherwise(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let ws = Workspace::with_config(&config(fake.base_url(), "budget:\n  hourly_cap: 0.0001\n"));
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let out = Command::new(crate::harness::BIN)
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("HOME", ws.path())
+        .env("FAKE_LLM_KEY", "k")
+        .args(["fix", KEY, "IndexError: list index out of range"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let fix: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(fix["error"].as_str().unwrap().contains("budget"), "{fix:#}");
+    assert_eq!(
+        fake.request_count(),
+        0,
+        "no call once a cap would be exceeded"
+    );
+    let inc = ws.store().unwrap().recent_incidents(1).unwrap().remove(0);
+    assert_eq!(inc.resolution, "budget_exceeded");
+}
