@@ -45,6 +45,8 @@ pub enum Reply {
     },
     /// Never answer (the client must time out).
     Hang,
+    /// Answer with the inner reply after a delay.
+    Delayed(std::time::Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -74,6 +76,11 @@ impl Reply {
     /// Never answers.
     pub fn hang() -> Reply {
         Reply::Hang
+    }
+
+    /// This reply, after `delay`.
+    pub fn after(self, delay: std::time::Duration) -> Reply {
+        Reply::Delayed(delay, Box::new(self))
     }
 
     /// Adds a response header.
@@ -211,6 +218,8 @@ struct Script {
     queues: HashMap<Route, VecDeque<Reply>>,
     fallback: HashMap<Route, Reply>,
     received: Vec<Recorded>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// The fake server. It runs on the test's runtime and stops with it.
@@ -301,6 +310,12 @@ impl FakeLlm {
         self.lock().received.len()
     }
 
+    /// The most requests that were being answered at once (delayed replies count while
+    /// they wait).
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
         self.script.lock().expect("fake LLM script lock")
     }
@@ -325,6 +340,13 @@ async fn handle(
         let queued = s.queues.get_mut(&route).and_then(VecDeque::pop_front);
         queued.or_else(|| s.fallback.get(&route).cloned())
     };
+    let in_flight = InFlight::enter(&script);
+    let mut reply = reply;
+    while let Some(Reply::Delayed(delay, inner)) = reply {
+        tokio::time::sleep(delay).await;
+        reply = Some(*inner);
+    }
+    drop(in_flight);
     match reply {
         None => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -332,6 +354,7 @@ async fn handle(
         )
             .into_response(),
         Some(Reply::Hang) => std::future::pending().await,
+        Some(Reply::Delayed(..)) => unreachable!("delays are unwrapped above"),
         Some(Reply::Respond {
             status,
             headers,
@@ -344,6 +367,26 @@ async fn handle(
             }
             resp.body(axum::body::Body::from(body))
                 .expect("a valid response")
+        }
+    }
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight(Arc<Mutex<Script>>);
+
+impl InFlight {
+    fn enter(script: &Arc<Mutex<Script>>) -> InFlight {
+        let mut s = script.lock().expect("fake LLM script lock");
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(Arc::clone(script))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.in_flight -= 1;
         }
     }
 }

@@ -152,12 +152,17 @@ fn answer(reproducer: Value, fix: Value, contract: Value) -> Reply {
 }
 
 fn config(llm: &str, extra: &str) -> String {
+    config_with(llm, "", "", extra)
+}
+
+/// The test config; `llm_extra` and `fix_extra` are more keys of those sections (indented).
+fn config_with(llm: &str, llm_extra: &str, fix_extra: &str, extra: &str) -> String {
     format!(
         "state_dir: state\nauto_remediate: true\nerror_threshold:\n  count: 1\n  window_seconds: 300\n\
          sources:\n  - type: file\n    path: logs/*.log\n\
          pact:\n  project_dir: project\n\
-         llm:\n  provider: anthropic\n  base_url: {llm}\n  api_key_env: FAKE_LLM_KEY\n  max_retries: 0\n  timeout_seconds: 20\n\
-         fix:\n  test_timeout_seconds: 60\n{extra}"
+         llm:\n  provider: anthropic\n  base_url: {llm}\n  api_key_env: FAKE_LLM_KEY\n  timeout_seconds: 20\n{llm_extra}\
+         fix:\n  test_timeout_seconds: 60\n{fix_extra}{extra}"
     )
 }
 
@@ -419,4 +424,294 @@ fn an_exhausted_budget_makes_no_call_and_escalates() {
     );
     let inc = ws.store().unwrap().recent_incidents(1).unwrap().remove(0);
     assert_eq!(inc.resolution, "budget_exceeded");
+}
+
+/// `<ws>/project` with `n` components `comp_a`, `comp_b`, … (a source and a test directory
+/// each), committed; registers them. (No digits: incidents are told apart by their
+/// normalised text, where digit runs are `<n>`.)
+fn many_components(ws: &Workspace, n: usize) {
+    let dst = ws.path().join("project");
+    let mut manifest = serde_json::Map::new();
+    for i in 0..n {
+        let id = format!("comp_{}", char::from(b'a' + i as u8));
+        for (d, f) in [("src", "code.py"), ("tests", "code_test.py")] {
+            std::fs::create_dir_all(dst.join(d).join(&id)).unwrap();
+            std::fs::write(dst.join(d).join(&id).join(f), "x = 1\n").unwrap();
+        }
+        manifest.insert(
+            id.clone(),
+            json!({
+                "component_id": id,
+                "source_path": dst.join("src").join(&id),
+                "test_path": dst.join("tests").join(&id),
+                "language": "python",
+                "pact_project": dst,
+            }),
+        );
+    }
+    git(&dst, &["init", "--quiet", "--initial-branch=main"]);
+    git(&dst, &["add", "-A"]);
+    git(&dst, &["commit", "--quiet", "-m", "initial"]);
+    ws.file(
+        "state/manifest.json",
+        json!({ "components": manifest }).to_string(),
+    );
+}
+
+#[test]
+fn fifty_distinct_errors_make_fifty_fixes_never_more_than_two_at_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    // Every call takes 150 ms and answers with no edits: each fix fails after one attempt.
+    fake.otherwise(
+        Route::Anthropic,
+        Reply::anthropic_tool(
+            "propose_fix",
+            json!({"reproducer_edits": [], "fix_edits": [], "contract_change": null, "explanation": ""}),
+            Usage::default(),
+        )
+        .after(Duration::from_millis(150)),
+    );
+    let ws = Workspace::with_config(&config_with(
+        fake.base_url(),
+        "  max_concurrent_fixes: 2\n",
+        "  max_attempts: 1\n",
+        "",
+    ));
+    many_components(&ws, 5);
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch", "--no-api"], &[("FAKE_LLM_KEY", "k")]);
+    d.ready();
+    let mut text = String::new();
+    for c in 0..5u8 {
+        for e in 0..10u8 {
+            let (c, word) = (char::from(b'a' + c), char::from(b'a' + e));
+            text.push_str(&format!("ERROR [PACT:comp_{c}:run_{word}] failed\n"));
+        }
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let events = eventually(Duration::from_secs(120), || {
+        let s = ws.store()?;
+        let ev = s.events_after(0, 100_000).ok()?;
+        (ev.iter()
+            .filter(|e| e.kind.as_str() == "fix_failed")
+            .count()
+            == 50)
+            .then_some(ev)
+    })
+    .unwrap_or_else(|| panic!("50 fixes did not end:\n{}", d.log_text()));
+    assert_eq!(ws.store().unwrap().fix_jobs().unwrap().len(), 50);
+    assert_eq!(fake.request_count(), 50, "one call per distinct error");
+    assert!(
+        fake.max_in_flight() <= 2,
+        "{} calls at once",
+        fake.max_in_flight()
+    );
+    // In commit order: never more than 2 fixes between fix_started and their end, never
+    // two of one component.
+    let mut running: Vec<String> = Vec::new();
+    let mut most = 0;
+    for e in &events {
+        match e.kind.as_str() {
+            "fix_started" => {
+                assert!(
+                    !running.contains(&e.component_id),
+                    "two fixes of {} at once",
+                    e.component_id
+                );
+                running.push(e.component_id.clone());
+                most = most.max(running.len());
+            }
+            "fix_failed" | "fix_completed" => running.retain(|c| *c != e.component_id),
+            _ => {}
+        }
+    }
+    assert!(most <= 2, "{most} fixes at once");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_fix_cut_off_by_kill_9_is_resumed_once_and_ends_proven() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(Route::Anthropic, Reply::hang());
+    let ws = Workspace::with_config(&config(fake.base_url(), ""));
+    let project = project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch", "--no-api"], &[("FAKE_LLM_KEY", "k")]);
+    d.ready();
+    writeln!(
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        "ERROR [{KEY}] IndexError: list index out of range"
+    )
+    .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), fake.wait_for_requests(1))
+            .await
+            .expect("the fixer called the LLM")
+    });
+    d.kill9();
+    // The fix was running: after the restart its job is queued again and runs to the end.
+    fake.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "k")]);
+    let info = d.ready();
+    let fix = eventually(Duration::from_secs(120), || {
+        let fixes: Value = http()
+            .get(info.api_url("/fixes"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        fixes
+            .as_array()?
+            .iter()
+            .find(|f| f["status"] == "success")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no successful fix:\n{}", d.log_text()));
+    let store = ws.store().unwrap();
+    let jobs = store.fix_jobs().unwrap();
+    assert_eq!(jobs.len(), 1, "one job, never a second one");
+    assert_eq!(
+        jobs[0].attempts, 2,
+        "started twice: before the kill and after"
+    );
+    let fixes = store.fixes(10).unwrap();
+    assert_eq!(fixes.len(), 2);
+    let cut = fixes
+        .iter()
+        .find(|f| f.id != fix["id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(cut.status.as_str(), "failure");
+    assert!(cut.error.contains("interrupted"), "{}", cut.error);
+    assert_eq!(fake.request_count(), 2);
+    assert!(
+        git(&project, &["branch", "--list", "sentinel/*"])
+            .lines()
+            .count()
+            >= 1
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_hanging_llm_does_not_hold_ingestion_and_the_incident_is_escalated() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.otherwise(Route::Anthropic, Reply::hang());
+    let ws = Workspace::with_config(
+        &config_with(fake.base_url(), "  max_retries: 1\n", "", "")
+            .replace("timeout_seconds: 20", "timeout_seconds: 2"),
+    );
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch", "--no-api"], &[("FAKE_LLM_KEY", "k")]);
+    d.ready();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "ERROR [{KEY}] IndexError: list index out of range").unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), fake.wait_for_requests(1))
+            .await
+            .expect("the fixer called the LLM")
+    });
+    // While the LLM hangs, 20 000 more lines are ingested and committed.
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&format!("ERROR [PACT:other:run] event {i} failed\n"));
+    }
+    f.write_all(text.as_bytes()).unwrap();
+    let committed_during_hang = eventually(Duration::from_secs(30), || {
+        let s = ws.store()?;
+        let lines = s.totals().ok()?.get("error_lines").copied()?;
+        let fix_ended = s
+            .events_after(0, 100_000)
+            .ok()?
+            .iter()
+            .any(|e| e.kind.as_str() == "fix_failed");
+        (lines == 20_001).then_some(!fix_ended)
+    })
+    .expect("the lines were committed");
+    assert!(
+        committed_during_hang,
+        "ingestion waited for the LLM (the lines committed only after the fix ended)"
+    );
+    let inc = eventually(Duration::from_secs(60), || {
+        let s = ws.store()?;
+        s.recent_incidents(10)
+            .ok()?
+            .into_iter()
+            .find(|i| i.component_id == "auth_module" && i.status.as_str() == "escalated")
+    })
+    .unwrap_or_else(|| panic!("not escalated:\n{}", d.log_text()));
+    assert_eq!(inc.resolution, "llm_unavailable");
+    // 2 attempts × (1 try + 1 retry).
+    assert_eq!(fake.request_count(), 4);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_merged_fix_moves_a_clean_branch_and_a_recurrence_reopens_as_a_regression() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let ws = Workspace::with_config(&config_with(fake.base_url(), "", "  merge: true\n", ""));
+    let project = project(&ws);
+    // A clean tree: the fix may be merged.
+    git(&project, &["checkout", "--quiet", "--", "NOTES.md"]);
+    std::fs::remove_file(project.join("scratch.txt")).unwrap();
+    assert!(ws.run(&["register", "project"]).status.success());
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "k")]);
+    let info = d.ready();
+    let line = format!("ERROR [{KEY}] IndexError: list index out of range");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "{line}").unwrap();
+    let fix = wait_fix(&info.api_url(""), Duration::from_secs(120));
+    assert_eq!(fix["status"], "success", "{fix:#}");
+    assert_eq!(fix["merged"], true);
+    assert_eq!(
+        git(&project, &["rev-parse", "HEAD"]),
+        fix["git_fix_ref"].as_str().unwrap()
+    );
+    assert!(unittest(&project), "the user's branch has the proven fix");
+    let inc = ws.store().unwrap().recent_incidents(1).unwrap().remove(0);
+    assert_eq!(
+        (inc.status.as_str(), inc.resolution.as_str()),
+        ("resolved", "auto_fixed")
+    );
+    // The error comes back: the incident reopens as a regression and a new fix is queued.
+    writeln!(f, "{line}").unwrap();
+    let jobs = eventually(Duration::from_secs(30), || {
+        let s = ws.store()?;
+        let jobs = s.fix_jobs().ok()?;
+        (jobs.len() == 2).then_some(jobs)
+    })
+    .unwrap_or_else(|| panic!("no second job:\n{}", d.log_text()));
+    assert_eq!(jobs[1].incident_id, inc.id);
+    let kinds: Vec<String> = ws
+        .store()
+        .unwrap()
+        .events_after(0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.as_str().to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"incident_regressed".to_string()),
+        "{kinds:?}"
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
 }
