@@ -128,3 +128,39 @@ pub(super) async fn get_fix(
         None => Err(ApiError::not_found(format!("no fix {}", super::clip(&id)))),
     }
 }
+
+pub(super) async fn approve(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    review(s, id, true).await
+}
+
+pub(super) async fn reject(
+    State(s): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    review(s, id, false).await
+}
+
+async fn review(s: Arc<ApiState>, id: String, approve: bool) -> Result<Response, ApiError> {
+    use crate::fix::service::ReviewError;
+    let (store, config) = (s.store.clone(), s.config.clone());
+    let fix = tokio::task::spawn_blocking(move || {
+        crate::fix::service::review(&store, &config, &id, approve)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| match e {
+        ReviewError::NotFound(_) => ApiError::not_found(e.to_string()),
+        ReviewError::NotAwaiting { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_awaiting_approval", e.to_string())
+        }
+        ReviewError::Store(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+    })?;
+    Ok(Json(fix).into_response())
+}

@@ -133,6 +133,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/fix", axum::routing::post(fixes::post_fix))
         .route("/fixes", get(fixes::list))
         .route("/fixes/{id}", get(fixes::get_fix))
+        .route("/fixes/{id}/approve", axum::routing::post(fixes::approve))
+        .route("/fixes/{id}/reject", axum::routing::post(fixes::reject))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -147,7 +149,8 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
-    if matches!(uri.path(), "/register" | "/fix") {
+    let p = uri.path();
+    if matches!(p, "/register" | "/fix") || p.ends_with("/approve") || p.ends_with("/reject") {
         ApiError::method_not_allowed("POST")
     } else {
         ApiError::method_not_allowed("GET, HEAD")

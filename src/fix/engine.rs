@@ -236,6 +236,7 @@ impl<L: Llm> Fixer<L> {
             )
         })?;
         fix.branch = format!("sentinel/fix-{}", fix.id);
+        fix.repo = layout.root.to_string_lossy().into_owned();
         let base_dir = config.state_dir.join("worktrees");
         let allowed = vec![layout.source.clone(), layout.tests.clone()];
         let (root, branch) = (layout.root.clone(), fix.branch.clone());

@@ -418,3 +418,74 @@ impl<L: Llm + 'static> FixService<L> {
         Ok(())
     }
 }
+
+/// Why an approval or rejection was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReviewError {
+    /// No such fix.
+    #[error("no fix {0}")]
+    NotFound(String),
+    /// The fix is not waiting for approval.
+    #[error("fix {id} is {status}, not awaiting_approval")]
+    NotAwaiting {
+        /// The fix.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Approves (`true`) or rejects a fix that waits for approval (`fix.require_approval`).
+/// Approved: with `fix.merge` the user's branch is fast-forwarded to the fix when their tree
+/// is clean; the incident is resolved. Rejected: the fix branch is deleted, the incident
+/// escalated (`fix_rejected`). Blocking (git).
+///
+/// # Errors
+///
+/// See [`ReviewError`].
+pub fn review(
+    store: &Store,
+    config: &crate::config::Config,
+    id: &str,
+    approve: bool,
+) -> Result<FixResult, ReviewError> {
+    let mut fix = store
+        .fix(id)?
+        .ok_or_else(|| ReviewError::NotFound(id.to_string()))?;
+    if fix.status != FixStatus::AwaitingApproval {
+        return Err(ReviewError::NotAwaiting {
+            id: id.to_string(),
+            status: fix.status.as_str(),
+        });
+    }
+    let repo = std::path::PathBuf::from(&fix.repo);
+    let resolution = if approve {
+        fix.status = FixStatus::Success;
+        if config.fix.merge {
+            match super::worktree::fast_forward_user_branch(&repo, &fix.branch) {
+                Ok(m) => fix.merged = m,
+                Err(e) => tracing::warn!(error = %e, "cannot fast-forward the user's branch"),
+            }
+        }
+        if fix.merged {
+            super::engine::resolution::AUTO_FIXED
+        } else {
+            super::engine::resolution::FIX_ON_BRANCH
+        }
+    } else {
+        fix.status = FixStatus::Rejected;
+        fix.error = "rejected by a reviewer".into();
+        if let Err(e) = super::worktree::delete_branch(&repo, &fix.branch) {
+            tracing::warn!(error = %e, branch = %fix.branch, "cannot delete the rejected fix's branch");
+        }
+        "fix_rejected"
+    };
+    let mut txn = store.begin_write()?;
+    txn.finish_fix(None, &fix, resolution, Timestamp::now())?;
+    txn.commit()?;
+    Ok(fix)
+}

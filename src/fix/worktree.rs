@@ -651,6 +651,16 @@ pub fn allowed_prefixes(entry: &crate::attribute::manifest::ManifestEntry) -> Ve
         .collect()
 }
 
+/// Deletes the fix branch `branch` (a `sentinel/` branch only; never the user's).
+pub fn delete_branch(repo: &Path, branch: &str) -> Result<(), GitError> {
+    let root = toplevel(repo)?;
+    check_branch_name(&root, branch)?;
+    if !branch.starts_with("sentinel/") {
+        return Err(GitError::InvalidBranch(branch.to_string()));
+    }
+    git(&root, &["branch", "--quiet", "-D", "--", branch]).map(|_| ())
+}
+
 /// Fast-forwards the user's current branch in `repo` to `branch` (the fix branch), only when
 /// their working tree is clean (`git status --porcelain` empty, untracked files included),
 /// `HEAD` is on a branch, and the fix commit descends from their `HEAD`. Returns `false` (the

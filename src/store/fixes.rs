@@ -105,6 +105,8 @@ pub struct FixResult {
     pub git_fix_ref: String,
     /// The fix branch (`sentinel/fix-<id>`).
     pub branch: String,
+    /// The repository the branch is in.
+    pub repo: String,
     /// Whether the user's branch was fast-forwarded to the fix.
     pub merged: bool,
     /// LLM attempts made.
@@ -245,6 +247,15 @@ impl Store {
 }
 
 impl StoreTxn<'_> {
+    fn fix_status(&mut self, id: &str) -> Result<Option<FixStatus>, StoreError> {
+        let st = self.store;
+        let fixes = self.txn.open_table(FIXES).map_err(st.storage())?;
+        let Some(v) = fixes.get(id).map_err(st.storage())? else {
+            return Ok(None);
+        };
+        Ok(FixResult::decode(v.value()).ok().map(|f| f.status))
+    }
+
     /// Stores (or replaces) a fix result.
     ///
     /// # Errors
@@ -482,13 +493,18 @@ impl StoreTxn<'_> {
             job.updated_at = now;
             self.put_job(&job)?;
         }
+        // An approved fix was announced when it was proven: no second fix_completed.
+        let approved = fix.status == FixStatus::Success
+            && self.fix_status(&fix.id)? == Some(FixStatus::AwaitingApproval);
         self.put_fix(fix)?;
         let kind = if ok {
             EventKind::FixCompleted
         } else {
             EventKind::FixFailed
         };
-        self.emit(fix.event(kind), now)?;
+        if !approved {
+            self.emit(fix.event(kind), now)?;
+        }
         if let Some(mut inc) = self.incident(&fix.incident_id)? {
             let (status, event) = match fix.status {
                 FixStatus::Success => (IncidentStatus::Resolved, EventKind::IncidentResolved),

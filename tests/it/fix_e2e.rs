@@ -715,3 +715,66 @@ fn a_merged_fix_moves_a_clean_branch_and_a_recurrence_reopens_as_a_regression() 
     );
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn with_require_approval_a_proven_fix_waits_for_a_human() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let ws = Workspace::with_config(&config_with(
+        fake.base_url(),
+        "",
+        "  merge: true\n  require_approval: true\n",
+        "",
+    ));
+    let project = project(&ws);
+    git(&project, &["checkout", "--quiet", "--", "NOTES.md"]);
+    std::fs::remove_file(project.join("scratch.txt")).unwrap();
+    let head = git(&project, &["rev-parse", "HEAD"]);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "k")]);
+    let info = d.ready();
+    writeln!(
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        "ERROR [{KEY}] IndexError: list index out of range"
+    )
+    .unwrap();
+    let fix = wait_fix(&info.api_url(""), Duration::from_secs(120));
+    assert_eq!(fix["status"], "awaiting_approval", "{fix:#}");
+    assert_eq!(
+        git(&project, &["rev-parse", "HEAD"]),
+        head,
+        "nothing merged before approval"
+    );
+    let id = fix["id"].as_str().unwrap();
+    let inc = ws.store().unwrap().recent_incidents(1).unwrap().remove(0);
+    assert_eq!(inc.status.as_str(), "verifying");
+    // Unknown ids 404; approving answers the fix, merged; a second approval is a conflict.
+    let post = |path: &str| http().post(info.api_url(path)).send().unwrap();
+    assert_eq!(post("/fixes/000000000000/approve").status(), 404);
+    let r = post(&format!("/fixes/{id}/approve"));
+    assert_eq!(r.status(), 200);
+    let approved: Value = r.json().unwrap();
+    assert_eq!(
+        (approved["status"].as_str(), approved["merged"].as_bool()),
+        (Some("success"), Some(true))
+    );
+    assert_eq!(
+        git(&project, &["rev-parse", "HEAD"]),
+        fix["git_fix_ref"].as_str().unwrap()
+    );
+    let r = post(&format!("/fixes/{id}/reject"));
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "not_awaiting_approval");
+    let inc = ws.store().unwrap().recent_incidents(1).unwrap().remove(0);
+    assert_eq!(
+        (inc.status.as_str(), inc.resolution.as_str()),
+        ("resolved", "auto_fixed")
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
+}
