@@ -96,14 +96,10 @@ pub(crate) fn run(config: &Config, args: TriageArgs) -> Result<u8, CliError> {
         .context("stderr")?;
         return Ok(1);
     }
-    let verdict = by_key(&text, &manifest).unwrap_or_else(|| Verdict {
-        component_id: "unknown".into(),
-        confidence: 0.0,
-        reasoning: "No PACT key found in error text and LLM unavailable \
-                    (LLM triage is not available in this build)"
-            .into(),
-        pact_key: None,
-    });
+    let verdict = match by_key(&text, &manifest) {
+        Some(v) => v,
+        None => by_llm(config, &String::from_utf8_lossy(&text), &manifest),
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &verdict).context("writing JSON")?;
@@ -114,6 +110,92 @@ pub(crate) fn run(config: &Config, args: TriageArgs) -> Result<u8, CliError> {
         writeln!(out, "reasoning:    {}", verdict.reasoning).context("stdout")?;
     }
     Ok(0)
+}
+
+fn unavailable(why: &str) -> Verdict {
+    Verdict {
+        component_id: "unknown".into(),
+        confidence: 0.0,
+        reasoning: format!("No PACT key found in error text and LLM unavailable ({why})"),
+        pact_key: None,
+    }
+}
+
+/// The LLM path (SPEC §5.3): one call within the budget, its cost in the spend log.
+#[cfg(all(unix, feature = "daemon"))]
+fn by_llm(config: &Config, text: &str, manifest: &Manifest) -> Verdict {
+    use crate::fix::budget::{Budget, Caps, reservation};
+    use crate::fix::service::DaemonLlm;
+    use crate::store::{Store, StoreError};
+    use std::sync::Arc;
+    let llm = match DaemonLlm::from_config(config) {
+        DaemonLlm::Unavailable(why) => return unavailable(&why),
+        llm => llm,
+    };
+    if crate::config::create_state_dir(&config.state_dir).is_err() {
+        return unavailable("the state directory cannot be created");
+    }
+    let store = match Store::open(&config.db_path()) {
+        Ok(s) => Arc::new(s),
+        Err(StoreError::InUse { .. }) => {
+            return unavailable(
+                "a running daemon owns the spend log; triage through it, or stop it",
+            );
+        }
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    let budget = Budget::new(store, Caps::from_config(config));
+    let req = crate::fix::triage::request(text, manifest);
+    let p = crate::fix::llm::Pricing::from_usd_per_mtok(
+        config.llm.provider,
+        config.llm.price_input_per_mtok,
+        config.llm.price_output_per_mtok,
+    );
+    let bytes = (req.system.len() + req.user.len()) as u64 + 1024;
+    let now = jiff::Timestamp::now();
+    let hold = match budget.reserve(
+        "triage",
+        0,
+        reservation(bytes, req.max_tokens, p.input, p.output),
+        now,
+    ) {
+        Ok(h) => h,
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        budget.release(hold);
+        return unavailable("cannot start the async runtime");
+    };
+    let answer = rt.block_on(crate::fix::triage::triage(&llm, text, manifest));
+    let spent = match &answer {
+        Ok((_, r)) => r.cost_micro_usd,
+        Err(e) => e.spent_micro_usd(),
+    };
+    if let Err(e) = budget.settle(hold, spent, jiff::Timestamp::now()) {
+        tracing::warn!(error = %e, "cannot record the triage spend");
+    }
+    match answer {
+        Ok((Some((id, _, _)), _)) => Verdict {
+            component_id: id,
+            confidence: 0.8,
+            reasoning: "LLM triage matched error to component based on manifest analysis".into(),
+            pact_key: None,
+        },
+        Ok((None, _)) | Err(_) => Verdict {
+            component_id: "unknown".into(),
+            confidence: 0.0,
+            reasoning: "LLM triage could not determine responsible component".into(),
+            pact_key: None,
+        },
+    }
+}
+
+#[cfg(not(all(unix, feature = "daemon")))]
+fn by_llm(_: &Config, _: &str, _: &Manifest) -> Verdict {
+    unavailable("LLM triage is not available in this build")
 }
 
 #[cfg(test)]

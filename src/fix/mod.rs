@@ -39,6 +39,8 @@ pub mod redact;
 pub mod runner;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod service;
+#[cfg(feature = "daemon")]
+pub mod triage;
 pub mod worktree;
 
 /// 64 unpredictable bits (SipHash under the process's random keys, which std re-keys for

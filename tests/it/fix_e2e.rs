@@ -778,3 +778,57 @@ fn with_require_approval_a_proven_fix_waits_for_a_human() {
     );
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn triage_without_a_key_asks_the_llm_and_records_the_spend() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    let verdict = |id: &str, confidence: f64| {
+        Reply::anthropic_tool(
+            "TriageResult",
+            json!({"component_id": id, "confidence": confidence, "reasoning": "token parsing"}),
+            Usage {
+                input_tokens: 500,
+                output_tokens: 20,
+                ..Usage::default()
+            },
+        )
+    };
+    fake.push(Route::Anthropic, verdict("auth_module", 0.9));
+    fake.push(Route::Anthropic, verdict("auth_module", 0.1));
+    let ws = Workspace::with_config(&config(fake.base_url(), ""));
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let triage = || {
+        Command::new(crate::harness::BIN)
+            .current_dir(ws.path())
+            .env_remove("SENTINEL_CONFIG")
+            .env("HOME", ws.path())
+            .env("FAKE_LLM_KEY", "k")
+            .args([
+                "triage",
+                "IndexError in validate_token for alice@example.com",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = triage();
+    let text = crate::harness::stdout(&out);
+    assert!(text.contains("component_id: auth_module"), "{text}");
+    assert!(text.contains("confidence:   0.8"), "{text}");
+    // Below the 0.3 confidence floor: unknown.
+    let text = crate::harness::stdout(&triage());
+    assert!(text.contains("component_id: unknown"), "{text}");
+    assert!(text.contains("confidence:   0.0"), "{text}");
+    let sent = fake.requests()[0].body.to_string();
+    assert!(!sent.contains("alice@example.com"));
+    assert!(
+        sent.contains("validate_token"),
+        "the contract's functions were listed"
+    );
+    let store = ws.store().unwrap();
+    let spent = store
+        .spend_since("2000-01-01T00:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(spent.len(), 2, "both calls are in the spend log");
+}
