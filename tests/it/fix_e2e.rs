@@ -832,3 +832,76 @@ fn triage_without_a_key_asks_the_llm_and_records_the_spend() {
         .unwrap();
     assert_eq!(spent.len(), 2, "both calls are in the spend log");
 }
+
+#[test]
+fn a_tightened_contract_goes_through_pact_into_the_fix_commit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    let contract_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/pact_project/contracts/auth_module/interface.json");
+    let mut contract: Value =
+        serde_json::from_slice(&std::fs::read(&contract_file).unwrap()).unwrap();
+    contract["description"] = json!("Tokens must have exactly three non-empty parts.");
+    fake.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), json!(contract.to_string())),
+    );
+    let ws = Workspace::with_config(&config(fake.base_url(), ""));
+    let project = project(&ws);
+    let before = snapshot(&project);
+    assert!(ws.run(&["register", "project"]).status.success());
+    // A stand-in for `pact sentinel push-contract <project> <id> <file>` (the real CLI,
+    // PyPI pact-agents, needs Python 3.12): it rewrites the component's interface.json and
+    // records its arguments.
+    let bin = ws.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = ws.path().join("pact-calls.txt");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{}'\n[ \"$1 $2\" = 'sentinel push-contract' ] || exit 2\n\
+         cp \"$5\" \"$3/contracts/$4/interface.json\"\necho \"Contract updated for $4\"\n",
+        calls.display()
+    );
+    std::fs::write(bin.join("pact"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("pact"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(crate::harness::BIN)
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("HOME", ws.path())
+        .env("FAKE_LLM_KEY", "k")
+        .env("PATH", path)
+        .args(["fix", KEY, "IndexError: list index out of range"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    let fix: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fix["contract_push"], "pact-cli", "{fix:#}");
+    let args = std::fs::read_to_string(&calls).unwrap();
+    assert!(args.starts_with("sentinel push-contract "), "{args}");
+    assert!(args.contains(" auth_module "), "{args}");
+    // The new contract (version 2) is in the fix commit, beside the code; the user's tree
+    // is untouched.
+    let commit = fix["git_fix_ref"].as_str().unwrap();
+    let files = git(&project, &["show", "--name-only", "--format=", commit]);
+    assert!(
+        files.contains("contracts/auth_module/interface.json"),
+        "{files}"
+    );
+    let committed: Value = serde_json::from_str(&git(
+        &project,
+        &[
+            "show",
+            &format!("{commit}:contracts/auth_module/interface.json"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(committed["version"], 2);
+    assert_eq!(committed["description"], contract["description"]);
+    assert_eq!(snapshot(&project), before);
+}
