@@ -310,7 +310,7 @@ impl<L: Llm + 'static> FixService<L> {
     }
 
     fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> Result<(), StoreError> {
-        let jobs = self.store.fix_jobs()?;
+        let jobs = self.store.open_jobs()?;
         for job in jobs.into_iter().filter(|j| j.state == JobState::Queued) {
             {
                 let mut active = self
@@ -349,7 +349,7 @@ impl<L: Llm + 'static> FixService<L> {
     pub async fn run_now(&self, fix_id: &str) -> Result<Option<FixResult>, StoreError> {
         let job = self
             .store
-            .fix_jobs()?
+            .open_jobs()?
             .into_iter()
             .find(|j| j.fix_id == fix_id && j.state == JobState::Queued);
         if let Some(job) = job {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     COUNTS, EventKind, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, Incident, IncidentStatus,
-    JobState, NewEvent, Store, StoreError, StoreTxn, micros,
+    JOBS_OPEN, JobState, NewEvent, Store, StoreError, StoreTxn, micros,
 };
 
 const FIXES: TableDefinition<&str, &[u8]> = TableDefinition::new("fixes");
@@ -407,6 +407,9 @@ impl StoreTxn<'_> {
         };
         jobs.insert(seq, job.encode().as_slice())
             .map_err(st.storage())?;
+        drop(jobs);
+        let mut open = self.txn.open_table(JOBS_OPEN).map_err(st.storage())?;
+        open.insert(seq, ()).map_err(st.storage())?;
         Ok(seq)
     }
 
@@ -429,6 +432,12 @@ impl StoreTxn<'_> {
         let mut jobs = self.txn.open_table(FIX_JOBS).map_err(st.storage())?;
         jobs.insert(job.seq, job.encode().as_slice())
             .map_err(st.storage())?;
+        let mut open = self.txn.open_table(JOBS_OPEN).map_err(st.storage())?;
+        if matches!(job.state, JobState::Queued | JobState::Running) {
+            open.insert(job.seq, ()).map_err(st.storage())?;
+        } else {
+            open.remove(job.seq).map_err(st.storage())?;
+        }
         Ok(())
     }
 
@@ -530,7 +539,7 @@ impl StoreTxn<'_> {
         Ok(())
     }
 
-    /// After a crash: jobs left `running` are queued again (started fewer than
+    /// At start, after a crash: jobs left `running` are queued again (started fewer than
     /// [`MAX_JOB_STARTS`] times) or failed (their incident escalated, resolution
     /// `fix_interrupted`); their fix records are marked failed. Returns (requeued, failed).
     ///
@@ -539,14 +548,20 @@ impl StoreTxn<'_> {
     /// [`StoreError`] on storage errors.
     pub fn recover_jobs(&mut self, now: Timestamp) -> Result<(usize, usize), StoreError> {
         let st = self.store;
+        // Also rebuilds the open-jobs index (stores written before it existed).
         let running: Vec<FixJob> = {
             let jobs = self.txn.open_table(FIX_JOBS).map_err(st.storage())?;
+            let mut open = self.txn.open_table(JOBS_OPEN).map_err(st.storage())?;
             let mut out = Vec::new();
             for row in jobs.iter().map_err(st.storage())? {
                 let (_, v) = row.map_err(st.storage())?;
-                if let Ok(job) = FixJob::decode(v.value())
-                    && job.state == JobState::Running
-                {
+                let Ok(job) = FixJob::decode(v.value()) else {
+                    continue;
+                };
+                if matches!(job.state, JobState::Queued | JobState::Running) {
+                    open.insert(job.seq, ()).map_err(st.storage())?;
+                }
+                if job.state == JobState::Running {
                     out.push(job);
                 }
             }

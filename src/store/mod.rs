@@ -76,6 +76,8 @@ const WINDOWS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident
 const ACTIONED: TableDefinition<u64, u64> = TableDefinition::new("incident_actioned");
 /// The fix-job queue: sequence → encoded [`FixJob`].
 const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
+/// The jobs still queued or running: sequence → () (so the fixer never scans them all).
+const JOBS_OPEN: TableDefinition<u64, ()> = TableDefinition::new("fix_jobs_open");
 /// The fixer's spend log: (time in µs, sequence) → (incident id, micro-USD). Never pruned
 /// within the 30-day window the caps look at (older entries may be dropped).
 const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("spend_log");
@@ -478,6 +480,34 @@ impl Store {
                     detail,
                 })?,
             );
+        }
+        Ok(out)
+    }
+
+    /// The jobs still queued or running, in queue order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable job.
+    pub fn open_jobs(&self) -> Result<Vec<FixJob>, StoreError> {
+        let txn = self.begin_read()?;
+        let (open, jobs) = match (txn.open_table(JOBS_OPEN), txn.open_table(FIX_JOBS)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(TableError::TableDoesNotExist(_)), _)
+            | (_, Err(TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in open.iter().map_err(self.storage())? {
+            let (k, _) = row.map_err(self.storage())?;
+            if let Some(v) = jobs.get(k.value()).map_err(self.storage())? {
+                out.push(
+                    FixJob::decode(v.value()).map_err(|detail| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail,
+                    })?,
+                );
+            }
         }
         Ok(out)
     }
@@ -955,6 +985,7 @@ impl StoreTxn<'_> {
         let mut windows = txn.open_table(WINDOWS).map_err(st.storage())?;
         let mut actioned = txn.open_table(ACTIONED).map_err(st.storage())?;
         let mut jobs = txn.open_table(FIX_JOBS).map_err(st.storage())?;
+        let mut open = txn.open_table(JOBS_OPEN).map_err(st.storage())?;
         let mut next_job = jobs
             .last()
             .map_err(st.storage())?
@@ -1019,8 +1050,14 @@ impl StoreTxn<'_> {
                     };
                     if let Some(bytes) = stored {
                         let mut inc = st.decode(fp, &bytes)?;
-                        let action = act(&mut inc, &policy, &mut jobs, &mut next_job, now)
-                            .map_err(st.storage())?;
+                        let action = act(
+                            &mut inc,
+                            &policy,
+                            (&mut jobs, &mut open),
+                            &mut next_job,
+                            now,
+                        )
+                        .map_err(st.storage())?;
                         actioned
                             .insert(fp, action_seq(&action))
                             .map_err(st.storage())?;
@@ -1070,8 +1107,14 @@ impl StoreTxn<'_> {
                     if window_reached(&mut windows, fp, d.count, now_us, &policy)
                         .map_err(st.storage())?
                     {
-                        let action = act(&mut incident, &policy, &mut jobs, &mut next_job, now)
-                            .map_err(st.storage())?;
+                        let action = act(
+                            &mut incident,
+                            &policy,
+                            (&mut jobs, &mut open),
+                            &mut next_job,
+                            now,
+                        )
+                        .map_err(st.storage())?;
                         actioned
                             .insert(fp, action_seq(&action))
                             .map_err(st.storage())?;
@@ -1110,7 +1153,7 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         drop((
-            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch,
+            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
         ));
         drop(throttle);
         for ev in pending {
@@ -1492,7 +1535,10 @@ fn window_reached(
 fn act(
     inc: &mut Incident,
     policy: &FixPolicy,
-    jobs: &mut redb::Table<'_, u64, &[u8]>,
+    (jobs, open): (
+        &mut redb::Table<'_, u64, &[u8]>,
+        &mut redb::Table<'_, u64, ()>,
+    ),
     next_job: &mut u64,
     now: Timestamp,
 ) -> Result<Action, redb::StorageError> {
@@ -1520,6 +1566,7 @@ fn act(
         fix_id: String::new(),
     };
     jobs.insert(seq, job.encode().as_slice())?;
+    open.insert(seq, ())?;
     Ok(Action::Queued(seq))
 }
 
