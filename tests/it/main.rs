@@ -5,6 +5,7 @@ mod components;
 mod fixer;
 mod ground_truth;
 mod harness;
+mod outbox;
 mod scan_cli;
 mod serve;
 mod watch;
