@@ -377,10 +377,12 @@ mod tests {
 
     #[test]
     fn arbiter_mapping_is_configurable() {
-        let mut map = ArbiterEventMap::default();
-        map.production_error = TrustMapping {
-            event: TrustEventType::CanaryTriggered,
-            weight: -0.9,
+        let map = ArbiterEventMap {
+            production_error: TrustMapping {
+                event: TrustEventType::CanaryTriggered,
+                weight: -0.9,
+            },
+            ..ArbiterEventMap::default()
         };
         let b = Rules::Arbiter { map, on_fix: true }
             .bodies(&incident_event(EventKind::IncidentDetected, "auth"));
