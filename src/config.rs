@@ -381,23 +381,206 @@ impl Default for FixConfig {
 }
 
 /// `arbiter`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ArbiterConfig {
     /// `api_endpoint`.
     pub api_endpoint: Option<String>,
     /// `trust_event_on_fix`.
     pub trust_event_on_fix: bool,
+    /// `event_map`: which Arbiter trust event (and weight) each Sentinel event becomes.
+    pub event_map: ArbiterEventMap,
 }
 
-impl Default for ArbiterConfig {
-    fn default() -> Self {
-        ArbiterConfig {
-            api_endpoint: None,
-            trust_event_on_fix: true,
+/// Arbiter's `TrustEventType` values (jmcentire/arbiter; reference/SPEC.md §9.1): the only
+/// event names its `POST /trust/event` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustEventType {
+    /// `AUDIT_PASS`.
+    AuditPass,
+    /// `AUDIT_FAIL`.
+    AuditFail,
+    /// `CONSISTENCY_CHECK`.
+    ConsistencyCheck,
+    /// `ACCESS_VIOLATION`.
+    AccessViolation,
+    /// `TAINT_DETECTED`.
+    TaintDetected,
+    /// `CANARY_TRIGGERED`.
+    CanaryTriggered,
+    /// `MANUAL_OVERRIDE`.
+    ManualOverride,
+    /// `DECAY`.
+    Decay,
+    /// `INITIAL`.
+    Initial,
+}
+
+impl TrustEventType {
+    /// Every type, as Arbiter lists them.
+    pub const ALL: [TrustEventType; 9] = [
+        TrustEventType::AuditPass,
+        TrustEventType::AuditFail,
+        TrustEventType::ConsistencyCheck,
+        TrustEventType::AccessViolation,
+        TrustEventType::TaintDetected,
+        TrustEventType::CanaryTriggered,
+        TrustEventType::ManualOverride,
+        TrustEventType::Decay,
+        TrustEventType::Initial,
+    ];
+
+    /// The wire name (`AUDIT_FAIL`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustEventType::AuditPass => "AUDIT_PASS",
+            TrustEventType::AuditFail => "AUDIT_FAIL",
+            TrustEventType::ConsistencyCheck => "CONSISTENCY_CHECK",
+            TrustEventType::AccessViolation => "ACCESS_VIOLATION",
+            TrustEventType::TaintDetected => "TAINT_DETECTED",
+            TrustEventType::CanaryTriggered => "CANARY_TRIGGERED",
+            TrustEventType::ManualOverride => "MANUAL_OVERRIDE",
+            TrustEventType::Decay => "DECAY",
+            TrustEventType::Initial => "INITIAL",
         }
     }
+
+    /// The type whose wire name is `name` (exact, upper case).
+    pub fn from_name(name: &str) -> Option<TrustEventType> {
+        TrustEventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// One Arbiter trust event: its type and weight (in [-1, 1]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct TrustMapping {
+    /// The trust event type.
+    pub event: TrustEventType,
+    /// The weight, in [-1.0, 1.0].
+    pub weight: f64,
+}
+
+/// `arbiter.event_map`: the trust event sent for each kind of Sentinel event. The keys are
+/// the reference's event names; the defaults are the nearest Arbiter types, with the
+/// reference's weights clamped to Arbiter's range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct ArbiterEventMap {
+    /// `production_error`: a new incident with a component. Default `AUDIT_FAIL` −0.3.
+    pub production_error: TrustMapping,
+    /// `sentinel_fix`: a fix proven by the tests. Default `AUDIT_PASS` +1.0.
+    pub sentinel_fix: TrustMapping,
+    /// `sentinel_fix_failure`: a fix attempt that failed. Default `AUDIT_FAIL` −0.5.
+    pub sentinel_fix_failure: TrustMapping,
+}
+
+impl Default for ArbiterEventMap {
+    fn default() -> Self {
+        ArbiterEventMap {
+            production_error: TrustMapping {
+                event: TrustEventType::AuditFail,
+                weight: -0.3,
+            },
+            sentinel_fix: TrustMapping {
+                event: TrustEventType::AuditPass,
+                weight: 1.0,
+            },
+            sentinel_fix_failure: TrustMapping {
+                event: TrustEventType::AuditFail,
+                weight: -0.5,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawArbiter {
+    api_endpoint: Option<String>,
+    trust_event_on_fix: bool,
+    event_map: RawEventMap,
+}
+
+impl Default for RawArbiter {
+    fn default() -> Self {
+        RawArbiter {
+            api_endpoint: None,
+            trust_event_on_fix: true,
+            event_map: RawEventMap::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEventMap {
+    production_error: Option<RawTrust>,
+    sentinel_fix: Option<RawTrust>,
+    sentinel_fix_failure: Option<RawTrust>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTrust {
+    event: Option<Spanned<String>>,
+    weight: Option<Spanned<f64>>,
+}
+
+/// Validates `arbiter` (the event map's types and weights).
+fn resolve_arbiter(
+    raw: &RawArbiter,
+    invalid: &dyn Fn(String, Option<&serde_saphyr::Location>, String) -> ConfigError,
+) -> Result<ArbiterConfig, ConfigError> {
+    let d = ArbiterEventMap::default();
+    let one = |name: &str, raw: &Option<RawTrust>, default: TrustMapping| {
+        let Some(raw) = raw else {
+            return Ok(default);
+        };
+        let key = |k: &str| format!("arbiter.event_map.{name}.{k}");
+        let event = match &raw.event {
+            None => default.event,
+            Some(e) => TrustEventType::from_name(e.value.trim()).ok_or_else(|| {
+                let names: Vec<&str> = TrustEventType::ALL.iter().map(|t| t.as_str()).collect();
+                invalid(
+                    key("event"),
+                    Some(&e.referenced),
+                    format!(
+                        "{:?} is not an Arbiter trust event type: expected one of {}",
+                        e.value,
+                        names.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let weight = match &raw.weight {
+            None => default.weight,
+            Some(w) if w.value.is_finite() && (-1.0..=1.0).contains(&w.value) => w.value,
+            Some(w) => {
+                return Err(invalid(
+                    key("weight"),
+                    Some(&w.referenced),
+                    format!("{} is out of range: expected -1.0..=1.0", w.value),
+                ));
+            }
+        };
+        Ok(TrustMapping { event, weight })
+    };
+    let m = &raw.event_map;
+    Ok(ArbiterConfig {
+        api_endpoint: raw.api_endpoint.clone(),
+        trust_event_on_fix: raw.trust_event_on_fix,
+        event_map: ArbiterEventMap {
+            production_error: one("production_error", &m.production_error, d.production_error)?,
+            sentinel_fix: one("sentinel_fix", &m.sentinel_fix, d.sentinel_fix)?,
+            sentinel_fix_failure: one(
+                "sentinel_fix_failure",
+                &m.sentinel_fix_failure,
+                d.sentinel_fix_failure,
+            )?,
+        },
+    })
 }
 
 /// `stigmergy`.
@@ -863,6 +1046,7 @@ impl Config {
                 ),
             ));
         }
+        let arbiter = resolve_arbiter(&raw.arbiter, &invalid)?;
         let shards = match &raw.shards {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(v) if (1..=256).contains(&v.value) => v.value as usize,
@@ -884,7 +1068,7 @@ impl Config {
             error_threshold: raw.error_threshold,
             llm,
             pact: raw.pact,
-            arbiter: raw.arbiter,
+            arbiter,
             stigmergy: raw.stigmergy,
             chronicler: raw.chronicler,
             notify: raw.notify,
@@ -1162,7 +1346,7 @@ struct RawConfig {
     error_threshold: ErrorThreshold,
     llm: RawLlm,
     pact: PactConfig,
-    arbiter: ArbiterConfig,
+    arbiter: RawArbiter,
     stigmergy: StigmergyConfig,
     chronicler: ChroniclerConfig,
     notify: NotifyConfig,
@@ -1212,7 +1396,7 @@ impl Default for RawConfig {
             error_threshold: ErrorThreshold::default(),
             llm: RawLlm::default(),
             pact: PactConfig::default(),
-            arbiter: ArbiterConfig::default(),
+            arbiter: RawArbiter::default(),
             stigmergy: StigmergyConfig::default(),
             chronicler: ChroniclerConfig::default(),
             notify: NotifyConfig::default(),
@@ -1373,6 +1557,44 @@ state_dir: state
         let msg = err.to_string();
         assert!(msg.contains("sources[0].error_patterns[1]"), "{msg}");
         assert!(msg.contains(":5:"), "{msg}");
+    }
+
+    #[test]
+    fn arbiter_event_map_is_validated() {
+        let c = parse("arbiter: {api_endpoint: http://a:7700}\n").unwrap();
+        assert_eq!(c.arbiter.event_map, ArbiterEventMap::default());
+        assert!(c.arbiter.trust_event_on_fix);
+        let c = parse(
+            "arbiter:\n  event_map:\n    production_error: {event: TAINT_DETECTED}\n    sentinel_fix: {weight: 0.5}\n",
+        )
+        .unwrap();
+        let m = c.arbiter.event_map;
+        assert_eq!(m.production_error.event, TrustEventType::TaintDetected);
+        assert_eq!(m.production_error.weight, -0.3);
+        assert_eq!(m.sentinel_fix.event, TrustEventType::AuditPass);
+        assert_eq!(m.sentinel_fix.weight, 0.5);
+
+        let err =
+            parse("arbiter:\n  event_map:\n    sentinel_fix: {event: sentinel_fix}\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/sentinel/sentinel.yaml:3:"), "{msg}");
+        assert!(
+            msg.contains("arbiter.event_map.sentinel_fix.event"),
+            "{msg}"
+        );
+        assert!(msg.contains("AUDIT_PASS"), "{msg}");
+        let err = parse(
+            "arbiter:\n  event_map:\n    sentinel_fix_failure:\n      event: AUDIT_FAIL\n      weight: -1.5\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(":5:"), "{msg}");
+        assert!(
+            msg.contains("arbiter.event_map.sentinel_fix_failure.weight"),
+            "{msg}"
+        );
+        // An unknown Sentinel event name is an unknown key.
+        assert!(parse("arbiter:\n  event_map:\n    fix: {weight: 1}\n").is_err());
     }
 
     #[test]

@@ -90,6 +90,21 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
             "new incident"
         );
     });
+    // The integrations outbox: cursors first (a new sink starts at the head as of now,
+    // before anything is ingested), then ONE watch of the event log's head, fed by the
+    // store's commit hook. Everything that follows the log (the outbox tasks; the API's
+    // event stream) subscribes to this channel: the store takes a single hook.
+    let sinks = crate::integrations::Sink::from_config(&config);
+    crate::integrations::init_cursors(&store, &sinks)
+        .context("cannot set up the integrations outbox")?;
+    let (event_tx, events) = tokio::sync::watch::channel(store.event_head());
+    store.set_event_hook(Arc::new(move |head| {
+        event_tx.send_if_modified(|h| {
+            let newer = head > *h;
+            *h = (*h).max(head);
+            newer
+        });
+    }));
     let (writer, handle) =
         Writer::start(store.clone(), rules.clone(), metrics.clone(), Some(on_new))
             .context("cannot start the ingest writer")?;
@@ -109,6 +124,8 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         metrics,
         handle,
         started_at,
+        sinks,
+        events,
     ));
     // Whatever happened, the sources are stopped now and every handle to the writer is
     // dropped: it drains its queue, commits and stops.
@@ -122,6 +139,8 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+// Each argument is a piece the caller built before the runtime; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn serve_all(
     config: Arc<Config>,
     options: DaemonOptions,
@@ -130,10 +149,25 @@ async fn serve_all(
     metrics: Arc<Metrics>,
     handle: WriterHandle,
     started_at: jiff::Timestamp,
+    sinks: Vec<crate::integrations::Sink>,
+    events: tokio::sync::watch::Receiver<u64>,
 ) -> anyhow::Result<String> {
     // Handlers first: once daemon.json says we are up, SIGTERM must mean a clean stop.
     let signals = Signals::install();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = {
+        for s in &sinks {
+            tracing::info!(sink = s.name, url = %s.url, "integration enabled");
+        }
+        crate::integrations::Outbox::start(
+            sinks,
+            store.clone(),
+            metrics.clone(),
+            events,
+            stop_rx.clone(),
+        )
+        .context("cannot start the integrations outbox")?
+    };
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -337,6 +371,8 @@ async fn serve_all(
         Ok(Err(e)) => tracing::warn!(error = %e, "the fixer task failed"),
         Err(_) => tracing::warn!("the fixer did not stop in time"),
     }
+    // The outbox tasks abandon a request in flight and commit their cursors.
+    outbox.join(Duration::from_secs(2)).await;
     Ok(format!("{signal} received"))
 }
 

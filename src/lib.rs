@@ -20,6 +20,8 @@ pub mod corpus;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod fix;
+#[cfg(feature = "daemon")]
+pub mod integrations;
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod net;

@@ -62,6 +62,16 @@ pub struct Metrics {
     pub rotations: IntCounterVec,
     /// `sentinel_file_errors_total{source}`: I/O errors while reading files.
     pub file_errors: IntCounterVec,
+    /// `sentinel_outbox_delivered_total{sink}`: integration requests a sink accepted (2xx).
+    pub outbox_delivered: IntCounterVec,
+    /// `sentinel_outbox_failures_total{sink,kind}`: `transient` failed attempts (retried),
+    /// `rejected` requests (a 4xx: logged and skipped).
+    pub outbox_failures: IntCounterVec,
+    /// `sentinel_outbox_lag_events{sink}`: events logged but not yet passed by the sink.
+    pub outbox_lag: IntGaugeVec,
+    /// `sentinel_outbox_dropped_total{sink}`: events pruned from the log before the sink got
+    /// them (it was down beyond the log's hard cap).
+    pub outbox_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -128,6 +138,33 @@ impl Metrics {
             "I/O errors while reading files.",
             &["source"],
         );
+        let outbox_delivered = counter(
+            "sentinel_outbox_delivered_total",
+            "Integration requests accepted by their sink (2xx).",
+            &["sink"],
+        );
+        let outbox_failures = counter(
+            "sentinel_outbox_failures_total",
+            "Integration delivery failures: transient attempts (retried), rejected requests \
+             (skipped).",
+            &["sink", "kind"],
+        );
+        let outbox_dropped = counter(
+            "sentinel_outbox_dropped_total",
+            "Events pruned from the event log before their sink received them.",
+            &["sink"],
+        );
+        let outbox_lag = IntGaugeVec::new(
+            Opts::new(
+                "sentinel_outbox_lag_events",
+                "Events logged but not yet passed by the sink (head - cursor).",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(outbox_lag.clone()))
+            .expect("unique metric");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry
@@ -191,6 +228,20 @@ impl Metrics {
             files_tracked,
             rotations,
             file_errors,
+            outbox_delivered,
+            outbox_failures,
+            outbox_lag,
+            outbox_dropped,
+        }
+    }
+
+    /// Creates the series of the outbox sink `sink` at zero.
+    pub fn touch_outbox(&self, sink: &str) {
+        self.outbox_delivered.with_label_values(&[sink]);
+        self.outbox_dropped.with_label_values(&[sink]);
+        self.outbox_lag.with_label_values(&[sink]);
+        for kind in ["transient", "rejected"] {
+            self.outbox_failures.with_label_values(&[sink, kind]);
         }
     }
 

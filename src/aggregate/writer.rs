@@ -494,10 +494,8 @@ impl WriterLoop {
                 .checked_sub(jiff::SignedDuration::try_from(DELIVERY_TTL).unwrap_or_default())
                 .unwrap_or(now);
             txn.prune_deliveries(cutoff, PRUNE_PER_COMMIT)?;
-            let keep_from = self
-                .store
-                .event_head()
-                .saturating_sub(crate::store::events::EVENTS_KEEP);
+            // The newest EVENTS_KEEP, and what the outbox has not delivered yet (capped).
+            let keep_from = txn.events_keep_from(self.store.event_head())?;
             txn.prune_events(keep_from, PRUNE_PER_COMMIT)?;
         }
         txn.commit()?;

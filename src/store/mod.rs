@@ -25,13 +25,15 @@
 //! | `deliveries` | webhook scope `\0` event id | recorded at (µs) |
 //! | `deliveries_by_time` | (recorded at, scope `\0` id) | () — for pruning |
 //! | `events` | sequence | [`Event`]: the durable event log (see [`events`]) |
+//! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
 //!
-//! The last three were added after schema version 1 without changing it: they are created
+//! The last four were added after schema version 1 without changing it: they are created
 //! on first use, and readers treat a missing one as empty.
 //!
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
 
+pub mod cursors;
 pub mod events;
 pub mod fixes;
 pub mod incident;

@@ -6,6 +6,7 @@ mod fix_e2e;
 mod fixer;
 mod ground_truth;
 mod harness;
+mod outbox;
 mod scan_cli;
 mod serve;
 mod watch;
