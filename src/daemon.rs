@@ -134,6 +134,7 @@ async fn serve_all(
     // Handlers first: once daemon.json says we are up, SIGTERM must mean a clean stop.
     let signals = Signals::install();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_streams = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -264,8 +265,10 @@ async fn serve_all(
                 infos.clone(),
                 started_at,
             )
-            .with_auth(auth),
+            .with_auth(auth)
+            .with_stop(stop_streams),
         );
+        store.set_event_hook(state.event_hook());
         let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
         servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
     }

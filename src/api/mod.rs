@@ -6,8 +6,9 @@
 //! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status` and `source_details` (`[{name, type, detail}]`); `version` is the real one and `started_at` is RFC 3339 UTC |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
-//! | `GET /incidents` | incidents as a JSON array, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `limit` (default 100, 1..=1000) |
-//! | `GET /incidents/{id}` | one incident, or 404 |
+//! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
+//! | `GET /incidents/{id}` | one incident with `timeline` (its events, oldest first) and `fix_attempts`, or 404 |
+//! | `GET /events` | the event log as Server-Sent Events, live, resumable with `Last-Event-ID` (see [`events`]) |
 //! | `GET /manifest` | the registered components, `{"components": {...}}` |
 //! | `POST /register` | registers a component or a Pact project (see [`register`]) |
 //!
@@ -23,6 +24,7 @@
 
 mod auth;
 mod error;
+pub mod events;
 mod register;
 
 use std::sync::Arc;
@@ -75,6 +77,7 @@ pub struct ApiState {
     started_at: Timestamp,
     started: Instant,
     auth: Arc<ApiAuth>,
+    feed: events::EventFeed,
 }
 
 impl ApiState {
@@ -88,7 +91,9 @@ impl ApiState {
         sources: Vec<SourceInfo>,
         started_at: Timestamp,
     ) -> ApiState {
+        let feed = events::EventFeed::new(store.event_head());
         ApiState {
+            feed,
             store,
             metrics,
             config,
@@ -108,6 +113,19 @@ impl ApiState {
         self.auth = Arc::new(auth);
         self
     }
+
+    /// Ends the `GET /events` streams when `stop` turns true (the daemon stopping), so
+    /// that shutdown does not wait for them.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> ApiState {
+        self.feed.set_stop(stop);
+        self
+    }
+
+    /// The store hook that wakes the `GET /events` streams when events are committed:
+    /// install it with [`Store::set_event_hook`].
+    pub fn event_hook(&self) -> crate::store::events::EventHook {
+        self.feed.hook()
+    }
 }
 
 /// The API router (wrap it with [`crate::net::harden`]).
@@ -119,6 +137,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics.json", get(metrics_json))
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
+        .route("/events", get(events::events))
         .route("/manifest", get(register::manifest))
         .route("/register", axum::routing::post(register::register))
         .fallback(not_found)
@@ -217,17 +236,54 @@ async fn incidents(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let (filter, limit) = incident_query(&params)?;
+    let q = incident_query(&params)?;
     let store = s.store.clone();
-    let found = blocking(move || store.find_incidents(&filter, limit)).await?;
-    Ok(Json(found).into_response())
+    let (found, next) =
+        blocking(move || store.incidents_page(&q.filter, q.since, q.cursor, q.limit)).await?;
+    Ok(Json(IncidentPage {
+        incidents: found,
+        next_cursor: next.map(encode_cursor),
+    })
+    .into_response())
+}
+
+/// The answer of `GET /incidents`.
+#[derive(Debug, Serialize)]
+struct IncidentPage {
+    /// Most recently seen first.
+    incidents: Vec<crate::store::Incident>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A parsed `GET /incidents` query.
+#[derive(Debug)]
+struct IncidentQuery {
+    filter: IncidentFilter,
+    since: Option<Timestamp>,
+    cursor: Option<(u64, u64)>,
+    limit: usize,
+}
+
+/// The opaque cursor: a position in the recency index (`c1` + 32 hex digits).
+fn encode_cursor((us, fp): (u64, u64)) -> String {
+    format!("c1{us:016x}{fp:016x}")
+}
+
+fn decode_cursor(c: &str) -> Option<(u64, u64)> {
+    let hex = c.strip_prefix("c1").filter(|h| h.len() == 32)?;
+    let us = u64::from_str_radix(hex.get(..16)?, 16).ok()?;
+    let fp = u64::from_str_radix(hex.get(16..)?, 16).ok()?;
+    Some((us, fp))
 }
 
 /// Parses the query of `GET /incidents`.
-fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize), ApiError> {
+fn incident_query(params: &[(String, String)]) -> Result<IncidentQuery, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
     let mut filter = IncidentFilter::default();
     let mut limit = DEFAULT_INCIDENT_LIMIT;
+    let mut since = None;
+    let mut cursor = None;
     for (k, v) in params {
         match k.as_str() {
             "status" => {
@@ -259,6 +315,22 @@ fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize)
                     ))
                 })?);
             }
+            "since" => {
+                since = Some(v.parse::<Timestamp>().map_err(|_| {
+                    bad(format!(
+                        "since {:?} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)",
+                        clip(v)
+                    ))
+                })?);
+            }
+            "cursor" => {
+                cursor = Some(decode_cursor(v).ok_or_else(|| {
+                    bad(format!(
+                        "cursor {:?} is not a cursor from a previous answer's next_cursor",
+                        clip(v)
+                    ))
+                })?);
+            }
             "limit" => {
                 limit = v
                     .parse::<usize>()
@@ -273,13 +345,34 @@ fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize)
             }
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter {:?}; use status, component, severity, limit",
+                    "unknown query parameter {:?}; use status, component, severity, since, \
+                     cursor, limit",
                     clip(other)
                 )));
             }
         }
     }
-    Ok((filter, limit))
+    Ok(IncidentQuery {
+        filter,
+        since,
+        cursor,
+        limit,
+    })
+}
+
+/// The most timeline events `GET /incidents/{id}` returns (the newest).
+pub const MAX_TIMELINE: usize = 1000;
+
+/// The answer of `GET /incidents/{id}`: the incident's fields, its timeline and its fix
+/// attempts.
+#[derive(Debug, Serialize)]
+struct IncidentDetail {
+    #[serde(flatten)]
+    incident: crate::store::Incident,
+    /// Its events still in the log, oldest first (at most [`MAX_TIMELINE`], the newest).
+    timeline: Vec<crate::store::Event>,
+    /// Its fix attempts, oldest first.
+    fix_attempts: Vec<Value>,
 }
 
 async fn incident(
@@ -289,8 +382,20 @@ async fn incident(
     let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     let store = s.store.clone();
     let key = id.clone();
-    match blocking(move || store.incident(&key)).await? {
-        Some(inc) => Ok(Json(inc).into_response()),
+    let found = blocking(move || {
+        let Some(inc) = store.incident(&key)? else {
+            return Ok(None);
+        };
+        let timeline = store.incident_events(&key, MAX_TIMELINE)?;
+        Ok(Some(IncidentDetail {
+            incident: inc,
+            timeline,
+            fix_attempts: Vec::new(),
+        }))
+    })
+    .await?;
+    match found {
+        Some(detail) => Ok(Json(detail).into_response()),
         None => Err(ApiError::not_found(format!(
             "no incident with id {:?}",
             clip(&id)
@@ -382,7 +487,13 @@ mod tests {
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["started_at"], "1970-01-01T00:00:00Z");
         let (st, v) = get(&app, "/incidents").await;
-        assert_eq!((st, v), (StatusCode::OK, json!([])));
+        assert_eq!(
+            (st, v),
+            (
+                StatusCode::OK,
+                json!({"incidents": [], "next_cursor": null})
+            )
+        );
         let (st, v) = get(&app, "/nope").await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         assert_eq!(v["error"]["code"], "not_found");
@@ -396,6 +507,9 @@ mod tests {
             "/incidents?status=open",
             "/incidents?severity=urgent",
             "/incidents?colour=red",
+            "/incidents?since=yesterday",
+            "/incidents?cursor=abc",
+            "/incidents?cursor=c1zz",
         ] {
             let (st, v) = get(&app, bad).await;
             assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
@@ -422,19 +536,27 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
         };
-        let (f, limit) = incident_query(&p(&[
+        let cursor = encode_cursor((1_700_000_000_000_000, u64::MAX - 1));
+        let q = incident_query(&p(&[
             ("status", "active"),
             ("component", "auth"),
             ("severity", "HIGH"),
             ("limit", "5"),
+            ("since", "2026-01-31T12:00:00Z"),
+            ("cursor", &cursor),
         ]))
         .unwrap();
-        assert_eq!(f.status, Some(StatusFilter::Active));
-        assert_eq!(f.component.as_deref(), Some("auth"));
-        assert_eq!(f.severity, Some(Severity::High));
-        assert_eq!(limit, 5);
-        let (f, limit) = incident_query(&p(&[("status", "escalated")])).unwrap();
-        assert_eq!(f.status, Some(StatusFilter::Is(IncidentStatus::Escalated)));
-        assert_eq!(limit, DEFAULT_INCIDENT_LIMIT);
+        assert_eq!(q.filter.status, Some(StatusFilter::Active));
+        assert_eq!(q.filter.component.as_deref(), Some("auth"));
+        assert_eq!(q.filter.severity, Some(Severity::High));
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.since, Some("2026-01-31T12:00:00Z".parse().unwrap()));
+        assert_eq!(q.cursor, Some((1_700_000_000_000_000, u64::MAX - 1)));
+        let q = incident_query(&p(&[("status", "escalated")])).unwrap();
+        assert_eq!(
+            q.filter.status,
+            Some(StatusFilter::Is(IncidentStatus::Escalated))
+        );
+        assert_eq!(q.limit, DEFAULT_INCIDENT_LIMIT);
     }
 }
