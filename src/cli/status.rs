@@ -139,15 +139,14 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
                 (None, Some(t)) => t.clone(),
                 (None, None) => String::new(),
             };
-            writeln!(
-                out,
+            let line = format!(
                 "{:<11}{:<15}{:>8}  {}",
                 c.name,
                 c.state.as_str(),
                 latency,
                 detail
-            )
-            .context("stdout")?;
+            );
+            writeln!(out, "{}", line.trim_end()).context("stdout")?;
         }
     }
     Ok(u8::from(failed))

@@ -547,3 +547,64 @@ fn events_need_the_read_token() {
         .expect("GET");
     assert!(d.term(Duration::from_secs(3)).success());
 }
+
+/// A loopback HTTP server answering 200 `{}` to every request; returns its address.
+fn tiny_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    addr
+}
+
+#[test]
+fn status_checks_integrations_and_fails_on_an_unreachable_one() {
+    let up = tiny_server();
+    let closed = crate::harness::free_port();
+    let config = |arbiter: String| {
+        format!(
+            "state_dir: state\napi:\n  listen: 127.0.0.1:{closed}\nllm:\n  provider: openai\n  \
+             base_url: http://{up}\narbiter:\n  api_endpoint: {arbiter}\n"
+        )
+    };
+    let ws = Workspace::with_config(&config(format!("http://{up}/")));
+    let out = ws.run(&["status"]);
+    let text = crate::harness::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("arbiter    ok"), "{text}");
+    assert!(text.contains("llm        ok"), "{text}");
+    assert!(text.contains("api        not running"), "{text}");
+
+    let ws = Workspace::with_config(&config(format!("http://127.0.0.1:{closed}/")));
+    let out = ws.run(&["status", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::harness::stdout(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let arbiter = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "arbiter")
+        .expect("arbiter")
+        .clone();
+    assert_eq!(arbiter["state"], "unreachable", "{v}");
+    assert!(
+        arbiter["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connection failed"),
+        "{v}"
+    );
+    assert_eq!(v["ok"], false);
+}
