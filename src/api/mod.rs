@@ -9,6 +9,7 @@
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
 //! | `GET /incidents/{id}` | one incident with `timeline` (its events, oldest first) and `fix_attempts`, or 404 |
 //! | `GET /events` | the event log as Server-Sent Events, live, resumable with `Last-Event-ID` (see [`events`]) |
+//! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations |
 //! | `GET /manifest` | the registered components, `{"components": {...}}` |
 //! | `POST /register` | registers a component or a Pact project (see [`register`]) |
 //!
@@ -36,7 +37,6 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -129,17 +129,14 @@ impl ApiState {
 }
 
 /// The API router (wrap it with [`crate::net::harden`]).
+///
+/// Every route is registered through [`utoipa_axum::router::OpenApiRouter::routes`], so a
+/// route is in `GET /openapi.json` exactly when it is served: adding a route is one
+/// `#[utoipa::path]` annotation on its handler and one `.routes(routes!(handler))` here.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/metrics", get(prometheus))
-        .route("/metrics.json", get(metrics_json))
-        .route("/incidents", get(incidents))
-        .route("/incidents/{id}", get(incident))
-        .route("/events", get(events::events))
-        .route("/manifest", get(register::manifest))
-        .route("/register", axum::routing::post(register::register))
+    let (router, doc) = api_routes().split_for_parts();
+    let _ = OPENAPI.set(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -147,6 +144,42 @@ pub fn router(state: Arc<ApiState>) -> Router {
             auth::guard,
         ))
         .with_state(state)
+}
+
+/// The OpenAPI document's head.
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "Sentinel",
+    description = "Sentinel's HTTP API: incidents, events, metrics, registration."
+))]
+struct ApiDoc;
+
+fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(status))
+        .routes(routes!(prometheus))
+        .routes(routes!(metrics_json))
+        .routes(routes!(incidents))
+        .routes(routes!(incident))
+        .routes(routes!(events::events))
+        .routes(routes!(register::manifest))
+        .routes(routes!(register::register))
+        .routes(routes!(openapi))
+}
+
+static OPENAPI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The OpenAPI 3 document of this API.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this API's OpenAPI 3.1 document")))]
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI.get().cloned().unwrap_or_else(|| "{}".into()),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -176,10 +209,12 @@ async fn incident_totals(
     Ok((by_status, total, active))
 }
 
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`")))]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status")))]
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let (by_status, total, active) = incident_totals(&s).await?;
     let by_status: serde_json::Map<String, Value> = IncidentStatus::ALL
@@ -210,6 +245,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
     })))
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4")))]
 async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -218,6 +254,7 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics")))]
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let (_, total, active) = incident_totals(&s).await?;
     Ok(Json(json!({
@@ -231,6 +268,7 @@ async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, Api
     })))
 }
 
+#[utoipa::path(get, path = "/incidents", responses((status = 200, description = "`{\"incidents\": [...], \"next_cursor\"}`, most recently seen first"), (status = 400, description = "bad query: `{\"error\": {\"code\", \"message\"}}`"), (status = 401, description = "no or wrong token")))]
 async fn incidents(
     State(s): State<Arc<ApiState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -375,6 +413,7 @@ struct IncidentDetail {
     fix_attempts: Vec<Value>,
 }
 
+#[utoipa::path(get, path = "/incidents/{id}", responses((status = 200, description = "the incident with its timeline and fix attempts"), (status = 404, description = "no such incident")))]
 async fn incident(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,

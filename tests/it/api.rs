@@ -608,3 +608,50 @@ fn status_checks_integrations_and_fails_on_an_unreachable_one() {
     );
     assert_eq!(v["ok"], false);
 }
+
+#[test]
+fn openapi_lists_every_route() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    let (s, v) = get(&c, &info, "/openapi.json");
+    assert_eq!(s, 200);
+    assert!(
+        v["openapi"].as_str().is_some_and(|o| o.starts_with("3.")),
+        "{v}"
+    );
+    let paths: std::collections::BTreeSet<&str> = v["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let served = [
+        "/events",
+        "/health",
+        "/incidents",
+        "/incidents/{id}",
+        "/manifest",
+        "/metrics",
+        "/metrics.json",
+        "/openapi.json",
+        "/register",
+        "/status",
+    ];
+    assert_eq!(paths, served.into_iter().collect(), "{v}");
+    // Every listed GET route answers (not the fallback's 404).
+    for p in served
+        .iter()
+        .filter(|p| !["/register", "/events"].contains(p))
+    {
+        let p = p.replace("{id}", "000000000000");
+        let r = c.get(info.api_url(&p)).send().expect("GET");
+        let code = r.status().as_u16();
+        let body = r.text().unwrap_or_default();
+        assert!(
+            code == 200 || (code == 404 && body.contains("no incident")),
+            "{p}: {code} {body}"
+        );
+    }
+    assert!(v["paths"]["/register"]["post"].is_object(), "{v}");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
