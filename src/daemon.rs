@@ -155,6 +155,7 @@ async fn serve_all(
     // Handlers first: once daemon.json says we are up, SIGTERM must mean a clean stop.
     let signals = Signals::install();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api_events = events.clone();
     let outbox = {
         for s in &sinks {
             tracing::info!(sink = s.name, url = %s.url, "integration enabled");
@@ -168,6 +169,7 @@ async fn serve_all(
         )
         .context("cannot start the integrations outbox")?
     };
+    let stop_streams = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -318,8 +320,18 @@ async fn serve_all(
                 started_at,
             )
             .with_auth(auth)
-            .with_fixer(fix_handle.clone()),
+            .with_fixer(fix_handle.clone())
+            .with_stop(stop_streams),
         );
+        // The store takes one hook (the outbox's channel): forward its moves to the streams.
+        let hook = state.event_hook();
+        let mut heads = api_events;
+        tokio::spawn(async move {
+            while heads.changed().await.is_ok() {
+                let head = *heads.borrow_and_update();
+                hook(head);
+            }
+        });
         let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
         servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
     }

@@ -31,6 +31,7 @@ pub(super) struct FixQuery {
     wait: Option<String>,
 }
 
+#[utoipa::path(post, path = "/fix", params(("wait" = Option<bool>, Query, description = "wait up to 25 s for the fix to end")), responses((status = 202, description = "the fix, queued (`Location: /fixes/<id>`)"), (status = 200, description = "with `wait`: the ended FixResult"), (status = 400, description = "bad body"), (status = 409, description = "a fix of the incident is running"), (status = 422, description = "component not registered")))]
 pub(super) async fn post_fix(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<FixQuery>,
@@ -100,6 +101,7 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/fixes", params(("limit" = Option<usize>, Query, description = "at most this many (default 50, ≤ 1000)")), responses((status = 200, description = "FixResults, newest first")))]
 pub(super) async fn list(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<ListQuery>,
@@ -113,6 +115,7 @@ pub(super) async fn list(
     Ok(Json(fixes).into_response())
 }
 
+#[utoipa::path(get, path = "/fixes/{id}", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "a FixResult"), (status = 404, description = "no such fix")))]
 pub(super) async fn get_fix(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -129,6 +132,7 @@ pub(super) async fn get_fix(
     }
 }
 
+#[utoipa::path(post, path = "/fixes/{id}/approve", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "approved: merged (with fix.merge) and resolved"), (status = 404, description = "no such fix"), (status = 409, description = "not awaiting approval")))]
 pub(super) async fn approve(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -136,6 +140,7 @@ pub(super) async fn approve(
     review(s, id, true).await
 }
 
+#[utoipa::path(post, path = "/fixes/{id}/reject", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "rejected: branch deleted, incident escalated"), (status = 404, description = "no such fix"), (status = 409, description = "not awaiting approval")))]
 pub(super) async fn reject(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,

@@ -6,8 +6,10 @@
 //! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status` and `source_details` (`[{name, type, detail}]`); `version` is the real one and `started_at` is RFC 3339 UTC |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
-//! | `GET /incidents` | incidents as a JSON array, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `limit` (default 100, 1..=1000) |
-//! | `GET /incidents/{id}` | one incident, or 404 |
+//! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
+//! | `GET /incidents/{id}` | one incident with `timeline` (its events, oldest first) and `fix_attempts`, or 404 |
+//! | `GET /events` | the event log as Server-Sent Events, live, resumable with `Last-Event-ID` (see [`events`]) |
+//! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations |
 //! | `GET /manifest` | the registered components, `{"components": {...}}` |
 //! | `POST /register` | registers a component or a Pact project (see [`register`]) |
 //!
@@ -23,6 +25,7 @@
 
 mod auth;
 mod error;
+pub mod events;
 mod fixes;
 mod register;
 
@@ -35,7 +38,6 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -77,6 +79,7 @@ pub struct ApiState {
     started: Instant,
     auth: Arc<ApiAuth>,
     fixer: Option<crate::fix::service::FixHandle>,
+    feed: events::EventFeed,
 }
 
 impl ApiState {
@@ -90,7 +93,9 @@ impl ApiState {
         sources: Vec<SourceInfo>,
         started_at: Timestamp,
     ) -> ApiState {
+        let feed = events::EventFeed::new(store.event_head());
         ApiState {
+            feed,
             store,
             metrics,
             config,
@@ -117,24 +122,29 @@ impl ApiState {
         self.fixer = Some(fixer);
         self
     }
+    /// Ends the `GET /events` streams when `stop` turns true (the daemon stopping), so
+    /// that shutdown does not wait for them.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> ApiState {
+        self.feed.set_stop(stop);
+        self
+    }
+
+    /// The store hook that wakes the `GET /events` streams when events are committed:
+    /// install it with [`Store::set_event_hook`].
+    pub fn event_hook(&self) -> crate::store::events::EventHook {
+        self.feed.hook()
+    }
 }
 
 /// The API router (wrap it with [`crate::net::harden`]).
+///
+/// Every route is registered through [`utoipa_axum::router::OpenApiRouter::routes`], so a
+/// route is in `GET /openapi.json` exactly when it is served: adding a route is one
+/// `#[utoipa::path]` annotation on its handler and one `.routes(routes!(handler))` here.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/metrics", get(prometheus))
-        .route("/metrics.json", get(metrics_json))
-        .route("/incidents", get(incidents))
-        .route("/incidents/{id}", get(incident))
-        .route("/manifest", get(register::manifest))
-        .route("/register", axum::routing::post(register::register))
-        .route("/fix", axum::routing::post(fixes::post_fix))
-        .route("/fixes", get(fixes::list))
-        .route("/fixes/{id}", get(fixes::get_fix))
-        .route("/fixes/{id}/approve", axum::routing::post(fixes::approve))
-        .route("/fixes/{id}/reject", axum::routing::post(fixes::reject))
+    let (router, doc) = api_routes().split_for_parts();
+    let _ = OPENAPI.set(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -142,6 +152,47 @@ pub fn router(state: Arc<ApiState>) -> Router {
             auth::guard,
         ))
         .with_state(state)
+}
+
+/// The OpenAPI document's head.
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "Sentinel",
+    description = "Sentinel's HTTP API: incidents, events, metrics, registration."
+))]
+struct ApiDoc;
+
+fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(status))
+        .routes(routes!(prometheus))
+        .routes(routes!(metrics_json))
+        .routes(routes!(incidents))
+        .routes(routes!(incident))
+        .routes(routes!(events::events))
+        .routes(routes!(register::manifest))
+        .routes(routes!(register::register))
+        .routes(routes!(fixes::post_fix))
+        .routes(routes!(fixes::list))
+        .routes(routes!(fixes::get_fix))
+        .routes(routes!(fixes::approve))
+        .routes(routes!(fixes::reject))
+        .routes(routes!(openapi))
+}
+
+static OPENAPI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The OpenAPI 3 document of this API.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "this API's OpenAPI 3.1 document")))]
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI.get().cloned().unwrap_or_else(|| "{}".into()),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -172,10 +223,12 @@ async fn incident_totals(
     Ok((by_status, total, active))
 }
 
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`")))]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status")))]
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let (by_status, total, active) = incident_totals(&s).await?;
     let by_status: serde_json::Map<String, Value> = IncidentStatus::ALL
@@ -206,6 +259,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
     })))
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4")))]
 async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -214,6 +268,7 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics")))]
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let (_, total, active) = incident_totals(&s).await?;
     Ok(Json(json!({
@@ -227,22 +282,60 @@ async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, Api
     })))
 }
 
+#[utoipa::path(get, path = "/incidents", responses((status = 200, description = "`{\"incidents\": [...], \"next_cursor\"}`, most recently seen first"), (status = 400, description = "bad query: `{\"error\": {\"code\", \"message\"}}`"), (status = 401, description = "no or wrong token")))]
 async fn incidents(
     State(s): State<Arc<ApiState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let (filter, limit) = incident_query(&params)?;
+    let q = incident_query(&params)?;
     let store = s.store.clone();
-    let found = blocking(move || store.find_incidents(&filter, limit)).await?;
-    Ok(Json(found).into_response())
+    let (found, next) =
+        blocking(move || store.incidents_page(&q.filter, q.since, q.cursor, q.limit)).await?;
+    Ok(Json(IncidentPage {
+        incidents: found,
+        next_cursor: next.map(encode_cursor),
+    })
+    .into_response())
+}
+
+/// The answer of `GET /incidents`.
+#[derive(Debug, Serialize)]
+struct IncidentPage {
+    /// Most recently seen first.
+    incidents: Vec<crate::store::Incident>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A parsed `GET /incidents` query.
+#[derive(Debug)]
+struct IncidentQuery {
+    filter: IncidentFilter,
+    since: Option<Timestamp>,
+    cursor: Option<(u64, u64)>,
+    limit: usize,
+}
+
+/// The opaque cursor: a position in the recency index (`c1` + 32 hex digits).
+fn encode_cursor((us, fp): (u64, u64)) -> String {
+    format!("c1{us:016x}{fp:016x}")
+}
+
+fn decode_cursor(c: &str) -> Option<(u64, u64)> {
+    let hex = c.strip_prefix("c1").filter(|h| h.len() == 32)?;
+    let us = u64::from_str_radix(hex.get(..16)?, 16).ok()?;
+    let fp = u64::from_str_radix(hex.get(16..)?, 16).ok()?;
+    Some((us, fp))
 }
 
 /// Parses the query of `GET /incidents`.
-fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize), ApiError> {
+fn incident_query(params: &[(String, String)]) -> Result<IncidentQuery, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_query", m);
     let mut filter = IncidentFilter::default();
     let mut limit = DEFAULT_INCIDENT_LIMIT;
+    let mut since = None;
+    let mut cursor = None;
     for (k, v) in params {
         match k.as_str() {
             "status" => {
@@ -274,6 +367,22 @@ fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize)
                     ))
                 })?);
             }
+            "since" => {
+                since = Some(v.parse::<Timestamp>().map_err(|_| {
+                    bad(format!(
+                        "since {:?} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)",
+                        clip(v)
+                    ))
+                })?);
+            }
+            "cursor" => {
+                cursor = Some(decode_cursor(v).ok_or_else(|| {
+                    bad(format!(
+                        "cursor {:?} is not a cursor from a previous answer's next_cursor",
+                        clip(v)
+                    ))
+                })?);
+            }
             "limit" => {
                 limit = v
                     .parse::<usize>()
@@ -288,15 +397,37 @@ fn incident_query(params: &[(String, String)]) -> Result<(IncidentFilter, usize)
             }
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter {:?}; use status, component, severity, limit",
+                    "unknown query parameter {:?}; use status, component, severity, since, \
+                     cursor, limit",
                     clip(other)
                 )));
             }
         }
     }
-    Ok((filter, limit))
+    Ok(IncidentQuery {
+        filter,
+        since,
+        cursor,
+        limit,
+    })
 }
 
+/// The most timeline events `GET /incidents/{id}` returns (the newest).
+pub const MAX_TIMELINE: usize = 1000;
+
+/// The answer of `GET /incidents/{id}`: the incident's fields, its timeline and its fix
+/// attempts.
+#[derive(Debug, Serialize)]
+struct IncidentDetail {
+    #[serde(flatten)]
+    incident: crate::store::Incident,
+    /// Its events still in the log, oldest first (at most [`MAX_TIMELINE`], the newest).
+    timeline: Vec<crate::store::Event>,
+    /// Its fix attempts, oldest first.
+    fix_attempts: Vec<crate::store::FixResult>,
+}
+
+#[utoipa::path(get, path = "/incidents/{id}", responses((status = 200, description = "the incident with its timeline and fix attempts"), (status = 404, description = "no such incident")))]
 async fn incident(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -304,8 +435,21 @@ async fn incident(
     let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     let store = s.store.clone();
     let key = id.clone();
-    match blocking(move || store.incident(&key)).await? {
-        Some(inc) => Ok(Json(inc).into_response()),
+    let found = blocking(move || {
+        let Some(inc) = store.incident(&key)? else {
+            return Ok(None);
+        };
+        let timeline = store.incident_events(&key, MAX_TIMELINE)?;
+        let fix_attempts = store.fixes_of(&key)?;
+        Ok(Some(IncidentDetail {
+            incident: inc,
+            timeline,
+            fix_attempts,
+        }))
+    })
+    .await?;
+    match found {
+        Some(detail) => Ok(Json(detail).into_response()),
         None => Err(ApiError::not_found(format!(
             "no incident with id {:?}",
             clip(&id)
@@ -397,7 +541,13 @@ mod tests {
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["started_at"], "1970-01-01T00:00:00Z");
         let (st, v) = get(&app, "/incidents").await;
-        assert_eq!((st, v), (StatusCode::OK, json!([])));
+        assert_eq!(
+            (st, v),
+            (
+                StatusCode::OK,
+                json!({"incidents": [], "next_cursor": null})
+            )
+        );
         let (st, v) = get(&app, "/nope").await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         assert_eq!(v["error"]["code"], "not_found");
@@ -411,6 +561,9 @@ mod tests {
             "/incidents?status=open",
             "/incidents?severity=urgent",
             "/incidents?colour=red",
+            "/incidents?since=yesterday",
+            "/incidents?cursor=abc",
+            "/incidents?cursor=c1zz",
         ] {
             let (st, v) = get(&app, bad).await;
             assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
@@ -437,19 +590,27 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
         };
-        let (f, limit) = incident_query(&p(&[
+        let cursor = encode_cursor((1_700_000_000_000_000, u64::MAX - 1));
+        let q = incident_query(&p(&[
             ("status", "active"),
             ("component", "auth"),
             ("severity", "HIGH"),
             ("limit", "5"),
+            ("since", "2026-01-31T12:00:00Z"),
+            ("cursor", &cursor),
         ]))
         .unwrap();
-        assert_eq!(f.status, Some(StatusFilter::Active));
-        assert_eq!(f.component.as_deref(), Some("auth"));
-        assert_eq!(f.severity, Some(Severity::High));
-        assert_eq!(limit, 5);
-        let (f, limit) = incident_query(&p(&[("status", "escalated")])).unwrap();
-        assert_eq!(f.status, Some(StatusFilter::Is(IncidentStatus::Escalated)));
-        assert_eq!(limit, DEFAULT_INCIDENT_LIMIT);
+        assert_eq!(q.filter.status, Some(StatusFilter::Active));
+        assert_eq!(q.filter.component.as_deref(), Some("auth"));
+        assert_eq!(q.filter.severity, Some(Severity::High));
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.since, Some("2026-01-31T12:00:00Z".parse().unwrap()));
+        assert_eq!(q.cursor, Some((1_700_000_000_000_000, u64::MAX - 1)));
+        let q = incident_query(&p(&[("status", "escalated")])).unwrap();
+        assert_eq!(
+            q.filter.status,
+            Some(StatusFilter::Is(IncidentStatus::Escalated))
+        );
+        assert_eq!(q.limit, DEFAULT_INCIDENT_LIMIT);
     }
 }

@@ -22,10 +22,12 @@ use crate::attribute::register::{confine, register_project};
 use crate::attribute::{Manifest, ManifestEntry};
 use crate::cli::components::LANGUAGES;
 
+#[utoipa::path(get, path = "/manifest", responses((status = 200, description = "`{\"components\": {...}}`")))]
 pub(super) async fn manifest(State(s): State<Arc<ApiState>>) -> Json<Manifest> {
     Json(s.rules.snapshot().manifest.clone())
 }
 
+#[utoipa::path(post, path = "/register", responses((status = 200, description = "registered"), (status = 400, description = "bad body"), (status = 403, description = "not the write token")))]
 pub(super) async fn register(
     State(s): State<Arc<ApiState>>,
     body: Bytes,

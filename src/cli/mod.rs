@@ -9,6 +9,8 @@ pub mod components;
 pub mod fix;
 pub mod report;
 pub mod scan;
+#[cfg(feature = "daemon")]
+pub mod status;
 pub mod triage;
 #[cfg(feature = "daemon")]
 pub mod watch;
@@ -67,6 +69,10 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Show recent incidents, newest first.
     Report(report::ReportArgs),
+    /// Check the running daemon's API, the LLM endpoint and every configured integration
+    /// (exit 1 when a configured one does not answer).
+    #[cfg(feature = "daemon")]
+    Status(status::StatusArgs),
     /// Tail the configured sources (files, webhooks) and serve the HTTP API until
     /// SIGINT/SIGTERM.
     #[cfg(feature = "daemon")]
@@ -146,6 +152,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Fix(args) => fix::run(&load_config(cli.config)?, args),
         Command::Scan(args) => scan::run(&load_config(cli.config)?, args),
         Command::Report(args) => report::run(&load_config(cli.config)?, args),
+        #[cfg(feature = "daemon")]
+        Command::Status(args) => status::run(&load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]
         Command::Watch(args) => watch::run_watch(load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]

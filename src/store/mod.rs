@@ -38,6 +38,8 @@ pub mod events;
 pub mod fixes;
 pub mod incident;
 pub mod jobs;
+#[cfg(test)]
+mod read_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -85,6 +87,8 @@ const JOBS_OPEN: TableDefinition<u64, ()> = TableDefinition::new("fix_jobs_open"
 const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("spend_log");
 /// The event log: sequence → encoded [`Event`] (see [`events`]).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (incident id, event seq): each incident's events, for its timeline.
+const INCIDENT_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("incident_events");
 /// The same ids by time, for pruning.
 const DELIVERIES_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("deliveries_by_time");
@@ -426,6 +430,43 @@ impl Store {
                 })?,
             );
         }
+        Ok(out)
+    }
+
+    /// The newest `limit` events about incident `id` still in the log, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable event.
+    pub fn incident_events(&self, id: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.begin_read()?;
+        let (index, events) = match (txn.open_table(INCIDENT_EVENTS), txn.open_table(EVENTS)) {
+            (Ok(i), Ok(e)) => (i, e),
+            (Err(TableError::TableDoesNotExist(_)), _)
+            | (_, Err(TableError::TableDoesNotExist(_))) => {
+                return Ok(Vec::new());
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in index
+            .range((id, 0)..=(id, u64::MAX))
+            .map_err(self.storage())?
+            .rev()
+            .take(limit)
+        {
+            let (k, _) = row.map_err(self.storage())?;
+            let seq = k.value().1;
+            if let Some(v) = events.get(seq).map_err(self.storage())? {
+                out.push(
+                    Event::decode(v.value()).map_err(|detail| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail,
+                    })?,
+                );
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -785,6 +826,55 @@ impl Store {
         Ok(out)
     }
 
+    /// One page of incidents matching `filter`, most recently seen first: those strictly
+    /// older than `before` (a key of the recency index, `(last_seen µs, fingerprint)`; from
+    /// the newest when `None`) and last seen at or after `since`. Returns the page and,
+    /// when more may follow, the key to pass as `before` for the next page.
+    ///
+    /// The position is a key, not an offset: incidents that arrive or move while a client
+    /// pages sort before the position and do not shift the pages behind it (no duplicates).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn incidents_page(
+        &self,
+        filter: &IncidentFilter,
+        since: Option<Timestamp>,
+        before: Option<RecentKey>,
+        limit: usize,
+    ) -> Result<(Vec<Incident>, Option<RecentKey>), StoreError> {
+        let txn = self.begin_read()?;
+        let recent = txn.open_table(RECENT).map_err(self.storage())?;
+        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let since_us = since.map_or(0, micros);
+        let rows = match before {
+            Some(b) => recent.range(..b),
+            None => recent.range::<(u64, u64)>(..),
+        }
+        .map_err(self.storage())?;
+        let mut out = Vec::new();
+        let mut last_key = None;
+        for entry in rows.rev() {
+            let (k, _) = entry.map_err(self.storage())?;
+            let key = k.value();
+            if key.0 < since_us {
+                return Ok((out, None));
+            }
+            if out.len() >= limit {
+                return Ok((out, last_key));
+            }
+            if let Some(inc) = self.load(&incidents, &counts, key.1)?
+                && filter.matches(&inc)
+            {
+                out.push(inc);
+                last_key = Some(key);
+            }
+        }
+        Ok((out, None))
+    }
+
     /// The number of incidents in each status (statuses without incidents are absent).
     ///
     /// # Errors
@@ -907,6 +997,9 @@ impl Store {
         })
     }
 }
+
+/// A position in the recency index: (last seen µs, fingerprint).
+pub type RecentKey = (u64, u64);
 
 /// Which incidents [`Store::find_incidents`] returns; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -1388,6 +1481,12 @@ impl StoreTxn<'_> {
         };
         t.insert(seq, event.encode().as_slice())
             .map_err(st.storage())?;
+        if !event.incident_id.is_empty() {
+            let mut by_incident = self.txn.open_table(INCIDENT_EVENTS).map_err(st.storage())?;
+            by_incident
+                .insert((event.incident_id.as_str(), seq), ())
+                .map_err(st.storage())?;
+        }
         self.next_event = Some(seq + 1);
         Ok(seq)
     }
@@ -1407,8 +1506,16 @@ impl StoreTxn<'_> {
             .map(|r| r.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()
             .map_err(st.storage())?;
+        let mut by_incident = self.txn.open_table(INCIDENT_EVENTS).map_err(st.storage())?;
         for k in &old {
-            t.remove(*k).map_err(st.storage())?;
+            if let Some(v) = t.remove(*k).map_err(st.storage())?
+                && let Ok(ev) = Event::decode(v.value())
+                && !ev.incident_id.is_empty()
+            {
+                by_incident
+                    .remove((ev.incident_id.as_str(), *k))
+                    .map_err(st.storage())?;
+            }
         }
         Ok(old.len())
     }

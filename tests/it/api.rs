@@ -180,7 +180,8 @@ fn incidents_newest_first_with_filters_and_by_id() {
     );
     let (s, v) = get(&c, &info, "/incidents");
     assert_eq!(s, 200);
-    let list = v.as_array().expect("an array");
+    let list = v["incidents"].as_array().expect("an array");
+    assert_eq!(v["next_cursor"], Value::Null, "one page: {v}");
     let components: Vec<&str> = list
         .iter()
         .map(|i| i["component_id"].as_str().unwrap_or("?"))
@@ -196,7 +197,8 @@ fn incidents_newest_first_with_filters_and_by_id() {
     let ids = |path: &str| -> Vec<String> {
         let (s, v) = get(&c, &info, path);
         assert_eq!(s, 200, "{path}: {v}");
-        v.as_array()
+        v["incidents"]
+            .as_array()
             .expect("array")
             .iter()
             .map(|i| i["component_id"].as_str().unwrap_or("?").to_string())
@@ -216,6 +218,8 @@ fn incidents_newest_first_with_filters_and_by_id() {
         "/incidents?status=open",
         "/incidents?severity=urgent",
         "/incidents?sort=asc",
+        "/incidents?since=2026-13-01",
+        "/incidents?cursor=c1",
     ] {
         let (s, v) = get(&c, &info, bad);
         assert_eq!(s, 400, "{bad}");
@@ -227,6 +231,9 @@ fn incidents_newest_first_with_filters_and_by_id() {
     assert_eq!(s, 200);
     assert_eq!(v["id"], id);
     assert_eq!(v["pact_key"], "PACT:auth:login");
+    assert_eq!(v["timeline"][0]["kind"], "incident_detected", "{v}");
+    assert_eq!(v["timeline"][0]["incident_id"], id);
+    assert_eq!(v["fix_attempts"], json!([]));
     let (s, v) = get(&c, &info, "/incidents/000000000000");
     assert_eq!(s, 404);
     assert_eq!(v["error"]["code"], "not_found");
@@ -323,4 +330,335 @@ fn bearer_scopes_and_host_check() {
         "{}",
         crate::harness::stderr(&out)
     );
+}
+
+/// One Server-Sent Events message: `(id, event, data)`.
+type Frame = (Option<u64>, String, Value);
+
+/// Opens `GET /events` and reads its messages on a thread; they arrive on the channel.
+/// Returns once the stream's headers arrived (so it follows from this point on).
+fn open_events(
+    info: &DaemonInfo,
+    query: &str,
+    last_event_id: Option<u64>,
+) -> std::sync::mpsc::Receiver<Frame> {
+    use std::io::BufRead;
+    let c = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .expect("client");
+    let mut req = c.get(info.api_url(&format!("/events{query}")));
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id.to_string());
+    }
+    let r = req.send().expect("GET /events");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(r).lines();
+        let (mut id, mut event, mut data) = (None, String::new(), String::new());
+        while let Some(Ok(line)) = lines.next() {
+            if line.is_empty() {
+                if !event.is_empty() || !data.is_empty() {
+                    let v = serde_json::from_str(&data).unwrap_or(Value::Null);
+                    if tx.send((id.take(), std::mem::take(&mut event), v)).is_err() {
+                        return;
+                    }
+                    data.clear();
+                }
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+    });
+    rx
+}
+
+fn next_frame(rx: &std::sync::mpsc::Receiver<Frame>, within: Duration) -> Frame {
+    rx.recv_timeout(within)
+        .unwrap_or_else(|e| panic!("no event within {within:?}: {e}"))
+}
+
+#[test]
+fn events_stream_an_appended_line_within_a_second() {
+    let ws = Workspace::with_config(CONFIG);
+    ws.file("logs/app.log", "");
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    let rx = open_events(&info, "", None);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(ws.path().join("logs/app.log"))
+        .expect("open");
+    let appended = std::time::Instant::now();
+    std::io::Write::write_all(&mut f, b"ERROR [PACT:auth:login] token expired\n").expect("append");
+    let (id, event, data) = next_frame(&rx, Duration::from_secs(1));
+    let took = appended.elapsed();
+    assert_eq!(event, "incident_detected", "{data}");
+    assert!(id.is_some_and(|i| i >= 1));
+    assert_eq!(data["kind"], "incident_detected");
+    assert_eq!(data["component_id"], "auth");
+    assert_eq!(data["data"]["pact_key"], "PACT:auth:login");
+    eprintln!("incident_detected {took:?} after the append");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn events_resume_after_last_event_id_with_exactly_the_missed_events() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    for w in ["alpha", "bravo", "charlie"] {
+        ingest(&c, &info, &format!("{{\"error\":\"ERROR {w} failed\"}}\n"));
+    }
+    // The three are committed (and logged) once /incidents lists them.
+    let listed = crate::harness::eventually(Duration::from_secs(10), || {
+        let (_, v) = get(&c, &info, "/incidents");
+        (v["incidents"].as_array().map_or(0, Vec::len) == 3).then_some(())
+    });
+    assert!(listed.is_some());
+    let rx = open_events(&info, "?kinds=incident_detected", Some(1));
+    let first = next_frame(&rx, Duration::from_secs(5));
+    let second = next_frame(&rx, Duration::from_secs(5));
+    assert_eq!((first.0, second.0), (Some(2), Some(3)));
+    assert!(
+        first.2["data"]["sample"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bravo")
+    );
+    // Then live, with nothing replayed twice.
+    ingest(&c, &info, "{\"error\":\"ERROR delta failed\"}\n");
+    let third = next_frame(&rx, Duration::from_secs(5));
+    assert_eq!(third.0, Some(4), "{third:?}");
+    // Bad resume points and filters are 400s with the JSON shape.
+    for (path, code) in [
+        ("/events?after=x", "invalid_query"),
+        ("/events?kinds=nope", "invalid_query"),
+    ] {
+        let (s, v) = get(&c, &info, path);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{path}"
+        );
+    }
+    let r = c
+        .get(info.api_url("/events"))
+        .header("last-event-id", "abc")
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 400);
+    // An id ahead of the log: a gap message first.
+    let rx = open_events(&info, "", Some(1000));
+    let (id, event, data) = next_frame(&rx, Duration::from_secs(5));
+    assert_eq!((id, event.as_str()), (None, "gap"), "{data}");
+    assert_eq!(data["after"], 1000);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn incident_pages_walk_everything_once_while_new_incidents_arrive() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    let word = |i: u32| -> String {
+        let a = (b'a' + (i / 26) as u8) as char;
+        let b = (b'a' + (i % 26) as u8) as char;
+        format!("{a}{b}zz")
+    };
+    let body: String = (0..25)
+        .map(|i| format!("{{\"error\":\"ERROR {} failed\"}}\n", word(i)))
+        .collect();
+    ingest(&c, &info, &body);
+    let ready = crate::harness::eventually(Duration::from_secs(10), || {
+        let (_, v) = get(&c, &info, "/incidents?limit=1000");
+        (v["incidents"].as_array().map_or(0, Vec::len) == 25).then_some(())
+    });
+    assert!(ready.is_some());
+    let mut seen = Vec::new();
+    let mut path = "/incidents?limit=10".to_string();
+    let mut new = 100;
+    loop {
+        let (s, v) = get(&c, &info, &path);
+        assert_eq!(s, 200, "{v}");
+        for inc in v["incidents"].as_array().expect("incidents") {
+            seen.push(inc["id"].as_str().expect("id").to_string());
+        }
+        // A new incident arrives between pages.
+        ingest(
+            &c,
+            &info,
+            &format!("{{\"error\":\"ERROR {} failed\"}}\n", word(new)),
+        );
+        new += 1;
+        match v["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/incidents?limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no duplicates: {seen:?}");
+    assert!(seen.len() >= 25, "every incident: {seen:?}");
+    let (_, v) = get(&c, &info, "/incidents?since=2999-01-01T00:00:00Z");
+    assert_eq!(v["incidents"], json!([]));
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn events_need_the_read_token() {
+    let ws = Workspace::with_config(
+        "state_dir: state\napi:\n  listen: 127.0.0.1:0\n  read_token_env: T_READ\n  write_token_env: T_WRITE\n",
+    );
+    let mut d = ws.spawn_env(&["serve"], &[("T_READ", "r-token"), ("T_WRITE", "w-token")]);
+    let info = d.ready();
+    let c = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .expect("client");
+    let r = c.get(info.api_url("/events")).send().expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    let v: Value = r.json().expect("JSON");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let r = c
+        .get(info.api_url("/events"))
+        .bearer_auth("wrong")
+        .send()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    for token in ["r-token", "w-token"] {
+        let r = c
+            .get(info.api_url("/events"))
+            .bearer_auth(token)
+            .send()
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "{token}");
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        drop(r);
+    }
+    // Open streams do not hold up shutdown.
+    let _open = c
+        .get(info.api_url("/events"))
+        .bearer_auth("r-token")
+        .send()
+        .expect("GET");
+    assert!(d.term(Duration::from_secs(3)).success());
+}
+
+/// A loopback HTTP server answering 200 `{}` to every request; returns its address.
+fn tiny_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    addr
+}
+
+#[test]
+fn status_checks_integrations_and_fails_on_an_unreachable_one() {
+    let up = tiny_server();
+    let closed = crate::harness::free_port();
+    let config = |arbiter: String| {
+        format!(
+            "state_dir: state\napi:\n  listen: 127.0.0.1:{closed}\nllm:\n  provider: openai\n  \
+             base_url: http://{up}\narbiter:\n  api_endpoint: {arbiter}\n"
+        )
+    };
+    let ws = Workspace::with_config(&config(format!("http://{up}/")));
+    let out = ws.run(&["status"]);
+    let text = crate::harness::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("arbiter    ok"), "{text}");
+    assert!(text.contains("llm        ok"), "{text}");
+    assert!(text.contains("api        not running"), "{text}");
+
+    let ws = Workspace::with_config(&config(format!("http://127.0.0.1:{closed}/")));
+    let out = ws.run(&["status", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::harness::stdout(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let arbiter = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "arbiter")
+        .expect("arbiter")
+        .clone();
+    assert_eq!(arbiter["state"], "unreachable", "{v}");
+    assert!(
+        arbiter["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connection failed"),
+        "{v}"
+    );
+    assert_eq!(v["ok"], false);
+}
+
+#[test]
+fn openapi_lists_every_route() {
+    let (_ws, d, info) = setup();
+    let c = http();
+    let (s, v) = get(&c, &info, "/openapi.json");
+    assert_eq!(s, 200);
+    assert!(
+        v["openapi"].as_str().is_some_and(|o| o.starts_with("3.")),
+        "{v}"
+    );
+    let paths: std::collections::BTreeSet<&str> = v["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let served = [
+        "/events",
+        "/fix",
+        "/fixes",
+        "/fixes/{id}",
+        "/fixes/{id}/approve",
+        "/fixes/{id}/reject",
+        "/health",
+        "/incidents",
+        "/incidents/{id}",
+        "/manifest",
+        "/metrics",
+        "/metrics.json",
+        "/openapi.json",
+        "/register",
+        "/status",
+    ];
+    assert_eq!(paths, served.into_iter().collect(), "{v}");
+    // Every listed GET route answers (not the fallback's 404).
+    for p in served.iter().filter(|p| {
+        !["/register", "/events", "/fix"].contains(p)
+            && !p.ends_with("/approve")
+            && !p.ends_with("/reject")
+    }) {
+        let p = p.replace("{id}", "000000000000");
+        let r = c.get(info.api_url(&p)).send().expect("GET");
+        let code = r.status().as_u16();
+        let body = r.text().unwrap_or_default();
+        assert!(
+            code == 200
+                || (code == 404 && (body.contains("no incident") || body.contains("no fix"))),
+            "{p}: {code} {body}"
+        );
+    }
+    assert!(v["paths"]["/register"]["post"].is_object(), "{v}");
+    assert!(d.term(Duration::from_secs(10)).success());
 }

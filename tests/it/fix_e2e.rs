@@ -274,7 +274,7 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
         .unwrap()
         .json()
         .unwrap();
-    let inc = &incidents[0];
+    let inc = &incidents["incidents"][0];
     assert_eq!(inc["status"], "resolved", "{incidents:#}");
     assert_eq!(inc["resolution"], "fix_ready_for_review");
     // The report, the proposed contract (version + 1), the redacted, fenced prompt.

@@ -1,0 +1,316 @@
+//! `GET /events`: the event log as Server-Sent Events, live, resumable.
+//!
+//! Each logged event ([`crate::store::events`]) is one SSE message:
+//!
+//! ```text
+//! id: <seq>
+//! event: <kind>            (incident_detected, incident_updated, fix_started, ...)
+//! data: <the event as JSON: seq, at, kind, incident_id, fix_id, component_id, data>
+//! ```
+//!
+//! - Where the stream starts: after `Last-Event-ID` (the header a browser's `EventSource`
+//!   sends when it reconnects) or `?after=<seq>`; without either, at the newest event
+//!   (live only). Events after that point are replayed from the store first, then the
+//!   stream follows the log as it grows.
+//! - When events the client asked for are gone (the log keeps the newest
+//!   [`crate::store::events::EVENTS_KEEP`]) or the id is ahead of the log (another store),
+//!   one `event: gap` comes first, `data: {"after": <asked>, "oldest": <oldest kept>,
+//!   "head": <newest>}`, without an `id`; then the stream continues from what is kept.
+//! - `?kinds=incident_detected,fix_completed` sends only those kinds (an unknown name is 400).
+//! - A comment line (`: keep-alive`) every [`KEEP_ALIVE`] keeps proxies from closing an
+//!   idle stream.
+//! - At most [`MAX_STREAMS`] streams at once; beyond that 503 `too_many_streams`.
+//! - The stream ends when the daemon stops, or after a store read error (the client
+//!   reconnects with `Last-Event-ID` and loses nothing).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use super::{ApiError, ApiState, clip};
+use crate::store::Store;
+use crate::store::events::{Event, EventHook, EventKind};
+
+/// Streams served at once.
+pub const MAX_STREAMS: usize = 256;
+/// The keep-alive comment interval.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Events read from the store per batch.
+const BATCH: usize = 1000;
+
+/// What wakes the streams: the newest event's sequence number, and the daemon stopping.
+#[derive(Debug)]
+pub(super) struct EventFeed {
+    head: watch::Sender<u64>,
+    stop: watch::Receiver<bool>,
+    // Keeps `stop` open when no stop signal was given.
+    _stop_tx: Option<watch::Sender<bool>>,
+    slots: Arc<Semaphore>,
+}
+
+impl EventFeed {
+    pub(super) fn new(head: u64) -> EventFeed {
+        let (stop_tx, stop) = watch::channel(false);
+        EventFeed {
+            head: watch::channel(head).0,
+            stop,
+            _stop_tx: Some(stop_tx),
+            slots: Arc::new(Semaphore::new(MAX_STREAMS)),
+        }
+    }
+
+    pub(super) fn set_stop(&mut self, stop: watch::Receiver<bool>) {
+        self.stop = stop;
+        self._stop_tx = None;
+    }
+
+    /// A store hook that wakes the streams (see [`Store::set_event_hook`]).
+    pub(super) fn hook(&self) -> EventHook {
+        let tx = self.head.clone();
+        Arc::new(move |head| {
+            tx.send_if_modified(|h| {
+                let moved = head > *h;
+                *h = (*h).max(head);
+                moved
+            });
+        })
+    }
+}
+
+/// Where a stream starts and what it sends.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StreamQuery {
+    after: Option<u64>,
+    kinds: Option<Vec<EventKind>>,
+}
+
+fn parse_query(params: &[(String, String)], headers: &HeaderMap) -> Result<StreamQuery, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let seq = |what: &str, v: &str| {
+        v.trim().parse::<u64>().map_err(|_| {
+            bad(format!(
+                "{what} {:?} is not an event sequence number",
+                clip(v)
+            ))
+        })
+    };
+    let mut q = StreamQuery::default();
+    for (k, v) in params {
+        match k.as_str() {
+            "after" => q.after = Some(seq("after", v)?),
+            "kinds" => {
+                let mut kinds = Vec::new();
+                for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let kind = EventKind::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == name)
+                        .ok_or_else(|| {
+                            let all: Vec<&str> =
+                                EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                            bad(format!(
+                                "kind {:?} is not one of {}",
+                                clip(name),
+                                all.join(", ")
+                            ))
+                        })?;
+                    kinds.push(kind);
+                }
+                if kinds.is_empty() {
+                    return Err(bad("kinds must name at least one event kind".into()));
+                }
+                q.kinds = Some(kinds);
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter {:?}; use after, kinds",
+                    clip(other)
+                )));
+            }
+        }
+    }
+    if let Some(v) = headers.get("last-event-id") {
+        let v = v
+            .to_str()
+            .map_err(|_| bad("Last-Event-ID is not text".into()))?;
+        q.after = Some(
+            seq("Last-Event-ID", v)
+                .map_err(|e| ApiError::bad_request("invalid_header", e.message().to_string()))?,
+        );
+    }
+    Ok(q)
+}
+
+/// `GET /events`.
+#[utoipa::path(get, path = "/events", params(("after" = Option<u64>, Query, description = "replay the events after this sequence number"), ("kinds" = Option<String>, Query, description = "comma-separated event kinds")), responses((status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <kind>`, `data: <event JSON>`"), (status = 400, description = "bad after, kinds or Last-Event-ID"), (status = 503, description = "too many streams")))]
+pub(super) async fn events(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = parse_query(&params, &headers)?;
+    let permit = s.feed.slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("{MAX_STREAMS} event streams are open; try again later"),
+        )
+        .with_retry_after(5)
+    })?;
+    let store = s.store.clone();
+    let head = store.event_head();
+    let tail = {
+        let st = store.clone();
+        super::blocking(move || st.event_tail()).await?
+    };
+    let mut pending = VecDeque::new();
+    let last = match q.after {
+        None => head,
+        Some(after) => {
+            let pruned = tail > 0 && after.saturating_add(1) < tail;
+            let ahead = after > head;
+            if pruned || ahead {
+                let gap = serde_json::json!({"after": after, "oldest": tail, "head": head});
+                pending.push_back(SseEvent::default().event("gap").data(gap.to_string()));
+            }
+            if ahead { head } else { after }
+        }
+    };
+    let state = StreamState {
+        store,
+        head: s.feed.head.subscribe(),
+        stop: s.feed.stop.clone(),
+        last,
+        kinds: q.kinds,
+        pending,
+        done: false,
+        _permit: permit,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        let ev = st.next().await?;
+        Some((Ok::<_, Infallible>(ev), st))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response())
+}
+
+struct StreamState {
+    store: Arc<Store>,
+    head: watch::Receiver<u64>,
+    stop: watch::Receiver<bool>,
+    last: u64,
+    kinds: Option<Vec<EventKind>>,
+    pending: VecDeque<SseEvent>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl StreamState {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
+            }
+            if self.done || *self.stop.borrow() {
+                return None;
+            }
+            let head = (*self.head.borrow_and_update()).max(self.store.event_head());
+            if head > self.last {
+                let store = self.store.clone();
+                let after = self.last;
+                let batch =
+                    match tokio::task::spawn_blocking(move || store.events_after(after, BATCH))
+                        .await
+                    {
+                        Ok(Ok(b)) => b,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "GET /events: reading the event log failed");
+                            return None;
+                        }
+                        Err(_) => return None,
+                    };
+                if batch.is_empty() {
+                    // The head is ahead of what this read saw (cannot happen after a commit);
+                    // do not spin.
+                    self.last = head;
+                }
+                for ev in batch {
+                    self.last = ev.seq;
+                    if self.wanted(&ev) {
+                        self.pending.push_back(to_sse(&ev));
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                r = self.head.changed() => if r.is_err() { self.done = true },
+                _ = self.stop.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+
+    fn wanted(&self, ev: &Event) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(&ev.kind))
+    }
+}
+
+fn to_sse(ev: &Event) -> SseEvent {
+    let e = SseEvent::default()
+        .id(ev.seq.to_string())
+        .event(ev.kind.as_str());
+    match e.clone().json_data(ev) {
+        Ok(e) => e,
+        Err(_) => e.data("{}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &[(&str, &str)]) -> Vec<(String, String)> {
+        s.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn query_and_last_event_id() {
+        let mut h = HeaderMap::new();
+        let q = parse_query(
+            &p(&[("after", "7"), ("kinds", "fix_failed, incident_detected")]),
+            &h,
+        )
+        .unwrap();
+        assert_eq!(q.after, Some(7));
+        assert_eq!(
+            q.kinds,
+            Some(vec![EventKind::FixFailed, EventKind::IncidentDetected])
+        );
+        h.insert("last-event-id", "12".parse().unwrap());
+        assert_eq!(
+            parse_query(&p(&[("after", "7")]), &h).unwrap().after,
+            Some(12)
+        );
+        h.insert("last-event-id", "x".parse().unwrap());
+        assert_eq!(parse_query(&[], &h).unwrap_err().code(), "invalid_header");
+        let h = HeaderMap::new();
+        for bad in [
+            p(&[("after", "-1")]),
+            p(&[("kinds", "nope")]),
+            p(&[("kinds", ",")]),
+            p(&[("colour", "red")]),
+        ] {
+            assert_eq!(parse_query(&bad, &h).unwrap_err().code(), "invalid_query");
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! `sentinel status [--json]`: what is configured, and whether each part really answers.
+//!
+//! Every check runs at once, each with a [`CHECK_TIMEOUT`]:
+//!
+//! | check | configured when | how |
+//! |---|---|---|
+//! | `api` | always | `GET /health` of the running daemon (its `daemon.json`, else `api.listen`); no daemon is `not running`, not a failure |
+//! | `llm` | the key variable is set (OpenAI-compatible: always) | Anthropic `GET {base_url}/v1/models` with `x-api-key` and `anthropic-version`; OpenAI-compatible `GET {base_url}/v1/models` with a bearer token; any 2xx is ok, another answer is `failed` |
+//! | `arbiter`, `stigmergy`, `ledger`, `chronicler`, `notify` | their URL is set (Chronicler: `chronicler_enabled`) | `GET` the URL: any HTTP answer is ok (reachable) |
+//! | `pact` | `pact.api_endpoint` or `pact.project_dir` | `GET` the endpoint, else `pact --version` on `PATH` |
+//!
+//! Exit code 1 when a configured integration is unreachable or failed, else 0.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::CliError;
+use crate::config::{Config, LlmProvider};
+
+/// The limit of one check.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `sentinel status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// It answered as expected.
+    Ok,
+    /// No answer (connection refused, timeout, DNS ...).
+    Unreachable,
+    /// It answered, but not as expected (e.g. the LLM refused the key).
+    Failed,
+    /// Not configured: not checked.
+    NotConfigured,
+    /// No daemon runs (the API only).
+    NotRunning,
+}
+
+impl CheckState {
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Ok => "ok",
+            CheckState::Unreachable => "unreachable",
+            CheckState::Failed => "failed",
+            CheckState::NotConfigured => "not configured",
+            CheckState::NotRunning => "not running",
+        }
+    }
+
+    fn is_failure(self) -> bool {
+        matches!(self, CheckState::Unreachable | CheckState::Failed)
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `api`, `llm`, `arbiter`, ...
+    pub name: &'static str,
+    /// The outcome.
+    pub state: CheckState,
+    /// What was checked (a URL or a command), if anything.
+    pub target: Option<String>,
+    /// How long it took.
+    pub latency_ms: Option<u64>,
+    /// Why it is not ok.
+    pub error: Option<String>,
+}
+
+impl Check {
+    fn not_configured(name: &'static str, why: &str) -> Check {
+        Check {
+            name,
+            state: CheckState::NotConfigured,
+            target: None,
+            latency_ms: None,
+            error: (!why.is_empty()).then(|| why.to_string()),
+        }
+    }
+}
+
+/// What to ask for an HTTP check.
+struct Probe {
+    name: &'static str,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    /// Only a 2xx answer is ok (else any answer is).
+    need_success: bool,
+}
+
+/// Runs `sentinel status`.
+///
+/// # Errors
+///
+/// Writing to stdout failed.
+pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
+    let checks = run_checks(config, |v| std::env::var(v).ok());
+    let failed = checks.iter().any(|c| c.state.is_failure());
+    let daemon = crate::daemon::read_daemon_file(&config.state_dir);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": config.path.as_ref().map(|p| p.display().to_string()),
+            "state_dir": config.state_dir.display().to_string(),
+            "daemon_pid": daemon.as_ref().map(|d| d.pid),
+            "ok": !failed,
+            "checks": checks,
+        });
+        writeln!(out, "{doc:#}").context("stdout")?;
+    } else {
+        writeln!(out, "sentinel {}", env!("CARGO_PKG_VERSION")).context("stdout")?;
+        if let Some(p) = &config.path {
+            writeln!(out, "config     {}", p.display()).context("stdout")?;
+        }
+        writeln!(out, "state_dir  {}", config.state_dir.display()).context("stdout")?;
+        match &daemon {
+            Some(d) => writeln!(out, "daemon     pid {}", d.pid),
+            None => writeln!(out, "daemon     not running"),
+        }
+        .context("stdout")?;
+        writeln!(out).context("stdout")?;
+        for c in &checks {
+            let latency = c.latency_ms.map_or(String::new(), |ms| format!("{ms} ms"));
+            let detail = match (&c.error, &c.target) {
+                (Some(e), Some(t)) => format!("{t}: {e}"),
+                (Some(e), None) => e.clone(),
+                (None, Some(t)) => t.clone(),
+                (None, None) => String::new(),
+            };
+            let line = format!(
+                "{:<11}{:<15}{:>8}  {}",
+                c.name,
+                c.state.as_str(),
+                latency,
+                detail
+            );
+            writeln!(out, "{}", line.trim_end()).context("stdout")?;
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+/// Runs every check at once; the order of the answer is fixed.
+pub fn run_checks(config: &Config, env: impl Fn(&str) -> Option<String>) -> Vec<Check> {
+    let mut slots: Vec<Slot> = Vec::new();
+    // The API of a running daemon.
+    let daemon = crate::daemon::read_daemon_file(&config.state_dir);
+    let api_addr = daemon
+        .as_ref()
+        .and_then(|d| d.api.clone())
+        .unwrap_or_else(|| config.api.listen.to_string());
+    slots.push(Slot::Http {
+        probe: Probe {
+            name: "api",
+            url: format!("http://{api_addr}/health"),
+            headers: Vec::new(),
+            need_success: true,
+        },
+        when_down: if daemon.is_some() {
+            CheckState::Unreachable
+        } else {
+            CheckState::NotRunning
+        },
+    });
+    // The LLM.
+    let llm = &config.llm;
+    let key = env(&llm.api_key_env).filter(|k| !k.trim().is_empty());
+    let base = llm.base_url.trim_end_matches('/');
+    match (llm.provider, key) {
+        (LlmProvider::OpenAi, key) => slots.push(Slot::http(Probe {
+            name: "llm",
+            url: format!("{base}/v1/models"),
+            headers: key
+                .map(|k| vec![("authorization", format!("Bearer {}", k.trim()))])
+                .unwrap_or_default(),
+            need_success: true,
+        })),
+        (_, Some(key)) => slots.push(Slot::http(Probe {
+            name: "llm",
+            url: format!("{base}/v1/models"),
+            headers: vec![
+                ("x-api-key", key.trim().to_string()),
+                ("anthropic-version", "2023-06-01".into()),
+            ],
+            need_success: true,
+        })),
+        (_, None) => slots.push(Slot::Done(Check::not_configured(
+            "llm",
+            &format!("no API key in ${} (llm.api_key_env)", llm.api_key_env),
+        ))),
+    }
+    // The integrations: reachable = any HTTP answer.
+    let reach = |name: &'static str, url: Option<&str>| match url.filter(|u| !u.trim().is_empty()) {
+        Some(u) => Slot::http(Probe {
+            name,
+            url: u.trim().to_string(),
+            headers: Vec::new(),
+            need_success: false,
+        }),
+        None => Slot::Done(Check::not_configured(name, "")),
+    };
+    slots.push(reach("arbiter", config.arbiter.api_endpoint.as_deref()));
+    slots.push(reach("stigmergy", config.stigmergy.endpoint.as_deref()));
+    slots.push(reach("ledger", config.ledger.ledger_api.as_deref()));
+    slots.push(reach(
+        "chronicler",
+        config
+            .chronicler
+            .chronicler_enabled
+            .then_some(config.chronicler.chronicler_endpoint.as_str()),
+    ));
+    slots.push(reach("notify", config.notify.webhook_url.as_deref()));
+    slots.push(
+        match (&config.pact.api_endpoint, &config.pact.project_dir) {
+            (Some(u), _) => reach("pact", Some(u)),
+            (None, Some(_)) => Slot::PactCli,
+            (None, None) => Slot::Done(Check::not_configured("pact", "")),
+        },
+    );
+
+    let client = reqwest::blocking::Client::builder()
+        .timeout(CHECK_TIMEOUT)
+        .connect_timeout(CHECK_TIMEOUT)
+        .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
+        .build();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .into_iter()
+            .map(|slot| {
+                let client = client.as_ref().ok();
+                scope.spawn(move || slot.run(client))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Check {
+                    name: "?",
+                    state: CheckState::Failed,
+                    target: None,
+                    latency_ms: None,
+                    error: Some("the check panicked".into()),
+                })
+            })
+            .collect()
+    })
+}
+
+enum Slot {
+    Http { probe: Probe, when_down: CheckState },
+    PactCli,
+    Done(Check),
+}
+
+impl Slot {
+    fn http(probe: Probe) -> Slot {
+        Slot::Http {
+            probe,
+            when_down: CheckState::Unreachable,
+        }
+    }
+
+    fn run(self, client: Option<&reqwest::blocking::Client>) -> Check {
+        match self {
+            Slot::Done(c) => c,
+            Slot::PactCli => pact_cli(),
+            Slot::Http { probe, when_down } => {
+                let Some(client) = client else {
+                    return Check {
+                        name: probe.name,
+                        state: CheckState::Failed,
+                        target: Some(probe.url),
+                        latency_ms: None,
+                        error: Some("cannot build an HTTP client".into()),
+                    };
+                };
+                http_check(client, probe, when_down)
+            }
+        }
+    }
+}
+
+fn http_check(client: &reqwest::blocking::Client, p: Probe, when_down: CheckState) -> Check {
+    let start = Instant::now();
+    let mut req = client.get(&p.url);
+    for (k, v) in &p.headers {
+        req = req.header(*k, v);
+    }
+    let result = req.send();
+    let ms = start.elapsed().as_millis() as u64;
+    let (state, error) = match result {
+        Ok(r) if !p.need_success || r.status().is_success() => (CheckState::Ok, None),
+        Ok(r) => (
+            CheckState::Failed,
+            Some(format!("answered HTTP {}", r.status().as_u16())),
+        ),
+        Err(e) => (when_down, Some(reqwest_error(&e))),
+    };
+    Check {
+        name: p.name,
+        state,
+        target: Some(p.url),
+        latency_ms: Some(ms),
+        error,
+    }
+}
+
+/// A short reason without the URL (it is printed next to it) or secrets.
+fn reqwest_error(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        format!("timed out after {} s", CHECK_TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else if e.is_builder() {
+        "not a valid URL".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(s) = source {
+        last = Some(s.to_string());
+        source = s.source();
+    }
+    if let Some(l) = last {
+        msg.push_str(": ");
+        msg.push_str(&l);
+    }
+    msg
+}
+
+fn pact_cli() -> Check {
+    let start = Instant::now();
+    let out = std::process::Command::new("pact")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let ms = start.elapsed().as_millis() as u64;
+    let (state, error) = match out {
+        Ok(o) if o.status.success() => (CheckState::Ok, None),
+        Ok(o) => (
+            CheckState::Failed,
+            Some(format!("`pact --version` exited with {}", o.status)),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            CheckState::Unreachable,
+            Some("`pact` is not on PATH".into()),
+        ),
+        Err(e) => (
+            CheckState::Unreachable,
+            Some(format!("cannot run pact: {e}")),
+        ),
+    };
+    Check {
+        name: "pact",
+        state,
+        target: Some("pact --version".into()),
+        latency_ms: Some(ms),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listening_server_is_ok_and_a_closed_port_is_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = listener.local_addr().unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // A minimal HTTP server: answers 404 to whatever comes.
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for s in listener.incoming().flatten() {
+                let mut s = s;
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(dir.path(), None);
+        config.arbiter.api_endpoint = Some(format!("http://{up}/"));
+        config.stigmergy.endpoint = Some(format!("http://{closed}/"));
+        config.llm.provider = LlmProvider::OpenAi;
+        config.llm.base_url = format!("http://{up}");
+        let checks = run_checks(&config, |_| None);
+        let by = |n: &str| checks.iter().find(|c| c.name == n).unwrap().clone();
+        assert_eq!(by("arbiter").state, CheckState::Ok, "{checks:?}");
+        assert_eq!(by("stigmergy").state, CheckState::Unreachable);
+        assert!(by("stigmergy").error.unwrap().contains("connection failed"));
+        assert_eq!(
+            by("llm").state,
+            CheckState::Failed,
+            "a 404 is not a model list"
+        );
+        assert_eq!(by("ledger").state, CheckState::NotConfigured);
+        assert_eq!(by("api").state, CheckState::NotRunning);
+    }
+}
