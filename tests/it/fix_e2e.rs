@@ -211,7 +211,16 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
         Route::Anthropic,
         answer(reproducer(), the_fix(), json!(contract)),
     );
-    let ws = Workspace::with_config(&config(fake.base_url(), ""));
+    let arbiter = crate::outbox::FakeSink::start(200);
+    let stigmergy = crate::outbox::FakeSink::start(200);
+    let ws = Workspace::with_config(&config(
+        fake.base_url(),
+        &format!(
+            "arbiter:\n  api_endpoint: {}\nstigmergy:\n  endpoint: {}\n",
+            arbiter.url(),
+            stigmergy.url()
+        ),
+    ));
     let project = project(&ws);
     let before = snapshot(&project);
     let out = ws.run(&["register", "project"]);
@@ -321,6 +330,24 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
     ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
+    // Arbiter and Stigmergy hear of the error and of the fix, through the outbox.
+    let trust = eventually(Duration::from_secs(30), || {
+        let got = arbiter.accepted("/trust/event");
+        (got.len() >= 2).then_some(got)
+    })
+    .expect("Arbiter received the trust events");
+    assert_eq!(trust[0]["event"], "AUDIT_FAIL");
+    assert_eq!(trust[0]["node_id"], "auth_module");
+    assert_eq!(trust[1]["event"], "AUDIT_PASS");
+    assert_eq!(trust[1]["run_id"], id);
+    let signals = eventually(Duration::from_secs(30), || {
+        let got = stigmergy.accepted("/signals");
+        got.iter()
+            .any(|s| s["type"] == "fix_applied")
+            .then_some(got)
+    })
+    .expect("Stigmergy received fix_applied");
+    assert!(signals.iter().any(|s| s["type"] == "production_error"));
     assert!(d.term(Duration::from_secs(10)).success());
 }
 

@@ -14,10 +14,10 @@ use crate::harness::{Workspace, eventually, http};
 
 /// One request a fake sink saw: its path, the status it answered and the JSON body.
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    status: u16,
-    body: Value,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) status: u16,
+    pub(crate) body: Value,
 }
 
 #[derive(Debug, Default)]
@@ -28,13 +28,13 @@ struct State {
 }
 
 /// An HTTP endpoint on loopback answering every POST with the current status.
-struct FakeSink {
+pub(crate) struct FakeSink {
     port: u16,
     state: Arc<Mutex<State>>,
 }
 
 impl FakeSink {
-    fn start(status: u16) -> FakeSink {
+    pub(crate) fn start(status: u16) -> FakeSink {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State {
@@ -52,7 +52,7 @@ impl FakeSink {
         FakeSink { port, state }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -65,7 +65,7 @@ impl FakeSink {
     }
 
     /// The bodies it accepted (answered 2xx) on `path`, in arrival order.
-    fn accepted(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn accepted(&self, path: &str) -> Vec<Value> {
         self.seen()
             .into_iter()
             .filter(|s| s.path == path && s.status < 300)
