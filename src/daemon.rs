@@ -294,7 +294,8 @@ async fn serve_all(
             },
         ),
         config.llm.max_concurrent_fixes,
-    );
+    )
+    .with_metrics(metrics.clone());
     let fix_handle = service.handle();
     let fixer_task = tokio::spawn(service.run(stopped()));
 

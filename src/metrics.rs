@@ -10,8 +10,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -72,6 +72,15 @@ pub struct Metrics {
     /// `sentinel_outbox_dropped_total{sink}`: events pruned from the log before the sink got
     /// them (it was down beyond the log's hard cap).
     pub outbox_dropped: IntCounterVec,
+    /// `sentinel_fixes_total{status}`: fixes ended, by status (`success`, `failure`,
+    /// `awaiting_approval`).
+    pub fixes: IntCounterVec,
+    /// `sentinel_fixes_running`: fixes in progress.
+    pub fixes_running: IntGauge,
+    /// `sentinel_fix_duration_seconds`: wall time of a fix.
+    pub fix_seconds: Histogram,
+    /// `sentinel_llm_spend_usd_total`: what the fixer's LLM calls cost.
+    pub llm_spend_usd: Counter,
 }
 
 impl Metrics {
@@ -209,8 +218,39 @@ impl Metrics {
         registry
             .register(Box::new(commit_errors.clone()))
             .expect("unique metric");
+        let fixes = counter(
+            "sentinel_fixes_total",
+            "Fixes ended, by status (success, failure, awaiting_approval).",
+            &["status"],
+        );
+        let fixes_running =
+            IntGauge::new("sentinel_fixes_running", "Fixes in progress.").expect("valid metric");
+        registry
+            .register(Box::new(fixes_running.clone()))
+            .expect("unique metric");
+        let fix_seconds = Histogram::with_opts(
+            HistogramOpts::new("sentinel_fix_duration_seconds", "Wall time of a fix.").buckets(
+                vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+            ),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(fix_seconds.clone()))
+            .expect("unique metric");
+        let llm_spend_usd = Counter::new(
+            "sentinel_llm_spend_usd_total",
+            "What the fixer's LLM calls cost, in USD (usage × configured prices).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(llm_spend_usd.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
+            fixes,
+            fixes_running,
+            fix_seconds,
+            llm_spend_usd,
             lines,
             bytes,
             error_lines,

@@ -248,7 +248,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "sources": s.sources.len(),
         "components": s.rules.snapshot().manifest.len(),
         "active_incidents": active,
-        "total_fixes": 0,
+        "total_fixes": fix_totals(&s).await?.0,
         "arbiter_configured": c.arbiter.api_endpoint.is_some(),
         "stigmergy_configured": c.stigmergy.endpoint.is_some(),
         "ledger_configured": c.ledger.ledger_api.is_some(),
@@ -257,6 +257,11 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "incidents_by_status": by_status,
         "source_details": s.sources,
     })))
+}
+
+async fn fix_totals(s: &ApiState) -> Result<(u64, u64, u64, u64), ApiError> {
+    let store = s.store.clone();
+    blocking(move || store.fix_totals()).await
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4")))]
@@ -271,13 +276,14 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
 #[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics")))]
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let (_, total, active) = incident_totals(&s).await?;
+    let (attempted, succeeded, failed, micro) = fix_totals(&s).await?;
     Ok(Json(json!({
         "total_incidents": total,
         "active_incidents": active,
-        "total_fixes_attempted": 0,
-        "fixes_succeeded": 0,
-        "fixes_failed": 0,
-        "total_spend_usd": 0.0,
+        "total_fixes_attempted": attempted,
+        "fixes_succeeded": succeeded,
+        "fixes_failed": failed,
+        "total_spend_usd": (crate::fix::budget::usd(micro) * 100.0).round() / 100.0,
         "components_registered": s.rules.snapshot().manifest.len(),
     })))
 }

@@ -190,6 +190,7 @@ pub struct FixService<L> {
     wake: Arc<Notify>,
     done: watch::Sender<u64>,
     active: Arc<Mutex<HashSet<String>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<L> std::fmt::Debug for FixService<L> {
@@ -259,7 +260,18 @@ impl<L: Llm + 'static> FixService<L> {
             wake: Arc::new(Notify::new()),
             done: watch::channel(0).0,
             active: Arc::new(Mutex::new(HashSet::new())),
+            metrics: None,
         }
+    }
+
+    /// Counts fixes in `metrics` (`sentinel_fixes_*`, `sentinel_llm_spend_usd_total`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> FixService<L> {
+        metrics.fixes_running.set(0);
+        for s in ["success", "failure", "awaiting_approval"] {
+            metrics.fixes.with_label_values(&[s]);
+        }
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The handle for the API and the writer's wake-ups.
@@ -390,6 +402,9 @@ impl<L: Llm + 'static> FixService<L> {
             txn.commit()?;
         }
         tracing::info!(fix = %fix.id, incident = %incident.id, component = %incident.component_id, "fix started");
+        if let Some(m) = &self.metrics {
+            m.fixes_running.inc();
+        }
         let entry = self
             .rules
             .snapshot()
@@ -412,6 +427,12 @@ impl<L: Llm + 'static> FixService<L> {
             spend_usd = fix.spend_usd,
             "fix ended"
         );
+        if let Some(m) = &self.metrics {
+            m.fixes_running.dec();
+            m.fixes.with_label_values(&[fix.status.as_str()]).inc();
+            m.fix_seconds.observe(fix.duration_ms as f64 / 1000.0);
+            m.llm_spend_usd.inc_by(fix.spend_usd);
+        }
         let mut txn = self.store.begin_write()?;
         txn.finish_fix(Some(job.seq), &fix, &resolution, Timestamp::now())?;
         txn.commit()?;

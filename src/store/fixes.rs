@@ -238,6 +238,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Fix counts and spend over every stored fix: (attempted, succeeded, failed,
+    /// micro-USD). A fix awaiting approval counts as attempted only.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn fix_totals(&self) -> Result<(u64, u64, u64, u64), StoreError> {
+        let txn = self.begin_read()?;
+        let fixes = match txn.open_table(FIXES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok((0, 0, 0, 0)),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut t = (0, 0, 0, 0);
+        for row in fixes.iter().map_err(self.storage())? {
+            let (_, v) = row.map_err(self.storage())?;
+            let Ok(f) = FixResult::decode(v.value()) else {
+                continue;
+            };
+            t.0 += 1;
+            match f.status {
+                FixStatus::Success => t.1 += 1,
+                FixStatus::Failure | FixStatus::Rejected => t.2 += 1,
+                _ => {}
+            }
+            t.3 += f.spend_micro_usd;
+        }
+        Ok(t)
+    }
+
     fn decode_fix(&self, b: &[u8]) -> Result<FixResult, StoreError> {
         FixResult::decode(b).map_err(|detail| StoreError::Corrupt {
             path: self.path.clone(),

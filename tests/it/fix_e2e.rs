@@ -348,6 +348,30 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
     })
     .expect("Stigmergy received fix_applied");
     assert!(signals.iter().any(|s| s["type"] == "production_error"));
+    let prom = http()
+        .get(format!("{api}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        prom.contains("sentinel_fixes_total{status=\"success\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains("sentinel_fixes_running 0"), "{prom}");
+    let m: Value = http()
+        .get(format!("{api}/metrics.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (
+            m["total_fixes_attempted"].as_u64(),
+            m["fixes_succeeded"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     assert!(d.term(Duration::from_secs(10)).success());
 }
 
