@@ -5,7 +5,8 @@
 //! What the reference got wrong (SPEC §13 item 11): its test environment dropped `PATH` and
 //! inherited everything else. Here the child sees only `PATH`, `HOME` (a fresh temporary
 //! directory, removed afterwards), `LANG=C.UTF-8`, `PYTHONDONTWRITEBYTECODE=1` (see
-//! [`run_tests`]) and the variables the caller allow-lists;
+//! [`run_tests`]), where the language toolchains live (`RUSTUP_HOME`, `CARGO_HOME`, Go's
+//! paths; see `toolchain_env`) and the variables the caller allow-lists;
 //! credentials (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, any `*_TOKEN`, `*_SECRET`, `*_API_KEY`,
 //! `*_PASSWORD`) are never passed, even when allow-listed.
 //!
@@ -175,6 +176,34 @@ fn temp_home() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where the language toolchains live, for tests run with a temporary `HOME`: rustup and
+/// cargo (`RUSTUP_HOME`, `CARGO_HOME`, `RUSTUP_TOOLCHAIN`) and Go (`GOPATH`, `GOCACHE`,
+/// `GOMODCACHE`, `GOFLAGS`), as set in this process or at their defaults under the real
+/// `HOME` when those exist. Locations, never credentials.
+fn toolchain_env() -> Vec<(&'static str, std::ffi::OsString)> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut out = Vec::new();
+    for (name, default) in [
+        ("RUSTUP_HOME", Some(".rustup")),
+        ("CARGO_HOME", Some(".cargo")),
+        ("RUSTUP_TOOLCHAIN", None),
+        ("GOPATH", Some("go")),
+        ("GOCACHE", Some(".cache/go-build")),
+        ("GOMODCACHE", Some("go/pkg/mod")),
+        ("GOFLAGS", None),
+    ] {
+        if let Some(v) = std::env::var_os(name) {
+            out.push((name, v));
+        } else if let (Some(home), Some(rel)) = (&home, default) {
+            let p = home.join(rel);
+            if p.exists() {
+                out.push((name, p.into_os_string()));
+            }
+        }
+    }
+    out
+}
+
 /// Runs `command` (an argument vector) in `cwd` with a minimal environment (see the module
 /// docs; `env_allow` names extra variables to pass from this process's environment, secrets
 /// excepted), stdin null, in its own process group. On timeout the whole group gets SIGKILL
@@ -214,6 +243,9 @@ pub fn run_tests(
         // that keeps the size, tested again within the same second, would run the stale
         // `.pyc`. Writing none also keeps the worktree free of `__pycache__`.
         .env("PYTHONDONTWRITEBYTECODE", "1");
+    for (name, value) in toolchain_env() {
+        cmd.env(name, value);
+    }
     for name in env_allow {
         if is_secret_var(name) || matches!(*name, "PATH" | "HOME") {
             continue;

@@ -956,3 +956,109 @@ fn a_tightened_contract_goes_through_pact_into_the_fix_commit() {
     assert_eq!(committed["description"], contract["description"]);
     assert_eq!(snapshot(&project), before);
 }
+
+/// A small Rust crate as a Pact-style component `token_parser` (source `src/token_parser/`,
+/// tests `tests/token_parser.rs`) with a defect: a token without a `.` panics (index out of
+/// bounds) instead of returning an error.
+fn rust_project(ws: &Workspace) -> PathBuf {
+    let dst = ws.path().join("project");
+    let files = [
+        (
+            "Cargo.toml",
+            "[package]\nname = \"tokens\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+        ),
+        ("src/lib.rs", "pub mod token_parser;\n"),
+        (
+            "src/token_parser/mod.rs",
+            "/// PACT:token_parser:parse\npub fn parse(token: &str) -> Result<(String, u64), String> {\n    let parts: Vec<&str> = token.split('.').collect();\n    let user = parts[0];\n    let exp = parts[1];\n    let exp: u64 = exp.parse().map_err(|_| \"bad expiry\".to_string())?;\n    Ok((user.to_string(), exp))\n}\n",
+        ),
+        (
+            "tests/token_parser.rs",
+            "use tokens::token_parser::parse;\n\n#[test]\nfn parses_a_token() {\n    assert_eq!(parse(\"alice.5\"), Ok((\"alice\".to_string(), 5)));\n}\n\n// more tests\n",
+        ),
+        (
+            "contracts/token_parser/interface.json",
+            "{\"component_id\": \"token_parser\", \"version\": 1, \"functions\": [{\"name\": \"parse\"}]}\n",
+        ),
+        (".gitignore", "target/\nCargo.lock\n"),
+    ];
+    for (rel, text) in files {
+        let p = dst.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(&dst, &["init", "--quiet", "--initial-branch=main"]);
+    git(&dst, &["add", "-A"]);
+    git(&dst, &["commit", "--quiet", "-m", "initial"]);
+    std::fs::write(dst.join("WIP.md"), "untracked\n").unwrap();
+    ws.file(
+        "state/manifest.json",
+        json!({"components": {"token_parser": {
+            "component_id": "token_parser",
+            "contract_path": dst.join("contracts/token_parser/interface.json"),
+            "source_path": dst.join("src/token_parser"),
+            "test_path": dst.join("tests/token_parser.rs"),
+            "language": "rust",
+            "pact_project": dst,
+        }}})
+        .to_string(),
+    );
+    dst
+}
+
+#[test]
+fn a_rust_component_is_fixed_and_proven_with_cargo_test() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(
+        Route::Anthropic,
+        Reply::anthropic_tool(
+            "propose_fix",
+            json!({
+                "reproducer_edits": [edit(
+                    "tests/token_parser.rs",
+                    Some("// more tests"),
+                    Some("#[test]\nfn a_token_without_expiry_is_an_error() {\n    assert!(parse(\"alice\").is_err());\n}"),
+                    None,
+                )],
+                "fix_edits": [edit(
+                    "src/token_parser/mod.rs",
+                    Some("    let exp = parts[1];"),
+                    Some("    let exp = parts.get(1).ok_or_else(|| \"malformed token\".to_string())?;"),
+                    None,
+                )],
+                "contract_change": null,
+                "explanation": "A token without an expiry is malformed."
+            }),
+            Usage::default(),
+        ),
+    );
+    let ws = Workspace::with_config(
+        &config_with(fake.base_url(), "", "", "")
+            .replace("test_timeout_seconds: 60", "test_timeout_seconds: 240"),
+    );
+    let project = rust_project(&ws);
+    let before = snapshot(&project);
+    let out = Command::new(crate::harness::BIN)
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("FAKE_LLM_KEY", "k")
+        .args(["fix", "PACT:token_parser:parse", "thread 'main' panicked at src/token_parser/mod.rs:5:15: index out of bounds: the len is 1 but the index is 1"])
+        .output()
+        .unwrap();
+    let fix: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON: {}", crate::harness::stderr(&out)));
+    assert_eq!(fix["status"], "success", "{fix:#}");
+    assert_eq!(out.status.code(), Some(0));
+    let commit = fix["git_fix_ref"].as_str().unwrap();
+    let files = git(&project, &["show", "--name-only", "--format=", commit]);
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["src/token_parser/mod.rs", "tests/token_parser.rs"]
+    );
+    assert_eq!(
+        snapshot(&project),
+        before,
+        "the user's working tree was touched"
+    );
+}
