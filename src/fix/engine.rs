@@ -198,6 +198,9 @@ impl<L: Llm> Fixer<L> {
             Err((r, error)) => {
                 fix.status = FixStatus::Failure;
                 fix.error = error;
+                if fix.git_fix_ref.is_empty() {
+                    fix.branch.clear(); // never created, or deleted with the worktree
+                }
                 r.to_string()
             }
         };
@@ -237,7 +240,7 @@ impl<L: Llm> Fixer<L> {
         })?;
         fix.branch = format!("sentinel/fix-{}", fix.id);
         fix.repo = layout.root.to_string_lossy().into_owned();
-        let base_dir = config.state_dir.join("worktrees");
+        let base_dir = worktree_base(&config.state_dir, &layout.root);
         let allowed = vec![layout.source.clone(), layout.tests.clone()];
         let (root, branch) = (layout.root.clone(), fix.branch.clone());
         let wt = blocking(move || FixWorktree::create(&root, &branch, &base_dir, &allowed))
@@ -536,6 +539,18 @@ impl<L: Llm> Fixer<L> {
             resolution::FIX_ON_BRANCH
         }
         .to_string())
+    }
+}
+
+/// Where fix worktrees go: `state_dir/worktrees`, unless the state directory is inside the
+/// repository being fixed (then a worktree there would be a new untracked directory in the
+/// user's tree): a directory under the system's temporary directory instead.
+fn worktree_base(state_dir: &Path, root: &Path) -> PathBuf {
+    let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    if state.starts_with(root) {
+        std::env::temp_dir().join(format!("sentinel-worktrees-{}", std::process::id()))
+    } else {
+        state_dir.join("worktrees")
     }
 }
 
