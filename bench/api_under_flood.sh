@@ -42,13 +42,13 @@ for i in $(seq 50); do
 done
 lat() { awk '/Latency Distribution/{f=1;next} f&&/%/{printf "%s=%s ", $1, $2} /Requests\/sec/{f=0}' "$1"; }
 wrk -t1 -c4 -d"${SECS}s" --latency "http://$API/incidents?limit=50" >"$TMP/idle.txt"
-echo "GET /incidents idle:          $(lat "$TMP/idle.txt") $(grep Requests/sec "$TMP/idle.txt")"
+echo "GET /incidents idle:          $(lat "$TMP/idle.txt") $(grep Requests/sec "$TMP/idle.txt") $(grep -h Non-2xx "$TMP/idle.txt" || echo 'all 2xx')"
 wrk -t2 -c"$CONNS" -d"$((SECS + 2))s" -s bench/post_event.lua "http://$HOOK/" >"$TMP/flood.txt" &
 FLOOD=$!
 sleep 1  # let the flood ramp up before measuring (pacing, not synchronisation)
 wrk -t1 -c4 -d"${SECS}s" --latency "http://$API/incidents?limit=50" >"$TMP/busy.txt"
 wait "$FLOOD"
-echo "GET /incidents under flood:   $(lat "$TMP/busy.txt") $(grep Requests/sec "$TMP/busy.txt")"
+echo "GET /incidents under flood:   $(lat "$TMP/busy.txt") $(grep Requests/sec "$TMP/busy.txt") $(grep -h Non-2xx "$TMP/busy.txt" || echo 'all 2xx')"
 echo "webhook flood:                $(grep Requests/sec "$TMP/flood.txt") ($(tail -1 "$TMP/flood.txt"))"
 kill -TERM "$SPID"; wait "$SPID" || true
 SPID=
