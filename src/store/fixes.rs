@@ -297,9 +297,19 @@ impl StoreTxn<'_> {
         let mut by_time = self.txn.open_table(FIXES_BY_TIME).map_err(st.storage())?;
         let mut index = self.txn.open_table(INCIDENT_FIXES).map_err(st.storage())?;
         let started = fix.started_at.map_or(0, micros);
-        fixes
+        let previous = fixes
             .insert(fix.id.as_str(), fix.encode().as_slice())
-            .map_err(st.storage())?;
+            .map_err(st.storage())?
+            .and_then(|v| FixResult::decode(v.value()).ok());
+        // The listing is keyed by start time, which a fix gets when it starts: move its row.
+        if let Some(prev) = previous {
+            let was = prev.started_at.map_or(0, micros);
+            if was != started {
+                by_time
+                    .remove((was, fix.id.as_str()))
+                    .map_err(st.storage())?;
+            }
+        }
         by_time
             .insert((started, fix.id.as_str()), ())
             .map_err(st.storage())?;

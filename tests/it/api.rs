@@ -302,6 +302,25 @@ fn bearer_scopes_and_host_check() {
     assert_eq!((s, &v["error"]["code"]), (403, &json!("forbidden")), "{v}");
     let (s, v) = call("POST", "/register", Some("w-token"));
     assert_eq!(s, 400, "past auth, the body is checked: {v}");
+    // The fixer's routes follow the same scopes; past auth, bodies and ids are checked.
+    for post in ["/fix", "/fixes/abc/approve", "/fixes/abc/reject"] {
+        assert_eq!(call("POST", post, None).0, 401, "{post}");
+        assert_eq!(call("POST", post, Some("r-token")).0, 403, "{post}");
+    }
+    let (s, v) = call("POST", "/fix", Some("w-token"));
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("invalid_body")),
+        "{v}"
+    );
+    let (s, v) = call("POST", "/fixes/abc/approve", Some("w-token"));
+    assert_eq!((s, &v["error"]["code"]), (404, &json!("not_found")), "{v}");
+    assert_eq!(call("GET", "/fixes", None).0, 401);
+    let (s, v) = call("GET", "/fixes", Some("r-token"));
+    assert_eq!((s, v), (200, json!([])));
+    assert_eq!(call("GET", "/fixes/abc", Some("r-token")).0, 404);
+    assert_eq!(call("GET", "/events?kinds=nope", None).0, 401);
+    assert_eq!(call("GET", "/events?kinds=nope", Some("r-token")).0, 400);
     assert!(d.term(Duration::from_secs(5)).success());
 
     // Without tokens: open, but only to loopback Host names; a non-loopback bind is refused.

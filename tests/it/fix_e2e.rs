@@ -1062,3 +1062,73 @@ fn a_rust_component_is_fixed_and_proven_with_cargo_test() {
         "the user's working tree was touched"
     );
 }
+
+#[test]
+fn post_fix_answers_202_at_once_and_wait_true_the_result() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.otherwise(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null).after(Duration::from_millis(300)),
+    );
+    let ws = Workspace::with_config(
+        &config(fake.base_url(), "").replace("auto_remediate: true", "auto_remediate: false"),
+    );
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let mut d = ws.spawn_env(&["serve", "--port", "0"], &[("FAKE_LLM_KEY", "k")]);
+    let info = d.ready();
+    let body = json!({"pact_key": KEY, "error": "IndexError: list index out of range"});
+    let r = http()
+        .post(info.api_url("/fix"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let queued: Value = r.json().unwrap();
+    assert_eq!(queued["status"], "pending");
+    assert_eq!(
+        location,
+        format!("/fixes/{}", queued["id"].as_str().unwrap())
+    );
+    let done = eventually(Duration::from_secs(60), || {
+        let f: Value = http()
+            .get(info.api_url(&location))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        (f["status"] == "success").then_some(f)
+    })
+    .unwrap_or_else(|| panic!("the fix did not end:\n{}", d.log_text()));
+    assert_eq!(done["manual"], true);
+    // The reference's synchronous answer.
+    let r = http()
+        .post(info.api_url("/fix?wait=true"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let waited: Value = r.json().unwrap();
+    assert_eq!(waited["status"], "success");
+    assert_ne!(waited["id"], done["id"]);
+    // An unregistered component: 422 in the one error shape.
+    let r = http()
+        .post(info.api_url("/fix"))
+        .json(&json!({"pact_key": "PACT:ghost:run", "error": "boom"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let e: Value = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "not_registered");
+    let fixes: Value = http()
+        .get(info.api_url("/fixes"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(fixes.as_array().unwrap().len(), 2, "{fixes:#}");
+    assert_eq!(fixes[0]["id"], waited["id"], "newest first");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
