@@ -345,16 +345,7 @@ impl StoreTxn<'_> {
         let st = self.store;
         let incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
         let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
-        let Some(v) = incidents.get(fp).map_err(st.storage())? else {
-            return Ok(None);
-        };
-        let mut inc = st.decode(fp, v.value())?;
-        if let Some(c) = counts.get(fp).map_err(st.storage())? {
-            let (count, last_us) = c.value();
-            inc.count = count;
-            inc.last_seen = Timestamp::from_microsecond(last_us as i64).unwrap_or(inc.last_seen);
-        }
-        Ok(Some(inc))
+        st.load(&incidents, &counts, fp)
     }
 
     /// Names the fix that job `seq` will produce.

@@ -968,8 +968,8 @@ impl Store {
     /// An incident: its record with the authoritative hot fields.
     fn load(
         &self,
-        incidents: &redb::ReadOnlyTable<u64, &[u8]>,
-        counts: &redb::ReadOnlyTable<u64, (u64, u64)>,
+        incidents: &impl ReadableTable<u64, &'static [u8]>,
+        counts: &impl ReadableTable<u64, (u64, u64)>,
         fp: u64,
     ) -> Result<Option<Incident>, StoreError> {
         let Some(v) = incidents.get(fp).map_err(self.storage())? else {

@@ -406,14 +406,10 @@ fn rejected_proposals_fail_the_fix_and_change_nothing() {
     let project = project(&ws);
     let before = snapshot(&project);
     assert!(ws.run(&["register", "project"]).status.success());
-    let out = Command::new(crate::harness::BIN)
-        .current_dir(ws.path())
-        .env_remove("SENTINEL_CONFIG")
-        .env("HOME", ws.path())
-        .env("FAKE_LLM_KEY", "k")
-        .args(["fix", KEY, "IndexError: list index out of range"])
-        .output()
-        .unwrap();
+    let out = ws.run_env(
+        &["fix", KEY, "IndexError: list index out of range"],
+        &[("FAKE_LLM_KEY", "k")],
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -457,14 +453,10 @@ fn an_exhausted_budget_makes_no_call_and_escalates() {
     let ws = Workspace::with_config(&config(fake.base_url(), "budget:\n  hourly_cap: 0.0001\n"));
     project(&ws);
     assert!(ws.run(&["register", "project"]).status.success());
-    let out = Command::new(crate::harness::BIN)
-        .current_dir(ws.path())
-        .env_remove("SENTINEL_CONFIG")
-        .env("HOME", ws.path())
-        .env("FAKE_LLM_KEY", "k")
-        .args(["fix", KEY, "IndexError: list index out of range"])
-        .output()
-        .unwrap();
+    let out = ws.run_env(
+        &["fix", KEY, "IndexError: list index out of range"],
+        &[("FAKE_LLM_KEY", "k")],
+    );
     assert_eq!(out.status.code(), Some(1));
     let fix: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(fix["error"].as_str().unwrap().contains("budget"), "{fix:#}");
@@ -851,17 +843,13 @@ fn triage_without_a_key_asks_the_llm_and_records_the_spend() {
     project(&ws);
     assert!(ws.run(&["register", "project"]).status.success());
     let triage = || {
-        Command::new(crate::harness::BIN)
-            .current_dir(ws.path())
-            .env_remove("SENTINEL_CONFIG")
-            .env("HOME", ws.path())
-            .env("FAKE_LLM_KEY", "k")
-            .args([
+        ws.run_env(
+            &[
                 "triage",
                 "IndexError in validate_token for alice@example.com",
-            ])
-            .output()
-            .unwrap()
+            ],
+            &[("FAKE_LLM_KEY", "k")],
+        )
     };
     let out = triage();
     let text = crate::harness::stdout(&out);
@@ -916,15 +904,10 @@ fn a_tightened_contract_goes_through_pact_into_the_fix_commit() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(bin.join("pact"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let out = Command::new(crate::harness::BIN)
-        .current_dir(ws.path())
-        .env_remove("SENTINEL_CONFIG")
-        .env("HOME", ws.path())
-        .env("FAKE_LLM_KEY", "k")
-        .env("PATH", path)
-        .args(["fix", KEY, "IndexError: list index out of range"])
-        .output()
-        .unwrap();
+    let out = ws.run_env(
+        &["fix", KEY, "IndexError: list index out of range"],
+        &[("FAKE_LLM_KEY", "k"), ("PATH", &path)],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1039,13 +1022,12 @@ fn a_rust_component_is_fixed_and_proven_with_cargo_test() {
     );
     let project = rust_project(&ws);
     let before = snapshot(&project);
-    let out = Command::new(crate::harness::BIN)
-        .current_dir(ws.path())
-        .env_remove("SENTINEL_CONFIG")
-        .env("FAKE_LLM_KEY", "k")
-        .args(["fix", "PACT:token_parser:parse", "thread 'main' panicked at src/token_parser/mod.rs:5:15: index out of bounds: the len is 1 but the index is 1"])
-        .output()
-        .unwrap();
+    // The real HOME: cargo's toolchain is found under it.
+    let home = std::env::var("HOME").unwrap();
+    let out = ws.run_env(
+        &["fix", "PACT:token_parser:parse", "thread 'main' panicked at src/token_parser/mod.rs:5:15: index out of bounds: the len is 1 but the index is 1"],
+        &[("FAKE_LLM_KEY", "k"), ("HOME", &home)],
+    );
     let fix: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("no JSON: {}", crate::harness::stderr(&out)));
     assert_eq!(fix["status"], "success", "{fix:#}");

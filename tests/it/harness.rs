@@ -36,11 +36,17 @@ impl Workspace {
 
     /// Runs `sentinel <args>` in the workspace with its config.
     pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// As [`Workspace::run`], with extra environment variables (which may replace `HOME`).
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(BIN)
             .current_dir(self.dir.path())
             .env_remove("SENTINEL_CONFIG")
             .env("HOME", self.dir.path())
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .args(args)
             .output()
             .expect("run sentinel")
