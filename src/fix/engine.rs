@@ -179,6 +179,15 @@ impl<L: Llm> Fixer<L> {
         Fixer { llm, env }
     }
 
+    /// Names where fix `fix` of `entry` will work — its branch and repository — before it
+    /// starts, so that a fix cut off by a crash can be cleaned up.
+    pub fn plan(&self, fix: &mut FixResult, entry: &ManifestEntry) {
+        fix.branch = format!("sentinel/fix-{}", fix.id);
+        if let Ok(layout) = Layout::locate(entry, &self.env.config) {
+            fix.repo = layout.root.to_string_lossy().into_owned();
+        }
+    }
+
     /// Fixes `incident` of component `entry`, filling `fix` (whose `id` names the branch);
     /// returns the incident's resolution. Never panics on bad input: every failure is a
     /// `FixStatus::Failure` with `error` set.

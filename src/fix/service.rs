@@ -293,7 +293,7 @@ impl<L: Llm + 'static> FixService<L> {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), StoreError> {
         {
             let mut txn = self.store.begin_write()?;
-            let (requeued, failed) = txn.recover_jobs(Timestamp::now())?;
+            let (requeued, failed, cut) = txn.recover_jobs(Timestamp::now())?;
             txn.commit()?;
             if requeued + failed > 0 {
                 tracing::warn!(
@@ -301,6 +301,24 @@ impl<L: Llm + 'static> FixService<L> {
                     failed,
                     "fix jobs cut off by the last stop recovered"
                 );
+            }
+            // What the cut fixes left in the user's repository: their worktrees, and their
+            // branches while these still point at the commit they started from.
+            for f in cut
+                .into_iter()
+                .filter(|f| !f.repo.is_empty() && !f.branch.is_empty())
+            {
+                let done = tokio::task::spawn_blocking(move || {
+                    super::worktree::discard_abandoned(
+                        std::path::Path::new(&f.repo),
+                        &f.branch,
+                        &f.git_snapshot_ref,
+                    )
+                })
+                .await;
+                if let Ok(Err(e)) = done {
+                    tracing::warn!(error = %e, "cannot clean up an interrupted fix");
+                }
             }
         }
         let this = Arc::new(self);
@@ -391,6 +409,15 @@ impl<L: Llm + 'static> FixService<L> {
             .iter()
             .filter(|f| f.status == FixStatus::Success)
             .count() as u32;
+        let entry = self
+            .rules
+            .snapshot()
+            .manifest
+            .get(&incident.component_id)
+            .cloned();
+        if let Some(e) = &entry {
+            self.fixer.plan(&mut fix, e);
+        }
         {
             let mut txn = self.store.begin_write()?;
             if txn
@@ -405,12 +432,6 @@ impl<L: Llm + 'static> FixService<L> {
         if let Some(m) = &self.metrics {
             m.fixes_running.inc();
         }
-        let entry = self
-            .rules
-            .snapshot()
-            .manifest
-            .get(&incident.component_id)
-            .cloned();
         let resolution = match entry {
             Some(entry) => self.fixer.run(&mut fix, &incident, &entry).await,
             None => {

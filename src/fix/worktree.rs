@@ -651,6 +651,50 @@ pub fn allowed_prefixes(entry: &crate::attribute::manifest::ManifestEntry) -> Ve
         .collect()
 }
 
+/// Cleans up after a fix cut off by a crash: removes the worktree that has `branch` checked
+/// out (if any), prunes stale worktree records, and deletes `branch` (a `sentinel/` branch
+/// only) when it still points at `base` or holds nothing beyond the user's `HEAD`.
+pub fn discard_abandoned(repo: &Path, branch: &str, base: &str) -> Result<(), GitError> {
+    let root = toplevel(repo)?;
+    check_branch_name(&root, branch)?;
+    if !branch.starts_with("sentinel/") {
+        return Err(GitError::InvalidBranch(branch.to_string()));
+    }
+    let list = git(&root, &["worktree", "list", "--porcelain"])?;
+    let wanted = format!("branch refs/heads/{branch}");
+    let mut path: Option<&str> = None;
+    for line in list.lines() {
+        if let Some(p) = line.strip_prefix("worktree ") {
+            path = Some(p);
+        } else if line == wanted
+            && let Some(p) = path
+        {
+            git(&root, &["worktree", "remove", "--force", p])?;
+        }
+    }
+    git(&root, &["worktree", "prune"])?;
+    let tip = git_output(
+        &root,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}"),
+        ],
+    )?;
+    if !tip.status.success() {
+        return Ok(());
+    }
+    if String::from_utf8_lossy(&tip.stdout).trim() == base {
+        git(&root, &["branch", "--quiet", "-D", "--", branch])?;
+    } else {
+        // Base unknown (cut before the worktree existed): `-d` deletes it only when it holds
+        // nothing that is not already in the user's HEAD.
+        let _ = git_output(&root, &["branch", "--quiet", "-d", "--", branch]);
+    }
+    Ok(())
+}
+
 /// Deletes the fix branch `branch` (a `sentinel/` branch only; never the user's).
 pub fn delete_branch(repo: &Path, branch: &str) -> Result<(), GitError> {
     let root = toplevel(repo)?;

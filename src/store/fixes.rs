@@ -572,12 +572,16 @@ impl StoreTxn<'_> {
 
     /// At start, after a crash: jobs left `running` are queued again (started fewer than
     /// [`MAX_JOB_STARTS`] times) or failed (their incident escalated, resolution
-    /// `fix_interrupted`); their fix records are marked failed. Returns (requeued, failed).
+    /// `fix_interrupted`); their fix records are marked failed. Returns (requeued, failed,
+    /// the fixes marked failed — their worktrees and branches are the caller's to clean).
     ///
     /// # Errors
     ///
     /// [`StoreError`] on storage errors.
-    pub fn recover_jobs(&mut self, now: Timestamp) -> Result<(usize, usize), StoreError> {
+    pub fn recover_jobs(
+        &mut self,
+        now: Timestamp,
+    ) -> Result<(usize, usize, Vec<FixResult>), StoreError> {
         let st = self.store;
         // Also rebuilds the open-jobs index (stores written before it existed).
         let running: Vec<FixJob> = {
@@ -617,12 +621,14 @@ impl StoreTxn<'_> {
             }
             out
         };
+        let mut cut = Vec::new();
         for mut f in interrupted {
             f.status = FixStatus::Failure;
             f.error = "interrupted: Sentinel stopped while this fix ran".into();
             f.completed_at = Some(now);
             self.put_fix(&f)?;
             self.emit(f.event(EventKind::FixFailed), now)?;
+            cut.push(f);
         }
         let (mut requeued, mut failed) = (0, 0);
         for mut job in running {
@@ -642,6 +648,6 @@ impl StoreTxn<'_> {
                 }
             }
         }
-        Ok((requeued, failed))
+        Ok((requeued, failed, cut))
     }
 }

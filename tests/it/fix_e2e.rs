@@ -637,12 +637,12 @@ fn a_fix_cut_off_by_kill_9_is_resumed_once_and_ends_proven() {
     assert_eq!(cut.status.as_str(), "failure");
     assert!(cut.error.contains("interrupted"), "{}", cut.error);
     assert_eq!(fake.request_count(), 2);
-    assert!(
-        git(&project, &["branch", "--list", "sentinel/*"])
-            .lines()
-            .count()
-            >= 1
-    );
+    // The cut fix's worktree and branch were cleaned up at the restart: what is left is the
+    // proven fix's branch and the user's own worktree.
+    let branches = git(&project, &["branch", "--list", "sentinel/*"]);
+    assert_eq!(branches.lines().count(), 1, "{branches}");
+    assert!(branches.contains(fix["id"].as_str().unwrap()), "{branches}");
+    assert_eq!(git(&project, &["worktree", "list"]).lines().count(), 1);
     assert!(d.term(Duration::from_secs(10)).success());
 }
 
