@@ -425,17 +425,7 @@ impl StoreTxn<'_> {
             .last()
             .map_err(st.storage())?
             .map_or(1, |(k, _)| k.value() + 1);
-        let job = FixJob {
-            seq,
-            incident_id: inc.id.clone(),
-            fingerprint: inc.fingerprint.0,
-            component_id: inc.component_id.clone(),
-            state: JobState::Queued,
-            created_at: now,
-            updated_at: now,
-            attempts: 0,
-            fix_id: fix_id.to_string(),
-        };
+        let job = FixJob::queued(seq, inc, fix_id, now);
         jobs.insert(seq, job.encode().as_slice())
             .map_err(st.storage())?;
         drop(jobs);

@@ -99,6 +99,21 @@ pub struct FixJob {
 }
 
 impl FixJob {
+    /// A new queued job `seq` for `inc` (`fix_id` empty: chosen when it starts).
+    pub fn queued(seq: u64, inc: &super::Incident, fix_id: &str, now: Timestamp) -> FixJob {
+        FixJob {
+            seq,
+            incident_id: inc.id.clone(),
+            fingerprint: inc.fingerprint.0,
+            component_id: inc.component_id.clone(),
+            state: JobState::Queued,
+            created_at: now,
+            updated_at: now,
+            attempts: 0,
+            fix_id: fix_id.to_string(),
+        }
+    }
+
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![JOB_FORMAT];

@@ -1663,17 +1663,7 @@ fn act(
     }
     let seq = *next_job;
     *next_job += 1;
-    let job = FixJob {
-        seq,
-        incident_id: inc.id.clone(),
-        fingerprint: inc.fingerprint.0,
-        component_id: inc.component_id.clone(),
-        state: JobState::Queued,
-        created_at: now,
-        updated_at: now,
-        attempts: 0,
-        fix_id: String::new(),
-    };
+    let job = FixJob::queued(seq, inc, "", now);
     jobs.insert(seq, job.encode().as_slice())?;
     open.insert(seq, ())?;
     Ok(Action::Queued(seq))
