@@ -51,6 +51,9 @@ pub struct Metrics {
     /// `sentinel_ingest_queue_bytes`: approximate bytes of memory held by queued webhook
     /// requests (bounded by the ingest memory budget).
     pub queue_bytes: IntGauge,
+    /// `sentinel_ingest_log_unapplied_events`: webhook events acknowledged (durable in the
+    /// ingest log) and not yet committed to the store.
+    pub log_unapplied: IntGauge,
     /// `sentinel_store_commit_duration_seconds`: durable commits of the writer.
     pub commit_seconds: Histogram,
     /// `sentinel_store_commit_errors_total`.
@@ -189,6 +192,10 @@ impl Metrics {
             "sentinel_ingest_queue_bytes",
             "Approximate bytes held by webhook requests waiting for their commit.",
         );
+        let log_unapplied = gauge(
+            "sentinel_ingest_log_unapplied_events",
+            "Webhook events acknowledged (durable in the ingest log) and not yet in the store.",
+        );
         let files_tracked = IntGaugeVec::new(
             Opts::new("sentinel_files_tracked", "Files open for tailing."),
             &["source"],
@@ -263,6 +270,7 @@ impl Metrics {
             rejected,
             queue_depth,
             queue_bytes,
+            log_unapplied,
             commit_seconds,
             commit_errors,
             files_tracked,

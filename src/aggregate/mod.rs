@@ -9,6 +9,12 @@
 //! batch ([`LineAggregator::take_batch`]) and commits it.
 
 #[cfg(feature = "daemon")]
+pub mod dedupe;
+#[cfg(feature = "daemon")]
+pub mod logger;
+#[cfg(feature = "daemon")]
+pub mod wal;
+#[cfg(feature = "daemon")]
 pub mod writer;
 
 use std::collections::HashMap;

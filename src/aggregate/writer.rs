@@ -1,21 +1,27 @@
 //! The ingest writer: the one thread that writes ingest state to the store.
 //!
-//! Sources send it batches over two bounded channels — file shards a [`FileBatch`] (counts
-//! already folded, plus the file positions they reached), webhook handlers an
-//! [`EventBatch`] (decoded events and a reply channel). The writer takes whatever is queued
-//! (group commit), and in ONE durable transaction records delivery ids, folds the events
-//! that were not delivered before, applies every batch and stores every file position. Only
-//! after that commit returned does it answer the webhook requests: a 2xx means durable. A
-//! file position is only ever persisted together with the counts of the lines before it, so
-//! a restart after a crash at any moment resumes exactly after the last counted line.
+//! File shards send it a [`FileBatch`] (counts already folded, plus the file positions they
+//! reached); webhook requests go to the ingest logger ([`super::logger`]), which makes them
+//! durable in the ingest log, acknowledges them, and hands the writer their folded events as
+//! a [`LogChunk`]. The writer takes whatever is queued (group commit) and in ONE durable
+//! transaction applies every batch, stores every file position, remembers the delivery ids
+//! and records the highest ingest-log sequence number applied; then the log's segments up
+//! to it are deleted. A file position is only ever persisted together with the counts of
+//! the lines before it, so a restart after a crash at any moment resumes exactly after the
+//! last counted line; logged events the store does not hold yet are replayed from the log.
+//!
+//! File batches are committed at once (append → incident latency); logged events alone wait
+//! up to [`EVENT_COMMIT_INTERVAL`], so that a webhook flood costs a few commits a second
+//! instead of one per group.
 //!
 //! Overload is backpressure: a full file channel blocks the shard that sends (the file is
-//! the buffer); a full event channel is reported to the handler, which answers 429.
-//! A failed commit fails every request of its group (503) and keeps the file batches for a
-//! retry with backoff; nothing is acknowledged that was not committed.
+//! the buffer); a full request channel is reported to the handler, which answers 429; a
+//! writer that falls behind blocks the logger, which fills the request channel.
+//! A failed commit is retried with backoff, keeping its file batches and logged events;
+//! nothing is acknowledged that is not durable.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +29,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 use jiff::Timestamp;
 
 pub use super::Event;
-use super::LineAggregator;
+use super::dedupe::DeliveryIds;
+use super::logger::{LogChunk, Logger};
+use super::wal::Wal;
 use crate::attribute::{LiveRules, Severity};
 use crate::metrics::Metrics;
 use crate::store::{ApplyOutcome, FileKey, FilePosition, IngestBatch, Store, StoreError};
@@ -32,14 +40,24 @@ use crate::store::{ApplyOutcome, FileKey, FilePosition, IngestBatch, Store, Stor
 pub const FILE_QUEUE_CAPACITY: usize = 64;
 /// Requests the event channel holds before handlers answer 429.
 pub const EVENT_QUEUE_CAPACITY: usize = 256;
-/// A group stops growing once it holds this many bytes (approximately)...
+/// Logged chunks the writer's channel holds before the logger waits.
+const CHUNK_QUEUE_CAPACITY: usize = 64;
+/// A group of file batches stops growing once it holds this many bytes (approximately)...
 const GROUP_MAX_BYTES: usize = 32 << 20;
-/// ... or this many messages.
+/// ... or this many batches.
 const GROUP_MAX_MESSAGES: usize = 512;
+/// Logged events alone are committed at most this long after they were logged.
+pub const EVENT_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+/// ... or once this much of them waits (approximately).
+const PENDING_MAX_BYTES: usize = 16 << 20;
 /// How long delivery ids are remembered: a retry later than this counts again.
 pub const DELIVERY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Delivery ids pruned per commit at most (pruning never makes a commit slow).
+/// Rows pruned per commit at most (pruning never makes a commit slow).
 const PRUNE_PER_COMMIT: usize = 10_000;
+/// Rows of delivery ids forgotten per commit at most (each holds one commit's ids).
+const DELIVERY_ROWS_PER_COMMIT: usize = 64;
+/// The `meta` counter holding the highest ingest-log record applied.
+pub const WAL_APPLIED_SEQ: &str = "wal_applied_seq";
 
 /// Counts and positions from one turn of a file shard.
 #[derive(Debug, Default)]
@@ -157,48 +175,139 @@ pub struct NewIncidentNote {
 /// Called with every incident a commit created (after the commit).
 pub type OnNewIncident = Box<dyn Fn(&NewIncidentNote) + Send>;
 
-/// The running writer thread.
+/// The running writer and ingest-logger threads.
 #[derive(Debug)]
 pub struct Writer {
+    logger: JoinHandle<()>,
     thread: JoinHandle<()>,
+}
+
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The ingest log (a directory next to the store) could not be opened.
+    #[error("the ingest log {path}: {source}")]
+    Log {
+        /// The log's directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("could not start the writer: {0}")]
+    Thread(std::io::Error),
 }
 
 impl Writer {
     /// Starts the writer on `store`. Events are attributed through `rules`. Returns the
     /// writer and the handle sources send through; the writer stops once every handle is
     /// dropped and the queues are drained.
+    ///
+    /// Before anything is taken, the ingest log (`<store>.wal/`, next to the store file) is
+    /// read back: logged events the store does not hold yet are committed by the writer's
+    /// first commit, and the remembered delivery ids are loaded.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] when the store or the ingest log cannot be read.
     pub fn start(
         store: Arc<Store>,
         rules: Arc<LiveRules>,
         metrics: Arc<Metrics>,
         on_new: Option<OnNewIncident>,
-    ) -> std::io::Result<(Writer, WriterHandle)> {
+    ) -> Result<(Writer, WriterHandle), StartError> {
+        // Delivery ids of an older Sentinel (one row each) become one row of hashes.
+        let mut txn = store.begin_write()?;
+        let moved = txn.migrate_legacy_deliveries()?;
+        if moved > 0 {
+            txn.commit()?;
+            tracing::info!(ids = moved, "webhook delivery ids moved to the new format");
+        } else {
+            drop(txn);
+        }
+        let ids = Arc::new(DeliveryIds::new());
+        let mut scratch = Vec::new();
+        for (_, hashes) in store.delivery_rows()? {
+            ids.insert_all(&hashes, &mut scratch);
+        }
+        let applied = store.meta_value(WAL_APPLIED_SEQ)?.unwrap_or(0);
+        let wal_dir = store.path().with_extension("wal");
+        let (wal, recovered) = Wal::open(&wal_dir, applied).map_err(|source| StartError::Log {
+            path: wal_dir.clone(),
+            source,
+        })?;
+        if recovered.discarded_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.discarded_bytes,
+                "the ingest log ended in a torn record (a crash while appending; that group \
+                 was never acknowledged)"
+            );
+        }
+        let mut pending = super::logger::replay(&recovered.records, &rules);
+        if !recovered.records.is_empty() {
+            tracing::info!(
+                records = recovered.records.len(),
+                "replaying logged webhook events the store does not hold yet"
+            );
+            ids.insert_all(&pending.hashes, &mut scratch);
+            metrics.log_unapplied.add(pending.events as i64);
+        }
+        // Commit the replayed events (or just forget applied segments) first thing.
+        pending.seq = pending.seq.max(applied);
+        let wal = Arc::new(Mutex::new(wal));
+
         let (files_tx, files_rx) = bounded(FILE_QUEUE_CAPACITY);
         let (events_tx, events_rx) = bounded(EVENT_QUEUE_CAPACITY);
+        let (chunks_tx, chunks_rx) = bounded(CHUNK_QUEUE_CAPACITY);
         let handle = WriterHandle {
             files: files_tx,
             events: events_tx,
             metrics: metrics.clone(),
         };
+        let logger = Logger {
+            events: events_rx,
+            wal: wal.clone(),
+            ids: ids.clone(),
+            rules: rules.clone(),
+            metrics: metrics.clone(),
+            chunks: chunks_tx,
+        };
+        let replayed = !pending.is_empty();
         let mut state = WriterLoop {
             store,
             rules,
             metrics,
             files: files_rx,
-            events: events_rx,
+            chunks: chunks_rx,
             on_new,
             retry: None,
+            pending,
+            pending_since: replayed.then(|| Instant::now() - EVENT_COMMIT_INTERVAL),
+            wal,
+            ids,
             last_prune: None,
             attributed_version: None,
         };
         let thread = std::thread::Builder::new()
             .name("sentinel-writer".into())
-            .spawn(move || state.run())?;
-        Ok((Writer { thread }, handle))
+            .spawn(move || state.run())
+            .map_err(StartError::Thread)?;
+        let logger = std::thread::Builder::new()
+            .name("sentinel-ingest-log".into())
+            .spawn(move || logger.run())
+            .map_err(StartError::Thread)?;
+        Ok((Writer { logger, thread }, handle))
     }
 
     /// Waits for the writer to drain its queues and stop (after every handle was dropped).
     pub fn join(self) {
+        if self.logger.join().is_err() {
+            tracing::error!("the ingest logger panicked");
+        }
         if self.thread.join().is_err() {
             tracing::error!("the ingest writer panicked");
         }
@@ -210,107 +319,113 @@ struct WriterLoop {
     rules: Arc<LiveRules>,
     metrics: Arc<Metrics>,
     files: Receiver<FileBatch>,
-    events: Receiver<EventBatch>,
+    chunks: Receiver<LogChunk>,
     on_new: Option<OnNewIncident>,
     /// File batches of a failed commit, with the time of the next attempt and the backoff.
     retry: Option<(Vec<FileBatch>, Instant, Duration)>,
+    /// Logged events not committed yet (kept across a failed commit).
+    pending: LogChunk,
+    /// When the oldest of them arrived (None: nothing pending).
+    pending_since: Option<Instant>,
+    wal: Arc<Mutex<Wal>>,
+    ids: Arc<DeliveryIds>,
     last_prune: Option<Instant>,
     /// The rules version whose manifest the stored incidents were last re-attributed
     /// against (None: not yet, done with the first commit).
     attributed_version: Option<u64>,
 }
 
-enum Msg {
-    Files(FileBatch),
-    Events(EventBatch),
-}
+/// What one commit added, per source: (incidents created by severity, incidents updated).
+type PerSource = HashMap<Arc<str>, (Vec<(Severity, u64)>, u64)>;
 
 impl WriterLoop {
     fn run(&mut self) {
         let mut files = self.files.clone();
-        let mut events = self.events.clone();
+        let mut chunks = self.chunks.clone();
         let mut files_open = true;
-        let mut events_open = true;
+        let mut chunks_open = true;
         loop {
-            // While a retry is pending, file batches stay queued (the shards wait) and only
-            // events (answered 503 on failure) are taken.
+            if !files_open && !chunks_open {
+                // Shutting down: commit what is left, one last try if it failed before.
+                if self.retry.is_some() || self.pending_since.is_some() {
+                    self.commit_group(Vec::new());
+                }
+                if self.retry.take().is_some() {
+                    tracing::error!(
+                        "could not commit the last batches; files are read again and logged \
+                         events replayed on the next start"
+                    );
+                }
+                return;
+            }
+            let due = match (&self.retry, self.pending_since) {
+                (Some((_, at, _)), _) => Some(*at),
+                (None, Some(since)) => Some(since + EVENT_COMMIT_INTERVAL),
+                (None, None) => None,
+            };
+            let wait = due.map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            // While a retry is pending, file batches stay queued (the shards wait).
             let files_rx = if self.retry.is_some() {
                 never()
             } else {
                 files.clone()
             };
-            let wait = match &self.retry {
-                Some((_, at, _)) => at.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(1),
-            };
-            let first = select! {
-                recv(files_rx) -> m => match m {
-                    Ok(b) => Some(Msg::Files(b)),
-                    Err(_) => { files_open = false; files = never(); None }
-                },
-                recv(events) -> m => match m {
-                    Ok(b) => Some(Msg::Events(b)),
-                    Err(_) => { events_open = false; events = never(); None }
-                },
-                default(wait) => None,
-            };
-            let retry_due = self
-                .retry
-                .as_ref()
-                .is_some_and(|(_, at, _)| Instant::now() >= *at);
-            let Some(first) = first else {
-                if retry_due {
-                    self.commit_group(Vec::new(), Vec::new());
-                } else if !files_open && !events_open && self.retry.is_none() {
-                    return;
-                } else if !files_open && !events_open {
-                    // Shutting down with a failed commit pending: one last try.
-                    self.commit_group(Vec::new(), Vec::new());
-                    if self.retry.take().is_some() {
-                        tracing::error!(
-                            "could not commit the last file batches; they will be read again \
-                             on the next start"
-                        );
-                    }
-                    return;
-                }
-                continue;
-            };
-            let (mut fb, mut eb) = (Vec::new(), Vec::new());
+            let mut fb = Vec::new();
             let mut bytes = 0usize;
-            let push = |m: Msg, fb: &mut Vec<FileBatch>, eb: &mut Vec<EventBatch>| match m {
-                Msg::Files(b) => {
-                    let n = b.batch.approx_bytes + 64 * b.positions.len();
-                    fb.push(b);
-                    n
-                }
-                Msg::Events(b) => {
-                    let n = b.events.iter().map(|e| e.line.len() + 64).sum::<usize>();
-                    eb.push(b);
-                    n
-                }
-            };
-            bytes += push(first, &mut fb, &mut eb);
-            // Group commit: take what queued up while the previous commit ran.
-            while fb.len() + eb.len() < GROUP_MAX_MESSAGES && bytes < GROUP_MAX_BYTES {
-                if let Ok(b) = events.try_recv() {
-                    bytes += push(Msg::Events(b), &mut fb, &mut eb);
+            select! {
+                recv(files_rx) -> m => match m {
+                    Ok(b) => { bytes += file_bytes(&b); fb.push(b); }
+                    Err(_) => { files_open = false; files = never(); }
+                },
+                recv(chunks) -> m => match m {
+                    Ok(c) => self.add_pending(c),
+                    Err(_) => { chunks_open = false; chunks = never(); }
+                },
+                default(wait) => {}
+            }
+            // Take what queued up meanwhile.
+            loop {
+                if self.pending.approx_bytes() < PENDING_MAX_BYTES
+                    && let Ok(c) = chunks.try_recv()
+                {
+                    self.add_pending(c);
                 } else if self.retry.is_none()
+                    && !fb.is_empty()
+                    && fb.len() < GROUP_MAX_MESSAGES
+                    && bytes < GROUP_MAX_BYTES
                     && let Ok(b) = files.try_recv()
                 {
-                    bytes += push(Msg::Files(b), &mut fb, &mut eb);
+                    bytes += file_bytes(&b);
+                    fb.push(b);
                 } else {
                     break;
                 }
             }
-            self.metrics.queue_depth.sub((fb.len() + eb.len()) as i64);
-            self.commit_group(fb, eb);
+            self.metrics.queue_depth.sub(fb.len() as i64);
+            let now = Instant::now();
+            let commit = !fb.is_empty()
+                || due.is_some_and(|d| now >= d)
+                || (self.retry.is_none()
+                    && self
+                        .pending_since
+                        .is_some_and(|s| now >= s + EVENT_COMMIT_INTERVAL))
+                || self.pending.approx_bytes() >= PENDING_MAX_BYTES;
+            if commit {
+                self.commit_group(fb);
+            }
         }
     }
 
-    /// Commits the file batches (plus any pending retry) and the event batches in one
-    /// transaction, then answers the event batches.
-    fn commit_group(&mut self, mut files: Vec<FileBatch>, events: Vec<EventBatch>) {
+    fn add_pending(&mut self, c: LogChunk) {
+        self.pending.merge(c);
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Commits the file batches (plus any pending retry) and the pending logged events in
+    /// one transaction.
+    fn commit_group(&mut self, mut files: Vec<FileBatch>) {
         let mut backoff = Duration::from_millis(50);
         if let Some((mut pending, _, b)) = self.retry.take() {
             pending.append(&mut files);
@@ -319,12 +434,25 @@ impl WriterLoop {
         }
         let now = Timestamp::now();
         let started = Instant::now();
-        let result = self.try_commit(&files, &events, now);
-        match result {
-            Ok((acks, notes, per_source)) => {
+        match self.try_commit(&files, now) {
+            Ok((notes, per_source)) => {
                 self.metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
+                let seq = self.pending.seq;
+                self.metrics.log_unapplied.sub(self.pending.events as i64);
+                self.pending = LogChunk::default();
+                self.pending_since = None;
+                if seq > 0 {
+                    let removed = self
+                        .wal
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .applied(seq);
+                    if let Err(e) = removed {
+                        tracing::warn!(error = %e, "could not delete applied ingest-log segments");
+                    }
+                }
                 for (source, (created, updated)) in per_source {
                     let s: &str = &source;
                     for (sev, n) in created {
@@ -341,15 +469,6 @@ impl WriterLoop {
                         .with_label_values(&[s])
                         .inc_by(updated);
                 }
-                for (batch, ack) in events.into_iter().zip(acks) {
-                    let s: &str = &batch.source;
-                    let m = &self.metrics.webhook_events;
-                    m.with_label_values(&[s, "accepted"])
-                        .inc_by(ack.accepted as u64);
-                    m.with_label_values(&[s, "duplicate"])
-                        .inc_by(ack.duplicates as u64);
-                    let _ = batch.reply.send(Ok(ack));
-                }
                 if let Some(f) = &self.on_new {
                     for n in &notes {
                         f(n);
@@ -358,71 +477,22 @@ impl WriterLoop {
             }
             Err(e) => {
                 self.metrics.commit_errors.inc();
-                tracing::error!(error = %e, "commit failed; retrying file batches in {backoff:?}");
-                let msg = e.to_string();
-                for batch in events {
-                    let _ = batch.reply.send(Err(WriteError::Store(msg.clone())));
-                }
-                if !files.is_empty() {
-                    let next = (backoff * 2).min(Duration::from_secs(5));
-                    self.retry = Some((files, Instant::now() + backoff, next));
-                }
+                tracing::error!(error = %e, "commit failed; retrying in {backoff:?}");
+                let next = (backoff * 2).min(Duration::from_secs(5));
+                self.retry = Some((files, Instant::now() + backoff, next));
             }
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn try_commit(
         &mut self,
         files: &[FileBatch],
-        events: &[EventBatch],
         now: Timestamp,
-    ) -> Result<
-        (
-            Vec<EventAck>,
-            Vec<NewIncidentNote>,
-            HashMap<Arc<str>, (Vec<(Severity, u64)>, u64)>,
-        ),
-        StoreError,
-    > {
+    ) -> Result<(Vec<NewIncidentNote>, PerSource), StoreError> {
         let mut txn = self.store.begin_write()?;
-        // Events: drop the deliveries committed before, fold the rest per source.
-        let mut per_source: HashMap<Arc<str>, IngestBatch> = HashMap::new();
-        let mut acks = Vec::with_capacity(events.len());
-        let mut aggs: HashMap<Arc<str>, LineAggregator> = HashMap::new();
-        for batch in events {
-            let ids = batch.events.iter().filter_map(|e| e.id.as_deref());
-            let fresh = txn.record_deliveries(&batch.source, ids, now)?;
-            let mut fresh = fresh.into_iter();
-            let agg = aggs
-                .entry(batch.source.clone())
-                .or_insert_with(|| LineAggregator::new(&self.rules, batch.source.clone()));
-            let mut ack = EventAck::default();
-            let keyed_before = agg.counts().keyed_lines;
-            for e in &batch.events {
-                let new = e.id.is_none() || fresh.next().unwrap_or(true);
-                if new {
-                    agg.add_text(&e.line, e.key.as_deref());
-                    ack.accepted += 1;
-                } else {
-                    ack.duplicates += 1;
-                }
-            }
-            ack.keyed = (agg.counts().keyed_lines - keyed_before) as usize;
-            acks.push(ack);
-        }
-        for (source, mut agg) in aggs {
-            let mut b = agg.take_batch();
-            let c = agg.counts();
-            b.totals
-                .insert("error_lines", c.keyed_lines + c.unattributed_lines);
-            b.totals.insert("keyed_lines", c.keyed_lines);
-            b.totals
-                .insert("webhook_events", c.keyed_lines + c.unattributed_lines);
-            per_source.entry(source).or_default().merge(b);
-        }
-        // Files: merge per source; the last position of a file wins (batches of one file
-        // come from one shard, in order).
+        // Logged events and files, merged per source; the last position of a file wins
+        // (batches of one file come from one shard, in order).
+        let mut per_source: HashMap<Arc<str>, IngestBatch> = self.pending.per_source.clone();
         let mut positions: HashMap<FileKey, &FilePosition> = HashMap::new();
         let mut forget: Vec<FileKey> = Vec::new();
         for fb in files {
@@ -473,6 +543,12 @@ impl WriterLoop {
         for k in forget {
             txn.remove_file_position(k)?;
         }
+        // The logged events' delivery ids and log position.
+        let now_us = now.as_microsecond().max(0) as u64;
+        if self.pending.seq > 0 {
+            txn.record_delivery_hashes(now_us, self.pending.seq, &self.pending.hashes)?;
+            txn.set_meta(WAL_APPLIED_SEQ, self.pending.seq)?;
+        }
         // A component registered since the last commit: incidents already stored under its
         // key become registered (new lines are attributed by the aggregators' rules).
         let version = self.rules.version();
@@ -489,11 +565,19 @@ impl WriterLoop {
         let prune_due = self
             .last_prune
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-        if prune_due {
+        let too_many = self.ids.too_many();
+        if prune_due || too_many {
             let cutoff = now
                 .checked_sub(jiff::SignedDuration::try_from(DELIVERY_TTL).unwrap_or_default())
                 .unwrap_or(now);
-            txn.prune_deliveries(cutoff, PRUNE_PER_COMMIT)?;
+            let cutoff_us = cutoff.as_microsecond().max(0) as u64;
+            let ids = &self.ids;
+            txn.prune_delivery_rows(cutoff_us, DELIVERY_ROWS_PER_COMMIT, too_many, |hs| {
+                ids.remove_all(hs);
+                ids.too_many()
+            })?;
+        }
+        if prune_due {
             // The newest EVENTS_KEEP, and what the outbox has not delivered yet (capped).
             let keep_from = txn.events_keep_from(self.store.event_head())?;
             txn.prune_events(keep_from, PRUNE_PER_COMMIT)?;
@@ -505,6 +589,10 @@ impl WriterLoop {
         if reattribute {
             self.attributed_version = Some(version);
         }
-        Ok((acks, notes, counts))
+        Ok((notes, counts))
     }
+}
+
+fn file_bytes(b: &FileBatch) -> usize {
+    b.batch.approx_bytes + 64 * b.positions.len()
 }

@@ -14,7 +14,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | name | u64 (`schema_version`) |
+//! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::aggregate::wal`]) |
 //! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
 //! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
 //! | `incident_ids` | incident id | fingerprint |
@@ -22,8 +22,7 @@
 //! | `key_counts` | PACT key | error lines carrying it |
 //! | `totals` | counter name | u64 |
 //! | `files` | (device, inode) | [`FilePosition`]: generation, offset, head fingerprint, path |
-//! | `deliveries` | webhook scope `\0` event id | recorded at (µs) |
-//! | `deliveries_by_time` | (recorded at, scope `\0` id) | () — for pruning |
+//! | `delivery_log` | (recorded at µs, ingest-log seq) | webhook delivery id hashes (see [`deliveries`]) |
 //! | `events` | sequence | [`Event`]: the durable event log (see [`events`]) |
 //! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
 //!
@@ -34,6 +33,7 @@
 //! is an error naming the file; it is never silently reset.
 
 pub mod cursors;
+pub mod deliveries;
 pub mod events;
 pub mod fixes;
 pub mod incident;
@@ -72,8 +72,6 @@ const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts"
 const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
 /// File positions by (device, inode); see [`FilePosition`].
 const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
-/// Webhook delivery ids (`scope \0 id`) already counted, with the time they were recorded.
-const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
 /// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).
 const WINDOWS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_windows");
 /// Incidents that turned actionable: fingerprint → fix job sequence (0: escalated instead).
@@ -89,9 +87,6 @@ const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("sp
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// (incident id, event seq): each incident's events, for its timeline.
 const INCIDENT_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("incident_events");
-/// The same ids by time, for pruning.
-const DELIVERIES_BY_TIME: TableDefinition<(u64, &str), ()> =
-    TableDefinition::new("deliveries_by_time");
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -657,6 +652,21 @@ impl Store {
             .map(|v| v.value()))
     }
 
+    /// A counter kept in `meta` (e.g. `wal_applied_seq`); None when never set.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn meta_value(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        Ok(meta.get(name).map_err(self.storage())?.map(|v| v.value()))
+    }
+
     /// Applies a batch in one durable write transaction.
     ///
     /// # Errors
@@ -711,22 +721,6 @@ impl Store {
             out.insert(FileKey { dev, ino }, pos);
         }
         Ok(out)
-    }
-
-    /// Whether the webhook delivery `id` of `scope` was committed (and not yet pruned).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] on storage errors.
-    pub fn delivery_seen(&self, scope: &str, id: &str) -> Result<bool, StoreError> {
-        let txn = self.begin_read()?;
-        let t = match txn.open_table(DELIVERIES) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(false),
-            Err(e) => return Err(self.storage()(e)),
-        };
-        let key = delivery_key(scope, id);
-        Ok(t.get(key.as_str()).map_err(self.storage())?.is_some())
     }
 
     /// Whether an incident with this fingerprint exists.
@@ -1357,76 +1351,16 @@ impl StoreTxn<'_> {
         Ok(())
     }
 
-    /// Records webhook delivery ids; for each, true when it is new (to be counted), false
-    /// when it was committed before (or appears earlier in `ids`).
+    /// Sets a counter kept in `meta` (see [`Store::meta_value`]).
     ///
     /// # Errors
     ///
     /// [`StoreError`] on storage errors.
-    pub fn record_deliveries<'a>(
-        &mut self,
-        scope: &str,
-        ids: impl IntoIterator<Item = &'a str>,
-        now: Timestamp,
-    ) -> Result<Vec<bool>, StoreError> {
+    pub fn set_meta(&mut self, name: &str, value: u64) -> Result<(), StoreError> {
         let st = self.store;
-        let mut seen = self.txn.open_table(DELIVERIES).map_err(st.storage())?;
-        let mut by_time = self
-            .txn
-            .open_table(DELIVERIES_BY_TIME)
-            .map_err(st.storage())?;
-        let now_us = micros(now);
-        let mut out = Vec::new();
-        for id in ids {
-            let key = delivery_key(scope, id);
-            // One B-tree descent for the common case (a new id): insert, and put the
-            // original time back in the rare case the id was there (a retried delivery).
-            let old = seen
-                .insert(key.as_str(), now_us)
-                .map_err(st.storage())?
-                .map(|v| v.value());
-            match old {
-                None => {
-                    by_time
-                        .insert((now_us, key.as_str()), ())
-                        .map_err(st.storage())?;
-                }
-                Some(at) => {
-                    seen.insert(key.as_str(), at).map_err(st.storage())?;
-                }
-            }
-            out.push(old.is_none());
-        }
-        Ok(out)
-    }
-
-    /// Forgets up to `max` delivery ids recorded before `cutoff`; returns how many.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] on storage errors.
-    pub fn prune_deliveries(&mut self, cutoff: Timestamp, max: usize) -> Result<usize, StoreError> {
-        let st = self.store;
-        let mut seen = self.txn.open_table(DELIVERIES).map_err(st.storage())?;
-        let mut by_time = self
-            .txn
-            .open_table(DELIVERIES_BY_TIME)
-            .map_err(st.storage())?;
-        let cutoff_us = micros(cutoff);
-        let mut old: Vec<(u64, String)> = Vec::new();
-        for e in by_time.range(..(cutoff_us, "")).map_err(st.storage())? {
-            if old.len() >= max {
-                break;
-            }
-            let (k, _) = e.map_err(st.storage())?;
-            let (t, key) = k.value();
-            old.push((t, key.to_string()));
-        }
-        for (t, key) in &old {
-            by_time.remove((*t, key.as_str())).map_err(st.storage())?;
-            seen.remove(key.as_str()).map_err(st.storage())?;
-        }
-        Ok(old.len())
+        let mut meta = self.txn.open_table(META).map_err(st.storage())?;
+        meta.insert(name, value).map_err(st.storage())?;
+        Ok(())
     }
 
     /// Commits durably (fsync). Nothing done through this transaction is visible or
@@ -1596,14 +1530,6 @@ impl FilePosition {
             path: String::from_utf8_lossy(&b[31..]).into_owned(),
         })
     }
-}
-
-fn delivery_key(scope: &str, id: &str) -> String {
-    let mut k = String::with_capacity(scope.len() + 1 + id.len());
-    k.push_str(scope);
-    k.push('\0');
-    k.push_str(id);
-    k
 }
 
 /// redb's page cache, capped: the default (1 GiB) would let the cache, not the data,
@@ -1889,32 +1815,6 @@ mod tests {
         b.incidents.insert(Fingerprint(1), delta(1, 1));
         store.apply(&b, at).unwrap();
         assert_eq!(ids(&auth, 100), vec![1, 3]);
-    }
-
-    #[test]
-    fn deliveries_are_new_once_keep_their_first_time_and_prune_by_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let t0 = ts("2026-01-01T00:00:00Z");
-        let t1 = ts("2026-01-01T01:00:00Z");
-        let mut txn = store.begin_write().unwrap();
-        let fresh = txn.record_deliveries("hook", ["a", "b", "a"], t0).unwrap();
-        assert_eq!(fresh, [true, true, false]);
-        txn.commit().unwrap();
-        let mut txn = store.begin_write().unwrap();
-        let fresh = txn.record_deliveries("hook", ["b", "c"], t1).unwrap();
-        assert_eq!(fresh, [false, true]);
-        // Another scope is another namespace.
-        assert_eq!(txn.record_deliveries("other", ["a"], t1).unwrap(), [true]);
-        txn.commit().unwrap();
-        // "b" was re-delivered at t1 but keeps t0: pruning before t1 forgets a and b.
-        let mut txn = store.begin_write().unwrap();
-        assert_eq!(txn.prune_deliveries(t1, 100).unwrap(), 2);
-        txn.commit().unwrap();
-        assert!(!store.delivery_seen("hook", "a").unwrap());
-        assert!(!store.delivery_seen("hook", "b").unwrap());
-        assert!(store.delivery_seen("hook", "c").unwrap());
-        assert!(store.delivery_seen("other", "a").unwrap());
     }
 
     #[test]

@@ -60,6 +60,15 @@ fn ingest(c: &Client, info: &DaemonInfo, body: &str) {
         .send()
         .expect("POST");
     assert_eq!(r.status().as_u16(), 200);
+    // Acknowledged means durable in the ingest log; wait for the store's commit too, so
+    // that each call is its own commit (ordering and timestamps as the test expects).
+    let applied = crate::harness::eventually(Duration::from_secs(10), || {
+        let m = c.get(info.api_url("/metrics")).send().ok()?.text().ok()?;
+        m.lines()
+            .any(|l| l == "sentinel_ingest_log_unapplied_events 0")
+            .then_some(())
+    });
+    assert!(applied.is_some(), "events not committed within 10 s");
 }
 
 #[test]

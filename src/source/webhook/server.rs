@@ -968,9 +968,9 @@ mod tests {
             v,
             serde_json::json!({"accepted": 2, "duplicates": 0, "ignored": 0})
         );
-        // Durable before the answer: the store already has them.
+        // Durable before the answer (in the ingest log); in the store a commit later.
+        eventually(|| f.store.delivery_seen("hook", "e2").unwrap());
         assert_eq!(f.store.key_counts().unwrap()["PACT:a:b"], 1);
-        assert!(f.store.delivery_seen("hook", "e2").unwrap());
         let (st, v) = post(&app, "application/json", body).await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(
@@ -978,6 +978,7 @@ mod tests {
             serde_json::json!({"accepted": 0, "duplicates": 2, "ignored": 0})
         );
         assert_eq!(f.store.key_counts().unwrap()["PACT:a:b"], 1);
+        assert_eq!(f.store.totals().unwrap()["webhook_events"], 2);
         let text = f.metrics.render();
         assert!(
             text.contains(r#"sentinel_webhook_requests_total{code="200",source="hook"} 2"#),
@@ -1011,7 +1012,19 @@ mod tests {
             v,
             serde_json::json!({"accepted": 2, "duplicates": 0, "ignored": 1})
         );
-        assert_eq!(f.store.totals().unwrap()["webhook_events"], 2);
+        eventually(|| f.store.totals().unwrap().get("webhook_events") == Some(&2));
+    }
+
+    /// Polls `cond` until it holds (5 s at most).
+    fn eventually(mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "condition not met in 5 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[tokio::test]
