@@ -355,13 +355,26 @@ impl Logger {
             // Before any answer: a client that saw its 2xx sees the lag include its events.
             self.metrics.log_unapplied.add(accepted as i64);
         }
-        for (b, ack) in group.into_iter().zip(acks) {
-            let s: &str = &b.source;
+        // Counted before any answer, per source rather than per request (a label look-up
+        // hashes and locks).
+        let mut by_source: Vec<(&Arc<str>, usize, usize)> = Vec::new();
+        for (b, ack) in group.iter().zip(&acks) {
+            match by_source.iter_mut().find(|(s, _, _)| **s == b.source) {
+                Some((_, a, d)) => {
+                    *a += ack.accepted;
+                    *d += ack.duplicates;
+                }
+                None => by_source.push((&b.source, ack.accepted, ack.duplicates)),
+            }
+        }
+        for (s, accepted, duplicates) in by_source {
             let m = &self.metrics.webhook_events;
             m.with_label_values(&[s, "accepted"])
-                .inc_by(ack.accepted as u64);
+                .inc_by(accepted as u64);
             m.with_label_values(&[s, "duplicate"])
-                .inc_by(ack.duplicates as u64);
+                .inc_by(duplicates as u64);
+        }
+        for (b, ack) in group.into_iter().zip(acks) {
             let _ = b.reply.send(Ok(ack));
         }
         if let Some(seq) = seq {
