@@ -2,18 +2,20 @@
 //! ([`crate::store::deliveries::delivery_hash`]).
 //!
 //! The ingest logger checks and inserts a group's ids under one lock before appending the
-//! group to the ingest log; the writer persists them (one row per commit) and forgets the
-//! oldest rows once they are older than [`super::writer::DELIVERY_TTL`] or more than
-//! [`MAX_REMEMBERED`] ids are held. A retry of an id forgotten that way counts again —
-//! retries come within minutes; the window is 24 hours or the last 3.5 million ids, whichever
-//! is shorter (at 1 000 events/s, 58 minutes; in a flood of 1 M events/s, 3.5 s).
+//! group to the ingest log; the writer persists them (one row per commit) and deletes rows
+//! older than [`super::writer::DELIVERY_TTL`] or beyond the newest [`MAX_REMEMBERED`] ids,
+//! so that a restart remembers what the running daemon did. In memory, ids are forgotten a
+//! generation at a time: an id is remembered for at least the next 1.75 million ids and at
+//! most 3.5 million. A retry of an id forgotten that way counts again — retries come within
+//! seconds to minutes; at 1 000 events/s the window is at least 29 minutes, in a flood of
+//! 1 M events/s at least 1.75 s.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
-/// At most this many ids are remembered: the set then stays within 2^22 buckets (7/8 of
-/// which may be used), 36 MiB; at most 54 MiB while it grows into them.
+/// At most this many ids are remembered, in two generations of 2^21 buckets each (7/8 of
+/// which may be used): 36 MiB once both were filled, never more.
 pub const MAX_REMEMBERED: usize = 3_500_000;
 
 /// The ids are hashes already: the set uses them as they are.
@@ -35,10 +37,22 @@ impl Hasher for Identity {
     }
 }
 
-/// The remembered delivery hashes (see the module docs).
+type Set = HashSet<u64, BuildHasherDefault<Identity>>;
+
+/// The remembered delivery hashes (see the module docs): two generations of at most
+/// `MAX_REMEMBERED / 2` each. New ids go into the current one; when it is full it becomes
+/// the previous one and the old previous one is dropped whole — forgetting costs nothing
+/// per id, and the memory is fixed (the sets never grow past the size they start with).
 #[derive(Debug, Default)]
 pub struct DeliveryIds {
-    set: Mutex<HashSet<u64, BuildHasherDefault<Identity>>>,
+    sets: Mutex<(Set, Set)>,
+}
+
+/// Ids per generation.
+const GENERATION: usize = MAX_REMEMBERED / 2;
+
+fn generation() -> Set {
+    Set::with_capacity_and_hasher(GENERATION, BuildHasherDefault::default())
 }
 
 impl DeliveryIds {
@@ -47,8 +61,8 @@ impl DeliveryIds {
         DeliveryIds::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64, BuildHasherDefault<Identity>>> {
-        self.set
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Set, Set)> {
+        self.sets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -56,32 +70,40 @@ impl DeliveryIds {
     /// Inserts each hash; `fresh[i]` tells whether `hashes[i]` was new (a hash repeated
     /// within `hashes` is new only the first time).
     pub fn insert_all(&self, hashes: &[u64], fresh: &mut Vec<bool>) {
-        let mut set = self.lock();
+        let mut guard = self.lock();
+        let (current, previous) = &mut *guard;
         fresh.clear();
-        fresh.extend(hashes.iter().map(|h| set.insert(*h)));
+        for h in hashes {
+            if current.capacity() == 0 {
+                *current = generation();
+            }
+            let new = !previous.contains(h) && current.insert(*h);
+            fresh.push(new);
+            if current.len() >= GENERATION {
+                *previous = std::mem::replace(current, generation());
+            }
+        }
     }
 
-    /// Forgets the hashes (a group that could not be logged, or the oldest rows).
+    /// Forgets the hashes (a group that could not be logged).
     pub fn remove_all(&self, hashes: impl IntoIterator<Item = u64>) {
-        let mut set = self.lock();
+        let mut guard = self.lock();
+        let (current, previous) = &mut *guard;
         for h in hashes {
-            set.remove(&h);
+            current.remove(&h);
+            previous.remove(&h);
         }
     }
 
     /// How many are remembered.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let g = self.lock();
+        g.0.len() + g.1.len()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Whether more than [`MAX_REMEMBERED`] are.
-    pub fn too_many(&self) -> bool {
-        self.len() > MAX_REMEMBERED
     }
 }
 
@@ -101,6 +123,23 @@ mod tests {
         assert_eq!(ids.len(), 1);
         ids.insert_all(&[1], &mut fresh);
         assert_eq!(fresh, [true]);
-        assert!(!ids.too_many());
+    }
+
+    #[test]
+    fn the_oldest_generation_is_forgotten_whole() {
+        let ids = DeliveryIds::new();
+        let mut fresh = Vec::new();
+        let first: Vec<u64> = (0..GENERATION as u64).collect();
+        ids.insert_all(&first, &mut fresh);
+        assert!(fresh.iter().all(|f| *f));
+        // A full generation moved to "previous": still remembered.
+        ids.insert_all(&[0, GENERATION as u64], &mut fresh);
+        assert_eq!(fresh, [false, true]);
+        let second: Vec<u64> = (GENERATION as u64 + 1..2 * GENERATION as u64).collect();
+        ids.insert_all(&second, &mut fresh);
+        // The first generation is gone; the second is remembered.
+        assert!(ids.len() <= MAX_REMEMBERED);
+        ids.insert_all(&[1, GENERATION as u64 + 1], &mut fresh);
+        assert_eq!(fresh, [true, false]);
     }
 }

@@ -25,11 +25,34 @@ use crate::store::deliveries::delivery_hash;
 
 /// A group stops growing once it holds this many bytes (approximately): its log record, a
 /// copy of its events, is about as big...
-pub(super) const GROUP_MAX_BYTES: usize = 8 << 20;
+pub(super) const GROUP_MAX_BYTES: usize = 4 << 20;
 /// ... or this many requests.
 pub(super) const GROUP_MAX_MESSAGES: usize = 512;
 
-/// Logged events on their way to the store: what one or more ingest-log records add.
+/// The events of one ingest-log record, on their way to the writer, which folds them.
+#[derive(Debug)]
+pub struct Logged {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The events logged (duplicates left out), per request, with the request's memory
+    /// hold (released once the writer took them in).
+    pub batches: Vec<(Arc<str>, Payload, Option<super::writer::Hold>)>,
+    /// Their delivery hashes.
+    pub hashes: Vec<u64>,
+    /// When they were logged.
+    pub at: Timestamp,
+}
+
+/// The events of one request as the writer gets them.
+#[derive(Debug)]
+pub enum Payload {
+    /// Folded where the request was decoded.
+    Folded(IngestBatch),
+    /// Not folded yet (small requests, and those with duplicates left out).
+    Raw(Vec<super::Event>),
+}
+
+/// Logged events on their way to the store, folded: what one or more ingest-log records add.
 #[derive(Debug, Default)]
 pub struct LogChunk {
     /// The highest ingest-log sequence number it holds.
@@ -71,25 +94,32 @@ impl LogChunk {
     }
 }
 
-/// Folds events of one source; the batch carries the totals webhook events count in.
-struct Fold {
+/// Folds webhook events per source; each batch carries the totals webhook events count in.
+#[derive(Default)]
+pub(super) struct Fold {
     aggs: HashMap<Arc<str>, LineAggregator>,
 }
 
 impl Fold {
-    fn new() -> Fold {
+    pub(super) fn new() -> Fold {
         Fold {
             aggs: HashMap::new(),
         }
     }
 
-    fn agg(&mut self, rules: &Arc<LiveRules>, source: &Arc<str>) -> &mut LineAggregator {
+    pub(super) fn agg(&mut self, rules: &Arc<LiveRules>, source: &Arc<str>) -> &mut LineAggregator {
         self.aggs
             .entry(source.clone())
             .or_insert_with(|| LineAggregator::new(rules, source.clone()))
     }
 
-    fn finish(self) -> HashMap<Arc<str>, IngestBatch> {
+    /// Bytes the aggregators hold, approximately.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.aggs.values().map(LineAggregator::held_bytes).sum()
+    }
+
+    /// The folded batches (totals `error_lines`, `keyed_lines`, `webhook_events` set).
+    pub(super) fn finish(self) -> HashMap<Arc<str>, IngestBatch> {
         self.aggs
             .into_iter()
             .map(|(source, mut agg)| {
@@ -103,6 +133,21 @@ impl Fold {
             })
             .collect()
     }
+}
+
+/// Folds `events` of `source` into a batch carrying the totals webhook events count in
+/// (`error_lines`, `keyed_lines`, `webhook_events`).
+pub fn fold_events(
+    rules: &Arc<LiveRules>,
+    source: &Arc<str>,
+    events: &[super::Event],
+) -> IngestBatch {
+    let mut fold = Fold::new();
+    let agg = fold.agg(rules, source);
+    for e in events {
+        agg.add_text(&e.line, e.key.as_deref());
+    }
+    fold.finish().into_values().next().unwrap_or_default()
 }
 
 /// Record bodies: `at µs: u64 | batches: u32 | per batch: source | events: u32 | per event:
@@ -246,9 +291,8 @@ pub(super) struct Logger {
     pub events: Receiver<EventBatch>,
     pub wal: Arc<Mutex<Wal>>,
     pub ids: Arc<DeliveryIds>,
-    pub rules: Arc<LiveRules>,
     pub metrics: Arc<Metrics>,
-    pub chunks: Sender<LogChunk>,
+    pub chunks: Sender<Logged>,
 }
 
 impl Logger {
@@ -297,13 +341,11 @@ impl Logger {
                 })
                 .sum::<usize>();
         let mut body = Body::new(now, capacity);
-        let mut fold = Fold::new();
         let mut acks = Vec::with_capacity(group.len());
         let mut logged = Vec::new();
+        let mut keep = Vec::new();
         let mut next_id = hashes.iter().zip(fresh.iter());
         for b in &group {
-            let agg = fold.agg(&self.rules, &b.source);
-            let keyed_before = agg.counts().keyed_lines;
             let mut ack = EventAck::default();
             let mut count_at = None;
             for e in &b.events {
@@ -312,19 +354,19 @@ impl Logger {
                         Some((h, true)) => Some(*h),
                         Some((_, false)) => {
                             ack.duplicates += 1;
+                            keep.push(false);
                             continue;
                         }
                         None => None,
                     },
                     None => None,
                 };
-                agg.add_text(&e.line, e.key.as_deref());
+                keep.push(true);
                 ack.accepted += 1;
                 let at = *count_at.get_or_insert_with(|| body.batch(&b.source));
                 body.event(at, &e.line, e.key.as_deref(), hash);
                 logged.extend(hash);
             }
-            ack.keyed = (agg.counts().keyed_lines - keyed_before) as usize;
             acks.push(ack);
         }
         let accepted: usize = acks.iter().map(|a| a.accepted).sum();
@@ -351,6 +393,7 @@ impl Logger {
                 }
             }
         };
+        drop(body);
         if seq.is_some() {
             // Before any answer: a client that saw its 2xx sees the lag include its events.
             self.metrics.log_unapplied.add(accepted as i64);
@@ -374,20 +417,39 @@ impl Logger {
             m.with_label_values(&[s, "duplicate"])
                 .inc_by(duplicates as u64);
         }
+        let mut batches = Vec::with_capacity(group.len());
+        let mut keep = keep.into_iter();
         for (b, ack) in group.into_iter().zip(acks) {
-            let _ = b.reply.send(Ok(ack));
+            let EventBatch {
+                source,
+                mut events,
+                folded,
+                reply,
+                hold,
+            } = b;
+            let _ = reply.send(Ok(ack));
+            events.retain(|_| keep.next().unwrap_or(false));
+            if events.is_empty() {
+                continue;
+            }
+            let payload = match folded {
+                // Folded where it was decoded, and nothing was left out.
+                Some(f) if ack.duplicates == 0 => Payload::Folded(f),
+                // Duplicates left out (a retried delivery), or not folded: the writer folds.
+                _ => Payload::Raw(events),
+            };
+            batches.push((source, payload, hold));
         }
         if let Some(seq) = seq {
-            let chunk = LogChunk {
+            let logged = Logged {
                 seq,
-                per_source: fold.finish(),
+                batches,
                 hashes: logged,
-                events: accepted as u64,
-                at: Some(now),
+                at: now,
             };
             // Blocks while the writer is behind (the requests queue up, then get 429s). A
             // writer that is gone leaves the records to the replay of the next start.
-            let _ = self.chunks.send(chunk);
+            let _ = self.chunks.send(logged);
         }
     }
 }

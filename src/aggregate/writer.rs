@@ -29,8 +29,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 use jiff::Timestamp;
 
 pub use super::Event;
-use super::dedupe::DeliveryIds;
-use super::logger::{LogChunk, Logger};
+use super::dedupe::{DeliveryIds, MAX_REMEMBERED};
+use super::logger::{Fold, LogChunk, Logged, Logger, Payload};
 use super::wal::Wal;
 use crate::attribute::{LiveRules, Severity};
 use crate::metrics::Metrics;
@@ -79,8 +79,24 @@ pub struct EventBatch {
     pub source: Arc<str>,
     /// The events, all to be counted as error lines.
     pub events: Vec<Event>,
-    /// Where the outcome goes once committed (or failed).
+    /// The events folded already ([`super::logger::fold_events`]), done where the request
+    /// was decoded so that the folding of many requests runs in parallel; used when none
+    /// of the events is a duplicate (else the logger folds the others itself).
+    pub folded: Option<IngestBatch>,
+    /// Where the outcome goes once the events are durable (or failed).
     pub reply: tokio::sync::oneshot::Sender<Result<EventAck, WriteError>>,
+    /// Held until the events are folded into the store's next commit (a share of the
+    /// webhook memory budget: the events stay counted after the answer).
+    pub hold: Option<Hold>,
+}
+
+/// Something kept alive as long as the events it came with (see [`EventBatch::hold`]).
+pub struct Hold(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
 }
 
 /// What the writer did with an [`EventBatch`].
@@ -90,8 +106,6 @@ pub struct EventAck {
     pub accepted: usize,
     /// Events whose id had been committed before: acknowledged, not counted again.
     pub duplicates: usize,
-    /// Of the accepted events, those attributed to a PACT key (their own or a fallback).
-    pub keyed: usize,
 }
 
 /// Why events could not be committed.
@@ -110,9 +124,9 @@ pub enum WriteError {
 #[derive(Debug)]
 pub enum SubmitError {
     /// The queue is full: try again later (429).
-    Full(EventBatch),
+    Full(Box<EventBatch>),
     /// The writer has stopped (503).
-    Closed(EventBatch),
+    Closed(Box<EventBatch>),
 }
 
 /// The sending side of the writer; cheap to clone.
@@ -121,9 +135,16 @@ pub struct WriterHandle {
     files: Sender<FileBatch>,
     events: Sender<EventBatch>,
     metrics: Arc<Metrics>,
+    rules: Arc<LiveRules>,
 }
 
 impl WriterHandle {
+    /// The rules events are attributed through (to fold a request's events where it is
+    /// decoded: see [`EventBatch::folded`]).
+    pub fn rules(&self) -> &Arc<LiveRules> {
+        &self.rules
+    }
+
     /// Sends a file batch, waiting while the queue is full (backpressure on the shard).
     ///
     /// # Errors
@@ -148,8 +169,8 @@ impl WriterHandle {
         self.events.try_send(batch).map_err(|e| {
             self.metrics.queue_depth.dec();
             match e {
-                TrySendError::Full(b) => SubmitError::Full(b),
-                TrySendError::Disconnected(b) => SubmitError::Closed(b),
+                TrySendError::Full(b) => SubmitError::Full(Box::new(b)),
+                TrySendError::Disconnected(b) => SubmitError::Closed(Box::new(b)),
             }
         })
     }
@@ -231,8 +252,10 @@ impl Writer {
         }
         let ids = Arc::new(DeliveryIds::new());
         let mut scratch = Vec::new();
+        let mut remembered_ids = 0u64;
         for (_, hashes) in store.delivery_rows()? {
             ids.insert_all(&hashes, &mut scratch);
+            remembered_ids += hashes.len() as u64;
         }
         let applied = store.meta_value(WAL_APPLIED_SEQ)?.unwrap_or(0);
         let wal_dir = store.path().with_extension("wal");
@@ -267,12 +290,12 @@ impl Writer {
             files: files_tx,
             events: events_tx,
             metrics: metrics.clone(),
+            rules: rules.clone(),
         };
         let logger = Logger {
             events: events_rx,
             wal: wal.clone(),
             ids: ids.clone(),
-            rules: rules.clone(),
             metrics: metrics.clone(),
             chunks: chunks_tx,
         };
@@ -286,9 +309,10 @@ impl Writer {
             on_new,
             retry: None,
             pending,
+            fold: Fold::new(),
             pending_since: replayed.then(|| Instant::now() - EVENT_COMMIT_INTERVAL),
             wal,
-            ids,
+            remembered_ids,
             last_prune: None,
             attributed_version: None,
         };
@@ -319,16 +343,19 @@ struct WriterLoop {
     rules: Arc<LiveRules>,
     metrics: Arc<Metrics>,
     files: Receiver<FileBatch>,
-    chunks: Receiver<LogChunk>,
+    chunks: Receiver<Logged>,
     on_new: Option<OnNewIncident>,
     /// File batches of a failed commit, with the time of the next attempt and the backoff.
     retry: Option<(Vec<FileBatch>, Instant, Duration)>,
-    /// Logged events not committed yet (kept across a failed commit).
+    /// Logged events not committed yet (kept across a failed commit)...
     pending: LogChunk,
+    /// ... and those that came unfolded, folded here until the next commit.
+    fold: Fold,
     /// When the oldest of them arrived (None: nothing pending).
     pending_since: Option<Instant>,
     wal: Arc<Mutex<Wal>>,
-    ids: Arc<DeliveryIds>,
+    /// Delivery ids in the store's rows (pruned beyond [`MAX_REMEMBERED`]).
+    remembered_ids: u64,
     last_prune: Option<Instant>,
     /// The rules version whose manifest the stored incidents were last re-attributed
     /// against (None: not yet, done with the first commit).
@@ -385,9 +412,14 @@ impl WriterLoop {
                 },
                 default(wait) => {}
             }
-            // Take what queued up meanwhile.
+            // Take what queued up meanwhile (but not past the commit's time: under a flood
+            // more keeps coming).
             loop {
-                if self.pending.approx_bytes() < PENDING_MAX_BYTES
+                let commit_due = self
+                    .pending_since
+                    .is_some_and(|s| s.elapsed() >= EVENT_COMMIT_INTERVAL);
+                if !commit_due
+                    && self.pending_bytes() < PENDING_MAX_BYTES
                     && let Ok(c) = chunks.try_recv()
                 {
                     self.add_pending(c);
@@ -411,16 +443,59 @@ impl WriterLoop {
                     && self
                         .pending_since
                         .is_some_and(|s| now >= s + EVENT_COMMIT_INTERVAL))
-                || self.pending.approx_bytes() >= PENDING_MAX_BYTES;
+                || self.pending_bytes() >= PENDING_MAX_BYTES;
             if commit {
                 self.commit_group(fb);
             }
         }
     }
 
-    fn add_pending(&mut self, c: LogChunk) {
-        self.pending.merge(c);
+    /// Takes logged events in (folding those that come unfolded).
+    fn add_pending(&mut self, l: Logged) {
+        let p = &mut self.pending;
+        p.seq = p.seq.max(l.seq);
+        p.hashes.extend(l.hashes);
+        p.at = Some(l.at);
+        for (source, payload, hold) in l.batches {
+            match payload {
+                Payload::Folded(batch) => {
+                    let keyed = batch.totals.get("keyed_lines").copied().unwrap_or(0);
+                    p.events += batch.totals.get("webhook_events").copied().unwrap_or(0);
+                    self.metrics
+                        .keyed_lines
+                        .with_label_values(&[&source])
+                        .inc_by(keyed);
+                    p.per_source.entry(source).or_default().merge(batch);
+                }
+                Payload::Raw(events) => {
+                    let agg = self.fold.agg(&self.rules, &source);
+                    for e in &events {
+                        agg.add_text(&e.line, e.key.as_deref());
+                    }
+                    p.events += events.len() as u64;
+                }
+            }
+            // The request's memory is given back once its events are taken in.
+            drop(hold);
+        }
         self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Bytes the logged events not committed yet hold, approximately.
+    fn pending_bytes(&self) -> usize {
+        self.pending.approx_bytes() + self.fold.held_bytes()
+    }
+
+    /// Moves what was folded here into `pending`.
+    fn take_fold(&mut self) {
+        for (source, b) in std::mem::take(&mut self.fold).finish() {
+            let keyed = b.totals.get("keyed_lines").copied().unwrap_or(0);
+            self.metrics
+                .keyed_lines
+                .with_label_values(&[&source])
+                .inc_by(keyed);
+            self.pending.per_source.entry(source).or_default().merge(b);
+        }
     }
 
     /// Commits the file batches (plus any pending retry) and the pending logged events in
@@ -432,6 +507,7 @@ impl WriterLoop {
             files = pending;
             backoff = b;
         }
+        self.take_fold();
         let now = Timestamp::now();
         let started = Instant::now();
         match self.try_commit(&files, now) {
@@ -565,17 +641,22 @@ impl WriterLoop {
         let prune_due = self
             .last_prune
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-        let too_many = self.ids.too_many();
+        // Rows older than the TTL or beyond the newest MAX_REMEMBERED ids go (memory forgets
+        // by itself, a generation at a time).
+        let mut remembered = self.remembered_ids + self.pending.hashes.len() as u64;
+        let too_many = remembered > MAX_REMEMBERED as u64;
         if prune_due || too_many {
             let cutoff = now
                 .checked_sub(jiff::SignedDuration::try_from(DELIVERY_TTL).unwrap_or_default())
                 .unwrap_or(now);
             let cutoff_us = cutoff.as_microsecond().max(0) as u64;
-            let ids = &self.ids;
-            txn.prune_delivery_rows(cutoff_us, DELIVERY_ROWS_PER_COMMIT, too_many, |hs| {
-                ids.remove_all(hs);
-                ids.too_many()
-            })?;
+            let mut left = remembered;
+            let forgotten =
+                txn.prune_delivery_rows(cutoff_us, DELIVERY_ROWS_PER_COMMIT, too_many, |hs| {
+                    left = left.saturating_sub(hs.count() as u64);
+                    left > MAX_REMEMBERED as u64
+                })?;
+            remembered = remembered.saturating_sub(forgotten as u64);
         }
         if prune_due {
             // The newest EVENTS_KEEP, and what the outbox has not delivered yet (capped).
@@ -583,6 +664,7 @@ impl WriterLoop {
             txn.prune_events(keep_from, PRUNE_PER_COMMIT)?;
         }
         txn.commit()?;
+        self.remembered_ids = remembered;
         if prune_due {
             self.last_prune = Some(Instant::now());
         }

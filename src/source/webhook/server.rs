@@ -18,8 +18,9 @@ use subtle::ConstantTimeEq;
 
 use super::decode::{self, DecodeError, Encoding, Format, Limits};
 use crate::aggregate::Event;
-use crate::aggregate::writer::{EventBatch, SubmitError, WriteError, WriterHandle};
+use crate::aggregate::writer::{EventBatch, Hold, SubmitError, WriteError, WriterHandle};
 use crate::api::ApiError;
+use crate::attribute::LiveRules;
 use crate::config::SourceConfig;
 use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
@@ -27,7 +28,7 @@ use crate::scan::{Scanner, ScannerBuilder};
 
 /// The default [`IngestBudget`]: bytes of webhook requests being read, decoded or waiting
 /// for their commit, across all webhook sources.
-pub const DEFAULT_INGEST_BUDGET: usize = 64 << 20;
+pub const DEFAULT_INGEST_BUDGET: usize = 48 << 20;
 /// Bytes counted per decoded event on top of its text (vector and map overhead).
 pub const EVENT_OVERHEAD: usize = 96;
 /// Bodies up to this size are decoded on the async worker; larger ones on the blocking
@@ -385,7 +386,6 @@ struct HotCounters {
     lines: prometheus::IntCounter,
     bytes: prometheus::IntCounter,
     error_lines: prometheus::IntCounter,
-    keyed_lines: prometheus::IntCounter,
     ignored: prometheus::IntCounter,
     ok: prometheus::IntCounter,
 }
@@ -434,8 +434,9 @@ pub fn router(
         lines: metrics.lines.with_label_values(&[&name]),
         bytes: metrics.bytes.with_label_values(&[&name]),
         error_lines: metrics.error_lines.with_label_values(&[&name]),
-        keyed_lines: metrics.keyed_lines.with_label_values(&[&name]),
-        ignored: metrics.webhook_events.with_label_values(&[&name, "ignored"]),
+        ignored: metrics
+            .webhook_events
+            .with_label_values(&[&name, "ignored"]),
         ok: metrics.webhook_requests.with_label_values(&[&name, "200"]),
     };
     let hook = Arc::new(Hook {
@@ -467,9 +468,24 @@ async fn handle(State(hook): State<Arc<Hook>>, req: Request) -> Response {
     resp
 }
 
+/// The threads big bodies are decoded on: as many as cores, shared by every webhook source.
+/// Not tokio's blocking pool, which grows to hundreds of threads under a flood — each with
+/// its own allocator arena holding on to freed memory.
+fn decode_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("sentinel-decode-{i}"))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the decode threads: {e}"))
+    })
+}
+
 /// Decoded events and what they cost.
 struct Prepared {
     events: Vec<Event>,
+    /// The events folded (see [`EventBatch::folded`]).
+    folded: Option<crate::store::IngestBatch>,
     /// Events in the body (before filtering).
     total: usize,
     /// Body bytes after decompression.
@@ -542,15 +558,37 @@ impl Hook {
         let limits = self.limits;
         let scanner = self.scanner.clone();
         let (prepared, held) = if raw.len() <= INLINE_DECODE_BYTES {
-            let p = prepare(format, encoding, &raw, &limits, scanner.as_ref(), &mut held);
+            // Small: decoded here, folded by the writer (a fold per request would cost the
+            // async workers more than it saves).
+            let p = prepare(
+                format,
+                encoding,
+                &raw,
+                &limits,
+                scanner.as_ref(),
+                &mut held,
+                None,
+            );
             (p, held)
         } else {
-            tokio::task::spawn_blocking(move || {
-                let p = prepare(format, encoding, &raw, &limits, scanner.as_ref(), &mut held);
-                (p, held)
-            })
-            .await
-            .map_err(|_| ApiError::internal("decoding the body failed"))?
+            let (rules, name) = (self.writer.rules().clone(), self.name.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            decode_pool().spawn(move || {
+                // Big: decoded and folded on the decode threads, in parallel.
+                let fold = Some((&rules, &name));
+                let p = prepare(
+                    format,
+                    encoding,
+                    &raw,
+                    &limits,
+                    scanner.as_ref(),
+                    &mut held,
+                    fold,
+                );
+                let _ = tx.send((p, held));
+            });
+            rx.await
+                .map_err(|_| ApiError::internal("decoding the body failed"))?
         };
         let prepared = match prepared {
             Ok(p) => p,
@@ -570,14 +608,14 @@ impl Hook {
             hot.ignored.inc_by(ignored as u64);
         }
         let n = p.events.len();
-        let counted = |accepted: usize, keyed: usize| {
+        // Keyed lines are counted when the writer folds the events.
+        let counted = |accepted: usize| {
             hot.lines.inc_by(p.total as u64);
             hot.bytes.inc_by(p.bytes as u64);
             hot.error_lines.inc_by(accepted as u64);
-            hot.keyed_lines.inc_by(keyed as u64);
         };
         if n == 0 {
-            counted(0, 0);
+            counted(0);
             return Ok(IngestReply {
                 accepted: 0,
                 duplicates: 0,
@@ -588,7 +626,10 @@ impl Hook {
         let batch = EventBatch {
             source: self.name.clone(),
             events: p.events,
+            folded: p.folded,
             reply: tx,
+            // The events stay counted in the budget until the writer has folded them.
+            hold: Some(Hold(Box::new(held))),
         };
         let refused = |reason: &str| {
             m.rejected.with_label_values(&[s, reason]).inc();
@@ -612,11 +653,9 @@ impl Hook {
                 return Err(shutting_down());
             }
         }
-        let result = rx.await;
-        drop(held);
-        match result {
+        match rx.await {
             Ok(Ok(ack)) => {
-                counted(ack.accepted, ack.keyed);
+                counted(ack.accepted);
                 Ok(IngestReply {
                     accepted: ack.accepted,
                     duplicates: ack.duplicates,
@@ -671,6 +710,7 @@ fn prepare(
     limits: &Limits,
     scanner: Option<&Scanner>,
     held: &mut Reservation,
+    fold: Option<(&Arc<LiveRules>, &Arc<str>)>,
 ) -> Result<Prepared, DecodeError> {
     let plain = decode::decompress(encoding, raw, limits.max_body_bytes, &mut |n| held.grow(n))?;
     let bytes = plain.len();
@@ -693,8 +733,11 @@ fn prepare(
     if !held.resize(held_now) {
         return Err(DecodeError::OverBudget);
     }
+    let folded =
+        fold.map(|(rules, source)| crate::aggregate::logger::fold_events(rules, source, &events));
     Ok(Prepared {
         events,
+        folded,
         total,
         bytes,
     })
