@@ -46,8 +46,12 @@ const CHUNK_QUEUE_CAPACITY: usize = 64;
 const GROUP_MAX_BYTES: usize = 32 << 20;
 /// ... or this many batches.
 const GROUP_MAX_MESSAGES: usize = 512;
-/// Logged events alone are committed at most this long after they were logged.
+/// Logged events alone are committed at most this long after they were logged (the
+/// environment variable [`COMMIT_INTERVAL_ENV`] overrides it).
 pub const EVENT_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+/// Milliseconds to use instead of [`EVENT_COMMIT_INTERVAL`]: for tests that need logged
+/// events to stay out of the store for a while (the replay after a crash), and for tuning.
+pub const COMMIT_INTERVAL_ENV: &str = "SENTINEL_EVENT_COMMIT_INTERVAL_MS";
 /// ... or once this much of them waits (approximately).
 const PENDING_MAX_BYTES: usize = 16 << 20;
 /// How long delivery ids are remembered: a retry later than this counts again.
@@ -300,6 +304,10 @@ impl Writer {
             chunks: chunks_tx,
         };
         let replayed = !pending.is_empty();
+        let commit_interval = std::env::var(COMMIT_INTERVAL_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(EVENT_COMMIT_INTERVAL, Duration::from_millis);
         let mut state = WriterLoop {
             store,
             rules,
@@ -310,7 +318,12 @@ impl Writer {
             retry: None,
             pending,
             fold: Fold::new(),
-            pending_since: replayed.then(|| Instant::now() - EVENT_COMMIT_INTERVAL),
+            // Replayed events are committed first thing.
+            pending_since: replayed.then(|| {
+                let now = Instant::now();
+                now.checked_sub(commit_interval).unwrap_or(now)
+            }),
+            commit_interval,
             wal,
             remembered_ids,
             last_prune: None,
@@ -353,6 +366,8 @@ struct WriterLoop {
     fold: Fold,
     /// When the oldest of them arrived (None: nothing pending).
     pending_since: Option<Instant>,
+    /// How long logged events alone wait for a commit.
+    commit_interval: Duration,
     wal: Arc<Mutex<Wal>>,
     /// Delivery ids in the store's rows (pruned beyond [`MAX_REMEMBERED`]).
     remembered_ids: u64,
@@ -387,7 +402,7 @@ impl WriterLoop {
             }
             let due = match (&self.retry, self.pending_since) {
                 (Some((_, at, _)), _) => Some(*at),
-                (None, Some(since)) => Some(since + EVENT_COMMIT_INTERVAL),
+                (None, Some(since)) => Some(since + self.commit_interval),
                 (None, None) => None,
             };
             let wait = due.map_or(Duration::from_secs(1), |d| {
@@ -417,7 +432,7 @@ impl WriterLoop {
             loop {
                 let commit_due = self
                     .pending_since
-                    .is_some_and(|s| s.elapsed() >= EVENT_COMMIT_INTERVAL);
+                    .is_some_and(|s| s.elapsed() >= self.commit_interval);
                 if !commit_due
                     && self.pending_bytes() < PENDING_MAX_BYTES
                     && let Ok(c) = chunks.try_recv()
@@ -442,7 +457,7 @@ impl WriterLoop {
                 || (self.retry.is_none()
                     && self
                         .pending_since
-                        .is_some_and(|s| now >= s + EVENT_COMMIT_INTERVAL))
+                        .is_some_and(|s| now >= s + self.commit_interval))
                 || self.pending_bytes() >= PENDING_MAX_BYTES;
             if commit {
                 self.commit_group(fb);

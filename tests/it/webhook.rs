@@ -155,6 +155,41 @@ fn a_repeated_event_id_is_counted_once() {
 }
 
 #[test]
+fn acknowledged_events_not_yet_in_the_store_are_replayed_after_kill_9() {
+    let ws = Workspace::with_config(&config(ONE_HOOK));
+    // Logged events wait a minute for the store: the kill comes before their commit.
+    let slow = [("SENTINEL_EVENT_COMMIT_INTERVAL_MS", "60000")];
+    let mut d = ws.spawn_env(&["watch"], &slow);
+    let url = d.ready().webhook_url("hook");
+    let c = http();
+    let body = "{\"error\":\"ERROR [PACT:replay:m] a\",\"event_id\":\"r-1\"}\n\
+                {\"error\":\"ERROR [PACT:replay:m] b\",\"event_id\":\"r-2\"}\n\
+                {\"error\":\"ERROR [PACT:replay:m] c\"}\n";
+    let (s, v) = json_of(post(&c, &url, "application/x-ndjson", body));
+    assert_eq!(
+        (s, v),
+        (200, json!({"accepted": 3, "duplicates": 0, "ignored": 0}))
+    );
+    // Acknowledged, durable in the ingest log, not in the store yet.
+    assert_eq!(key_counts(&ws).get("PACT:replay:m"), None);
+    d.kill9();
+    // The restart replays the log: counted once, and the ids are remembered.
+    let mut d = ws.spawn_env(&["watch"], &slow);
+    let url = d.ready().webhook_url("hook");
+    let counts = key_counts_when(&ws, |c| c.contains_key("PACT:replay:m"));
+    assert_eq!(counts["PACT:replay:m"], 3, "{}", d.log_text());
+    assert!(d.log_text().contains("replaying logged webhook events"));
+    let (_, v) = json_of(post(&c, &url, "application/x-ndjson", body));
+    assert_eq!(v, json!({"accepted": 1, "duplicates": 2, "ignored": 0}));
+    // A clean stop commits what is logged and leaves no log behind.
+    assert!(d.term(Duration::from_secs(10)).success());
+    assert_eq!(key_counts(&ws)["PACT:replay:m"], 4);
+    let wal = ws.path().join("state/sentinel.wal");
+    let left: Vec<_> = std::fs::read_dir(&wal).expect("ingest log dir").collect();
+    assert!(left.is_empty(), "segments left: {left:?}");
+}
+
+#[test]
 fn auth_matrix_token_and_hmac() {
     let sources = concat!(
         "  - type: webhook\n    name: tok\n    port: 0\n    token_env: HOOK_TOKEN\n",
