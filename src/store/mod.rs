@@ -640,16 +640,7 @@ impl Store {
     }
 
     fn schema_version(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.begin_read()?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.storage()(e)),
-        };
-        Ok(meta
-            .get("schema_version")
-            .map_err(self.storage())?
-            .map(|v| v.value()))
+        self.meta_value("schema_version")
     }
 
     /// A counter kept in `meta` (e.g. `wal_applied_seq`); None when never set.
