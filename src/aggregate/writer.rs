@@ -414,6 +414,13 @@ impl WriterLoop {
             } else {
                 files.clone()
             };
+            // Holding as much logged work as it may, the writer takes no more (the logger
+            // waits, requests queue up, then get 429s) until it committed.
+            let chunks_rx = if self.pending_bytes() >= PENDING_MAX_BYTES {
+                never()
+            } else {
+                chunks.clone()
+            };
             let mut fb = Vec::new();
             let mut bytes = 0usize;
             select! {
@@ -421,11 +428,23 @@ impl WriterLoop {
                     Ok(b) => { bytes += file_bytes(&b); fb.push(b); }
                     Err(_) => { files_open = false; files = never(); }
                 },
-                recv(chunks) -> m => match m {
+                recv(chunks_rx) -> m => match m {
                     Ok(c) => self.add_pending(c),
                     Err(_) => { chunks_open = false; chunks = never(); }
                 },
                 default(wait) => {}
+            }
+            if self.pending_bytes() >= PENDING_MAX_BYTES {
+                // Paused above: still notice the logger stopping (shutdown), taking at most
+                // one more chunk per turn (a turn waits for the retry's backoff).
+                match chunks.try_recv() {
+                    Ok(c) => self.add_pending(c),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        chunks_open = false;
+                        chunks = never();
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => {}
+                }
             }
             // Take what queued up meanwhile (but not past the commit's time: under a flood
             // more keeps coming).
@@ -458,7 +477,7 @@ impl WriterLoop {
                     && self
                         .pending_since
                         .is_some_and(|s| now >= s + self.commit_interval))
-                || self.pending_bytes() >= PENDING_MAX_BYTES;
+                || (self.retry.is_none() && self.pending_bytes() >= PENDING_MAX_BYTES);
             if commit {
                 self.commit_group(fb);
             }
