@@ -557,9 +557,13 @@ impl Hook {
 
         let limits = self.limits;
         let scanner = self.scanner.clone();
-        let (prepared, held) = if raw.len() <= INLINE_DECODE_BYTES {
-            // Small: decoded here, folded by the writer (a fold per request would cost the
-            // async workers more than it saves).
+        // Small bodies are decoded here and folded by the writer (a fold per request would
+        // cost the async workers more than it saves); big ones are decoded and folded on the
+        // decode threads, in parallel.
+        let big = raw.len() > INLINE_DECODE_BYTES;
+        let fold = big.then(|| (self.writer.rules().clone(), self.name.clone()));
+        let job = move || {
+            let fold = fold.as_ref().map(|(rules, name)| (rules, name));
             let p = prepare(
                 format,
                 encoding,
@@ -567,28 +571,19 @@ impl Hook {
                 &limits,
                 scanner.as_ref(),
                 &mut held,
-                None,
+                fold,
             );
             (p, held)
-        } else {
-            let (rules, name) = (self.writer.rules().clone(), self.name.clone());
+        };
+        let (prepared, held) = if big {
             let (tx, rx) = tokio::sync::oneshot::channel();
             decode_pool().spawn(move || {
-                // Big: decoded and folded on the decode threads, in parallel.
-                let fold = Some((&rules, &name));
-                let p = prepare(
-                    format,
-                    encoding,
-                    &raw,
-                    &limits,
-                    scanner.as_ref(),
-                    &mut held,
-                    fold,
-                );
-                let _ = tx.send((p, held));
+                let _ = tx.send(job());
             });
             rx.await
                 .map_err(|_| ApiError::internal("decoding the body failed"))?
+        } else {
+            job()
         };
         let prepared = match prepared {
             Ok(p) => p,
