@@ -68,17 +68,6 @@ pub struct LogChunk {
 }
 
 impl LogChunk {
-    /// Folds `other` (logged later) in.
-    pub fn merge(&mut self, other: LogChunk) {
-        self.seq = self.seq.max(other.seq);
-        for (source, b) in other.per_source {
-            self.per_source.entry(source).or_default().merge(b);
-        }
-        self.hashes.extend(other.hashes);
-        self.events += other.events;
-        self.at = other.at.or(self.at);
-    }
-
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.seq == 0 && self.per_source.is_empty() && self.hashes.is_empty()
