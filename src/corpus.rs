@@ -34,14 +34,17 @@
 //!   if `b` is (Pact's preamble form `PACT:<hash6>:<component_id>`), else unregistered. An error
 //!   line without a key is unattributed. So `error_lines = keyed_lines + unattributed_lines` and
 //!   `keyed_lines = registered_lines + unregistered_lines`.
-//! - The fingerprint of an error line replaces, in this order, UUIDs by `<uuid>`, runs of 8 or
-//!   more hex digits by `<hex>`, runs of decimal digits by `<n>`, and hashes the result with
-//!   xxh3-64. `distinct_fingerprints` counts distinct hashes over all error lines.
+//! - The fingerprint of an error line keeps its PACT keys verbatim and, in each stretch
+//!   between them, replaces, in this order, UUIDs by `<uuid>`, runs of 8 or more hex digits
+//!   by `<hex>`, runs of decimal digits by `<n>`, and hashes the result with xxh3-64.
+//!   `distinct_fingerprints` counts distinct hashes over all error lines, and
+//!   `first_key_counts` the error lines each key attributes (as their first key).
 //!
 //! # What a corpus contains
 //!
 //! About 50 components with a handful of methods each (`PACT:payment_processor:charge_card`),
-//! the last few of them unregistered; six timestamp and line layouts (ISO 8601, Python
+//! the last few of them unregistered, and sibling pairs (`PACT:ledger_writer_v1:…` and
+//! `PACT:ledger_writer_v2:…`) whose lines differ only in the key; six timestamp and line layouts (ISO 8601, Python
 //! `logging`, syslog, Go, logback, Monolog); plain-text and JSON lines; about 2% error lines
 //! drawn from several hundred error templates (each key has four "usual" errors with a few
 //! variable parts, so repeats fold into a few fingerprints), errors without keys (Postgres,
@@ -98,6 +101,11 @@ pub struct CorpusSpec {
     /// The first this-many components are registered in the manifest, the rest are not
     /// (default 45).
     pub registered_components: usize,
+    /// Pairs of sibling components, `<name>_v1` and `<name>_v2`, that log the same messages
+    /// in the same layout, so that only the digit in their key tells their lines apart
+    /// (default 3). They are the last registered components; a spec with fewer than four
+    /// registered components has none, and never more than a quarter of them are siblings.
+    pub sibling_pairs: usize,
     /// Target fraction of error lines among all lines (default 0.02).
     pub error_rate: f64,
     /// Fraction of events rendered as JSON lines (default 0.3). Multi-line events (stack
@@ -136,6 +144,7 @@ impl CorpusSpec {
             components: 50,
             methods_per_component: 5,
             registered_components: 45,
+            sibling_pairs: 3,
             error_rate: 0.02,
             json_fraction: 0.3,
             long_lines: true,
@@ -186,6 +195,10 @@ pub struct GroundTruth {
     pub distinct_keys: u64,
     /// For each key, the number of error lines containing it (once per line).
     pub error_key_counts: BTreeMap<String, u64>,
+    /// For each key, the number of error lines it attributes (their first key): what the
+    /// stored incidents, summed per `pact_key`, must add up to.
+    #[serde(default)]
+    pub first_key_counts: BTreeMap<String, u64>,
     /// Distinct fingerprints over all error lines.
     pub distinct_fingerprints: u64,
 }
@@ -218,8 +231,24 @@ pub fn generate<W: Write>(spec: &CorpusSpec, out: W) -> io::Result<GroundTruth> 
 /// The ids of the registered components of `spec`, in component order.
 pub fn registered_component_ids(spec: &CorpusSpec) -> Vec<String> {
     (0..spec.registered_components.min(spec.components))
-        .map(component_id)
+        .map(|c| component_identity(spec, c).0)
         .collect()
+}
+
+/// The id of component `c` of `spec`, and the component whose messages, layout and
+/// logger name it shares: itself, or the first of its sibling pair (see
+/// [`CorpusSpec::sibling_pairs`]).
+fn component_identity(spec: &CorpusSpec, c: usize) -> (String, usize) {
+    let registered = spec.registered_components.min(spec.components);
+    let pairs = spec.sibling_pairs.min(registered / 8);
+    let first = registered - 2 * pairs;
+    if (first..registered).contains(&c) {
+        let twin = first + (c - first) / 2 * 2;
+        let version = (c - first) % 2 + 1;
+        (format!("{}_v{version}", component_id(twin)), twin)
+    } else {
+        (component_id(c), c)
+    }
 }
 
 /// A `manifest.json` in the reference's shape (SPEC §2, indent 2) registering the registered
@@ -496,10 +525,32 @@ impl Oracle {
             }
         }
 
-        let text = self.uuid_re.replace_all(line, NoExpand(b"<uuid>"));
-        let text = self.hex_re.replace_all(&text, NoExpand(b"<hex>"));
-        let text = self.num_re.replace_all(&text, NoExpand(b"<n>"));
+        if let Some(&(start, end)) = self.line_keys.first() {
+            let key = String::from_utf8_lossy(&line[start..end]);
+            *self
+                .truth
+                .first_key_counts
+                .entry(key.into_owned())
+                .or_default() += 1;
+        }
+
+        // Keys verbatim; each stretch between them through the three substitutions.
+        let mut text = Vec::with_capacity(line.len());
+        let mut from = 0;
+        for m in self.key_re.find_iter(line) {
+            self.substitute(&line[from..m.start()], &mut text);
+            text.extend_from_slice(m.as_bytes());
+            from = m.end();
+        }
+        self.substitute(&line[from..], &mut text);
         self.fingerprints.insert(xxh3_64(&text));
+    }
+
+    /// Appends the three substitutions of `stretch` to `out`.
+    fn substitute(&self, stretch: &[u8], out: &mut Vec<u8>) {
+        let text = self.uuid_re.replace_all(stretch, NoExpand(b"<uuid>"));
+        let text = self.hex_re.replace_all(&text, NoExpand(b"<hex>"));
+        out.extend_from_slice(&self.num_re.replace_all(&text, NoExpand(b"<n>")));
     }
 }
 
@@ -545,7 +596,7 @@ pub fn fixtures() -> Vec<Fixture> {
     service.invalid_utf8 = false;
     service.crlf_fraction = 0.0;
     service.final_newline = true;
-    let mut old = base(5, 48_000);
+    let mut old = base(6, 48_000);
     old.crlf_fraction = 0.03;
     old.final_newline = false;
     vec![
@@ -1025,7 +1076,13 @@ const STYLES: [Style; 6] = [
 
 #[derive(Debug)]
 struct Component {
+    /// The id in its keys.
     id: String,
+    /// The name it logs under (logger, host, paths): its id, or for a sibling the name its
+    /// pair shares.
+    name: String,
+    /// The component whose messages it logs: itself, or the first of its sibling pair.
+    twin: usize,
     preamble: String,
     methods: Vec<String>,
     class: String,
@@ -1047,19 +1104,26 @@ impl Catalog {
     fn new(spec: &CorpusSpec) -> Self {
         let components = (0..spec.components)
             .map(|c| {
-                let id = component_id(c);
-                let class = camel_case(&id);
+                let (id, twin) = component_identity(spec, c);
+                let name = component_id(twin);
+                let class = camel_case(&name);
                 Component {
                     preamble: preamble_key(&id),
                     methods: (0..spec.methods_per_component)
-                        .map(|m| method_name(c, m))
+                        .map(|m| method_name(twin, m))
                         .collect(),
                     package: class.to_ascii_lowercase(),
                     class,
-                    host: format!("{}-{:x}", id.replace('_', "-"), splitmix64(c as u64) >> 44),
-                    pid: 1000 + (c as u64 * 7919) % 30000,
-                    style: STYLES[(c * 5 + 1) % STYLES.len()],
-                    uses_preamble: c % 7 == 3,
+                    host: format!(
+                        "{}-{:x}",
+                        name.replace('_', "-"),
+                        splitmix64(twin as u64) >> 44
+                    ),
+                    pid: 1000 + (twin as u64 * 7919) % 30000,
+                    style: STYLES[(twin * 5 + 1) % STYLES.len()],
+                    uses_preamble: twin % 7 == 3,
+                    twin,
+                    name,
                     id,
                 }
             })
@@ -1393,7 +1457,7 @@ impl Pen {
                 self.skewed(out, USERS);
                 out.extend_from_slice(b"@example.com");
             }
-            b"comp" => out.extend_from_slice(cat.components[c].id.as_bytes()),
+            b"comp" => out.extend_from_slice(cat.components[c].name.as_bytes()),
             b"method" => out.extend_from_slice(cat.components[c].methods[m].as_bytes()),
             b"key" => {
                 let other = rng.index(cat.components.len());
@@ -1627,7 +1691,7 @@ impl<'s, W: Write> Generator<'s, W> {
                 line.push(b' ');
                 line.extend_from_slice(level.as_bytes());
                 line.push(b' ');
-                line.extend_from_slice(comp.id.as_bytes());
+                line.extend_from_slice(comp.name.as_bytes());
                 line.extend_from_slice(b".handlers:");
                 push_key(line, b" [", b"]");
             }
@@ -1635,7 +1699,7 @@ impl<'s, W: Write> Generator<'s, W> {
                 line.push(b' ');
                 line.extend_from_slice(comp.host.as_bytes());
                 line.push(b' ');
-                line.extend_from_slice(comp.id.as_bytes());
+                line.extend_from_slice(comp.name.as_bytes());
                 line.push(b'[');
                 push_u64(line, comp.pid);
                 line.extend_from_slice(b"]: ");
@@ -1665,7 +1729,7 @@ impl<'s, W: Write> Generator<'s, W> {
             }
             Style::Monolog => {
                 line.extend_from_slice(b"] ");
-                line.extend_from_slice(comp.id.as_bytes());
+                line.extend_from_slice(comp.name.as_bytes());
                 line.push(b'.');
                 line.extend_from_slice(level.as_bytes());
                 line.push(b':');
@@ -1716,7 +1780,7 @@ impl<'s, W: Write> Generator<'s, W> {
         line.push(b',');
         line.extend_from_slice(level.as_bytes());
         line.extend_from_slice(b",\"logger\":\"");
-        line.extend_from_slice(comp.id.as_bytes());
+        line.extend_from_slice(comp.name.as_bytes());
         line.push(b'"');
         let method_key = match key {
             KeyForm::Method(kc, km) => Some((kc, km, self.cat.components[kc].uses_preamble)),
@@ -1882,7 +1946,7 @@ impl<'s, W: Write> Generator<'s, W> {
         self.emit()?;
         self.line.extend_from_slice(b"\t/app/internal/");
         self.line
-            .extend_from_slice(self.cat.components[c].id.as_bytes());
+            .extend_from_slice(self.cat.components[c].name.as_bytes());
         self.line.extend_from_slice(b"/handler.go:");
         push_u64(&mut self.line, self.pen.rng.range(10, 400));
         self.line.extend_from_slice(b" +0x1d");
@@ -1911,7 +1975,8 @@ impl<'s, W: Write> Generator<'s, W> {
     fn error_template(&mut self, c: usize, m: usize) -> (usize, u64) {
         let slot = self.pen.rng.below(4);
         let n = ERROR_SUBJECTS.len() * ERROR_REASONS.len();
-        let h = splitmix64(((c as u64) << 32) ^ ((m as u64) << 8) ^ slot ^ self.spec.seed);
+        let twin = self.cat.components[c].twin as u64;
+        let h = splitmix64((twin << 32) ^ ((m as u64) << 8) ^ slot ^ self.spec.seed);
         ((h % n as u64) as usize, (h >> 32) % 100)
     }
 
@@ -2134,7 +2199,7 @@ impl<'s, W: Write> Generator<'s, W> {
         let comp = &self.cat.components[c];
         for depth in 0..self.pen.rng.range(2, 5) {
             tb.extend_from_slice(b"\n  File \"/app/");
-            tb.extend_from_slice(comp.id.as_bytes());
+            tb.extend_from_slice(comp.name.as_bytes());
             tb.extend_from_slice(if depth == 0 {
                 b"/handlers.py"
             } else {

@@ -1,11 +1,15 @@
-//! The one-pass normaliser equals the three regex substitutions on arbitrary bytes.
+//! The one-pass normaliser equals its definition on arbitrary bytes: PACT key matches kept
+//! verbatim, the three regex substitutions applied to each stretch between them.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use regex::bytes::Regex;
-use sentinel::scan::fingerprint::{Fingerprint, Fingerprinter, normalize_into};
+use sentinel::scan::fingerprint::{Fingerprint, Fingerprinter, normalize_into, normalize_stretch_into};
+
+static KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u)PACT:[A-Za-z0-9_]+:[A-Za-z0-9_]+").expect("valid regex"));
 
 static RES: LazyLock<[Regex; 3]> = LazyLock::new(|| {
     [
@@ -16,15 +20,29 @@ static RES: LazyLock<[Regex; 3]> = LazyLock::new(|| {
     .map(|re| Regex::new(re).expect("valid regex"))
 });
 
-fuzz_target!(|line: &[u8]| {
+fn substitutions(text: &[u8]) -> Vec<u8> {
     let [uuid, hex, num] = &*RES;
-    let t1 = uuid.replace_all(line, &b"<uuid>"[..]);
+    let t1 = uuid.replace_all(text, &b"<uuid>"[..]);
     let t2 = hex.replace_all(&t1, &b"<hex>"[..]);
-    let want = num.replace_all(&t2, &b"<n>"[..]);
+    num.replace_all(&t2, &b"<n>"[..]).into_owned()
+}
+
+fuzz_target!(|line: &[u8]| {
+    let mut want = Vec::new();
+    let mut from = 0;
+    for m in KEY.find_iter(line) {
+        want.extend(substitutions(&line[from..m.start()]));
+        want.extend_from_slice(m.as_bytes());
+        from = m.end();
+    }
+    want.extend(substitutions(&line[from..]));
 
     let mut out = b"stale".to_vec();
     normalize_into(line, &mut out);
-    assert_eq!(out, &want[..]);
+    assert_eq!(out, want);
+
+    normalize_stretch_into(line, &mut out);
+    assert_eq!(out, substitutions(line));
 
     let mut fp = Fingerprinter::new();
     let got = fp.fingerprint(line);

@@ -171,12 +171,14 @@ impl LineAggregator {
             AttributionStatus::Unregistered => self.counts.unregistered_lines += 1,
             AttributionStatus::Unattributed => self.counts.unattributed_lines += 1,
         }
+        // The fallback key, when the line has none of its own: part of its identity.
+        let mut beside = None;
         if let Some(first) = first {
             self.counts.keyed_lines += 1;
             if first.as_bytes().as_ptr_range().start < line.as_ptr_range().start
                 || first.as_bytes().as_ptr_range().end > line.as_ptr_range().end
             {
-                // The fallback key: the line has none of its own.
+                beside = Some(first.as_bytes());
                 self.count_key(first.as_bytes());
             } else {
                 // Every distinct key of the line counts once. Lines carry few keys:
@@ -195,7 +197,7 @@ impl LineAggregator {
                 }
             }
         }
-        let fp = self.fingerprinter.fingerprint(line);
+        let fp = self.fingerprinter.fingerprint_keyed(line, beside);
         match self.incidents.entry(fp) {
             Entry::Occupied(mut e) => e.get_mut().count += 1,
             Entry::Vacant(e) => {

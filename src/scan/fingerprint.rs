@@ -1,22 +1,32 @@
 //! Fingerprints: which error lines are the same incident.
 //!
 //! Two error lines are the same incident when their *normalised* text is equal. The
-//! normalised text of a line (its bytes, without the newline) is defined by three
-//! `regex::bytes` substitutions (Unicode off), each applied with `replace_all` to the output
-//! of the previous one:
+//! normalised text of a line (its bytes, without the newline) keeps every PACT key match
+//! (`PACT:[A-Za-z0-9_]+:[A-Za-z0-9_]+`, leftmost, non-overlapping: [`crate::scan::keys`])
+//! verbatim, and rewrites each stretch between key matches (and before the first, and after
+//! the last) on its own by three `regex::bytes` substitutions (Unicode off), each applied
+//! with `replace_all` to the output of the previous one:
 //!
 //! 1. UUIDs `[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`
 //!    become `<uuid>`;
 //! 2. hex runs `[0-9a-fA-F]{8,}` become `<hex>`;
 //! 3. digit runs `[0-9]+` become `<n>`.
 //!
+//! So `PACT:svc_v1:get timeout after 30 ms` and `PACT:svc_v2:get timeout after 45 ms` are two
+//! incidents (`PACT:svc_v1:get timeout after <n> ms` and `PACT:svc_v2:get …`): the digits of
+//! a component id are part of its identity, never a variable part of the message. A line
+//! whose key is given beside it (a webhook event's `log_key` / `pact_key` field) and not in
+//! its text is fingerprinted as `<key> <line>` ([`Fingerprinter::fingerprint_keyed`]), so
+//! that key is part of its identity too.
+//!
 //! The [`Fingerprint`] is the xxh3-64 hash of the whole normalised text; it is stable across
 //! versions and machines (a golden test guards it).
 //!
 //! # One pass instead of three
 //!
-//! [`normalize_into`] produces exactly the bytes of the three substitutions in one
-//! left-to-right pass, into a reused buffer, with no regex and no allocation once the buffer
+//! Keys are found by one `memmem` search for `PACT:` (usually none, or one key, per line);
+//! each stretch between them is rewritten by one pass. [`normalize_into`] produces exactly
+//! the bytes of the three substitutions of a stretch in one left-to-right pass, into a reused buffer, with no regex and no allocation once the buffer
 //! is warm. Why that is equivalent:
 //!
 //! - Every UUID match has length 36 and leftmost-first matching resumes after each match,
@@ -33,7 +43,7 @@
 //!   its digit runs replaced by `<n>`. Bytes that are not hex digits are copied.
 //!
 //! A differential property test and a fuzz target compare the pass with the three regex
-//! substitutions.
+//! substitutions applied between the key matches of a key regex.
 //!
 //! # Why the pass is fast
 //!
@@ -337,8 +347,39 @@ impl Fingerprinter {
 
     /// Normalises `line` (its bytes without the newline) into the buffer and hashes it.
     pub fn fingerprint(&mut self, line: &[u8]) -> Fingerprint {
-        self.len = normalize_to(line, &mut self.buf);
+        self.len = normalize_keyed(line, &mut self.buf, 0);
         Fingerprint(xxhash_rust::xxh3::xxh3_64(self.normalized()))
+    }
+
+    /// Fingerprints a line whose PACT key may be given beside it (`key`, the whole key
+    /// `PACT:<component>:<method>`): when `line` carries no key of its own, the identity is
+    /// that of `<key> <line>`, so the key is part of it. With no `key`, or a line that has a
+    /// key, this is [`Fingerprinter::fingerprint`].
+    ///
+    /// ```
+    /// use sentinel::scan::fingerprint::Fingerprinter;
+    ///
+    /// let mut fp = Fingerprinter::new();
+    /// let a = fp.fingerprint_keyed(b"login failed after 3 tries", Some(b"PACT:auth_v1:login"));
+    /// assert_eq!(fp.normalized(), b"PACT:auth_v1:login login failed after <n> tries");
+    /// assert_eq!(a, fp.fingerprint(b"PACT:auth_v1:login login failed after 5 tries"));
+    /// assert_ne!(a, fp.fingerprint_keyed(b"login failed after 3 tries", Some(b"PACT:auth_v2:login")));
+    /// ```
+    pub fn fingerprint_keyed(&mut self, line: &[u8], key: Option<&[u8]>) -> Fingerprint {
+        match key {
+            Some(key) if crate::scan::keys::first_key(line).is_none() => {
+                let mut out = Out {
+                    buf: &mut self.buf,
+                    len: 0,
+                };
+                out.push(key);
+                out.push(b" ");
+                let len = out.len;
+                self.len = normalize_keyed(line, &mut self.buf, len);
+                Fingerprint(xxhash_rust::xxh3::xxh3_64(self.normalized()))
+            }
+            _ => self.fingerprint(line),
+        }
     }
 
     /// The full normalised text of the last call (empty before the first). Callers keeping
@@ -349,17 +390,43 @@ impl Fingerprinter {
 }
 
 /// Clears `out`, then writes the normalised text of `line` into it (see the
-/// [module docs](self)).
+/// [module docs](self)): PACT keys verbatim, the stretches between them rewritten.
 pub fn normalize_into(line: &[u8], out: &mut Vec<u8>) {
-    let len = normalize_to(line, out);
+    let len = normalize_keyed(line, out, 0);
     out.truncate(len);
 }
 
-/// Writes the normalised text of `line` to `buf[..len]` and returns `len`. Whatever `buf`
-/// held is overwritten or left after `len`; `buf` never shrinks.
-fn normalize_to(line: &[u8], buf: &mut Vec<u8>) -> usize {
+/// Clears `out`, then writes the three substitutions of `text` into it, keys or not: the
+/// rewriting of one stretch between keys. (For tests and the fuzz target.)
+pub fn normalize_stretch_into(text: &[u8], out: &mut Vec<u8>) {
+    let len = normalize_to(text, out, 0);
+    out.truncate(len);
+}
+
+/// Writes the normalised text of `line` to `buf[start..len]` and returns `len`: each PACT key
+/// copied, each stretch between keys rewritten by [`normalize_to`].
+fn normalize_keyed(line: &[u8], buf: &mut Vec<u8>, start: usize) -> usize {
+    let mut len = start;
+    let mut from = 0;
+    let base = line.as_ptr() as usize;
+    for key in crate::scan::keys::PactKeys::new(line) {
+        let k = key.as_bytes();
+        let s = k.as_ptr() as usize - base;
+        len = normalize_to(&line[from..s], buf, len);
+        let mut out = Out { buf, len };
+        out.push(k);
+        len = out.len;
+        from = s + k.len();
+    }
+    normalize_to(&line[from..], buf, len)
+}
+
+/// Writes the three substitutions of `line` (one stretch: keys are not special here) to
+/// `buf[start..len]` and returns `len`. Whatever `buf` held from `start` on is overwritten
+/// or left after `len`; `buf` never shrinks.
+fn normalize_to(line: &[u8], buf: &mut Vec<u8>, start: usize) -> usize {
     let n = line.len();
-    let mut out = Out { buf, len: 0 };
+    let mut out = Out { buf, len: start };
     // `line[..lit]` is written. `pos` is the current window start; everything before it is
     // decided, and so is everything before `lit`.
     let mut lit: usize = 0;
@@ -528,8 +595,24 @@ mod tests {
     use regex::bytes::Regex;
     use std::sync::LazyLock;
 
-    /// The definition: three regex substitutions in order.
+    /// The definition: PACT key matches kept, and three regex substitutions in order on
+    /// each stretch between them.
     fn oracle(line: &[u8]) -> Vec<u8> {
+        static KEY: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"(?-u)PACT:[A-Za-z0-9_]+:[A-Za-z0-9_]+").unwrap());
+        let mut out = Vec::new();
+        let mut from = 0;
+        for m in KEY.find_iter(line) {
+            out.extend(substitutions(&line[from..m.start()]));
+            out.extend_from_slice(m.as_bytes());
+            from = m.end();
+        }
+        out.extend(substitutions(&line[from..]));
+        out
+    }
+
+    /// The three regex substitutions in order, on one stretch.
+    fn substitutions(line: &[u8]) -> Vec<u8> {
         static RES: LazyLock<[Regex; 3]> = LazyLock::new(|| {
             [
                 r"(?-u)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
@@ -542,6 +625,68 @@ mod tests {
         let t1 = uuid.replace_all(line, &b"<uuid>"[..]);
         let t2 = hex.replace_all(&t1, &b"<hex>"[..]);
         num.replace_all(&t2, &b"<n>"[..]).into_owned()
+    }
+
+    /// Pieces that make and unmake PACT keys next to runs the substitutions replace.
+    const KEY_PIECES: &[&[u8]] = &[
+        b"PACT:",
+        b"P",
+        b"ACT",
+        b":",
+        b"_",
+        b"1",
+        b"a",
+        b"-",
+        b" ",
+        b"deadbeef",
+        b"0b8f6a3c-1d2e-4f5a-8b9c-0d1e2f3a4b5c",
+    ];
+
+    #[test]
+    fn keys_are_kept_verbatim() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"PACT:svc_v1:get 12", b"PACT:svc_v1:get <n>"),
+            (b"x PACT:comp17:m2 y", b"x PACT:comp17:m2 y"),
+            (
+                b"[PACT:0b8f6a:s3_uploader] 42",
+                b"[PACT:0b8f6a:s3_uploader] <n>",
+            ),
+            (b"12PACT:a1:b2 34", b"<n>PACT:a1:b2 <n>"),
+            (b"PACT:a:deadbeef-1234", b"PACT:a:deadbeef-<n>"),
+            (b"PACT:1:2PACT:3:4", b"PACT:1:2PACT:<n>:<n>"),
+            (b"PACT:PACT:a1:b", b"PACT:PACT:a1:b"),
+            (b"PACT:12 PACT:3:x", b"PACT:<n> PACT:3:x"),
+            (b"deadbeefPACT:x9:y9deadbeef", b"<hex>PACT:x9:y9deadbeef"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(one_pass(line), *want, "{}", line.escape_ascii());
+            assert_eq!(oracle(line), *want, "{}", line.escape_ascii());
+        }
+        let mut fp = Fingerprinter::new();
+        let v1 = fp.fingerprint(b"ERROR [PACT:svc_v1:get] timeout after 30 ms");
+        let v2 = fp.fingerprint(b"ERROR [PACT:svc_v2:get] timeout after 30 ms");
+        let v1_again = fp.fingerprint(b"ERROR [PACT:svc_v1:get] timeout after 45 ms");
+        assert_ne!(v1, v2);
+        assert_eq!(v1, v1_again);
+    }
+
+    #[test]
+    fn a_key_beside_the_line_is_part_of_its_identity() {
+        let mut fp = Fingerprinter::new();
+        let a = fp.fingerprint_keyed(b"charge failed 12", Some(b"PACT:pay_v1:charge"));
+        assert_eq!(fp.normalized(), b"PACT:pay_v1:charge charge failed <n>");
+        let b = fp.fingerprint_keyed(b"charge failed 13", Some(b"PACT:pay_v2:charge"));
+        assert_ne!(a, b);
+        // A line with a key of its own keeps its own identity.
+        let own = fp.fingerprint(b"PACT:x:y charge failed 1");
+        assert_eq!(
+            fp.fingerprint_keyed(b"PACT:x:y charge failed 2", Some(b"PACT:pay_v1:charge")),
+            own
+        );
+        assert_eq!(
+            fp.fingerprint_keyed(b"charge failed 12", None),
+            fp.fingerprint(b"charge failed 9")
+        );
     }
 
     fn one_pass(line: &[u8]) -> Vec<u8> {
@@ -678,6 +823,11 @@ mod tests {
                 Just(b"uuid".to_vec()),
                 Just(b"x".to_vec()),
                 Just(b"0x".to_vec()),
+                Just(b"PACT:".to_vec()),
+                Just(b":".to_vec()),
+                Just(b"_".to_vec()),
+                Just(b"PACT:svc_v1:get".to_vec()),
+                Just(b"PACT:comp17:m2".to_vec()),
             ],
             1 => proptest::collection::vec(b'g'..=b'z', 1..5),
             1 => proptest::collection::vec(any::<u8>(), 1..4),
@@ -693,6 +843,16 @@ mod tests {
 
         #[test]
         fn one_pass_equals_three_substitutions(line in line()) {
+            prop_assert_eq!(one_pass(&line), oracle(&line));
+        }
+
+        #[test]
+        fn one_pass_equals_the_definition_around_keys(
+            line in proptest::collection::vec(
+                proptest::sample::select(KEY_PIECES),
+                0..40,
+            ).prop_map(|v| v.concat()),
+        ) {
             prop_assert_eq!(one_pass(&line), oracle(&line));
         }
     }

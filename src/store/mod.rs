@@ -38,6 +38,7 @@ pub mod events;
 pub mod fixes;
 pub mod incident;
 pub mod jobs;
+pub mod migrate;
 #[cfg(test)]
 mod read_tests;
 
@@ -58,8 +59,9 @@ pub use jobs::{Action, FixJob, FixPolicy, JobState};
 use crate::attribute::{AttributionStatus, Severity};
 use crate::scan::Fingerprint;
 
-/// The schema version this Sentinel writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema version this Sentinel writes and understands. Version 2: incident identity
+/// keeps PACT keys verbatim ([`migrate`] moves a version 1 store on).
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
@@ -321,8 +323,21 @@ impl Store {
     /// [`StoreError::InUse`] when another process writes it, [`StoreError::Corrupt`] or
     /// [`StoreError::Newer`] when it cannot be used, [`StoreError::Storage`] on I/O errors.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = builder().create(path).map_err(|e| open_error(path, e))?;
-        let store = Store::with_handle(Handle::Rw(db), path);
+        let open = || {
+            let db = builder().create(path).map_err(|e| open_error(path, e))?;
+            Ok::<_, StoreError>(Store::with_handle(Handle::Rw(db), path))
+        };
+        let mut store = open()?;
+        if let Some(from) = store.schema_version()?.filter(|&v| v < SCHEMA_VERSION) {
+            // Closed first, so the copy is a clean file that opens as it is.
+            drop(store);
+            let backup = migrate::backup(path, from)?;
+            store = open()?;
+            let done = store.migrate(from, backup)?;
+            // The user must learn that their file changed and where the old one is.
+            eprintln!("sentinel: {done}");
+            tracing::warn!(path = %path.display(), "{done}");
+        }
         store.init_schema()?;
         store.load_event_head()?;
         Ok(store)
@@ -2086,82 +2101,133 @@ mod tests {
     }
 }
 
-/// Format compatibility: a store written by schema version 1 must stay readable (redb's own
-/// `backward_compatibility.rs` idea). Regenerate only on purpose, with
+/// Format compatibility: a store written by an older schema version is migrated by the
+/// first writer that opens it, and one written by this version stays readable (redb's own
+/// `backward_compatibility.rs` idea). `store-v1.redb` was written by schema version 1 and
+/// can no longer be regenerated; regenerate `store-v2.redb` only on purpose, with
 /// `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`.
 #[cfg(test)]
 mod golden {
     use super::*;
+    use crate::scan::Fingerprinter;
 
-    const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v1.redb");
+    const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v1.redb");
+    const GOLDEN_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v2.redb");
 
-    fn golden_batch() -> IngestBatch {
+    /// The fingerprint this version gives `line`.
+    fn fp_of(line: &str) -> Fingerprint {
+        Fingerprinter::new().fingerprint(line.as_bytes())
+    }
+
+    #[test]
+    fn golden_v1_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        std::fs::copy(GOLDEN_V1, &path).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.meta_value("schema_version").unwrap(),
+            Some(SCHEMA_VERSION)
+        );
+        // The old file is kept beside it, as it was.
+        let backup = dir.path().join("store.redb.v1-backup");
+        let old = Store::open_read_only(&backup).unwrap().unwrap();
+        assert_eq!(old.meta_value("schema_version").unwrap(), Some(1));
+        let old_auth = old.incident("111122223333").unwrap().unwrap();
+        assert_eq!(old_auth.fingerprint, Fingerprint(0x1111_2222_3333_4444));
+        drop(old);
+        let incidents = store.recent_incidents(10).unwrap();
+        assert_eq!(incidents.len(), 2);
+        // The id is kept; the identity is re-derived from the sample.
+        let auth = store.incident("111122223333").unwrap().unwrap();
+        let sample = "ERROR [PACT:auth:login] login failed for user 42";
+        assert_eq!(auth.fingerprint, fp_of(sample));
+        assert_eq!(auth.count, 7);
+        assert_eq!(auth.component_id, "auth");
+        assert_eq!(auth.pact_key, "PACT:auth:login");
+        assert_eq!(auth.severity, Severity::High);
+        assert_eq!(auth.sample, sample);
+        assert_eq!(
+            auth.first_seen,
+            "2026-11-23T12:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        let fatal = store.incident("aaaabbbbcccc").unwrap().unwrap();
+        assert_eq!(fatal.fingerprint, fp_of("FATAL no key here"));
+        assert_eq!(fatal.count, 1);
+        // Counters are never reset.
+        assert_eq!(store.key_counts().unwrap()["PACT:auth:login"], 7);
+        assert_eq!(store.totals().unwrap()["lines"], 100);
+        // The same line again folds into the migrated incident.
         let mut b = IngestBatch::new();
-        let mut d = IncidentDelta::new(
-            Fingerprint(0x1111_2222_3333_4444),
-            7,
-            "ERROR [PACT:auth:login] login failed for user <n>",
-            AttributionStatus::Registered,
-            Severity::High,
-        );
-        let new = d.new.as_mut().unwrap();
-        new.component_id = "auth".into();
-        new.method = "login".into();
-        new.pact_key = "PACT:auth:login".into();
-        new.sample = "ERROR [PACT:auth:login] login failed for user 42".into();
-        new.source = "/var/log/app.log".into();
-        b.incidents.insert(d.fingerprint, d);
-        let d = IncidentDelta::new(
-            Fingerprint(0xaaaa_bbbb_cccc_dddd),
-            1,
-            "FATAL no key here",
-            AttributionStatus::Unattributed,
-            Severity::Medium,
-        );
-        b.incidents.insert(d.fingerprint, d);
-        b.key_counts.insert("PACT:auth:login".into(), 7);
+        b.incidents
+            .insert(fp_of(sample), IncidentDelta::count_only(fp_of(sample), 7));
+        store
+            .apply(&b, "2026-11-23T13:00:00Z".parse().unwrap())
+            .unwrap();
+        assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
+        drop(store);
+        // A second open finds version 2 and does nothing more.
+        std::fs::remove_file(&backup).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert!(!backup.exists());
+        assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
+    }
+
+    fn golden_v2_batch() -> IngestBatch {
+        let mut b = IngestBatch::new();
+        for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
+            let sample = format!("ERROR [{key}] timeout after 30 ms");
+            let normalized = format!("ERROR [{key}] timeout after <n> ms");
+            let mut d = IncidentDelta::new(
+                fp_of(&sample),
+                count,
+                &normalized,
+                AttributionStatus::Registered,
+                Severity::Medium,
+            );
+            let new = d.new.as_mut().unwrap();
+            new.component_id = key[5..11].into();
+            new.method = "get".into();
+            new.pact_key = key.into();
+            new.sample = sample;
+            new.source = "/var/log/app.log".into();
+            b.incidents.insert(d.fingerprint, d);
+            b.key_counts.insert(key.into(), count);
+        }
         b.totals.insert("lines", 100);
         b
     }
 
     #[test]
-    fn golden_v1_store_still_reads() {
+    fn golden_v2_store_still_reads() {
         if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-            let _ = std::fs::remove_file(GOLDEN);
-            std::fs::create_dir_all(std::path::Path::new(GOLDEN).parent().unwrap()).unwrap();
-            let store = Store::open(std::path::Path::new(GOLDEN)).unwrap();
+            let _ = std::fs::remove_file(GOLDEN_V2);
+            let store = Store::open(std::path::Path::new(GOLDEN_V2)).unwrap();
             store
-                .apply(&golden_batch(), "2026-11-23T12:00:00Z".parse().unwrap())
+                .apply(&golden_v2_batch(), "2026-12-06T12:00:00Z".parse().unwrap())
                 .unwrap();
             drop(store);
-            let mut db = Database::open(GOLDEN).unwrap();
+            let mut db = Database::open(GOLDEN_V2).unwrap();
             db.compact().unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
-        std::fs::copy(GOLDEN, &path).unwrap();
+        std::fs::copy(GOLDEN_V2, &path).unwrap();
         let store = Store::open(&path).unwrap();
+        assert!(!dir.path().join("store.redb.v2-backup").exists());
         let incidents = store.recent_incidents(10).unwrap();
         assert_eq!(incidents.len(), 2);
-        let auth = store.incident("111122223333").unwrap().unwrap();
-        assert_eq!(auth.count, 7);
-        assert_eq!(auth.component_id, "auth");
-        assert_eq!(auth.pact_key, "PACT:auth:login");
-        assert_eq!(auth.severity, Severity::High);
-        assert_eq!(
-            auth.sample,
-            "ERROR [PACT:auth:login] login failed for user 42"
-        );
-        assert_eq!(
-            auth.first_seen,
-            "2026-11-23T12:00:00Z".parse::<Timestamp>().unwrap()
-        );
-        assert_eq!(store.key_counts().unwrap()["PACT:auth:login"], 7);
-        assert_eq!(store.totals().unwrap()["lines"], 100);
-        // And it keeps working as a store: new writes land next to the old records.
+        for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
+            let fp = fp_of(&format!("ERROR [{key}] timeout after 12 ms"));
+            let inc = incidents.iter().find(|i| i.fingerprint == fp).unwrap();
+            assert_eq!(inc.count, count);
+            assert_eq!(inc.pact_key, key);
+            assert_eq!(store.key_counts().unwrap()[key], count);
+        }
         store
-            .apply(&golden_batch(), "2026-11-23T13:00:00Z".parse().unwrap())
+            .apply(&golden_v2_batch(), "2026-12-06T13:00:00Z".parse().unwrap())
             .unwrap();
-        assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
+        let again = store.recent_incidents(10).unwrap();
+        assert_eq!(again.iter().map(|i| i.count).sum::<u64>(), 16);
     }
 }

@@ -45,6 +45,19 @@ fn generated_corpus_matches_ground_truth_exactly() {
     assert!(truth.distinct_keys >= 200, "{}", truth.distinct_keys);
     assert!(truth.long_lines >= 1);
     assert!(truth.unregistered_lines > 0 && truth.unattributed_lines > 0);
+    // Sibling components whose lines differ only in the digit of their key.
+    let siblings = |v: &str| {
+        truth
+            .first_key_counts
+            .keys()
+            .filter(|k| k.contains(&format!("_{v}:")))
+            .count()
+    };
+    assert!(
+        siblings("v1") >= 3 && siblings("v2") >= 3,
+        "{:?}",
+        truth.first_key_counts.keys().collect::<Vec<_>>()
+    );
     let rate = truth.error_lines as f64 / truth.lines as f64;
     assert!((0.01..0.03).contains(&rate), "{rate}");
     ws.file(
@@ -76,6 +89,26 @@ fn generated_corpus_matches_ground_truth_exactly() {
     assert_eq!(incidents.len() as u64, truth.distinct_fingerprints);
     let total: u64 = incidents.iter().map(|i| i["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 2 * truth.error_lines);
+    assert_incidents_per_key(&incidents, &truth, 2);
+}
+
+/// The stored incidents, summed per `pact_key`, hold exactly the error lines each key
+/// attributes (`times` scans of the corpus): no component's lines are folded into another's.
+fn assert_incidents_per_key(incidents: &[serde_json::Value], truth: &GroundTruth, times: u64) {
+    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+    for i in incidents {
+        *per_key
+            .entry(i["pact_key"].as_str().unwrap().to_owned())
+            .or_default() += i["count"].as_u64().unwrap();
+    }
+    let unattributed = per_key.remove("").unwrap_or(0);
+    assert_eq!(unattributed, times * truth.unattributed_lines);
+    let want: BTreeMap<String, u64> = truth
+        .first_key_counts
+        .iter()
+        .map(|(k, n)| (k.clone(), times * n))
+        .collect();
+    assert_eq!(per_key, want, "incidents per pact_key");
 }
 
 #[test]

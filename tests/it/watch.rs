@@ -134,6 +134,19 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         got, truth.keys,
         "per-key counts differ from the writer's truth"
     );
+    // The incidents themselves, summed per key: `comp0` … `comp4` lines share their text
+    // and differ only in the digit of the component id, and are never folded together.
+    let mut per_incident_key: BTreeMap<String, u64> = BTreeMap::new();
+    for inc in store.recent_incidents(100_000).expect("incidents") {
+        if inc.pact_key.starts_with("PACT:comp") {
+            assert_eq!(inc.component_id, inc.pact_key.split(':').nth(1).unwrap());
+            *per_incident_key.entry(inc.pact_key.clone()).or_default() += inc.count;
+        }
+    }
+    assert_eq!(
+        per_incident_key, truth.keys,
+        "incidents summed per key differ from the writer's truth"
+    );
     let totals = store.totals().expect("totals");
     assert_eq!(totals.get("error_lines").copied(), Some(expected_errors));
     assert_eq!(totals.get("long_lines").copied(), Some(truth.long_lines));

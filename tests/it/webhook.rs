@@ -449,9 +449,17 @@ fn kill_9_mid_stream_counts_every_acknowledged_event_exactly_once() {
                     for i in 0..n {
                         let key = format!("PACT:crash{}:m", crng.below(5));
                         *keys.entry(key.clone()).or_default() += 1;
-                        body.push_str(&format!(
-                            "{{\"error\":\"ERROR [{key}] failed\",\"event_id\":\"c{t}-r{r}-e{i}\"}}\n"
-                        ));
+                        // The key in the text, or only beside it (`log_key`): either way
+                        // part of the incident's identity.
+                        body.push_str(&if crng.below(2) == 0 {
+                            format!(
+                                "{{\"error\":\"ERROR [{key}] failed\",\"event_id\":\"c{t}-r{r}-e{i}\"}}\n"
+                            )
+                        } else {
+                            format!(
+                                "{{\"error\":\"ERROR failed\",\"log_key\":\"{key}\",\"event_id\":\"c{t}-r{r}-e{i}\"}}\n"
+                            )
+                        });
                     }
                     {
                         let mut tl = tally.lock().expect("tally");
@@ -542,6 +550,19 @@ fn kill_9_mid_stream_counts_every_acknowledged_event_exactly_once() {
     assert_eq!(
         counted, tally.sent,
         "per-key counts must equal what was sent"
+    );
+    // The incidents, summed per key: `crash0` … `crash4` events share their text and are
+    // never folded into one another's incidents.
+    let store = ws.store().expect("store");
+    let mut per_incident_key: BTreeMap<String, u64> = BTreeMap::new();
+    for inc in store.recent_incidents(100_000).expect("incidents") {
+        if inc.pact_key.starts_with("PACT:crash") {
+            *per_incident_key.entry(inc.pact_key.clone()).or_default() += inc.count;
+        }
+    }
+    assert_eq!(
+        per_incident_key, tally.sent,
+        "incidents summed per key must equal what was sent"
     );
     assert!(
         tally.accepted <= tally.sent.values().sum::<u64>(),
