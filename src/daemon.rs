@@ -351,6 +351,7 @@ async fn serve_all(
         components = rules.snapshot().manifest.len(),
         api = api_addr.as_deref().unwrap_or("off"),
         store = %config.db_path().display(),
+        open_files_limit = %crate::limits::open_files_limit_text(),
         "sentinel running (pid {})",
         std::process::id()
     );

@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod fix;
 #[cfg(feature = "daemon")]
 pub mod integrations;
+pub mod limits;
 pub mod metrics;
 #[cfg(feature = "daemon")]
 pub mod net;

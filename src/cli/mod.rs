@@ -143,6 +143,8 @@ impl CliError {
 ///
 /// [`CliError`]; its [`CliError::exit_code`] is the process's exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
+    // Thousands of log files under an ordinary soft limit: use what the hard limit allows.
+    crate::limits::raise_open_files_limit();
     match cli.command {
         Command::Init(args) => components::run_init(&ConfigSearch::from_env(cli.config), args),
         Command::Register(args) => components::run_register(&load_config(cli.config)?, args),

@@ -105,16 +105,40 @@ struct FileError {
 
 /// One unit of work.
 #[derive(Debug)]
+///
+/// Work holds no open file: each unit opens its file when a worker starts it and closes it
+/// when done, so a scan holds at most one descriptor per thread however many inputs it has.
 enum Work {
     Segment {
-        file: Arc<File>,
-        path: Arc<str>,
+        input: Arc<Input>,
         range: std::ops::Range<u64>,
     },
     Gzip {
-        path: Arc<str>,
-        file: File,
+        input: Arc<Input>,
     },
+}
+
+/// A planned input: its path and the identity it had when planned.
+#[derive(Debug)]
+struct Input {
+    path: Arc<str>,
+    os_path: PathBuf,
+    /// (device, inode) at planning time: a different file at the path is not read.
+    id: (u64, u64),
+    len: u64,
+}
+
+impl Input {
+    /// Opens the file planned, or says why not.
+    fn open(&self) -> Result<File, String> {
+        use std::os::unix::fs::MetadataExt;
+        let file = File::open(&self.os_path).map_err(|e| describe_io(&e))?;
+        let meta = file.metadata().map_err(|e| describe_io(&e))?;
+        if (meta.dev(), meta.ino()) != self.id {
+            return Err("file replaced while the scan ran (not read)".into());
+        }
+        Ok(file)
+    }
 }
 
 /// What one unit of work counted.
@@ -165,6 +189,17 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
                 .unwrap_or(1)
         })
         .max(1);
+    // The store first: its file must not wait for descriptors the inputs hold.
+    let store = if args.dry_run {
+        None
+    } else {
+        create_state_dir(&config.state_dir)?;
+        Some({
+            let s = Store::open(&config.db_path()).context("opening the store")?;
+            s.set_fix_policy(crate::store::FixPolicy::from_config(config));
+            s
+        })
+    };
     let (work, open_errors) = plan(&files, threads);
     for (path, error) in open_errors {
         let _ = writeln!(stderr, "sentinel: {path}: {error}");
@@ -180,23 +215,13 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         return Ok(1);
     }
 
-    let store = if args.dry_run {
-        None
-    } else {
-        create_state_dir(&config.state_dir)?;
-        Some({
-            let s = Store::open(&config.db_path()).context("opening the store")?;
-            s.set_fix_policy(crate::store::FixPolicy::from_config(config));
-            s
-        })
-    };
     report.store = store.as_ref().map(|s| s.path().to_path_buf());
 
     let total_bytes: u64 = work
         .iter()
         .map(|w| match w {
             Work::Segment { range, .. } => range.end - range.start,
-            Work::Gzip { file, .. } => file.metadata().map(|m| m.len()).unwrap_or(0),
+            Work::Gzip { input } => input.len,
         })
         .sum();
     let progress = progress_bar(total_bytes, args.json || args.no_progress);
@@ -228,7 +253,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         work.into_par_iter()
             .map(|w| {
                 let path = match &w {
-                    Work::Segment { path, .. } | Work::Gzip { path, .. } => path.clone(),
+                    Work::Segment { input, .. } | Work::Gzip { input } => input.path.clone(),
                 };
                 let r = scan_work(w, &ctx);
                 (path, r)
@@ -305,11 +330,12 @@ struct Ctx<'a> {
 /// Scans one unit of work, sending full batches to the store thread.
 fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
     match work {
-        Work::Segment { file, path, range } => {
+        Work::Segment { input, range } => {
             let len = range.end - range.start;
+            let file = input.open()?;
             let rdr = ReadAt::new(&file, range.clone());
             let counted =
-                scan_reader(rdr, range.start, &path, ctx, true).map_err(|e| e.to_string())?;
+                scan_reader(rdr, range.start, &input.path, ctx, true).map_err(|e| e.to_string())?;
             if counted.bytes != len {
                 return Err(format!(
                     "file changed while being scanned (read {} of {len} bytes at offset {})",
@@ -318,13 +344,14 @@ fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
             }
             Ok(counted)
         }
-        Work::Gzip { path, file } => {
-            let compressed = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Work::Gzip { input } => {
+            let file = input.open()?;
+            let compressed = input.len;
             let dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
                 READ_BUFFER_BYTES,
                 file,
             ));
-            let r = scan_reader(dec, 0, &path, ctx, false)
+            let r = scan_reader(dec, 0, &input.path, ctx, false)
                 .map_err(|e| format!("corrupt or unreadable gzip: {e}"));
             if let Some(p) = ctx.progress {
                 p.inc(compressed);
@@ -546,34 +573,41 @@ fn describe_io(e: &std::io::Error) -> String {
 
 /// Opens the files and cuts them into work units.
 fn plan(files: &[PathBuf], threads: usize) -> (Vec<Work>, Vec<(String, String)>) {
+    use std::os::unix::fs::MetadataExt;
     let mut work = Vec::new();
     let mut errors = Vec::new();
     for p in files {
         let name: Arc<str> = Arc::from(p.display().to_string());
-        let mut file = match File::open(p) {
+        // Opened to plan it, closed before the next: planning holds one descriptor.
+        let file = match File::open(p) {
             Ok(f) => f,
             Err(e) => {
                 errors.push((name.to_string(), describe_io(&e)));
                 continue;
             }
         };
-        let len = match file.metadata() {
-            Ok(m) => m.len(),
+        let meta = match file.metadata() {
+            Ok(m) => m,
             Err(e) => {
                 errors.push((name.to_string(), describe_io(&e)));
                 continue;
             }
         };
+        let len = meta.len();
+        let input = Arc::new(Input {
+            path: name.clone(),
+            os_path: p.clone(),
+            id: (meta.dev(), meta.ino()),
+            len,
+        });
         let mut magic = [0u8; 2];
         let is_gz = p.extension().is_some_and(|e| e == "gz")
             || (std::os::unix::fs::FileExt::read_at(&file, &mut magic, 0).ok() == Some(2)
                 && magic == [0x1f, 0x8b]);
         if is_gz {
-            let _ = std::io::Seek::rewind(&mut file);
-            work.push(Work::Gzip { path: name, file });
+            work.push(Work::Gzip { input });
             continue;
         }
-        let file = Arc::new(file);
         let target = SEGMENT_BYTES.max(len / (4 * threads as u64));
         let ranges = if len > target {
             match split_segments(&file, len, target) {
@@ -588,8 +622,7 @@ fn plan(files: &[PathBuf], threads: usize) -> (Vec<Work>, Vec<(String, String)>)
         };
         for range in ranges {
             work.push(Work::Segment {
-                file: file.clone(),
-                path: name.clone(),
+                input: input.clone(),
                 range,
             });
         }

@@ -216,3 +216,47 @@ fn error_pattern_flags_replace_the_config_list() {
     let out = ws.run(&["scan", "--error-pattern", "(bad", "a.log"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// 20,000 files under a descriptor limit (soft AND hard) of 256: the scan holds a bounded
+/// number of files open, so every file is counted, exactly once.
+#[test]
+fn twenty_thousand_files_at_ulimit_256_are_all_counted() {
+    let ws = Workspace::new();
+    let dir = ws.path().join("logs");
+    let mut want = std::collections::BTreeMap::<String, u64>::new();
+    for i in 0..20_000u64 {
+        let sub = dir.join(format!("d{}", i % 20));
+        if i < 20 {
+            std::fs::create_dir_all(&sub).unwrap();
+        }
+        let key = format!("PACT:svc{}:m{}", i % 37, i % 3);
+        *want.entry(key.clone()).or_default() += 1;
+        std::fs::write(
+            sub.join(format!("f{i}.log")),
+            format!("INFO ok {i}\nERROR [{key}] failed after {i} ms\n"),
+        )
+        .unwrap();
+    }
+    // `ulimit -n` sets the soft and the hard limit: nothing to raise to.
+    let out = std::process::Command::new("sh")
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("HOME", ws.path())
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\""])
+        .arg(crate::harness::BIN)
+        .args(["scan", "--json", "--threads", "2", "logs"])
+        .output()
+        .expect("run sentinel under sh");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("Too many open files"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"], 20_000);
+    assert_eq!(v["files_failed"], 0);
+    assert_eq!(v["error_lines"], 20_000);
+    let got: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(v["error_key_counts"].clone()).unwrap();
+    assert_eq!(got, want);
+    // One incident per key: the siblings `svc1` … `svc36` are never folded together.
+    assert_eq!(v["distinct_fingerprints"], 37 * 3);
+}
