@@ -334,8 +334,8 @@ impl Store {
             let backup = migrate::backup(path, from)?;
             store = open()?;
             let done = store.migrate(from, backup)?;
-            // The user must learn that their file changed and where the old one is.
-            eprintln!("sentinel: {done}");
+            // The user must learn that their file changed and where the old one is (the
+            // log goes to stderr, as text or JSON).
             tracing::warn!(path = %path.display(), "{done}");
         }
         store.init_schema()?;
