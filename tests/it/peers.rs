@@ -1,8 +1,10 @@
-//! Sentinel against fakes of its real peers, served on loopback by the test, that answer as
-//! the real projects do. The Ledger's shapes come from jmcentire/ledger at 8f61281
-//! (`src/api/api.py`: `POST /backends`, `POST /schemas`, `GET /annotations`, `GET
-//! /export/{json|csv|yaml}` and 422 for any other format), so Sentinel drifting from what the
-//! real one serves fails here. Each fake stops when dropped.
+//! Sentinel against fakes of its real peers, served on loopback by the test: a Ledger and a
+//! Chronicler that answer as the real projects do. Their shapes come from those projects'
+//! sources — jmcentire/ledger at 8f61281 (`src/api/api.py`: `POST /backends`, `POST
+//! /schemas`, `GET /annotations`, `GET /export/{json|csv|yaml}` and 422 for any other format)
+//! and jmcentire/chronicler at 4c6ca43 (`src/chronicler/sources/webhook.py`: `POST /events`
+//! validating its `Event` model, 415/400 otherwise) — so Sentinel drifting from what the real
+//! ones accept fails here. Each fake stops when dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -513,5 +515,297 @@ fn the_daemon_refreshes_ledger_and_keeps_the_last_good_mapping_while_it_is_down(
     );
     assert_eq!(text.matches("answers again").count(), 1, "{text}");
     assert!(text.contains("answered HTTP 503"), "{text}");
+    d.term(Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------
+// Chronicler (jmcentire/chronicler src/chronicler/sources/webhook.py)
+
+#[derive(Debug, Default)]
+struct ChroniclerState {
+    /// Every request: path, status answered, body.
+    seen: Vec<(String, u16, Value)>,
+    /// Answer 503 to this many more valid events before accepting.
+    unavailable: usize,
+}
+
+pub(crate) struct FakeChronicler {
+    state: Arc<Mutex<ChroniclerState>>,
+    server: FakeServer,
+}
+
+/// `^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`
+fn is_uuid4(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            14 => c == '4',
+            19 => matches!(c, '8' | '9' | 'a' | 'b'),
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        })
+}
+
+/// `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$`
+fn is_zoned_iso8601(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    if b.len() < 20
+        || !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10))
+        || !(b[10] == b'T' && digits(11..13) && b[13] == b':' && digits(14..16))
+        || !(b[16] == b':' && digits(17..19))
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    rest == "Z"
+        || (rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':'
+            && rest[1..3]
+                .bytes()
+                .chain(rest[4..].bytes())
+                .all(|c| c.is_ascii_digit()))
+}
+
+/// Chronicler's `WebhookSource._handle_post` and `Event.model_validate`: the status and body
+/// it answers.
+fn chronicler_validate(r: &Request) -> Result<Value, (u16, String)> {
+    let bad = |m: String| (400, json!({"error": m}).to_string());
+    if !r
+        .content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err((415, r#"{"error": "Unsupported Media Type"}"#.into()));
+    }
+    if r.body.is_empty() {
+        return Err(bad("Empty body".into()));
+    }
+    let v: Value =
+        serde_json::from_slice(&r.body).map_err(|e| bad(format!("Invalid JSON: {e}")))?;
+    let Some(o) = v.as_object() else {
+        return Err(bad("Body must be a JSON object".into()));
+    };
+    let mut errors = Vec::new();
+    for k in ["event_id", "event_kind", "timestamp", "source"] {
+        match o.get(k) {
+            None => errors.push(format!("{k}: Field required")),
+            Some(Value::String(_)) => {}
+            Some(_) => errors.push(format!("{k}: Input should be a valid string")),
+        }
+    }
+    if let Some(Value::String(id)) = o.get("event_id")
+        && !is_uuid4(id)
+    {
+        errors.push(format!("event_id must be a valid UUID4: {id:?}"));
+    }
+    if let Some(Value::String(t)) = o.get("timestamp")
+        && !is_zoned_iso8601(t)
+    {
+        errors.push(format!("timestamp must be ISO 8601 with timezone: {t:?}"));
+    }
+    if o.get("payload").is_some_and(|p| !p.is_object()) {
+        errors.push("payload: Input should be a valid dictionary".into());
+    }
+    if o.get("correlation_keys")
+        .is_some_and(|c| !(c.is_object() || c.is_array()))
+    {
+        errors.push("correlation_keys: Input should be a valid list or dictionary".into());
+    }
+    if errors.is_empty() {
+        Ok(v)
+    } else {
+        Err(bad(format!("Invalid event: {}", errors.join("; "))))
+    }
+}
+
+impl FakeChronicler {
+    pub(crate) fn start() -> FakeChronicler {
+        let state = Arc::new(Mutex::new(ChroniclerState::default()));
+        let st = state.clone();
+        let server = FakeServer::start(Arc::new(move |r: &Request| {
+            let mut s = st.lock().expect("lock");
+            let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let (status, text) = if r.method != "POST" || r.path != "/events" {
+                (
+                    if r.path == "/events" { 405 } else { 404 },
+                    "{}".to_string(),
+                )
+            } else {
+                match chronicler_validate(r) {
+                    Err(e) => e,
+                    Ok(_) if s.unavailable > 0 => {
+                        s.unavailable -= 1;
+                        (503, r#"{"error":"unavailable"}"#.into())
+                    }
+                    Ok(v) => (
+                        200,
+                        json!({"event_id": v["event_id"], "status": "accepted"}).to_string(),
+                    ),
+                }
+            };
+            s.seen.push((r.path.clone(), status, body));
+            (status, text)
+        }));
+        FakeChronicler { state, server }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub(crate) fn unavailable_for(&self, n: usize) {
+        self.state.lock().expect("lock").unavailable = n;
+    }
+
+    pub(crate) fn seen(&self) -> Vec<(String, u16, Value)> {
+        self.state.lock().expect("lock").seen.clone()
+    }
+
+    /// The events it accepted, in arrival order.
+    pub(crate) fn accepted(&self) -> Vec<Value> {
+        self.seen()
+            .into_iter()
+            .filter(|(_, s, _)| *s == 200)
+            .map(|(_, _, b)| b)
+            .collect()
+    }
+}
+
+/// What every accepted Sentinel event must look like beyond Chronicler's webhook check: its
+/// core model's shapes (`schemas.py`: `EventKind` `^[a-z][a-z0-9_.]{0,254}$`, correlation
+/// keys a `{str: non-empty str}` map).
+pub(crate) fn assert_sentinel_event(e: &Value) {
+    let kind = e["event_kind"].as_str().unwrap_or("");
+    assert!(kind.starts_with("sentinel.incident."), "{e}");
+    assert!(
+        kind.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.'),
+        "{e}"
+    );
+    assert_eq!(e["source"], "sentinel", "{e}");
+    let keys = e["correlation_keys"].as_object().expect("a map");
+    assert!(keys.contains_key("incident_id"), "{e}");
+    assert!(
+        keys.values()
+            .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+        "{e}"
+    );
+    assert_eq!(
+        e["payload"]["incident_id"], e["correlation_keys"]["incident_id"],
+        "{e}"
+    );
+    assert!(
+        e["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())
+    );
+}
+
+#[test]
+fn the_fake_chronicler_refuses_what_sentinel_used_to_send() {
+    let c = FakeChronicler::start();
+    let post = |ct: &str, body: &str| {
+        let r = http()
+            .post(format!("{}/events", c.url()))
+            .header("content-type", ct)
+            .body(body.to_string())
+            .send()
+            .expect("POST");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let (status, text) = post(
+        "application/json",
+        r#"{"incident_id":"abc","component_id":"auth","pact_key":"PACT:auth:login","severity":"high","signal_count":1,"spend_usd":0.0,"event":"incident.detected","timestamp":"2026-12-06T06:00:00Z"}"#,
+    );
+    assert_eq!(status, 400);
+    for k in ["event_id", "event_kind", "source"] {
+        assert!(text.contains(k), "{text}");
+    }
+    assert_eq!(post("text/plain", "{}").0, 415);
+    let ok = r#"{"event_id":"3f2a1c9e-1b2c-4d5e-8f90-123456789abc","event_kind":"sentinel.incident.detected","timestamp":"2026-12-06T06:00:00.123Z","source":"sentinel"}"#;
+    assert_eq!(post("application/json", ok).0, 200);
+    assert_eq!(
+        post("application/json", &ok.replace(".123Z", "")).0,
+        400,
+        "no zone"
+    );
+    assert_eq!(
+        post("application/json", &ok.replace("-4d5e-", "-1d5e-")).0,
+        400,
+        "not version 4"
+    );
+}
+
+#[test]
+fn chronicler_accepts_every_event_and_a_retry_is_the_same_event() {
+    let chronicler = FakeChronicler::start();
+    // The first delivery meets a Chronicler that is not ready; the retry must be the same
+    // event.
+    chronicler.unavailable_for(1);
+    let ws = Workspace::with_config(&format!(
+        "state_dir: state\napi:\n  listen: 127.0.0.1:0\nsources:\n  - type: file\n    path: logs/*.log\n\
+         chronicler:\n  enabled: true\n  endpoint: {}/events\n",
+        chronicler.url()
+    ));
+    let out = ws.run(&["manifest", "add", "auth_module", "--allow-missing"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn(&["watch"]);
+    d.ready();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open log");
+    writeln!(f, "ERROR [PACT:auth_module:login] token signature mismatch").expect("append");
+    // With auto_remediate off and the default threshold: detected, then escalated.
+    let got = eventually(Duration::from_secs(30), || {
+        let a = chronicler.accepted();
+        (a.len() >= 2).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", chronicler.seen(), d.log_text()));
+    let seen = chronicler.seen();
+    assert!(
+        seen.iter()
+            .all(|(path, status, _)| path == "/events" && *status != 400),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].1, 503, "{seen:?}");
+    assert_eq!(
+        seen[0].2["event_id"], got[0]["event_id"],
+        "the retry is the same event"
+    );
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|e| e["event_kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["sentinel.incident.detected", "sentinel.incident.escalated"],
+        "{got:?}"
+    );
+    for e in &got {
+        assert_sentinel_event(e);
+        assert_eq!(e["correlation_keys"]["component_id"], "auth_module", "{e}");
+        assert_eq!(
+            e["correlation_keys"]["pact_key"], "PACT:auth_module:login",
+            "{e}"
+        );
+        assert_eq!(e["payload"]["component_id"], "auth_module", "{e}");
+        assert_eq!(e["payload"]["severity"], "medium", "{e}");
+    }
+    assert_ne!(got[0]["event_id"], got[1]["event_id"]);
+    assert_eq!(
+        got[0]["correlation_keys"]["incident_id"],
+        got[1]["correlation_keys"]["incident_id"]
+    );
     d.term(Duration::from_secs(10));
 }
