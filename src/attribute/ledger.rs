@@ -417,9 +417,19 @@ fn http_fetch() -> Fetch {
         .timeout(LEDGER_TIMEOUT)
         .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
         .build();
+    // reqwest's message alone hides the cause ("error sending request"): add its sources.
+    let why = |e: &reqwest::Error| {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        text
+    };
     Box::new(move |url| {
-        let client = client.as_ref().map_err(|e| e.to_string())?;
-        let resp = client.get(url).send().map_err(|e| e.to_string())?;
+        let client = client.as_ref().map_err(why)?;
+        let resp = client.get(url).send().map_err(|e| why(&e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("answered HTTP {}", status.as_u16()));
@@ -430,7 +440,7 @@ fn http_fetch() -> Fetch {
         {
             return Err("the document is over 16 MiB".into());
         }
-        let bytes = resp.bytes().map_err(|e| e.to_string())?;
+        let bytes = resp.bytes().map_err(|e| why(&e))?;
         if bytes.len() > MAX_DOCUMENT_BYTES {
             return Err("the document is over 16 MiB".into());
         }
