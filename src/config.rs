@@ -6,7 +6,7 @@
 //!
 //! - **An invalid file is an error, never a silent fall-back to defaults.** Parse and type
 //!   errors name the file, line and column and say what was expected; an unknown key is an
-//!   error that names the key (a typo such as `chronicler: {enabled: true}` used to be
+//!   error that names the key (a typo such as `chronicler: {enable: true}` used to be
 //!   ignored silently).
 //! - **`state_dir` is relative to the config file's directory** (not to the process's working
 //!   directory), and a leading `~` is expanded, so `sentinel -c /etc/sentinel/sentinel.yaml`
@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::attribute::Severity;
+use crate::attribute::severity::LEDGER_ANNOTATION_SEVERITIES;
 use crate::scan::matcher::{DEFAULT_ERROR_PATTERNS, DEFAULT_MAX_LINE_BYTES};
 
 /// The file name looked for in the working directory and in `~/.sentinel/`.
@@ -60,7 +62,7 @@ pub struct Config {
     pub arbiter: ArbiterConfig,
     /// `stigmergy`.
     pub stigmergy: StigmergyConfig,
-    /// `chronicler` (the reference's `chronicler_`-prefixed key names).
+    /// `chronicler` (the reference's `chronicler_`-prefixed key names, or Chronicler's).
     pub chronicler: ChroniclerConfig,
     /// `notify`.
     pub notify: NotifyConfig,
@@ -592,15 +594,104 @@ pub struct StigmergyConfig {
     pub endpoint: Option<String>,
 }
 
-/// `chronicler`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `chronicler`: the reference's keys (`chronicler_enabled`, `chronicler_endpoint`) and the
+/// ones Chronicler's own documentation gives (`enabled`, `endpoint`), either set.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChroniclerConfig {
-    /// `chronicler_enabled`.
+    /// `chronicler_enabled` or `enabled`.
     pub chronicler_enabled: bool,
-    /// `chronicler_endpoint`.
+    /// `chronicler_endpoint` or `endpoint`: Chronicler's webhook receiver, with or without
+    /// its `/events` path.
     pub chronicler_endpoint: String,
+}
+
+impl ChroniclerConfig {
+    /// Where events are POSTed: the endpoint with `/events` appended unless it already ends
+    /// so (never `/events/events`).
+    pub fn events_url(&self) -> String {
+        events_url(&self.chronicler_endpoint)
+    }
+}
+
+fn events_url(endpoint: &str) -> String {
+    let base = endpoint.trim().trim_end_matches('/');
+    if base.ends_with("/events") {
+        base.to_string()
+    } else {
+        format!("{base}/events")
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawChronicler {
+    chronicler_enabled: Option<Spanned<bool>>,
+    chronicler_endpoint: Option<Spanned<String>>,
+    enabled: Option<Spanned<bool>>,
+    endpoint: Option<Spanned<String>>,
+}
+
+/// Resolves `chronicler`: the two spellings of a setting may both be given only if they agree.
+fn resolve_chronicler(
+    raw: &RawChronicler,
+    invalid: &dyn Fn(String, Option<&serde_saphyr::Location>, String) -> ConfigError,
+) -> Result<ChroniclerConfig, ConfigError> {
+    let d = ChroniclerConfig::default();
+    let enabled = match (&raw.chronicler_enabled, &raw.enabled) {
+        (Some(a), Some(b)) if a.value != b.value => {
+            return Err(invalid(
+                "chronicler.enabled".into(),
+                Some(&b.referenced),
+                format!(
+                    "{} disagrees with chronicler.chronicler_enabled: {}; give one of them",
+                    b.value, a.value
+                ),
+            ));
+        }
+        (Some(a), _) => a.value,
+        (None, Some(b)) => b.value,
+        (None, None) => d.chronicler_enabled,
+    };
+    let endpoint = match (&raw.chronicler_endpoint, &raw.endpoint) {
+        (Some(a), Some(b)) if events_url(&a.value) != events_url(&b.value) => {
+            return Err(invalid(
+                "chronicler.endpoint".into(),
+                Some(&b.referenced),
+                format!(
+                    "{:?} disagrees with chronicler.chronicler_endpoint: {:?}; give one of them",
+                    b.value, a.value
+                ),
+            ));
+        }
+        (Some(e), _) | (None, Some(e)) => {
+            let url = e.value.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.len() <= "https://".len()
+                || url.chars().any(char::is_whitespace)
+            {
+                let key = if raw.chronicler_endpoint.is_some() {
+                    "chronicler.chronicler_endpoint"
+                } else {
+                    "chronicler.endpoint"
+                };
+                return Err(invalid(
+                    key.into(),
+                    Some(&e.referenced),
+                    format!(
+                        "{:?} is not a URL: expected http(s)://host:port[/events], e.g. http://localhost:8080/events",
+                        e.value
+                    ),
+                ));
+            }
+            url.to_string()
+        }
+        (None, None) => d.chronicler_endpoint,
+    };
+    Ok(ChroniclerConfig {
+        chronicler_enabled: enabled,
+        chronicler_endpoint: endpoint,
+    })
 }
 
 impl Default for ChroniclerConfig {
@@ -638,18 +729,91 @@ impl Default for NotifyConfig {
     }
 }
 
+/// The default of `ledger.refresh_seconds`: Ledger is read again every 5 minutes.
+pub const DEFAULT_LEDGER_REFRESH_SECONDS: u64 = 300;
+
 /// `ledger`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LedgerConfig {
-    /// `ledger_api`: Ledger's base URL; severity mappings are fetched once at start from
-    /// `<ledger_api>/export/sentinel` (or from the URL itself when it already names an
-    /// `/export/` document).
+    /// `ledger_api`: Ledger's base URL; its annotations are read from
+    /// `<ledger_api>/annotations` (or, when the URL names an `/export/` document, that
+    /// document is read as a mappings file).
     pub ledger_api: Option<String>,
-    /// `mappings_file`: a severity-mappings JSON document on disk (either shape), read at
-    /// start; works offline. Relative paths are relative to the config file.
+    /// `mappings_file`: a severity-mappings JSON document on disk (either shape); works
+    /// offline. Relative paths are relative to the config file.
     pub mappings_file: Option<PathBuf>,
+    /// `annotation_severity`: Ledger annotation name (lowercase) -> severity. Ledger's own
+    /// built-in severities, with the entries of the file added or replacing them.
+    pub annotation_severity: std::collections::BTreeMap<String, Severity>,
+    /// `refresh_seconds`: how often the daemon reads Ledger and the mappings file again.
+    pub refresh_seconds: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            ledger_api: None,
+            mappings_file: None,
+            annotation_severity: LEDGER_ANNOTATION_SEVERITIES
+                .iter()
+                .map(|(name, sev)| (name.to_string(), *sev))
+                .collect(),
+            refresh_seconds: DEFAULT_LEDGER_REFRESH_SECONDS,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLedger {
+    ledger_api: Option<String>,
+    mappings_file: Option<PathBuf>,
+    annotation_severity: std::collections::BTreeMap<String, Spanned<String>>,
+    refresh_seconds: Option<Spanned<u64>>,
+}
+
+/// Resolves `ledger` (the annotation table's severities, the refresh interval).
+fn resolve_ledger(
+    raw: RawLedger,
+    base: &Path,
+    home: Option<&Path>,
+    invalid: &dyn Fn(String, Option<&serde_saphyr::Location>, String) -> ConfigError,
+) -> Result<LedgerConfig, ConfigError> {
+    let mut ledger = LedgerConfig {
+        ledger_api: raw.ledger_api,
+        mappings_file: raw
+            .mappings_file
+            .map(|p| resolve_path(&p.to_string_lossy(), base, home)),
+        ..LedgerConfig::default()
+    };
+    for (name, sev) in &raw.annotation_severity {
+        let key = format!("ledger.annotation_severity.{name}");
+        let annotation = name.trim().to_ascii_lowercase();
+        if annotation.is_empty() {
+            return Err(invalid(
+                key,
+                Some(&sev.referenced),
+                "the annotation name must not be empty".into(),
+            ));
+        }
+        let level = sev
+            .value
+            .parse::<Severity>()
+            .map_err(|e| invalid(key, Some(&sev.referenced), e.to_string()))?;
+        ledger.annotation_severity.insert(annotation, level);
+    }
+    if let Some(r) = &raw.refresh_seconds {
+        if !(1..=86_400).contains(&r.value) {
+            return Err(invalid(
+                "ledger.refresh_seconds".into(),
+                Some(&r.referenced),
+                format!("{} is out of range: expected 1..=86400", r.value),
+            ));
+        }
+        ledger.refresh_seconds = r.value;
+    }
+    Ok(ledger)
 }
 
 /// `budget`: caps in USD.
@@ -1001,10 +1165,8 @@ impl Config {
             .iter()
             .map(|r| resolve_path(r, base, home))
             .collect();
-        let mut ledger = raw.ledger;
-        ledger.mappings_file = ledger
-            .mappings_file
-            .map(|p| resolve_path(&p.to_string_lossy(), base, home));
+        let ledger = resolve_ledger(raw.ledger, base, home, &invalid)?;
+        let chronicler = resolve_chronicler(&raw.chronicler, &invalid)?;
         let listen = match &raw.api.listen {
             None => ApiConfig::default().listen,
             Some(l) => match l.value.parse::<std::net::SocketAddr>() {
@@ -1070,7 +1232,7 @@ impl Config {
             pact: raw.pact,
             arbiter,
             stigmergy: raw.stigmergy,
-            chronicler: raw.chronicler,
+            chronicler,
             notify: raw.notify,
             ledger,
             budget: raw.budget,
@@ -1348,9 +1510,9 @@ struct RawConfig {
     pact: PactConfig,
     arbiter: RawArbiter,
     stigmergy: StigmergyConfig,
-    chronicler: ChroniclerConfig,
+    chronicler: RawChronicler,
     notify: NotifyConfig,
-    ledger: LedgerConfig,
+    ledger: RawLedger,
     budget: BudgetConfig,
     fix: FixConfig,
     auto_remediate: bool,
@@ -1398,9 +1560,9 @@ impl Default for RawConfig {
             pact: PactConfig::default(),
             arbiter: RawArbiter::default(),
             stigmergy: StigmergyConfig::default(),
-            chronicler: ChroniclerConfig::default(),
+            chronicler: RawChronicler::default(),
             notify: NotifyConfig::default(),
-            ledger: LedgerConfig::default(),
+            ledger: RawLedger::default(),
             budget: BudgetConfig::default(),
             fix: FixConfig::default(),
             auto_remediate: false,
@@ -1528,10 +1690,10 @@ state_dir: state
 
     #[test]
     fn unknown_key_is_named_with_line_and_column() {
-        let err = parse("version: '1.0'\nchronicler:\n  enabled: true\n").unwrap_err();
+        let err = parse("version: '1.0'\nchronicler:\n  enable: true\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("/etc/sentinel/sentinel.yaml:3:"), "{msg}");
-        assert!(msg.contains("enabled"), "{msg}");
+        assert!(msg.contains("enable"), "{msg}");
         match err {
             ConfigError::Parse { line, .. } => assert_eq!(line, 3),
             other => panic!("unexpected {other:?}"),
@@ -1595,6 +1757,81 @@ state_dir: state
         );
         // An unknown Sentinel event name is an unknown key.
         assert!(parse("arbiter:\n  event_map:\n    fix: {weight: 1}\n").is_err());
+    }
+
+    #[test]
+    fn chronicler_takes_its_own_keys_and_the_references() {
+        let c = parse("").unwrap().chronicler;
+        assert!(!c.chronicler_enabled);
+        assert_eq!(c.events_url(), "http://localhost:8485/events");
+        // Chronicler's documentation: the endpoint already ends in /events.
+        let c = parse("chronicler: {enabled: true, endpoint: 'http://localhost:8080/events'}\n")
+            .unwrap()
+            .chronicler;
+        assert!(c.chronicler_enabled);
+        assert_eq!(c.events_url(), "http://localhost:8080/events");
+        let c = parse(
+            "chronicler:\n  chronicler_enabled: true\n  chronicler_endpoint: http://c:8485/\n",
+        )
+        .unwrap()
+        .chronicler;
+        assert_eq!(c.events_url(), "http://c:8485/events");
+        // Both spellings: fine when they agree, an error naming the key when not.
+        let c = parse(
+            "chronicler:\n  enabled: true\n  chronicler_enabled: true\n  endpoint: http://c/events\n  chronicler_endpoint: http://c/\n",
+        )
+        .unwrap()
+        .chronicler;
+        assert_eq!(c.events_url(), "http://c/events");
+        let err = parse("chronicler:\n  chronicler_enabled: true\n  enabled: false\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(":3:") && msg.contains("chronicler.enabled"),
+            "{msg}"
+        );
+        let err = parse("chronicler:\n  enabled: true\n  endpoint: localhost:8080\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(":3:") && msg.contains("chronicler.endpoint"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn ledger_annotation_severities_default_to_ledgers_and_are_validated() {
+        let l = parse("").unwrap().ledger;
+        assert_eq!(l.refresh_seconds, 300);
+        assert_eq!(l.annotation_severity.len(), 8);
+        assert_eq!(
+            l.annotation_severity["encrypted_at_rest"],
+            Severity::Critical
+        );
+        assert_eq!(l.annotation_severity["gdpr_erasable"], Severity::High);
+        assert_eq!(l.annotation_severity["primary_key"], Severity::Low);
+        let l = parse(
+            "ledger:\n  ledger_api: http://l:7701\n  refresh_seconds: 60\n  annotation_severity:\n    Tokenized: CRITICAL\n    not_null: medium\n",
+        )
+        .unwrap()
+        .ledger;
+        assert_eq!(l.refresh_seconds, 60);
+        assert_eq!(l.annotation_severity["tokenized"], Severity::Critical);
+        assert_eq!(l.annotation_severity["not_null"], Severity::Medium);
+        assert_eq!(l.annotation_severity["pii_field"], Severity::High);
+        let err = parse("ledger:\n  annotation_severity:\n    pii_field: urgent\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/etc/sentinel/sentinel.yaml:3:")
+                && msg.contains("ledger.annotation_severity.pii_field")
+                && msg.contains("urgent"),
+            "{msg}"
+        );
+        let err = parse("ledger:\n  refresh_seconds: 0\n").unwrap_err();
+        assert!(err.to_string().contains("ledger.refresh_seconds"), "{err}");
+        let l = parse("ledger: {mappings_file: m.json}\n").unwrap().ledger;
+        assert_eq!(
+            l.mappings_file.unwrap(),
+            PathBuf::from("/etc/sentinel/m.json")
+        );
     }
 
     #[test]

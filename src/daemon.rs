@@ -61,7 +61,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&db)?);
     store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
     store::write_owner(&db, options.command);
-    let (rules, warnings) = crate::attribute::ledger::load_rules(&config)?;
+    let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -74,6 +74,8 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     let rules = LiveRules::new(rules);
     let follower = ManifestFollower::start(config.manifest_path(), rules.clone())
         .context("cannot start following the manifest")?;
+    let ledger = crate::attribute::ledger::LedgerFollower::start(severity, rules.clone())
+        .context("cannot start following Ledger")?;
     let metrics = Arc::new(Metrics::new());
     let _ = metrics.render(); // fixes the process start time
 
@@ -132,6 +134,9 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     writer.join();
     follower.stop();
+    if let Some(l) = ledger {
+        l.stop();
+    }
     store::remove_owner(&db);
     let _ = std::fs::remove_file(config.state_dir.join(DAEMON_FILE));
     let summary = result?;

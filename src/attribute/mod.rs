@@ -156,6 +156,20 @@ impl LiveRules {
         self.version.fetch_add(1, Ordering::Release);
     }
 
+    /// Replaces the severity rules (the manifest stays); they apply to the next new
+    /// incident (an incident's severity is decided once, by its first line).
+    pub fn replace_severity(&self, severity: SeverityRules) {
+        let mut cur = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cur = Arc::new(Rules {
+            manifest: cur.manifest.clone(),
+            severity,
+        });
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
     /// A reader's cache of the rules.
     pub fn cache(self: &Arc<Self>) -> RulesCache {
         let version = self.version.load(Ordering::Acquire);

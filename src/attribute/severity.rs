@@ -89,6 +89,21 @@ impl FromStr for Severity {
     }
 }
 
+/// Ledger's own built-in annotation severities: the `sentinel_severity` of each entry of its
+/// propagation table (jmcentire/ledger `src/config/config.py`, `_BUILTIN_PROPAGATION_TABLE`).
+/// Ledger's `info` (for `primary_key`) is Sentinel's lowest level, `low`. These are the
+/// defaults of `ledger.annotation_severity`.
+pub const LEDGER_ANNOTATION_SEVERITIES: [(&str, Severity); 8] = [
+    ("immutable", Severity::Critical),
+    ("gdpr_erasable", Severity::High),
+    ("audit_field", Severity::High),
+    ("soft_delete_marker", Severity::Medium),
+    ("encrypted_at_rest", Severity::Critical),
+    ("not_null", Severity::Low),
+    ("pii_field", Severity::High),
+    ("primary_key", Severity::Low),
+];
+
 /// One severity override: lines matching `pattern` are at least `severity`.
 #[derive(Debug, Clone)]
 pub struct SeverityMapping {
@@ -129,6 +144,32 @@ impl SeverityRules {
     /// Adds the overrides of `other` after these.
     pub fn extend(&mut self, other: SeverityRules) {
         self.mappings.extend(other.mappings);
+    }
+
+    /// Adds one override: lines that name the field `field` of table `table` are `severity`
+    /// (see [`field_regex`] for what names a field). `label` says where it came from.
+    ///
+    /// # Errors
+    ///
+    /// The field cannot be turned into a pattern (over-long).
+    pub fn push_field(
+        &mut self,
+        table: &str,
+        field: &str,
+        severity: Severity,
+        label: String,
+    ) -> Result<(), String> {
+        let pattern = regex::bytes::RegexBuilder::new(&field_regex(table, field))
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("field {field:?} cannot be used: {e}"))?;
+        self.mappings.push(SeverityMapping {
+            pattern,
+            severity,
+            label,
+        });
+        Ok(())
     }
 
     /// Parses a mappings document in either shape and returns the rules with the warnings
@@ -216,6 +257,41 @@ fn mapping_of(entry: &serde_json::Value) -> Result<SeverityMapping, String> {
         severity,
         label: annotation.or(pattern_text).unwrap_or_default().to_string(),
     })
+}
+
+/// What names field `field` of table `table` in a line, as a regex searched anywhere in it:
+///
+/// - its path, `table.field` (or `field` alone when it already holds a dot), as a Ledger glob
+///   ([`glob_regex`]): `payment.card_number` names it, so does `pg.payment.card_number`, but
+///   not `payment.card_number_hash`;
+/// - its name (the last segment) in double quotes, as a JSON key or string value names it:
+///   `{"card_number": …}`, `"field":"card_number"` (quotes escaped inside a JSON string
+///   too). A name that is only wildcards is not used this way (it would match any string).
+///
+/// The bare name without quotes does not name the field: `email` alone is too common a word
+/// to raise every line that has it.
+pub fn field_regex(table: &str, field: &str) -> String {
+    let field = field.trim();
+    let table = table.trim();
+    let path = if field.contains('.') || table.is_empty() {
+        field.to_string()
+    } else {
+        format!("{table}.{field}")
+    };
+    let mut re = format!("(?:{})", glob_regex(&path));
+    let name = field.rsplit('.').next().unwrap_or(field);
+    if name.chars().any(|c| c != '*' && c != '?') {
+        re.push_str(r#"|(?:\\?""#);
+        for c in name.chars() {
+            match c {
+                '*' => re.push_str("[A-Za-z0-9_-]*"),
+                '?' => re.push_str("[A-Za-z0-9_]"),
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        re.push_str(r#"\\?")"#);
+    }
+    re
 }
 
 /// A Ledger field glob as a regex searched anywhere in a line: `*` a run of identifier

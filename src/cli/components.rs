@@ -441,7 +441,8 @@ arbiter:
 stigmergy:
   endpoint: null
 
-# Event log (Chronicler).
+# Incident lifecycle events (Chronicler's webhook receiver, POST .../events). Chronicler's
+# own keys `enabled` / `endpoint` are accepted too; its receiver listens on :8080 by default.
 chronicler:
   chronicler_enabled: false
   chronicler_endpoint: http://localhost:8485
@@ -453,11 +454,17 @@ notify:
   on_fix: true
   on_contract_push: true
 
-# Severity overrides from Ledger: fetched once at start from <ledger_api>/export/sentinel,
-# or read from a file (either the reference's shape or `ledger export --format sentinel`).
+# Severity overrides from Ledger: its annotations (GET <ledger_api>/annotations) mapped to
+# severities, and/or a file (the reference's shape or `ledger export --format sentinel`);
+# read again every refresh_seconds, the last good mapping kept while Ledger is down.
 ledger:
   ledger_api: null
   mappings_file: null
+  refresh_seconds: 300
+  annotation_severity: {}           # added to / replacing Ledger's own table:
+  #   immutable: critical, encrypted_at_rest: critical, gdpr_erasable: high,
+  #   audit_field: high, pii_field: high, soft_delete_marker: medium, not_null: low,
+  #   primary_key: low (Ledger's info)
 "#;
 
 #[cfg(test)]
@@ -475,6 +482,7 @@ mod tests {
         assert_eq!(format!("{:?}", c.budget), format!("{:?}", d.budget));
         assert_eq!(format!("{:?}", c.notify), format!("{:?}", d.notify));
         assert_eq!(format!("{:?}", c.chronicler), format!("{:?}", d.chronicler));
+        assert_eq!(format!("{:?}", c.ledger), format!("{:?}", d.ledger));
         assert_eq!(c.api.listen, d.api.listen);
         assert_eq!(c.max_line_bytes, d.max_line_bytes);
         assert_eq!(c.pact_key_pattern, d.pact_key_pattern);

@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | `api` | always | `GET /health` of the running daemon (its `daemon.json`, else `api.listen`); no daemon is `not running`, not a failure |
 //! | `llm` | the key variable is set (OpenAI-compatible: always) | Anthropic `GET {base_url}/v1/models` with `x-api-key` and `anthropic-version`; OpenAI-compatible `GET {base_url}/v1/models` with a bearer token; any 2xx is ok, another answer is `failed` |
-//! | `arbiter`, `stigmergy`, `ledger`, `chronicler`, `notify` | their URL is set (Chronicler: `chronicler_enabled`) | `GET` the URL: any HTTP answer is ok (reachable) |
+//! | `arbiter`, `stigmergy`, `chronicler`, `notify` | their URL is set (Chronicler: `chronicler_enabled`; its `/events` URL) | `GET` the URL: any HTTP answer is ok (reachable) |
+//! | `ledger` | `ledger.ledger_api` is set | `GET` what Sentinel reads (`<ledger_api>/annotations`, or the `/export/` document named): only a 2xx is ok |
 //! | `pact` | `pact.api_endpoint` or `pact.project_dir` | `GET` the endpoint, else `pact --version` on `PATH` |
 //!
 //! Exit code 1 when a configured integration is unreachable or failed, else 0.
@@ -213,13 +214,30 @@ pub fn run_checks(config: &Config, env: impl Fn(&str) -> Option<String>) -> Vec<
     };
     slots.push(reach("arbiter", config.arbiter.api_endpoint.as_deref()));
     slots.push(reach("stigmergy", config.stigmergy.endpoint.as_deref()));
-    slots.push(reach("ledger", config.ledger.ledger_api.as_deref()));
+    slots.push(
+        match config
+            .ledger
+            .ledger_api
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            Some(api) => Slot::http(Probe {
+                name: "ledger",
+                url: crate::attribute::ledger::LedgerUrl::of(api)
+                    .as_str()
+                    .to_string(),
+                headers: Vec::new(),
+                need_success: true,
+            }),
+            None => Slot::Done(Check::not_configured("ledger", "")),
+        },
+    );
+    let chronicler = config.chronicler.events_url();
     slots.push(reach(
         "chronicler",
-        config
-            .chronicler
-            .chronicler_enabled
-            .then_some(config.chronicler.chronicler_endpoint.as_str()),
+        (config.chronicler.chronicler_enabled
+            && !config.chronicler.chronicler_endpoint.trim().is_empty())
+        .then_some(chronicler.as_str()),
     ));
     slots.push(reach("notify", config.notify.webhook_url.as_deref()));
     slots.push(

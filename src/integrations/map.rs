@@ -30,7 +30,10 @@ pub enum Rules {
     /// Stigmergy `POST /signals`.
     Stigmergy,
     /// Chronicler `POST /events`.
-    Chronicler,
+    Chronicler {
+        /// This store's salt of the event ids ([`event_uuid`]); set when delivery starts.
+        salt: u64,
+    },
     /// The notify webhook.
     Notify {
         /// `notify.on_error`: `error` on new incidents, `escalated` on escalations.
@@ -46,7 +49,7 @@ impl Rules {
         match self {
             Rules::Arbiter { map, on_fix } => arbiter(map, *on_fix, ev).into_iter().collect(),
             Rules::Stigmergy => stigmergy(ev),
-            Rules::Chronicler => chronicler(ev).into_iter().collect(),
+            Rules::Chronicler { salt } => chronicler(*salt, ev).into_iter().collect(),
             Rules::Notify { on_error, on_fix } => {
                 notify(*on_error, *on_fix, ev).into_iter().collect()
             }
@@ -187,29 +190,73 @@ pub fn stigmergy(ev: &Event) -> Vec<Value> {
     }
 }
 
-/// Chronicler (§9.3): one event per lifecycle step that really happened —
-/// `incident.detected`, `incident.remediating` (a fixer took it), `incident.resolved`,
-/// `incident.escalated`. Unlike the reference, no `incident.triaging` / `remediating` is
-/// invented for an incident that was escalated without a fix attempt.
-pub fn chronicler(ev: &Event) -> Option<Value> {
-    let name = match ev.kind {
-        EventKind::IncidentDetected => "incident.detected",
-        EventKind::FixStarted => "incident.remediating",
-        EventKind::IncidentResolved => "incident.resolved",
-        EventKind::IncidentEscalated => "incident.escalated",
+/// Chronicler: one `Event` per lifecycle step that really happened, in the shape its webhook
+/// receiver validates (jmcentire/chronicler `sources/webhook.py`): `event_id` (a UUID4,
+/// [`event_uuid`]: the same for every attempt at the same outbox event), `event_kind`
+/// (`sentinel.incident.detected`, `.remediating` when a fixer took it, `.resolved`,
+/// `.escalated`), `timestamp` (RFC 3339, UTC), `source: "sentinel"`, `payload` (the fields
+/// the reference sent: incident, component, PACT key, severity, signal count, spend, its
+/// `incident.*` name and timestamp) and `correlation_keys`, the `{name: value}` strings
+/// Chronicler's stories group by (`incident_id`, `component_id`, `pact_key`; empty ones left
+/// out, as Chronicler's model refuses empty values). Unlike the reference, no
+/// `triaging` / `remediating` step is invented for an incident escalated without a fix attempt.
+pub fn chronicler(salt: u64, ev: &Event) -> Option<Value> {
+    let step = match ev.kind {
+        EventKind::IncidentDetected => "detected",
+        EventKind::FixStarted => "remediating",
+        EventKind::IncidentResolved => "resolved",
+        EventKind::IncidentEscalated => "escalated",
         _ => return None,
     };
     let d = &ev.data;
+    let at = rfc3339(ev.at);
+    let pact_key = text(d, "pact_key");
+    let mut keys = serde_json::Map::new();
+    for (k, v) in [
+        ("incident_id", incident_id(ev)),
+        ("component_id", component(ev)),
+        ("pact_key", pact_key),
+    ] {
+        if !v.is_empty() {
+            keys.insert(k.into(), v.into());
+        }
+    }
     Some(json!({
-        "incident_id": incident_id(ev),
-        "component_id": component(ev),
-        "pact_key": text(d, "pact_key"),
-        "severity": text(d, "severity"),
-        "signal_count": d.get("count").and_then(Value::as_u64).unwrap_or(0),
-        "spend_usd": d.get("spend_usd").and_then(Value::as_f64).unwrap_or(0.0),
-        "event": name,
-        "timestamp": rfc3339(ev.at),
+        "event_id": event_uuid(salt, ev.seq),
+        "event_kind": format!("sentinel.incident.{step}"),
+        "timestamp": at,
+        "source": "sentinel",
+        "payload": {
+            "incident_id": incident_id(ev),
+            "component_id": component(ev),
+            "pact_key": pact_key,
+            "severity": text(d, "severity"),
+            "signal_count": d.get("count").and_then(Value::as_u64).unwrap_or(0),
+            "spend_usd": d.get("spend_usd").and_then(Value::as_f64).unwrap_or(0.0),
+            "event": format!("incident.{step}"),
+            "timestamp": at,
+        },
+        "correlation_keys": keys,
     }))
+}
+
+/// The id of outbox event `seq` of the store whose event-id salt is `salt`, as a UUID of
+/// version 4 (random) format, lowercase: 122 bits of xxh3-128 over the two. The same event
+/// always gets the same id, so a retried delivery is the same Chronicler event; another
+/// event, or the same sequence number of another store (another salt), another id.
+pub fn event_uuid(salt: u64, seq: u64) -> String {
+    let mut b = xxhash_rust::xxh3::xxh3_128_with_seed(&seq.to_le_bytes(), salt).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // variant 10xx
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// The notify webhook (§9.5 envelope): `error` for a new incident and `escalated` for an
@@ -433,42 +480,92 @@ mod tests {
         );
     }
 
+    const CHRONICLER: Rules = Rules::Chronicler { salt: 42 };
+
+    /// Chronicler's `Event.event_id` check (`sources/webhook.py`).
+    fn is_uuid4(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 36
+            && s.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                14 => c == '4',
+                19 => matches!(c, '8' | '9' | 'a' | 'b'),
+                _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+            })
+    }
+
     #[test]
     fn chronicler_events_only_for_what_happened() {
-        let b = Rules::Chronicler.bodies(&incident_event(EventKind::IncidentDetected, "auth"));
+        let b = CHRONICLER.bodies(&incident_event(EventKind::IncidentDetected, "auth"));
+        assert_eq!(b.len(), 1);
+        let id = b[0]["event_id"].as_str().unwrap().to_string();
+        assert!(is_uuid4(&id), "{id}");
         assert_eq!(
-            b,
-            vec![json!({
-                "incident_id": "0123456789ab", "component_id": "auth",
-                "pact_key": "PACT:auth:login", "severity": "high", "signal_count": 3,
-                "spend_usd": 0.0, "event": "incident.detected", "timestamp": AT,
-            })]
+            b[0],
+            json!({
+                "event_id": id,
+                "event_kind": "sentinel.incident.detected",
+                "timestamp": AT,
+                "source": "sentinel",
+                "payload": {
+                    "incident_id": "0123456789ab", "component_id": "auth",
+                    "pact_key": "PACT:auth:login", "severity": "high", "signal_count": 3,
+                    "spend_usd": 0.0, "event": "incident.detected", "timestamp": AT,
+                },
+                "correlation_keys": {
+                    "incident_id": "0123456789ab", "component_id": "auth",
+                    "pact_key": "PACT:auth:login",
+                },
+            })
         );
-        let name = |k| {
-            Rules::Chronicler
+        let kind = |k| {
+            CHRONICLER
                 .bodies(&incident_event(k, "auth"))
                 .first()
-                .map(|b| b["event"].as_str().unwrap().to_string())
+                .map(|b| b["event_kind"].as_str().unwrap().to_string())
         };
         assert_eq!(
-            name(EventKind::IncidentEscalated).as_deref(),
-            Some("incident.escalated")
+            kind(EventKind::IncidentEscalated).as_deref(),
+            Some("sentinel.incident.escalated")
         );
         assert_eq!(
-            name(EventKind::IncidentResolved).as_deref(),
-            Some("incident.resolved")
+            kind(EventKind::IncidentResolved).as_deref(),
+            Some("sentinel.incident.resolved")
         );
         assert_eq!(
-            name(EventKind::FixStarted).as_deref(),
-            Some("incident.remediating")
+            kind(EventKind::FixStarted).as_deref(),
+            Some("sentinel.incident.remediating")
         );
-        assert_eq!(name(EventKind::IncidentUpdated), None);
+        assert_eq!(kind(EventKind::IncidentUpdated), None);
         // A fix result carries the spend.
-        let b = Rules::Chronicler.bodies(&Event {
+        let b = CHRONICLER.bodies(&Event {
             kind: EventKind::FixStarted,
             ..fix_event(EventKind::FixStarted, false)
         });
-        assert_eq!(b[0]["spend_usd"], 0.42);
+        assert_eq!(b[0]["payload"]["spend_usd"], 0.42);
+        // An unattributed incident: no empty correlation key (Chronicler refuses them).
+        let b = CHRONICLER.bodies(&Event {
+            data: json!({"id": "0123456789ab", "count": 1}),
+            ..incident_event(EventKind::IncidentDetected, "")
+        });
+        assert_eq!(
+            b[0]["correlation_keys"],
+            json!({"incident_id": "0123456789ab"})
+        );
+    }
+
+    #[test]
+    fn chronicler_event_ids_are_stable_per_event_and_store() {
+        let a = event_uuid(7, 1);
+        assert_eq!(a, event_uuid(7, 1), "a retry is the same event");
+        assert_ne!(a, event_uuid(7, 2));
+        assert_ne!(a, event_uuid(8, 1), "another store, another id");
+        let mut seen = std::collections::HashSet::new();
+        for seq in 0..10_000 {
+            let id = event_uuid(0xdead_beef, seq);
+            assert!(is_uuid4(&id), "{id}");
+            assert!(seen.insert(id));
+        }
     }
 
     #[test]

@@ -117,9 +117,10 @@ impl Sink {
         {
             out.push(Sink {
                 name: "chronicler",
-                url: format!("{}/events", base(&config.chronicler.chronicler_endpoint)),
+                url: config.chronicler.events_url(),
                 timeout: Duration::from_secs(5),
-                rules: Rules::Chronicler,
+                // The store's salt is read when delivery starts (see `Worker::run`).
+                rules: Rules::Chronicler { salt: 0 },
             });
         }
         if let Some(u) = config
@@ -143,13 +144,58 @@ impl Sink {
     }
 }
 
+/// The `meta` entry holding this store's salt of Chronicler event ids.
+pub const EVENT_ID_SALT: &str = "outbox_event_id_salt";
+
+/// This store's salt of Chronicler event ids ([`map::event_uuid`]), drawn at random and kept
+/// in the store the first time it is asked for: ids stay the same across restarts and retries,
+/// and differ between stores (a store made anew starts its sequence numbers again).
+///
+/// # Errors
+///
+/// [`StoreError`] on storage errors.
+pub fn event_id_salt(store: &Store) -> Result<u64, StoreError> {
+    if let Some(salt) = store.meta_value(EVENT_ID_SALT)? {
+        return Ok(salt);
+    }
+    let salt = random_u64();
+    let mut txn = store.begin_write()?;
+    txn.set_meta(EVENT_ID_SALT, salt)?;
+    txn.commit()?;
+    Ok(salt)
+}
+
+/// 64 random bits: from the OS (`/dev/urandom`), else from std's randomly keyed hasher.
+fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seed());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// Gives every sink without a cursor one at the log's current head (no history replay) and
-/// forgets the cursors of sinks no longer configured. Call it before ingestion starts.
+/// forgets the cursors of sinks no longer configured; draws the event-id salt when
+/// Chronicler is configured. Call it before ingestion starts.
 ///
 /// # Errors
 ///
 /// [`StoreError`] on storage errors.
 pub fn init_cursors(store: &Store, sinks: &[Sink]) -> Result<(), StoreError> {
+    if sinks
+        .iter()
+        .any(|s| matches!(s.rules, Rules::Chronicler { .. }))
+    {
+        event_id_salt(store)?;
+    }
     let names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
     store.retain_outbox_cursors(&names)?;
     let head = store.event_head();
@@ -297,6 +343,15 @@ impl Worker {
                 return;
             }
         };
+        if let Rules::Chronicler { .. } = self.sink.rules {
+            match self.blocking(event_id_salt).await {
+                Ok(salt) => self.sink.rules = Rules::Chronicler { salt },
+                Err(e) => {
+                    tracing::error!(sink = name, error = %e, "outbox: cannot read the event-id salt; sink disabled");
+                    return;
+                }
+            }
+        }
         let mut committed = cursor;
         let mut last_commit = tokio::time::Instant::now();
         tracing::debug!(sink = name, cursor, url = %self.sink.url, "outbox: delivering");
@@ -552,7 +607,7 @@ mod tests {
         let c = config(
             "arbiter: {api_endpoint: 'http://a:7700/', trust_event_on_fix: false}
 stigmergy: {endpoint: 'http://s'}
-chronicler: {chronicler_enabled: true}
+chronicler: {enabled: true, endpoint: 'http://c:8080/events/'}
 notify: {webhook_url: 'http://n/hook', on_fix: false}
 ",
         );
@@ -563,7 +618,7 @@ notify: {webhook_url: 'http://n/hook', on_fix: false}
             vec![
                 ("arbiter", "http://a:7700/trust/event"),
                 ("stigmergy", "http://s/signals"),
-                ("chronicler", "http://localhost:8485/events"),
+                ("chronicler", "http://c:8080/events"),
                 ("notify", "http://n/hook"),
             ]
         );

@@ -346,12 +346,15 @@ fn severity_rules_and_ledger_mappings_from_a_file_and_from_ledger() {
     let out = ws.run(&["report"]);
     assert!(stdout(&out).contains("  compliance\n"), "{}", stdout(&out));
 
-    // The reference's shape, served by a Ledger on loopback.
+    // The reference's shape, served on loopback at an `/export/` URL (read as a document; a
+    // base URL means Ledger's `/annotations`, see tests/it/peers.rs).
     let (url, server) = serve_ledger(
         r#"{"severity_mappings": [{"field_pattern": "card\\.number", "annotation": "pii", "sentinel_severity": "high"}]}"#,
         200,
     );
-    let ws = Workspace::with_config(&format!("state_dir: state\nledger:\n  ledger_api: {url}\n"));
+    let ws = Workspace::with_config(&format!(
+        "state_dir: state\nledger:\n  ledger_api: {url}/export/sentinel\n"
+    ));
     ws.file("app.log", SEVERITY_LOG);
     let out = ws.run(&["scan", "app.log"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -364,7 +367,7 @@ fn severity_rules_and_ledger_mappings_from_a_file_and_from_ledger() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    for api in [url, dead] {
+    for api in [format!("{url}/export/sentinel"), dead] {
         let ws =
             Workspace::with_config(&format!("state_dir: state\nledger:\n  ledger_api: {api}\n"));
         ws.file("app.log", SEVERITY_LOG);

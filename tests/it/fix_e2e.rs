@@ -213,12 +213,14 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
     );
     let arbiter = crate::outbox::FakeSink::start(200);
     let stigmergy = crate::outbox::FakeSink::start(200);
+    let chronicler = crate::peers::FakeChronicler::start();
     let ws = Workspace::with_config(&config(
         fake.base_url(),
         &format!(
-            "arbiter:\n  api_endpoint: {}\nstigmergy:\n  endpoint: {}\n",
+            "arbiter:\n  api_endpoint: {}\nstigmergy:\n  endpoint: {}\nchronicler:\n  enabled: true\n  endpoint: {}\n",
             arbiter.url(),
-            stigmergy.url()
+            stigmergy.url(),
+            chronicler.url()
         ),
     ));
     let project = project(&ws);
@@ -348,6 +350,43 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
     })
     .expect("Stigmergy received fix_applied");
     assert!(signals.iter().any(|s| s["type"] == "production_error"));
+    // Chronicler accepts each lifecycle step as it happened, as valid Events of one incident.
+    let story = eventually(Duration::from_secs(30), || {
+        let got = chronicler.accepted();
+        got.iter()
+            .any(|e| e["event_kind"] == "sentinel.incident.resolved")
+            .then_some(got)
+    })
+    .unwrap_or_else(|| panic!("{:?}", chronicler.seen()));
+    assert!(
+        chronicler
+            .seen()
+            .iter()
+            .all(|(_, status, _)| *status == 200),
+        "{:?}",
+        chronicler.seen()
+    );
+    let kinds: Vec<&str> = story
+        .iter()
+        .map(|e| e["event_kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sentinel.incident.detected",
+            "sentinel.incident.remediating",
+            "sentinel.incident.resolved"
+        ],
+        "{story:?}"
+    );
+    for e in &story {
+        crate::peers::assert_sentinel_event(e);
+        assert_eq!(e["correlation_keys"]["component_id"], "auth_module", "{e}");
+        assert_eq!(
+            e["correlation_keys"]["incident_id"],
+            story[0]["correlation_keys"]["incident_id"]
+        );
+    }
     let prom = http()
         .get(format!("{api}/metrics"))
         .send()

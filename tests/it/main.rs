@@ -7,6 +7,7 @@ mod fixer;
 mod ground_truth;
 mod harness;
 mod outbox;
+mod peers;
 mod scan_cli;
 mod serve;
 mod watch;
