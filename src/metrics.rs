@@ -84,6 +84,14 @@ pub struct Metrics {
     pub fix_seconds: Histogram,
     /// `sentinel_llm_spend_usd_total`: what the fixer's LLM calls cost.
     pub llm_spend_usd: Counter,
+    /// `sentinel_sse_streams`: `GET /events` streams open.
+    pub sse_streams: IntGauge,
+    /// `sentinel_sse_lagging_streams`: streams reading behind the head of the event log
+    /// (from the store, a batch at a time, at their reader's pace).
+    pub sse_lagging: IntGauge,
+    /// `sentinel_sse_closed_total{reason}`: streams ended, by reason (`client`, `stopped`,
+    /// `store_error`).
+    pub sse_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -252,8 +260,24 @@ impl Metrics {
         registry
             .register(Box::new(llm_spend_usd.clone()))
             .expect("unique metric");
+        let sse_streams = gauge("sentinel_sse_streams", "GET /events streams open.");
+        let sse_lagging = gauge(
+            "sentinel_sse_lagging_streams",
+            "GET /events streams reading behind the head of the event log.",
+        );
+        let sse_closed = counter(
+            "sentinel_sse_closed_total",
+            "GET /events streams ended, by reason (client, stopped, store_error).",
+            &["reason"],
+        );
+        for reason in ["client", "stopped", "store_error"] {
+            sse_closed.with_label_values(&[reason]);
+        }
         Metrics {
             registry,
+            sse_streams,
+            sse_lagging,
+            sse_closed,
             fixes,
             fixes_running,
             fix_seconds,

@@ -37,6 +37,9 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The longest a request may take, reading its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection whose writes make no progress this long (its client stopped reading: a
+/// stalled event stream, a hung script) is closed.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Adds the layers every Sentinel router gets: a handler panic answers 500 with a JSON
 /// error (and never takes the daemon down), and a request slower than `timeout` answers
@@ -119,8 +122,10 @@ async fn serve_capped(
             },
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT));
         let conn = http.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(Box::pin(stream)),
             TowerToHyperService::new(router.clone()),
         );
         let conn = graceful.watch(conn);

@@ -20,6 +20,11 @@
 //! - A comment line (`: keep-alive`) every [`KEEP_ALIVE`] keeps proxies from closing an
 //!   idle stream.
 //! - At most [`MAX_STREAMS`] streams at once; beyond that 503 `too_many_streams`.
+//! - A stream holds at most one small batch of events: it is a cursor over the durable log,
+//!   read as its client takes what it was sent (ingestion only publishes the head). A client
+//!   that stops reading stalls its own cursor; one whose socket takes nothing for
+//!   [`crate::net::WRITE_STALL_TIMEOUT`] is closed. `sentinel_sse_streams`,
+//!   `sentinel_sse_lagging_streams` and `sentinel_sse_closed_total{reason}` count them.
 //! - The stream ends when the daemon stops, or after a store read error (the client
 //!   reconnects with `Last-Event-ID` and loses nothing).
 
@@ -43,8 +48,10 @@ use crate::store::events::{Event, EventHook, EventKind};
 pub const MAX_STREAMS: usize = 256;
 /// The keep-alive comment interval.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Events read from the store per batch.
-const BATCH: usize = 1000;
+/// Events read from the store per batch: all a stream ever holds. A stream is a cursor over
+/// the durable event log, read a batch at a time as its client takes what it was sent; a
+/// stalled client stalls only its own cursor (and its socket's write timeout closes it).
+const BATCH: usize = 32;
 
 /// What wakes the streams: the newest event's sequence number, and the daemon stopping.
 #[derive(Debug)]
@@ -184,7 +191,11 @@ pub(super) async fn events(
             if ahead { head } else { after }
         }
     };
+    s.metrics.sse_streams.inc();
     let state = StreamState {
+        metrics: s.metrics.clone(),
+        lagging: false,
+        end: "client",
         store,
         head: s.feed.head.subscribe(),
         stop: s.feed.stop.clone(),
@@ -204,6 +215,11 @@ pub(super) async fn events(
 }
 
 struct StreamState {
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Behind the head of the log after its last read (counted in the lagging gauge).
+    lagging: bool,
+    /// Why it ends, for `sentinel_sse_closed_total` (`client` unless the daemon says).
+    end: &'static str,
     store: Arc<Store>,
     head: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
@@ -221,6 +237,7 @@ impl StreamState {
                 return Some(ev);
             }
             if self.done || *self.stop.borrow() {
+                self.end = "stopped";
                 return None;
             }
             let head = (*self.head.borrow_and_update()).max(self.store.event_head());
@@ -234,9 +251,13 @@ impl StreamState {
                         Ok(Ok(b)) => b,
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "GET /events: reading the event log failed");
+                            self.end = "store_error";
                             return None;
                         }
-                        Err(_) => return None,
+                        Err(_) => {
+                            self.end = "store_error";
+                            return None;
+                        }
                     };
                 if batch.is_empty() {
                     // The head is ahead of what this read saw (cannot happen after a commit);
@@ -249,17 +270,41 @@ impl StreamState {
                         self.pending.push_back(to_sse(&ev));
                     }
                 }
+                self.set_lagging(self.last < head);
                 continue;
             }
+            self.set_lagging(false);
             tokio::select! {
                 r = self.head.changed() => if r.is_err() { self.done = true },
-                _ = self.stop.wait_for(|s| *s) => return None,
+                _ = self.stop.wait_for(|s| *s) => {
+                    self.end = "stopped";
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn set_lagging(&mut self, lagging: bool) {
+        if lagging != self.lagging {
+            self.lagging = lagging;
+            if lagging {
+                self.metrics.sse_lagging.inc();
+            } else {
+                self.metrics.sse_lagging.dec();
             }
         }
     }
 
     fn wanted(&self, ev: &Event) -> bool {
         self.kinds.as_ref().is_none_or(|k| k.contains(&ev.kind))
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.set_lagging(false);
+        self.metrics.sse_streams.dec();
+        self.metrics.sse_closed.with_label_values(&[self.end]).inc();
     }
 }
 

@@ -690,3 +690,98 @@ fn openapi_lists_every_route() {
     assert!(v["paths"]["/register"]["post"].is_object(), "{v}");
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+/// A stream whose client reads nothing while 100,000 events are logged holds no more than a
+/// small batch: when its client reads again it gets every event in order from where it
+/// stopped (or, had the log pruned them, one `gap` first and then everything kept).
+#[test]
+fn a_stream_stalled_through_100000_events_then_gets_them_all_in_order() {
+    use std::io::BufRead;
+    let (ws, d, info) = setup();
+    let c = http();
+    let start = ws.store().map_or(0, |s| s.event_head());
+    // Opened, then not read: its socket fills and the daemon stops writing to it.
+    let stalled = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .expect("client")
+        .get(info.api_url(&format!("/events?after={start}")))
+        .send()
+        .expect("GET /events");
+    assert_eq!(stalled.status().as_u16(), 200);
+
+    // 100,000 distinct errors (letters, not digits, tell them apart), 1,000 per request.
+    let word = |mut i: u32| -> String {
+        let mut w = String::new();
+        for _ in 0..4 {
+            w.push((b'g' + (i % 20) as u8) as char);
+            i /= 20;
+        }
+        w
+    };
+    let total = 100_000u32;
+    for batch in 0..total / 1000 {
+        let body: String = (batch * 1000..(batch + 1) * 1000)
+            .map(|i| format!("{{\"error\":\"ERROR stalled {} failed\"}}\n", word(i)))
+            .collect();
+        loop {
+            let r = c
+                .post(info.webhook_url("hook"))
+                .header("content-type", "application/x-ndjson")
+                .body(body.clone())
+                .send()
+                .expect("POST");
+            match r.status().as_u16() {
+                200 => break,
+                // Back-pressure: retried as a client would (pacing, not synchronisation).
+                429 | 503 => std::thread::sleep(Duration::from_millis(50)),
+                s => panic!("unexpected status {s}"),
+            }
+        }
+    }
+    let head = crate::harness::eventually(Duration::from_secs(120), || {
+        let head = ws.store()?.event_head();
+        (head >= start + u64::from(total)).then_some(head)
+    })
+    .expect("every event logged within 120 s");
+    // What 200 stalled streams cost during a flood is measured by bench/sse_stalled.sh.
+    let hwm = crate::harness::vm_hwm_kib(info.pid).expect("VmHWM");
+    eprintln!("daemon peak RSS {} MiB with one stalled stream", hwm / 1024);
+
+    // Now read: every event after `start` in order, or a gap and then every one kept.
+    let mut lines = std::io::BufReader::new(stalled).lines();
+    let (mut expect, mut got, mut gaps) = (start + 1, 0u64, 0);
+    let (mut id, mut event) = (None::<u64>, String::new());
+    while expect <= head {
+        let line = lines.next().expect("stream open").expect("read");
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            event = v.to_string();
+        } else if let Some(v) = line.strip_prefix("data: ")
+            && event == "gap"
+        {
+            let gap: Value = serde_json::from_str(v).expect("gap JSON");
+            assert_eq!(got, 0, "a gap only comes first: {gap}");
+            gaps += 1;
+            expect = gap["oldest"].as_u64().expect("oldest");
+        } else if line.is_empty() && event != "gap" && !event.is_empty() {
+            assert_eq!(id, Some(expect), "events in order, none missing");
+            expect += 1;
+            got += 1;
+            event.clear();
+        } else if line.is_empty() {
+            event.clear();
+        }
+    }
+    eprintln!("read {got} events after the stall ({gaps} gap)");
+    assert!(got >= u64::from(total) / 2, "{got}");
+    let m = c
+        .get(info.api_url("/metrics"))
+        .send()
+        .expect("GET")
+        .text()
+        .expect("text");
+    assert!(m.contains("sentinel_sse_streams 1"), "{m}");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
