@@ -2,17 +2,31 @@
 //!
 //! # Threads
 //!
-//! - The **coordinator** expands every source's glob at least once a second (and whenever
-//!   inotify reports a change in a watched directory), stats what it finds and keeps the
+//! - The **coordinator** expands every source's glob, stats what it finds and keeps the
 //!   map of tracked files by identity ([`FileKey`]: device and inode). A file it has not
 //!   seen before goes to the least loaded shard; a tracked file no longer found at any
 //!   matched path (renamed away, deleted) is *detached*: its shard drains it through the
-//!   open handle and closes it once it has been idle for the rotate wait.
-//! - Each **shard** owns its files: it polls them (inotify wakes it early; polling is the
-//!   source of truth), reads what was appended in big chunks, frames and scans the bytes
-//!   and folds the error lines into a batch, which it sends to the ingest writer together
-//!   with the position each file reached. The writer commits counts and positions in one
-//!   transaction, so a restart resumes exactly after the last counted line.
+//!   open handle and closes it once it has been idle for the rotate wait. It expands the
+//!   globs at most once a [`RESCAN_INTERVAL`]: promptly (within that cap) when inotify
+//!   reports a create, move or delete in a watched directory, else every
+//!   [`WATCHED_RESCAN_INTERVAL`] as a safety net — or every [`RESCAN_INTERVAL`] while a
+//!   glob's directory cannot be watched (missing, inotify unavailable).
+//! - Each **shard** owns its files: it polls them (polling is the source of truth; an
+//!   inotify write event on a file has its shard poll that file at once), reads what was
+//!   appended in big chunks, frames and scans the bytes and folds the error lines into a
+//!   batch, which it sends to the ingest writer together with the position each file
+//!   reached. The writer commits counts and positions in one transaction, so a restart
+//!   resumes exactly after the last counted line. Each file is polled on its own schedule:
+//!   again at once after data, then backing off from 10 ms up to 250 ms while the file had
+//!   data in the last 10 s, and up to 1 s once it is idle.
+//!
+//! # Idle cost
+//!
+//! Waiting is a timer or a channel, never a spin, and nothing wakes on Sentinel's own reads:
+//! see [`watch`] for which inotify events wake whom. An idle daemon therefore costs one
+//! `fstat` per tailed file per second plus one glob expansion every few seconds
+//! (`sentinel_file_polls_total`, `sentinel_glob_expansions_total`,
+//! `sentinel_inotify_events_total{kind}` show it).
 //!
 //! # Identity, generations, rotation
 //!
@@ -36,6 +50,7 @@
 //! always read from byte 0. Symlinks are skipped unless `follow_symlinks` is set.
 
 mod shard;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -43,9 +58,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded, never, select, unbounded};
 use jiff::Timestamp;
 
 use crate::aggregate::writer::{FileBatch, WriterHandle};
@@ -56,8 +71,13 @@ use crate::scan::matcher::PatternError;
 use crate::scan::{Scanner, ScannerBuilder};
 use crate::store::{FileKey, FilePosition};
 
-/// How often globs are expanded again at the latest.
+/// Globs are expanded at most once in this interval (inotify's create and move events
+/// included), and at least once in it while a glob's directory cannot be watched.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often globs are expanded when inotify watches every glob's directory and reports
+/// nothing (a safety net: events lost or raced, e.g. files created in a new subdirectory
+/// before its watch was added).
+pub const WATCHED_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a rotated-away or deleted file stays open after its last data.
 pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(5);
 /// Positions of files not found anywhere for this long are forgotten.
@@ -185,7 +205,6 @@ pub struct FileSources {
     stop: Arc<AtomicBool>,
     wakers: Vec<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl FileSources {
@@ -207,6 +226,7 @@ impl FileSources {
         let specs: Vec<Arc<FileSpec>> = specs.into_iter().map(Arc::new).collect();
         for s in &specs {
             metrics.touch_source(&s.name);
+            metrics.touch_file_source(&s.name);
             metrics.files_tracked.with_label_values(&[&s.name]).set(0);
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -238,6 +258,31 @@ impl FileSources {
         }
         let (coord_wake_tx, coord_wake_rx) = bounded(1);
         let first_start = starts == 0;
+        // Watch before the first expansion, so that nothing falls between the two.
+        let routes = watch::Routes::default();
+        let mut bases: Vec<(PathBuf, bool)> = Vec::new();
+        for s in &specs {
+            let (dir, recursive) = glob_base(&s.pattern);
+            match bases.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, r)) => *r |= recursive,
+                None => bases.push((dir, recursive)),
+            }
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let handler = watch::Handler::new(
+            routes.clone(),
+            wakers.clone(),
+            coord_wake_tx.clone(),
+            bases.iter().map(|(d, _)| d.clone()).collect(),
+            lost.clone(),
+            options.exclude.clone(),
+            &metrics,
+        );
+        let dir_watch = watch::DirWatch::start(bases, handler, lost);
+        let expansions = specs
+            .iter()
+            .map(|s| metrics.glob_expansions.with_label_values(&[&s.name]))
+            .collect();
         let mut coord = Coordinator {
             specs,
             exclude: options.exclude,
@@ -251,11 +296,13 @@ impl FileSources {
             first_start,
             writer,
             stop: stop.clone(),
+            routes,
+            dir_watch,
+            expansions,
         };
         let summary = coord.first_round();
         let mut all_wakers = wakers.clone();
         all_wakers.push(coord_wake_tx);
-        let watcher = watch_dirs(&coord.specs, all_wakers.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("sentinel-files".into())
@@ -266,7 +313,6 @@ impl FileSources {
                 stop,
                 wakers: all_wakers,
                 threads,
-                _watcher: watcher,
             },
             summary,
         ))
@@ -285,42 +331,6 @@ impl FileSources {
             }
         }
     }
-}
-
-/// Watches the directories the globs start from; any event wakes everyone (a hint only).
-fn watch_dirs(
-    specs: &[Arc<FileSpec>],
-    wakers: Vec<Sender<()>>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let handler = move |_res: notify::Result<notify::Event>| {
-        for w in &wakers {
-            let _ = w.try_send(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "inotify unavailable; polling only");
-            return None;
-        }
-    };
-    let mut watched = HashSet::new();
-    for s in specs {
-        let (dir, recursive) = glob_base(&s.pattern);
-        if !watched.insert(dir.clone()) {
-            continue;
-        }
-        let mode = if recursive {
-            notify::RecursiveMode::Recursive
-        } else {
-            notify::RecursiveMode::NonRecursive
-        };
-        if let Err(e) = watcher.watch(&dir, mode) {
-            tracing::debug!(dir = %dir.display(), error = %e, "not watching (polling covers it)");
-        }
-    }
-    Some(watcher)
 }
 
 /// The directory a glob starts from (its longest literal directory prefix) and whether
@@ -358,6 +368,8 @@ struct OpenFile {
     start: Start,
     /// Found by identity only (rotated away before a crash): drain and close.
     detached: bool,
+    /// Set by an inotify event on the file: poll it now.
+    woken: Arc<AtomicBool>,
 }
 
 /// Where to start reading a newly tracked file.
@@ -380,6 +392,8 @@ struct Tracked {
     shard: usize,
     path: PathBuf,
     detached: bool,
+    /// Shared with the shard and the inotify handler's route to the file.
+    woken: Arc<AtomicBool>,
 }
 
 struct Coordinator {
@@ -396,18 +410,56 @@ struct Coordinator {
     first_start: bool,
     writer: WriterHandle,
     stop: Arc<AtomicBool>,
+    /// Tracked paths, for the inotify handler.
+    routes: watch::Routes,
+    dir_watch: watch::DirWatch,
+    /// `sentinel_glob_expansions_total`, per spec.
+    expansions: Vec<prometheus::IntCounter>,
 }
 
 impl Coordinator {
+    /// Expands the globs at most once per [`RESCAN_INTERVAL`]: as soon as that allows after
+    /// inotify woke it (a create, move or delete), else on the periodic timer. In between it
+    /// blocks on its channels.
     fn run(mut self) {
+        let mut last = Instant::now();
+        let mut prompted = false;
+        let mut reports = self.reports.clone();
         loop {
-            let _ = self.wake.recv_timeout(RESCAN_INTERVAL);
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
+            let every = if prompted {
+                RESCAN_INTERVAL
+            } else if self.dir_watch.is_complete() {
+                WATCHED_RESCAN_INTERVAL
+            } else {
+                RESCAN_INTERVAL
+            };
+            let due = last + every;
+            let now = Instant::now();
+            if now < due {
+                select! {
+                    recv(self.wake) -> m => match m {
+                        Ok(()) => prompted = true,
+                        // Every waker is gone: nobody can stop us any more but the flag.
+                        Err(_) => return,
+                    },
+                    recv(reports) -> r => match r {
+                        Ok(r) => self.report(r),
+                        // The shards are gone (they stop with us): stop listening.
+                        Err(_) => reports = never(),
+                    },
+                    default(due - now) => {}
+                }
+                continue;
+            }
             self.handle_reports();
+            self.dir_watch.refresh();
             let seen = self.discover();
             self.reconcile(seen, false);
+            last = Instant::now();
+            prompted = false;
         }
     }
 
@@ -513,6 +565,7 @@ impl Coordinator {
     fn discover(&mut self) -> HashMap<FileKey, (PathBuf, usize)> {
         let mut seen = HashMap::new();
         for (i, spec) in self.specs.iter().enumerate() {
+            self.expansions[i].inc();
             let Ok(paths) = glob::glob(&spec.pattern) else {
                 continue;
             };
@@ -553,13 +606,19 @@ impl Coordinator {
     }
 
     fn handle_reports(&mut self) {
-        while let Ok(Report::Closed(key, pos)) = self.reports.try_recv() {
-            if let Some(t) = self.tracked.remove(&key) {
-                self.load[t.shard] = self.load[t.shard].saturating_sub(1);
-            }
-            if let Some(pos) = pos {
-                self.positions.insert(key, pos);
-            }
+        while let Ok(r) = self.reports.try_recv() {
+            self.report(r);
+        }
+    }
+
+    fn report(&mut self, r: Report) {
+        let Report::Closed(key, pos) = r;
+        if let Some(t) = self.tracked.remove(&key) {
+            self.load[t.shard] = self.load[t.shard].saturating_sub(1);
+            self.routes.remove(&t.path, key);
+        }
+        if let Some(pos) = pos {
+            self.positions.insert(key, pos);
         }
     }
 
@@ -567,6 +626,17 @@ impl Coordinator {
         for (key, (path, spec)) in &seen {
             if let Some(t) = self.tracked.get_mut(key) {
                 if t.detached || t.path != *path {
+                    if t.path != *path {
+                        self.routes.remove(&t.path, *key);
+                    }
+                    self.routes.insert(
+                        path.clone(),
+                        watch::Route {
+                            shard: t.shard,
+                            key: *key,
+                            woken: t.woken.clone(),
+                        },
+                    );
                     t.detached = false;
                     t.path = path.clone();
                     let _ = self.controls[t.shard].send(Control::Attach(*key, path.clone()));
@@ -592,6 +662,8 @@ impl Coordinator {
                 continue;
             };
             t.detached = true;
+            // Its events name another path now, or none: polling drains it.
+            self.routes.remove(&t.path, key);
             let _ = self.controls[t.shard].send(Control::Detach(key));
         }
     }
@@ -604,12 +676,22 @@ impl Coordinator {
             .min_by_key(|(_, n)| **n)
             .map_or(0, |(i, _)| i);
         self.load[shard] += 1;
+        let woken = Arc::new(AtomicBool::new(false));
         self.tracked.insert(
             key,
             Tracked {
                 shard,
                 path: path.clone(),
                 detached,
+                woken: woken.clone(),
+            },
+        );
+        self.routes.insert(
+            path.clone(),
+            watch::Route {
+                shard,
+                key,
+                woken: woken.clone(),
             },
         );
         let _ = self.controls[shard].send(Control::Open(OpenFile {
@@ -618,6 +700,7 @@ impl Coordinator {
             spec: self.specs[spec].clone(),
             start,
             detached,
+            woken,
         }));
     }
 }
