@@ -269,8 +269,14 @@ impl FileSources {
             }
         }
         let lost = Arc::new(AtomicBool::new(false));
+        let changes = watch::Changes::default();
+        let specs_patterns = specs
+            .iter()
+            .map(|s| glob::Pattern::new(&s.pattern).ok())
+            .collect();
         let handler = watch::Handler::new(
             routes.clone(),
+            changes.clone(),
             wakers.clone(),
             coord_wake_tx.clone(),
             bases.iter().map(|(d, _)| d.clone()).collect(),
@@ -296,7 +302,9 @@ impl FileSources {
             first_start,
             writer,
             stop: stop.clone(),
+            patterns: specs_patterns,
             routes,
+            changes,
             dir_watch,
             expansions,
         };
@@ -412,15 +420,20 @@ struct Coordinator {
     stop: Arc<AtomicBool>,
     /// Tracked paths, for the inotify handler.
     routes: watch::Routes,
+    /// What inotify reported created, moved in or gone, for this thread.
+    changes: watch::Changes,
+    /// The specs' globs, compiled (for [`Coordinator::adopt`]).
+    patterns: Vec<Option<glob::Pattern>>,
     dir_watch: watch::DirWatch,
     /// `sentinel_glob_expansions_total`, per spec.
     expansions: Vec<prometheus::IntCounter>,
 }
 
 impl Coordinator {
-    /// Expands the globs at most once per [`RESCAN_INTERVAL`]: as soon as that allows after
-    /// inotify woke it (a create, move or delete), else on the periodic timer. In between it
-    /// blocks on its channels.
+    /// Tracks files inotify reported created or moved in at once; expands the globs at
+    /// most once per [`RESCAN_INTERVAL`]: as soon as that allows after inotify reported a
+    /// file or directory gone (or a directory created), else on the periodic timer. In
+    /// between it blocks on its channels.
     fn run(mut self) {
         let mut last = Instant::now();
         let mut prompted = false;
@@ -429,6 +442,11 @@ impl Coordinator {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
+            let (paths, expand) = self.changes.take();
+            if !paths.is_empty() {
+                self.adopt(paths);
+            }
+            prompted |= expand;
             let every = if prompted {
                 RESCAN_INTERVAL
             } else if self.dir_watch.is_complete() {
@@ -441,7 +459,7 @@ impl Coordinator {
             if now < due {
                 select! {
                     recv(self.wake) -> m => match m {
-                        Ok(()) => prompted = true,
+                        Ok(()) => {}
                         // Every waker is gone: nobody can stop us any more but the flag.
                         Err(_) => return,
                     },
@@ -570,39 +588,35 @@ impl Coordinator {
                 continue;
             };
             for path in paths.flatten() {
-                if self.exclude.iter().any(|d| path.starts_with(d)) {
-                    continue;
+                if let Some(key) = identify(&path, spec, &self.exclude, &mut self.warned) {
+                    seen.entry(key).or_insert((path, i));
                 }
-                let Ok(mut meta) = std::fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if meta.file_type().is_symlink() {
-                    if !spec.follow_symlinks {
-                        if self.warned.insert(path.clone()) {
-                            tracing::warn!(
-                                file = %path.display(),
-                                source = %spec.name,
-                                "skipping a symlink (set follow_symlinks: true to tail it)"
-                            );
-                        }
-                        continue;
-                    }
-                    match std::fs::metadata(&path) {
-                        Ok(m) => meta = m,
-                        Err(_) => continue,
-                    }
-                }
-                if !meta.is_file() {
-                    continue;
-                }
-                let key = FileKey {
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                };
-                seen.entry(key).or_insert((path, i));
             }
         }
         seen
+    }
+
+    /// Tracks files that inotify reported created or moved in, without listing anything
+    /// (see [`watch`]): the first source whose glob matches a path gets it. Files that left
+    /// are noticed by the next expansion.
+    fn adopt(&mut self, paths: Vec<PathBuf>) {
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        for path in paths {
+            let Some(i) = self
+                .patterns
+                .iter()
+                .position(|p| p.as_ref().is_some_and(|p| p.matches_path_with(&path, opts)))
+            else {
+                continue;
+            };
+            if let Some(key) = identify(&path, &self.specs[i], &self.exclude, &mut self.warned) {
+                self.track(key, &path, i, false);
+            }
+        }
     }
 
     fn handle_reports(&mut self) {
@@ -624,32 +638,7 @@ impl Coordinator {
 
     fn reconcile(&mut self, seen: HashMap<FileKey, (PathBuf, usize)>, first: bool) {
         for (key, (path, spec)) in &seen {
-            if let Some(t) = self.tracked.get_mut(key) {
-                if t.detached || t.path != *path {
-                    if t.path != *path {
-                        self.routes.remove(&t.path, *key);
-                    }
-                    self.routes.insert(
-                        path.clone(),
-                        watch::Route {
-                            shard: t.shard,
-                            key: *key,
-                            woken: t.woken.clone(),
-                        },
-                    );
-                    t.detached = false;
-                    t.path = path.clone();
-                    let _ = self.controls[t.shard].send(Control::Attach(*key, path.clone()));
-                }
-                continue;
-            }
-            let spec_ref = &self.specs[*spec];
-            let start = match self.positions.remove(key) {
-                Some(p) => Start::Resume(p),
-                None if first && spec_ref.start_at == StartAt::End => Start::End,
-                None => Start::Beginning,
-            };
-            self.open(*key, path.clone(), *spec, start, false);
+            self.track(*key, path, *spec, first);
         }
         let gone: Vec<FileKey> = self
             .tracked
@@ -666,6 +655,35 @@ impl Coordinator {
             self.routes.remove(&t.path, key);
             let _ = self.controls[t.shard].send(Control::Detach(key));
         }
+    }
+
+    /// The file `key` is at `path`, matched by spec `spec`: open it, or attach it there.
+    fn track(&mut self, key: FileKey, path: &Path, spec: usize, first: bool) {
+        if let Some(t) = self.tracked.get_mut(&key) {
+            if t.detached || t.path != path {
+                if t.path != path {
+                    self.routes.remove(&t.path, key);
+                }
+                self.routes.insert(
+                    path.to_path_buf(),
+                    watch::Route {
+                        shard: t.shard,
+                        key,
+                        woken: t.woken.clone(),
+                    },
+                );
+                t.detached = false;
+                t.path = path.to_path_buf();
+                let _ = self.controls[t.shard].send(Control::Attach(key, path.to_path_buf()));
+            }
+            return;
+        }
+        let start = match self.positions.remove(&key) {
+            Some(p) => Start::Resume(p),
+            None if first && self.specs[spec].start_at == StartAt::End => Start::End,
+            None => Start::Beginning,
+        };
+        self.open(key, path.to_path_buf(), spec, start, false);
     }
 
     fn open(&mut self, key: FileKey, path: PathBuf, spec: usize, start: Start, detached: bool) {
@@ -703,6 +721,37 @@ impl Coordinator {
             woken,
         }));
     }
+}
+
+/// The identity of the regular file at `path` (a glob match of `spec`); None when it is
+/// gone, not a regular file, excluded, or a symlink `spec` does not follow (warned once).
+fn identify(
+    path: &Path,
+    spec: &FileSpec,
+    exclude: &[PathBuf],
+    warned: &mut HashSet<PathBuf>,
+) -> Option<FileKey> {
+    if exclude.iter().any(|d| path.starts_with(d)) {
+        return None;
+    }
+    let mut meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        if !spec.follow_symlinks {
+            if warned.insert(path.to_path_buf()) {
+                tracing::warn!(
+                    file = %path.display(),
+                    source = %spec.name,
+                    "skipping a symlink (set follow_symlinks: true to tail it)"
+                );
+            }
+            return None;
+        }
+        meta = std::fs::metadata(path).ok()?;
+    }
+    meta.is_file().then(|| FileKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }
 
 /// Reads the `file_source_starts` total (how many times file sources started before).

@@ -8,12 +8,16 @@
 //! (issue 22). So every event is classified ([`Kind`]) and only the ones that mean change
 //! act:
 //!
-//! - `create`, `rename`, `remove` (something appeared in, moved in or out of, or left a
-//!   watched directory) wake the coordinator, which expands the globs again as soon as the
-//!   one-per-second cap allows;
+//! - a file created or moved in ([`Changes`]) is handed to the coordinator, which stats
+//!   just that path and tracks it at once when a glob matches it: no directory listing, so
+//!   a burst of creates costs a stat each, and a file rotated away a moment after it
+//!   appeared is still read;
+//! - a file or directory removed or moved away, or a directory created, has the
+//!   coordinator expand the globs again as soon as its one-per-second cap allows (a tailed
+//!   file that left is drained through its open handle meanwhile, nothing waits on it);
 //! - `modify` and `attrib` on a tailed file wake only the shard that tails it, and mark
 //!   only that file to be polled now ([`Routes`]); `attrib` on another path (a file that
-//!   could not be opened may have become readable) wakes the coordinator;
+//!   could not be opened may have become readable) is handed over like a create;
 //! - `access` (opens and closes: Sentinel's own reads included) and `other` wake nothing;
 //! - `rescan` (the kernel's queue overflowed: events were lost) wakes everyone.
 //!
@@ -26,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::Sender;
-use notify::event::{EventKind, ModifyKind};
+use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 use prometheus::IntCounter;
 
 use crate::metrics::{INOTIFY_KINDS, Metrics};
@@ -125,9 +129,44 @@ impl Routes {
     }
 }
 
+/// At most this many reported paths wait for the coordinator; beyond, it expands the
+/// globs instead.
+const MAX_CHANGED_PATHS: usize = 4096;
+
+/// What inotify reported to the coordinator: paths created or moved in, and whether the
+/// globs must be expanded again.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Changes(Arc<Mutex<(Vec<PathBuf>, bool)>>);
+
+impl Changes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<PathBuf>, bool)> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, path: &Path) {
+        let mut c = self.lock();
+        if c.0.len() < MAX_CHANGED_PATHS {
+            c.0.push(path.to_path_buf());
+        } else {
+            c.1 = true;
+        }
+    }
+
+    fn expand(&self) {
+        self.lock().1 = true;
+    }
+
+    /// Takes what was reported: paths to look at, and whether to expand the globs.
+    pub(super) fn take(&self) -> (Vec<PathBuf>, bool) {
+        let mut c = self.lock();
+        (std::mem::take(&mut c.0), std::mem::take(&mut c.1))
+    }
+}
+
 /// Turns `notify`'s events into wake-ups (see the module docs).
 pub(super) struct Handler {
     pub(super) routes: Routes,
+    pub(super) changes: Changes,
     /// One per shard.
     pub(super) shards: Vec<Sender<()>>,
     pub(super) coordinator: Sender<()>,
@@ -140,8 +179,11 @@ pub(super) struct Handler {
 }
 
 impl Handler {
+    // The handler's parts, built by the caller; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         routes: Routes,
+        changes: Changes,
         shards: Vec<Sender<()>>,
         coordinator: Sender<()>,
         bases: Vec<PathBuf>,
@@ -155,6 +197,7 @@ impl Handler {
             .collect();
         Handler {
             routes,
+            changes,
             shards,
             coordinator,
             bases,
@@ -186,6 +229,7 @@ impl Handler {
                             let _ = self.shards[shard].try_send(());
                         }
                         None if kind == Kind::Attrib => {
+                            self.changes.add(p);
                             let _ = self.coordinator.try_send(());
                         }
                         None => {}
@@ -196,6 +240,24 @@ impl Handler {
                 if kind != Kind::Create && paths.iter().any(|p| self.bases.contains(p)) {
                     self.lost.store(true, Ordering::Release);
                 }
+                let ev = match &res {
+                    Ok(ev) => ev.kind,
+                    Err(_) => EventKind::Any,
+                };
+                match ev {
+                    // A file appeared, or was moved in: look at that path.
+                    EventKind::Create(CreateKind::File)
+                    | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                        for p in paths {
+                            self.changes.add(p);
+                        }
+                    }
+                    // Both sides of a move, already reported one by one.
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {}
+                    // Gone, moved away, a directory created (its files come with the next
+                    // expansion), or not said.
+                    _ => self.changes.expand(),
+                }
                 let _ = self.coordinator.try_send(());
             }
             Kind::Rescan | Kind::Error => {
@@ -203,6 +265,7 @@ impl Handler {
                 for s in &self.shards {
                     let _ = s.try_send(());
                 }
+                self.changes.expand();
                 let _ = self.coordinator.try_send(());
             }
         }
@@ -369,8 +432,10 @@ mod tests {
         let (stx, shard) = crossbeam_channel::bounded(1);
         let (ctx, coord) = crossbeam_channel::bounded(1);
         let lost = Arc::new(AtomicBool::new(false));
+        let changes = Changes::default();
         let h = Handler::new(
             routes,
+            changes,
             vec![stx],
             ctx,
             vec![PathBuf::from("/l")],
@@ -437,12 +502,24 @@ mod tests {
         r.h.handle(ev(EventKind::Create(CreateKind::File), "/l/b.log"));
         assert!(r.coord.try_recv().is_ok());
         assert!(!r.lost.load(Ordering::Acquire));
+        // The created file is handed over by path, no expansion needed.
+        assert_eq!(r.h.changes.take(), (vec![PathBuf::from("/l/b.log")], false));
+        r.h.handle(ev(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "/l/c.log",
+        ));
+        assert!(r.coord.try_recv().is_ok());
+        assert_eq!(r.h.changes.take(), (vec![PathBuf::from("/l/c.log")], false));
+        r.h.handle(ev(EventKind::Remove(RemoveKind::File), "/l/a.log"));
+        assert!(r.coord.try_recv().is_ok());
+        assert_eq!(r.h.changes.take(), (vec![], true));
         r.h.handle(ev(
             EventKind::Modify(ModifyKind::Name(RenameMode::From)),
             "/l",
         ));
         assert!(r.coord.try_recv().is_ok());
         assert!(r.lost.load(Ordering::Acquire));
+        assert_eq!(r.h.changes.take(), (vec![], true));
         // Sentinel's own state wakes nothing.
         r.h.handle(ev(EventKind::Create(CreateKind::File), "/l/state/x"));
         assert!(r.coord.try_recv().is_err());
