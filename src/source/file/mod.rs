@@ -6,11 +6,12 @@
 //!   map of tracked files by identity ([`FileKey`]: device and inode). A file it has not
 //!   seen before goes to the least loaded shard; a tracked file no longer found at any
 //!   matched path (renamed away, deleted) is *detached*: its shard drains it through the
-//!   open handle and closes it once it has been idle for the rotate wait. It expands the
-//!   globs at most once a [`RESCAN_INTERVAL`]: promptly (within that cap) when inotify
-//!   reports a create, move or delete in a watched directory, else every
-//!   [`WATCHED_RESCAN_INTERVAL`] as a safety net — or every [`RESCAN_INTERVAL`] while a
-//!   glob's directory cannot be watched (missing, inotify unavailable).
+//!   open handle and closes it once it has been idle for the rotate wait. A file inotify
+//!   reports created or moved into a watched directory is tracked at once (one stat of
+//!   that path). The globs are expanded at most once a [`RESCAN_INTERVAL`]: promptly
+//!   (within that cap) after inotify reported something gone or a directory created, else
+//!   every [`WATCHED_RESCAN_INTERVAL`] as a safety net — or every [`RESCAN_INTERVAL`] while
+//!   a glob's directory cannot be watched (missing, inotify unavailable).
 //! - Each **shard** owns its files: it polls them (polling is the source of truth; an
 //!   inotify write event on a file has its shard poll that file at once), reads what was
 //!   appended in big chunks, frames and scans the bytes and folds the error lines into a
@@ -53,6 +54,7 @@ mod shard;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -277,6 +279,10 @@ impl FileSources {
         let handler = watch::Handler::new(
             routes.clone(),
             changes.clone(),
+            specs
+                .iter()
+                .filter_map(|s| glob::Pattern::new(&s.pattern).ok())
+                .collect(),
             wakers.clone(),
             coord_wake_tx.clone(),
             bases.iter().map(|(d, _)| d.clone()).collect(),
@@ -371,6 +377,8 @@ enum Control {
 #[derive(Debug)]
 struct OpenFile {
     key: FileKey,
+    /// Opened by the coordinator or the event handler (its identity checked).
+    file: File,
     path: PathBuf,
     spec: Arc<FileSpec>,
     start: Start,
@@ -442,9 +450,9 @@ impl Coordinator {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let (paths, expand) = self.changes.take();
-            if !paths.is_empty() {
-                self.adopt(paths);
+            let (paths, moved, expand) = self.changes.take();
+            if !paths.is_empty() || !moved.is_empty() {
+                self.adopt(paths, moved);
             }
             prompted |= expand;
             let every = if prompted {
@@ -599,24 +607,77 @@ impl Coordinator {
     /// Tracks files that inotify reported created or moved in, without listing anything
     /// (see [`watch`]): the first source whose glob matches a path gets it. Files that left
     /// are noticed by the next expansion.
-    fn adopt(&mut self, paths: Vec<PathBuf>) {
+    ///
+    /// A file moved from a matched path to an unmatched one (rotated) that is not tracked
+    /// (it appeared and was rotated away before this thread saw it) is opened detached: it
+    /// is read from the start (or its committed position), drained and closed.
+    fn adopt(&mut self, paths: Vec<(PathBuf, Option<File>)>, moved: Vec<(PathBuf, PathBuf)>) {
+        for (path, file) in paths {
+            let Some(i) = self.matching_spec(&path) else {
+                continue;
+            };
+            // Pinned by the event handler: that file, wherever it is now (the next
+            // expansion detaches it if it left).
+            let pinned = file.and_then(|f| {
+                let m = f.metadata().ok()?;
+                let key = FileKey {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                };
+                (m.is_file() && !self.is_excluded(&path)).then_some((key, f))
+            });
+            match pinned {
+                Some((key, _)) if self.tracked.contains_key(&key) => {
+                    self.track(key, &path, i, false);
+                }
+                Some((key, f)) => {
+                    let start = match self.positions.remove(&key) {
+                        Some(p) => Start::Resume(p),
+                        None => Start::Beginning,
+                    };
+                    self.hand_over(key, f, path, i, start, false);
+                }
+                None => {
+                    if let Some(key) =
+                        identify(&path, &self.specs[i], &self.exclude, &mut self.warned)
+                    {
+                        self.track(key, &path, i, false);
+                    }
+                }
+            }
+        }
+        for (from, to) in moved {
+            if self.matching_spec(&to).is_some() {
+                continue; // reported as moved in
+            }
+            let Some(i) = self.matching_spec(&from) else {
+                continue;
+            };
+            let Some(key) = identify(&to, &self.specs[i], &self.exclude, &mut self.warned) else {
+                continue;
+            };
+            if self.tracked.contains_key(&key) {
+                continue; // the next expansion detaches it
+            }
+            tracing::debug!(file = %to.display(), was = %from.display(), "draining a file rotated away before it was tracked");
+            let start = match self.positions.remove(&key) {
+                Some(p) => Start::Resume(p),
+                None => Start::Beginning,
+            };
+            self.open(key, to, i, start, true);
+        }
+    }
+
+    /// The first spec whose glob matches `path` (as `glob::glob` would list it).
+    fn matching_spec(&self, path: &Path) -> Option<usize> {
         let opts = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
             require_literal_leading_dot: false,
         };
-        for path in paths {
-            let Some(i) = self
-                .patterns
-                .iter()
-                .position(|p| p.as_ref().is_some_and(|p| p.matches_path_with(&path, opts)))
-            else {
-                continue;
-            };
-            if let Some(key) = identify(&path, &self.specs[i], &self.exclude, &mut self.warned) {
-                self.track(key, &path, i, false);
-            }
-        }
+        self.patterns
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.matches_path_with(path, opts)))
     }
 
     fn handle_reports(&mut self) {
@@ -686,7 +747,37 @@ impl Coordinator {
         self.open(key, path.to_path_buf(), spec, start, false);
     }
 
+    /// Opens the file `key` at `path` here, so that it is pinned before a rotation can move
+    /// it on, and hands it to the least loaded shard. When the path no longer leads to
+    /// `key`, nothing happens (the next event or expansion sees what is there now).
     fn open(&mut self, key: FileKey, path: PathBuf, spec: usize, start: Start, detached: bool) {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(file = %path.display(), error = %e, "cannot open a matched file; retrying later");
+                return;
+            }
+        };
+        if !file
+            .metadata()
+            .is_ok_and(|m| m.dev() == key.dev && m.ino() == key.ino)
+        {
+            tracing::debug!(file = %path.display(), "the path changed before it was opened");
+            return;
+        }
+        self.hand_over(key, file, path, spec, start, detached);
+    }
+
+    /// Hands the open file `key` (found at `path`) to the least loaded shard.
+    fn hand_over(
+        &mut self,
+        key: FileKey,
+        file: File,
+        path: PathBuf,
+        spec: usize,
+        start: Start,
+        detached: bool,
+    ) {
         let shard = self
             .load
             .iter()
@@ -714,6 +805,7 @@ impl Coordinator {
         );
         let _ = self.controls[shard].send(Control::Open(OpenFile {
             key,
+            file,
             path,
             spec: self.specs[spec].clone(),
             start,

@@ -5,7 +5,7 @@
 //! had data within [`ACTIVE_FOR`] and up to [`POLL_IDLE_MAX`] after that. An inotify write
 //! event on a file marks it to be polled at once and wakes the shard. In between the shard
 //! blocks on its channels until the earliest file is due: a thousand idle files cost a
-//! thousand `fstat`s a second, nothing more.
+//! thousand `fstat`s (and zero-byte reads) a second, nothing more.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -39,13 +39,13 @@ const FLUSH_BYTES: usize = 4 << 20;
 /// How many leading bytes identify a file's content.
 const HEAD_BYTES: u64 = 1024;
 /// A file's poll interval right after data, doubling while nothing arrives ...
-pub(super) const POLL_MIN: Duration = Duration::from_millis(10);
+const POLL_MIN: Duration = Duration::from_millis(10);
 /// ... up to this while the file had data recently ...
-pub(super) const POLL_ACTIVE_MAX: Duration = Duration::from_millis(250);
+const POLL_ACTIVE_MAX: Duration = Duration::from_millis(250);
 /// ... ("recently")...
-pub(super) const ACTIVE_FOR: Duration = Duration::from_secs(10);
+const ACTIVE_FOR: Duration = Duration::from_secs(10);
 /// ... and this once the file is idle.
-pub(super) const POLL_IDLE_MAX: Duration = Duration::from_secs(1);
+const POLL_IDLE_MAX: Duration = Duration::from_secs(1);
 
 pub(super) struct ShardParts {
     pub(super) control: Receiver<Control>,
@@ -199,16 +199,8 @@ impl Shard {
     }
 
     fn open(&mut self, o: OpenFile) -> std::io::Result<()> {
-        let mut file = File::open(&o.path)?;
+        let mut file = o.file;
         let meta = file.metadata()?;
-        {
-            use std::os::unix::fs::MetadataExt;
-            if meta.dev() != o.key.dev || meta.ino() != o.key.ino {
-                return Err(std::io::Error::other(
-                    "the path changed before it was opened",
-                ));
-            }
-        }
         let size = meta.len();
         let max_line = o.spec.scanner.max_line_bytes();
         let (generation, offset, head_len, head_hash, dirty) = match &o.start {

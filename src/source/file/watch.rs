@@ -25,6 +25,7 @@
 //! lie in an excluded directory (Sentinel's state) wake nothing.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -133,33 +134,56 @@ impl Routes {
 /// globs instead.
 const MAX_CHANGED_PATHS: usize = 4096;
 
-/// What inotify reported to the coordinator: paths created or moved in, and whether the
-/// globs must be expanded again.
+/// What inotify reported to the coordinator: paths created or moved in, moves (from,
+/// to), and whether the globs must be expanded again.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Changes(Arc<Mutex<(Vec<PathBuf>, bool)>>);
+pub(super) struct Changes(Arc<Mutex<Reported>>);
+
+/// Moves: (from, to).
+pub(super) type Moves = Vec<(PathBuf, PathBuf)>;
+
+#[derive(Debug, Default)]
+struct Reported {
+    paths: Vec<(PathBuf, Option<File>)>,
+    moved: Moves,
+    expand: bool,
+}
 
 impl Changes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<PathBuf>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(&self, path: &Path) {
+    fn add(&self, path: &Path, file: Option<File>) {
         let mut c = self.lock();
-        if c.0.len() < MAX_CHANGED_PATHS {
-            c.0.push(path.to_path_buf());
+        if c.paths.len() < MAX_CHANGED_PATHS {
+            c.paths.push((path.to_path_buf(), file));
         } else {
-            c.1 = true;
+            c.expand = true;
         }
     }
 
-    fn expand(&self) {
-        self.lock().1 = true;
+    fn moved(&self, from: &Path, to: &Path) {
+        let mut c = self.lock();
+        if c.moved.len() < MAX_CHANGED_PATHS {
+            c.moved.push((from.to_path_buf(), to.to_path_buf()));
+        }
+        // A move away also needs an expansion (to detach what left).
+        c.expand = true;
     }
 
-    /// Takes what was reported: paths to look at, and whether to expand the globs.
-    pub(super) fn take(&self) -> (Vec<PathBuf>, bool) {
+    fn expand(&self) {
+        self.lock().expand = true;
+    }
+
+    /// Takes what was reported: paths to look at, moves, and whether to expand the globs.
+    pub(super) fn take(&self) -> (Vec<(PathBuf, Option<File>)>, Moves, bool) {
         let mut c = self.lock();
-        (std::mem::take(&mut c.0), std::mem::take(&mut c.1))
+        (
+            std::mem::take(&mut c.paths),
+            std::mem::take(&mut c.moved),
+            std::mem::take(&mut c.expand),
+        )
     }
 }
 
@@ -167,6 +191,8 @@ impl Changes {
 pub(super) struct Handler {
     pub(super) routes: Routes,
     pub(super) changes: Changes,
+    /// The sources' globs (which created files to pin).
+    pub(super) patterns: Vec<glob::Pattern>,
     /// One per shard.
     pub(super) shards: Vec<Sender<()>>,
     pub(super) coordinator: Sender<()>,
@@ -184,6 +210,7 @@ impl Handler {
     pub(super) fn new(
         routes: Routes,
         changes: Changes,
+        patterns: Vec<glob::Pattern>,
         shards: Vec<Sender<()>>,
         coordinator: Sender<()>,
         bases: Vec<PathBuf>,
@@ -198,6 +225,7 @@ impl Handler {
         Handler {
             routes,
             changes,
+            patterns,
             shards,
             coordinator,
             bases,
@@ -205,6 +233,29 @@ impl Handler {
             exclude,
             counters,
         }
+    }
+
+    /// Opens a created file that a glob matches, here and now: a file deleted or rotated
+    /// away a moment later is still read (through this handle) when the coordinator's turn
+    /// comes. Symlinks are left to the coordinator (it decides, and warns).
+    fn pin(&self, path: &Path) -> Option<File> {
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        if !self
+            .patterns
+            .iter()
+            .any(|p| p.matches_path_with(path, opts))
+        {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        File::open(path).ok()
     }
 
     /// Handles one event (called on `notify`'s thread).
@@ -229,7 +280,7 @@ impl Handler {
                             let _ = self.shards[shard].try_send(());
                         }
                         None if kind == Kind::Attrib => {
-                            self.changes.add(p);
+                            self.changes.add(p, None);
                             let _ = self.coordinator.try_send(());
                         }
                         None => {}
@@ -249,11 +300,16 @@ impl Handler {
                     EventKind::Create(CreateKind::File)
                     | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
                         for p in paths {
-                            self.changes.add(p);
+                            self.changes.add(p, self.pin(p));
                         }
                     }
-                    // Both sides of a move, already reported one by one.
-                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {}
+                    // Both sides of a move (also reported one by one): a file rotated away
+                    // before the coordinator saw it can still be found where it went.
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                        if let [from, to] = paths {
+                            self.changes.moved(from, to);
+                        }
+                    }
                     // Gone, moved away, a directory created (its files come with the next
                     // expansion), or not said.
                     _ => self.changes.expand(),
@@ -275,7 +331,8 @@ impl Handler {
 /// The directories the globs start from, watched while they exist.
 pub(super) struct DirWatch {
     watcher: Option<notify::RecommendedWatcher>,
-    dirs: Vec<(PathBuf, notify::RecursiveMode, bool)>,
+    /// Directory, mode, whether watched now, whether a failure to watch it was logged.
+    dirs: Vec<(PathBuf, notify::RecursiveMode, bool, bool)>,
     lost: Arc<AtomicBool>,
 }
 
@@ -311,7 +368,7 @@ impl DirWatch {
                 } else {
                     notify::RecursiveMode::NonRecursive
                 };
-                (d, mode, false)
+                (d, mode, false, false)
             })
             .collect();
         let mut w = DirWatch {
@@ -326,7 +383,7 @@ impl DirWatch {
     /// Whether inotify covers every glob's directory (then a create or a move wakes the
     /// coordinator, and the periodic expansion is only a safety net).
     pub(super) fn is_complete(&self) -> bool {
-        self.watcher.is_some() && self.dirs.iter().all(|(_, _, w)| *w)
+        self.watcher.is_some() && self.dirs.iter().all(|(_, _, w, _)| *w)
     }
 
     /// Watches again what was removed or moved away, and what could not be watched yet.
@@ -336,14 +393,14 @@ impl DirWatch {
             return;
         };
         if self.lost.swap(false, Ordering::AcqRel) {
-            for (dir, _, watched) in &mut self.dirs {
+            for (dir, _, watched, _) in &mut self.dirs {
                 if *watched {
                     let _ = watcher.unwatch(dir);
                     *watched = false;
                 }
             }
         }
-        for (dir, mode, watched) in &mut self.dirs {
+        for (dir, mode, watched, logged) in &mut self.dirs {
             if *watched {
                 continue;
             }
@@ -351,10 +408,14 @@ impl DirWatch {
                 Ok(()) => {
                     tracing::debug!(dir = %dir.display(), "watching");
                     *watched = true;
+                    *logged = false;
                 }
-                Err(e) => {
+                // Retried at every expansion (once a second meanwhile): said once.
+                Err(e) if !*logged => {
                     tracing::debug!(dir = %dir.display(), error = %e, "not watching (polling covers it)");
+                    *logged = true;
                 }
+                Err(_) => {}
             }
         }
     }
@@ -407,6 +468,13 @@ mod tests {
         assert_eq!(INOTIFY_KINDS[Kind::Error as usize], "error");
     }
 
+    /// What `c` holds, with "a pinned file" for the file.
+    fn taken(c: &Changes) -> (Vec<(PathBuf, bool)>, Moves, bool) {
+        let (paths, moved, expand) = c.take();
+        let paths = paths.into_iter().map(|(p, f)| (p, f.is_some())).collect();
+        (paths, moved, expand)
+    }
+
     struct Rig {
         h: Handler,
         shard: crossbeam_channel::Receiver<()>,
@@ -436,6 +504,7 @@ mod tests {
         let h = Handler::new(
             routes,
             changes,
+            Vec::new(),
             vec![stx],
             ctx,
             vec![PathBuf::from("/l")],
@@ -503,26 +572,98 @@ mod tests {
         assert!(r.coord.try_recv().is_ok());
         assert!(!r.lost.load(Ordering::Acquire));
         // The created file is handed over by path, no expansion needed.
-        assert_eq!(r.h.changes.take(), (vec![PathBuf::from("/l/b.log")], false));
+        assert_eq!(
+            taken(&r.h.changes),
+            (vec![(PathBuf::from("/l/b.log"), false)], vec![], false)
+        );
         r.h.handle(ev(
             EventKind::Modify(ModifyKind::Name(RenameMode::To)),
             "/l/c.log",
         ));
         assert!(r.coord.try_recv().is_ok());
-        assert_eq!(r.h.changes.take(), (vec![PathBuf::from("/l/c.log")], false));
+        assert_eq!(
+            taken(&r.h.changes),
+            (vec![(PathBuf::from("/l/c.log"), false)], vec![], false)
+        );
+        let both = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path(PathBuf::from("/l/a.log"))
+            .add_path(PathBuf::from("/l/a.log.1"));
+        r.h.handle(Ok(both));
+        assert!(r.coord.try_recv().is_ok());
+        let moved = vec![(PathBuf::from("/l/a.log"), PathBuf::from("/l/a.log.1"))];
+        assert_eq!(taken(&r.h.changes), (vec![], moved, true));
         r.h.handle(ev(EventKind::Remove(RemoveKind::File), "/l/a.log"));
         assert!(r.coord.try_recv().is_ok());
-        assert_eq!(r.h.changes.take(), (vec![], true));
+        assert_eq!(taken(&r.h.changes), (vec![], vec![], true));
         r.h.handle(ev(
             EventKind::Modify(ModifyKind::Name(RenameMode::From)),
             "/l",
         ));
         assert!(r.coord.try_recv().is_ok());
         assert!(r.lost.load(Ordering::Acquire));
-        assert_eq!(r.h.changes.take(), (vec![], true));
+        assert_eq!(taken(&r.h.changes), (vec![], vec![], true));
         // Sentinel's own state wakes nothing.
         r.h.handle(ev(EventKind::Create(CreateKind::File), "/l/state/x"));
         assert!(r.coord.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_created_file_a_glob_matches_is_pinned_at_once() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("b.log");
+        let other = dir.path().join("b.txt");
+        std::fs::write(&logs, "ERROR x\n").expect("write");
+        std::fs::write(&other, "ERROR y\n").expect("write");
+        let metrics = Metrics::new();
+        let (stx, _shard) = crossbeam_channel::bounded(1);
+        let (ctx, coord) = crossbeam_channel::bounded(1);
+        let pattern =
+            glob::Pattern::new(&format!("{}/*.log", dir.path().display())).expect("pattern");
+        let h = Handler::new(
+            Routes::default(),
+            Changes::default(),
+            vec![pattern],
+            vec![stx],
+            ctx,
+            vec![dir.path().to_path_buf()],
+            Arc::new(AtomicBool::new(false)),
+            Vec::new(),
+            &metrics,
+        );
+        for p in [&logs, &other] {
+            let create =
+                notify::Event::new(EventKind::Create(CreateKind::File)).add_path(p.clone());
+            h.handle(Ok(create));
+        }
+        assert!(coord.try_recv().is_ok());
+        // Deleted a moment later: the pinned handle still reads it.
+        std::fs::remove_file(&logs).expect("rm");
+        let (paths, _, _) = h.changes.take();
+        assert_eq!(paths.len(), 2);
+        assert_eq!(paths[0].0, logs);
+        let mut text = String::new();
+        paths[0]
+            .1
+            .as_ref()
+            .expect("pinned")
+            .read_to_string(&mut text)
+            .expect("read");
+        assert_eq!(text, "ERROR x\n");
+        assert_eq!(paths[1].0, other);
+        assert!(paths[1].1.is_none(), "no glob matches it");
+    }
+
+    #[test]
+    fn a_flood_of_creates_turns_into_one_expansion() {
+        let c = Changes::default();
+        for i in 0..MAX_CHANGED_PATHS + 10 {
+            c.add(Path::new(&format!("/l/{i}.log")), None);
+        }
+        let (paths, moved, expand) = c.take();
+        assert_eq!(paths.len(), MAX_CHANGED_PATHS);
+        assert!(moved.is_empty() && expand);
+        assert_eq!(taken(&c), (vec![], vec![], false));
     }
 
     #[test]
