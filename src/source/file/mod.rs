@@ -23,10 +23,10 @@
 //!
 //! # Idle cost
 //!
-//! Waiting is a timer or a channel, never a spin, and nothing wakes on Sentinel's own reads:
-//! see [`watch`] for which inotify events wake whom. An idle daemon therefore costs one
-//! `fstat` per tailed file per second plus one glob expansion every few seconds
-//! (`sentinel_file_polls_total`, `sentinel_glob_expansions_total`,
+//! Waiting is a timer or a channel, never a spin, and nothing wakes on Sentinel's own reads
+//! (the private `watch` module says which inotify events wake whom). An idle daemon
+//! therefore costs one `fstat` per tailed file per second plus one glob expansion every few
+//! seconds (`sentinel_file_polls_total`, `sentinel_glob_expansions_total`,
 //! `sentinel_inotify_events_total{kind}` show it).
 //!
 //! # Identity, generations, rotation
