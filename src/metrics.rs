@@ -14,6 +14,13 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// The `kind` label values of `sentinel_inotify_events_total`: `create`, `modify` (data
+/// written), `attrib`, `rename` (either side of a move), `remove`, `access` (open, close),
+/// `other`, `rescan` (the kernel's queue overflowed: events were lost), `error`.
+pub const INOTIFY_KINDS: [&str; 9] = [
+    "create", "modify", "attrib", "rename", "remove", "access", "other", "rescan", "error",
+];
+
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -65,6 +72,16 @@ pub struct Metrics {
     pub rotations: IntCounterVec,
     /// `sentinel_file_errors_total{source}`: I/O errors while reading files.
     pub file_errors: IntCounterVec,
+    /// `sentinel_glob_expansions_total{source}`: expansions of a file source's glob (each
+    /// lists the directories it covers and stats what matches).
+    pub glob_expansions: IntCounterVec,
+    /// `sentinel_file_polls_total{source}`: polls of tailed files (a `fstat`, and a read
+    /// when the file grew).
+    pub file_polls: IntCounterVec,
+    /// `sentinel_inotify_events_total{kind}`: inotify events received, by kind (see
+    /// [`INOTIFY_KINDS`]); only `create`, `modify`, `attrib`, `rename` and `remove` wake
+    /// anything, `access` (opens and closes, Sentinel's own included) is ignored.
+    pub inotify_events: IntCounterVec,
     /// `sentinel_outbox_delivered_total{sink}`: integration requests a sink accepted (2xx).
     pub outbox_delivered: IntCounterVec,
     /// `sentinel_outbox_failures_total{sink,kind}`: `transient` failed attempts (retried),
@@ -157,6 +174,22 @@ impl Metrics {
             "sentinel_file_errors_total",
             "I/O errors while reading files.",
             &["source"],
+        );
+        let glob_expansions = counter(
+            "sentinel_glob_expansions_total",
+            "Expansions of a file source's glob (a directory listing plus a stat per match).",
+            &["source"],
+        );
+        let file_polls = counter(
+            "sentinel_file_polls_total",
+            "Polls of tailed files (fstat, and a read when the file grew).",
+            &["source"],
+        );
+        let inotify_events = counter(
+            "sentinel_inotify_events_total",
+            "inotify events received, by kind (create, modify, attrib, rename, remove wake \
+             the file sources; access, other are ignored; rescan, error).",
+            &["kind"],
         );
         let outbox_delivered = counter(
             "sentinel_outbox_delivered_total",
@@ -300,6 +333,9 @@ impl Metrics {
             files_tracked,
             rotations,
             file_errors,
+            glob_expansions,
+            file_polls,
+            inotify_events,
             outbox_delivered,
             outbox_failures,
             outbox_lag,
@@ -333,6 +369,15 @@ impl Metrics {
         for sev in crate::attribute::Severity::ALL {
             self.incidents_created
                 .with_label_values(&[source, sev.as_str()]);
+        }
+    }
+
+    /// Creates the file-source series of `source` (and the inotify kinds) at zero.
+    pub fn touch_file_source(&self, source: &str) {
+        self.glob_expansions.with_label_values(&[source]);
+        self.file_polls.with_label_values(&[source]);
+        for kind in INOTIFY_KINDS {
+            self.inotify_events.with_label_values(&[kind]);
         }
     }
 

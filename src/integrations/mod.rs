@@ -312,6 +312,14 @@ fn backoff(attempt: u32, retry_after: Option<Duration>, rng: &mut u64) -> Durati
     }
 }
 
+/// Resolves when `wake` moves; never when its sender is gone (a closed channel answers at
+/// once, and a loop waiting on it would spin: then only the periodic re-check wakes).
+async fn wake_or_never(wake: &mut watch::Receiver<u64>) {
+    if wake.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -451,8 +459,9 @@ impl Worker {
 
     /// Waits for new events (or a periodic re-check), or a stop.
     async fn idle(&mut self) -> Result<(), Stopped> {
+        let changed = wake_or_never(&mut self.wake);
         tokio::select! {
-            _ = self.wake.changed() => Ok(()),
+            () = changed => Ok(()),
             _ = tokio::time::sleep(IDLE_POLL) => Ok(()),
             _ = self.stop.wait_for(|s| *s) => Err(Stopped),
         }
@@ -567,6 +576,30 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_wake_channel_waits_instead_of_spinning() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn(async move {
+            wake_or_never(&mut rx).await;
+        });
+        tokio::task::yield_now().await;
+        drop(tx);
+        // Paused time auto-advances only when every task is idle: a spinning waiter would
+        // finish at once, an idle one never does.
+        let r = tokio::time::timeout(Duration::from_secs(3600), waiting).await;
+        assert!(r.is_err(), "woke on a closed channel");
+        assert!(started.elapsed() >= Duration::from_secs(3600));
+
+        let (tx, mut rx) = watch::channel(0u64);
+        let waiting = tokio::spawn(async move { wake_or_never(&mut rx).await });
+        tx.send(1).expect("receiver alive");
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a move wakes it")
+            .expect("no panic");
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::{Rng, Workspace, eventually, seed};
 
@@ -503,4 +503,157 @@ sources:
             assert!(!c.contains_key("PACT:secret:leak"), "{c:?}");
         }
     }
+}
+
+/// The CPU time (utime + stime) process `pid` used so far, in seconds (`/proc/PID/stat`
+/// fields 14 and 15, in USER_HZ ticks: 100 a second on every Linux ABI).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name (field 2) may hold spaces; the fields after it follow the last ')'.
+    let after = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// The idle window: long enough that a few 10 ms ticks of start-up noise do not matter.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The share of one core process `pid` used over `window` of wall time.
+fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    // A measurement window over wall time, not a synchronisation: nothing here waits for
+    // the daemon to do anything.
+    std::thread::sleep(window);
+    let (c1, t1) = (cpu_seconds(pid), Instant::now());
+    (c1 - c0) / (t1 - t0).as_secs_f64()
+}
+
+/// The value of the series `series` (name and labels, as rendered) in a scrape.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Starts `watch` on `files` idle files (one error line each), waits until their first
+/// reading is committed, measures the daemon's CPU share over [`IDLE_WINDOW`], then
+/// appends an error line to one of them and requires it counted (durably, in the store)
+/// within a second. With `webhook`, the API and an idle webhook source run too, and the
+/// counters show the glob expanded at most once a second and files polled about once a
+/// second.
+fn idle_case(files: usize, webhook: bool, max_share: f64) {
+    let (api, hook) = if webhook {
+        (
+            "api:\n  listen: 127.0.0.1:0\n",
+            "  - type: webhook\n    name: hook\n    port: 0\n",
+        )
+    } else {
+        ("", "")
+    };
+    let ws = Workspace::with_config(&format!(
+        "state_dir: state\n{api}sources:\n  - type: file\n    path: logs/*.log\n{hook}"
+    ));
+    for i in 0..files {
+        ws.file(
+            &format!("logs/f{i:04}.log"),
+            "INFO boot\nERROR [PACT:idle:boot] ready\n",
+        );
+    }
+    let mut d = ws.spawn(if webhook {
+        &["watch"][..]
+    } else {
+        &["watch", "--no-api"][..]
+    });
+    let info = d.ready();
+    // Start-up has settled once the first reading of every file is committed.
+    let settled = eventually(Duration::from_secs(60), || {
+        (key_counts(&ws).get("PACT:idle:boot") == Some(&(files as u64))).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "start-up not committed:\n{}",
+        d.log_text()
+    );
+    let client = reqwest::blocking::Client::new();
+    let scrape = || {
+        let url = info.api_url("/metrics");
+        client
+            .get(url)
+            .send()
+            .and_then(|r| r.text())
+            .expect("GET /metrics")
+    };
+    let before = webhook.then(scrape);
+    let share = cpu_share(info.pid, IDLE_WINDOW);
+    let after = webhook.then(scrape);
+    eprintln!(
+        "idle: {files} file(s), webhook {webhook}: {:.2}% of a core",
+        share * 100.0
+    );
+
+    let path = ws.path().join(format!("logs/f{:04}.log", files / 2));
+    let appended = Instant::now();
+    append(&path)
+        .write_all(b"ERROR [PACT:idle:append] after the idle window\n")
+        .expect("append");
+    let counted = eventually(Duration::from_secs(1), || {
+        (key_counts(&ws).get("PACT:idle:append") == Some(&1)).then(|| appended.elapsed())
+    });
+    let log = d.log_text();
+    let status = d.term(Duration::from_secs(5));
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(
+        share <= max_share,
+        "an idle daemon on {files} file(s) used {:.2}% of a core over {IDLE_WINDOW:?} (at most \
+         {:.0}%): something spins",
+        share * 100.0,
+        max_share * 100.0
+    );
+    let counted =
+        counted.unwrap_or_else(|| panic!("the append was not counted within 1 s:\n{log}"));
+    eprintln!("idle: append counted after {counted:?}");
+    if let (Some(before), Some(after)) = (before, after) {
+        let delta = |series: &str| {
+            metric(&after, series).unwrap_or_else(|| panic!("{series} missing:\n{after}"))
+                - metric(&before, series).unwrap_or(0.0)
+        };
+        let expansions = delta(r#"sentinel_glob_expansions_total{source="logs/*.log"}"#);
+        let polls = delta(r#"sentinel_file_polls_total{source="logs/*.log"}"#);
+        let secs = IDLE_WINDOW.as_secs_f64();
+        // The window plus the two scrapes around it: at most once a second.
+        assert!(
+            expansions <= secs + 2.0,
+            "{expansions} glob expansions in {secs} s"
+        );
+        // A file read in the last 10 s is polled every 250 ms, then every second: at most
+        // four a second (a spin would be thousands).
+        assert!(
+            polls <= (4.0 * secs + 8.0) * files as f64,
+            "{polls} polls of {files} idle file(s) in {secs} s"
+        );
+        assert!(
+            metric(&after, r#"sentinel_inotify_events_total{kind="access"}"#).is_some(),
+            "{after}"
+        );
+    }
+}
+
+#[test]
+fn idle_watch_on_one_file_uses_at_most_2_percent_of_a_core() {
+    idle_case(1, false, 0.02);
+}
+
+#[test]
+fn idle_watch_on_1000_files_uses_at_most_5_percent_of_a_core() {
+    idle_case(1000, false, 0.05);
+}
+
+#[test]
+fn idle_watch_with_the_api_and_a_webhook_uses_at_most_2_percent_of_a_core() {
+    idle_case(1, true, 0.02);
 }

@@ -2,17 +2,32 @@
 //!
 //! # Threads
 //!
-//! - The **coordinator** expands every source's glob at least once a second (and whenever
-//!   inotify reports a change in a watched directory), stats what it finds and keeps the
+//! - The **coordinator** expands every source's glob, stats what it finds and keeps the
 //!   map of tracked files by identity ([`FileKey`]: device and inode). A file it has not
 //!   seen before goes to the least loaded shard; a tracked file no longer found at any
 //!   matched path (renamed away, deleted) is *detached*: its shard drains it through the
-//!   open handle and closes it once it has been idle for the rotate wait.
-//! - Each **shard** owns its files: it polls them (inotify wakes it early; polling is the
-//!   source of truth), reads what was appended in big chunks, frames and scans the bytes
-//!   and folds the error lines into a batch, which it sends to the ingest writer together
-//!   with the position each file reached. The writer commits counts and positions in one
-//!   transaction, so a restart resumes exactly after the last counted line.
+//!   open handle and closes it once it has been idle for the rotate wait. A file inotify
+//!   reports created or moved into a watched directory is tracked at once (one stat of
+//!   that path). The globs are expanded at most once a [`RESCAN_INTERVAL`]: promptly
+//!   (within that cap) after inotify reported something gone or a directory created, else
+//!   every [`WATCHED_RESCAN_INTERVAL`] as a safety net — or every [`RESCAN_INTERVAL`] while
+//!   a glob's directory cannot be watched (missing, inotify unavailable).
+//! - Each **shard** owns its files: it polls them (polling is the source of truth; an
+//!   inotify write event on a file has its shard poll that file at once), reads what was
+//!   appended in big chunks, frames and scans the bytes and folds the error lines into a
+//!   batch, which it sends to the ingest writer together with the position each file
+//!   reached. The writer commits counts and positions in one transaction, so a restart
+//!   resumes exactly after the last counted line. Each file is polled on its own schedule:
+//!   again at once after data, then backing off from 10 ms up to 250 ms while the file had
+//!   data in the last 10 s, and up to 1 s once it is idle.
+//!
+//! # Idle cost
+//!
+//! Waiting is a timer or a channel, never a spin, and nothing wakes on Sentinel's own reads
+//! (the private `watch` module says which inotify events wake whom). An idle daemon
+//! therefore costs one `fstat` per tailed file per second plus one glob expansion every few
+//! seconds (`sentinel_file_polls_total`, `sentinel_glob_expansions_total`,
+//! `sentinel_inotify_events_total{kind}` show it).
 //!
 //! # Identity, generations, rotation
 //!
@@ -36,16 +51,18 @@
 //! always read from byte 0. Symlinks are skipped unless `follow_symlinks` is set.
 
 mod shard;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded, never, select, unbounded};
 use jiff::Timestamp;
 
 use crate::aggregate::writer::{FileBatch, WriterHandle};
@@ -56,8 +73,13 @@ use crate::scan::matcher::PatternError;
 use crate::scan::{Scanner, ScannerBuilder};
 use crate::store::{FileKey, FilePosition};
 
-/// How often globs are expanded again at the latest.
+/// Globs are expanded at most once in this interval (inotify's create and move events
+/// included), and at least once in it while a glob's directory cannot be watched.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often globs are expanded when inotify watches every glob's directory and reports
+/// nothing (a safety net: events lost or raced, e.g. files created in a new subdirectory
+/// before its watch was added).
+pub const WATCHED_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a rotated-away or deleted file stays open after its last data.
 pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(5);
 /// Positions of files not found anywhere for this long are forgotten.
@@ -185,7 +207,6 @@ pub struct FileSources {
     stop: Arc<AtomicBool>,
     wakers: Vec<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl FileSources {
@@ -207,6 +228,7 @@ impl FileSources {
         let specs: Vec<Arc<FileSpec>> = specs.into_iter().map(Arc::new).collect();
         for s in &specs {
             metrics.touch_source(&s.name);
+            metrics.touch_file_source(&s.name);
             metrics.files_tracked.with_label_values(&[&s.name]).set(0);
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -238,6 +260,41 @@ impl FileSources {
         }
         let (coord_wake_tx, coord_wake_rx) = bounded(1);
         let first_start = starts == 0;
+        // Watch before the first expansion, so that nothing falls between the two.
+        let routes = watch::Routes::default();
+        let mut bases: Vec<(PathBuf, bool)> = Vec::new();
+        for s in &specs {
+            let (dir, recursive) = glob_base(&s.pattern);
+            match bases.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, r)) => *r |= recursive,
+                None => bases.push((dir, recursive)),
+            }
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let changes = watch::Changes::default();
+        let specs_patterns = specs
+            .iter()
+            .map(|s| glob::Pattern::new(&s.pattern).ok())
+            .collect();
+        let handler = watch::Handler::new(
+            routes.clone(),
+            changes.clone(),
+            specs
+                .iter()
+                .filter_map(|s| glob::Pattern::new(&s.pattern).ok())
+                .collect(),
+            wakers.clone(),
+            coord_wake_tx.clone(),
+            bases.iter().map(|(d, _)| d.clone()).collect(),
+            lost.clone(),
+            options.exclude.clone(),
+            &metrics,
+        );
+        let dir_watch = watch::DirWatch::start(bases, handler, lost);
+        let expansions = specs
+            .iter()
+            .map(|s| metrics.glob_expansions.with_label_values(&[&s.name]))
+            .collect();
         let mut coord = Coordinator {
             specs,
             exclude: options.exclude,
@@ -251,11 +308,15 @@ impl FileSources {
             first_start,
             writer,
             stop: stop.clone(),
+            patterns: specs_patterns,
+            routes,
+            changes,
+            dir_watch,
+            expansions,
         };
         let summary = coord.first_round();
         let mut all_wakers = wakers.clone();
         all_wakers.push(coord_wake_tx);
-        let watcher = watch_dirs(&coord.specs, all_wakers.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("sentinel-files".into())
@@ -266,7 +327,6 @@ impl FileSources {
                 stop,
                 wakers: all_wakers,
                 threads,
-                _watcher: watcher,
             },
             summary,
         ))
@@ -285,42 +345,6 @@ impl FileSources {
             }
         }
     }
-}
-
-/// Watches the directories the globs start from; any event wakes everyone (a hint only).
-fn watch_dirs(
-    specs: &[Arc<FileSpec>],
-    wakers: Vec<Sender<()>>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let handler = move |_res: notify::Result<notify::Event>| {
-        for w in &wakers {
-            let _ = w.try_send(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "inotify unavailable; polling only");
-            return None;
-        }
-    };
-    let mut watched = HashSet::new();
-    for s in specs {
-        let (dir, recursive) = glob_base(&s.pattern);
-        if !watched.insert(dir.clone()) {
-            continue;
-        }
-        let mode = if recursive {
-            notify::RecursiveMode::Recursive
-        } else {
-            notify::RecursiveMode::NonRecursive
-        };
-        if let Err(e) = watcher.watch(&dir, mode) {
-            tracing::debug!(dir = %dir.display(), error = %e, "not watching (polling covers it)");
-        }
-    }
-    Some(watcher)
 }
 
 /// The directory a glob starts from (its longest literal directory prefix) and whether
@@ -353,11 +377,15 @@ enum Control {
 #[derive(Debug)]
 struct OpenFile {
     key: FileKey,
+    /// Opened by the coordinator or the event handler (its identity checked).
+    file: File,
     path: PathBuf,
     spec: Arc<FileSpec>,
     start: Start,
     /// Found by identity only (rotated away before a crash): drain and close.
     detached: bool,
+    /// Set by an inotify event on the file: poll it now.
+    woken: Arc<AtomicBool>,
 }
 
 /// Where to start reading a newly tracked file.
@@ -380,6 +408,8 @@ struct Tracked {
     shard: usize,
     path: PathBuf,
     detached: bool,
+    /// Shared with the shard and the inotify handler's route to the file.
+    woken: Arc<AtomicBool>,
 }
 
 struct Coordinator {
@@ -396,18 +426,66 @@ struct Coordinator {
     first_start: bool,
     writer: WriterHandle,
     stop: Arc<AtomicBool>,
+    /// Tracked paths, for the inotify handler.
+    routes: watch::Routes,
+    /// What inotify reported created, moved in or gone, for this thread.
+    changes: watch::Changes,
+    /// The specs' globs, compiled (for [`Coordinator::adopt`]).
+    patterns: Vec<Option<glob::Pattern>>,
+    dir_watch: watch::DirWatch,
+    /// `sentinel_glob_expansions_total`, per spec.
+    expansions: Vec<prometheus::IntCounter>,
 }
 
 impl Coordinator {
+    /// Tracks files inotify reported created or moved in at once; expands the globs at
+    /// most once per [`RESCAN_INTERVAL`]: as soon as that allows after inotify reported a
+    /// file or directory gone (or a directory created), else on the periodic timer. In
+    /// between it blocks on its channels.
     fn run(mut self) {
+        let mut last = Instant::now();
+        let mut prompted = false;
+        let mut reports = self.reports.clone();
         loop {
-            let _ = self.wake.recv_timeout(RESCAN_INTERVAL);
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
+            let (paths, moved, expand) = self.changes.take();
+            if !paths.is_empty() || !moved.is_empty() {
+                self.adopt(paths, moved);
+            }
+            prompted |= expand;
+            let every = if prompted {
+                RESCAN_INTERVAL
+            } else if self.dir_watch.is_complete() {
+                WATCHED_RESCAN_INTERVAL
+            } else {
+                RESCAN_INTERVAL
+            };
+            let due = last + every;
+            let now = Instant::now();
+            if now < due {
+                select! {
+                    recv(self.wake) -> m => match m {
+                        Ok(()) => {}
+                        // Every waker is gone: nobody can stop us any more but the flag.
+                        Err(_) => return,
+                    },
+                    recv(reports) -> r => match r {
+                        Ok(r) => self.report(r),
+                        // The shards are gone (they stop with us): stop listening.
+                        Err(_) => reports = never(),
+                    },
+                    default(due - now) => {}
+                }
+                continue;
+            }
             self.handle_reports();
+            self.dir_watch.refresh();
             let seen = self.discover();
             self.reconcile(seen, false);
+            last = Instant::now();
+            prompted = false;
         }
     }
 
@@ -513,73 +591,115 @@ impl Coordinator {
     fn discover(&mut self) -> HashMap<FileKey, (PathBuf, usize)> {
         let mut seen = HashMap::new();
         for (i, spec) in self.specs.iter().enumerate() {
+            self.expansions[i].inc();
             let Ok(paths) = glob::glob(&spec.pattern) else {
                 continue;
             };
             for path in paths.flatten() {
-                if self.exclude.iter().any(|d| path.starts_with(d)) {
-                    continue;
+                if let Some(key) = identify(&path, spec, &self.exclude, &mut self.warned) {
+                    seen.entry(key).or_insert((path, i));
                 }
-                let Ok(mut meta) = std::fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if meta.file_type().is_symlink() {
-                    if !spec.follow_symlinks {
-                        if self.warned.insert(path.clone()) {
-                            tracing::warn!(
-                                file = %path.display(),
-                                source = %spec.name,
-                                "skipping a symlink (set follow_symlinks: true to tail it)"
-                            );
-                        }
-                        continue;
-                    }
-                    match std::fs::metadata(&path) {
-                        Ok(m) => meta = m,
-                        Err(_) => continue,
-                    }
-                }
-                if !meta.is_file() {
-                    continue;
-                }
-                let key = FileKey {
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                };
-                seen.entry(key).or_insert((path, i));
             }
         }
         seen
     }
 
+    /// Tracks files that inotify reported created or moved in, without listing anything
+    /// (see [`watch`]): the first source whose glob matches a path gets it. Files that left
+    /// are noticed by the next expansion.
+    ///
+    /// A file moved from a matched path to an unmatched one (rotated) that is not tracked
+    /// (it appeared and was rotated away before this thread saw it) is opened detached: it
+    /// is read from the start (or its committed position), drained and closed.
+    fn adopt(&mut self, paths: Vec<(PathBuf, Option<File>)>, moved: Vec<(PathBuf, PathBuf)>) {
+        for (path, file) in paths {
+            let Some(i) = self.matching_spec(&path) else {
+                continue;
+            };
+            // Pinned by the event handler: that file, wherever it is now (the next
+            // expansion detaches it if it left).
+            let pinned = file.and_then(|f| {
+                let m = f.metadata().ok()?;
+                let key = FileKey {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                };
+                (m.is_file() && !self.is_excluded(&path)).then_some((key, f))
+            });
+            match pinned {
+                Some((key, _)) if self.tracked.contains_key(&key) => {
+                    self.track(key, &path, i, false);
+                }
+                Some((key, f)) => {
+                    let start = match self.positions.remove(&key) {
+                        Some(p) => Start::Resume(p),
+                        None => Start::Beginning,
+                    };
+                    self.hand_over(key, f, path, i, start, false);
+                }
+                None => {
+                    if let Some(key) =
+                        identify(&path, &self.specs[i], &self.exclude, &mut self.warned)
+                    {
+                        self.track(key, &path, i, false);
+                    }
+                }
+            }
+        }
+        for (from, to) in moved {
+            if self.matching_spec(&to).is_some() {
+                continue; // reported as moved in
+            }
+            let Some(i) = self.matching_spec(&from) else {
+                continue;
+            };
+            let Some(key) = identify(&to, &self.specs[i], &self.exclude, &mut self.warned) else {
+                continue;
+            };
+            if self.tracked.contains_key(&key) {
+                continue; // the next expansion detaches it
+            }
+            tracing::debug!(file = %to.display(), was = %from.display(), "draining a file rotated away before it was tracked");
+            let start = match self.positions.remove(&key) {
+                Some(p) => Start::Resume(p),
+                None => Start::Beginning,
+            };
+            self.open(key, to, i, start, true);
+        }
+    }
+
+    /// The first spec whose glob matches `path` (as `glob::glob` would list it).
+    fn matching_spec(&self, path: &Path) -> Option<usize> {
+        let opts = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        self.patterns
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.matches_path_with(path, opts)))
+    }
+
     fn handle_reports(&mut self) {
-        while let Ok(Report::Closed(key, pos)) = self.reports.try_recv() {
-            if let Some(t) = self.tracked.remove(&key) {
-                self.load[t.shard] = self.load[t.shard].saturating_sub(1);
-            }
-            if let Some(pos) = pos {
-                self.positions.insert(key, pos);
-            }
+        while let Ok(r) = self.reports.try_recv() {
+            self.report(r);
+        }
+    }
+
+    fn report(&mut self, r: Report) {
+        let Report::Closed(key, pos) = r;
+        if let Some(t) = self.tracked.remove(&key) {
+            self.load[t.shard] = self.load[t.shard].saturating_sub(1);
+            self.routes.remove(&t.path, key);
+        }
+        if let Some(pos) = pos {
+            self.positions.insert(key, pos);
         }
     }
 
     fn reconcile(&mut self, seen: HashMap<FileKey, (PathBuf, usize)>, first: bool) {
         for (key, (path, spec)) in &seen {
-            if let Some(t) = self.tracked.get_mut(key) {
-                if t.detached || t.path != *path {
-                    t.detached = false;
-                    t.path = path.clone();
-                    let _ = self.controls[t.shard].send(Control::Attach(*key, path.clone()));
-                }
-                continue;
-            }
-            let spec_ref = &self.specs[*spec];
-            let start = match self.positions.remove(key) {
-                Some(p) => Start::Resume(p),
-                None if first && spec_ref.start_at == StartAt::End => Start::End,
-                None => Start::Beginning,
-            };
-            self.open(*key, path.clone(), *spec, start, false);
+            self.track(*key, path, *spec, first);
         }
         let gone: Vec<FileKey> = self
             .tracked
@@ -592,11 +712,72 @@ impl Coordinator {
                 continue;
             };
             t.detached = true;
+            // Its events name another path now, or none: polling drains it.
+            self.routes.remove(&t.path, key);
             let _ = self.controls[t.shard].send(Control::Detach(key));
         }
     }
 
+    /// The file `key` is at `path`, matched by spec `spec`: open it, or attach it there.
+    fn track(&mut self, key: FileKey, path: &Path, spec: usize, first: bool) {
+        if let Some(t) = self.tracked.get_mut(&key) {
+            if t.detached || t.path != path {
+                if t.path != path {
+                    self.routes.remove(&t.path, key);
+                }
+                self.routes.insert(
+                    path.to_path_buf(),
+                    watch::Route {
+                        shard: t.shard,
+                        key,
+                        woken: t.woken.clone(),
+                    },
+                );
+                t.detached = false;
+                t.path = path.to_path_buf();
+                let _ = self.controls[t.shard].send(Control::Attach(key, path.to_path_buf()));
+            }
+            return;
+        }
+        let start = match self.positions.remove(&key) {
+            Some(p) => Start::Resume(p),
+            None if first && self.specs[spec].start_at == StartAt::End => Start::End,
+            None => Start::Beginning,
+        };
+        self.open(key, path.to_path_buf(), spec, start, false);
+    }
+
+    /// Opens the file `key` at `path` here, so that it is pinned before a rotation can move
+    /// it on, and hands it to the least loaded shard. When the path no longer leads to
+    /// `key`, nothing happens (the next event or expansion sees what is there now).
     fn open(&mut self, key: FileKey, path: PathBuf, spec: usize, start: Start, detached: bool) {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(file = %path.display(), error = %e, "cannot open a matched file; retrying later");
+                return;
+            }
+        };
+        if !file
+            .metadata()
+            .is_ok_and(|m| m.dev() == key.dev && m.ino() == key.ino)
+        {
+            tracing::debug!(file = %path.display(), "the path changed before it was opened");
+            return;
+        }
+        self.hand_over(key, file, path, spec, start, detached);
+    }
+
+    /// Hands the open file `key` (found at `path`) to the least loaded shard.
+    fn hand_over(
+        &mut self,
+        key: FileKey,
+        file: File,
+        path: PathBuf,
+        spec: usize,
+        start: Start,
+        detached: bool,
+    ) {
         let shard = self
             .load
             .iter()
@@ -604,22 +785,65 @@ impl Coordinator {
             .min_by_key(|(_, n)| **n)
             .map_or(0, |(i, _)| i);
         self.load[shard] += 1;
+        let woken = Arc::new(AtomicBool::new(false));
         self.tracked.insert(
             key,
             Tracked {
                 shard,
                 path: path.clone(),
                 detached,
+                woken: woken.clone(),
+            },
+        );
+        self.routes.insert(
+            path.clone(),
+            watch::Route {
+                shard,
+                key,
+                woken: woken.clone(),
             },
         );
         let _ = self.controls[shard].send(Control::Open(OpenFile {
             key,
+            file,
             path,
             spec: self.specs[spec].clone(),
             start,
             detached,
+            woken,
         }));
     }
+}
+
+/// The identity of the regular file at `path` (a glob match of `spec`); None when it is
+/// gone, not a regular file, excluded, or a symlink `spec` does not follow (warned once).
+fn identify(
+    path: &Path,
+    spec: &FileSpec,
+    exclude: &[PathBuf],
+    warned: &mut HashSet<PathBuf>,
+) -> Option<FileKey> {
+    if exclude.iter().any(|d| path.starts_with(d)) {
+        return None;
+    }
+    let mut meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        if !spec.follow_symlinks {
+            if warned.insert(path.to_path_buf()) {
+                tracing::warn!(
+                    file = %path.display(),
+                    source = %spec.name,
+                    "skipping a symlink (set follow_symlinks: true to tail it)"
+                );
+            }
+            return None;
+        }
+        meta = std::fs::metadata(path).ok()?;
+    }
+    meta.is_file().then(|| FileKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }
 
 /// Reads the `file_source_starts` total (how many times file sources started before).

@@ -1,4 +1,11 @@
 //! A shard: tails its files, folds their error lines and sends counts with positions.
+//!
+//! Every file has its own poll schedule: polled again at once after it gave data, then
+//! after [`POLL_MIN`], doubling while nothing arrives, up to [`POLL_ACTIVE_MAX`] while it
+//! had data within [`ACTIVE_FOR`] and up to [`POLL_IDLE_MAX`] after that. An inotify write
+//! event on a file marks it to be polled at once and wakes the shard. In between the shard
+//! blocks on its channels until the earliest file is due: a thousand idle files cost a
+//! thousand `fstat`s (and zero-byte reads) a second, nothing more.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, never, select};
 use jiff::Timestamp;
 
 use super::{Control, FileSpec, OpenFile, Report, Start};
@@ -31,13 +38,13 @@ const TURN_BYTES: u64 = 2 << 20;
 const FLUSH_BYTES: usize = 4 << 20;
 /// How many leading bytes identify a file's content.
 const HEAD_BYTES: u64 = 1024;
-/// Poll interval right after data, doubling while nothing arrives ...
+/// A file's poll interval right after data, doubling while nothing arrives ...
 const POLL_MIN: Duration = Duration::from_millis(10);
-/// ... up to this while a file had data recently ...
+/// ... up to this while the file had data recently ...
 const POLL_ACTIVE_MAX: Duration = Duration::from_millis(250);
 /// ... ("recently")...
 const ACTIVE_FOR: Duration = Duration::from_secs(10);
-/// ... and this when every file is idle.
+/// ... and this once the file is idle.
 const POLL_IDLE_MAX: Duration = Duration::from_secs(1);
 
 pub(super) struct ShardParts {
@@ -56,7 +63,6 @@ pub(super) struct Shard {
     files: Vec<Tailed>,
     /// Per source: what was read since the last send.
     accs: HashMap<Arc<str>, Acc>,
-    last_data: Instant,
 }
 
 /// One tailed file.
@@ -74,7 +80,18 @@ struct Tailed {
     last_size: u64,
     /// When the coordinator said the file is no longer at a matched path.
     detached: Option<Instant>,
+    /// When the file last gave data (or was opened).
     last_data: Instant,
+    /// Whether it gave data since it was opened (a file that never did is idle).
+    had_data: bool,
+    /// Set by an inotify event on the file: poll it now.
+    woken: Arc<AtomicBool>,
+    /// The current poll interval (zero: poll again at once, the last poll gave data).
+    interval: Duration,
+    /// When the file is polled next.
+    next_poll: Instant,
+    /// `sentinel_file_polls_total{source}`.
+    polls: prometheus::IntCounter,
     /// The position last handed to the writer (None: never).
     sent: Option<(u32, u64, u16, PathBuf)>,
     /// The position must be sent even if unchanged (a new generation).
@@ -101,37 +118,44 @@ impl Shard {
             p,
             files: Vec::new(),
             accs: HashMap::new(),
-            last_data: Instant::now(),
         }
     }
 
+    /// Polls the files that are due (or woken), sends what they gave, and blocks until the
+    /// next one is due, a control message or a wake-up.
     pub(super) fn run(mut self) {
-        let mut wait = POLL_MIN;
+        let mut control = self.p.control.clone();
+        let mut wake = self.p.wake.clone();
         loop {
-            while let Ok(c) = self.p.control.try_recv() {
+            while let Ok(c) = control.try_recv() {
                 self.control(c);
             }
             if self.p.stop.load(Ordering::SeqCst) {
                 self.flush();
                 return;
             }
-            let got = self.turn();
+            self.turn();
             self.flush();
             self.close_done();
-            if got {
-                wait = POLL_MIN;
+            let wait = self
+                .files
+                .iter()
+                .map(|f| f.next_poll)
+                .min()
+                .map_or(POLL_IDLE_MAX, |t| {
+                    t.saturating_duration_since(Instant::now())
+                });
+            if wait.is_zero() {
                 continue;
             }
-            let max = if self.last_data.elapsed() < ACTIVE_FOR {
-                POLL_ACTIVE_MAX
-            } else {
-                POLL_IDLE_MAX
-            };
-            let timeout = crossbeam_channel::after(wait);
             select! {
-                recv(self.p.control) -> c => if let Ok(c) = c { self.control(c) },
-                recv(self.p.wake) -> _ => wait = POLL_MIN,
-                recv(timeout) -> _ => wait = (wait * 2).min(max),
+                recv(control) -> c => match c {
+                    Ok(c) => self.control(c),
+                    // The coordinator is gone (stopping): never spin on a closed channel.
+                    Err(_) => control = never(),
+                },
+                recv(wake) -> w => if w.is_err() { wake = never() },
+                default(wait) => {}
             }
         }
     }
@@ -175,16 +199,8 @@ impl Shard {
     }
 
     fn open(&mut self, o: OpenFile) -> std::io::Result<()> {
-        let mut file = File::open(&o.path)?;
+        let mut file = o.file;
         let meta = file.metadata()?;
-        {
-            use std::os::unix::fs::MetadataExt;
-            if meta.dev() != o.key.dev || meta.ino() != o.key.ino {
-                return Err(std::io::Error::other(
-                    "the path changed before it was opened",
-                ));
-            }
-        }
         let size = meta.len();
         let max_line = o.spec.scanner.max_line_bytes();
         let (generation, offset, head_len, head_hash, dirty) = match &o.start {
@@ -221,7 +237,9 @@ impl Shard {
             .files_tracked
             .with_label_values(&[&o.spec.name])
             .inc();
+        let polls = self.p.metrics.file_polls.with_label_values(&[&o.spec.name]);
         tracing::debug!(file = %o.path.display(), offset, generation, "tailing");
+        let now = Instant::now();
         self.files.push(Tailed {
             key: o.key,
             path: o.path,
@@ -233,7 +251,12 @@ impl Shard {
             head_hash,
             last_size: size,
             detached: o.detached.then(Instant::now),
-            last_data: Instant::now(),
+            last_data: now,
+            had_data: false,
+            woken: o.woken,
+            interval: Duration::ZERO,
+            next_poll: now,
+            polls,
             sent,
             dirty,
             skipped_seen: 0,
@@ -242,16 +265,22 @@ impl Shard {
         Ok(())
     }
 
-    /// Polls every file once; true when any had new bytes.
-    fn turn(&mut self) -> bool {
-        let mut got = false;
+    /// Polls every file that is due or was woken, once, and schedules its next poll.
+    fn turn(&mut self) {
         let mut files = std::mem::take(&mut self.files);
+        let now = Instant::now();
         for f in &mut files {
             if self.p.stop.load(Ordering::SeqCst) {
                 break;
             }
-            match self.poll(f) {
-                Ok(n) => got |= n > 0,
+            // Only a set flag is written (the swap), so idle files cost a load here.
+            let woken = f.woken.load(Ordering::Acquire) && f.woken.swap(false, Ordering::AcqRel);
+            if !woken && f.next_poll > now {
+                continue;
+            }
+            f.polls.inc();
+            let got = match self.poll(f) {
+                Ok(n) => n > 0,
                 Err(e) => {
                     self.p
                         .metrics
@@ -259,14 +288,17 @@ impl Shard {
                         .with_label_values(&[&f.spec.name])
                         .inc();
                     tracing::warn!(file = %f.path.display(), error = %e, "read error; retrying");
+                    false
                 }
+            };
+            if got {
+                f.had_data = true;
             }
+            let active = f.had_data && f.last_data.elapsed() < ACTIVE_FOR;
+            f.interval = next_interval(f.interval, got, active);
+            f.next_poll = Instant::now() + f.interval;
         }
         self.files = files;
-        if got {
-            self.last_data = Instant::now();
-        }
-        got
     }
 
     /// Reads what was appended to `f` (at most [`TURN_BYTES`]); returns the bytes read.
@@ -463,6 +495,24 @@ impl Shard {
     }
 }
 
+/// A file's next poll interval after a poll that gave data (`got`) or not; `active`: it
+/// gave data within [`ACTIVE_FOR`].
+fn next_interval(current: Duration, got: bool, active: bool) -> Duration {
+    if got {
+        return Duration::ZERO;
+    }
+    let max = if active {
+        POLL_ACTIVE_MAX
+    } else {
+        POLL_IDLE_MAX
+    };
+    if current.is_zero() {
+        POLL_MIN.min(max)
+    } else {
+        (current * 2).min(max)
+    }
+}
+
 fn position(f: &Tailed, offset: u64) -> FilePosition {
     FilePosition {
         generation: f.generation,
@@ -541,5 +591,38 @@ impl Sink for JsonAware<'_> {
             self.agg.add_line(hit);
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schedule the README promises: at once after data, then 10 ms doubling to 250 ms
+    /// while active, to 1 s once idle.
+    #[test]
+    fn polling_backs_off_per_file() {
+        let mut i = next_interval(Duration::from_secs(1), true, true);
+        assert_eq!(i, Duration::ZERO);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            i = next_interval(i, false, true);
+            seen.push(i.as_millis());
+        }
+        assert_eq!(seen, [10, 20, 40, 80, 160, 250, 250, 250]);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            i = next_interval(i, false, false);
+            seen.push(i.as_millis());
+        }
+        assert_eq!(seen, [500, 1000, 1000, 1000]);
+        // A file opened idle starts at 10 ms and reaches 1 s in eight polls.
+        let mut i = Duration::ZERO;
+        let mut n = 0;
+        while i < POLL_IDLE_MAX {
+            i = next_interval(i, false, false);
+            n += 1;
+        }
+        assert_eq!(n, 8);
     }
 }
