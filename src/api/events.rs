@@ -53,9 +53,27 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// stalled client stalls only its own cursor (and its socket's write timeout closes it).
 const BATCH: usize = 32;
 
+/// The newest events, read from the store once and shared by every stream near the head:
+/// 200 streams following the log cost one store read and one serialisation per event, not
+/// 200. Filled by the streams themselves (the first to need newer events fetches them), so
+/// ingestion never works for a stream; bounded by [`RECENT_KEEP`].
+#[derive(Debug, Default)]
+struct Recent {
+    /// Consecutive events, oldest first: (seq, kind, the SSE message).
+    events: VecDeque<(u64, EventKind, SseEvent)>,
+}
+
+/// Events the shared window keeps.
+const RECENT_KEEP: usize = 2048;
+/// Events fetched into the shared window at once.
+const RECENT_FETCH: usize = 256;
+
 /// What wakes the streams: the newest event's sequence number, and the daemon stopping.
 #[derive(Debug)]
 pub(super) struct EventFeed {
+    recent: Arc<std::sync::RwLock<Recent>>,
+    /// One stream at a time fetches newer events into `recent`.
+    fetching: Arc<tokio::sync::Mutex<()>>,
     head: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
     // Keeps `stop` open when no stop signal was given.
@@ -67,6 +85,8 @@ impl EventFeed {
     pub(super) fn new(head: u64) -> EventFeed {
         let (stop_tx, stop) = watch::channel(false);
         EventFeed {
+            recent: Arc::default(),
+            fetching: Arc::default(),
             head: watch::channel(head).0,
             stop,
             _stop_tx: Some(stop_tx),
@@ -193,6 +213,8 @@ pub(super) async fn events(
     };
     s.metrics.sse_streams.inc();
     let state = StreamState {
+        recent: s.feed.recent.clone(),
+        fetching: s.feed.fetching.clone(),
         metrics: s.metrics.clone(),
         lagging: false,
         end: "client",
@@ -215,6 +237,8 @@ pub(super) async fn events(
 }
 
 struct StreamState {
+    recent: Arc<std::sync::RwLock<Recent>>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Behind the head of the log after its last read (counted in the lagging gauge).
     lagging: bool,
@@ -242,6 +266,23 @@ impl StreamState {
             }
             let head = (*self.head.borrow_and_update()).max(self.store.event_head());
             if head > self.last {
+                match self.from_recent() {
+                    Window::Taken => {
+                        self.set_lagging(self.last < head);
+                        continue;
+                    }
+                    Window::Behind => match self.fetch_recent().await {
+                        Some(true) => continue,
+                        // Nothing newer to share yet: the read below settles it.
+                        Some(false) => {}
+                        None => {
+                            self.end = "store_error";
+                            return None;
+                        }
+                    },
+                    // Fell behind the shared window: read on from the store by itself.
+                    Window::Before => {}
+                }
                 let store = self.store.clone();
                 let after = self.last;
                 let batch =
@@ -284,6 +325,81 @@ impl StreamState {
         }
     }
 
+    /// Takes up to [`BATCH`] events after `last` from the shared window.
+    fn from_recent(&mut self) -> Window {
+        let recent = self
+            .recent
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (Some(front), Some(back)) = (recent.events.front(), recent.events.back()) else {
+            return Window::Behind;
+        };
+        if back.0 <= self.last {
+            return Window::Behind;
+        }
+        if front.0 > self.last + 1 {
+            return Window::Before;
+        }
+        let from = recent.events.partition_point(|e| e.0 <= self.last);
+        for (seq, kind, ev) in recent.events.range(from..).take(BATCH) {
+            self.last = *seq;
+            if self.kinds.as_ref().is_none_or(|k| k.contains(kind)) {
+                self.pending.push_back(ev.clone());
+            }
+        }
+        Window::Taken
+    }
+
+    /// Fetches the events after the shared window's newest (or after `last`, when the window
+    /// is empty or stale) into it, once for every stream waiting on the same events. Whether
+    /// there is something newer to take; None on a store error.
+    async fn fetch_recent(&mut self) -> Option<bool> {
+        let _turn = self.fetching.lock().await;
+        let after = {
+            let recent = self
+                .recent
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match recent.events.back() {
+                // Another stream fetched while this one waited.
+                Some(back) if back.0 > self.last => return Some(true),
+                Some(back) if back.0 == self.last => back.0,
+                _ => self.last,
+            }
+        };
+        let store = self.store.clone();
+        let batch = match tokio::task::spawn_blocking(move || {
+            store.events_after(after, RECENT_FETCH)
+        })
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "GET /events: reading the event log failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if batch.is_empty() {
+            return Some(false);
+        }
+        let mut recent = self
+            .recent
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A window the new events do not continue (stale, or empty) starts again.
+        if recent.events.back().is_none_or(|b| b.0 != after) {
+            recent.events.clear();
+        }
+        for ev in &batch {
+            recent.events.push_back((ev.seq, ev.kind, to_sse(ev)));
+        }
+        while recent.events.len() > RECENT_KEEP {
+            recent.events.pop_front();
+        }
+        Some(true)
+    }
+
     fn set_lagging(&mut self, lagging: bool) {
         if lagging != self.lagging {
             self.lagging = lagging;
@@ -298,6 +414,16 @@ impl StreamState {
     fn wanted(&self, ev: &Event) -> bool {
         self.kinds.as_ref().is_none_or(|k| k.contains(&ev.kind))
     }
+}
+
+/// Where a stream stands against the shared window.
+enum Window {
+    /// It took events from it.
+    Taken,
+    /// It needs events newer than the window holds.
+    Behind,
+    /// It needs events older than the window holds.
+    Before,
 }
 
 impl Drop for StreamState {
