@@ -1258,14 +1258,19 @@ impl Config {
         })
     }
 
+    /// The state directory and every path in it.
+    pub fn state(&self) -> crate::state_dir::StateDir {
+        crate::state_dir::StateDir::new(&self.state_dir)
+    }
+
     /// `state_dir/sentinel.redb`.
     pub fn db_path(&self) -> PathBuf {
-        self.state_dir.join("sentinel.redb")
+        self.state().store()
     }
 
     /// `state_dir/manifest.json`.
     pub fn manifest_path(&self) -> PathBuf {
-        self.state_dir.join("manifest.json")
+        self.state().manifest()
     }
 }
 
@@ -1434,30 +1439,6 @@ fn is_env_var_name(s: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Creates `state_dir` (mode 0700) unless it exists; refuses a symlink.
-pub fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => {
-            anyhow::bail!(
-                "state_dir {} is a symlink; refusing to use it",
-                dir.display()
-            )
-        }
-        Ok(m) if !m.is_dir() => {
-            anyhow::bail!("state_dir {} exists and is not a directory", dir.display())
-        }
-        Ok(_) => Ok(()),
-        Err(_) => {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create state_dir {}: {e}", dir.display()))
-        }
-    }
 }
 
 /// Expands a leading `~` and makes a relative path relative to `base`.

@@ -20,7 +20,7 @@ use crate::source::webhook;
 use crate::store::{self, Store};
 
 /// The file, in `state_dir`, in which a running daemon lists its pid and addresses.
-pub const DAEMON_FILE: &str = "daemon.json";
+pub use crate::state_dir::DAEMON_FILE;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = jiff::Timestamp::now();
     let config = Arc::new(config);
-    crate::config::create_state_dir(&config.state_dir)?;
+    config.state().create()?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db)?);
     store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
@@ -138,7 +138,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         l.stop();
     }
     store::remove_owner(&db);
-    let _ = std::fs::remove_file(config.state_dir.join(DAEMON_FILE));
+    let _ = std::fs::remove_file(config.state().daemon_file());
     let summary = result?;
     tracing::info!(uptime_s = started.elapsed().as_secs(), "{summary}; stopped");
     Ok(())

@@ -28,4 +28,5 @@ pub mod metrics;
 pub mod net;
 pub mod scan;
 pub mod source;
+pub mod state_dir;
 pub mod store;

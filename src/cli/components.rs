@@ -100,7 +100,7 @@ pub(crate) fn run_init(search: &ConfigSearch, args: InitArgs) -> Result<u8, CliE
         explicit: Some(yaml),
         ..search.clone()
     })?;
-    crate::config::create_state_dir(&config.state_dir)?;
+    config.state().create()?;
     let manifest = config.manifest_path();
     if !manifest.exists() {
         Manifest::default()
@@ -110,7 +110,7 @@ pub(crate) fn run_init(search: &ConfigSearch, args: InitArgs) -> Result<u8, CliE
         // Never wiped; but say so if it is broken, rather than leave it to the next command.
         Manifest::load(&manifest)?;
     }
-    let proposed = config.state_dir.join("proposed_contracts");
+    let proposed = config.state().proposed_contracts();
     std::fs::create_dir_all(&proposed)
         .with_context(|| format!("cannot create {}", proposed.display()))?;
     writeln!(
@@ -129,7 +129,7 @@ pub(crate) fn run_register(config: &Config, args: RegisterArgs) -> Result<u8, Cl
             args.directory.display()
         )));
     }
-    crate::config::create_state_dir(&config.state_dir)?;
+    config.state().create()?;
     let now = jiff::Timestamp::now().to_string();
     let outcome = match register_project(&config.manifest_path(), &args.directory, args.prune, &now)
     {
@@ -257,7 +257,7 @@ fn add(config: &Config, a: AddArgs) -> Result<u8, CliError> {
     entry.pact_project = path("project", &a.project)?;
     entry.language = language;
     entry.last_registered = jiff::Timestamp::now().to_string();
-    crate::config::create_state_dir(&config.state_dir)?;
+    config.state().create()?;
     Manifest::update(&config.manifest_path(), |m| {
         m.insert(entry);
         Ok::<_, std::convert::Infallible>(())

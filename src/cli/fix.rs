@@ -30,7 +30,7 @@ pub struct FixArgs {
 ///
 /// [`CliError`] when the store or the configuration cannot be used.
 pub fn run(config: &Config, args: FixArgs) -> Result<u8, CliError> {
-    crate::config::create_state_dir(&config.state_dir)?;
+    config.state().create()?;
     let store = match Store::open(&config.db_path()) {
         Ok(s) => Arc::new(s),
         Err(e @ StoreError::InUse { .. }) => {

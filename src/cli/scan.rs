@@ -193,7 +193,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
     let store = if args.dry_run {
         None
     } else {
-        create_state_dir(&config.state_dir)?;
+        config.state().create()?;
         Some({
             let s = Store::open(&config.db_path()).context("opening the store")?;
             s.set_fix_policy(crate::store::FixPolicy::from_config(config));
@@ -628,24 +628,6 @@ fn plan(files: &[PathBuf], threads: usize) -> (Vec<Work>, Vec<(String, String)>)
         }
     }
     (work, errors)
-}
-
-fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
-    if let Ok(m) = std::fs::symlink_metadata(dir) {
-        if m.file_type().is_symlink() {
-            anyhow::bail!(
-                "state_dir {} is a symlink; refusing to use it",
-                dir.display()
-            );
-        }
-        return Ok(());
-    }
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create state_dir {}", dir.display()))
 }
 
 fn progress_bar(total: u64, hidden: bool) -> Option<indicatif::ProgressBar> {

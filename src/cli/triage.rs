@@ -132,7 +132,7 @@ fn by_llm(config: &Config, text: &str, manifest: &Manifest) -> Verdict {
         DaemonLlm::Unavailable(why) => return unavailable(&why),
         llm => llm,
     };
-    if crate::config::create_state_dir(&config.state_dir).is_err() {
+    if config.state().create().is_err() {
         return unavailable("the state directory cannot be created");
     }
     let store = match Store::open(&config.db_path()) {

@@ -70,7 +70,7 @@ pub fn push(
     doc: &str,
     fix_id: &str,
 ) -> Result<Pushed, String> {
-    let dir = config.state_dir.join("proposed_contracts");
+    let dir = config.state().proposed_contracts();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let file = dir.join(format!("{}.json", entry.component_id));
     let tmp = dir.join(format!(".{}.json.tmp", entry.component_id));

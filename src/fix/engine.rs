@@ -559,7 +559,7 @@ fn worktree_base(state_dir: &Path, root: &Path) -> PathBuf {
     if state.starts_with(root) {
         std::env::temp_dir().join(format!("sentinel-worktrees-{}", std::process::id()))
     } else {
-        state_dir.join("worktrees")
+        crate::state_dir::StateDir::new(state_dir).worktrees()
     }
 }
 
@@ -668,7 +668,7 @@ fn write_report(
     incident: &Incident,
     resolution: &str,
 ) -> std::io::Result<()> {
-    let dir = config.state_dir.join("monitoring").join("reports");
+    let dir = config.state().reports();
     std::fs::create_dir_all(&dir)?;
     let title = if matches!(fix.status, FixStatus::Success | FixStatus::AwaitingApproval) {
         "Fix"
