@@ -266,7 +266,7 @@ impl StreamState {
             }
             let head = (*self.head.borrow_and_update()).max(self.store.event_head());
             if head > self.last {
-                match self.from_recent() {
+                match self.take_recent() {
                     Window::Taken => {
                         self.set_lagging(self.last < head);
                         continue;
@@ -326,7 +326,7 @@ impl StreamState {
     }
 
     /// Takes up to [`BATCH`] events after `last` from the shared window.
-    fn from_recent(&mut self) -> Window {
+    fn take_recent(&mut self) -> Window {
         let recent = self
             .recent
             .read()
