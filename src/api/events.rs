@@ -283,23 +283,10 @@ impl StreamState {
                     // Fell behind the shared window: read on from the store by itself.
                     Window::Before => {}
                 }
-                let store = self.store.clone();
-                let after = self.last;
-                let batch =
-                    match tokio::task::spawn_blocking(move || store.events_after(after, BATCH))
-                        .await
-                    {
-                        Ok(Ok(b)) => b,
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "GET /events: reading the event log failed");
-                            self.end = "store_error";
-                            return None;
-                        }
-                        Err(_) => {
-                            self.end = "store_error";
-                            return None;
-                        }
-                    };
+                let Some(batch) = read_after(&self.store, self.last, BATCH).await else {
+                    self.end = "store_error";
+                    return None;
+                };
                 if batch.is_empty() {
                     // The head is ahead of what this read saw (cannot happen after a commit);
                     // do not spin.
@@ -367,19 +354,7 @@ impl StreamState {
                 _ => self.last,
             }
         };
-        let store = self.store.clone();
-        let batch = match tokio::task::spawn_blocking(move || {
-            store.events_after(after, RECENT_FETCH)
-        })
-        .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "GET /events: reading the event log failed");
-                return None;
-            }
-            Err(_) => return None,
-        };
+        let batch = read_after(&self.store, after, RECENT_FETCH).await?;
         if batch.is_empty() {
             return Some(false);
         }
@@ -413,6 +388,20 @@ impl StreamState {
 
     fn wanted(&self, ev: &Event) -> bool {
         self.kinds.as_ref().is_none_or(|k| k.contains(&ev.kind))
+    }
+}
+
+/// Up to `limit` events after `after`, read off the async threads; None (logged) on a store
+/// error.
+async fn read_after(store: &Arc<Store>, after: u64, limit: usize) -> Option<Vec<Event>> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.events_after(after, limit)).await {
+        Ok(Ok(batch)) => Some(batch),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "GET /events: reading the event log failed");
+            None
+        }
+        Err(_) => None,
     }
 }
 
