@@ -21,6 +21,8 @@ pub mod corpus;
 pub mod daemon;
 pub mod fix;
 #[cfg(feature = "daemon")]
+pub mod ingest;
+#[cfg(feature = "daemon")]
 pub mod integrations;
 pub mod limits;
 pub mod metrics;

@@ -55,17 +55,7 @@ pub const DEFAULT_INCIDENT_LIMIT: usize = 100;
 /// The most incidents one `GET /incidents` returns.
 pub const MAX_INCIDENT_LIMIT: usize = 1000;
 
-/// A configured source as `/status` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceInfo {
-    /// Name.
-    pub name: String,
-    /// Type (`file`, `webhook`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Glob or listen address.
-    pub detail: String,
-}
+pub use crate::source::SourceInfo;
 
 /// Shared state of the API handlers.
 #[derive(Debug)]

@@ -1,10 +1,10 @@
 //! Webhook delivery ids: what lets a retried delivery be acknowledged without counting again.
 //!
-//! The ids themselves live in memory ([`crate::aggregate::dedupe::DeliveryIds`]), as 64-bit
+//! The ids themselves live in memory ([`crate::ingest::dedupe::DeliveryIds`]), as 64-bit
 //! hashes ([`delivery_hash`]) — checking one is a hash-set probe, not a B-tree descent.
 //! Here they are made durable: every commit that applies webhook events writes ONE row,
 //! `(recorded at µs, ingest-log seq) → the 8-byte hashes it recorded`, so that the set can
-//! be rebuilt at start. Forgetting (after [`crate::aggregate::writer::DELIVERY_TTL`] or
+//! be rebuilt at start. Forgetting (after [`crate::ingest::writer::DELIVERY_TTL`] or
 //! beyond the remembered maximum) removes whole rows, oldest first.
 //!
 //! Before this table, ids were kept one row each in `deliveries` (string keys) and

@@ -14,7 +14,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::aggregate::wal`]) |
+//! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::ingest::wal`]) |
 //! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
 //! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
 //! | `incident_ids` | incident id | fingerprint |

@@ -18,10 +18,10 @@ use subtle::ConstantTimeEq;
 
 use super::decode::{self, DecodeError, Encoding, Format, Limits};
 use crate::aggregate::Event;
-use crate::aggregate::writer::{EventBatch, Hold, SubmitError, WriteError, WriterHandle};
 use crate::api::ApiError;
 use crate::attribute::LiveRules;
-use crate::config::SourceConfig;
+use crate::config::WebhookSourceConfig;
+use crate::ingest::writer::{EventBatch, Hold, SubmitError, WriteError, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
 use crate::scan::{Scanner, ScannerBuilder};
@@ -220,7 +220,7 @@ impl WebhookAuth {
     /// # Errors
     ///
     /// [`WebhookError::MissingSecret`] when a named variable is unset or empty.
-    pub fn from_env(source: &SourceConfig) -> Result<WebhookAuth, WebhookError> {
+    pub fn from_env(source: &WebhookSourceConfig) -> Result<WebhookAuth, WebhookError> {
         WebhookAuth::from_lookup(source, |var| std::env::var(var).ok())
     }
 
@@ -230,7 +230,7 @@ impl WebhookAuth {
     ///
     /// [`WebhookError::MissingSecret`] when a named variable resolves to nothing or "".
     pub fn from_lookup(
-        source: &SourceConfig,
+        source: &WebhookSourceConfig,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<WebhookAuth, WebhookError> {
         let get =
@@ -239,7 +239,7 @@ impl WebhookAuth {
                 match lookup(var) {
                     Some(v) if !v.is_empty() => Ok(Some(v)),
                     _ => Err(WebhookError::MissingSecret {
-                        name: source.name.clone(),
+                        name: source.common.name.clone(),
                         key,
                         var: var.clone(),
                     }),
@@ -400,26 +400,26 @@ struct HotCounters {
 ///
 /// [`WebhookError::Patterns`] when the source's `error_patterns` do not build.
 pub fn router(
-    source: &SourceConfig,
+    source: &WebhookSourceConfig,
     auth: WebhookAuth,
     max_line_bytes: usize,
     writer: WriterHandle,
     metrics: Arc<Metrics>,
     budget: Arc<IngestBudget>,
 ) -> Result<Router, WebhookError> {
-    let scanner = match &source.error_patterns {
+    let scanner = match &source.common.error_patterns {
         None => None,
         Some(p) => Some(
             ScannerBuilder::new()
                 .max_line_bytes(max_line_bytes)
                 .build(p)
                 .map_err(|error| WebhookError::Patterns {
-                    name: source.name.clone(),
+                    name: source.common.name.clone(),
                     error,
                 })?,
         ),
     };
-    let name: Arc<str> = Arc::from(source.name.as_str());
+    let name: Arc<str> = Arc::from(source.common.name.as_str());
     for outcome in ["accepted", "duplicate", "ignored", "rejected"] {
         metrics.webhook_events.with_label_values(&[&name, outcome]);
     }
@@ -729,7 +729,7 @@ fn prepare(
         return Err(DecodeError::OverBudget);
     }
     let folded =
-        fold.map(|(rules, source)| crate::aggregate::logger::fold_events(rules, source, &events));
+        fold.map(|(rules, source)| crate::ingest::logger::fold_events(rules, source, &events));
     Ok(Prepared {
         events,
         folded,
@@ -829,8 +829,8 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::writer::Writer;
     use crate::attribute::Manifest;
+    use crate::ingest::writer::Writer;
     use crate::store::Store;
     use axum::http::HeaderValue;
     use tower::ServiceExt;
@@ -914,7 +914,7 @@ mod tests {
 
     #[test]
     fn missing_secrets_are_named() {
-        let mut src = crate::config::Config::from_yaml(
+        let src = crate::config::Config::from_yaml(
             "sources:\n  - type: webhook\n    name: ci\n    port: 0\n    token_env: CI_TOKEN\n",
             std::path::Path::new("/x/sentinel.yaml"),
             None,
@@ -922,6 +922,9 @@ mod tests {
         .unwrap()
         .sources
         .remove(0);
+        let crate::config::SourceConfig::Webhook(mut src) = src else {
+            panic!("a webhook source")
+        };
         let e = WebhookAuth::from_lookup(&src, |_| None).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("\"ci\"") && msg.contains("CI_TOKEN"), "{msg}");
@@ -987,6 +990,9 @@ mod tests {
             .unwrap()
             .sources
             .remove(0);
+        let crate::config::SourceConfig::Webhook(src) = src else {
+            panic!("a webhook source")
+        };
         let app = router(
             &src,
             auth,
