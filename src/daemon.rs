@@ -260,8 +260,12 @@ async fn serve_all(
                 hook(head);
             }
         });
-        let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
-        servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
+        let router = crate::http::harden(crate::api::router(state), crate::http::REQUEST_TIMEOUT);
+        servers.push(tokio::spawn(crate::http::serve(
+            listener,
+            router,
+            stopped(),
+        )));
     }
 
     let info = DaemonInfo {
@@ -299,7 +303,7 @@ async fn serve_all(
     }
     // The listeners let in-flight requests finish for up to SHUTDOWN_GRACE.
     let deadline =
-        tokio::time::Instant::now() + crate::net::SHUTDOWN_GRACE + Duration::from_secs(1);
+        tokio::time::Instant::now() + crate::http::SHUTDOWN_GRACE + Duration::from_secs(1);
     for s in servers {
         match tokio::time::timeout_at(deadline, s).await {
             Ok(Ok(Ok(()))) => {}

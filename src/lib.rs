@@ -21,13 +21,13 @@ pub mod corpus;
 pub mod daemon;
 pub mod fix;
 #[cfg(feature = "daemon")]
+pub mod http;
+#[cfg(feature = "daemon")]
 pub mod ingest;
 #[cfg(feature = "daemon")]
 pub mod integrations;
 pub mod limits;
 pub mod metrics;
-#[cfg(feature = "daemon")]
-pub mod net;
 pub mod scan;
 pub mod source;
 pub mod state_dir;

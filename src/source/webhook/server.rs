@@ -9,18 +9,19 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::BodyExt;
 use prometheus::IntGauge;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::decode::{self, DecodeError, Encoding, Format, Limits};
 use crate::aggregate::Event;
-use crate::api::ApiError;
 use crate::attribute::LiveRules;
 use crate::config::WebhookSourceConfig;
+use crate::http::ApiError;
+use crate::http::auth::{HmacKey, TokenDigest, bearer_token};
+pub use crate::http::auth::{
+    SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER, signature,
+};
 use crate::ingest::writer::{EventBatch, Hold, SubmitError, WriteError, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
@@ -34,12 +35,6 @@ pub const EVENT_OVERHEAD: usize = 96;
 /// Bodies up to this size are decoded on the async worker; larger ones on the blocking
 /// pool, so a big body never stalls the other connections.
 pub const INLINE_DECODE_BYTES: usize = 64 << 10;
-/// The header carrying the unix time (seconds) a signed request was signed at.
-pub const TIMESTAMP_HEADER: &str = "x-sentinel-timestamp";
-/// The header carrying `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
-pub const SIGNATURE_HEADER: &str = "x-sentinel-signature";
-/// How far, in seconds, a signature's timestamp may be from now (replay window).
-pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 /// The longest a refused body is read (and discarded) before the answer; see `drain`.
 pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// `Retry-After` of 429 and 503 answers, in seconds.
@@ -194,15 +189,14 @@ pub enum WebhookError {
 /// printed.
 #[derive(Clone, Default)]
 pub struct WebhookAuth {
-    /// SHA-256 of the token: compared in constant time, and of fixed length.
-    token_sha256: Option<[u8; 32]>,
-    hmac: Option<Hmac<Sha256>>,
+    token: Option<TokenDigest>,
+    hmac: Option<HmacKey>,
 }
 
 impl std::fmt::Debug for WebhookAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookAuth")
-            .field("token", &self.token_sha256.is_some())
+            .field("token", &self.token.is_some())
             .field("hmac", &self.hmac.is_some())
             .finish()
     }
@@ -257,41 +251,32 @@ impl WebhookAuth {
 
     /// Requires `Authorization: Bearer <token>`.
     pub fn with_token(mut self, token: &str) -> WebhookAuth {
-        self.token_sha256 = Some(Sha256::digest(token.as_bytes()).into());
+        self.token = Some(TokenDigest::of(token.as_bytes()));
         self
     }
 
     /// Requires an HMAC-SHA256 signature made with `secret` (see [`signature`]).
     pub fn with_hmac_secret(mut self, secret: &[u8]) -> WebhookAuth {
-        // HMAC takes keys of any length.
-        self.hmac = Hmac::<Sha256>::new_from_slice(secret).ok();
+        self.hmac = Some(HmacKey::new(secret));
         self
     }
 
     /// Whether requests must authenticate at all.
     pub fn is_required(&self) -> bool {
-        self.token_sha256.is_some() || self.hmac.is_some()
+        self.token.is_some() || self.hmac.is_some()
     }
 
     fn check_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(want) = &self.token_sha256 else {
+        let Some(want) = &self.token else {
             return Ok(());
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            });
-        let Some(presented) = presented else {
+        let Some(presented) = bearer_token(headers) else {
             return Err(ApiError::unauthorized(
                 "missing bearer token (Authorization: Bearer <token>)",
                 Some("Bearer"),
             ));
         };
-        let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if bool::from(got.ct_eq(want)) {
+        if want.matches(presented.as_bytes()) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(
@@ -302,58 +287,11 @@ impl WebhookAuth {
     }
 
     fn check_signature(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), ApiError> {
-        let Some(mac) = &self.hmac else {
-            return Ok(());
-        };
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let Some(ts_text) = text(TIMESTAMP_HEADER) else {
-            return Err(ApiError::unauthorized(
-                "missing X-Sentinel-Timestamp (unix seconds)",
-                None,
-            ));
-        };
-        let Ok(ts) = ts_text.trim().parse::<i64>() else {
-            return Err(ApiError::unauthorized(
-                "X-Sentinel-Timestamp is not a unix time in seconds",
-                None,
-            ));
-        };
-        if now.abs_diff(ts) > SIGNATURE_TOLERANCE_SECS as u64 {
-            return Err(ApiError::unauthorized(
-                format!(
-                    "X-Sentinel-Timestamp is more than {SIGNATURE_TOLERANCE_SECS} s from now \
-                     (check the sender's clock)"
-                ),
-                None,
-            ));
+        match &self.hmac {
+            None => Ok(()),
+            Some(key) => key.verify(headers, body, now),
         }
-        let tag = text(SIGNATURE_HEADER)
-            .and_then(|s| s.trim().strip_prefix("sha256="))
-            .and_then(|h| hex::decode(h).ok());
-        let Some(tag) = tag else {
-            return Err(ApiError::unauthorized(
-                "missing or malformed X-Sentinel-Signature (sha256=<hex>)",
-                None,
-            ));
-        };
-        let mut mac = mac.clone();
-        mac.update(ts_text.trim().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac.verify_slice(&tag)
-            .map_err(|_| ApiError::unauthorized("signature mismatch", None))
     }
-}
-
-/// The `X-Sentinel-Signature` value for `body` sent at unix time `timestamp` (seconds):
-/// `sha256=` and the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`.
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    // HMAC takes keys of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The answer to an accepted request.
@@ -391,7 +329,7 @@ struct HotCounters {
 }
 
 /// Builds the router of one webhook source: `POST` on any path ingests (the reference
-/// ignored the path), any other method is 405. Wrap it with [`crate::net::harden`].
+/// ignored the path), any other method is 405. Wrap it with [`crate::http::harden`].
 ///
 /// `max_line_bytes` is the longest line the source's `error_patterns` look at (events
 /// longer are not error lines when the source filters).

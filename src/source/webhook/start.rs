@@ -55,7 +55,7 @@ fn serve(src: &WebhookSourceConfig, cx: &SourceContext) -> anyhow::Result<Served
         cx.metrics.clone(),
         cx.budget.clone(),
     )?;
-    let router = crate::net::harden(router, crate::net::REQUEST_TIMEOUT);
+    let router = crate::http::harden(router, crate::http::REQUEST_TIMEOUT);
     let addr = format!("{}:{}", src.host, src.port);
     let listener = std::net::TcpListener::bind(&addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -68,6 +68,6 @@ fn serve(src: &WebhookSourceConfig, cx: &SourceContext) -> anyhow::Result<Served
         kind: "webhook".into(),
         detail: local.clone(),
     };
-    let task = tokio::spawn(crate::net::serve(listener, router, cx.stopped()));
+    let task = tokio::spawn(crate::http::serve(listener, router, cx.stopped()));
     Ok((info, local, task))
 }
