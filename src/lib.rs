@@ -16,7 +16,6 @@ pub mod api;
 pub mod attribute;
 pub mod cli;
 pub mod config;
-pub mod corpus;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod fix;
