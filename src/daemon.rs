@@ -58,7 +58,10 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     config.state().create()?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db)?);
-    store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
+    store.set_fix_policy(crate::fix::policy::FixPolicy::new(
+        &config.error_threshold,
+        config.auto_remediate,
+    ));
     store::write_owner(&db, options.command);
     let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {

@@ -46,7 +46,10 @@ pub fn run(config: &Config, args: FixArgs) -> Result<u8, CliError> {
         tracing::warn!("{w}");
     }
     let rules = LiveRules::new(rules);
-    store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
+    store.set_fix_policy(crate::fix::policy::FixPolicy::new(
+        &config.error_threshold,
+        config.auto_remediate,
+    ));
     let fix = match request_fix(
         &store,
         &rules,

@@ -196,7 +196,10 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         config.state().create()?;
         Some({
             let s = Store::open(&config.db_path()).context("opening the store")?;
-            s.set_fix_policy(crate::store::FixPolicy::from_config(config));
+            s.set_fix_policy(crate::fix::policy::FixPolicy::new(
+                &config.error_threshold,
+                config.auto_remediate,
+            ));
             s
         })
     };

@@ -60,7 +60,7 @@ pub struct SourceCommon {
 
 /// One entry of `sources`: one variant per `type`, each with its own settings and checks.
 ///
-/// Adding a source type is a variant here (with its struct and its arm in [`resolve_sources`])
+/// Adding a source type is a variant here (with its struct and its arm in `resolve_sources`)
 /// and its module under `crate::source`, registered in one line there.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -51,10 +51,11 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
 };
 
+pub use crate::fix::policy::FixPolicy;
 pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use fixes::{FixResult, FixStatus};
 pub use incident::{DecodeError, Incident, IncidentStatus, SAMPLE_MAX_BYTES};
-pub use jobs::{Action, FixJob, FixPolicy, JobState};
+pub use jobs::{Action, FixJob, JobState};
 
 use crate::attribute::{AttributionStatus, Severity};
 use crate::scan::Fingerprint;
