@@ -360,7 +360,7 @@ impl Signals {
 }
 
 fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
-    let path = state_dir.join(DAEMON_FILE);
+    let path = crate::state_dir::StateDir::new(state_dir).daemon_file();
     let tmp: PathBuf = state_dir.join(format!(".{DAEMON_FILE}.{}", std::process::id()));
     let Ok(text) = serde_json::to_string_pretty(info) else {
         return;
@@ -372,6 +372,7 @@ fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
 
 /// Reads a running daemon's [`DaemonInfo`] from `state_dir` (None when absent).
 pub fn read_daemon_file(state_dir: &Path) -> Option<DaemonInfo> {
-    let text = std::fs::read_to_string(state_dir.join(DAEMON_FILE)).ok()?;
+    let text =
+        std::fs::read_to_string(crate::state_dir::StateDir::new(state_dir).daemon_file()).ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -192,7 +192,7 @@ impl Writer {
             remembered_ids += hashes.len() as u64;
         }
         let applied = store.meta_value(WAL_APPLIED_SEQ)?.unwrap_or(0);
-        let wal_dir = store.path().with_extension("wal");
+        let wal_dir = crate::state_dir::wal_of(store.path());
         let (wal, recovered) = Wal::open(&wal_dir, applied).map_err(|source| StartError::Log {
             path: wal_dir.clone(),
             source,
