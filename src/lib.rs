@@ -23,7 +23,6 @@ pub mod daemon;
 pub mod fix;
 #[cfg(feature = "daemon")]
 pub mod http;
-#[cfg(feature = "daemon")]
 pub mod ingest;
 #[cfg(feature = "daemon")]
 pub mod integrations;
