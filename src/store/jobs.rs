@@ -79,25 +79,16 @@ impl FixJob {
 
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![JOB_FORMAT];
-        // Serialising plain data to a Vec cannot fail.
-        out.extend(serde_json::to_vec(self).unwrap_or_default());
-        out
+        super::codec::encode(JOB_FORMAT, self)
     }
 
     /// Decodes stored bytes.
     ///
     /// # Errors
     ///
-    /// A message when the value is from a newer format or is not a job.
+    /// A message when the value is from a newer format or is not valid.
     pub fn decode(b: &[u8]) -> Result<FixJob, String> {
-        match b.split_first() {
-            Some((&JOB_FORMAT, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
-            Some((v, _)) => Err(format!(
-                "fix job format {v} is not supported by this Sentinel"
-            )),
-            None => Err("empty fix job".into()),
-        }
+        super::codec::decode(JOB_FORMAT, b).map_err(|e| e.to_string())
     }
 }
 
