@@ -10,7 +10,8 @@
 //! a batch or none of it, and the cost of a commit (an fsync) is shared by every line of the
 //! batch. Never one commit per line.
 //!
-//! Tables (keys → values):
+//! Tables (keys → values; every definition is in `schema.rs`, and `golden.rs` keeps a store
+//! with a row in each, written by this schema version, readable):
 //!
 //! | table | key | value |
 //! |---|---|---|
