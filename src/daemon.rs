@@ -98,7 +98,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     // before anything is ingested), then ONE watch of the event log's head, fed by the
     // store's commit hook. Everything that follows the log (the outbox tasks; the API's
     // event stream) subscribes to this channel: the store takes a single hook.
-    let sinks = crate::integrations::Sink::from_config(&config);
+    let sinks = crate::integrations::Sink::enabled(crate::integrations::Peers::of(&config));
     crate::integrations::init_cursors(&store, &sinks)
         .context("cannot set up the integrations outbox")?;
     let (event_tx, events) = tokio::sync::watch::channel(store.event_head());
@@ -214,12 +214,12 @@ async fn serve_all(
         store.clone(),
         rules.clone(),
         crate::fix::engine::Fixer::new(
-            crate::fix::service::DaemonLlm::from_config(&config),
+            crate::fix::service::DaemonLlm::new(&config.llm),
             crate::fix::engine::FixerEnv {
                 config: config.clone(),
                 budget: Arc::new(crate::fix::budget::Budget::new(
                     store.clone(),
-                    crate::fix::budget::Caps::from_config(&config),
+                    crate::fix::budget::Caps::new(&config.budget, config.llm.budget_per_fix),
                 )),
             },
         ),

@@ -80,10 +80,13 @@ pub fn run(config: &Config, args: FixArgs) -> Result<u8, CliError> {
         store.clone(),
         rules,
         Fixer::new(
-            DaemonLlm::from_config(&config),
+            DaemonLlm::new(&config.llm),
             FixerEnv {
                 config: config.clone(),
-                budget: Arc::new(Budget::new(store.clone(), Caps::from_config(&config))),
+                budget: Arc::new(Budget::new(
+                    store.clone(),
+                    Caps::new(&config.budget, config.llm.budget_per_fix),
+                )),
             },
         ),
         1,
