@@ -27,8 +27,9 @@ use crate::store::Store;
 /// `sentinel scan`.
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
-    /// Files, directories or glob patterns (`logs/**/*.log`).
-    #[arg(required = true, value_name = "FILE|DIR|GLOB")]
+    /// Files, directories or glob patterns (`logs/**/*.log`); `-` reads standard input
+    /// (`kubectl logs deploy/api | sentinel scan -`).
+    #[arg(required = true, value_name = "FILE|DIR|GLOB|-")]
     inputs: Vec<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -99,7 +100,9 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         ..ScanReport::default()
     };
     let mut stderr = std::io::stderr().lock();
-    let (mut files, errors) = expand_inputs(&args.inputs);
+    let stdin = args.inputs.iter().any(|i| i == "-");
+    let named: Vec<String> = args.inputs.iter().filter(|i| *i != "-").cloned().collect();
+    let (mut files, errors) = expand_inputs(&named);
     // Never scan Sentinel's own state (the store is being written while we read).
     if let Ok(state) = std::fs::canonicalize(&config.state_dir) {
         files.retain(|f| !std::fs::canonicalize(f).is_ok_and(|f| f.starts_with(&state)));
@@ -130,7 +133,10 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
             s
         })
     };
-    let (work, open_errors) = batch::plan(&files, threads);
+    let (mut work, open_errors) = batch::plan(&files, threads);
+    if stdin {
+        work.push(Work::Stdin);
+    }
     for (path, error) in open_errors {
         let _ = writeln!(stderr, "sentinel: {path}: {error}");
         report.errors.push(FileError { path, error });
@@ -152,6 +158,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         .map(|w| match w {
             Work::Segment { range, .. } => range.end - range.start,
             Work::Gzip { input } => input.planned_bytes(),
+            Work::Stdin => 0,
         })
         .sum();
     let progress = progress_bar(total_bytes, args.json || args.no_progress);

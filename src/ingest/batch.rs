@@ -28,6 +28,9 @@ use crate::store::{IngestBatch, Store};
 /// segment's aggregator sees many repeats before it hands its batch on).
 pub const SEGMENT_BYTES: u64 = 32 << 20;
 
+/// How standard input is named in messages and the report.
+pub const STDIN_NAME: &str = "<stdin>";
+
 /// The read buffer of each worker.
 pub const READ_BUFFER_BYTES: usize = 512 << 10;
 
@@ -57,6 +60,8 @@ pub enum Work {
         /// The range, newline-aligned.
         range: std::ops::Range<u64>,
     },
+    /// Standard input, read to its end (`sentinel scan -`).
+    Stdin,
     /// A whole gzip file.
     Gzip {
         /// The file.
@@ -156,6 +161,7 @@ pub fn run(
             .map(|w| {
                 let path = match &w {
                     Work::Segment { input, .. } | Work::Gzip { input } => input.path.clone(),
+                    Work::Stdin => Arc::from(STDIN_NAME),
                 };
                 let r = scan_work(w, &ctx);
                 (path, r)
@@ -194,6 +200,12 @@ fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
                     counted.bytes, range.start
                 ));
             }
+            Ok(counted)
+        }
+        Work::Stdin => {
+            let stdin = std::io::stdin();
+            let counted = scan_reader(stdin.lock(), 0, &Arc::from(STDIN_NAME), ctx, true)
+                .map_err(|e| format!("reading standard input: {e}"))?;
             Ok(counted)
         }
         Work::Gzip { input } => {
