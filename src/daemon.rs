@@ -261,6 +261,7 @@ async fn serve_all(
             shards: config.shards,
             rotate_wait: options.rotate_wait,
             exclude: vec![config.state_dir.clone()],
+            max_open_files: config.max_open_files,
         };
         let (sources, summary) = FileSources::start(
             specs,

@@ -34,6 +34,7 @@ use crossbeam_channel::Sender;
 use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 use prometheus::IntCounter;
 
+use super::open_set::{OpenSet, Pinned};
 use crate::metrics::{INOTIFY_KINDS, Metrics};
 use crate::store::FileKey;
 
@@ -134,27 +135,32 @@ impl Routes {
 /// globs instead.
 const MAX_CHANGED_PATHS: usize = 4096;
 
-/// What inotify reported to the coordinator: paths created or moved in, moves (from,
-/// to), and whether the globs must be expanded again.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Changes(Arc<Mutex<Reported>>);
+/// What inotify reported to the coordinator: paths created or moved in (pinned while the
+/// open set has a pin free), moves (from, to), and whether the globs must be expanded
+/// again.
+#[derive(Debug, Clone)]
+pub(super) struct Changes(Arc<Mutex<Reported>>, Arc<OpenSet>);
 
 /// Moves: (from, to).
 pub(super) type Moves = Vec<(PathBuf, PathBuf)>;
 
 #[derive(Debug, Default)]
 struct Reported {
-    paths: Vec<(PathBuf, Option<File>)>,
+    paths: Vec<(PathBuf, Option<Pinned>)>,
     moved: Moves,
     expand: bool,
 }
 
 impl Changes {
+    pub(super) fn new(open_set: Arc<OpenSet>) -> Changes {
+        Changes(Arc::default(), open_set)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(&self, path: &Path, file: Option<File>) {
+    fn add(&self, path: &Path, file: Option<Pinned>) {
         let mut c = self.lock();
         if c.paths.len() < MAX_CHANGED_PATHS {
             c.paths.push((path.to_path_buf(), file));
@@ -177,7 +183,7 @@ impl Changes {
     }
 
     /// Takes what was reported: paths to look at, moves, and whether to expand the globs.
-    pub(super) fn take(&self) -> (Vec<(PathBuf, Option<File>)>, Moves, bool) {
+    pub(super) fn take(&self) -> (Vec<(PathBuf, Option<Pinned>)>, Moves, bool) {
         let mut c = self.lock();
         (
             std::mem::take(&mut c.paths),
@@ -235,10 +241,11 @@ impl Handler {
         }
     }
 
-    /// Opens a created file that a glob matches, here and now: a file deleted or rotated
-    /// away a moment later is still read (through this handle) when the coordinator's turn
-    /// comes. Symlinks are left to the coordinator (it decides, and warns).
-    fn pin(&self, path: &Path) -> Option<File> {
+    /// Opens a created file that a glob matches, here and now, while the open set has a
+    /// pin free: a file deleted or rotated away a moment later is still read (through this
+    /// handle) when the coordinator's turn comes. Symlinks are left to the coordinator (it
+    /// decides, and warns).
+    fn pin(&self, path: &Path) -> Option<Pinned> {
         let opts = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
@@ -255,7 +262,9 @@ impl Handler {
         if !meta.is_file() {
             return None;
         }
-        File::open(path).ok()
+        let slot = self.changes.1.try_pin()?;
+        let file = File::open(path).ok()?;
+        Some(Pinned { file, slot })
     }
 
     /// Handles one event (called on `notify`'s thread).
@@ -426,6 +435,10 @@ mod tests {
     use super::*;
     use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, RemoveKind, RenameMode};
 
+    fn test_set() -> Arc<OpenSet> {
+        OpenSet::new(64, 1, prometheus::IntGauge::new("t", "t").expect("gauge"))
+    }
+
     fn ev(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
     }
@@ -500,7 +513,7 @@ mod tests {
         let (stx, shard) = crossbeam_channel::bounded(1);
         let (ctx, coord) = crossbeam_channel::bounded(1);
         let lost = Arc::new(AtomicBool::new(false));
-        let changes = Changes::default();
+        let changes = Changes::new(test_set());
         let h = Handler::new(
             routes,
             changes,
@@ -622,7 +635,7 @@ mod tests {
             glob::Pattern::new(&format!("{}/*.log", dir.path().display())).expect("pattern");
         let h = Handler::new(
             Routes::default(),
-            Changes::default(),
+            Changes::new(test_set()),
             vec![pattern],
             vec![stx],
             ctx,
@@ -646,6 +659,7 @@ mod tests {
         paths[0]
             .1
             .as_ref()
+            .map(|p| &p.file)
             .expect("pinned")
             .read_to_string(&mut text)
             .expect("read");
@@ -656,7 +670,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_creates_turns_into_one_expansion() {
-        let c = Changes::default();
+        let c = Changes::new(test_set());
         for i in 0..MAX_CHANGED_PATHS + 10 {
             c.add(Path::new(&format!("/l/{i}.log")), None);
         }
