@@ -285,7 +285,10 @@ impl FileSources {
             }
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let changes = watch::Changes::new(open_set.clone());
+        let changes = watch::Changes::new(
+            open_set.clone(),
+            watch::WatchLimit::new(metrics.inotify_watch_limit.clone()),
+        );
         let specs_patterns = specs
             .iter()
             .map(|s| glob::Pattern::new(&s.pattern).ok())
