@@ -6,7 +6,8 @@
 //!   map of tracked files by identity ([`FileKey`]: device and inode). A file it has not
 //!   seen before goes to the least loaded shard; a tracked file no longer found at any
 //!   matched path (renamed away, deleted) is *detached*: its shard drains it through the
-//!   open handle and closes it once it has been idle for the rotate wait. A file inotify
+//!   open handle (a closed one is first looked for by identity in its directory) and
+//!   closes it once it has been idle for the rotate wait. A file inotify
 //!   reports created or moved into a watched directory is tracked at once (one stat of
 //!   that path). The globs are expanded at most once a [`RESCAN_INTERVAL`]: promptly
 //!   (within that cap) after inotify reported something gone or a directory created, else
@@ -21,13 +22,30 @@
 //!   again at once after data, then backing off from 10 ms up to 250 ms while the file had
 //!   data in the last 10 s, and up to 1 s once it is idle.
 //!
+//! # Descriptors
+//!
+//! Thousands of files under a descriptor limit of 1024 or 256 are ordinary, so the file
+//! sources never hold one descriptor per file: they hold at most `max_open_files` (default
+//! [`default_max_open_files`]: half the soft limit, at most [`DEFAULT_MAX_OPEN_FILES`]). The
+//! private `open_set` module splits them between the shards and a few pins (files the
+//! coordinator or the inotify handler open at once, so that a file rotated away right after
+//! it appeared is still read); without a free pin a file is handed to its shard closed. A
+//! shard closes the files that gave data longest ago (read to their end, never one
+//! draining a rotation) to make room, and reopens a closed file by identity when its
+//! `stat` shows a change (the `shard` module says how): a file's position survives any
+//! number of closes. EMFILE / ENFILE are faults, logged once, counted
+//! (`sentinel_descriptor_refusals_total`, `sentinel_files_waiting_for_descriptor`) and
+//! retried; a glob expansion that could not list a directory never takes its files for
+//! gone. inotify's watch budget running out turns the directories it misses to polling
+//! (said once, `sentinel_inotify_watch_limit_total`).
+//!
 //! # Idle cost
 //!
 //! Waiting is a timer or a channel, never a spin, and nothing wakes on Sentinel's own reads
 //! (the private `watch` module says which inotify events wake whom). An idle daemon
-//! therefore costs one `fstat` per tailed file per second plus one glob expansion every few
-//! seconds (`sentinel_file_polls_total`, `sentinel_glob_expansions_total`,
-//! `sentinel_inotify_events_total{kind}` show it).
+//! therefore costs one `fstat` per open tailed file (a `stat` of its path per closed one)
+//! per second plus one glob expansion every few seconds (`sentinel_file_polls_total`,
+//! `sentinel_glob_expansions_total`, `sentinel_inotify_events_total{kind}` show it).
 //!
 //! # Identity, generations, rotation
 //!

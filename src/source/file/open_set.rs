@@ -20,8 +20,9 @@
 //!
 //! When the system refuses a descriptor anyway (EMFILE, ENFILE: another part of the
 //! process, or another process, holds the rest), that is a fault, not silence: it is
-//! logged once with the limit and the number of files waiting, counted, the shares shrink
-//! to three quarters of what the shards hold, and the files retry.
+//! logged once with the limit and the number of files waiting, counted, the set shrinks
+//! to three quarters of what it holds then (for good: what else holds descriptors is not
+//! ours to know), and the files retry.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -68,7 +69,8 @@ pub(super) struct OpenSet {
     held: AtomicUsize,
     /// Pins held.
     pins: AtomicUsize,
-    pin_cap: usize,
+    /// The most pins (shrinks after EMFILE / ENFILE).
+    pin_cap: AtomicUsize,
     /// The handles each shard may hold (shrinks after EMFILE / ENFILE).
     share: AtomicUsize,
     shards: usize,
@@ -88,7 +90,7 @@ impl OpenSet {
         Arc::new(OpenSet {
             held: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
-            pin_cap,
+            pin_cap: AtomicUsize::new(pin_cap),
             share: AtomicUsize::new(share),
             shards,
             warned: AtomicBool::new(false),
@@ -108,14 +110,14 @@ impl OpenSet {
 
     /// The most handles the set holds (pins and shares), as configured.
     pub(super) fn capacity(&self) -> usize {
-        self.pin_cap + self.share() * self.shards
+        self.pin_cap.load(Ordering::Acquire) + self.share() * self.shards
     }
 
     /// A pin, if one is free.
     pub(super) fn try_pin(self: &Arc<Self>) -> Option<Slot> {
         self.pins
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.pin_cap).then_some(n + 1)
+                (n < self.pin_cap.load(Ordering::Acquire)).then_some(n + 1)
             })
             .ok()?;
         Some(self.slot(true))
@@ -135,14 +137,15 @@ impl OpenSet {
         }
     }
 
-    /// The system refused a descriptor: shrink the shares to three quarters of what the
-    /// shards hold now (so that they close some), and return the new share and whether
-    /// this is the first time (to be logged).
+    /// The system refused a descriptor: the set shrinks to three quarters of what it holds
+    /// now (so that the shards close some), split as at the start (an eighth for pins, the
+    /// rest in shares). Returns the new share and whether this is the first time (to be
+    /// logged).
     pub(super) fn exhausted(&self) -> (usize, bool) {
-        let shards_hold = self
-            .held()
-            .saturating_sub(self.pins.load(Ordering::Acquire));
-        let want = (shards_hold * 3 / 4 / self.shards).max(1);
+        let total = self.held() * 3 / 4;
+        let pins = (total / 8).max(1);
+        self.pin_cap.fetch_min(pins, Ordering::AcqRel);
+        let want = (total.saturating_sub(pins) / self.shards).max(1);
         let before = self.share.fetch_min(want, Ordering::AcqRel);
         let first = !self.warned.swap(true, Ordering::AcqRel);
         (before.min(want), first)
@@ -217,11 +220,14 @@ mod tests {
     fn exhaustion_shrinks_the_shares_and_is_first_said_once() {
         let gauge = IntGauge::new("t", "t").expect("gauge");
         let set = OpenSet::new(1000, 2, gauge);
-        let held: Vec<Slot> = (0..40).map(|_| set.shard_slot()).collect();
-        assert_eq!(set.exhausted(), (15, true));
-        assert_eq!(set.share(), 15);
-        assert_eq!(set.exhausted(), (15, false));
-        drop(held);
+        let pins: Vec<Slot> = (0..20).filter_map(|_| set.try_pin()).collect();
+        let held: Vec<Slot> = (0..60).map(|_| set.shard_slot()).collect();
+        // 80 held: 60 from now on, 7 of them pins, 26 per shard.
+        assert_eq!(set.exhausted(), (26, true));
+        assert_eq!((set.share(), set.capacity()), (26, 59));
+        assert!(set.try_pin().is_none(), "20 pins held, 7 allowed");
+        assert_eq!(set.exhausted(), (26, false));
+        drop((pins, held));
         assert_eq!(set.exhausted(), (1, false));
     }
 

@@ -406,7 +406,11 @@ impl Shard {
                 Err(e) if is_exhausted(&e) => {
                     self.p.metrics.descriptor_refusals.inc();
                     wait(f);
-                    refused = Some((e, self.p.open_set.exhausted()));
+                    let (share, first) = self.p.open_set.exhausted();
+                    // Said once per process: by the turn that met the first refusal.
+                    if first {
+                        refused = Some((e, share));
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(file = %f.path.display(), error = %e, "cannot reopen a tailed file; retrying");
@@ -423,7 +427,7 @@ impl Shard {
             .files_waiting
             .add(waiting as i64 - self.waiting as i64);
         self.waiting = waiting;
-        if let Some((e, (share, true))) = refused {
+        if let Some((e, share)) = refused {
             tracing::warn!(
                 error = %e,
                 open_files_limit = %crate::limits::open_files_limit_text(),
