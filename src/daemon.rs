@@ -201,6 +201,7 @@ async fn serve_all(
             shards: config.shards,
             rotate_wait: options.rotate_wait,
             exclude: vec![config.state_dir.clone()],
+            max_open_files: config.max_open_files,
         },
     };
     let sources = crate::source::start_all(&config.sources, &cx)?;

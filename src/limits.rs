@@ -31,6 +31,11 @@ pub fn raise_open_files_limit() -> (Option<u64>, Option<u64>) {
     })
 }
 
+/// The soft descriptor limit in force now (`None`: unlimited), as read from the kernel.
+pub fn soft_open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
 /// The soft descriptor limit in force, for start-up summaries ("unlimited" when none).
 pub fn open_files_limit_text() -> String {
     match raise_open_files_limit().0 {

@@ -65,8 +65,21 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// `sentinel_store_commit_errors_total`.
     pub commit_errors: IntCounter,
-    /// `sentinel_files_tracked{source}`: files open for tailing.
+    /// `sentinel_files_tracked{source}`: files tailed (their handle open or closed: see
+    /// `sentinel_files_open`).
     pub files_tracked: IntGaugeVec,
+    /// `sentinel_files_open`: descriptors the file sources hold (bounded by
+    /// `max_open_files`).
+    pub files_open: IntGauge,
+    /// `sentinel_files_waiting_for_descriptor`: tailed files that changed and wait for a
+    /// descriptor (the open set is busy, or the system refused one: EMFILE / ENFILE).
+    pub files_waiting: IntGauge,
+    /// `sentinel_descriptor_refusals_total`: opens of tailed files refused with EMFILE or
+    /// ENFILE (retried).
+    pub descriptor_refusals: IntCounter,
+    /// `sentinel_inotify_watch_limit_total`: directory watches refused because
+    /// `fs.inotify.max_user_watches` was reached (those directories are polled).
+    pub inotify_watch_limit: IntCounter,
     /// `sentinel_file_rotations_total{source,kind}`: `rename`, `delete`, `truncate`,
     /// `replaced` (inode reuse or rewritten head).
     pub rotations: IntCounterVec,
@@ -237,8 +250,37 @@ impl Metrics {
             "sentinel_ingest_log_unapplied_events",
             "Webhook events acknowledged (durable in the ingest log) and not yet in the store.",
         );
+        let files_open = gauge(
+            "sentinel_files_open",
+            "Descriptors the file sources hold (bounded by max_open_files).",
+        );
+        let files_waiting = gauge(
+            "sentinel_files_waiting_for_descriptor",
+            "Tailed files that changed and wait for a descriptor (open set busy, or EMFILE / \
+             ENFILE).",
+        );
+        let descriptor_refusals = IntCounter::new(
+            "sentinel_descriptor_refusals_total",
+            "Opens of tailed files refused with EMFILE or ENFILE (retried).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(descriptor_refusals.clone()))
+            .expect("unique metric");
+        let inotify_watch_limit = IntCounter::new(
+            "sentinel_inotify_watch_limit_total",
+            "Directory watches refused because fs.inotify.max_user_watches was reached \
+             (those directories are polled).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(inotify_watch_limit.clone()))
+            .expect("unique metric");
         let files_tracked = IntGaugeVec::new(
-            Opts::new("sentinel_files_tracked", "Files open for tailing."),
+            Opts::new(
+                "sentinel_files_tracked",
+                "Files tailed (handle open or closed; see sentinel_files_open).",
+            ),
             &["source"],
         )
         .expect("valid metric");
@@ -328,6 +370,10 @@ impl Metrics {
             queue_depth,
             queue_bytes,
             log_unapplied,
+            files_open,
+            files_waiting,
+            descriptor_refusals,
+            inotify_watch_limit,
             commit_seconds,
             commit_errors,
             files_tracked,

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}`: the process serves requests (liveness) |
-//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status` and `source_details` (`[{name, type, detail}]`); `version` is the real one and `started_at` is RFC 3339 UTC |
+//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `source_details` (`[{name, type, detail}]`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
@@ -246,6 +246,8 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "incidents": total,
         "incidents_by_status": by_status,
         "source_details": s.sources,
+        "files_open": s.metrics.files_open.get(),
+        "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
     })))
 }
 

@@ -114,6 +114,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `shards`: threads tailing files (default: the number of CPUs).
     pub shards: usize,
+    /// `max_open_files`: descriptors the file sources hold at most (default: half the
+    /// soft limit, at most 1024; see `source::file::default_max_open_files`).
+    pub max_open_files: Option<usize>,
     /// The directory relative paths in the file are resolved against (the config file's
     /// directory, or the working directory for the defaults).
     pub base_dir: PathBuf,
@@ -333,6 +336,17 @@ impl Config {
                 ));
             }
         };
+        let max_open_files = match &raw.max_open_files {
+            None => None,
+            Some(v) if (2..=1 << 20).contains(&v.value) => Some(v.value as usize),
+            Some(v) => {
+                return Err(invalid(
+                    "max_open_files".into(),
+                    Some(&v.referenced),
+                    format!("{} is out of range: expected 2..=1048576", v.value),
+                ));
+            }
+        };
 
         Ok(Config {
             path: path.map(Path::to_path_buf),
@@ -355,6 +369,7 @@ impl Config {
             max_line_bytes: max_line_bytes as usize,
             api,
             shards,
+            max_open_files,
             base_dir: base.to_path_buf(),
         })
     }
@@ -455,6 +470,7 @@ struct RawConfig {
     max_line_bytes: Option<Spanned<u64>>,
     api: RawApi,
     shards: Option<Spanned<u64>>,
+    max_open_files: Option<Spanned<u64>>,
 }
 
 impl Default for RawConfig {
@@ -479,6 +495,7 @@ impl Default for RawConfig {
             max_line_bytes: None,
             api: RawApi::default(),
             shards: None,
+            max_open_files: None,
         }
     }
 }

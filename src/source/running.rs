@@ -27,6 +27,8 @@ pub struct SourceDefaults {
     pub rotate_wait: std::time::Duration,
     /// Paths never read as logs (Sentinel's own state).
     pub exclude: Vec<PathBuf>,
+    /// `max_open_files`: descriptors the file sources hold at most (None: the default).
+    pub max_open_files: Option<usize>,
 }
 
 /// What a source runs with.

@@ -151,11 +151,24 @@ impl Workspace {
 
     /// As [`Workspace::spawn`], with extra environment variables.
     pub(crate) fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.spawn_cmd(Command::new(BIN), args, env)
+    }
+
+    /// As [`Workspace::spawn`], run by `prefix`: a command line that runs its arguments (the
+    /// binary and `args`) with `exec`, so that the daemon's pid is the child's, e.g.
+    /// `["sh", "-c", "ulimit -n 256 && exec \"$0\" \"$@\""]`.
+    pub(crate) fn spawn_under(&self, prefix: &[&str], args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..]).arg(BIN);
+        self.spawn_cmd(cmd, args, &[])
+    }
+
+    fn spawn_cmd(&self, mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let err = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let child = cmd
             .current_dir(self.dir.path())
             .env_remove("SENTINEL_CONFIG")
             .env("HOME", self.dir.path())

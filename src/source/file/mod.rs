@@ -6,7 +6,8 @@
 //!   map of tracked files by identity ([`FileKey`]: device and inode). A file it has not
 //!   seen before goes to the least loaded shard; a tracked file no longer found at any
 //!   matched path (renamed away, deleted) is *detached*: its shard drains it through the
-//!   open handle and closes it once it has been idle for the rotate wait. A file inotify
+//!   open handle (a closed one is first looked for by identity in its directory) and
+//!   closes it once it has been idle for the rotate wait. A file inotify
 //!   reports created or moved into a watched directory is tracked at once (one stat of
 //!   that path). The globs are expanded at most once a [`RESCAN_INTERVAL`]: promptly
 //!   (within that cap) after inotify reported something gone or a directory created, else
@@ -21,13 +22,30 @@
 //!   again at once after data, then backing off from 10 ms up to 250 ms while the file had
 //!   data in the last 10 s, and up to 1 s once it is idle.
 //!
+//! # Descriptors
+//!
+//! Thousands of files under a descriptor limit of 1024 or 256 are ordinary, so the file
+//! sources never hold one descriptor per file: they hold at most `max_open_files` (default
+//! [`default_max_open_files`]: half the soft limit, at most [`DEFAULT_MAX_OPEN_FILES`]). The
+//! private `open_set` module splits them between the shards and a few pins (files the
+//! coordinator or the inotify handler open at once, so that a file rotated away right after
+//! it appeared is still read); without a free pin a file is handed to its shard closed. A
+//! shard closes the files that gave data longest ago (read to their end, never one
+//! draining a rotation) to make room, and reopens a closed file by identity when its
+//! `stat` shows a change (the `shard` module says how): a file's position survives any
+//! number of closes. EMFILE / ENFILE are faults, logged once, counted
+//! (`sentinel_descriptor_refusals_total`, `sentinel_files_waiting_for_descriptor`) and
+//! retried; a glob expansion that could not list a directory never takes its files for
+//! gone. inotify's watch budget running out turns the directories it misses to polling
+//! (said once, `sentinel_inotify_watch_limit_total`).
+//!
 //! # Idle cost
 //!
 //! Waiting is a timer or a channel, never a spin, and nothing wakes on Sentinel's own reads
 //! (the private `watch` module says which inotify events wake whom). An idle daemon
-//! therefore costs one `fstat` per tailed file per second plus one glob expansion every few
-//! seconds (`sentinel_file_polls_total`, `sentinel_glob_expansions_total`,
-//! `sentinel_inotify_events_total{kind}` show it).
+//! therefore costs one `fstat` per open tailed file (a `stat` of its path per closed one)
+//! per second plus one glob expansion every few seconds (`sentinel_file_polls_total`,
+//! `sentinel_glob_expansions_total`, `sentinel_inotify_events_total{kind}` show it).
 //!
 //! # Identity, generations, rotation
 //!
@@ -50,10 +68,13 @@
 //! `start_at: end`, from after their last complete line; files that appear later are
 //! always read from byte 0. Symlinks are skipped unless `follow_symlinks` is set.
 
+mod open_set;
 mod shard;
 mod start;
 mod watch;
 
+pub use open_set::{DEFAULT_MAX_OPEN_FILES, MAX_PINS, default_max_open_files};
+use open_set::{OpenSet, Pinned};
 pub use start::start;
 
 use std::collections::{HashMap, HashSet};
@@ -189,6 +210,9 @@ pub struct Options {
     pub rotate_wait: Duration,
     /// Paths under these directories are never tailed (Sentinel's own state).
     pub exclude: Vec<PathBuf>,
+    /// The most descriptors the file sources hold (`max_open_files`; None: the default,
+    /// [`default_max_open_files`] of the soft limit).
+    pub max_open_files: Option<usize>,
 }
 
 /// What the file sources found at start.
@@ -200,6 +224,8 @@ pub struct StartSummary {
     pub recovered: usize,
     /// Whether this was the first start (`start_at` applies).
     pub first_start: bool,
+    /// The most descriptors the file sources hold.
+    pub max_open_files: usize,
 }
 
 /// The running file sources.
@@ -234,6 +260,10 @@ impl FileSources {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let shards = options.shards.max(1);
+        let max_open = options
+            .max_open_files
+            .unwrap_or_else(|| default_max_open_files(crate::limits::soft_open_files_limit()));
+        let open_set = OpenSet::new(max_open, shards, metrics.files_open.clone());
         let (report_tx, report_rx) = unbounded();
         let mut wakers = Vec::new();
         let mut controls = Vec::new();
@@ -250,6 +280,7 @@ impl FileSources {
                 rules: rules.clone(),
                 stop: stop.clone(),
                 rotate_wait: options.rotate_wait,
+                open_set: open_set.clone(),
             });
             threads.push(
                 std::thread::Builder::new()
@@ -272,7 +303,10 @@ impl FileSources {
             }
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let changes = watch::Changes::default();
+        let changes = watch::Changes::new(
+            open_set.clone(),
+            watch::WatchLimit::new(metrics.inotify_watch_limit.clone()),
+        );
         let specs_patterns = specs
             .iter()
             .map(|s| glob::Pattern::new(&s.pattern).ok())
@@ -314,8 +348,16 @@ impl FileSources {
             changes,
             dir_watch,
             expansions,
+            open_set: open_set.clone(),
         };
-        let summary = coord.first_round();
+        let mut summary = coord.first_round();
+        summary.max_open_files = open_set.capacity();
+        tracing::info!(
+            max_open_files = summary.max_open_files,
+            open_files_limit = %crate::limits::open_files_limit_text(),
+            "file sources hold at most {} files open (idle files are closed and reopened by identity)",
+            summary.max_open_files
+        );
         let mut all_wakers = wakers.clone();
         all_wakers.push(coord_wake_tx);
         threads.push(
@@ -378,8 +420,9 @@ enum Control {
 #[derive(Debug)]
 struct OpenFile {
     key: FileKey,
-    /// Opened by the coordinator or the event handler (its identity checked).
-    file: File,
+    /// Opened by the coordinator or the event handler (its identity checked), or None:
+    /// closed, the shard opens it by path (and checks its identity) when it has room.
+    file: Option<Pinned>,
     path: PathBuf,
     spec: Arc<FileSpec>,
     start: Start,
@@ -436,6 +479,8 @@ struct Coordinator {
     dir_watch: watch::DirWatch,
     /// `sentinel_glob_expansions_total`, per spec.
     expansions: Vec<prometheus::IntCounter>,
+    /// The bounded set of descriptors (this thread takes pins from it).
+    open_set: Arc<OpenSet>,
 }
 
 impl Coordinator {
@@ -483,8 +528,8 @@ impl Coordinator {
             }
             self.handle_reports();
             self.dir_watch.refresh();
-            let seen = self.discover();
-            self.reconcile(seen, false);
+            let (seen, complete) = self.discover();
+            self.reconcile(seen, false, complete);
             last = Instant::now();
             prompted = false;
         }
@@ -493,7 +538,7 @@ impl Coordinator {
     /// The first discovery: summary, `start_at`, recovery of files rotated away before a
     /// crash, forgetting positions of files long gone.
     fn first_round(&mut self) -> StartSummary {
-        let seen = self.discover();
+        let (seen, complete) = self.discover();
         let mut summary = StartSummary {
             first_start: self.first_start,
             ..StartSummary::default()
@@ -563,7 +608,7 @@ impl Coordinator {
         for k in &forget {
             self.positions.remove(k);
         }
-        self.reconcile(seen, self.first_start);
+        self.reconcile(seen, self.first_start, complete);
         // Record the start (and forget stale positions) through the writer.
         let mut batch = FileBatch {
             source: Arc::from("files"),
@@ -588,21 +633,32 @@ impl Coordinator {
         self.exclude.iter().any(|d| path.starts_with(d))
     }
 
-    /// Expands every glob: file identity → (path, spec index), first match wins.
-    fn discover(&mut self) -> HashMap<FileKey, (PathBuf, usize)> {
+    /// Expands every glob: file identity → (path, spec index), first match wins; and
+    /// whether every directory could be listed (a directory that could not, for want of a
+    /// descriptor say, must not make its files look gone).
+    fn discover(&mut self) -> (HashMap<FileKey, (PathBuf, usize)>, bool) {
         let mut seen = HashMap::new();
+        let mut complete = true;
         for (i, spec) in self.specs.iter().enumerate() {
             self.expansions[i].inc();
             let Ok(paths) = glob::glob(&spec.pattern) else {
                 continue;
             };
-            for path in paths.flatten() {
+            for path in paths {
+                let path = match path {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot list a directory; no file of this expansion is taken for gone");
+                        complete = false;
+                        continue;
+                    }
+                };
                 if let Some(key) = identify(&path, spec, &self.exclude, &mut self.warned) {
                     seen.entry(key).or_insert((path, i));
                 }
             }
         }
-        seen
+        (seen, complete)
     }
 
     /// Tracks files that inotify reported created or moved in, without listing anything
@@ -612,7 +668,7 @@ impl Coordinator {
     /// A file moved from a matched path to an unmatched one (rotated) that is not tracked
     /// (it appeared and was rotated away before this thread saw it) is opened detached: it
     /// is read from the start (or its committed position), drained and closed.
-    fn adopt(&mut self, paths: Vec<(PathBuf, Option<File>)>, moved: Vec<(PathBuf, PathBuf)>) {
+    fn adopt(&mut self, paths: Vec<(PathBuf, Option<Pinned>)>, moved: Vec<(PathBuf, PathBuf)>) {
         for (path, file) in paths {
             let Some(i) = self.matching_spec(&path) else {
                 continue;
@@ -620,7 +676,7 @@ impl Coordinator {
             // Pinned by the event handler: that file, wherever it is now (the next
             // expansion detaches it if it left).
             let pinned = file.and_then(|f| {
-                let m = f.metadata().ok()?;
+                let m = f.file.metadata().ok()?;
                 let key = FileKey {
                     dev: m.dev(),
                     ino: m.ino(),
@@ -636,7 +692,7 @@ impl Coordinator {
                         Some(p) => Start::Resume(p),
                         None => Start::Beginning,
                     };
-                    self.hand_over(key, f, path, i, start, false);
+                    self.hand_over(key, Some(f), path, i, start, false);
                 }
                 None => {
                     if let Some(key) =
@@ -698,9 +754,12 @@ impl Coordinator {
         }
     }
 
-    fn reconcile(&mut self, seen: HashMap<FileKey, (PathBuf, usize)>, first: bool) {
+    fn reconcile(&mut self, seen: HashMap<FileKey, (PathBuf, usize)>, first: bool, complete: bool) {
         for (key, (path, spec)) in &seen {
             self.track(*key, path, *spec, first);
+        }
+        if !complete {
+            return;
         }
         let gone: Vec<FileKey> = self
             .tracked
@@ -748,32 +807,39 @@ impl Coordinator {
         self.open(key, path.to_path_buf(), spec, start, false);
     }
 
-    /// Opens the file `key` at `path` here, so that it is pinned before a rotation can move
-    /// it on, and hands it to the least loaded shard. When the path no longer leads to
-    /// `key`, nothing happens (the next event or expansion sees what is there now).
+    /// Opens the file `key` at `path` here when a pin is free, so that it is pinned before
+    /// a rotation can move it on, and hands it to the least loaded shard; without a pin (or
+    /// a descriptor) it is handed over closed. When the path no longer leads to `key`,
+    /// nothing happens (the next event or expansion sees what is there now).
     fn open(&mut self, key: FileKey, path: PathBuf, spec: usize, start: Start, detached: bool) {
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(file = %path.display(), error = %e, "cannot open a matched file; retrying later");
-                return;
-            }
+        let pinned = match self.open_set.try_pin() {
+            None => None,
+            Some(slot) => match File::open(&path) {
+                Ok(file) => Some(Pinned { file, slot }),
+                Err(e) if open_set::is_exhausted(&e) => None,
+                Err(e) => {
+                    tracing::debug!(file = %path.display(), error = %e, "cannot open a matched file; retrying later");
+                    return;
+                }
+            },
         };
-        if !file
-            .metadata()
-            .is_ok_and(|m| m.dev() == key.dev && m.ino() == key.ino)
+        if let Some(p) = &pinned
+            && !p
+                .file
+                .metadata()
+                .is_ok_and(|m| m.dev() == key.dev && m.ino() == key.ino)
         {
             tracing::debug!(file = %path.display(), "the path changed before it was opened");
             return;
         }
-        self.hand_over(key, file, path, spec, start, detached);
+        self.hand_over(key, pinned, path, spec, start, detached);
     }
 
     /// Hands the open file `key` (found at `path`) to the least loaded shard.
     fn hand_over(
         &mut self,
         key: FileKey,
-        file: File,
+        file: Option<Pinned>,
         path: PathBuf,
         spec: usize,
         start: Start,

@@ -6,12 +6,25 @@
 //! event on a file marks it to be polled at once and wakes the shard. In between the shard
 //! blocks on its channels until the earliest file is due: a thousand idle files cost a
 //! thousand `fstat`s (and zero-byte reads) a second, nothing more.
+//!
+//! # Closed files
+//!
+//! A shard holds at most its share of the open set ([`super::open_set`]) open. A tailed
+//! file whose handle was closed keeps its position (offset, generation, head fingerprint)
+//! here; its poll is a `stat` of its path instead of an `fstat`. When the path still leads
+//! to its (device, inode) and its size or mtime differs from what was read, it is reopened
+//! by identity: the same inode, a size not below what was read, and the same head bytes
+//! resume at the offset; anything else (truncated, or an inode reused by a new file) is a
+//! new generation read from byte 0. A file whose path no longer leads to it is left alone
+//! until the coordinator detaches it; then it is looked for by identity in its directory
+//! (renamed away) and drained, or, gone, finished. Closing loses nothing: the position is
+//! where the next line starts, a held partial line is read again after the reopen.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, never, select};
 use jiff::Timestamp;
 
+use super::open_set::{OpenSet, Pinned, Slot, is_exhausted};
 use super::{Control, FileSpec, OpenFile, Report, Start};
 use crate::aggregate::LineAggregator;
 use crate::attribute::LiveRules;
@@ -46,6 +60,8 @@ const POLL_ACTIVE_MAX: Duration = Duration::from_millis(250);
 const ACTIVE_FOR: Duration = Duration::from_secs(10);
 /// ... and this once the file is idle.
 const POLL_IDLE_MAX: Duration = Duration::from_secs(1);
+/// How soon a file that waits for a descriptor tries again.
+const RETRY_OPEN: Duration = Duration::from_millis(50);
 
 pub(super) struct ShardParts {
     pub(super) control: Receiver<Control>,
@@ -56,11 +72,16 @@ pub(super) struct ShardParts {
     pub(super) rules: Arc<LiveRules>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) rotate_wait: Duration,
+    pub(super) open_set: Arc<OpenSet>,
 }
 
 pub(super) struct Shard {
     p: ShardParts,
     files: Vec<Tailed>,
+    /// Files open in this shard's share (pins not included).
+    own_open: usize,
+    /// Files waiting for a descriptor (counted in `sentinel_files_waiting_for_descriptor`).
+    waiting: usize,
     /// Per source: what was read since the last send.
     accs: HashMap<Arc<str>, Acc>,
 }
@@ -72,11 +93,22 @@ struct Tailed {
     /// `path` as the incidents' `source` label.
     label: Arc<str>,
     spec: Arc<FileSpec>,
-    reader: LineReader<File>,
+    /// The open handle; None while closed (see the module docs).
+    handle: Option<Handle>,
+    /// Where the first open starts (a file handed over closed).
+    pending: Option<Start>,
+    /// While closed: the offset reached (the next line's start).
+    offset: u64,
+    /// While closed: the mtime when it was closed (seconds, nanoseconds).
+    closed_mtime: (i64, i64),
+    /// Waiting for a descriptor.
+    waiting: bool,
+    /// The last poll read it to its end (it may be closed without delay).
+    at_eof: bool,
     generation: u32,
     head_len: u16,
     head_hash: u64,
-    /// Size at the last poll.
+    /// Size at the last poll (while closed: the bytes read when it was closed).
     last_size: u64,
     /// When the coordinator said the file is no longer at a matched path.
     detached: Option<Instant>,
@@ -102,6 +134,13 @@ struct Tailed {
     done: bool,
 }
 
+/// An open tailed file.
+struct Handle {
+    reader: LineReader<File>,
+    /// Dropped after the reader (closes the file first).
+    slot: Slot,
+}
+
 /// What a shard read for one source since its last send.
 struct Acc {
     agg: LineAggregator,
@@ -117,6 +156,8 @@ impl Shard {
         Shard {
             p,
             files: Vec::new(),
+            own_open: 0,
+            waiting: 0,
             accs: HashMap::new(),
         }
     }
@@ -132,6 +173,7 @@ impl Shard {
             }
             if self.p.stop.load(Ordering::SeqCst) {
                 self.flush();
+                self.p.metrics.files_waiting.sub(self.waiting as i64);
                 return;
             }
             self.turn();
@@ -162,29 +204,25 @@ impl Shard {
 
     fn control(&mut self, c: Control) {
         match c {
-            Control::Open(o) => {
-                let key = o.key;
-                match self.open(o) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot open a matched file; retrying later");
-                        let _ = self.p.reports.send(Report::Closed(key, None));
-                    }
-                }
-            }
+            Control::Open(o) => self.open(o),
             Control::Detach(key) => {
-                if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
-                    use std::os::unix::fs::MetadataExt;
-                    let linked = f.reader.get_ref().metadata().map_or(0, |m| m.nlink());
-                    let kind = if linked > 0 { "rename" } else { "delete" };
-                    self.p
-                        .metrics
-                        .rotations
-                        .with_label_values(&[&f.spec.name, kind])
-                        .inc();
-                    tracing::debug!(file = %f.path.display(), kind, "rotated: draining");
-                    f.detached = Some(Instant::now());
-                }
+                let Some(i) = self.files.iter().position(|f| f.key == key) else {
+                    return;
+                };
+                let f = &mut self.files[i];
+                let linked = match &f.handle {
+                    Some(h) => h.reader.get_ref().metadata().is_ok_and(|m| m.nlink() > 0),
+                    None => locate(f).is_some(),
+                };
+                let kind = if linked { "rename" } else { "delete" };
+                self.p
+                    .metrics
+                    .rotations
+                    .with_label_values(&[&f.spec.name, kind])
+                    .inc();
+                tracing::debug!(file = %f.path.display(), kind, open = f.handle.is_some(), "rotated: draining");
+                f.detached = Some(Instant::now());
+                f.next_poll = Instant::now();
             }
             Control::Attach(key, path) => {
                 if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
@@ -193,21 +231,73 @@ impl Shard {
                         f.label = Arc::from(path.to_string_lossy().as_ref());
                         f.path = path;
                     }
+                    f.next_poll = Instant::now();
                 }
             }
         }
     }
 
-    fn open(&mut self, o: OpenFile) -> std::io::Result<()> {
-        let mut file = o.file;
-        let meta = file.metadata()?;
-        let size = meta.len();
-        let max_line = o.spec.scanner.max_line_bytes();
-        let (generation, offset, head_len, head_hash, dirty) = match &o.start {
+    /// Starts tailing a file the coordinator handed over: open (pinned) or closed (it is
+    /// opened by path when this shard has room).
+    fn open(&mut self, o: OpenFile) {
+        let now = Instant::now();
+        let mut f = Tailed {
+            key: o.key,
+            label: Arc::from(o.path.to_string_lossy().as_ref()),
+            path: o.path,
+            polls: self.p.metrics.file_polls.with_label_values(&[&o.spec.name]),
+            spec: o.spec,
+            handle: None,
+            pending: Some(o.start),
+            offset: 0,
+            closed_mtime: (0, 0),
+            waiting: false,
+            at_eof: false,
+            generation: 0,
+            head_len: 0,
+            head_hash: 0,
+            last_size: 0,
+            detached: o.detached.then_some(now),
+            last_data: now,
+            had_data: false,
+            woken: o.woken,
+            interval: Duration::ZERO,
+            next_poll: now,
+            sent: None,
+            dirty: false,
+            skipped_seen: 0,
+            done: false,
+        };
+        if let Some(Pinned { file, slot }) = o.file
+            && let Err(e) = self.attach(&mut f, file, slot)
+        {
+            // Kept closed with its start: opened again by path at its first poll.
+            tracing::debug!(file = %f.path.display(), error = %e, "cannot read a matched file; retrying");
+        }
+        self.p
+            .metrics
+            .files_tracked
+            .with_label_values(&[&f.spec.name])
+            .inc();
+        self.files.push(f);
+    }
+
+    /// Gives `f` its open `file` (whose identity the caller checked) and resumes where it
+    /// was: at its start position the first time, else at its offset if the file is the
+    /// same (not below what was read, the same head bytes) or from 0 as a new generation.
+    fn attach(&mut self, f: &mut Tailed, mut file: File, slot: Slot) -> std::io::Result<()> {
+        let size = file.metadata()?.len();
+        let first = f.pending.is_some();
+        let start = match &f.pending {
+            Some(s) => s.clone(),
+            None => Start::Resume(position(f, f.offset)),
+        };
+        let (generation, offset, head_len, head_hash, new) = match &start {
             Start::Beginning => (0, 0, 0, 0, true),
             Start::End => (0, last_line_start(&file, size)?, 0, 0, true),
             Start::Resume(p) => {
                 let same = size >= p.offset
+                    && size >= f.last_size
                     && (p.head_len == 0
                         || (size >= u64::from(p.head_len)
                             && head_hash(&file, u64::from(p.head_len))? == p.head_hash));
@@ -217,59 +307,64 @@ impl Shard {
                     self.p
                         .metrics
                         .rotations
-                        .with_label_values(&[&o.spec.name, "replaced"])
+                        .with_label_values(&[&f.spec.name, "replaced"])
                         .inc();
+                    if !first {
+                        tracing::info!(file = %f.path.display(), "file truncated or replaced while closed; reading it from the start");
+                    }
                     (p.generation.wrapping_add(1), 0, 0, 0, true)
                 }
             }
         };
         file.seek(SeekFrom::Start(offset))?;
+        let max_line = f.spec.scanner.max_line_bytes();
         let reader = LineReader::with_capacity(file, READ_BYTES, max_line).with_offset(offset);
-        let label: Arc<str> = Arc::from(o.path.to_string_lossy().as_ref());
-        let sent = match &o.start {
-            Start::Resume(p) if !dirty => {
-                Some((p.generation, p.offset, p.head_len, PathBuf::from(&p.path)))
-            }
-            _ => None,
-        };
-        self.p
-            .metrics
-            .files_tracked
-            .with_label_values(&[&o.spec.name])
-            .inc();
-        let polls = self.p.metrics.file_polls.with_label_values(&[&o.spec.name]);
-        tracing::debug!(file = %o.path.display(), offset, generation, "tailing");
-        let now = Instant::now();
-        self.files.push(Tailed {
-            key: o.key,
-            path: o.path,
-            label,
-            spec: o.spec,
-            reader,
-            generation,
-            head_len,
-            head_hash,
-            last_size: size,
-            detached: o.detached.then(Instant::now),
-            last_data: now,
-            had_data: false,
-            woken: o.woken,
-            interval: Duration::ZERO,
-            next_poll: now,
-            polls,
-            sent,
-            dirty,
-            skipped_seen: 0,
-            done: false,
-        });
+        if first {
+            f.sent = match &start {
+                Start::Resume(p) if !new => {
+                    Some((p.generation, p.offset, p.head_len, PathBuf::from(&p.path)))
+                }
+                _ => None,
+            };
+            tracing::debug!(file = %f.path.display(), offset, generation, "tailing");
+        }
+        f.dirty |= new;
+        f.pending = None;
+        f.generation = generation;
+        f.head_len = head_len;
+        f.head_hash = head_hash;
+        f.offset = offset;
+        f.last_size = size;
+        f.skipped_seen = 0;
+        f.at_eof = false;
+        if !slot.is_pin() {
+            self.own_open += 1;
+        }
+        f.handle = Some(Handle { reader, slot });
         Ok(())
     }
 
-    /// Polls every file that is due or was woken, once, and schedules its next poll.
+    /// Closes `f`'s handle, keeping its position.
+    fn close(&mut self, f: &mut Tailed) {
+        let Some(h) = f.handle.take() else {
+            return;
+        };
+        f.offset = h.reader.offset();
+        f.last_size = h.reader.position();
+        f.closed_mtime = h.reader.get_ref().metadata().map_or((0, 0), |m| mtime(&m));
+        if !h.slot.is_pin() {
+            self.own_open -= 1;
+        }
+    }
+
+    /// Polls every file that is due or was woken, once, and schedules its next poll. Closed
+    /// files that changed are reopened after the others were polled (so that files read to
+    /// their end can make room).
     fn turn(&mut self) {
         let mut files = std::mem::take(&mut self.files);
         let now = Instant::now();
-        for f in &mut files {
+        let mut reopen = Vec::new();
+        for (i, f) in files.iter_mut().enumerate() {
             if self.p.stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -279,37 +374,187 @@ impl Shard {
                 continue;
             }
             f.polls.inc();
-            let got = match self.poll(f) {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    self.p
-                        .metrics
-                        .file_errors
-                        .with_label_values(&[&f.spec.name])
-                        .inc();
-                    tracing::warn!(file = %f.path.display(), error = %e, "read error; retrying");
-                    false
-                }
-            };
-            if got {
-                f.had_data = true;
+            if f.handle.is_some() {
+                self.poll_and_schedule(f);
+            } else if self.changed_while_closed(f) {
+                reopen.push(i);
+            } else {
+                f.waiting = false;
+                schedule(f, false);
             }
-            let active = f.had_data && f.last_data.elapsed() < ACTIVE_FOR;
-            f.interval = next_interval(f.interval, got, active);
-            f.next_poll = Instant::now() + f.interval;
+        }
+        let mut refused = None;
+        for i in reopen {
+            if self.p.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if !self.make_room(&mut files, i) {
+                wait(&mut files[i]);
+                continue;
+            }
+            let f = &mut files[i];
+            match self.reopen(f) {
+                Ok(true) => {
+                    f.waiting = false;
+                    self.poll_and_schedule(f);
+                }
+                Ok(false) => {
+                    // Not at its path (any more): the coordinator detaches it.
+                    f.waiting = false;
+                    schedule(f, false);
+                }
+                Err(e) if is_exhausted(&e) => {
+                    self.p.metrics.descriptor_refusals.inc();
+                    wait(f);
+                    let (share, first) = self.p.open_set.exhausted();
+                    // Said once per process: by the turn that met the first refusal.
+                    if first {
+                        refused = Some((e, share));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(file = %f.path.display(), error = %e, "cannot reopen a tailed file; retrying");
+                    f.waiting = false;
+                    schedule(f, false);
+                }
+            }
+        }
+        self.files = files;
+        self.fit();
+        let waiting = self.files.iter().filter(|f| f.waiting).count();
+        self.p
+            .metrics
+            .files_waiting
+            .add(waiting as i64 - self.waiting as i64);
+        self.waiting = waiting;
+        if let Some((e, share)) = refused {
+            tracing::warn!(
+                error = %e,
+                open_files_limit = %crate::limits::open_files_limit_text(),
+                files_waiting = self.p.metrics.files_waiting.get(),
+                files_open = self.p.open_set.held(),
+                "out of file descriptors: files wait for one (sentinel_files_waiting_for_descriptor); \
+                 each shard now holds at most {share} files open. Raise the limit (ulimit -n) or \
+                 lower max_open_files"
+            );
+        }
+    }
+
+    /// Polls `f` (open) and schedules its next poll.
+    fn poll_and_schedule(&mut self, f: &mut Tailed) {
+        let got = match self.poll(f) {
+            Ok(n) => n > 0,
+            Err(e) => {
+                self.p
+                    .metrics
+                    .file_errors
+                    .with_label_values(&[&f.spec.name])
+                    .inc();
+                tracing::warn!(file = %f.path.display(), error = %e, "read error; retrying");
+                false
+            }
+        };
+        schedule(f, got);
+    }
+
+    /// Whether closed `f` must be opened: it was never opened, or its path still leads to
+    /// it and its size or mtime changed. A detached file is looked for by identity (renamed
+    /// away); gone, or unchanged for the rotate wait, it is finished.
+    fn changed_while_closed(&mut self, f: &mut Tailed) -> bool {
+        if f.pending.is_some() && f.detached.is_none() {
+            return true;
+        }
+        let meta = if f.detached.is_some() {
+            locate(f)
+        } else {
+            stat_path(f)
+                .ok()
+                .filter(|m| m.dev() == f.key.dev && m.ino() == f.key.ino)
+        };
+        let changed = meta.as_ref().is_some_and(|m| {
+            f.pending.is_some() || m.len() != f.last_size || mtime(m) != f.closed_mtime
+        });
+        if let Some(since) = f.detached
+            && !changed
+            && (meta.is_none() || since.elapsed() >= self.p.rotate_wait)
+        {
+            tracing::debug!(file = %f.path.display(), found = meta.is_some(), "closed after rotation");
+            f.done = true;
+        }
+        changed
+    }
+
+    /// Opens closed `f` by path and checks it is the same file; Ok(false) when the path
+    /// leads to another file now.
+    fn reopen(&mut self, f: &mut Tailed) -> std::io::Result<bool> {
+        let file = File::open(&f.path)?;
+        let m = file.metadata()?;
+        if m.dev() != f.key.dev || m.ino() != f.key.ino {
+            return Ok(false);
+        }
+        let slot = self.p.open_set.shard_slot();
+        self.attach(f, file, slot)?;
+        Ok(true)
+    }
+
+    /// Makes room in this shard's share for `files[except]`, closing the files that gave
+    /// data longest ago among those read to their end (never one draining a rotation);
+    /// false when no file can be closed now.
+    fn make_room(&mut self, files: &mut [Tailed], except: usize) -> bool {
+        let share = self.p.open_set.share();
+        while self.own_open >= share {
+            match lru_closable(files, Some(except)) {
+                Some(j) => self.close(&mut files[j]),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Trades pins for places in the share (or closes them once read to their end), and
+    /// closes files beyond a share that shrank.
+    fn fit(&mut self) {
+        let mut files = std::mem::take(&mut self.files);
+        let share = self.p.open_set.share();
+        for f in &mut files {
+            let pinned = f.handle.as_ref().is_some_and(|h| h.slot.is_pin());
+            if !pinned || f.detached.is_some() || !f.at_eof {
+                continue;
+            }
+            if self.own_open < share {
+                if let Some(h) = &mut f.handle {
+                    h.slot = self.p.open_set.shard_slot();
+                    self.own_open += 1;
+                }
+            } else {
+                self.close(f);
+            }
+        }
+        while self.own_open > share {
+            match lru_closable(&files, None) {
+                Some(j) => self.close(&mut files[j]),
+                None => break,
+            }
         }
         self.files = files;
     }
 
     /// Reads what was appended to `f` (at most [`TURN_BYTES`]); returns the bytes read.
     fn poll(&mut self, f: &mut Tailed) -> std::io::Result<u64> {
-        let size = f.reader.get_ref().metadata()?.len();
-        if size < f.reader.position() {
+        let Some(h) = &f.handle else {
+            return Ok(0);
+        };
+        let size = h.reader.get_ref().metadata()?.len();
+        if size < h.reader.position() {
             self.new_generation(f, "truncate")?;
         } else if size != f.last_size || f.head_len == 0 {
             self.check_head(f, size)?;
         }
         f.last_size = size;
+        let Some(h) = &mut f.handle else {
+            return Ok(0);
+        };
+        let reader = &mut h.reader;
         let acc = self.accs.entry(f.spec.name.clone()).or_insert_with(|| Acc {
             agg: LineAggregator::new(&self.p.rules, f.label.clone()),
             positions: Vec::new(),
@@ -318,14 +563,16 @@ impl Shard {
             keyed_sent: 0,
         });
         acc.agg.set_source(f.label.clone());
-        let start = f.reader.position();
-        let start_offset = f.reader.offset();
+        let start = reader.position();
+        let start_offset = reader.offset();
         let json = f.spec.format;
+        let mut eof = false;
         loop {
-            if f.reader.position() - start >= TURN_BYTES {
+            if reader.position() - start >= TURN_BYTES {
                 break;
             }
-            let Some(region) = f.reader.next_region()? else {
+            let Some(region) = reader.next_region()? else {
+                eof = true;
                 break;
             };
             let mut sink = JsonAware {
@@ -338,8 +585,9 @@ impl Shard {
                 break;
             }
         }
-        let read = f.reader.position() - start;
-        let skipped = f.reader.skipped_long_lines();
+        f.at_eof = eof;
+        let read = reader.position() - start;
+        let skipped = reader.skipped_long_lines();
         if skipped > f.skipped_seen {
             let n = skipped - f.skipped_seen;
             acc.stats.long_lines += n;
@@ -353,7 +601,7 @@ impl Shard {
             && f.last_data.elapsed() >= self.p.rotate_wait
         {
             // Rotated away, drained, idle: the unterminated last line is final now.
-            let tail = f.reader.take_partial();
+            let tail = reader.take_partial();
             if !tail.is_empty() {
                 let mut sink = JsonAware {
                     agg: &mut acc.agg,
@@ -362,7 +610,7 @@ impl Shard {
                 let Ok(s) = f.spec.scanner.scan(tail, &mut sink);
                 acc.stats.add(&s);
             }
-            let skipped = f.reader.skipped_long_lines();
+            let skipped = reader.skipped_long_lines();
             if skipped > f.skipped_seen {
                 acc.stats.long_lines += skipped - f.skipped_seen;
                 acc.stats.lines += skipped - f.skipped_seen;
@@ -370,7 +618,7 @@ impl Shard {
             }
             f.done = true;
         }
-        let offset = f.reader.offset();
+        let offset = reader.offset();
         // Bytes consumed (complete lines), not read: a held partial line is counted once,
         // when it is complete, also across restarts.
         acc.bytes += offset - start_offset;
@@ -390,7 +638,10 @@ impl Shard {
     /// the bytes it covers did not change (truncated and rewritten past our position
     /// between two polls).
     fn check_head(&mut self, f: &mut Tailed, size: u64) -> std::io::Result<()> {
-        let file = f.reader.get_ref();
+        let Some(h) = &f.handle else {
+            return Ok(());
+        };
+        let file = h.reader.get_ref();
         if f.head_len > 0 && head_hash(file, u64::from(f.head_len))? != f.head_hash {
             return self.new_generation(f, "truncate");
         }
@@ -404,23 +655,27 @@ impl Shard {
 
     /// The file at this identity was truncated or replaced: read it again from 0.
     fn new_generation(&mut self, f: &mut Tailed, kind: &str) -> std::io::Result<()> {
+        let Some(h) = &mut f.handle else {
+            return Ok(());
+        };
         self.p
             .metrics
             .rotations
             .with_label_values(&[&f.spec.name, kind])
             .inc();
         tracing::info!(file = %f.path.display(), kind, "file truncated or replaced; reading it from the start");
-        let mut file = f.reader.get_ref().try_clone()?;
+        let mut file = h.reader.get_ref().try_clone()?;
         file.seek(SeekFrom::Start(0))?;
         let max_line = f.spec.scanner.max_line_bytes();
-        f.reader = LineReader::with_capacity(file, READ_BYTES, max_line);
+        // The clone replaces the original descriptor (dropped with the old reader).
+        h.reader = LineReader::with_capacity(file, READ_BYTES, max_line);
         f.generation = f.generation.wrapping_add(1);
         f.skipped_seen = 0;
         f.dirty = true;
-        let size = f.reader.get_ref().metadata()?.len();
+        let size = h.reader.get_ref().metadata()?.len();
         let want = size.min(HEAD_BYTES);
         f.head_hash = if want > 0 {
-            head_hash(f.reader.get_ref(), want)?
+            head_hash(h.reader.get_ref(), want)?
         } else {
             0
         };
@@ -482,17 +737,103 @@ impl Shard {
                 i += 1;
                 continue;
             }
-            let f = self.files.swap_remove(i);
+            let mut f = self.files.swap_remove(i);
+            self.close(&mut f);
+            if f.waiting {
+                f.waiting = false;
+                self.waiting -= 1;
+                self.p.metrics.files_waiting.dec();
+            }
             self.p
                 .metrics
                 .files_tracked
                 .with_label_values(&[&f.spec.name])
                 .dec();
-            let pos = position(&f, f.reader.offset());
+            // Never opened: its start position is still what it was handed.
+            let pos = match f.pending.take() {
+                Some(Start::Resume(p)) => Some(p),
+                Some(_) => None,
+                None => Some(position(&f, f.offset)),
+            };
             tracing::debug!(file = %f.path.display(), "closed after rotation");
-            let _ = self.p.reports.send(Report::Closed(f.key, Some(pos)));
+            let _ = self.p.reports.send(Report::Closed(f.key, pos));
         }
     }
+}
+
+/// Schedules `f`'s next poll after a poll that gave data (`got`) or not.
+fn schedule(f: &mut Tailed, got: bool) {
+    if got {
+        f.had_data = true;
+    }
+    let active = f.had_data && f.last_data.elapsed() < ACTIVE_FOR;
+    f.interval = next_interval(f.interval, got, active);
+    f.next_poll = Instant::now() + f.interval;
+}
+
+/// `f` changed while closed and waits for a descriptor: it tries again soon.
+fn wait(f: &mut Tailed) {
+    f.waiting = true;
+    f.next_poll = Instant::now() + RETRY_OPEN;
+}
+
+/// The open file (in a shard's share, read to its end, not draining a rotation, not woken)
+/// that gave data longest ago, other than `except`.
+fn lru_closable(files: &[Tailed], except: Option<usize>) -> Option<usize> {
+    files
+        .iter()
+        .enumerate()
+        .filter(|(j, f)| {
+            Some(*j) != except
+                && f.at_eof
+                && f.detached.is_none()
+                && f.handle.as_ref().is_some_and(|h| !h.slot.is_pin())
+                && !f.woken.load(Ordering::Relaxed)
+        })
+        .min_by_key(|(_, f)| f.last_data)
+        .map(|(j, _)| j)
+}
+
+/// What `f`'s path leads to (a symlink itself unless its source follows symlinks).
+fn stat_path(f: &Tailed) -> std::io::Result<std::fs::Metadata> {
+    if f.spec.follow_symlinks {
+        std::fs::metadata(&f.path)
+    } else {
+        std::fs::symlink_metadata(&f.path)
+    }
+}
+
+/// Finds closed, detached `f` by identity: at its path, else in its directory (renamed
+/// away; then `f.path` follows it). None: gone.
+fn locate(f: &mut Tailed) -> Option<std::fs::Metadata> {
+    use std::os::unix::fs::DirEntryExt;
+    if let Ok(m) = stat_path(f)
+        && m.dev() == f.key.dev
+        && m.ino() == f.key.ino
+    {
+        return Some(m);
+    }
+    let dir = f.path.parent()?;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if e.ino() != f.key.ino {
+            continue;
+        }
+        if let Ok(m) = std::fs::symlink_metadata(e.path())
+            && m.is_file()
+            && m.dev() == f.key.dev
+            && m.ino() == f.key.ino
+        {
+            tracing::debug!(file = %e.path().display(), was = %f.path.display(), "found a closed file rotated away");
+            f.path = e.path();
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// A file's mtime (seconds, nanoseconds).
+fn mtime(m: &std::fs::Metadata) -> (i64, i64) {
+    (m.mtime(), m.mtime_nsec())
 }
 
 /// A file's next poll interval after a poll that gave data (`got`) or not; `active`: it

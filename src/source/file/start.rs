@@ -32,6 +32,7 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
         shards: cx.defaults.shards,
         rotate_wait: cx.defaults.rotate_wait,
         exclude: cx.defaults.exclude.clone(),
+        max_open_files: cx.defaults.max_open_files,
     };
     let (sources, summary) = FileSources::start(
         specs,

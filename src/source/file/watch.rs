@@ -23,6 +23,10 @@
 //!
 //! Every event is counted in `sentinel_inotify_events_total{kind}`. Events whose paths all
 //! lie in an excluded directory (Sentinel's state) wake nothing.
+//!
+//! inotify is a hint, never the source of truth: when a watch is refused because
+//! `fs.inotify.max_user_watches` is reached (a directory, or a new subdirectory of a
+//! recursive watch), that directory is polled instead (see [`WatchLimit`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -34,6 +38,7 @@ use crossbeam_channel::Sender;
 use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 use prometheus::IntCounter;
 
+use super::open_set::{OpenSet, Pinned};
 use crate::metrics::{INOTIFY_KINDS, Metrics};
 use crate::store::FileKey;
 
@@ -134,27 +139,88 @@ impl Routes {
 /// globs instead.
 const MAX_CHANGED_PATHS: usize = 4096;
 
-/// What inotify reported to the coordinator: paths created or moved in, moves (from,
-/// to), and whether the globs must be expanded again.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Changes(Arc<Mutex<Reported>>);
+/// What inotify reported to the coordinator: paths created or moved in (pinned while the
+/// open set has a pin free), moves (from, to), and whether the globs must be expanded
+/// again.
+#[derive(Debug, Clone)]
+pub(super) struct Changes {
+    reported: Arc<Mutex<Reported>>,
+    /// Where pins come from.
+    open_set: Arc<OpenSet>,
+    /// Shared with the [`DirWatch`].
+    watch_limit: Arc<WatchLimit>,
+}
+
+/// inotify's watch budget (`fs.inotify.max_user_watches`): when a watch is refused for it,
+/// the directory is polled (the globs are expanded every [`super::RESCAN_INTERVAL`]), the
+/// refusal is counted (`sentinel_inotify_watch_limit_total`) and the first one is logged
+/// as a warning, once per process.
+#[derive(Debug)]
+pub(super) struct WatchLimit {
+    reached: AtomicBool,
+    warned: AtomicBool,
+    refusals: IntCounter,
+}
+
+impl WatchLimit {
+    pub(super) fn new(refusals: IntCounter) -> Arc<WatchLimit> {
+        Arc::new(WatchLimit {
+            reached: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            refusals,
+        })
+    }
+
+    /// A watch on `dir` was refused for the budget.
+    fn refused(&self, dir: Option<&Path>) {
+        self.refusals.inc();
+        self.reached.store(true, Ordering::Release);
+        if !self.warned.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                dir = %dir.map_or_else(String::new, |d| d.display().to_string()),
+                "inotify watch limit reached (fs.inotify.max_user_watches): directories without \
+                 a watch are polled instead (new files found within a second, appends read \
+                 within a second). Raise it with sysctl fs.inotify.max_user_watches=N"
+            );
+        }
+    }
+
+    /// Whether a watch was ever refused for the budget (then some directory may be
+    /// unwatched: the globs are expanded every second).
+    pub(super) fn is_reached(&self) -> bool {
+        self.reached.load(Ordering::Acquire)
+    }
+}
+
+/// Whether `notify` refused a watch for inotify's watch budget (ENOSPC).
+fn is_watch_limit(e: &notify::Error) -> bool {
+    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+}
 
 /// Moves: (from, to).
 pub(super) type Moves = Vec<(PathBuf, PathBuf)>;
 
 #[derive(Debug, Default)]
 struct Reported {
-    paths: Vec<(PathBuf, Option<File>)>,
+    paths: Vec<(PathBuf, Option<Pinned>)>,
     moved: Moves,
     expand: bool,
 }
 
 impl Changes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn new(open_set: Arc<OpenSet>, watch_limit: Arc<WatchLimit>) -> Changes {
+        Changes {
+            reported: Arc::default(),
+            open_set,
+            watch_limit,
+        }
     }
 
-    fn add(&self, path: &Path, file: Option<File>) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
+        self.reported.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, path: &Path, file: Option<Pinned>) {
         let mut c = self.lock();
         if c.paths.len() < MAX_CHANGED_PATHS {
             c.paths.push((path.to_path_buf(), file));
@@ -177,7 +243,7 @@ impl Changes {
     }
 
     /// Takes what was reported: paths to look at, moves, and whether to expand the globs.
-    pub(super) fn take(&self) -> (Vec<(PathBuf, Option<File>)>, Moves, bool) {
+    pub(super) fn take(&self) -> (Vec<(PathBuf, Option<Pinned>)>, Moves, bool) {
         let mut c = self.lock();
         (
             std::mem::take(&mut c.paths),
@@ -235,10 +301,11 @@ impl Handler {
         }
     }
 
-    /// Opens a created file that a glob matches, here and now: a file deleted or rotated
-    /// away a moment later is still read (through this handle) when the coordinator's turn
-    /// comes. Symlinks are left to the coordinator (it decides, and warns).
-    fn pin(&self, path: &Path) -> Option<File> {
+    /// Opens a created file that a glob matches, here and now, while the open set has a
+    /// pin free: a file deleted or rotated away a moment later is still read (through this
+    /// handle) when the coordinator's turn comes. Symlinks are left to the coordinator (it
+    /// decides, and warns).
+    fn pin(&self, path: &Path) -> Option<Pinned> {
         let opts = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
@@ -255,7 +322,9 @@ impl Handler {
         if !meta.is_file() {
             return None;
         }
-        File::open(path).ok()
+        let slot = self.changes.open_set.try_pin()?;
+        let file = File::open(path).ok()?;
+        Some(Pinned { file, slot })
     }
 
     /// Handles one event (called on `notify`'s thread).
@@ -317,6 +386,14 @@ impl Handler {
                 let _ = self.coordinator.try_send(());
             }
             Kind::Rescan | Kind::Error => {
+                // A recursive watch's new subdirectory refused for the budget.
+                if let Err(e) = &res
+                    && is_watch_limit(e)
+                {
+                    self.changes
+                        .watch_limit
+                        .refused(e.paths.first().map(PathBuf::as_path));
+                }
                 self.routes.wake_all();
                 for s in &self.shards {
                     let _ = s.try_send(());
@@ -331,6 +408,7 @@ impl Handler {
 /// The directories the globs start from, watched while they exist.
 pub(super) struct DirWatch {
     watcher: Option<notify::RecommendedWatcher>,
+    watch_limit: Arc<WatchLimit>,
     /// Directory, mode, whether watched now, whether a failure to watch it was logged.
     dirs: Vec<(PathBuf, notify::RecursiveMode, bool, bool)>,
     lost: Arc<AtomicBool>,
@@ -353,6 +431,7 @@ impl DirWatch {
         handler: Handler,
         lost: Arc<AtomicBool>,
     ) -> DirWatch {
+        let watch_limit = handler.changes.watch_limit.clone();
         let watcher = match notify::recommended_watcher(move |res| handler.handle(res)) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -373,6 +452,7 @@ impl DirWatch {
             .collect();
         let mut w = DirWatch {
             watcher,
+            watch_limit,
             dirs,
             lost,
         };
@@ -383,7 +463,9 @@ impl DirWatch {
     /// Whether inotify covers every glob's directory (then a create or a move wakes the
     /// coordinator, and the periodic expansion is only a safety net).
     pub(super) fn is_complete(&self) -> bool {
-        self.watcher.is_some() && self.dirs.iter().all(|(_, _, w, _)| *w)
+        self.watcher.is_some()
+            && self.dirs.iter().all(|(_, _, w, _)| *w)
+            && !self.watch_limit.is_reached()
     }
 
     /// Watches again what was removed or moved away, and what could not be watched yet.
@@ -411,6 +493,10 @@ impl DirWatch {
                     *logged = false;
                 }
                 // Retried at every expansion (once a second meanwhile): said once.
+                Err(e) if !*logged && is_watch_limit(&e) => {
+                    self.watch_limit.refused(Some(dir));
+                    *logged = true;
+                }
                 Err(e) if !*logged => {
                     tracing::debug!(dir = %dir.display(), error = %e, "not watching (polling covers it)");
                     *logged = true;
@@ -425,6 +511,14 @@ impl DirWatch {
 mod tests {
     use super::*;
     use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, RemoveKind, RenameMode};
+
+    fn test_limit() -> Arc<WatchLimit> {
+        WatchLimit::new(IntCounter::new("t", "t").expect("counter"))
+    }
+
+    fn test_set() -> Arc<OpenSet> {
+        OpenSet::new(64, 1, prometheus::IntGauge::new("t", "t").expect("gauge"))
+    }
 
     fn ev(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
@@ -500,7 +594,7 @@ mod tests {
         let (stx, shard) = crossbeam_channel::bounded(1);
         let (ctx, coord) = crossbeam_channel::bounded(1);
         let lost = Arc::new(AtomicBool::new(false));
-        let changes = Changes::default();
+        let changes = Changes::new(test_set(), test_limit());
         let h = Handler::new(
             routes,
             changes,
@@ -622,7 +716,7 @@ mod tests {
             glob::Pattern::new(&format!("{}/*.log", dir.path().display())).expect("pattern");
         let h = Handler::new(
             Routes::default(),
-            Changes::default(),
+            Changes::new(test_set(), test_limit()),
             vec![pattern],
             vec![stx],
             ctx,
@@ -646,6 +740,7 @@ mod tests {
         paths[0]
             .1
             .as_ref()
+            .map(|p| &p.file)
             .expect("pinned")
             .read_to_string(&mut text)
             .expect("read");
@@ -655,8 +750,24 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_limit_is_counted_and_turns_to_polling() {
+        let r = rig();
+        assert!(!r.h.changes.watch_limit.is_reached());
+        let refused =
+            || Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch).add_path("/l/sub".into()));
+        r.h.handle(refused());
+        r.h.handle(refused());
+        assert!(r.h.changes.watch_limit.is_reached());
+        assert_eq!(r.h.changes.watch_limit.refusals.get(), 2);
+        // Everything is looked at again (the expansion finds the unwatched directory's files).
+        assert!(r.flag.load(Ordering::Acquire));
+        assert_eq!(taken(&r.h.changes), (vec![], vec![], true));
+        assert!(!is_watch_limit(&notify::Error::generic("x")));
+    }
+
+    #[test]
     fn a_flood_of_creates_turns_into_one_expansion() {
-        let c = Changes::default();
+        let c = Changes::new(test_set(), test_limit());
         for i in 0..MAX_CHANGED_PATHS + 10 {
             c.add(Path::new(&format!("/l/{i}.log")), None);
         }
