@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::harness::{DaemonInfo, Workspace, http};
+use crate::harness::{DaemonInfo, Workspace, eventually, http};
 
 // A threshold never reached: incidents stay `detected` (see tests/it/components.rs and the
 // store's unit tests for what happens when they become actionable).
@@ -135,15 +135,25 @@ fn health_status_and_metrics() {
         &info,
         "{\"error\":\"ERROR [PACT:auth:login] x\"}\n{\"error\":\"ERROR y\"}\n",
     );
-    let after = scrape(&c);
-    for line in [
+    // The 2xx comes once the events are durable in the ingest log; the writer commits them
+    // to the store (and counts the incidents it created) right after.
+    let want = [
         r#"sentinel_error_lines_total{source="hook"} 2"#,
         r#"sentinel_keyed_lines_total{source="hook"} 1"#,
         r#"sentinel_webhook_events_total{outcome="accepted",source="hook"} 2"#,
         r#"sentinel_webhook_requests_total{code="200",source="hook"} 1"#,
         r#"sentinel_incidents_created_total{severity="medium",source="hook"} 2"#,
-    ] {
-        assert!(after.contains(line), "{line} missing:\n{after}");
+    ];
+    let mut after = String::new();
+    let all_there = eventually(Duration::from_secs(10), || {
+        after = scrape(&c);
+        want.iter().all(|l| after.contains(l)).then_some(())
+    });
+    for line in want {
+        assert!(
+            all_there.is_some() && after.contains(line),
+            "{line} missing:\n{after}"
+        );
     }
     assert!(after.contains("sentinel_ingest_queue_bytes 0"), "{after}");
 
