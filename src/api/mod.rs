@@ -8,6 +8,8 @@
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
 //! | `GET /incidents/{id}` | one incident with `timeline` (its events, oldest first) and `fix_attempts`, or 404 |
+//! | `GET /incidents/{id}/trend` | its occurrences per minute (`?bucket=1m`, last 24 h) or hour (`1h`, last 30 days), see [`trend`] |
+//! | `GET /trend` | the same over all incidents |
 //! | `GET /events` | the event log as Server-Sent Events, live, resumable with `Last-Event-ID` (see [`events`]) |
 //! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations |
 //! | `GET /manifest` | the registered components, `{"components": {...}}` |
@@ -28,6 +30,7 @@ mod error;
 pub mod events;
 mod fixes;
 mod register;
+mod trend;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -172,6 +175,8 @@ fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(metrics_json))
         .routes(routes!(incidents))
         .routes(routes!(incident))
+        .routes(routes!(trend::incident_trend))
+        .routes(routes!(trend::total_trend))
         .routes(routes!(events::events))
         .routes(routes!(register::manifest))
         .routes(routes!(register::register))

@@ -2,6 +2,7 @@
 
 mod api;
 mod components;
+mod dashboard;
 mod fix_e2e;
 mod fixer;
 mod ground_truth;
