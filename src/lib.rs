@@ -19,6 +19,8 @@ pub mod config;
 pub mod corpus;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod dashboard;
 pub mod fix;
 #[cfg(feature = "daemon")]
 pub mod integrations;

@@ -26,6 +26,7 @@
 //! the list of sources is `source_details`.
 
 mod auth;
+pub(crate) use auth::Scope;
 mod error;
 pub mod events;
 mod fixes;
@@ -132,6 +133,36 @@ impl ApiState {
         self
     }
 
+    /// The store (for the dashboard, [`crate::dashboard`]).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The live attribution rules (the manifest).
+    pub(crate) fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    /// The configured sources.
+    pub(crate) fn sources(&self) -> &[SourceInfo] {
+        &self.sources
+    }
+
+    /// The access rules.
+    pub(crate) fn auth(&self) -> &ApiAuth {
+        &self.auth
+    }
+
     /// The store hook that wakes the `GET /events` streams when events are committed:
     /// install it with [`Store::set_event_hook`].
     pub fn event_hook(&self) -> crate::store::events::EventHook {
@@ -154,7 +185,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.auth.clone(),
             auth::guard,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        // The dashboard's pages check the Host and their session themselves.
+        .merge(crate::dashboard::router(state))
 }
 
 /// The OpenAPI document's head.

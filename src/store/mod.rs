@@ -42,6 +42,7 @@ pub mod jobs;
 pub mod migrate;
 #[cfg(test)]
 mod read_tests;
+mod scan_all;
 pub mod trend;
 
 use std::collections::{BTreeMap, HashMap};
