@@ -659,12 +659,20 @@ async fn overview(
     let store = d.api.store().clone();
     let (qq, now) = (q.clone(), Timestamp::now());
     let head = store.event_head();
-    let page = match read(move || list_page(&store, &qq, now)).await {
+    let read_page = move || {
+        let page = list_page(&store, &qq, now)?;
+        let recent = store.events_after(
+            head.saturating_sub(OVERVIEW_FEED_ROWS),
+            OVERVIEW_FEED_ROWS as usize,
+        )?;
+        Ok((page, recent))
+    };
+    let (page, recent) = match read(read_page).await {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
     let ingest = d.ingest();
-    pages::overview(&viewer, &q, &summary, &page, &ingest, head, now).into_response()
+    pages::overview(&viewer, &q, &summary, &page, &ingest, &recent, head, now).into_response()
 }
 
 // ---- ingest figures ----
@@ -874,6 +882,9 @@ async fn incident(
 }
 
 // ---- live, components, fixes ----
+
+/// Events the overview's live panel starts with.
+const OVERVIEW_FEED_ROWS: u64 = 20;
 
 /// Rows the live feed shows (and keeps as events arrive).
 pub const FEED_ROWS: usize = 200;

@@ -135,12 +135,14 @@ fn sparkline(values: &[u64]) -> Markup {
 }
 
 /// The overview.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn overview(
     viewer: &Viewer,
     q: &ListQuery,
     summary: &Summary,
     page: &ListPage,
     ingest: &Ingest,
+    recent: &[Event],
     head: u64,
     now: Timestamp,
 ) -> Page {
@@ -277,7 +279,7 @@ pub(super) fn overview(
             }
             aside.feed {
                 h2 { "Live" }
-                (feed_table(&[], head))
+                (feed_table(recent, head))
             }
         }
     };

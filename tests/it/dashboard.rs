@@ -101,3 +101,271 @@ fn trend_counters_hold_every_counted_line_and_are_in_the_openapi_document() {
     }
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+// ---- in a real browser (see `crate::browser`) ----
+
+use crate::browser::Browser;
+
+/// `daemon.json`'s API address as a base URL.
+fn base(info: &crate::harness::DaemonInfo) -> String {
+    info.api_url("")
+}
+
+/// The ids and text of the overview's incident rows.
+const ROWS: &str = "return Array.from(document.querySelectorAll('#incidents tbody tr'))\
+    .map(r => r.getAttribute('data-id') + ' ' + r.textContent).join('\\n');";
+
+#[test]
+fn a_new_incident_appears_in_the_list_and_the_live_feed_without_a_reload() {
+    let ws = Workspace::with_config(CONFIG);
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    // Some history, so that the page (and its screenshot) shows something.
+    append(
+        &log,
+        "ERROR PACT:billing:charge card declined for order 1234\n\
+         ERROR PACT:billing:charge card declined for order 1235\n\
+         CRITICAL PACT:auth:login token signature invalid for user 7\n\
+         ERROR PACT:search:query timeout after 3000 ms\n\
+         ERROR upstream connection reset by peer\n",
+    );
+    eventually(Duration::from_secs(10), || {
+        let v: Value = http()
+            .get(info.api_url("/incidents"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        (v["incidents"].as_array()?.len() == 4).then_some(())
+    })
+    .expect("4 incidents within 10 s");
+    let b = Browser::start();
+    b.goto(&base(&info));
+    assert_eq!(b.js("return document.title;"), "Overview — Sentinel");
+    assert!(b.js(ROWS).as_str().unwrap().contains("card declined"));
+    // A marker that a reload would wipe.
+    b.js("window.__noReload = 42; return 1;");
+    let appended = std::time::Instant::now();
+    append(
+        &log,
+        "ERROR PACT:inventory_v2:reserve stock unavailable for sku 99\n",
+    );
+    let row = b.wait_js(
+        Duration::from_secs(2),
+        "return Array.from(document.querySelectorAll('#incidents tbody tr'))\
+           .map(r => r.textContent).find(t => t.includes('PACT:inventory_v2:reserve')) || null;",
+    );
+    assert!(
+        row.is_some(),
+        "the incident is not in the list 2 s after the append; rows:\n{}",
+        b.js(ROWS)
+    );
+    let feed = b.wait_js(
+        Duration::from_secs(2).saturating_sub(appended.elapsed()).max(Duration::from_millis(1)),
+        "return Array.from(document.querySelectorAll('#feed tbody tr'))\
+           .map(r => r.textContent).find(t => t.includes('incident_detected') && t.includes('inventory_v2')) || null;",
+    );
+    assert!(
+        feed.is_some(),
+        "the live feed has no incident_detected row for it"
+    );
+    assert!(
+        appended.elapsed() < Duration::from_secs(2) + Duration::from_millis(500),
+        "took {:?}",
+        appended.elapsed()
+    );
+    assert_eq!(
+        b.js("return window.__noReload;"),
+        42,
+        "the page was reloaded"
+    );
+    // The row links to the incident, whose id the API knows.
+    let id = b.js(
+        "const r = Array.from(document.querySelectorAll('#incidents tbody tr'))\
+           .find(r => r.textContent.includes('inventory_v2')); return r.getAttribute('data-id');",
+    );
+    let (st, _) = {
+        let r = http()
+            .get(info.api_url(&format!("/incidents/{}", id.as_str().unwrap())))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(st, 200);
+    // The screenshot of the README, from this very run (a fresh load shows the sparklines).
+    b.goto(&base(&info));
+    b.wait_js(
+        Duration::from_secs(5),
+        "return document.getElementById('live-status').textContent === 'live';",
+    )
+    .expect("the live feed connects");
+    let png = b.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&docs).expect("docs/");
+    std::fs::write(docs.join("dashboard.png"), &png).expect("write docs/dashboard.png");
+    drop(b);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn markup_in_log_lines_renders_as_text_and_never_runs() {
+    let ws = Workspace::with_config(CONFIG);
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    let b = Browser::start();
+    b.goto(&base(&info));
+    let title = b.js("return document.title;");
+    let evil = "ERROR PACT:xss:probe <img src=x onerror=\"document.title='pwned';window.__xss=1;alert('xss')\"> \
+                <script>document.title='pwned';window.__xss=2;alert('xss')</script> <b>bold</b>";
+    append(&log, &format!("{evil}\n"));
+    // Live: the row the script builds.
+    let row = b.wait_js(
+        Duration::from_secs(5),
+        "const r = Array.from(document.querySelectorAll('#incidents tbody tr'))\
+           .find(r => r.textContent.includes('PACT:xss:probe')); return r ? r.getAttribute('data-id') : null;",
+    );
+    let id = row
+        .expect("the incident arrives live")
+        .as_str()
+        .unwrap()
+        .to_string();
+    let check = |page: &str| {
+        assert_eq!(b.alert_text(), None, "{page}: an alert opened");
+        assert_eq!(
+            b.js("return typeof window.__xss;"),
+            "undefined",
+            "{page}: a script ran"
+        );
+        assert_ne!(b.js("return document.title;"), "pwned", "{page}");
+        assert_eq!(
+            b.js("return document.querySelectorAll('main img, main script, main b').length;"),
+            0,
+            "{page}: markup from the log became elements"
+        );
+        let text = b.js("return document.querySelector('main').textContent;");
+        assert!(
+            text.as_str()
+                .unwrap()
+                .contains("<script>document.title='pwned'"),
+            "{page}: the line is shown as text"
+        );
+    };
+    check("overview (live row)");
+    assert_eq!(b.js("return document.title;"), title);
+    // Server-rendered: the overview, the incident, the live feed.
+    b.goto(&base(&info));
+    check("overview (rendered)");
+    b.goto(&format!("{}/ui/incidents/{id}", base(&info)));
+    check("incident");
+    assert_eq!(
+        b.js("return document.getElementById('sample').textContent;"),
+        evil
+    );
+    b.goto(&format!("{}/ui/live", base(&info)));
+    // The live page shows the newest events as they come: make one.
+    append(&log, &format!("{evil} again\n"));
+    b.wait_js(
+        Duration::from_secs(5),
+        "return document.querySelectorAll('#feed tbody tr').length > 0;",
+    )
+    .expect("a feed row");
+    assert_eq!(b.alert_text(), None, "live: an alert opened");
+    assert_eq!(b.js("return typeof window.__xss;"), "undefined");
+    drop(b);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_incident_chart_has_the_points_the_counters_hold_and_pages_fit_a_phone() {
+    let ws = Workspace::with_config(CONFIG);
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    for n in 0..3 {
+        append(
+            &log,
+            &format!("ERROR PACT:billing:charge card declined {n}\n"),
+        );
+        // Separate commits (not a sleep: wait until the line is counted).
+        eventually(Duration::from_secs(10), || {
+            let v: Value = http()
+                .get(info.api_url("/incidents"))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            (v["incidents"][0]["count"].as_u64()? == n + 1).then_some(())
+        })
+        .expect("counted");
+    }
+    let v: Value = http()
+        .get(info.api_url("/incidents"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["incidents"][0]["id"].as_str().unwrap().to_string();
+    let b = Browser::start();
+    for (range, bucket) in [("24h", "1m"), ("1h", "1m"), ("7d", "1h"), ("30d", "1h")] {
+        let t: Value = http()
+            .get(info.api_url(&format!("/incidents/{id}/trend?bucket={bucket}")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let want: Vec<(String, u64)> = t["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["start"].as_str().unwrap().to_string(),
+                    p["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(want.iter().map(|p| p.1).sum::<u64>(), 3, "{t}");
+        b.goto(&format!("{}/ui/incidents/{id}?range={range}", base(&info)));
+        let got = b.js(
+            "return Array.from(document.querySelectorAll('svg#trend rect.bar'))\
+               .map(r => [r.getAttribute('data-start'), Number(r.getAttribute('data-count'))]);",
+        );
+        let got: Vec<(String, u64)> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+            .collect();
+        assert_eq!(got, want, "range {range}");
+        // Every bar is drawn inside the chart.
+        let inside = b.js(
+            "const s = document.getElementById('trend').getBoundingClientRect();\
+             return Array.from(document.querySelectorAll('svg#trend rect.bar')).every(r => {\
+               const b = r.getBoundingClientRect();\
+               return b.height > 0 && b.left >= s.left - 1 && b.right <= s.right + 1; });",
+        );
+        assert_eq!(inside, true, "range {range}");
+    }
+    // A phone: 390 px wide, no page scrolls sideways.
+    b.resize(390, 844);
+    let width = b.js("return window.innerWidth;").as_u64().unwrap();
+    assert!(width <= 390, "inner width {width}");
+    for page in [
+        "/".to_string(),
+        format!("/ui/incidents/{id}"),
+        "/ui/live".into(),
+        "/ui/components".into(),
+        "/ui/fixes".into(),
+    ] {
+        b.goto(&format!("{}{page}", base(&info)));
+        let overflow = b.js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        );
+        assert_eq!(overflow, 0, "{page} scrolls sideways at 390 px");
+    }
+    drop(b);
+    assert!(d.term(Duration::from_secs(10)).success());
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real `sentinel` binary on temp dirs.
 
 mod api;
+mod browser;
 mod components;
 mod dashboard;
 mod fix_e2e;
