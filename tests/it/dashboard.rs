@@ -369,3 +369,158 @@ fn the_incident_chart_has_the_points_the_counters_hold_and_pages_fit_a_phone() {
     drop(b);
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn with_tokens_the_dashboard_asks_once_and_only_the_write_scope_approves_a_fix() {
+    use crate::fix_e2e::{KEY, answer, config_with, git, project, reproducer, the_fix};
+    use sentinel::fix::fake_llm::{FakeLlm, Route};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let ws = Workspace::with_config(&config_with(
+        fake.base_url(),
+        "",
+        "  merge: true\n  require_approval: true\n",
+        "api:\n  listen: 127.0.0.1:0\n  read_token_env: DASH_READ\n  write_token_env: DASH_WRITE\n",
+    ));
+    let project = project(&ws);
+    git(&project, &["checkout", "--quiet", "--", "NOTES.md"]);
+    std::fs::remove_file(project.join("scratch.txt")).unwrap();
+    let head = git(&project, &["rev-parse", "HEAD"]);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(
+        &["watch"],
+        &[
+            ("FAKE_LLM_KEY", "k"),
+            ("DASH_READ", "read-token-1"),
+            ("DASH_WRITE", "write-token-1"),
+        ],
+    );
+    let info = d.ready();
+    append(
+        &log,
+        &format!("ERROR [{KEY}] IndexError: list index out of range\n"),
+    );
+    let api = |path: &str| -> Value {
+        http()
+            .get(info.api_url(path))
+            .bearer_auth("write-token-1")
+            .send()
+            .expect("GET")
+            .json()
+            .expect("JSON")
+    };
+    let fix = eventually(Duration::from_secs(120), || {
+        let f = api("/fixes").as_array()?.first()?.clone();
+        (!matches!(f["status"].as_str(), Some("pending" | "running"))).then_some(f)
+    })
+    .expect("the fix ended within 120 s");
+    assert_eq!(fix["status"], "awaiting_approval", "{fix:#}");
+    let (fix_id, incident) = (
+        fix["id"].as_str().unwrap().to_string(),
+        fix["incident_id"].as_str().unwrap().to_string(),
+    );
+
+    let b = Browser::start();
+    let sign_in = |token: &str| {
+        b.goto(&base(&info));
+        assert_eq!(b.js("return document.title;"), "Sign in — Sentinel");
+        b.run(async {
+            let c = b.client();
+            let field = c.find(fantoccini::Locator::Css("#token")).await?;
+            field.send_keys(token).await?;
+            c.find(fantoccini::Locator::Css("#signin"))
+                .await?
+                .click()
+                .await
+        })
+        .expect("submit the token form");
+        b.wait_js(
+            Duration::from_secs(5),
+            "return document.title === 'Overview — Sentinel' && document.querySelector('.scope').textContent;",
+        )
+        .expect("signed in")
+    };
+    let approve = || {
+        b.goto(&format!("{}/ui/incidents/{incident}", base(&info)));
+        b.run(async {
+            b.client()
+                .find(fantoccini::Locator::Css(&format!(
+                    "#fix-{fix_id} button.approve"
+                )))
+                .await?
+                .click()
+                .await
+        })
+        .expect("click approve");
+    };
+    // Unauthenticated: the token form, and nothing of the store.
+    b.goto(&base(&info));
+    assert_eq!(
+        b.js("return document.querySelectorAll('form.login #token').length;"),
+        1
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#incidents').length;"),
+        0,
+        "nothing of the store before a token"
+    );
+    // The read token: the page shows the fix, but approving it is refused.
+    assert_eq!(sign_in("read-token-1"), "read");
+    approve();
+    let refused = b.wait_js(
+        Duration::from_secs(10),
+        "const h = document.getElementById('error'); return h && h.textContent;",
+    );
+    assert_eq!(
+        refused.as_ref().and_then(Value::as_str),
+        Some("403 Forbidden")
+    );
+    let still = api(&format!("/fixes/{fix_id}"));
+    assert_eq!(still["status"], "awaiting_approval");
+    assert_eq!(
+        git(&project, &["rev-parse", "HEAD"]),
+        head,
+        "nothing merged"
+    );
+    // Sign out (the cookie is HttpOnly: only the server can end it), then the write token.
+    b.goto(&base(&info));
+    assert_eq!(
+        b.js("return document.cookie;"),
+        "",
+        "the session cookie is HttpOnly"
+    );
+    b.run(async {
+        b.client()
+            .find(fantoccini::Locator::Css("form[action='/ui/logout'] button"))
+            .await?
+            .click()
+            .await
+    })
+    .expect("sign out");
+    assert_eq!(sign_in("write-token-1"), "write");
+    approve();
+    let shown = b.wait_js(
+        Duration::from_secs(30),
+        &format!(
+            "const s = document.getElementById('fix-{fix_id}');\
+             return s && s.getAttribute('data-status') === 'success' && s.textContent.includes('merged');"
+        ),
+    );
+    assert!(shown.is_some(), "the incident page shows the fix merged");
+    let merged = api(&format!("/fixes/{fix_id}"));
+    assert_eq!(
+        (merged["status"].as_str(), merged["merged"].as_bool()),
+        (Some("success"), Some(true))
+    );
+    assert_eq!(
+        git(&project, &["rev-parse", "HEAD"]),
+        fix["git_fix_ref"].as_str().unwrap()
+    );
+    drop(b);
+    assert!(d.term(Duration::from_secs(10)).success());
+}
