@@ -30,8 +30,9 @@
 //!   must be this origin, and the form must carry the session's CSRF token.
 //! - **The `Host` check** of the API ([`crate::api::ApiAuth`]) applies to every page.
 //! - **Reads** are the API's: redb read transactions on the blocking pool. The incident
-//!   totals by status and severity (a scan of every incident) are cached for
-//!   [`SUMMARY_TTL`], so that the overview stays fast with 100 000 incidents.
+//!   totals by status and severity (a scan of every incident) are recounted in the
+//!   background at most every [`SUMMARY_TTL`], so that the overview stays fast with
+//!   100 000 incidents (they may lag a second behind).
 
 mod pages;
 mod session;
@@ -69,7 +70,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// How long a dashboard session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// How long the overview's totals by status and severity are reused.
+/// How old the overview's totals by status and severity may get before a recount starts
+/// (in the background: the page answers with the previous totals meanwhile).
 pub const SUMMARY_TTL: Duration = Duration::from_secs(1);
 
 /// The most rows a list page shows.
@@ -81,6 +83,8 @@ struct Dash {
     api: Arc<ApiState>,
     sessions: Sessions,
     summary: Mutex<Option<(Instant, Arc<Summary>)>>,
+    /// A background recount of `summary` is running.
+    recounting: std::sync::atomic::AtomicBool,
     rates: Mutex<RateSampler>,
 }
 
@@ -98,6 +102,7 @@ pub(crate) fn router(api: Arc<ApiState>) -> Router {
         api,
         sessions: Sessions::default(),
         summary: Mutex::new(None),
+        recounting: std::sync::atomic::AtomicBool::new(false),
         rates: Mutex::new(RateSampler::default()),
     });
     Router::new()
@@ -250,13 +255,35 @@ async fn read<T: Send + 'static>(
 }
 
 impl Dash {
-    /// The totals by status and severity, at most [`SUMMARY_TTL`] old.
-    async fn summary(&self) -> Result<Arc<Summary>, PageError> {
-        if let Some((at, s)) = &*self.summary.lock().unwrap_or_else(|e| e.into_inner())
-            && at.elapsed() < SUMMARY_TTL
-        {
-            return Ok(s.clone());
+    /// The totals by status and severity. Computed on the first call; afterwards the last
+    /// result is answered at once, and once it is older than [`SUMMARY_TTL`] one request
+    /// starts a recount in the background (a scan of every incident must not be paid by a
+    /// page view).
+    async fn summary(self: &Arc<Self>) -> Result<Arc<Summary>, PageError> {
+        let cached = self
+            .summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((at, s)) = cached {
+            if at.elapsed() >= SUMMARY_TTL
+                && !self
+                    .recounting
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let d = self.clone();
+                tokio::spawn(async move {
+                    let _ = d.recount().await;
+                    d.recounting
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            return Ok(s);
         }
+        self.recount().await
+    }
+
+    async fn recount(&self) -> Result<Arc<Summary>, PageError> {
         let store = self.api.store().clone();
         let s = Arc::new(
             read(move || {
