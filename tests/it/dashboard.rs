@@ -200,6 +200,11 @@ fn a_new_incident_appears_in_the_list_and_the_live_feed_without_a_reload() {
         "return document.getElementById('live-status').textContent === 'live';",
     )
     .expect("the live feed connects");
+    assert_eq!(
+        b.js("return document.getElementById('total').textContent;"),
+        "5",
+        "the totals of a small store are up to date"
+    );
     let png = b.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
