@@ -5,16 +5,20 @@
 #
 #   bench/webhook.sh [SECONDS] [CONNECTIONS] [ROUNDS]   (defaults 10 s, 64 connections, 3)
 #
-# Needs wrk (apt-get install wrk). Prints one line per round and the medians.
+# Needs wrk (apt-get install wrk). SENTINEL_BIN / BARE_AXUM_BIN: use these binaries. Prints one line per round and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 CONNS=${2:-64}
 ROUNDS=${3:-3}
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet --bin sentinel --example bare_axum
 TARGET=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET/release/sentinel
+# SENTINEL_BIN and BARE_AXUM_BIN override the binaries (e.g. to compare two builds in one go).
+if [ -z "${SENTINEL_BIN:-}" ] || [ -z "${BARE_AXUM_BIN:-}" ]; then
+  cargo build --release --quiet --bin sentinel --example bare_axum
+fi
+BIN=$(realpath "${SENTINEL_BIN:-$TARGET/release/sentinel}")
+BARE_BIN=$(realpath "${BARE_AXUM_BIN:-$TARGET/release/examples/bare_axum}")
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
@@ -23,7 +27,7 @@ trap cleanup EXIT
 rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$1"; }
 
 # 1. The baseline: a bare axum handler.
-"$TARGET/release/examples/bare_axum" 127.0.0.1:0 >"$TMP/bare.out" &
+"$BARE_BIN" 127.0.0.1:0 >"$TMP/bare.out" &
 BPID=$!
 PIDS+=($BPID)
 for _ in $(seq 200); do grep -q listening "$TMP/bare.out" && break; sleep 0.05; done
@@ -78,6 +82,6 @@ echo "sentinel peak RSS: ${HWM} MiB"
 # 4. Every acknowledged event counted exactly once: after a clean stop, the store's
 #    incident counts sum to the events acknowledged (no other traffic reached it).
 kill -TERM "$SPID"; wait "$SPID" || true
-COUNTED=$(cd "$TMP/s" && "$BIN" report --json | python3 -c 'import json,sys; print(sum(i["count"] for i in json.load(sys.stdin)))')
+COUNTED=$(cd "$TMP/s" && "$BIN" report --json --limit 1000000 | python3 -c 'import json,sys; print(sum(i["count"] for i in json.load(sys.stdin)))')
 echo "acknowledged events: $ACKED, in the store: $COUNTED"
 [ "$ACKED" -le "$COUNTED" ] || { echo "LOST acknowledged events" >&2; exit 1; }

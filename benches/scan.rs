@@ -14,13 +14,13 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sentinel::aggregate::LineAggregator;
 use sentinel::attribute::{AttributionStatus, LiveRules, Manifest, ManifestEntry, Severity};
-use sentinel::corpus::{CorpusSpec, GroundTruth, generate, registered_component_ids};
 use sentinel::scan::fingerprint::normalize_stretch_into;
 use sentinel::scan::matcher::DEFAULT_ERROR_PATTERNS;
 use sentinel::scan::{
     ErrorLine, Fingerprint, Fingerprinter, Kernel, LineReader, Scanner, ScannerBuilder, Sink,
 };
 use sentinel::store::{IncidentDelta, IngestBatch, Store};
+use sentinel_corpus::{CorpusSpec, GroundTruth, generate, registered_component_ids};
 
 struct Corpus {
     data: Vec<u8>,

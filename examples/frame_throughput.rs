@@ -13,10 +13,10 @@ use std::io::Cursor;
 use std::time::Instant;
 
 use regex::bytes::Regex;
-use sentinel::corpus::{CorpusSpec, generate};
 use sentinel::scan::{Fingerprinter, LineReader};
+use sentinel_corpus::{CorpusSpec, generate};
 
-/// The corpus's error-line rule (see `sentinel::corpus`).
+/// The corpus's error-line rule (see `sentinel_corpus`).
 const ERROR_PATTERN: &str =
     r#"(?-u)ERROR|CRITICAL|FATAL|Traceback|panicked at|(?i:"level": ?"(?:error|fatal|critical)")"#;
 

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::time::Instant;
 
-use sentinel::corpus::{self, CorpusSpec};
+use sentinel_corpus::{self as corpus, CorpusSpec};
 
 const USAGE: &str = "usage: gen_corpus --seed N --bytes N[K|M|G] --out PATH \
                      [--truth PATH] [--manifest PATH]";

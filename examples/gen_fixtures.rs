@@ -1,4 +1,4 @@
-//! Regenerates the committed test fixtures from [`sentinel::corpus::fixtures`]:
+//! Regenerates the committed test fixtures from [`sentinel_corpus::fixtures`]:
 //! `testdata/logs/{app.log, service.jsonl, archive/old.log.gz}` and `testdata/logs.truth.json` and
 //! `testdata/manifest.json`.
 //!
@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
-use sentinel::corpus::{self, FIXTURE_PROJECT_DIR, GroundTruth};
+use sentinel_corpus::{self as corpus, FIXTURE_PROJECT_DIR, GroundTruth};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");

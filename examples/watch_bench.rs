@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sentinel::corpus::{CorpusSpec, generate};
 use sentinel::scan::Fingerprinter;
 use sentinel::store::Store;
+use sentinel_corpus::{CorpusSpec, generate};
 
 fn bin() -> PathBuf {
     std::env::var_os("SENTINEL_BIN").map_or_else(

@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::aggregate::writer::{NewIncidentNote, Writer, WriterHandle};
-use crate::api::{ApiState, SourceInfo};
+use crate::api::ApiState;
 use crate::attribute::{LiveRules, ManifestFollower};
-use crate::config::{Config, SourceKind};
+use crate::config::Config;
+use crate::ingest::writer::{NewIncidentNote, Writer, WriterHandle};
 use crate::metrics::Metrics;
-use crate::source::file::{self, FileSources, FileSpec};
-use crate::source::webhook;
+use crate::source::{Stopper, webhook};
 use crate::store::{self, Store};
 
 /// The file, in `state_dir`, in which a running daemon lists its pid and addresses.
@@ -59,7 +58,10 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     config.state().create()?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db)?);
-    store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
+    store.set_fix_policy(crate::fix::policy::FixPolicy::new(
+        &config.error_threshold,
+        config.auto_remediate,
+    ));
     store::write_owner(&db, options.command);
     let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {
@@ -96,7 +98,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     // before anything is ingested), then ONE watch of the event log's head, fed by the
     // store's commit hook. Everything that follows the log (the outbox tasks; the API's
     // event stream) subscribes to this channel: the store takes a single hook.
-    let sinks = crate::integrations::Sink::from_config(&config);
+    let sinks = crate::integrations::Sink::enabled(crate::integrations::Peers::of(&config));
     crate::integrations::init_cursors(&store, &sinks)
         .context("cannot set up the integrations outbox")?;
     let (event_tx, events) = tokio::sync::watch::channel(store.event_head());
@@ -182,119 +184,42 @@ async fn serve_all(
         }
     };
     let mut servers = Vec::new();
-    let mut infos = Vec::new();
-    let mut webhooks = Vec::new();
-    let budget = Arc::new(
-        webhook::IngestBudget::new(webhook::DEFAULT_INGEST_BUDGET)
-            .with_gauge(metrics.queue_bytes.clone()),
-    );
-
-    // Webhook listeners.
-    for src in config
-        .sources
-        .iter()
-        .filter(|s| s.kind == SourceKind::Webhook)
-    {
-        let auth = webhook::WebhookAuth::from_env(src)?;
-        let loopback = src
-            .host
-            .parse::<std::net::IpAddr>()
-            .map_or(src.host == "localhost", |ip| ip.is_loopback());
-        if !loopback && !auth.is_required() {
-            tracing::warn!(
-                source = %src.name,
-                host = %src.host,
-                "webhook listens beyond loopback without token_env or hmac_secret_env:                  anyone who can reach it can post events"
-            );
-        }
-        let router = webhook::router(
-            src,
-            auth,
-            config.max_line_bytes,
-            handle.clone(),
-            metrics.clone(),
-            budget.clone(),
-        )?;
-        let router = crate::net::harden(router, crate::net::REQUEST_TIMEOUT);
-        let addr = format!("{}:{}", src.host, src.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("source {:?}: cannot listen on {addr}", src.name))?;
-        let local = listener.local_addr()?;
-        metrics.touch_source(&src.name);
-        infos.push(SourceInfo {
-            name: src.name.clone(),
-            kind: "webhook".into(),
-            detail: local.to_string(),
-        });
-        webhooks.push((src.name.clone(), local.to_string()));
-        servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
-    }
-
-    // File sources.
-    let mut specs = Vec::new();
-    for src in config.sources.iter() {
-        match src.kind {
-            SourceKind::File => {
-                let spec = FileSpec::from_config(src, &config)?;
-                infos.push(SourceInfo {
-                    name: src.name.clone(),
-                    kind: "file".into(),
-                    detail: spec.pattern.clone(),
-                });
-                specs.push(spec);
-            }
-            SourceKind::Webhook => {}
-            other => tracing::warn!(
-                source = %src.name,
-                "sources of type {other:?} are not supported yet; skipped"
-            ),
-        }
-    }
-    let file_count = specs.len();
-    let files = if specs.is_empty() {
-        None
-    } else {
-        let positions = store.file_positions()?;
-        let starts = file::starts_total(&store.totals()?);
-        let opts = file::Options {
+    let cx = crate::source::SourceContext {
+        ingest: handle,
+        rules: rules.clone(),
+        metrics: metrics.clone(),
+        store: store.clone(),
+        stop: stop_streams.clone(),
+        budget: Arc::new(
+            webhook::IngestBudget::new(webhook::DEFAULT_INGEST_BUDGET)
+                .with_gauge(metrics.queue_bytes.clone()),
+        ),
+        defaults: crate::source::SourceDefaults {
+            error_patterns: config.error_patterns.clone(),
+            max_line_bytes: config.max_line_bytes,
+            base_dir: config.base_dir.clone(),
             shards: config.shards,
             rotate_wait: options.rotate_wait,
             exclude: vec![config.state_dir.clone()],
-        };
-        let (sources, summary) = FileSources::start(
-            specs,
-            opts,
-            positions,
-            starts,
-            rules.clone(),
-            handle.clone(),
-            metrics.clone(),
-        )?;
-        for (name, n) in &summary.files {
-            tracing::info!(source = %name, files = n, "tailing");
-        }
-        if summary.recovered > 0 {
-            tracing::info!(
-                files = summary.recovered,
-                "draining files rotated away before the last stop"
-            );
-        }
-        Some(sources)
+        },
     };
-    drop(handle);
+    let sources = crate::source::start_all(&config.sources, &cx)?;
+    // Only the sources hold the writer now: once they stop, it drains and stops.
+    drop(cx);
+    let infos = sources.infos;
+    let webhooks = sources.listening;
 
     // The fixer: takes jobs from the durable queue (and POST /fix).
     let service = crate::fix::service::FixService::new(
         store.clone(),
         rules.clone(),
         crate::fix::engine::Fixer::new(
-            crate::fix::service::DaemonLlm::from_config(&config),
+            crate::fix::service::DaemonLlm::new(&config.llm),
             crate::fix::engine::FixerEnv {
                 config: config.clone(),
                 budget: Arc::new(crate::fix::budget::Budget::new(
                     store.clone(),
-                    crate::fix::budget::Caps::from_config(&config),
+                    crate::fix::budget::Caps::new(&config.budget, config.llm.budget_per_fix),
                 )),
             },
         ),
@@ -338,8 +263,12 @@ async fn serve_all(
                 hook(head);
             }
         });
-        let router = crate::net::harden(crate::api::router(state), crate::net::REQUEST_TIMEOUT);
-        servers.push(tokio::spawn(crate::net::serve(listener, router, stopped())));
+        let router = crate::http::harden(crate::api::router(state), crate::http::REQUEST_TIMEOUT);
+        servers.push(tokio::spawn(crate::http::serve(
+            listener,
+            router,
+            stopped(),
+        )));
     }
 
     let info = DaemonInfo {
@@ -351,8 +280,7 @@ async fn serve_all(
     write_daemon_file(&config.state_dir, &info);
     tracing::info!(
         sources = config.sources.len(),
-        file_sources = file_count,
-        webhooks = webhooks.len(),
+        listening = webhooks.len(),
         components = rules.snapshot().manifest.len(),
         api = api_addr.as_deref().unwrap_or("off"),
         store = %config.db_path().display(),
@@ -370,12 +298,15 @@ async fn serve_all(
     let signal = signals.wait().await;
     tracing::info!("{signal}: stopping");
     let _ = stop_tx.send(true);
-    if let Some(files) = files {
-        tokio::task::spawn_blocking(move || files.stop()).await?;
+    for stopper in sources.stoppers {
+        match stopper {
+            Stopper::Threads(stop) => tokio::task::spawn_blocking(stop).await?,
+            Stopper::Task(task) => servers.push(task),
+        }
     }
     // The listeners let in-flight requests finish for up to SHUTDOWN_GRACE.
     let deadline =
-        tokio::time::Instant::now() + crate::net::SHUTDOWN_GRACE + Duration::from_secs(1);
+        tokio::time::Instant::now() + crate::http::SHUTDOWN_GRACE + Duration::from_secs(1);
     for s in servers {
         match tokio::time::timeout_at(deadline, s).await {
             Ok(Ok(Ok(()))) => {}
@@ -429,7 +360,7 @@ impl Signals {
 }
 
 fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
-    let path = state_dir.join(DAEMON_FILE);
+    let path = crate::state_dir::StateDir::new(state_dir).daemon_file();
     let tmp: PathBuf = state_dir.join(format!(".{DAEMON_FILE}.{}", std::process::id()));
     let Ok(text) = serde_json::to_string_pretty(info) else {
         return;
@@ -441,6 +372,7 @@ fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
 
 /// Reads a running daemon's [`DaemonInfo`] from `state_dir` (None when absent).
 pub fn read_daemon_file(state_dir: &Path) -> Option<DaemonInfo> {
-    let text = std::fs::read_to_string(state_dir.join(DAEMON_FILE)).ok()?;
+    let text =
+        std::fs::read_to_string(crate::state_dir::StateDir::new(state_dir).daemon_file()).ok()?;
     serde_json::from_str(&text).ok()
 }

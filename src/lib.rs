@@ -6,8 +6,10 @@
 //! by a normalised fingerprint ([`scan::fingerprint`]) and keeps them in an embedded redb
 //! database ([`store::Store`]).
 //!
-//! The data flows one way: sources -> [`scan`] -> [`aggregate`] -> [`store`]; the command line
-//! ([`cli`]) sits at the edge. See `DESIGN.md`-level notes in each module's docs.
+//! The data flows one way: [`source`] -> [`scan`] -> [`aggregate`] -> `ingest` -> [`store`];
+//! the event log in the store feeds the API, the integrations and the fixer ([`fix`]). The
+//! command line ([`cli`]) and the daemon sit at the edge. Each module's docs say what it owns
+//! and why it is built so; the README's Architecture section draws the whole.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod aggregate;
@@ -16,18 +18,18 @@ pub mod api;
 pub mod attribute;
 pub mod cli;
 pub mod config;
-pub mod corpus;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod dashboard;
 pub mod fix;
 #[cfg(feature = "daemon")]
+pub mod http;
+pub mod ingest;
+#[cfg(feature = "daemon")]
 pub mod integrations;
 pub mod limits;
 pub mod metrics;
-#[cfg(feature = "daemon")]
-pub mod net;
 pub mod scan;
 pub mod source;
 pub mod state_dir;

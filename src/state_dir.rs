@@ -20,6 +20,18 @@ pub const DAEMON_FILE: &str = "daemon.json";
 pub const STORE_FILE: &str = "sentinel.redb";
 /// The manifest of registered components.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The file, beside the store, in which the daemon writing it says who it is.
+pub const OWNER_FILE: &str = "sentinel.pid";
+
+/// The ingest log's directory beside a store file: `sentinel.wal/` beside `sentinel.redb`.
+pub fn wal_of(store: &Path) -> PathBuf {
+    store.with_extension("wal")
+}
+
+/// The owner (pid) file beside a store file: `sentinel.pid` in the store's directory.
+pub fn owner_file_of(store: &Path) -> Option<PathBuf> {
+    store.parent().map(|dir| dir.join(OWNER_FILE))
+}
 
 /// The state directory of one configuration. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +53,16 @@ impl StateDir {
     /// `sentinel.redb`.
     pub fn store(&self) -> PathBuf {
         self.root.join(STORE_FILE)
+    }
+
+    /// `sentinel.wal/`: the ingest log.
+    pub fn wal(&self) -> PathBuf {
+        wal_of(&self.store())
+    }
+
+    /// `sentinel.pid`.
+    pub fn owner_file(&self) -> PathBuf {
+        self.root.join(OWNER_FILE)
     }
 
     /// `manifest.json`.
@@ -108,6 +130,8 @@ mod tests {
         let s = StateDir::new(tmp.path().join("a/state"));
         assert_eq!(s.store(), tmp.path().join("a/state/sentinel.redb"));
         assert_eq!(s.reports(), tmp.path().join("a/state/monitoring/reports"));
+        assert_eq!(s.wal(), tmp.path().join("a/state/sentinel.wal"));
+        assert_eq!(owner_file_of(&s.store()), Some(s.owner_file()));
         s.create().unwrap();
         s.create().unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -8,15 +8,6 @@
 //! Memory is bounded by the caller: when [`LineAggregator::len`] passes its cap it takes the
 //! batch ([`LineAggregator::take_batch`]) and commits it.
 
-#[cfg(feature = "daemon")]
-pub mod dedupe;
-#[cfg(feature = "daemon")]
-pub mod logger;
-#[cfg(feature = "daemon")]
-pub mod wal;
-#[cfg(feature = "daemon")]
-pub mod writer;
-
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::convert::Infallible;

@@ -17,21 +17,19 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::config::ApiConfig;
+use crate::http::ApiError;
+use crate::http::auth::{TokenDigest, bearer_token};
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-
-use super::ApiError;
-use crate::config::ApiConfig;
 
 /// The API's access rules.
 #[derive(Clone)]
 pub struct ApiAuth {
-    read: Option<[u8; 32]>,
-    write: Option<[u8; 32]>,
+    read: Option<TokenDigest>,
+    write: Option<TokenDigest>,
     hosts: Vec<String>,
     check_host: bool,
 }
@@ -71,10 +69,10 @@ impl ApiAuth {
         api: &ApiConfig,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<ApiAuth, String> {
-        let token = |key: &str, var: &Option<String>| -> Result<Option<[u8; 32]>, String> {
+        let token = |key: &str, var: &Option<String>| -> Result<Option<TokenDigest>, String> {
             let Some(var) = var else { return Ok(None) };
             match lookup(var) {
-                Some(t) if !t.trim().is_empty() => Ok(Some(Sha256::digest(t.trim()).into())),
+                Some(t) if !t.trim().is_empty() => Ok(Some(TokenDigest::of(t.trim().as_bytes()))),
                 _ => Err(format!(
                     "{key}: the environment variable {var} is not set (or empty)"
                 )),
@@ -117,9 +115,8 @@ impl ApiAuth {
         self.hosts.contains(&name)
     }
 
-    fn token_is(&self, presented: &[u8], want: Option<[u8; 32]>) -> bool {
-        let got: [u8; 32] = Sha256::digest(presented).into();
-        want.is_some_and(|w| bool::from(w.ct_eq(&got)))
+    fn token_is(&self, presented: &[u8], want: Option<TokenDigest>) -> bool {
+        want.is_some_and(|w| w.matches(presented))
     }
 }
 
@@ -196,11 +193,7 @@ pub(super) async fn guard(State(auth): State<Arc<ApiAuth>>, req: Request, next: 
     if open || (auth.read.is_none() && auth.write.is_none()) {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .map(<[u8]>::to_vec);
+    let presented = bearer_token(req.headers()).map(|t| t.as_bytes().to_vec());
     let Some(presented) = presented else {
         return ApiError::unauthorized("a bearer token is required", Some("Bearer"))
             .into_response();

@@ -23,7 +23,7 @@
 //! - A stream holds at most one small batch of events: it is a cursor over the durable log,
 //!   read as its client takes what it was sent (ingestion only publishes the head). A client
 //!   that stops reading stalls its own cursor; one whose socket takes nothing for
-//!   [`crate::net::WRITE_STALL_TIMEOUT`] is closed. `sentinel_sse_streams`,
+//!   [`crate::http::WRITE_STALL_TIMEOUT`] is closed. `sentinel_sse_streams`,
 //!   `sentinel_sse_lagging_streams` and `sentinel_sse_closed_total{reason}` count them.
 //! - The stream ends when the daemon stops, or after a store read error (the client
 //!   reconnects with `Last-Event-ID` and loses nothing).

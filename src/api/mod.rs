@@ -27,7 +27,7 @@
 
 mod auth;
 pub(crate) use auth::Scope;
-mod error;
+
 pub mod events;
 mod fixes;
 mod register;
@@ -46,8 +46,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use crate::http::ApiError;
 pub use auth::ApiAuth;
-pub use error::ApiError;
 
 use crate::attribute::{LiveRules, Severity};
 use crate::config::Config;
@@ -59,17 +59,7 @@ pub const DEFAULT_INCIDENT_LIMIT: usize = 100;
 /// The most incidents one `GET /incidents` returns.
 pub const MAX_INCIDENT_LIMIT: usize = 1000;
 
-/// A configured source as `/status` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceInfo {
-    /// Name.
-    pub name: String,
-    /// Type (`file`, `webhook`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Glob or listen address.
-    pub detail: String,
-}
+pub use crate::source::SourceInfo;
 
 /// Shared state of the API handlers.
 #[derive(Debug)]
@@ -170,7 +160,7 @@ impl ApiState {
     }
 }
 
-/// The API router (wrap it with [`crate::net::harden`]).
+/// The API router (wrap it with [`crate::http::harden`]).
 ///
 /// Every route is registered through [`utoipa_axum::router::OpenApiRouter::routes`], so a
 /// route is in `GET /openapi.json` exactly when it is served: adding a route is one

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, clip};
 use crate::attribute::manifest::valid_component_id;
+use crate::attribute::register::LANGUAGES;
 use crate::attribute::register::{confine, register_project};
 use crate::attribute::{Manifest, ManifestEntry};
-use crate::cli::components::LANGUAGES;
 
 #[utoipa::path(get, path = "/manifest", responses((status = 200, description = "`{\"components\": {...}}`")))]
 pub(super) async fn manifest(State(s): State<Arc<ApiState>>) -> Json<Manifest> {

@@ -16,6 +16,9 @@ use serde::Serialize;
 use super::manifest::valid_component_id;
 use super::{Manifest, ManifestEntry, ManifestError};
 
+/// The languages the fixer knows how to test (`language` of a registration).
+pub const LANGUAGES: &[&str] = &["python", "typescript", "javascript", "rust", "go"];
+
 /// The largest `interface.json` read (Pact's contracts are a few KiB to a few hundred).
 pub const MAX_CONTRACT_BYTES: u64 = 16 << 20;
 

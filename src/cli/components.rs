@@ -4,6 +4,7 @@
 //! reference, `init` never wipes an existing manifest, `register` stores absolute canonical
 //! paths and checks each contract, and every manifest write is atomic and locked.
 
+use crate::attribute::register::LANGUAGES;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -79,9 +80,6 @@ struct AddArgs {
     #[arg(long)]
     allow_missing: bool,
 }
-
-/// The languages the fixer knows how to test.
-pub const LANGUAGES: &[&str] = &["python", "typescript", "javascript", "rust", "go"];
 
 pub(crate) fn run_init(search: &ConfigSearch, args: InitArgs) -> Result<u8, CliError> {
     let yaml = search

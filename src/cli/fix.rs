@@ -46,7 +46,10 @@ pub fn run(config: &Config, args: FixArgs) -> Result<u8, CliError> {
         tracing::warn!("{w}");
     }
     let rules = LiveRules::new(rules);
-    store.set_fix_policy(crate::store::FixPolicy::from_config(&config));
+    store.set_fix_policy(crate::fix::policy::FixPolicy::new(
+        &config.error_threshold,
+        config.auto_remediate,
+    ));
     let fix = match request_fix(
         &store,
         &rules,
@@ -77,10 +80,13 @@ pub fn run(config: &Config, args: FixArgs) -> Result<u8, CliError> {
         store.clone(),
         rules,
         Fixer::new(
-            DaemonLlm::from_config(&config),
+            DaemonLlm::new(&config.llm),
             FixerEnv {
                 config: config.clone(),
-                budget: Arc::new(Budget::new(store.clone(), Caps::from_config(&config))),
+                budget: Arc::new(Budget::new(
+                    store.clone(),
+                    Caps::new(&config.budget, config.llm.budget_per_fix),
+                )),
             },
         ),
         1,

@@ -170,10 +170,10 @@ fn load_config(explicit: Option<PathBuf>) -> Result<Config, CliError> {
 
 fn gen_corpus(args: GenCorpusArgs) -> Result<u8, CliError> {
     use anyhow::Context;
-    let spec = crate::corpus::CorpusSpec::new(args.seed, args.size);
+    let spec = sentinel_corpus::CorpusSpec::new(args.seed, args.size);
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let truth = crate::corpus::generate(&spec, std::io::BufWriter::with_capacity(1 << 20, file))
+    let truth = sentinel_corpus::generate(&spec, std::io::BufWriter::with_capacity(1 << 20, file))
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let json = serde_json::to_string_pretty(&truth).context("serialising the truth")?;
     match &args.truth {
@@ -182,7 +182,7 @@ fn gen_corpus(args: GenCorpusArgs) -> Result<u8, CliError> {
         None => writeln!(std::io::stdout().lock(), "{json}").context("stdout")?,
     }
     if let Some(p) = &args.manifest {
-        std::fs::write(p, crate::corpus::manifest_json(&spec, "."))
+        std::fs::write(p, sentinel_corpus::manifest_json(&spec, "."))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(0)

@@ -128,7 +128,7 @@ fn by_llm(config: &Config, text: &str, manifest: &Manifest) -> Verdict {
     use crate::fix::service::DaemonLlm;
     use crate::store::{Store, StoreError};
     use std::sync::Arc;
-    let llm = match DaemonLlm::from_config(config) {
+    let llm = match DaemonLlm::new(&config.llm) {
         DaemonLlm::Unavailable(why) => return unavailable(&why),
         llm => llm,
     };
@@ -144,7 +144,7 @@ fn by_llm(config: &Config, text: &str, manifest: &Manifest) -> Verdict {
         }
         Err(e) => return unavailable(&e.to_string()),
     };
-    let budget = Budget::new(store, Caps::from_config(config));
+    let budget = Budget::new(store, Caps::new(&config.budget, config.llm.budget_per_fix));
     let req = crate::fix::triage::request(text, manifest);
     let p = crate::fix::llm::Pricing::from_usd_per_mtok(
         config.llm.provider,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::config::Config;
+use crate::config::BudgetConfig;
 use crate::store::{Store, StoreError};
 
 /// The caps, in micro-USD.
@@ -53,11 +53,10 @@ pub fn usd(micro: u64) -> f64 {
 }
 
 impl Caps {
-    /// The caps `config` sets.
-    pub fn from_config(config: &Config) -> Caps {
-        let b = &config.budget;
+    /// The caps of the `budget` section and `llm.budget_per_fix`.
+    pub fn new(b: &BudgetConfig, budget_per_fix: f64) -> Caps {
         Caps {
-            per_fix: micro_usd(config.llm.budget_per_fix),
+            per_fix: micro_usd(budget_per_fix),
             per_incident: micro_usd(b.per_incident_cap),
             hourly: micro_usd(b.hourly_cap),
             daily: micro_usd(b.daily_cap),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::engine::Layout;
+use super::layout::Layout;
 use super::runner::run_tests;
 use crate::attribute::manifest::ManifestEntry;
 use crate::config::Config;

@@ -1,21 +1,16 @@
-//! The fixer: what is sent to an LLM, how, and (later) what is done with the answer.
+//! The fixer: from an actionable incident to a fix proven by the project's own tests.
 //!
-//! This first slice holds the parts every later step builds on:
-//!
-//! - [`redact`]: secrets, tokens, e-mail addresses and card numbers are replaced by
-//!   `[REDACTED:<kind>]` before any text leaves the machine, and log text is fenced as
-//!   untrusted data ([`redact::fence_untrusted`]). Pure functions, available without the
-//!   `daemon` feature.
-//! - `llm` (feature `daemon`): one trait ([`llm::Llm`]) for "give me a structured answer that
-//!   fits this JSON Schema", with one HTTP client ([`llm::LlmClient`]) speaking two wire
-//!   formats (Anthropic Messages with forced tool use; OpenAI-compatible Chat Completions with
-//!   a strict `json_schema` response format), integer micro-USD costing, timeouts, retries
-//!   with backoff, and a circuit breaker shared by every call of the client.
-//! - [`worktree`]: safe git for one fix: an isolated worktree on a new branch from the user's
-//!   `HEAD`, confined edits, a commit of only the edited files, and a fast-forward of the
-//!   user's branch only when their tree is clean. Their working tree is never touched.
-//! - `runner` (unix): a component's tests in a minimal environment and their own process
-//!   group, with a timeout that kills the whole group.
+//! - [`policy`]: when an incident becomes actionable (`error_threshold`) and whether it is
+//!   queued for a fix or escalated (`auto_remediate`); the store applies it at ingest.
+//! - `service` (daemon): takes jobs from the durable queue, at most one per component and
+//!   `llm.max_concurrent_fixes` at once; [`triage`] decides what is worth a fix.
+//! - `engine`: one fix — the prompt ([`prompt`], with [`redact`]ed, fenced log text), the LLM
+//!   call (`llm`: one trait, one HTTP client for Anthropic and OpenAI-compatible servers,
+//!   retries, a circuit breaker) under the [`budget`] caps, a reproducer test and a fix written
+//!   in a git [`worktree`] on a new branch, both proven with the component's tests
+//!   ([`runner`]: own process group, timeout kills the group), then a branch, a fast-forward
+//!   or a pull request; `layout` finds a component's source, tests and contract, and
+//!   `contract` tightens the contract and pushes it to Pact.
 //!
 //! Why a trait with one real implementation: the fixer is generic over it so that its tests
 //! can script answers, and the real client is tested against a fake server speaking both wire
@@ -30,8 +25,11 @@ pub mod engine;
 #[cfg(all(feature = "daemon", any(test, feature = "test-util")))]
 #[doc(hidden)]
 pub mod fake_llm;
+#[cfg(all(unix, feature = "daemon"))]
+pub mod layout;
 #[cfg(feature = "daemon")]
 pub mod llm;
+pub mod policy;
 #[cfg(feature = "daemon")]
 pub mod prompt;
 pub mod redact;

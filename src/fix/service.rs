@@ -235,9 +235,9 @@ impl Llm for DaemonLlm {
 }
 
 impl DaemonLlm {
-    /// The client `config.llm` describes, reading the key from the environment.
-    pub fn from_config(config: &crate::config::Config) -> DaemonLlm {
-        match super::llm::LlmClient::from_config(&config.llm, |v| std::env::var(v).ok()) {
+    /// The client the `llm` section describes, reading the key from the environment.
+    pub fn new(llm: &crate::config::LlmConfig) -> DaemonLlm {
+        match super::llm::LlmClient::from_config(llm, |v| std::env::var(v).ok()) {
             Ok(c) => DaemonLlm::Client(c),
             Err(e) => DaemonLlm::Unavailable(e.to_string()),
         }

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{ArbiterConfig, ChroniclerConfig, Config, NotifyConfig, StigmergyConfig};
 use crate::metrics::Metrics;
 use crate::store::{Event, Store, StoreError};
 
@@ -87,9 +87,35 @@ pub struct Sink {
     pub rules: Rules,
 }
 
+/// The sections of `sentinel.yaml` the outbox is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peers<'a> {
+    /// `arbiter`.
+    pub arbiter: &'a ArbiterConfig,
+    /// `stigmergy`.
+    pub stigmergy: &'a StigmergyConfig,
+    /// `chronicler`.
+    pub chronicler: &'a ChroniclerConfig,
+    /// `notify`.
+    pub notify: &'a NotifyConfig,
+}
+
+impl<'a> Peers<'a> {
+    /// The peer sections of `config`.
+    pub fn of(config: &'a Config) -> Peers<'a> {
+        Peers {
+            arbiter: &config.arbiter,
+            stigmergy: &config.stigmergy,
+            chronicler: &config.chronicler,
+            notify: &config.notify,
+        }
+    }
+}
+
 impl Sink {
-    /// The sinks `config` enables (endpoints set; Chronicler also `chronicler_enabled`).
-    pub fn from_config(config: &Config) -> Vec<Sink> {
+    /// The sinks the peer sections enable (endpoints set; Chronicler also
+    /// `chronicler_enabled`).
+    pub fn enabled(config: Peers<'_>) -> Vec<Sink> {
         let base = |u: &str| u.trim().trim_end_matches('/').to_string();
         let set = |u: &Option<String>| u.as_deref().filter(|u| !u.trim().is_empty()).map(base);
         let mut out = Vec::new();
@@ -636,7 +662,7 @@ mod tests {
 
     #[test]
     fn sinks_from_config() {
-        assert!(Sink::from_config(&config("")).is_empty());
+        assert!(Sink::enabled(Peers::of(&config(""))).is_empty());
         let c = config(
             "arbiter: {api_endpoint: 'http://a:7700/', trust_event_on_fix: false}
 stigmergy: {endpoint: 'http://s'}
@@ -644,7 +670,7 @@ chronicler: {enabled: true, endpoint: 'http://c:8080/events/'}
 notify: {webhook_url: 'http://n/hook', on_fix: false}
 ",
         );
-        let sinks = Sink::from_config(&c);
+        let sinks = Sink::enabled(Peers::of(&c));
         let urls: Vec<(&str, &str)> = sinks.iter().map(|s| (s.name, s.url.as_str())).collect();
         assert_eq!(
             urls,

@@ -62,6 +62,7 @@ use regex_syntax::ParserBuilder;
 use regex_syntax::hir::{Capture, Hir, HirKind, Look, Repetition};
 
 use super::keys::{self, PactKey, PactKeys};
+pub use super::simd::Kernel;
 use super::simd::{self, Engine, Prefilter};
 
 /// The error patterns used when the configuration names none.
@@ -85,34 +86,6 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// Smallest accepted [`ScannerBuilder::max_line_bytes`]: lines shorter than one 64-byte kernel
 /// block are never checked for length.
 pub const MIN_MAX_LINE_BYTES: usize = 64;
-
-/// Which implementation of the block kernel a [`Scanner`] uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    /// The fastest kernel this CPU supports (AVX2, else SSE2 on x86_64, else scalar).
-    #[default]
-    Auto,
-    /// 2 x 32-byte AVX2 vectors per block (x86_64 with AVX2).
-    Avx2,
-    /// 4 x 16-byte SSE2 vectors per block (any x86_64).
-    Sse2,
-    /// Portable scalar code (any target).
-    Scalar,
-}
-
-impl Kernel {
-    /// Whether this CPU can run the kernel. [`Kernel::Auto`] always can.
-    pub fn is_supported(self) -> bool {
-        simd::is_supported(self)
-    }
-
-    /// The explicit kernels this CPU can run, fastest first (for tests and benchmarks).
-    pub fn available() -> impl Iterator<Item = Kernel> {
-        [Kernel::Avx2, Kernel::Sse2, Kernel::Scalar]
-            .into_iter()
-            .filter(|k| k.is_supported())
-    }
-}
 
 /// Why a [`Scanner`] could not be built.
 #[non_exhaustive]

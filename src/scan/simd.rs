@@ -74,8 +74,6 @@
 
 use std::fmt;
 
-use super::matcher::Kernel;
-
 /// Most distinct prefixes the prefilter compares per block. Beyond this the per-block cost
 /// grows past what a regex with its own literal optimisations costs, so the scanner falls
 /// back to one.
@@ -113,6 +111,34 @@ impl Engine {
     /// The kernel this engine runs (never [`Kernel::Auto`]).
     pub(crate) fn kernel(self) -> Kernel {
         self.kernel
+    }
+}
+
+/// Which implementation of the block kernel a [`crate::scan::Scanner`] uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// The fastest kernel this CPU supports (AVX2, else SSE2 on x86_64, else scalar).
+    #[default]
+    Auto,
+    /// 2 x 32-byte AVX2 vectors per block (x86_64 with AVX2).
+    Avx2,
+    /// 4 x 16-byte SSE2 vectors per block (any x86_64).
+    Sse2,
+    /// Portable scalar code (any target).
+    Scalar,
+}
+
+impl Kernel {
+    /// Whether this CPU can run the kernel. [`Kernel::Auto`] always can.
+    pub fn is_supported(self) -> bool {
+        is_supported(self)
+    }
+
+    /// The explicit kernels this CPU can run, fastest first (for tests and benchmarks).
+    pub fn available() -> impl Iterator<Item = Kernel> {
+        [Kernel::Avx2, Kernel::Sse2, Kernel::Scalar]
+            .into_iter()
+            .filter(|k| k.is_supported())
     }
 }
 

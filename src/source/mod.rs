@@ -1,10 +1,22 @@
 //! Sources: where lines come from. They frame and scan bytes and hand counts (files) or
-//! events (webhooks) to the ingest writer ([`crate::aggregate::writer`]); they know nothing
+//! events (webhooks) to the ingest writer ([`crate::ingest::writer`]); they know nothing
 //! about incidents.
+//!
+//! Every source type is its own module with one `start` function, registered in
+//! [`SOURCE_TYPES`]: the daemon starts the configured sources through [`start_all`] and
+//! knows no type by name. A `start` function gets every configured source of its type (file
+//! sources share their threads) and a [`SourceContext`], and returns what it left running.
 //!
 //! Without the `daemon` feature only the pure webhook body decoder
 //! ([`webhook::decode`]) is built (the fuzz targets use it).
 
 #[cfg(feature = "daemon")]
 pub mod file;
+#[cfg(feature = "daemon")]
+mod running;
 pub mod webhook;
+
+#[cfg(feature = "daemon")]
+pub use running::{
+    Running, SOURCE_TYPES, SourceContext, SourceDefaults, SourceInfo, StartFn, Stopper, start_all,
+};

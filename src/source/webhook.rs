@@ -19,7 +19,7 @@
 //! 4. **Filtering**: a source without its own `error_patterns` counts every event (the
 //!    reference's behaviour); one with them counts only the events they match (the same
 //!    [`crate::scan::Scanner`] as file sources), the rest are answered as `ignored`.
-//! 5. **The writer** ([`crate::aggregate::writer`]) takes the events without waiting
+//! 5. **The writer** ([`crate::ingest::writer`]) takes the events without waiting
 //!    (queue full: 429 + `Retry-After: 1`), commits them in a group commit together with
 //!    their event ids, and answers after the commit: 200 `{"accepted", "duplicates",
 //!    "ignored"}`. A failed commit is 503 + `Retry-After`; nothing of it was kept.
@@ -30,6 +30,8 @@
 pub mod decode;
 #[cfg(feature = "daemon")]
 mod server;
+#[cfg(feature = "daemon")]
+mod start;
 
 #[cfg(feature = "daemon")]
 pub use server::{
@@ -37,3 +39,5 @@ pub use server::{
     IngestReply, RETRY_AFTER_SECS, Reservation, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS,
     TIMESTAMP_HEADER, WebhookAuth, WebhookError, router, signature,
 };
+#[cfg(feature = "daemon")]
+pub use start::start;

@@ -10,12 +10,10 @@
 //! go anyway (the outbox counts them in `sentinel_outbox_dropped_total`), so a sink that is
 //! down for weeks cannot fill the disk.
 
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, TableError};
 
+use super::schema::CURSORS;
 use super::{Store, StoreError, StoreTxn};
-
-/// `outbox_cursors`: sink name → newest event sequence number delivered (or skipped).
-const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("outbox_cursors");
 
 /// The most events the log keeps for a sink that lags behind (about 5 KiB each at worst).
 pub const EVENTS_HARD_CAP: u64 = 500_000;

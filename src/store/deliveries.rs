@@ -1,26 +1,20 @@
 //! Webhook delivery ids: what lets a retried delivery be acknowledged without counting again.
 //!
-//! The ids themselves live in memory ([`crate::aggregate::dedupe::DeliveryIds`]), as 64-bit
+//! The ids themselves live in memory ([`crate::ingest::dedupe::DeliveryIds`]), as 64-bit
 //! hashes ([`delivery_hash`]) — checking one is a hash-set probe, not a B-tree descent.
 //! Here they are made durable: every commit that applies webhook events writes ONE row,
 //! `(recorded at µs, ingest-log seq) → the 8-byte hashes it recorded`, so that the set can
-//! be rebuilt at start. Forgetting (after [`crate::aggregate::writer::DELIVERY_TTL`] or
+//! be rebuilt at start. Forgetting (after [`crate::ingest::writer::DELIVERY_TTL`] or
 //! beyond the remembered maximum) removes whole rows, oldest first.
 //!
 //! Before this table, ids were kept one row each in `deliveries` (string keys) and
 //! `deliveries_by_time`; [`StoreTxn::migrate_legacy_deliveries`] turns such a store's ids
 //! into one row of hashes and drops the old tables.
 
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, TableError};
 
+use super::schema::{DELIVERY_LOG, LEGACY, LEGACY_BY_TIME};
 use super::{Store, StoreError, StoreTxn};
-
-/// (recorded at µs, ingest-log seq) → hashes, 8 bytes each, little-endian.
-const DELIVERY_LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("delivery_log");
-/// The string-keyed ids of an older Sentinel: `scope \0 id` → recorded at (µs).
-const LEGACY: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
-/// Their index by time.
-const LEGACY_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("deliveries_by_time");
 
 /// The hash a webhook delivery id is remembered by: xxh3-64 of `scope \0 id`. Two different
 /// ids are taken for one with a probability of n / 2^64 for n remembered ids (below 10^-12

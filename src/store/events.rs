@@ -135,24 +135,16 @@ impl NewEvent {
 impl Event {
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![EVENT_FORMAT];
-        out.extend(serde_json::to_vec(self).unwrap_or_default());
-        out
+        super::codec::encode(EVENT_FORMAT, self)
     }
 
     /// Decodes stored bytes.
     ///
     /// # Errors
     ///
-    /// A message when the value is from a newer format or is not an event.
+    /// A message when the value is from a newer format or is not valid.
     pub fn decode(b: &[u8]) -> Result<Event, String> {
-        match b.split_first() {
-            Some((&EVENT_FORMAT, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
-            Some((v, _)) => Err(format!(
-                "event format {v} is not supported by this Sentinel"
-            )),
-            None => Err("empty event".into()),
-        }
+        super::codec::decode(EVENT_FORMAT, b).map_err(|e| e.to_string())
     }
 }
 

@@ -18,19 +18,14 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 
+use super::schema::{FIXES, FIXES_BY_TIME, INCIDENT_FIXES, REGRESSION_WATCH};
 use super::{
     COUNTS, EventKind, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, Incident, IncidentStatus,
     JOBS_OPEN, JobState, NewEvent, Store, StoreError, StoreTxn, micros,
 };
-
-const FIXES: TableDefinition<&str, &[u8]> = TableDefinition::new("fixes");
-const FIXES_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("fixes_by_time");
-const INCIDENT_FIXES: TableDefinition<(&str, &str), ()> = TableDefinition::new("incident_fixes");
-pub(super) const REGRESSION_WATCH: TableDefinition<u64, u32> =
-    TableDefinition::new("regression_watch");
 
 /// The format byte of encoded fix results.
 pub const FIX_FORMAT: u8 = 1;
@@ -138,22 +133,16 @@ pub struct FixResult {
 impl FixResult {
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FIX_FORMAT];
-        out.extend(serde_json::to_vec(self).unwrap_or_default());
-        out
+        super::codec::encode(FIX_FORMAT, self)
     }
 
     /// Decodes stored bytes.
     ///
     /// # Errors
     ///
-    /// A message when the value is from a newer format or is not a fix.
+    /// A message when the value is from a newer format or is not valid.
     pub fn decode(b: &[u8]) -> Result<FixResult, String> {
-        match b.split_first() {
-            Some((&FIX_FORMAT, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
-            Some((v, _)) => Err(format!("fix format {v} is not supported by this Sentinel")),
-            None => Err("empty fix record".into()),
-        }
+        super::codec::decode(FIX_FORMAT, b).map_err(|e| e.to_string())
     }
 
     fn event(&self, kind: EventKind) -> NewEvent {

@@ -5,6 +5,7 @@
 //! change the encoding and lets this one refuse a value written by a newer Sentinel instead
 //! of misreading it.
 
+use super::codec::{self, DecodeError};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -118,10 +119,7 @@ pub struct Incident {
 impl Incident {
     /// Encodes for the store.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512 + self.sample.len());
-        out.push(INCIDENT_FORMAT);
-        serde_json::to_writer(&mut out, self).expect("an incident always serialises");
-        out
+        codec::encode(INCIDENT_FORMAT, self)
     }
 
     /// Decodes a stored value.
@@ -130,30 +128,8 @@ impl Incident {
     ///
     /// [`DecodeError`] when the value is from a newer format or is not a valid record.
     pub fn decode(bytes: &[u8]) -> Result<Incident, DecodeError> {
-        match bytes.split_first() {
-            None => Err(DecodeError::Empty),
-            Some((&INCIDENT_FORMAT, body)) => {
-                serde_json::from_slice(body).map_err(|e| DecodeError::Invalid(e.to_string()))
-            }
-            Some((&v, _)) if v > INCIDENT_FORMAT => Err(DecodeError::Newer(v)),
-            Some((&v, _)) => Err(DecodeError::Invalid(format!("unknown format byte {v}"))),
-        }
+        codec::decode(INCIDENT_FORMAT, bytes)
     }
-}
-
-/// A stored value that cannot be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// An empty value.
-    #[error("empty value")]
-    Empty,
-    /// Written by a newer Sentinel.
-    #[error("value format {0} is newer than this Sentinel understands ({INCIDENT_FORMAT})")]
-    Newer(u8),
-    /// Not a valid record.
-    #[error("invalid value: {0}")]
-    Invalid(String),
 }
 
 /// Cuts `bytes` to at most `max` bytes and decodes it as lossy UTF-8, without splitting a
@@ -223,7 +199,7 @@ mod tests {
         newer[0] = INCIDENT_FORMAT + 1;
         assert_eq!(
             Incident::decode(&newer),
-            Err(DecodeError::Newer(INCIDENT_FORMAT + 1))
+            Err(DecodeError::Newer(INCIDENT_FORMAT + 1, INCIDENT_FORMAT))
         );
         assert!(matches!(
             Incident::decode(&bytes[..10]),

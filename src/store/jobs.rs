@@ -18,45 +18,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-
 /// The format byte of encoded jobs.
 pub const JOB_FORMAT: u8 = 1;
-
-/// When incidents become actionable and what happens then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FixPolicy {
-    /// Occurrences needed within the window (≥ 1).
-    pub threshold: u64,
-    /// The window, in microseconds.
-    pub window_us: u64,
-    /// Queue fix jobs (else escalate).
-    pub auto_remediate: bool,
-}
-
-impl Default for FixPolicy {
-    fn default() -> FixPolicy {
-        FixPolicy {
-            threshold: 1,
-            window_us: 300_000_000,
-            auto_remediate: false,
-        }
-    }
-}
-
-impl FixPolicy {
-    /// The policy `config` sets.
-    pub fn from_config(config: &Config) -> FixPolicy {
-        FixPolicy {
-            threshold: config.error_threshold.count.max(1),
-            window_us: config
-                .error_threshold
-                .window_seconds
-                .saturating_mul(1_000_000),
-            auto_remediate: config.auto_remediate,
-        }
-    }
-}
 
 /// A fix job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,25 +79,16 @@ impl FixJob {
 
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![JOB_FORMAT];
-        // Serialising plain data to a Vec cannot fail.
-        out.extend(serde_json::to_vec(self).unwrap_or_default());
-        out
+        super::codec::encode(JOB_FORMAT, self)
     }
 
     /// Decodes stored bytes.
     ///
     /// # Errors
     ///
-    /// A message when the value is from a newer format or is not a job.
+    /// A message when the value is from a newer format or is not valid.
     pub fn decode(b: &[u8]) -> Result<FixJob, String> {
-        match b.split_first() {
-            Some((&JOB_FORMAT, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
-            Some((v, _)) => Err(format!(
-                "fix job format {v} is not supported by this Sentinel"
-            )),
-            None => Err("empty fix job".into()),
-        }
+        super::codec::decode(JOB_FORMAT, b).map_err(|e| e.to_string())
     }
 }
 

@@ -32,7 +32,7 @@ use redb::ReadableTable;
 
 use super::{
     ACTIONED, COUNTS, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, META, RECENT, SAMPLE_MAX_BYTES,
-    Store, StoreError, WINDOWS, fixes::REGRESSION_WATCH,
+    Store, StoreError, WINDOWS, schema::REGRESSION_WATCH,
 };
 use crate::scan::fingerprint::{Fingerprinter, NORMALIZED_KEEP_BYTES};
 use crate::scan::keys;

@@ -10,11 +10,12 @@
 //! a batch or none of it, and the cost of a commit (an fsync) is shared by every line of the
 //! batch. Never one commit per line.
 //!
-//! Tables (keys → values):
+//! Tables (keys → values; every definition is in `schema.rs`, and `golden.rs` keeps a store
+//! with a row in each, written by this schema version, readable):
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::aggregate::wal`]) |
+//! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::ingest::wal`]) |
 //! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
 //! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
 //! | `incident_ids` | incident id | fingerprint |
@@ -33,16 +34,22 @@
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
 
+mod codec;
 pub mod cursors;
 pub mod deliveries;
 pub mod events;
 pub mod fixes;
+#[cfg(test)]
+mod golden;
 pub mod incident;
 pub mod jobs;
 pub mod migrate;
+mod owner;
+mod positions;
 #[cfg(test)]
 mod read_tests;
 mod scan_all;
+mod schema;
 pub mod trend;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,44 +61,20 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
 };
 
+pub use crate::fix::policy::FixPolicy;
+pub use codec::DecodeError;
 pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use fixes::{FixResult, FixStatus};
-pub use incident::{DecodeError, Incident, IncidentStatus, SAMPLE_MAX_BYTES};
-pub use jobs::{Action, FixJob, FixPolicy, JobState};
+pub use incident::{Incident, IncidentStatus, SAMPLE_MAX_BYTES};
+pub use jobs::{Action, FixJob, JobState};
+use owner::read_owner;
+pub use owner::{OWNER_FILE, remove_owner, write_owner};
+pub use positions::{FileKey, FilePosition};
+pub use schema::SCHEMA_VERSION;
+use schema::*;
 
 use crate::attribute::{AttributionStatus, Severity};
 use crate::scan::Fingerprint;
-
-/// The schema version this Sentinel writes and understands. Version 2: incident identity
-/// keeps PACT keys verbatim ([`migrate`] moves a version 1 store on).
-pub const SCHEMA_VERSION: u64 = 2;
-
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
-/// The hot part of an incident, (count, last_seen µs): updated by every batch without
-/// decoding or re-encoding the record.
-const COUNTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_counts");
-const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_ids");
-const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
-const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
-const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
-/// File positions by (device, inode); see [`FilePosition`].
-const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
-/// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).
-const WINDOWS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_windows");
-/// Incidents that turned actionable: fingerprint → fix job sequence (0: escalated instead).
-const ACTIONED: TableDefinition<u64, u64> = TableDefinition::new("incident_actioned");
-/// The fix-job queue: sequence → encoded [`FixJob`].
-const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
-/// The jobs still queued or running: sequence → () (so the fixer never scans them all).
-const JOBS_OPEN: TableDefinition<u64, ()> = TableDefinition::new("fix_jobs_open");
-/// The fixer's spend log: (time in µs, sequence) → (incident id, micro-USD). Never pruned
-/// within the 30-day window the caps look at (older entries may be dropped).
-const SPEND: TableDefinition<(u64, u64), (&str, u64)> = TableDefinition::new("spend_log");
-/// The event log: sequence → encoded [`Event`] (see [`events`]).
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// (incident id, event seq): each incident's events, for its timeline.
-const INCIDENT_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("incident_events");
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -989,7 +972,7 @@ impl Store {
 
     fn decode(&self, fp: u64, bytes: &[u8]) -> Result<Incident, StoreError> {
         Incident::decode(bytes).map_err(|e| match e {
-            DecodeError::Newer(v) => StoreError::Newer {
+            DecodeError::Newer(v, _) => StoreError::Newer {
                 path: self.path.clone(),
                 found: v as u64,
             },
@@ -1089,7 +1072,7 @@ impl StoreTxn<'_> {
             .map_err(st.storage())?
             .map_or(1, |(k, _)| k.value() + 1);
         let mut watch = txn
-            .open_table(fixes::REGRESSION_WATCH)
+            .open_table(schema::REGRESSION_WATCH)
             .map_err(st.storage())?;
         let mut pending: Vec<NewEvent> = Vec::new();
         let mut throttle = st
@@ -1470,83 +1453,6 @@ impl StoreTxn<'_> {
     }
 }
 
-/// Identifies a file across renames: its device and inode numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileKey {
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-}
-
-/// Where reading a file stopped, committed together with the counts its lines produced.
-///
-/// A file is the same file as when its position was saved only if its device and inode
-/// ([`FileKey`]) match **and** the xxh3 of its first `head_len` bytes is `head_hash`
-/// (inode numbers are reused; a truncated file is rewritten from the start). Otherwise it is
-/// a new *generation* of that key, read from 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilePosition {
-    /// Bumped every time the file at this key turned out to be a different file.
-    pub generation: u32,
-    /// The offset just after the last line counted: always the start of a line.
-    pub offset: u64,
-    /// How many leading bytes `head_hash` covers (at most 1 KiB).
-    pub head_len: u16,
-    /// xxh3 of the first `head_len` bytes.
-    pub head_hash: u64,
-    /// Where the file was last seen.
-    pub path: String,
-    /// When the position was saved.
-    pub updated: Timestamp,
-}
-
-/// Format byte of an encoded [`FilePosition`].
-const FILE_POSITION_FORMAT: u8 = 1;
-
-impl FilePosition {
-    /// The stored encoding: format byte, fixed-width little-endian fields, then the path.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(31 + self.path.len());
-        v.push(FILE_POSITION_FORMAT);
-        v.extend_from_slice(&self.generation.to_le_bytes());
-        v.extend_from_slice(&self.offset.to_le_bytes());
-        v.extend_from_slice(&self.head_len.to_le_bytes());
-        v.extend_from_slice(&self.head_hash.to_le_bytes());
-        v.extend_from_slice(&micros(self.updated).to_le_bytes());
-        v.extend_from_slice(self.path.as_bytes());
-        v
-    }
-
-    /// Decodes [`FilePosition::encode`]'s output.
-    ///
-    /// # Errors
-    ///
-    /// A description of what is wrong (unknown format, truncated record).
-    pub fn decode(b: &[u8]) -> Result<FilePosition, String> {
-        match b.first() {
-            Some(&FILE_POSITION_FORMAT) => {}
-            Some(f) => return Err(format!("unknown format {f}")),
-            None => return Err("empty record".into()),
-        }
-        if b.len() < 31 {
-            return Err(format!("truncated record ({} bytes)", b.len()));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-        let head_len = u16::from_le_bytes([b[13], b[14]]);
-        Ok(FilePosition {
-            generation: u32_at(1),
-            offset: u64_at(5),
-            head_len,
-            head_hash: u64_at(15),
-            updated: Timestamp::from_microsecond(u64_at(23) as i64)
-                .unwrap_or(Timestamp::UNIX_EPOCH),
-            path: String::from_utf8_lossy(&b[31..]).into_owned(),
-        })
-    }
-}
-
 /// redb's page cache, capped: the default (1 GiB) would let the cache, not the data,
 /// decide how much memory a scan takes.
 pub const CACHE_BYTES: usize = 32 << 20;
@@ -1661,36 +1567,7 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     }
 }
 
-/// The file, beside the database, in which a daemon says who it is (`pid <n>: <command>`),
-/// so that a second writer can be told who owns the store.
-pub const OWNER_FILE: &str = "sentinel.pid";
-
-/// Writes [`OWNER_FILE`] beside `db` (best effort: it only improves an error message).
-pub fn write_owner(db: &Path, what: &str) {
-    if let Some(dir) = db.parent() {
-        let text = format!("pid {}: {what}\n", std::process::id());
-        let _ = std::fs::write(dir.join(OWNER_FILE), text);
-    }
-}
-
-/// Removes [`OWNER_FILE`] if it is ours.
-pub fn remove_owner(db: &Path) {
-    if let Some(dir) = db.parent() {
-        let file = dir.join(OWNER_FILE);
-        let ours = format!("pid {}:", std::process::id());
-        if std::fs::read_to_string(&file).is_ok_and(|s| s.starts_with(&ours)) {
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
-fn read_owner(db: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(db.parent()?.join(OWNER_FILE)).ok()?;
-    let line = text.lines().next()?.trim();
-    (!line.is_empty() && line.len() < 200).then(|| line.to_string())
-}
-
-fn micros(t: Timestamp) -> u64 {
+pub(crate) fn micros(t: Timestamp) -> u64 {
     u64::try_from(t.as_microsecond()).unwrap_or(0)
 }
 
@@ -2107,136 +1984,5 @@ mod tests {
         assert_eq!(store.event_head(), 3);
         store.apply(&batch(&[(7, 1)]), at(5_000)).unwrap();
         assert_eq!(store.events_after(3, 10).unwrap()[0].seq, 4);
-    }
-}
-
-/// Format compatibility: a store written by an older schema version is migrated by the
-/// first writer that opens it, and one written by this version stays readable (redb's own
-/// `backward_compatibility.rs` idea). `store-v1.redb` was written by schema version 1 and
-/// can no longer be regenerated; regenerate `store-v2.redb` only on purpose, with
-/// `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`.
-#[cfg(test)]
-mod golden {
-    use super::*;
-    use crate::scan::Fingerprinter;
-
-    const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v1.redb");
-    const GOLDEN_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v2.redb");
-
-    /// The fingerprint this version gives `line`.
-    fn fp_of(line: &str) -> Fingerprint {
-        Fingerprinter::new().fingerprint(line.as_bytes())
-    }
-
-    #[test]
-    fn golden_v1_store_is_migrated_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        std::fs::copy(GOLDEN_V1, &path).unwrap();
-        let store = Store::open(&path).unwrap();
-        assert_eq!(
-            store.meta_value("schema_version").unwrap(),
-            Some(SCHEMA_VERSION)
-        );
-        // The old file is kept beside it, as it was.
-        let backup = dir.path().join("store.redb.v1-backup");
-        let old = Store::open_read_only(&backup).unwrap().unwrap();
-        assert_eq!(old.meta_value("schema_version").unwrap(), Some(1));
-        let old_auth = old.incident("111122223333").unwrap().unwrap();
-        assert_eq!(old_auth.fingerprint, Fingerprint(0x1111_2222_3333_4444));
-        drop(old);
-        let incidents = store.recent_incidents(10).unwrap();
-        assert_eq!(incidents.len(), 2);
-        // The id is kept; the identity is re-derived from the sample.
-        let auth = store.incident("111122223333").unwrap().unwrap();
-        let sample = "ERROR [PACT:auth:login] login failed for user 42";
-        assert_eq!(auth.fingerprint, fp_of(sample));
-        assert_eq!(auth.count, 7);
-        assert_eq!(auth.component_id, "auth");
-        assert_eq!(auth.pact_key, "PACT:auth:login");
-        assert_eq!(auth.severity, Severity::High);
-        assert_eq!(auth.sample, sample);
-        assert_eq!(
-            auth.first_seen,
-            "2026-11-23T12:00:00Z".parse::<Timestamp>().unwrap()
-        );
-        let fatal = store.incident("aaaabbbbcccc").unwrap().unwrap();
-        assert_eq!(fatal.fingerprint, fp_of("FATAL no key here"));
-        assert_eq!(fatal.count, 1);
-        // Counters are never reset.
-        assert_eq!(store.key_counts().unwrap()["PACT:auth:login"], 7);
-        assert_eq!(store.totals().unwrap()["lines"], 100);
-        // The same line again folds into the migrated incident.
-        let mut b = IngestBatch::new();
-        b.incidents
-            .insert(fp_of(sample), IncidentDelta::count_only(fp_of(sample), 7));
-        store
-            .apply(&b, "2026-11-23T13:00:00Z".parse().unwrap())
-            .unwrap();
-        assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
-        drop(store);
-        // A second open finds version 2 and does nothing more.
-        std::fs::remove_file(&backup).unwrap();
-        let store = Store::open(&path).unwrap();
-        assert!(!backup.exists());
-        assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
-    }
-
-    fn golden_v2_batch() -> IngestBatch {
-        let mut b = IngestBatch::new();
-        for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
-            let sample = format!("ERROR [{key}] timeout after 30 ms");
-            let normalized = format!("ERROR [{key}] timeout after <n> ms");
-            let mut d = IncidentDelta::new(
-                fp_of(&sample),
-                count,
-                &normalized,
-                AttributionStatus::Registered,
-                Severity::Medium,
-            );
-            let new = d.new.as_mut().unwrap();
-            new.component_id = key[5..11].into();
-            new.method = "get".into();
-            new.pact_key = key.into();
-            new.sample = sample;
-            new.source = "/var/log/app.log".into();
-            b.incidents.insert(d.fingerprint, d);
-            b.key_counts.insert(key.into(), count);
-        }
-        b.totals.insert("lines", 100);
-        b
-    }
-
-    #[test]
-    fn golden_v2_store_still_reads() {
-        if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-            let _ = std::fs::remove_file(GOLDEN_V2);
-            let store = Store::open(std::path::Path::new(GOLDEN_V2)).unwrap();
-            store
-                .apply(&golden_v2_batch(), "2026-12-06T12:00:00Z".parse().unwrap())
-                .unwrap();
-            drop(store);
-            let mut db = Database::open(GOLDEN_V2).unwrap();
-            db.compact().unwrap();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        std::fs::copy(GOLDEN_V2, &path).unwrap();
-        let store = Store::open(&path).unwrap();
-        assert!(!dir.path().join("store.redb.v2-backup").exists());
-        let incidents = store.recent_incidents(10).unwrap();
-        assert_eq!(incidents.len(), 2);
-        for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
-            let fp = fp_of(&format!("ERROR [{key}] timeout after 12 ms"));
-            let inc = incidents.iter().find(|i| i.fingerprint == fp).unwrap();
-            assert_eq!(inc.count, count);
-            assert_eq!(inc.pact_key, key);
-            assert_eq!(store.key_counts().unwrap()[key], count);
-        }
-        store
-            .apply(&golden_v2_batch(), "2026-12-06T13:00:00Z".parse().unwrap())
-            .unwrap();
-        let again = store.recent_incidents(10).unwrap();
-        assert_eq!(again.iter().map(|i| i.count).sum::<u64>(), 16);
     }
 }

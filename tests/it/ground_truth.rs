@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sentinel::corpus::{CorpusSpec, GroundTruth, generate, manifest_json};
+use sentinel_corpus::{CorpusSpec, GroundTruth, generate, manifest_json};
 
 use crate::harness::{Workspace, stderr};
 

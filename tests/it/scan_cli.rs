@@ -260,3 +260,40 @@ fn twenty_thousand_files_at_ulimit_256_are_all_counted() {
     // One incident per key: the siblings `svc1` … `svc36` are never folded together.
     assert_eq!(v["distinct_fingerprints"], 37 * 3);
 }
+
+#[test]
+fn scan_dash_reads_standard_input_like_a_file() {
+    use std::process::{Command, Stdio};
+    let ws = Workspace::new();
+    ws.file("logs/app.log", LOG);
+    let mut child = Command::new(crate::harness::BIN)
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("HOME", ws.path())
+        .args(["scan", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sentinel");
+    // Written, then closed (dropped): standard input ends.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(LOG.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"], 1);
+    assert_eq!(v["lines"], 6);
+    assert_eq!(v["error_lines"], 4);
+    assert_eq!(v["error_key_counts"]["PACT:auth:login"], 2);
+    assert_eq!(v["incidents_new"], 3);
+    // The same lines from the file are the same incidents.
+    let (out, f) = ws.scan_json(&["logs/app.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(f["incidents_new"], 0);
+    assert_eq!(f["incidents_updated"], 3);
+}

@@ -51,7 +51,10 @@
 //! always read from byte 0. Symlinks are skipped unless `follow_symlinks` is set.
 
 mod shard;
+mod start;
 mod watch;
+
+pub use start::start;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -65,12 +68,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select, unbounded};
 use jiff::Timestamp;
 
-use crate::aggregate::writer::{FileBatch, WriterHandle};
 use crate::attribute::LiveRules;
-use crate::config::{Config, LogFormat, SourceConfig, StartAt, resolve_path};
+use crate::config::{FileSourceConfig, LogFormat, StartAt, resolve_path};
+use crate::ingest::writer::{FileBatch, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
 use crate::scan::{Scanner, ScannerBuilder};
+use crate::source::SourceDefaults;
 use crate::store::{FileKey, FilePosition};
 
 /// Globs are expanded at most once in this interval (inotify's create and move events
@@ -138,40 +142,37 @@ impl FileSpec {
     /// # Errors
     ///
     /// [`FileSourceError`] for an invalid glob or pattern.
-    pub fn from_config(src: &SourceConfig, config: &Config) -> Result<FileSpec, FileSourceError> {
-        let base = config
-            .path
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = std::fs::canonicalize(&base).unwrap_or(base);
+    pub fn from_config(
+        src: &FileSourceConfig,
+        defaults: &SourceDefaults,
+    ) -> Result<FileSpec, FileSourceError> {
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let pattern = resolve_path(&src.path, &base, home.as_deref())
+        let pattern = resolve_path(&src.path, &defaults.base_dir, home.as_deref())
             .to_string_lossy()
             .into_owned();
         if let Err(e) = glob::Pattern::new(&pattern) {
             return Err(FileSourceError::Glob {
-                name: src.name.clone(),
+                name: src.common.name.clone(),
                 pattern,
                 message: e.msg.to_string(),
             });
         }
         let patterns = src
+            .common
             .error_patterns
             .as_ref()
-            .unwrap_or(&config.error_patterns);
+            .unwrap_or(&defaults.error_patterns);
         let scanner = ScannerBuilder::new()
-            .max_line_bytes(config.max_line_bytes)
+            .max_line_bytes(defaults.max_line_bytes)
             .build(patterns)
             .map_err(|source| FileSourceError::Pattern {
-                name: src.name.clone(),
+                name: src.common.name.clone(),
                 source,
             })?;
         Ok(FileSpec {
-            name: Arc::from(src.name.as_str()),
+            name: Arc::from(src.common.name.as_str()),
             pattern,
-            format: src.format,
+            format: src.common.format,
             start_at: src.start_at,
             follow_symlinks: src.follow_symlinks,
             scanner,

@@ -22,9 +22,9 @@ use jiff::Timestamp;
 
 use super::{Control, FileSpec, OpenFile, Report, Start};
 use crate::aggregate::LineAggregator;
-use crate::aggregate::writer::{FileBatch, WriterHandle};
 use crate::attribute::LiveRules;
 use crate::config::LogFormat;
+use crate::ingest::writer::{FileBatch, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::framing::LineReader;
 use crate::scan::{ErrorLine, ScanStats, Sink};

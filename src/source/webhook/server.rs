@@ -9,19 +9,20 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::BodyExt;
 use prometheus::IntGauge;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::decode::{self, DecodeError, Encoding, Format, Limits};
 use crate::aggregate::Event;
-use crate::aggregate::writer::{EventBatch, Hold, SubmitError, WriteError, WriterHandle};
-use crate::api::ApiError;
 use crate::attribute::LiveRules;
-use crate::config::SourceConfig;
+use crate::config::WebhookSourceConfig;
+use crate::http::ApiError;
+use crate::http::auth::{HmacKey, TokenDigest, bearer_token};
+pub use crate::http::auth::{
+    SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS, TIMESTAMP_HEADER, signature,
+};
+use crate::ingest::writer::{EventBatch, Hold, SubmitError, WriteError, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
 use crate::scan::{Scanner, ScannerBuilder};
@@ -34,12 +35,6 @@ pub const EVENT_OVERHEAD: usize = 96;
 /// Bodies up to this size are decoded on the async worker; larger ones on the blocking
 /// pool, so a big body never stalls the other connections.
 pub const INLINE_DECODE_BYTES: usize = 64 << 10;
-/// The header carrying the unix time (seconds) a signed request was signed at.
-pub const TIMESTAMP_HEADER: &str = "x-sentinel-timestamp";
-/// The header carrying `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
-pub const SIGNATURE_HEADER: &str = "x-sentinel-signature";
-/// How far, in seconds, a signature's timestamp may be from now (replay window).
-pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 /// The longest a refused body is read (and discarded) before the answer; see `drain`.
 pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// `Retry-After` of 429 and 503 answers, in seconds.
@@ -194,15 +189,14 @@ pub enum WebhookError {
 /// printed.
 #[derive(Clone, Default)]
 pub struct WebhookAuth {
-    /// SHA-256 of the token: compared in constant time, and of fixed length.
-    token_sha256: Option<[u8; 32]>,
-    hmac: Option<Hmac<Sha256>>,
+    token: Option<TokenDigest>,
+    hmac: Option<HmacKey>,
 }
 
 impl std::fmt::Debug for WebhookAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookAuth")
-            .field("token", &self.token_sha256.is_some())
+            .field("token", &self.token.is_some())
             .field("hmac", &self.hmac.is_some())
             .finish()
     }
@@ -220,7 +214,7 @@ impl WebhookAuth {
     /// # Errors
     ///
     /// [`WebhookError::MissingSecret`] when a named variable is unset or empty.
-    pub fn from_env(source: &SourceConfig) -> Result<WebhookAuth, WebhookError> {
+    pub fn from_env(source: &WebhookSourceConfig) -> Result<WebhookAuth, WebhookError> {
         WebhookAuth::from_lookup(source, |var| std::env::var(var).ok())
     }
 
@@ -230,7 +224,7 @@ impl WebhookAuth {
     ///
     /// [`WebhookError::MissingSecret`] when a named variable resolves to nothing or "".
     pub fn from_lookup(
-        source: &SourceConfig,
+        source: &WebhookSourceConfig,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<WebhookAuth, WebhookError> {
         let get =
@@ -239,7 +233,7 @@ impl WebhookAuth {
                 match lookup(var) {
                     Some(v) if !v.is_empty() => Ok(Some(v)),
                     _ => Err(WebhookError::MissingSecret {
-                        name: source.name.clone(),
+                        name: source.common.name.clone(),
                         key,
                         var: var.clone(),
                     }),
@@ -257,41 +251,32 @@ impl WebhookAuth {
 
     /// Requires `Authorization: Bearer <token>`.
     pub fn with_token(mut self, token: &str) -> WebhookAuth {
-        self.token_sha256 = Some(Sha256::digest(token.as_bytes()).into());
+        self.token = Some(TokenDigest::of(token.as_bytes()));
         self
     }
 
     /// Requires an HMAC-SHA256 signature made with `secret` (see [`signature`]).
     pub fn with_hmac_secret(mut self, secret: &[u8]) -> WebhookAuth {
-        // HMAC takes keys of any length.
-        self.hmac = Hmac::<Sha256>::new_from_slice(secret).ok();
+        self.hmac = Some(HmacKey::new(secret));
         self
     }
 
     /// Whether requests must authenticate at all.
     pub fn is_required(&self) -> bool {
-        self.token_sha256.is_some() || self.hmac.is_some()
+        self.token.is_some() || self.hmac.is_some()
     }
 
     fn check_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(want) = &self.token_sha256 else {
+        let Some(want) = &self.token else {
             return Ok(());
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            });
-        let Some(presented) = presented else {
+        let Some(presented) = bearer_token(headers) else {
             return Err(ApiError::unauthorized(
                 "missing bearer token (Authorization: Bearer <token>)",
                 Some("Bearer"),
             ));
         };
-        let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if bool::from(got.ct_eq(want)) {
+        if want.matches(presented.as_bytes()) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(
@@ -302,58 +287,11 @@ impl WebhookAuth {
     }
 
     fn check_signature(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), ApiError> {
-        let Some(mac) = &self.hmac else {
-            return Ok(());
-        };
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let Some(ts_text) = text(TIMESTAMP_HEADER) else {
-            return Err(ApiError::unauthorized(
-                "missing X-Sentinel-Timestamp (unix seconds)",
-                None,
-            ));
-        };
-        let Ok(ts) = ts_text.trim().parse::<i64>() else {
-            return Err(ApiError::unauthorized(
-                "X-Sentinel-Timestamp is not a unix time in seconds",
-                None,
-            ));
-        };
-        if now.abs_diff(ts) > SIGNATURE_TOLERANCE_SECS as u64 {
-            return Err(ApiError::unauthorized(
-                format!(
-                    "X-Sentinel-Timestamp is more than {SIGNATURE_TOLERANCE_SECS} s from now \
-                     (check the sender's clock)"
-                ),
-                None,
-            ));
+        match &self.hmac {
+            None => Ok(()),
+            Some(key) => key.verify(headers, body, now),
         }
-        let tag = text(SIGNATURE_HEADER)
-            .and_then(|s| s.trim().strip_prefix("sha256="))
-            .and_then(|h| hex::decode(h).ok());
-        let Some(tag) = tag else {
-            return Err(ApiError::unauthorized(
-                "missing or malformed X-Sentinel-Signature (sha256=<hex>)",
-                None,
-            ));
-        };
-        let mut mac = mac.clone();
-        mac.update(ts_text.trim().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac.verify_slice(&tag)
-            .map_err(|_| ApiError::unauthorized("signature mismatch", None))
     }
-}
-
-/// The `X-Sentinel-Signature` value for `body` sent at unix time `timestamp` (seconds):
-/// `sha256=` and the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`.
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    // HMAC takes keys of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The answer to an accepted request.
@@ -391,7 +329,7 @@ struct HotCounters {
 }
 
 /// Builds the router of one webhook source: `POST` on any path ingests (the reference
-/// ignored the path), any other method is 405. Wrap it with [`crate::net::harden`].
+/// ignored the path), any other method is 405. Wrap it with [`crate::http::harden`].
 ///
 /// `max_line_bytes` is the longest line the source's `error_patterns` look at (events
 /// longer are not error lines when the source filters).
@@ -400,26 +338,26 @@ struct HotCounters {
 ///
 /// [`WebhookError::Patterns`] when the source's `error_patterns` do not build.
 pub fn router(
-    source: &SourceConfig,
+    source: &WebhookSourceConfig,
     auth: WebhookAuth,
     max_line_bytes: usize,
     writer: WriterHandle,
     metrics: Arc<Metrics>,
     budget: Arc<IngestBudget>,
 ) -> Result<Router, WebhookError> {
-    let scanner = match &source.error_patterns {
+    let scanner = match &source.common.error_patterns {
         None => None,
         Some(p) => Some(
             ScannerBuilder::new()
                 .max_line_bytes(max_line_bytes)
                 .build(p)
                 .map_err(|error| WebhookError::Patterns {
-                    name: source.name.clone(),
+                    name: source.common.name.clone(),
                     error,
                 })?,
         ),
     };
-    let name: Arc<str> = Arc::from(source.name.as_str());
+    let name: Arc<str> = Arc::from(source.common.name.as_str());
     for outcome in ["accepted", "duplicate", "ignored", "rejected"] {
         metrics.webhook_events.with_label_values(&[&name, outcome]);
     }
@@ -729,7 +667,7 @@ fn prepare(
         return Err(DecodeError::OverBudget);
     }
     let folded =
-        fold.map(|(rules, source)| crate::aggregate::logger::fold_events(rules, source, &events));
+        fold.map(|(rules, source)| crate::ingest::logger::fold_events(rules, source, &events));
     Ok(Prepared {
         events,
         folded,
@@ -829,8 +767,8 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::writer::Writer;
     use crate::attribute::Manifest;
+    use crate::ingest::writer::Writer;
     use crate::store::Store;
     use axum::http::HeaderValue;
     use tower::ServiceExt;
@@ -914,7 +852,7 @@ mod tests {
 
     #[test]
     fn missing_secrets_are_named() {
-        let mut src = crate::config::Config::from_yaml(
+        let src = crate::config::Config::from_yaml(
             "sources:\n  - type: webhook\n    name: ci\n    port: 0\n    token_env: CI_TOKEN\n",
             std::path::Path::new("/x/sentinel.yaml"),
             None,
@@ -922,6 +860,9 @@ mod tests {
         .unwrap()
         .sources
         .remove(0);
+        let crate::config::SourceConfig::Webhook(mut src) = src else {
+            panic!("a webhook source")
+        };
         let e = WebhookAuth::from_lookup(&src, |_| None).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("\"ci\"") && msg.contains("CI_TOKEN"), "{msg}");
@@ -987,6 +928,9 @@ mod tests {
             .unwrap()
             .sources
             .remove(0);
+        let crate::config::SourceConfig::Webhook(src) = src else {
+            panic!("a webhook source")
+        };
         let app = router(
             &src,
             auth,

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 use jiff::Timestamp;
 
-pub use super::Event;
 use super::dedupe::{DeliveryIds, MAX_REMEMBERED};
 use super::logger::{Fold, LogChunk, Logged, Logger, Payload};
+pub use super::message::{EventAck, EventBatch, FileBatch, Hold, SubmitError, WriteError};
 use super::wal::Wal;
 use crate::attribute::{LiveRules, Severity};
 use crate::metrics::Metrics;
@@ -62,76 +62,6 @@ const PRUNE_PER_COMMIT: usize = 10_000;
 const DELIVERY_ROWS_PER_COMMIT: usize = 64;
 /// The `meta` counter holding the highest ingest-log record applied.
 pub const WAL_APPLIED_SEQ: &str = "wal_applied_seq";
-
-/// Counts and positions from one turn of a file shard.
-#[derive(Debug, Default)]
-pub struct FileBatch {
-    /// The configured source the files belong to (the metrics label).
-    pub source: Arc<str>,
-    /// Incident deltas, key counts and totals of the lines read.
-    pub batch: IngestBatch,
-    /// The positions reached: each just after the last line folded into `batch`.
-    pub positions: Vec<(FileKey, FilePosition)>,
-    /// Positions to forget (files gone for good).
-    pub forget: Vec<FileKey>,
-}
-
-/// The events of one webhook request.
-#[derive(Debug)]
-pub struct EventBatch {
-    /// The source (metrics label and the scope of event ids).
-    pub source: Arc<str>,
-    /// The events, all to be counted as error lines.
-    pub events: Vec<Event>,
-    /// The events folded already ([`super::logger::fold_events`]), done where the request
-    /// was decoded so that the folding of many requests runs in parallel; used when none
-    /// of the events is a duplicate (else the logger folds the others itself).
-    pub folded: Option<IngestBatch>,
-    /// Where the outcome goes once the events are durable (or failed).
-    pub reply: tokio::sync::oneshot::Sender<Result<EventAck, WriteError>>,
-    /// Held until the events are folded into the store's next commit (a share of the
-    /// webhook memory budget: the events stay counted after the answer).
-    pub hold: Option<Hold>,
-}
-
-/// Something kept alive as long as the events it came with (see [`EventBatch::hold`]).
-pub struct Hold(pub Box<dyn std::any::Any + Send>);
-
-impl std::fmt::Debug for Hold {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Hold")
-    }
-}
-
-/// What the writer did with an [`EventBatch`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct EventAck {
-    /// Events counted by this commit.
-    pub accepted: usize,
-    /// Events whose id had been committed before: acknowledged, not counted again.
-    pub duplicates: usize,
-}
-
-/// Why events could not be committed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum WriteError {
-    /// The store failed to commit; nothing of the request was stored.
-    #[error("the store could not commit: {0}")]
-    Store(String),
-    /// The writer is shutting down.
-    #[error("Sentinel is shutting down")]
-    Closed,
-}
-
-/// Why [`WriterHandle::try_send_events`] refused a batch.
-#[derive(Debug)]
-pub enum SubmitError {
-    /// The queue is full: try again later (429).
-    Full(Box<EventBatch>),
-    /// The writer has stopped (503).
-    Closed(Box<EventBatch>),
-}
 
 /// The sending side of the writer; cheap to clone.
 #[derive(Debug, Clone)]
@@ -262,7 +192,7 @@ impl Writer {
             remembered_ids += hashes.len() as u64;
         }
         let applied = store.meta_value(WAL_APPLIED_SEQ)?.unwrap_or(0);
-        let wal_dir = store.path().with_extension("wal");
+        let wal_dir = crate::state_dir::wal_of(store.path());
         let (wal, recovered) = Wal::open(&wal_dir, applied).map_err(|source| StartError::Log {
             path: wal_dir.clone(),
             source,

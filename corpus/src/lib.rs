@@ -208,7 +208,7 @@ pub struct GroundTruth {
 /// Output goes through an internal 1 MiB [`BufWriter`], so `out` may be a raw `File`.
 ///
 /// ```
-/// use sentinel::corpus::{CorpusSpec, generate, registered_component_ids, Oracle};
+/// use sentinel_corpus::{CorpusSpec, generate, registered_component_ids, Oracle};
 /// let spec = CorpusSpec::new(7, 64 << 10);
 /// let mut out = Vec::new();
 /// let truth = generate(&spec, &mut out)?;
@@ -369,7 +369,7 @@ fn bytes_regex(pattern: &str) -> Regex {
 /// then call [`Oracle::finish`].
 ///
 /// ```
-/// use sentinel::corpus::Oracle;
+/// use sentinel_corpus::Oracle;
 /// let data = b"INFO ok\nERROR [PACT:auth_module:login] denied for user 42\n";
 /// let truth = Oracle::truth_of(&["auth_module".to_owned()], data);
 /// assert_eq!((truth.lines, truth.error_lines, truth.registered_lines), (2, 1, 1));
@@ -2774,7 +2774,7 @@ mod tests {
 
     #[test]
     fn committed_fixtures_are_current() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
         let truth_json = std::fs::read_to_string(root.join("logs.truth.json"))
             .expect("testdata/logs.truth.json: run `cargo run --example gen_fixtures`");
         let truths: BTreeMap<String, GroundTruth> =

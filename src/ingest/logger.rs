@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 
-use super::LineAggregator;
 use super::dedupe::DeliveryIds;
+use super::message::{EventAck, EventBatch, WriteError};
 use super::wal::{Record, Wal};
-use super::writer::{EventAck, EventBatch, WriteError};
+use crate::aggregate::LineAggregator;
 use crate::attribute::LiveRules;
 use crate::metrics::Metrics;
 use crate::store::IngestBatch;
@@ -49,7 +49,7 @@ pub enum Payload {
     /// Folded where the request was decoded.
     Folded(IngestBatch),
     /// Not folded yet (small requests, and those with duplicates left out).
-    Raw(Vec<super::Event>),
+    Raw(Vec<crate::aggregate::Event>),
 }
 
 /// Logged events on their way to the store, folded: what one or more ingest-log records add.
@@ -129,7 +129,7 @@ impl Fold {
 pub fn fold_events(
     rules: &Arc<LiveRules>,
     source: &Arc<str>,
-    events: &[super::Event],
+    events: &[crate::aggregate::Event],
 ) -> IngestBatch {
     let mut fold = Fold::new();
     let agg = fold.agg(rules, source);
@@ -450,8 +450,8 @@ fn request_bytes(b: &EventBatch) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::writer::{WAL_APPLIED_SEQ, Writer};
     use crate::attribute::Manifest;
+    use crate::ingest::writer::{WAL_APPLIED_SEQ, Writer};
     use crate::store::Store;
 
     #[test]

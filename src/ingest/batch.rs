@@ -1,0 +1,430 @@
+//! The batch pipeline `sentinel scan` runs: existing files scanned on every core, their
+//! counts committed in large transactions.
+//!
+//! Plain files larger than [`SEGMENT_BYTES`] are cut into newline-aligned segments read with
+//! positional reads, so one big file keeps every core busy; `.gz` files are one stream each.
+//! rayon runs the segments; each worker scans with the shared [`Scanner`] into its own
+//! [`LineAggregator`] and hands full batches over a bounded channel to ONE store thread,
+//! which merges them and commits in large transactions (never one per line). Memory is
+//! bounded by the batch cap, the channel depth and the per-worker read buffers, whatever the
+//! input size.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
+use crate::attribute::LiveRules;
+use crate::scan::framing::{ReadAt, split_segments};
+use crate::scan::{Fingerprint, LineReader, ScanStats, Scanner};
+use crate::store::{IngestBatch, Store};
+
+/// Plain files above this size are split into segments of at least this size (more when the
+/// file is large: about four segments per thread keeps the cores evenly busy while each
+/// segment's aggregator sees many repeats before it hands its batch on).
+pub const SEGMENT_BYTES: u64 = 32 << 20;
+
+/// How standard input is named in messages and the report.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// The read buffer of each worker.
+pub const READ_BUFFER_BYTES: usize = 512 << 10;
+
+/// Batches waiting for the store thread; workers block when it is full.
+const CHANNEL_DEPTH: usize = 2;
+
+/// The store thread commits when what it holds passes this many bytes: descriptions of new
+/// incidents plus [`PENDING_ENTRY_BYTES`] per distinct fingerprint or key. Repeats of a
+/// fingerprint merge into one entry, so a long run of known errors does not force commits.
+/// Together with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the
+/// scan's memory whatever the input size.
+const COMMIT_BYTES: usize = 32 << 20;
+
+/// Bytes counted per pending entry (map slot, delta, key string).
+const PENDING_ENTRY_BYTES: usize = 96;
+
+/// One unit of work.
+#[derive(Debug)]
+///
+/// Work holds no open file: each unit opens its file when a worker starts it and closes it
+/// when done, so a scan holds at most one descriptor per thread however many inputs it has.
+pub enum Work {
+    /// A byte range of a plain file.
+    Segment {
+        /// The file.
+        input: Arc<Input>,
+        /// The range, newline-aligned.
+        range: std::ops::Range<u64>,
+    },
+    /// Standard input, read to its end (`sentinel scan -`).
+    Stdin,
+    /// A whole gzip file.
+    Gzip {
+        /// The file.
+        input: Arc<Input>,
+    },
+}
+
+/// A planned input: its path and the identity it had when planned.
+#[derive(Debug)]
+pub struct Input {
+    /// The path as given (for messages).
+    pub path: Arc<str>,
+    os_path: PathBuf,
+    /// (device, inode) at planning time: a different file at the path is not read.
+    id: (u64, u64),
+    len: u64,
+}
+
+impl Input {
+    /// Its length when planned.
+    pub fn planned_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Opens the file planned, or says why not.
+    fn open(&self) -> Result<File, String> {
+        use std::os::unix::fs::MetadataExt;
+        let file = File::open(&self.os_path).map_err(|e| describe_io(&e))?;
+        let meta = file.metadata().map_err(|e| describe_io(&e))?;
+        if (meta.dev(), meta.ino()) != self.id {
+            return Err("file replaced while the scan ran (not read)".into());
+        }
+        Ok(file)
+    }
+}
+
+/// What one unit of work counted.
+#[derive(Debug, Default)]
+pub struct Counted {
+    /// Lines, error lines, long lines.
+    pub stats: ScanStats,
+    /// Error lines by attribution.
+    pub counts: LineCounts,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// What the workers share.
+#[derive(Debug)]
+pub struct Shared<'a> {
+    /// The error-line scanner.
+    pub scanner: &'a Scanner,
+    /// Components and severities.
+    pub rules: &'a Arc<LiveRules>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Advanced by the bytes scanned.
+    pub progress: Option<&'a indicatif::ProgressBar>,
+}
+
+/// What each unit of work counted (per input path), in work order.
+pub type PerInput = Vec<(Arc<str>, Result<Counted, String>)>;
+
+/// Scans `work` on `threads` workers and commits to `store` (none: a dry run that only
+/// counts).
+///
+/// # Errors
+///
+/// Threads that cannot start, or a failed commit.
+pub fn run(
+    work: Vec<Work>,
+    store: Option<Store>,
+    shared: &Shared<'_>,
+) -> anyhow::Result<(PerInput, StoreOutcome)> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(shared.threads)
+        .thread_name(|i| format!("sentinel-scan-{i}"))
+        .build()
+        .context("starting worker threads")?;
+
+    let (tx, rx) = crossbeam_channel::bounded::<IngestBatch>(CHANNEL_DEPTH);
+    let writer = std::thread::Builder::new()
+        .name("sentinel-store".into())
+        .spawn(move || store_thread(store, rx))
+        .context("starting the store thread")?;
+
+    let ctx = Ctx {
+        scanner: shared.scanner,
+        rules: shared.rules,
+        shared: Arc::new(SharedFingerprints::new()),
+        tx: &tx,
+        progress: shared.progress,
+    };
+    let results: PerInput = pool.install(|| {
+        use rayon::prelude::*;
+        work.into_par_iter()
+            .map(|w| {
+                let path = match &w {
+                    Work::Segment { input, .. } | Work::Gzip { input } => input.path.clone(),
+                    Work::Stdin => Arc::from(STDIN_NAME),
+                };
+                let r = scan_work(w, &ctx);
+                (path, r)
+            })
+            .collect()
+    });
+    drop(tx);
+    let outcome = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the store thread panicked"))?
+        .context("writing incidents")?;
+    Ok((results, outcome))
+}
+
+/// What every worker shares.
+struct Ctx<'a> {
+    scanner: &'a Scanner,
+    rules: &'a Arc<LiveRules>,
+    shared: Arc<SharedFingerprints>,
+    tx: &'a crossbeam_channel::Sender<IngestBatch>,
+    progress: Option<&'a indicatif::ProgressBar>,
+}
+
+/// Scans one unit of work, sending full batches to the store thread.
+fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
+    match work {
+        Work::Segment { input, range } => {
+            let len = range.end - range.start;
+            let file = input.open()?;
+            let rdr = ReadAt::new(&file, range.clone());
+            let counted =
+                scan_reader(rdr, range.start, &input.path, ctx, true).map_err(|e| e.to_string())?;
+            if counted.bytes != len {
+                return Err(format!(
+                    "file changed while being scanned (read {} of {len} bytes at offset {})",
+                    counted.bytes, range.start
+                ));
+            }
+            Ok(counted)
+        }
+        Work::Stdin => {
+            let stdin = std::io::stdin();
+            let counted = scan_reader(stdin.lock(), 0, &Arc::from(STDIN_NAME), ctx, true)
+                .map_err(|e| format!("reading standard input: {e}"))?;
+            Ok(counted)
+        }
+        Work::Gzip { input } => {
+            let file = input.open()?;
+            let compressed = input.len;
+            let dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                file,
+            ));
+            let r = scan_reader(dec, 0, &input.path, ctx, false)
+                .map_err(|e| format!("corrupt or unreadable gzip: {e}"));
+            if let Some(p) = ctx.progress {
+                p.inc(compressed);
+            }
+            r
+        }
+    }
+}
+
+fn scan_reader<R: Read>(
+    rdr: R,
+    start: u64,
+    path: &Arc<str>,
+    ctx: &Ctx<'_>,
+    show_progress: bool,
+) -> std::io::Result<Counted> {
+    let (scanner, tx) = (ctx.scanner, ctx.tx);
+    let progress = ctx.progress.filter(|_| show_progress);
+    let mut lines = LineReader::with_capacity(rdr, READ_BUFFER_BYTES, scanner.max_line_bytes())
+        .with_offset(start);
+    let mut agg = LineAggregator::new(ctx.rules, path.clone()).with_shared(ctx.shared.clone());
+    let mut stats = ScanStats::default();
+    let send = |agg: &mut LineAggregator| {
+        // The store thread only stops early when it failed; its error is reported there.
+        let _ = tx.send(agg.take_batch());
+    };
+    loop {
+        let region = match lines.next_region() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                // Keep what was counted before the failure: it is committed like the rest.
+                send(&mut agg);
+                return Err(e);
+            }
+        };
+        let n = region.bytes.len() as u64;
+        let Ok(s) = scanner.scan(region.bytes, &mut agg);
+        stats.add(&s);
+        if let Some(p) = progress {
+            p.inc(n);
+        }
+        if agg.held_bytes() >= DEFAULT_BATCH_BYTES {
+            send(&mut agg);
+        }
+    }
+    let tail = lines.take_partial();
+    if !tail.is_empty() {
+        let n = tail.len() as u64;
+        let Ok(s) = scanner.scan(tail, &mut agg);
+        stats.add(&s);
+        if let Some(p) = progress {
+            p.inc(n);
+        }
+    }
+    let skipped = lines.skipped_long_lines();
+    stats.long_lines += skipped;
+    stats.lines += skipped;
+    let counts = agg.counts();
+    send(&mut agg);
+    Ok(Counted {
+        stats,
+        counts,
+        bytes: lines.offset() - start,
+    })
+}
+
+/// What the store thread did.
+#[derive(Debug, Default)]
+pub struct StoreOutcome {
+    /// Incidents this run created.
+    pub created: u64,
+    /// Incidents that existed before and were counted again.
+    pub updated: u64,
+    /// Every fingerprint seen.
+    pub fingerprints: HashSet<Fingerprint>,
+    /// Error lines per PACT key.
+    pub key_counts: BTreeMap<String, u64>,
+}
+
+/// Merges worker batches and commits them in large transactions.
+fn store_thread(
+    store: Option<Store>,
+    rx: crossbeam_channel::Receiver<IngestBatch>,
+) -> Result<StoreOutcome, crate::store::StoreError> {
+    let mut out = StoreOutcome::default();
+    let mut created: HashSet<Fingerprint> = HashSet::new();
+    let mut preexisting: HashSet<Fingerprint> = HashSet::new();
+    let mut pending = IngestBatch::new();
+    let mut described_bytes = 0usize;
+    let mut commit = |pending: &mut IngestBatch| {
+        let batch = std::mem::take(pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(store) = &store {
+            let o = store.apply(&batch, jiff::Timestamp::now())?;
+            // Counts of incidents whose description is still on its way wait for it.
+            for d in o.deferred {
+                pending.incidents.insert(d.fingerprint, d);
+            }
+            for fp in o.created {
+                created.insert(fp);
+            }
+            for fp in o.updated {
+                // Created by an earlier commit of this run: still "new".
+                if !created.contains(&fp) {
+                    preexisting.insert(fp);
+                }
+            }
+        }
+        Ok(())
+    };
+    for batch in rx {
+        for fp in batch.incidents.keys() {
+            out.fingerprints.insert(*fp);
+        }
+        for (k, n) in &batch.key_counts {
+            *out.key_counts.entry(k.clone()).or_default() += n;
+        }
+        described_bytes += batch
+            .incidents
+            .values()
+            .filter_map(|d| d.new.as_ref())
+            .map(|n| n.heap_bytes())
+            .sum::<usize>();
+        pending.merge(batch);
+        let held = described_bytes
+            + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
+        if held >= COMMIT_BYTES {
+            commit(&mut pending)?;
+            described_bytes = 0;
+        }
+    }
+    commit(&mut pending)?;
+    // Every worker has handed over everything, so every description has arrived.
+    debug_assert!(
+        pending.incidents.is_empty(),
+        "counts left without a description"
+    );
+    out.created = created.len() as u64;
+    out.updated = preexisting.len() as u64;
+    Ok(out)
+}
+
+/// Opens the files and cuts them into work units.
+pub fn plan(files: &[PathBuf], threads: usize) -> (Vec<Work>, Vec<(String, String)>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut work = Vec::new();
+    let mut errors = Vec::new();
+    for p in files {
+        let name: Arc<str> = Arc::from(p.display().to_string());
+        // Opened to plan it, closed before the next: planning holds one descriptor.
+        let file = match File::open(p) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push((name.to_string(), describe_io(&e)));
+                continue;
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push((name.to_string(), describe_io(&e)));
+                continue;
+            }
+        };
+        let len = meta.len();
+        let input = Arc::new(Input {
+            path: name.clone(),
+            os_path: p.clone(),
+            id: (meta.dev(), meta.ino()),
+            len,
+        });
+        let mut magic = [0u8; 2];
+        let is_gz = p.extension().is_some_and(|e| e == "gz")
+            || (std::os::unix::fs::FileExt::read_at(&file, &mut magic, 0).ok() == Some(2)
+                && magic == [0x1f, 0x8b]);
+        if is_gz {
+            work.push(Work::Gzip { input });
+            continue;
+        }
+        let target = SEGMENT_BYTES.max(len / (4 * threads as u64));
+        let ranges = if len > target {
+            match split_segments(&file, len, target) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push((name.to_string(), describe_io(&e)));
+                    continue;
+                }
+            }
+        } else {
+            std::iter::once(0..len).collect()
+        };
+        for range in ranges {
+            work.push(Work::Segment {
+                input: input.clone(),
+                range,
+            });
+        }
+    }
+    (work, errors)
+}
+
+/// A short reason for an I/O error, for a message about a file.
+pub fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,246 @@
+//! Format compatibility: a store written by an older schema version is migrated by the
+//! first writer that opens it, and one written by this version stays readable (redb's own
+//! `backward_compatibility.rs` idea). `store-v1.redb` was written by schema version 1 and
+//! can no longer be regenerated; regenerate `store-v2.redb` only on purpose, with
+//! `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`. `store-v2-all-tables.redb` holds a
+//! row in every table of version 2 (incidents and their indexes, counters, windows, fix jobs,
+//! fixes, spend, file positions, deliveries, cursors, the event log).
+
+use super::*;
+use crate::scan::Fingerprinter;
+
+const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v1.redb");
+const GOLDEN_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v2.redb");
+
+/// The fingerprint this version gives `line`.
+fn fp_of(line: &str) -> Fingerprint {
+    Fingerprinter::new().fingerprint(line.as_bytes())
+}
+
+#[test]
+fn golden_v1_store_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V1, &path).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.meta_value("schema_version").unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    // The old file is kept beside it, as it was.
+    let backup = dir.path().join("store.redb.v1-backup");
+    let old = Store::open_read_only(&backup).unwrap().unwrap();
+    assert_eq!(old.meta_value("schema_version").unwrap(), Some(1));
+    let old_auth = old.incident("111122223333").unwrap().unwrap();
+    assert_eq!(old_auth.fingerprint, Fingerprint(0x1111_2222_3333_4444));
+    drop(old);
+    let incidents = store.recent_incidents(10).unwrap();
+    assert_eq!(incidents.len(), 2);
+    // The id is kept; the identity is re-derived from the sample.
+    let auth = store.incident("111122223333").unwrap().unwrap();
+    let sample = "ERROR [PACT:auth:login] login failed for user 42";
+    assert_eq!(auth.fingerprint, fp_of(sample));
+    assert_eq!(auth.count, 7);
+    assert_eq!(auth.component_id, "auth");
+    assert_eq!(auth.pact_key, "PACT:auth:login");
+    assert_eq!(auth.severity, Severity::High);
+    assert_eq!(auth.sample, sample);
+    assert_eq!(
+        auth.first_seen,
+        "2026-11-23T12:00:00Z".parse::<Timestamp>().unwrap()
+    );
+    let fatal = store.incident("aaaabbbbcccc").unwrap().unwrap();
+    assert_eq!(fatal.fingerprint, fp_of("FATAL no key here"));
+    assert_eq!(fatal.count, 1);
+    // Counters are never reset.
+    assert_eq!(store.key_counts().unwrap()["PACT:auth:login"], 7);
+    assert_eq!(store.totals().unwrap()["lines"], 100);
+    // The same line again folds into the migrated incident.
+    let mut b = IngestBatch::new();
+    b.incidents
+        .insert(fp_of(sample), IncidentDelta::count_only(fp_of(sample), 7));
+    store
+        .apply(&b, "2026-11-23T13:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
+    drop(store);
+    // A second open finds version 2 and does nothing more.
+    std::fs::remove_file(&backup).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(!backup.exists());
+    assert_eq!(store.incident("111122223333").unwrap().unwrap().count, 14);
+}
+
+fn golden_v2_batch() -> IngestBatch {
+    let mut b = IngestBatch::new();
+    for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
+        let sample = format!("ERROR [{key}] timeout after 30 ms");
+        let normalized = format!("ERROR [{key}] timeout after <n> ms");
+        let mut d = IncidentDelta::new(
+            fp_of(&sample),
+            count,
+            &normalized,
+            AttributionStatus::Registered,
+            Severity::Medium,
+        );
+        let new = d.new.as_mut().unwrap();
+        new.component_id = key[5..11].into();
+        new.method = "get".into();
+        new.pact_key = key.into();
+        new.sample = sample;
+        new.source = "/var/log/app.log".into();
+        b.incidents.insert(d.fingerprint, d);
+        b.key_counts.insert(key.into(), count);
+    }
+    b.totals.insert("lines", 100);
+    b
+}
+
+#[test]
+fn golden_v2_store_still_reads() {
+    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_file(GOLDEN_V2);
+        let store = Store::open(std::path::Path::new(GOLDEN_V2)).unwrap();
+        store
+            .apply(&golden_v2_batch(), "2026-12-06T12:00:00Z".parse().unwrap())
+            .unwrap();
+        drop(store);
+        let mut db = Database::open(GOLDEN_V2).unwrap();
+        db.compact().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V2, &path).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(!dir.path().join("store.redb.v2-backup").exists());
+    let incidents = store.recent_incidents(10).unwrap();
+    assert_eq!(incidents.len(), 2);
+    for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
+        let fp = fp_of(&format!("ERROR [{key}] timeout after 12 ms"));
+        let inc = incidents.iter().find(|i| i.fingerprint == fp).unwrap();
+        assert_eq!(inc.count, count);
+        assert_eq!(inc.pact_key, key);
+        assert_eq!(store.key_counts().unwrap()[key], count);
+    }
+    store
+        .apply(&golden_v2_batch(), "2026-12-06T13:00:00Z".parse().unwrap())
+        .unwrap();
+    let again = store.recent_incidents(10).unwrap();
+    assert_eq!(again.iter().map(|i| i.count).sum::<u64>(), 16);
+}
+
+const GOLDEN_V2_ALL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/golden/store-v2-all-tables.redb"
+);
+
+const T0: &str = "2026-12-06T12:00:00Z";
+
+fn the_position() -> FilePosition {
+    FilePosition {
+        generation: 3,
+        offset: 4096,
+        head_len: 1024,
+        head_hash: 0x0abc_def0_1234_5678,
+        path: "/var/log/app.log".into(),
+        updated: T0.parse().unwrap(),
+    }
+}
+
+/// Writes a row into every table this version has.
+fn fill_every_table(store: &Store) {
+    let t0: Timestamp = T0.parse().unwrap();
+    store.set_fix_policy(FixPolicy {
+        threshold: 1,
+        window_us: 60_000_000,
+        auto_remediate: true,
+    });
+    // incidents, incident_counts, incident_ids, recent, key_counts, totals,
+    // incident_windows, incident_actioned, fix_jobs, fix_jobs_open, events, incident_events.
+    store.apply(&golden_v2_batch(), t0).unwrap();
+    let job = store.open_jobs().unwrap().remove(0);
+    let mut txn = store.begin_write().unwrap();
+    txn.set_file_position(FileKey { dev: 1, ino: 2 }, &the_position())
+        .unwrap();
+    txn.record_spend(&job.incident_id, 1234, t0).unwrap();
+    txn.record_delivery_hashes(micros(t0), 7, &[deliveries::delivery_hash("hook", "e-1")])
+        .unwrap();
+    txn.set_meta("wal_applied_seq", 7).unwrap();
+    // fixes, fixes_by_time, incident_fixes, regression_watch.
+    let mut fix = FixResult {
+        id: "f00000000001".into(),
+        incident_id: job.incident_id.clone(),
+        component_id: job.component_id.clone(),
+        ..FixResult::default()
+    };
+    txn.start_job(job.seq, &mut fix, t0).unwrap();
+    fix.status = FixStatus::Success;
+    fix.merged = true;
+    fix.branch = "sentinel/fix-f00000000001".into();
+    txn.finish_fix(Some(job.seq), &fix, "fixed", t0).unwrap();
+    txn.commit().unwrap();
+    store.set_outbox_cursor("arbiter", 2).unwrap();
+}
+
+/// Every table of schema version 2, written once and committed: each must keep reading.
+#[test]
+fn golden_v2_every_table_still_reads() {
+    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_file(GOLDEN_V2_ALL);
+        let store = Store::open(std::path::Path::new(GOLDEN_V2_ALL)).unwrap();
+        fill_every_table(&store);
+        drop(store);
+        let mut db = Database::open(GOLDEN_V2_ALL).unwrap();
+        db.compact().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V2_ALL, &path).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.meta_value("schema_version").unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    assert_eq!(store.meta_value("wal_applied_seq").unwrap(), Some(7));
+    // Incidents and their counters.
+    let incidents = store.recent_incidents(10).unwrap();
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(store.key_counts().unwrap()["PACT:svc_v1:get"], 5);
+    assert_eq!(store.totals().unwrap()["lines"], 100);
+    // The fix job, finished; its fix; the incident resolved by it.
+    let jobs = store.fix_jobs().unwrap();
+    assert_eq!(jobs.len(), 2, "one job per actionable incident");
+    assert!(jobs.iter().any(|j| j.state == JobState::Succeeded));
+    assert_eq!(store.open_jobs().unwrap().len(), 1);
+    let fix = store.fix("f00000000001").unwrap().unwrap();
+    assert_eq!(fix.status, FixStatus::Success);
+    assert!(fix.merged);
+    let fixed = store.incident(&fix.incident_id).unwrap().unwrap();
+    assert_eq!(fixed.status, IncidentStatus::Resolved);
+    assert_eq!(store.fixes_of(&fix.incident_id).unwrap().len(), 1);
+    assert_eq!(store.fixes(10).unwrap().len(), 1);
+    // Spend, positions, deliveries, cursors, the event log.
+    let spend = store.spend_since(Timestamp::UNIX_EPOCH).unwrap();
+    assert_eq!(spend.len(), 1);
+    assert_eq!(spend[0].2, 1234);
+    let positions = store.file_positions().unwrap();
+    assert_eq!(positions[&FileKey { dev: 1, ino: 2 }], the_position());
+    assert!(store.delivery_seen("hook", "e-1").unwrap());
+    assert!(!store.delivery_seen("hook", "e-2").unwrap());
+    assert_eq!(store.outbox_cursor("arbiter").unwrap(), Some(2));
+    let events = store.events_after(0, 100).unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::IncidentDetected), "{kinds:?}");
+    assert!(kinds.contains(&EventKind::FixCompleted), "{kinds:?}");
+    assert!(
+        !store
+            .incident_events(&fix.incident_id, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // And it takes new counts.
+    store
+        .apply(&golden_v2_batch(), "2026-12-06T13:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(store.key_counts().unwrap()["PACT:svc_v1:get"], 10);
+}

@@ -1,0 +1,63 @@
+//! The store's schema: its version and every table (key and value types). See the table
+//! in the module docs of [`crate::store`].
+
+use redb::TableDefinition;
+
+/// The schema version this Sentinel writes and understands. Version 2: incident identity
+/// keeps PACT keys verbatim ([`migrate`] moves a version 1 store on).
+pub const SCHEMA_VERSION: u64 = 2;
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
+/// The hot part of an incident, (count, last_seen µs): updated by every batch without
+/// decoding or re-encoding the record.
+pub(crate) const COUNTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_counts");
+pub(crate) const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_ids");
+pub(crate) const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
+pub(crate) const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
+pub(crate) const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+/// File positions by (device, inode); see [`FilePosition`].
+pub(crate) const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
+/// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).
+pub(crate) const WINDOWS: TableDefinition<u64, (u64, u64)> =
+    TableDefinition::new("incident_windows");
+/// Incidents that turned actionable: fingerprint → fix job sequence (0: escalated instead).
+pub(crate) const ACTIONED: TableDefinition<u64, u64> = TableDefinition::new("incident_actioned");
+/// The fix-job queue: sequence → encoded [`FixJob`].
+pub(crate) const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
+/// The jobs still queued or running: sequence → () (so the fixer never scans them all).
+pub(crate) const JOBS_OPEN: TableDefinition<u64, ()> = TableDefinition::new("fix_jobs_open");
+/// The fixer's spend log: (time in µs, sequence) → (incident id, micro-USD). Never pruned
+/// within the 30-day window the caps look at (older entries may be dropped).
+pub(crate) const SPEND: TableDefinition<(u64, u64), (&str, u64)> =
+    TableDefinition::new("spend_log");
+/// The event log: sequence → encoded [`Event`] (see [`events`]).
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (incident id, event seq): each incident's events, for its timeline.
+pub(crate) const INCIDENT_EVENTS: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("incident_events");
+
+/// `outbox_cursors`: sink name → newest event sequence number delivered (or skipped).
+pub(crate) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("outbox_cursors");
+
+/// (recorded at µs, ingest-log seq) → hashes, 8 bytes each, little-endian.
+pub(crate) const DELIVERY_LOG: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("delivery_log");
+
+/// The string-keyed ids of an older Sentinel: `scope \0 id` → recorded at (µs).
+pub(crate) const LEGACY: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
+
+/// Their index by time.
+pub(crate) const LEGACY_BY_TIME: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("deliveries_by_time");
+
+pub(crate) const FIXES: TableDefinition<&str, &[u8]> = TableDefinition::new("fixes");
+
+pub(crate) const FIXES_BY_TIME: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("fixes_by_time");
+
+pub(crate) const INCIDENT_FIXES: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("incident_fixes");
+
+pub(crate) const REGRESSION_WATCH: TableDefinition<u64, u32> =
+    TableDefinition::new("regression_watch");
