@@ -20,6 +20,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod dashboard;
 pub mod fix;
 #[cfg(feature = "daemon")]
 pub mod http;

@@ -120,6 +120,38 @@ impl ApiAuth {
     }
 }
 
+/// What a presented token (or a dashboard session made with it) may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// GETs.
+    Read,
+    /// GETs and POSTs.
+    Write,
+}
+
+impl ApiAuth {
+    /// Whether any token is configured (else the API is open, loopback only).
+    pub(crate) fn has_tokens(&self) -> bool {
+        self.read.is_some() || self.write.is_some()
+    }
+
+    /// Whether a request with this `Host` passes the `Host` check.
+    pub(crate) fn host_passes(&self, host: Option<&str>) -> bool {
+        !self.check_host || host.is_some_and(|h| self.host_allowed(h))
+    }
+
+    /// The scope of a presented token; `None` when it is no configured token.
+    pub(crate) fn scope_of(&self, presented: &[u8]) -> Option<Scope> {
+        if self.token_is(presented, self.write) {
+            Some(Scope::Write)
+        } else if self.token_is(presented, self.read) {
+            Some(Scope::Read)
+        } else {
+            None
+        }
+    }
+}
+
 fn host_of_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),

@@ -8,6 +8,8 @@
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
 //! | `GET /incidents/{id}` | one incident with `timeline` (its events, oldest first) and `fix_attempts`, or 404 |
+//! | `GET /incidents/{id}/trend` | its occurrences per minute (`?bucket=1m`, last 24 h) or hour (`1h`, last 30 days), see [`trend`] |
+//! | `GET /trend` | the same over all incidents |
 //! | `GET /events` | the event log as Server-Sent Events, live, resumable with `Last-Event-ID` (see [`events`]) |
 //! | `GET /openapi.json` | the OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations |
 //! | `GET /manifest` | the registered components, `{"components": {...}}` |
@@ -24,10 +26,12 @@
 //! the list of sources is `source_details`.
 
 mod auth;
+pub(crate) use auth::Scope;
 
 pub mod events;
 mod fixes;
 mod register;
+mod trend;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -119,6 +123,36 @@ impl ApiState {
         self
     }
 
+    /// The store (for the dashboard, [`crate::dashboard`]).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The live attribution rules (the manifest).
+    pub(crate) fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    /// The configured sources.
+    pub(crate) fn sources(&self) -> &[SourceInfo] {
+        &self.sources
+    }
+
+    /// The access rules.
+    pub(crate) fn auth(&self) -> &ApiAuth {
+        &self.auth
+    }
+
     /// The store hook that wakes the `GET /events` streams when events are committed:
     /// install it with [`Store::set_event_hook`].
     pub fn event_hook(&self) -> crate::store::events::EventHook {
@@ -141,7 +175,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.auth.clone(),
             auth::guard,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        // The dashboard's pages check the Host and their session themselves.
+        .merge(crate::dashboard::router(state))
 }
 
 /// The OpenAPI document's head.
@@ -162,6 +198,8 @@ fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(metrics_json))
         .routes(routes!(incidents))
         .routes(routes!(incident))
+        .routes(routes!(trend::incident_trend))
+        .routes(routes!(trend::total_trend))
         .routes(routes!(events::events))
         .routes(routes!(register::manifest))
         .routes(routes!(register::register))

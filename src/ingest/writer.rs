@@ -626,6 +626,7 @@ impl WriterLoop {
             // The newest EVENTS_KEEP, and what the outbox has not delivered yet (capped).
             let keep_from = txn.events_keep_from(self.store.event_head())?;
             txn.prune_events(keep_from, PRUNE_PER_COMMIT)?;
+            txn.prune_trend(now, PRUNE_PER_COMMIT)?;
         }
         txn.commit()?;
         self.remembered_ids = remembered;

@@ -26,6 +26,7 @@
 //! | `delivery_log` | (recorded at µs, ingest-log seq) | webhook delivery id hashes (see [`deliveries`]) |
 //! | `events` | sequence | [`Event`]: the durable event log (see [`events`]) |
 //! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
+//! | `trend_*` | (fingerprint,) minute or hour | occurrences (see [`trend`]) |
 //!
 //! The last four were added after schema version 1 without changing it: they are created
 //! on first use, and readers treat a missing one as empty.
@@ -47,7 +48,9 @@ mod owner;
 mod positions;
 #[cfg(test)]
 mod read_tests;
+mod scan_all;
 mod schema;
+pub mod trend;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1079,9 +1082,14 @@ impl StoreTxn<'_> {
         // Apply in fingerprint order: deterministic ids when two collide.
         let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
         deltas.sort_unstable_by_key(|d| d.fingerprint);
+        // What was counted, for the trend counters.
+        let mut counted: Vec<(u64, u64)> = Vec::with_capacity(deltas.len());
         for d in deltas {
             let fp = d.fingerprint.0;
             let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
+            if existing.is_some() || d.new.is_some() {
+                counted.push((fp, d.count));
+            }
             match existing {
                 Some((count, last_us)) => {
                     let last = last_us.max(now_us);
@@ -1234,6 +1242,7 @@ impl StoreTxn<'_> {
             incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
         ));
         drop(throttle);
+        self.record_trend(&counted, now_us)?;
         for ev in pending {
             self.emit(ev, now)?;
         }

@@ -673,12 +673,14 @@ fn openapi_lists_every_route() {
         "/health",
         "/incidents",
         "/incidents/{id}",
+        "/incidents/{id}/trend",
         "/manifest",
         "/metrics",
         "/metrics.json",
         "/openapi.json",
         "/register",
         "/status",
+        "/trend",
     ];
     assert_eq!(paths, served.into_iter().collect(), "{v}");
     // Every listed GET route answers (not the fallback's 404).

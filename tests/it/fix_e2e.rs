@@ -17,9 +17,9 @@ use sentinel::fix::llm::Usage;
 
 use crate::harness::{Workspace, eventually, http};
 
-const KEY: &str = "PACT:auth_module:validate_token";
+pub(crate) const KEY: &str = "PACT:auth_module:validate_token";
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -56,7 +56,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// `<ws>/project`: the auth_module component of testdata/pact_project (its known defect: a
 /// token with fewer than three parts raises IndexError instead of ValueError), committed,
 /// plus the user's uncommitted work: a modified tracked file and an untracked one.
-fn project(ws: &Workspace) -> PathBuf {
+pub(crate) fn project(ws: &Workspace) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pact_project");
     let dst = ws.path().join("project");
     for d in ["src", "tests", "contracts"] {
@@ -112,7 +112,7 @@ fn edit(path: &str, old: Option<&str>, new: Option<&str>, contents: Option<&str>
 const TESTS: &str = "tests/auth_module/contract_test.py";
 const SOURCE: &str = "src/auth_module/auth_module.py";
 
-fn reproducer() -> Value {
+pub(crate) fn reproducer() -> Value {
     edit(
         TESTS,
         Some("    def test_empty_part_is_malformed(self):"),
@@ -123,7 +123,7 @@ fn reproducer() -> Value {
     )
 }
 
-fn the_fix() -> Value {
+pub(crate) fn the_fix() -> Value {
     edit(
         SOURCE,
         Some("    user, expiry, signature = parts[0], parts[1], parts[2]"),
@@ -134,7 +134,7 @@ fn the_fix() -> Value {
     )
 }
 
-fn answer(reproducer: Value, fix: Value, contract: Value) -> Reply {
+pub(crate) fn answer(reproducer: Value, fix: Value, contract: Value) -> Reply {
     Reply::anthropic_tool(
         "propose_fix",
         json!({
@@ -156,7 +156,7 @@ fn config(llm: &str, extra: &str) -> String {
 }
 
 /// The test config; `llm_extra` and `fix_extra` are more keys of those sections (indented).
-fn config_with(llm: &str, llm_extra: &str, fix_extra: &str, extra: &str) -> String {
+pub(crate) fn config_with(llm: &str, llm_extra: &str, fix_extra: &str, extra: &str) -> String {
     format!(
         "state_dir: state\nauto_remediate: true\nerror_threshold:\n  count: 1\n  window_seconds: 300\n\
          sources:\n  - type: file\n    path: logs/*.log\n\

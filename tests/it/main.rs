@@ -1,7 +1,9 @@
 //! Integration tests: the real `sentinel` binary on temp dirs.
 
 mod api;
+mod browser;
 mod components;
+mod dashboard;
 mod descriptors;
 mod fix_e2e;
 mod fixer;
