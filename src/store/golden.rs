@@ -4,7 +4,7 @@
 //! can no longer be regenerated; regenerate `store-v2.redb` only on purpose, with
 //! `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`. `store-v2-all-tables.redb` holds a
 //! row in every table of version 2 (incidents and their indexes, counters, windows, fix jobs,
-//! fixes, spend, file positions, deliveries, cursors, the event log).
+//! fixes, spend, file positions, deliveries, cursors, the event log, trend counters).
 
 use super::*;
 use crate::scan::Fingerprinter;
@@ -238,6 +238,22 @@ fn golden_v2_every_table_still_reads() {
             .unwrap()
             .is_empty()
     );
+    // The trend counters (written in the ingest transaction).
+    let t0: Timestamp = T0.parse().unwrap();
+    for bucket in [trend::Bucket::Minute, trend::Bucket::Hour] {
+        let all: u64 = store
+            .total_trend(bucket, t0)
+            .unwrap()
+            .iter()
+            .map(|p| p.count)
+            .sum();
+        assert_eq!(all, 8, "{bucket:?}");
+        let one = store
+            .incident_trend(&fix.incident_id, bucket, t0)
+            .unwrap()
+            .unwrap();
+        assert!(!one.is_empty(), "{bucket:?}");
+    }
     // And it takes new counts.
     store
         .apply(&golden_v2_batch(), "2026-12-06T13:00:00Z".parse().unwrap())

@@ -61,3 +61,12 @@ pub(crate) const INCIDENT_FIXES: TableDefinition<(&str, &str), ()> =
 
 pub(crate) const REGRESSION_WATCH: TableDefinition<u64, u32> =
     TableDefinition::new("regression_watch");
+
+/// Occurrences per incident per minute: (fingerprint, minute) → count (the last 24 h).
+pub(crate) const MINUTES: TableDefinition<(u64, u64), u64> = TableDefinition::new("trend_minutes");
+/// Occurrences per incident per hour: (fingerprint, hour) → count (the last 30 days).
+pub(crate) const HOURS: TableDefinition<(u64, u64), u64> = TableDefinition::new("trend_hours");
+/// Occurrences of all incidents per minute.
+pub(crate) const ALL_MINUTES: TableDefinition<u64, u64> = TableDefinition::new("trend_all_minutes");
+/// Occurrences of all incidents per hour.
+pub(crate) const ALL_HOURS: TableDefinition<u64, u64> = TableDefinition::new("trend_all_hours");

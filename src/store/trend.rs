@@ -30,10 +30,7 @@ use redb::{ReadableTable, TableDefinition, TableError};
 use super::{META, RECENT, Store, StoreError, StoreTxn, micros};
 use crate::scan::Fingerprint;
 
-const MINUTES: TableDefinition<(u64, u64), u64> = TableDefinition::new("trend_minutes");
-const HOURS: TableDefinition<(u64, u64), u64> = TableDefinition::new("trend_hours");
-const ALL_MINUTES: TableDefinition<u64, u64> = TableDefinition::new("trend_all_minutes");
-const ALL_HOURS: TableDefinition<u64, u64> = TableDefinition::new("trend_all_hours");
+use super::schema::{ALL_HOURS, ALL_MINUTES, HOURS, MINUTES};
 
 /// `meta` names of the sweep cursors: every key of the recency index before
 /// (µs, fingerprint) was swept.
