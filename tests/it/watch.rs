@@ -579,7 +579,13 @@ fn idle_case(files: usize, webhook: bool, max_share: f64) {
         "start-up not committed:\n{}",
         d.log_text()
     );
-    let client = reqwest::blocking::Client::new();
+    // A fresh connection per scrape: the server closes a keep-alive connection idle for
+    // its header-read timeout (10 s, the length of the window), and a pooled one reused at
+    // that moment would race the close.
+    let client = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let scrape = || {
         let url = info.api_url("/metrics");
         client
