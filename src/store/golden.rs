@@ -144,6 +144,8 @@ fn the_position() -> FilePosition {
         head_hash: 0x0abc_def0_1234_5678,
         path: "/var/log/app.log".into(),
         updated: T0.parse().unwrap(),
+        // Format 1 records (this golden store's) have none.
+        prev: None,
     }
 }
 

@@ -69,7 +69,7 @@ pub use incident::{Incident, IncidentStatus, SAMPLE_MAX_BYTES};
 pub use jobs::{Action, FixJob, JobState};
 use owner::read_owner;
 pub use owner::{OWNER_FILE, remove_owner, write_owner};
-pub use positions::{FileKey, FilePosition};
+pub use positions::{EndedGeneration, FileKey, FilePosition};
 pub use schema::SCHEMA_VERSION;
 use schema::*;
 

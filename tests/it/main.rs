@@ -9,6 +9,7 @@ mod fix_e2e;
 mod fixer;
 mod ground_truth;
 mod harness;
+mod logrotate;
 mod outbox;
 mod peers;
 mod scan_cli;

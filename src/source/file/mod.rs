@@ -68,6 +68,7 @@
 //! `start_at: end`, from after their last complete line; files that appear later are
 //! always read from byte 0. Symlinks are skipped unless `follow_symlinks` is set.
 
+mod heads;
 mod open_set;
 mod shard;
 mod start;
@@ -96,7 +97,7 @@ use crate::metrics::Metrics;
 use crate::scan::matcher::PatternError;
 use crate::scan::{Scanner, ScannerBuilder};
 use crate::source::SourceDefaults;
-use crate::store::{FileKey, FilePosition};
+use crate::store::{EndedGeneration, FileKey, FilePosition};
 
 /// Globs are expanded at most once in this interval (inotify's create and move events
 /// included), and at least once in it while a glob's directory cannot be watched.
@@ -264,6 +265,7 @@ impl FileSources {
             .max_open_files
             .unwrap_or_else(|| default_max_open_files(crate::limits::soft_open_files_limit()));
         let open_set = OpenSet::new(max_open, shards, metrics.files_open.clone());
+        let heads = Arc::new(heads::Heads::new(&positions));
         let (report_tx, report_rx) = unbounded();
         let mut wakers = Vec::new();
         let mut controls = Vec::new();
@@ -281,6 +283,7 @@ impl FileSources {
                 stop: stop.clone(),
                 rotate_wait: options.rotate_wait,
                 open_set: open_set.clone(),
+                heads: heads.clone(),
             });
             threads.push(
                 std::thread::Builder::new()
@@ -349,6 +352,7 @@ impl FileSources {
             dir_watch,
             expansions,
             open_set: open_set.clone(),
+            heads,
         };
         let mut summary = coord.first_round();
         summary.max_open_files = open_set.capacity();
@@ -438,6 +442,10 @@ enum Start {
     Beginning,
     End,
     Resume(FilePosition),
+    /// Found by [`Coordinator::find_copies`] beside a file that was truncated: continued
+    /// if its head is an ended generation's, read from 0 if its head is unknown, not read
+    /// if it is a copy of a generation still being read.
+    Copy,
 }
 
 /// A shard's report to the coordinator.
@@ -445,7 +453,14 @@ enum Start {
 enum Report {
     /// The shard closed the file; its last position (None when it could not be opened).
     Closed(FileKey, Option<FilePosition>),
+    /// The file (last seen at this path) was truncated or replaced: the generation that
+    /// ended may have left a copy beside it.
+    Ended(FileKey, PathBuf, EndedGeneration),
 }
+
+/// How recently (inode change time) a file must have appeared to be looked at as the copy
+/// of a generation that just ended.
+const COPY_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Tracked {
@@ -481,6 +496,8 @@ struct Coordinator {
     expansions: Vec<prometheus::IntCounter>,
     /// The bounded set of descriptors (this thread takes pins from it).
     open_set: Arc<OpenSet>,
+    /// The head fingerprints of the generations known (see [`heads`]).
+    heads: Arc<heads::Heads>,
 }
 
 impl Coordinator {
@@ -607,6 +624,7 @@ impl Coordinator {
         }
         for k in &forget {
             self.positions.remove(k);
+            self.heads.forget(*k);
         }
         self.reconcile(seen, self.first_start, complete);
         // Record the start (and forget stale positions) through the writer.
@@ -744,17 +762,90 @@ impl Coordinator {
     }
 
     fn report(&mut self, r: Report) {
-        let Report::Closed(key, pos) = r;
-        if let Some(t) = self.tracked.remove(&key) {
-            self.load[t.shard] = self.load[t.shard].saturating_sub(1);
-            self.routes.remove(&t.path, key);
+        match r {
+            Report::Closed(key, pos) => {
+                if let Some(t) = self.tracked.remove(&key) {
+                    self.load[t.shard] = self.load[t.shard].saturating_sub(1);
+                    self.routes.remove(&t.path, key);
+                }
+                if let Some(pos) = pos {
+                    self.positions.insert(key, pos);
+                }
+            }
+            Report::Ended(key, path, prev) => self.find_copies(key, &path, prev),
         }
-        if let Some(pos) = pos {
-            self.positions.insert(key, pos);
+    }
+
+    /// The generation `prev` of the file `key` at `path` ended (truncated, replaced): looks
+    /// in its directory for the copies `copytruncate` made before truncating — files
+    /// Sentinel does not know, created within [`COPY_AGE`], whose head is that
+    /// generation's or whose name extends the file's (`app.log.1`, `app.log-20261206`) —
+    /// whether a glob matches their names or not (`*.log` does not match `app.log.1`).
+    /// The one whose head is `prev`'s continues it from where reading it stopped; one
+    /// named like a rotation of the file with a head Sentinel never saw holds a generation
+    /// that came and went between two reads of the file (two rotations in that time) and
+    /// is read from 0. A copy a glob matches is found this way or by an expansion, never
+    /// both (the registry of heads lets one file continue a generation).
+    fn find_copies(&mut self, key: FileKey, path: &Path, prev: EndedGeneration) {
+        let Some(dir) = path.parent() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let spec = self.spec_for(&path.to_string_lossy());
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        for e in entries.flatten() {
+            let candidate = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&candidate) else {
+                continue;
+            };
+            let k = FileKey {
+                dev: m.dev(),
+                ino: m.ino(),
+            };
+            if !m.is_file()
+                || k == key
+                || m.len() == 0
+                || now.saturating_sub(m.ctime()) > COPY_AGE.as_secs() as i64
+                || self.tracked.contains_key(&k)
+                || self.positions.contains_key(&k)
+                || self.is_excluded(&candidate)
+            {
+                continue;
+            }
+            let rotated_name = name.as_ref().is_some_and(|n| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|c| c.len() > n.len() && c.starts_with(n.as_str()))
+            });
+            if !rotated_name {
+                let Ok(file) = File::open(&candidate) else {
+                    continue;
+                };
+                let mut head = vec![0u8; usize::from(prev.head_len)];
+                if std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_err()
+                    || xxhash_rust::xxh3::xxh3_64(&head) != prev.head_hash
+                {
+                    continue;
+                }
+            }
+            tracing::debug!(file = %candidate.display(), of = %path.display(), "found the copy of a truncated file");
+            self.open(k, candidate, spec, Start::Copy, true);
         }
     }
 
     fn reconcile(&mut self, seen: HashMap<FileKey, (PathBuf, usize)>, first: bool, complete: bool) {
+        // Known files found again are read again (resumed): a copy of one of them must not
+        // be taken for a copy of an ended generation meanwhile.
+        for key in seen.keys() {
+            if self.positions.contains_key(key) {
+                self.heads.set_live(*key);
+            }
+        }
         for (key, (path, spec)) in &seen {
             self.track(*key, path, *spec, first);
         }
@@ -852,6 +943,7 @@ impl Coordinator {
             .min_by_key(|(_, n)| **n)
             .map_or(0, |(i, _)| i);
         self.load[shard] += 1;
+        self.heads.set_live(key);
         let woken = Arc::new(AtomicBool::new(false));
         self.tracked.insert(
             key,

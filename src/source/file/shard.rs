@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, never, select};
 use jiff::Timestamp;
 
+use super::heads::{DECIDE_WAIT, Decision, HEAD_BYTES, Head, Heads, is_compressed};
 use super::open_set::{OpenSet, Pinned, Slot, is_exhausted};
 use super::{Control, FileSpec, OpenFile, Report, Start};
 use crate::aggregate::LineAggregator;
@@ -42,7 +43,7 @@ use crate::ingest::writer::{FileBatch, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::framing::LineReader;
 use crate::scan::{ErrorLine, ScanStats, Sink};
-use crate::store::{FileKey, FilePosition};
+use crate::store::{EndedGeneration, FileKey, FilePosition};
 
 /// Bytes read per read call.
 const READ_BYTES: usize = 256 * 1024;
@@ -50,8 +51,6 @@ const READ_BYTES: usize = 256 * 1024;
 const TURN_BYTES: u64 = 2 << 20;
 /// A batch is sent once it holds this much (it is also sent at the end of every turn).
 const FLUSH_BYTES: usize = 4 << 20;
-/// How many leading bytes identify a file's content.
-const HEAD_BYTES: u64 = 1024;
 /// A file's poll interval right after data, doubling while nothing arrives ...
 const POLL_MIN: Duration = Duration::from_millis(10);
 /// ... up to this while the file had data recently ...
@@ -73,6 +72,7 @@ pub(super) struct ShardParts {
     pub(super) stop: Arc<AtomicBool>,
     pub(super) rotate_wait: Duration,
     pub(super) open_set: Arc<OpenSet>,
+    pub(super) heads: Arc<Heads>,
 }
 
 pub(super) struct Shard {
@@ -132,6 +132,28 @@ struct Tailed {
     skipped_seen: u64,
     /// Set when the file is finished and must be closed after the next send.
     done: bool,
+    /// It starts from byte 0 and its head has not decided yet whether it is a copy of a
+    /// known generation (see [`super::heads`]): not read meanwhile, never closed.
+    deciding: Option<Deciding>,
+    /// A copy of a generation read up to this offset, not that long yet: read from there
+    /// once it is (never closed meanwhile).
+    skip_to: Option<u64>,
+    /// A compressed file: never read.
+    ignored: bool,
+    /// The generation this file had before its current one, ended.
+    prev: Option<EndedGeneration>,
+}
+
+/// A file waiting for its head to decide (see [`Tailed::deciding`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Deciding {
+    /// When it was first seen holding bytes.
+    since: Option<Instant>,
+    /// Whether a copy of a generation being read was logged.
+    said: bool,
+    /// Found beside a truncated file ([`Start::Copy`]): not read if it is a copy of a
+    /// generation being read (it is finished instead of waiting).
+    copy_only: bool,
 }
 
 /// An open tailed file.
@@ -267,6 +289,10 @@ impl Shard {
             dirty: false,
             skipped_seen: 0,
             done: false,
+            deciding: None,
+            skip_to: None,
+            ignored: false,
+            prev: None,
         };
         if let Some(Pinned { file, slot }) = o.file
             && let Err(e) = self.attach(&mut f, file, slot)
@@ -287,13 +313,31 @@ impl Shard {
     /// same (not below what was read, the same head bytes) or from 0 as a new generation.
     fn attach(&mut self, f: &mut Tailed, mut file: File, slot: Slot) -> std::io::Result<()> {
         let size = file.metadata()?.len();
+        if f.ignored {
+            // A compressed file reopened: still never read.
+            let max_line = f.spec.scanner.max_line_bytes();
+            f.last_size = size;
+            if !slot.is_pin() {
+                self.own_open += 1;
+            }
+            f.handle = Some(Handle {
+                reader: LineReader::with_capacity(file, READ_BYTES, max_line),
+                slot,
+            });
+            return Ok(());
+        }
         let first = f.pending.is_some();
         let start = match &f.pending {
             Some(s) => s.clone(),
             None => Start::Resume(position(f, f.offset)),
         };
+        let mut decide = false;
+        let mut prev = None;
         let (generation, offset, head_len, head_hash, new) = match &start {
-            Start::Beginning => (0, 0, 0, 0, true),
+            Start::Beginning | Start::Copy => {
+                decide = true;
+                (0, 0, 0, 0, true)
+            }
             Start::End => (0, last_line_start(&file, size)?, 0, 0, true),
             Start::Resume(p) => {
                 let same = size >= p.offset
@@ -302,8 +346,23 @@ impl Shard {
                         || (size >= u64::from(p.head_len)
                             && head_hash(&file, u64::from(p.head_len))? == p.head_hash));
                 if same {
+                    prev = p.prev;
                     (p.generation, p.offset, p.head_len, p.head_hash, false)
                 } else {
+                    // The generation read up to p.offset ended: a copy of it (the one
+                    // copytruncate made) continues there. What was read of it is sent
+                    // before a copy can be decided against it.
+                    let end = ended(p.head_len, p.head_hash, p.offset);
+                    prev = end.or(p.prev);
+                    self.flush();
+                    self.p.heads.new_generation(f.key, prev);
+                    if let Some(end) = end {
+                        let _ = self
+                            .p
+                            .reports
+                            .send(Report::Ended(f.key, f.path.clone(), end));
+                    }
+                    decide = true;
                     self.p
                         .metrics
                         .rotations
@@ -330,6 +389,11 @@ impl Shard {
         }
         f.dirty |= new;
         f.pending = None;
+        f.prev = prev;
+        f.deciding = decide.then(|| Deciding {
+            copy_only: matches!(start, Start::Copy),
+            ..Deciding::default()
+        });
         f.generation = generation;
         f.head_len = head_len;
         f.head_hash = head_hash;
@@ -545,12 +609,39 @@ impl Shard {
             return Ok(0);
         };
         let size = h.reader.get_ref().metadata()?.len();
-        if size < h.reader.position() {
-            self.new_generation(f, "truncate")?;
-        } else if size != f.last_size || f.head_len == 0 {
-            self.check_head(f, size)?;
+        if f.ignored {
+            f.at_eof = true;
+            self.finish_if_idle(f);
+            return Ok(0);
+        }
+        if f.deciding.is_none() && f.skip_to.is_none() {
+            if size < h.reader.position() {
+                self.new_generation(f, "truncate")?;
+            } else if size != f.last_size || f.head_len == 0 {
+                self.check_head(f, size)?;
+            }
         }
         f.last_size = size;
+        if f.deciding.is_some() && !self.decide(f, size)? {
+            f.at_eof = false;
+            self.finish_if_idle(f);
+            return Ok(0);
+        }
+        if let Some(to) = f.skip_to {
+            if size < to {
+                f.at_eof = false;
+                self.note_position(f, to);
+                self.finish_if_idle(f);
+                return Ok(0);
+            }
+            if let Some(h) = &mut f.handle {
+                let mut file = h.reader.get_ref().try_clone()?;
+                file.seek(SeekFrom::Start(to))?;
+                let max_line = f.spec.scanner.max_line_bytes();
+                h.reader = LineReader::with_capacity(file, READ_BYTES, max_line).with_offset(to);
+            }
+            f.skip_to = None;
+        }
         let Some(h) = &mut f.handle else {
             return Ok(0);
         };
@@ -622,16 +713,114 @@ impl Shard {
         // Bytes consumed (complete lines), not read: a held partial line is counted once,
         // when it is complete, also across restarts.
         acc.bytes += offset - start_offset;
+        self.note_position(f, offset);
+        Ok(read)
+    }
+
+    /// Queues `f`'s position at `offset` for the next send when it changed.
+    fn note_position(&mut self, f: &mut Tailed, offset: u64) {
         let changed = f.dirty
             || f.sent.as_ref().is_none_or(|(g, o, h, p)| {
                 *g != f.generation || *o != offset || *h != f.head_len || *p != f.path
             });
-        if changed {
-            acc.positions.push((f.key, position(f, offset)));
-            f.sent = Some((f.generation, offset, f.head_len, f.path.clone()));
-            f.dirty = false;
+        if !changed {
+            return;
         }
-        Ok(read)
+        let acc = self.accs.entry(f.spec.name.clone()).or_insert_with(|| Acc {
+            agg: LineAggregator::new(&self.p.rules, f.label.clone()),
+            positions: Vec::new(),
+            stats: ScanStats::default(),
+            bytes: 0,
+            keyed_sent: 0,
+        });
+        acc.positions.push((f.key, position(f, offset)));
+        f.sent = Some((f.generation, offset, f.head_len, f.path.clone()));
+        f.dirty = false;
+    }
+
+    /// A file that is not being read (waiting for its head, a copy not long enough yet, a
+    /// compressed file) and was rotated away: finished once the rotate wait passed.
+    fn finish_if_idle(&self, f: &mut Tailed) {
+        if let Some(since) = f.detached
+            && since.elapsed() >= self.p.rotate_wait
+        {
+            f.done = true;
+        }
+    }
+
+    /// Decides what a file that starts from byte 0 is, from its head (see
+    /// [`super::heads`]): compressed (never read), a copy of a generation being read (not
+    /// read while that one is), a copy of an ended one (continued at its offset), or a new
+    /// file (read from 0). Returns whether it may be read now.
+    fn decide(&mut self, f: &mut Tailed, size: u64) -> std::io::Result<bool> {
+        let (Some(d), Some(h)) = (&mut f.deciding, &f.handle) else {
+            return Ok(f.deciding.is_none());
+        };
+        if size > 0 && d.since.is_none() {
+            d.since = Some(Instant::now());
+        }
+        let waited = d.since.is_some_and(|s| s.elapsed() >= DECIDE_WAIT);
+        let head = read_head(h.reader.get_ref(), size.min(HEAD_BYTES))?;
+        match is_compressed(&head) {
+            Some(true) => {
+                self.p
+                    .metrics
+                    .rotations
+                    .with_label_values(&[&f.spec.name, "compressed"])
+                    .inc();
+                tracing::debug!(file = %f.path.display(), "compressed: not read (its lines were read before it was compressed, or never will be)");
+                f.ignored = true;
+                f.deciding = None;
+                return Ok(false);
+            }
+            None if !waited => return Ok(false),
+            _ => {}
+        }
+        match self.p.heads.decide(f.key, &head, size, waited) {
+            Decision::Wait => Ok(false),
+            Decision::CopyOfLive if d.copy_only => {
+                f.done = true;
+                Ok(false)
+            }
+            Decision::CopyOfLive => {
+                if !d.said {
+                    d.said = true;
+                    tracing::debug!(file = %f.path.display(), "a copy of a file being read: not read while the original is");
+                }
+                Ok(false)
+            }
+            Decision::Continue(offset, head) => {
+                self.p
+                    .metrics
+                    .rotations
+                    .with_label_values(&[&f.spec.name, "copy"])
+                    .inc();
+                tracing::info!(file = %f.path.display(), offset, "a copy of a file already read (copytruncate, cp): reading only what it holds beyond");
+                f.deciding = None;
+                f.head_len = head.len;
+                f.head_hash = head.hash;
+                f.dirty = true;
+                if size >= offset {
+                    if let Some(h) = &mut f.handle {
+                        let mut file = h.reader.get_ref().try_clone()?;
+                        file.seek(SeekFrom::Start(offset))?;
+                        let max_line = f.spec.scanner.max_line_bytes();
+                        h.reader = LineReader::with_capacity(file, READ_BYTES, max_line)
+                            .with_offset(offset);
+                    }
+                } else {
+                    f.skip_to = Some(offset);
+                }
+                Ok(true)
+            }
+            Decision::New(head) => {
+                f.deciding = None;
+                f.head_len = head.len;
+                f.head_hash = head.hash;
+                f.dirty = true;
+                Ok(true)
+            }
+        }
     }
 
     /// Extends the head fingerprint while the file is under [`HEAD_BYTES`], and checks that
@@ -649,12 +838,37 @@ impl Shard {
         if want > u64::from(f.head_len) {
             f.head_hash = head_hash(file, want)?;
             f.head_len = want as u16;
+            self.p.heads.set_head(
+                f.key,
+                Head {
+                    len: f.head_len,
+                    hash: f.head_hash,
+                },
+            );
         }
         Ok(())
     }
 
-    /// The file at this identity was truncated or replaced: read it again from 0.
+    /// The file at this identity was truncated or replaced: its generation ended where
+    /// reading it stopped (a copy of it continues there); the new one is read from 0 once
+    /// its head decided it is not a copy itself.
     fn new_generation(&mut self, f: &mut Tailed, kind: &str) -> std::io::Result<()> {
+        let Some(h) = &f.handle else {
+            return Ok(());
+        };
+        let end = ended(f.head_len, f.head_hash, h.reader.offset());
+        let prev = end.or(f.prev);
+        // What was read of the old generation is sent before a copy can continue it (the
+        // writer commits in order): a crash never keeps the copy's lines and loses these.
+        self.flush();
+        self.p.heads.new_generation(f.key, prev);
+        if let Some(end) = end {
+            let _ = self
+                .p
+                .reports
+                .send(Report::Ended(f.key, f.path.clone(), end));
+        }
+        f.prev = prev;
         let Some(h) = &mut f.handle else {
             return Ok(());
         };
@@ -672,14 +886,9 @@ impl Shard {
         f.generation = f.generation.wrapping_add(1);
         f.skipped_seen = 0;
         f.dirty = true;
-        let size = h.reader.get_ref().metadata()?.len();
-        let want = size.min(HEAD_BYTES);
-        f.head_hash = if want > 0 {
-            head_hash(h.reader.get_ref(), want)?
-        } else {
-            0
-        };
-        f.head_len = want as u16;
+        f.head_hash = 0;
+        f.head_len = 0;
+        f.deciding = Some(Deciding::default());
         Ok(())
     }
 
@@ -749,12 +958,25 @@ impl Shard {
                 .files_tracked
                 .with_label_values(&[&f.spec.name])
                 .dec();
-            // Never opened: its start position is still what it was handed.
+            // Never opened: its start position is still what it was handed. Never read
+            // (undecided, compressed): none.
             let pos = match f.pending.take() {
                 Some(Start::Resume(p)) => Some(p),
                 Some(_) => None,
-                None => Some(position(&f, f.offset)),
+                None if f.deciding.is_some() || f.ignored => None,
+                None => Some(position(&f, f.skip_to.unwrap_or(f.offset))),
             };
+            match &pos {
+                Some(p) => self.p.heads.set_ended(
+                    f.key,
+                    Head {
+                        len: p.head_len,
+                        hash: p.head_hash,
+                    },
+                    p.offset,
+                ),
+                None => self.p.heads.set_ended(f.key, Head::default(), 0),
+            }
             tracing::debug!(file = %f.path.display(), "closed after rotation");
             let _ = self.p.reports.send(Report::Closed(f.key, pos));
         }
@@ -862,11 +1084,22 @@ fn position(f: &Tailed, offset: u64) -> FilePosition {
         head_hash: f.head_hash,
         path: f.path.to_string_lossy().into_owned(),
         updated: Timestamp::now(),
+        prev: f.prev,
     }
 }
 
-/// xxh3 of the first `len` bytes of `file` (positional reads: the read position is kept).
-fn head_hash(file: &File, len: u64) -> std::io::Result<u64> {
+/// The ended generation of a file whose head was `head_len` bytes hashing to `head_hash`,
+/// read up to `offset` (None: its head was never known).
+fn ended(head_len: u16, head_hash: u64, offset: u64) -> Option<EndedGeneration> {
+    (head_len > 0).then_some(EndedGeneration {
+        head_len,
+        head_hash,
+        offset,
+    })
+}
+
+/// The first `len` bytes of `file` (fewer at its end).
+fn read_head(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     let mut got = 0;
     while got < buf.len() {
@@ -876,7 +1109,13 @@ fn head_hash(file: &File, len: u64) -> std::io::Result<u64> {
         }
         got += n;
     }
-    Ok(xxhash_rust::xxh3::xxh3_64(&buf[..got]))
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// xxh3 of the first `len` bytes of `file` (positional reads: the read position is kept).
+fn head_hash(file: &File, len: u64) -> std::io::Result<u64> {
+    Ok(xxhash_rust::xxh3::xxh3_64(&read_head(file, len)?))
 }
 
 /// The offset just after the last `\n` before `size` (0 when the tail holds none within
