@@ -204,9 +204,12 @@ fn write_and_rotate(dir: &Path, mode: Rotation, lines: u64) -> Vec<String> {
                     out = append(&app);
                 }
                 Rotation::CopyTruncate => {
+                    // Right after a write: the tailer has not read the last lines yet; the
+                    // copy holds them, and they are read from it (the glob does not match
+                    // `app.log.N`: the copy is found beside the truncated file).
                     std::fs::copy(&app, dir.join(format!("app.log.{r}"))).expect("copy");
-                    // Lines between the copy and the truncate are lost by logrotate itself
-                    // unless the tailer read them in time.
+                    // Lines between the copy and the truncate are in no file any more: lost
+                    // by the rotation itself unless the tailer read them in time.
                     for w in 0..3 {
                         let s = 1_000_000 + r * 10 + w;
                         out.write_all(line(s).as_bytes()).expect("write");
@@ -272,6 +275,8 @@ fn rotation_case(mode: Rotation) {
     );
     let window_lost = window.iter().filter(|k| !counts.contains_key(*k)).count();
     if mode == Rotation::CopyTruncate {
+        // Every line written before a copy was counted once (above), read from the original
+        // or from its copy; only those written between copy and truncate can be missing.
         eprintln!(
             "copytruncate: {window_lost} of {} lines written between copy and truncate lost",
             window.len()
@@ -290,7 +295,7 @@ fn rotation_delete_and_recreate_loses_nothing() {
 }
 
 #[test]
-fn rotation_copytruncate_loses_only_its_window_and_duplicates_nothing() {
+fn rotation_copytruncate_counts_every_copied_line_once() {
     rotation_case(Rotation::CopyTruncate);
 }
 
