@@ -21,8 +21,20 @@
 //!
 //! Sequence numbers strictly increase across segments. On open every segment is read in
 //! order; the first record that is cut short, fails its CRC or does not increase the
-//! sequence ends the log (a crash mid-append leaves such a torn tail: that group was never
-//! acknowledged). What follows it is discarded.
+//! sequence ends the log, and what it is decides what happens to the rest:
+//!
+//! - a **torn tail**: the bad record is the last thing in the last segment (its header or
+//!   body cut short by the end of the file, or a body that fails its CRC and reaches
+//!   exactly to the end, or zeros to the end). A crash mid-append leaves that; the group
+//!   was never acknowledged (the acknowledgement waits for the `fdatasync`). It is cut off
+//!   at the end of the last intact record, and a warning names the segment, the offset and
+//!   the bytes cut;
+//! - **corruption**: anything else — a CRC mismatch with more bytes behind the record, a
+//!   bad record in a segment that is not the last, a sequence number that does not
+//!   increase. The records before it are applied; the rest is never dropped: the bytes
+//!   from the bad record to the end of its segment are moved to a file beside it
+//!   (`<segment>.corrupt-at-<offset>`), every later segment is renamed `<segment>.corrupt`
+//!   (neither is read again), and an error names the segment, the offset and those files.
 //!
 //! A failed append is undone (the segment is truncated back to its length before the
 //! append) so that a later record never sits behind a torn one; if even that fails the log
@@ -55,8 +67,23 @@ pub struct Recovered {
     pub records: Vec<Record>,
     /// The highest sequence number of any intact record (0: none).
     pub last_seq: u64,
-    /// Bytes discarded after the last intact record (a torn or corrupt tail).
+    /// Bytes cut off after the last intact record (a torn tail: never acknowledged).
     pub discarded_bytes: u64,
+    /// Corruption before the end of the log, and where the rest was kept.
+    pub corrupt: Option<Corrupt>,
+}
+
+/// Corruption found in the middle of the ingest log (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    /// The segment holding the first bad record.
+    pub segment: PathBuf,
+    /// Its offset in that segment.
+    pub offset: u64,
+    /// The files the rest of the log was moved to (not read again).
+    pub kept_aside: Vec<PathBuf>,
+    /// How many bytes they hold.
+    pub bytes: u64,
 }
 
 /// The ingest log (see the module docs). Owned by the writer thread.
@@ -90,16 +117,21 @@ impl Wal {
         let mut rec = Recovered::default();
         let mut bytes = 0u64;
         let segments = list_segments(dir)?;
+        let count = segments.len();
         let mut ended = false;
         let mut data = Vec::new();
         let mut kept = Vec::new();
-        for path in segments {
+        for (i, path) in segments.into_iter().enumerate() {
             data.clear();
             File::open(&path)?.read_to_end(&mut data)?;
             if ended {
-                // After a torn record: never acknowledged, and must not be read later.
-                rec.discarded_bytes += data.len() as u64;
-                std::fs::remove_file(&path)?;
+                // After corruption: kept aside, never read again (nor dropped).
+                let aside = path.with_extension("seg.corrupt");
+                std::fs::rename(&path, &aside)?;
+                if let Some(c) = &mut rec.corrupt {
+                    c.kept_aside.push(aside);
+                    c.bytes += data.len() as u64;
+                }
                 continue;
             }
             let mut at = 0usize;
@@ -116,10 +148,31 @@ impl Wal {
                         at += n;
                     }
                     _ => {
-                        // Cut the tear off, so that records appended from now on (in a
-                        // new segment) are read back.
                         ended = true;
-                        rec.discarded_bytes += (data.len() - at) as u64;
+                        let rest = &data[at..];
+                        if i + 1 == count && is_torn_tail(rest) {
+                            rec.discarded_bytes += rest.len() as u64;
+                            tracing::warn!(
+                                segment = %path.display(),
+                                offset = at,
+                                bytes = rest.len(),
+                                "the ingest log ended in a torn record (a crash while \
+                                 appending; that group was never acknowledged): cut off"
+                            );
+                        } else {
+                            let aside = path.with_extension(format!("seg.corrupt-at-{at}"));
+                            let mut f = File::create(&aside)?;
+                            f.write_all(rest)?;
+                            f.sync_all()?;
+                            rec.corrupt = Some(Corrupt {
+                                segment: path.clone(),
+                                offset: at as u64,
+                                kept_aside: vec![aside],
+                                bytes: rest.len() as u64,
+                            });
+                        }
+                        // Cut it off, so that records appended from now on (in a new
+                        // segment) are read back.
                         let f = OpenOptions::new().write(true).open(&path)?;
                         f.set_len(at as u64)?;
                         f.sync_all()?;
@@ -132,6 +185,21 @@ impl Wal {
         }
         if ended {
             File::open(dir)?.sync_all()?;
+        }
+        if let Some(c) = &rec.corrupt {
+            let aside: Vec<String> = c
+                .kept_aside
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            tracing::error!(
+                segment = %c.segment.display(),
+                offset = c.offset,
+                bytes = c.bytes,
+                kept_aside = %aside.join(", "),
+                "the ingest log is corrupt (a checksum mismatch or a broken record before its \
+                 end): the records before it are applied; the rest is kept aside, not read"
+            );
         }
         let wal = Wal {
             dir: dir.to_path_buf(),
@@ -286,6 +354,17 @@ fn list_segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(v.into_iter().map(|(_, p)| p).collect())
 }
 
+/// Whether `rest` (from a record that did not parse to the end of the last segment) is
+/// what a crash mid-append leaves: a header or body cut short by the end, a body that
+/// reaches exactly to the end but fails its CRC (written in part), or zeros.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    if rest.len() < HEADER || rest.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    (8..MAX_RECORD).contains(&len) && 8 + len >= rest.len()
+}
+
 /// One record at the start of `b`: (seq, body, bytes taken), or None when cut short or
 /// corrupt.
 fn parse(b: &[u8]) -> Option<(u64, &[u8], usize)> {
@@ -352,18 +431,100 @@ mod tests {
             assert_eq!(rec.records.len(), 2, "cut at {cut}");
             assert_eq!(rec.discarded_bytes, (cut - 2 * rec_len) as u64);
         }
-        // A flipped bit in the middle record: only the first survives.
+        // A flipped bit in the last record, which reaches the end: a tear too.
         let mut bad = full.clone();
-        bad[rec_len + HEADER + 1] ^= 0x10;
+        bad[2 * rec_len + HEADER + 1] ^= 0x10;
         std::fs::write(&seg, &bad).unwrap();
+        let (_, rec) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(rec.records.len(), 2);
+        assert!(rec.corrupt.is_none());
+        // Zeros after the last record (space allocated, never written): a tear.
+        let mut zeros = full[..2 * rec_len].to_vec();
+        zeros.extend_from_slice(&[0u8; 40]);
+        std::fs::write(&seg, &zeros).unwrap();
         let (mut wal, rec) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(bodies(&rec), [(1, b"aaaa".to_vec())]);
+        assert_eq!((rec.records.len(), rec.discarded_bytes), (2, 40));
         // The tear is cut off: appends continue after the last intact record, in a new
         // segment, and are read back.
+        assert_eq!(wal.append(b"dddd").unwrap(), 3);
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            bodies(&rec),
+            [
+                (1, b"aaaa".to_vec()),
+                (2, b"bbbb".to_vec()),
+                (3, b"dddd".to_vec())
+            ]
+        );
+        assert!(list_segments(dir.path()).unwrap().len() == 2);
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_kept_aside_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        for b in [b"aaaa", b"bbbb", b"cccc"] {
+            wal.append(b).unwrap();
+        }
+        wal.seal();
+        wal.append(b"later segment").unwrap();
+        drop(wal);
+        let segs = list_segments(dir.path()).unwrap();
+        assert_eq!(segs.len(), 2);
+        let full = std::fs::read(&segs[0]).unwrap();
+        let later = std::fs::read(&segs[1]).unwrap();
+        let rec_len = full.len() / 3;
+        // A flipped bit in the middle record of the first segment.
+        let mut bad = full.clone();
+        bad[rec_len + HEADER + 1] ^= 0x10;
+        std::fs::write(&segs[0], &bad).unwrap();
+        let (mut wal, rec) = Wal::open(dir.path(), 0).unwrap();
+        // The valid prefix is applied ...
+        assert_eq!(bodies(&rec), [(1, b"aaaa".to_vec())]);
+        assert_eq!(rec.discarded_bytes, 0);
+        // ... and the rest kept aside, named.
+        let c = rec.corrupt.clone().expect("corruption reported");
+        assert_eq!(c.segment, segs[0]);
+        assert_eq!(c.offset, rec_len as u64);
+        assert_eq!(c.kept_aside.len(), 2);
+        assert_eq!(c.bytes, (2 * rec_len + later.len()) as u64);
+        assert_eq!(std::fs::read(&c.kept_aside[0]).unwrap(), &bad[rec_len..]);
+        assert_eq!(std::fs::read(&c.kept_aside[1]).unwrap(), later);
+        assert!(
+            c.kept_aside[0]
+                .to_string_lossy()
+                .ends_with(&format!(".seg.corrupt-at-{rec_len}"))
+        );
+        // Only the prefix stays in the log; appends continue after it and are read back;
+        // what was kept aside is never read again.
+        assert_eq!(list_segments(dir.path()).unwrap(), [segs[0].clone()]);
         assert_eq!(wal.append(b"dddd").unwrap(), 2);
         drop(wal);
         let (_, rec) = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(bodies(&rec), [(1, b"aaaa".to_vec()), (2, b"dddd".to_vec())]);
+        assert!(rec.corrupt.is_none());
+        assert!(c.kept_aside.iter().all(|p| p.exists()));
+    }
+
+    #[test]
+    fn a_bad_record_in_a_sealed_segment_is_corruption_not_a_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        wal.append(b"aaaa").unwrap();
+        wal.append(b"bbbb").unwrap();
+        wal.seal();
+        wal.append(b"cccc").unwrap();
+        drop(wal);
+        let segs = list_segments(dir.path()).unwrap();
+        let full = std::fs::read(&segs[0]).unwrap();
+        // The first segment cut short in its last record: not the log's tail.
+        std::fs::write(&segs[0], &full[..full.len() - 2]).unwrap();
+        let (_, rec) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(bodies(&rec), [(1, b"aaaa".to_vec())]);
+        let c = rec.corrupt.expect("corruption");
+        assert_eq!(c.kept_aside.len(), 2);
+        assert_eq!(rec.discarded_bytes, 0);
     }
 
     #[test]

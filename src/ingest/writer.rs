@@ -197,13 +197,7 @@ impl Writer {
             path: wal_dir.clone(),
             source,
         })?;
-        if recovered.discarded_bytes > 0 {
-            tracing::warn!(
-                bytes = recovered.discarded_bytes,
-                "the ingest log ended in a torn record (a crash while appending; that group \
-                 was never acknowledged)"
-            );
-        }
+        // A torn tail or corruption was logged by `Wal::open`, naming segment and offset.
         let mut pending = super::logger::replay(&recovered.records, &rules);
         if !recovered.records.is_empty() {
             tracing::info!(
