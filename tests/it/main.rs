@@ -9,6 +9,7 @@ mod fix_e2e;
 mod fixer;
 mod ground_truth;
 mod harness;
+mod ingest_log;
 mod logrotate;
 mod outbox;
 mod peers;
