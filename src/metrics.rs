@@ -81,7 +81,8 @@ pub struct Metrics {
     /// `fs.inotify.max_user_watches` was reached (those directories are polled).
     pub inotify_watch_limit: IntCounter,
     /// `sentinel_file_rotations_total{source,kind}`: `rename`, `delete`, `truncate`,
-    /// `replaced` (inode reuse or rewritten head).
+    /// `replaced` (inode reuse or rewritten head), `copy` (a copy continued a generation),
+    /// `compressed` (a compressed file, not read).
     pub rotations: IntCounterVec,
     /// `sentinel_file_errors_total{source}`: I/O errors while reading files.
     pub file_errors: IntCounterVec,
@@ -180,7 +181,7 @@ impl Metrics {
         );
         let rotations = counter(
             "sentinel_file_rotations_total",
-            "File rotations seen, by kind (rename, delete, truncate, replaced).",
+            "File rotations seen, by kind (rename, delete, truncate, replaced, copy: a copy continued a generation, compressed: a compressed file not read).",
             &["source", "kind"],
         );
         let file_errors = counter(

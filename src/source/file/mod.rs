@@ -51,13 +51,19 @@
 //!
 //! A file's identity is its (device, inode) plus the xxh3 of its first ≤ 1 KiB (the head),
 //! stored with the position. When the file at a known inode is smaller than the position,
-//! or its head changed, it is a new *generation* of that key, read from byte 0:
+//! or its head changed, it is a new *generation* of that key; the one that ended is kept
+//! (head and offset, in the position record too). Every file that starts from byte 0 is
+//! first decided by its head (the private `heads` module): a copy of an ended generation
+//! continues it at its offset, a copy of one being read is not read, anything else is read
+//! from 0:
 //!
 //! | rotation | what happens | loss |
 //! |---|---|---|
 //! | rename + create | the old inode is drained to EOF through its open handle, then the new file is read from 0 | none |
 //! | delete + recreate | the same (a deleted file stays readable through the handle) | none |
-//! | copytruncate | truncation noticed (size below the read position, or the head changed) ⇒ new generation from 0 | lines appended between logrotate's copy and its truncate, and not read before the truncate, are lost: logrotate itself cannot avoid that window |
+//! | copytruncate | truncation noticed (size below the read position, or the head changed) ⇒ the generation ended; its copy (found by the globs or beside the file, [`Coordinator::find_copies`]) continues it; the file's new generation is decided and read from 0 | lines appended between logrotate's copy and its truncate, and not read before the truncate: they are in no file |
+//! | compress | compressed files are never read | none |
+//! | `cp` | a copy of a file being read is not read | none |
 //! | inode reuse | head mismatch ⇒ new generation | none |
 //!
 //! A crash while a rotated-away file was still being drained is covered too: at start the
