@@ -61,7 +61,7 @@
 //! |---|---|---|
 //! | rename + create | the old inode is drained to EOF through its open handle, then the new file is read from 0 | none |
 //! | delete + recreate | the same (a deleted file stays readable through the handle) | none |
-//! | copytruncate | truncation noticed (size below the read position, or the head changed) ⇒ the generation ended; its copy (found by the globs or beside the file, [`Coordinator::find_copies`]) continues it; the file's new generation is decided and read from 0 | lines appended between logrotate's copy and its truncate, and not read before the truncate: they are in no file |
+//! | copytruncate | truncation noticed (size below the read position, or the head changed) ⇒ the generation ended; its copy (found by the globs or beside the file, `Coordinator::find_copies`) continues it; the file's new generation is decided and read from 0 | lines appended between logrotate's copy and its truncate, and not read before the truncate: they are in no file |
 //! | compress | compressed files are never read | none |
 //! | `cp` | a copy of a file being read is not read | none |
 //! | inode reuse | head mismatch ⇒ new generation | none |
