@@ -136,7 +136,7 @@ struct Tailed {
     /// known generation (see [`super::heads`]): not read meanwhile, never closed.
     deciding: Option<Deciding>,
     /// A copy of a generation read up to this offset, not that long yet: read from there
-    /// once it is (never closed meanwhile).
+    /// once it is.
     skip_to: Option<u64>,
     /// A compressed file: never read.
     ignored: bool,
@@ -313,8 +313,9 @@ impl Shard {
     /// same (not below what was read, the same head bytes) or from 0 as a new generation.
     fn attach(&mut self, f: &mut Tailed, mut file: File, slot: Slot) -> std::io::Result<()> {
         let size = file.metadata()?.len();
-        if f.ignored {
-            // A compressed file reopened: still never read.
+        if f.ignored || f.skip_to.is_some() {
+            // A compressed file reopened: still never read. A copy not long enough yet:
+            // still waiting to reach the offset it continues at.
             let max_line = f.spec.scanner.max_line_bytes();
             f.last_size = size;
             if !slot.is_pin() {
@@ -629,7 +630,8 @@ impl Shard {
         }
         if let Some(to) = f.skip_to {
             if size < to {
-                f.at_eof = false;
+                // Nothing to read: it may be closed (reopened when it changes).
+                f.at_eof = true;
                 self.note_position(f, to);
                 self.finish_if_idle(f);
                 return Ok(0);
