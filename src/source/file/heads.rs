@@ -41,6 +41,11 @@ use crate::store::{EndedGeneration, FileKey, FilePosition};
 /// How many leading bytes identify a file's content.
 pub(super) const HEAD_BYTES: u64 = 1024;
 
+/// How many ended generations are remembered per file identity (in memory; the position
+/// record keeps the last): a copy decided late (it polls once a second while it waits)
+/// still finds its generation after several truncations in between.
+const ENDED_KEPT: usize = 16;
+
 /// How long a file shorter than a known head (and than [`HEAD_BYTES`]) waits, from its
 /// first byte, for the bytes that decide whether it is a copy.
 pub(super) const DECIDE_WAIT: Duration = Duration::from_secs(1);
@@ -75,8 +80,8 @@ struct Known {
     live: bool,
     /// Where reading its current generation stopped (meaningful when not live).
     offset: u64,
-    /// Its previous generation, ended.
-    prev: Option<EndedGeneration>,
+    /// Its previous generations, ended, the last one last (at most [`ENDED_KEPT`]).
+    ended: Vec<EndedGeneration>,
 }
 
 /// What a file's head says about it.
@@ -112,7 +117,7 @@ impl Heads {
                         },
                         live: false,
                         offset: p.offset,
-                        prev: p.prev,
+                        ended: p.prev.into_iter().collect(),
                     },
                 )
             })
@@ -132,7 +137,7 @@ impl Heads {
                 head: Head::default(),
                 live: true,
                 offset: 0,
-                prev: None,
+                ended: Vec::new(),
             })
             .live = true;
     }
@@ -145,7 +150,7 @@ impl Heads {
             head,
             live: false,
             offset,
-            prev: None,
+            ended: Vec::new(),
         });
         k.head = head;
         k.live = false;
@@ -167,13 +172,18 @@ impl Heads {
             head: Head::default(),
             live: true,
             offset: 0,
-            prev: None,
+            ended: Vec::new(),
         });
         k.head = Head::default();
         k.live = true;
         k.offset = 0;
-        if prev.is_some() {
-            k.prev = prev;
+        if let Some(p) = prev
+            && k.ended.last() != Some(&p)
+        {
+            if k.ended.len() >= ENDED_KEPT {
+                k.ended.remove(0);
+            }
+            k.ended.push(p);
         }
     }
 
@@ -211,8 +221,10 @@ impl Heads {
             if *k != key && u64::from(known.head.len) == HEAD_BYTES {
                 candidates.push((known.head, known.live, known.offset));
             }
-            if let Some(p) = known.prev
-                && u64::from(p.head_len) == HEAD_BYTES
+            for p in known
+                .ended
+                .iter()
+                .filter(|p| u64::from(p.head_len) == HEAD_BYTES)
             {
                 let h = Head {
                     len: p.head_len,
@@ -252,7 +264,7 @@ impl Heads {
                 head: h,
                 live: true,
                 offset: 0,
-                prev: None,
+                ended: Vec::new(),
             });
             k.head = h;
             k.live = true;
@@ -396,6 +408,31 @@ mod tests {
         assert_eq!(
             h.decide(A, &content[..1024], 3000, false),
             Decision::Continue(700, Head::of(&content))
+        );
+    }
+
+    #[test]
+    fn a_late_copy_finds_its_generation_after_more_truncations() {
+        let h = Heads::default();
+        let gens: Vec<Vec<u8>> = (0..5)
+            .map(|g| format!("generation {g}\n").repeat(200).into_bytes())
+            .collect();
+        h.decide(A, &gens[0][..1024], 3000, false);
+        for (g, content) in gens.iter().enumerate().skip(1) {
+            h.new_generation(
+                A,
+                Some(EndedGeneration {
+                    head_len: 1024,
+                    head_hash: Head::of(&gens[g - 1]).hash,
+                    offset: 1000 + g as u64,
+                }),
+            );
+            h.decide(A, &content[..1024], 3000, false);
+        }
+        // The copy of the first generation, decided after four truncations.
+        assert_eq!(
+            h.decide(B, &gens[0][..1024], 3000, false),
+            Decision::Continue(1001, Head::of(&gens[0]))
         );
     }
 
