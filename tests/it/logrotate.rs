@@ -100,8 +100,8 @@ fn write_lines(app: PathBuf, stop: Arc<AtomicBool>, reopen: bool) -> u64 {
             out = append(&app);
             ino = out.metadata().expect("stat").ino();
         }
-        // Pacing the writer (about 10 000 lines a second); not a wait.
-        std::thread::sleep(Duration::from_millis(2));
+        // Pacing the writer (about 5,000 error lines a second); not a wait.
+        std::thread::sleep(Duration::from_millis(4));
     }
     seq
 }
