@@ -96,8 +96,13 @@ fn write_lines(app: PathBuf, stop: Arc<AtomicBool>, reopen: bool) -> u64 {
             out.write_all(line.as_bytes()).expect("write");
             seq += 1;
         }
-        if reopen && std::fs::metadata(&app).map_or(true, |m| m.ino() != ino) {
-            out = append(&app);
+        // Only once logrotate created the new file: a writer that created it itself in the
+        // moment between logrotate's rename and its create would have its lines replaced.
+        if reopen
+            && std::fs::metadata(&app).is_ok_and(|m| m.ino() != ino)
+            && let Ok(f) = OpenOptions::new().append(true).open(&app)
+        {
+            out = f;
             ino = out.metadata().expect("stat").ino();
         }
         // Pacing the writer (about 5,000 error lines a second); not a wait.
