@@ -65,6 +65,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// `sentinel_store_commit_errors_total`.
     pub commit_errors: IntCounter,
+    /// `sentinel_store_degraded`: 1 while the store cannot commit and is being recovered.
+    pub store_degraded: IntGauge,
     /// `sentinel_files_tracked{source}`: files tailed (their handle open or closed: see
     /// `sentinel_files_open`).
     pub files_tracked: IntGaugeVec,
@@ -308,6 +310,10 @@ impl Metrics {
         registry
             .register(Box::new(commit_errors.clone()))
             .expect("unique metric");
+        let store_degraded = gauge(
+            "sentinel_store_degraded",
+            "1 while the store cannot commit (full disk, I/O errors) and is being recovered.",
+        );
         let fixes = counter(
             "sentinel_fixes_total",
             "Fixes ended, by status (success, failure, awaiting_approval).",
@@ -376,6 +382,7 @@ impl Metrics {
             inotify_watch_limit,
             commit_seconds,
             commit_errors,
+            store_degraded,
             files_tracked,
             rotations,
             file_errors,

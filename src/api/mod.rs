@@ -251,14 +251,45 @@ async fn incident_totals(
     Ok((by_status, total, active))
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`")))]
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`"), (status = 503, description = "the store cannot commit: `{\"status\": \"degraded\", \"reason\", \"since\"}`")))]
+async fn health(State(s): State<Arc<ApiState>>) -> Response {
+    match s.store.health().degraded() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(d) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "status": "degraded", "reason": d.reason, "since": d.since })),
+        )
+            .into_response(),
+    }
+}
+
+/// The store's health as `/status` shows it.
+fn store_health(s: &ApiState) -> Value {
+    match s.store.health().degraded() {
+        None => json!({ "status": "ok" }),
+        Some(d) => json!({ "status": "degraded", "reason": d.reason, "since": d.since }),
+    }
 }
 
 #[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status")))]
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let (by_status, total, active) = incident_totals(&s).await?;
+    let (by_status, total, active) = match incident_totals(&s).await {
+        Ok(t) => t,
+        // A degraded store still gets a status: what it is, and why.
+        Err(_) if s.store.health().is_degraded() => {
+            return Ok(Json(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_at": s.started_at.to_string(),
+                "uptime_seconds": s.started.elapsed().as_secs(),
+                "sources": s.sources.len(),
+                "store": store_health(&s),
+                "incidents": null,
+                "source_details": s.sources,
+            })));
+        }
+        Err(e) => return Err(e),
+    };
     let by_status: serde_json::Map<String, Value> = IncidentStatus::ALL
         .iter()
         .map(|st| {
@@ -286,6 +317,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "source_details": s.sources,
         "files_open": s.metrics.files_open.get(),
         "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
+        "store": store_health(&s),
     })))
 }
 
@@ -498,10 +530,15 @@ async fn incident(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    static FAILING: crate::episode::SharedEpisode =
+        crate::episode::SharedEpisode::new("API: reading the store fails");
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(v)) => {
+            FAILING.ended();
+            Ok(v)
+        }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "API: reading the store failed");
+            FAILING.failed(&e);
             Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

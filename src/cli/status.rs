@@ -320,10 +320,25 @@ fn http_check(client: &reqwest::blocking::Client, p: Probe, when_down: CheckStat
     let ms = start.elapsed().as_millis() as u64;
     let (state, error) = match result {
         Ok(r) if !p.need_success || r.status().is_success() => (CheckState::Ok, None),
-        Ok(r) => (
-            CheckState::Failed,
-            Some(format!("answered HTTP {}", r.status().as_u16())),
-        ),
+        Ok(r) => {
+            let code = r.status().as_u16();
+            // A degraded daemon's /health names the reason (`{"status": "degraded", ...}`).
+            let why = r
+                .json::<serde_json::Value>()
+                .ok()
+                .filter(|v| v["status"] == "degraded")
+                .map(|v| {
+                    format!(
+                        "degraded since {}: {}",
+                        v["since"].as_str().unwrap_or("?"),
+                        v["reason"].as_str().unwrap_or("?")
+                    )
+                });
+            (
+                CheckState::Failed,
+                Some(why.unwrap_or_else(|| format!("answered HTTP {code}"))),
+            )
+        }
         Err(e) => (when_down, Some(reqwest_error(&e))),
     };
     Check {

@@ -26,7 +26,7 @@
 //!
 //! A failed append is undone (the segment is truncated back to its length before the
 //! append) so that a later record never sits behind a torn one; if even that fails the log
-//! refuses further appends until the next start.
+//! refuses appends until a later attempt manages the undo.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -144,6 +144,42 @@ impl Wal {
         Ok((wal, rec))
     }
 
+    /// The intact records above `seq` in the segments kept, in order: what a restart would
+    /// replay. The writer re-derives its pending events from them after a commit whose
+    /// outcome it could not know (see `crate::store::health`).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading a segment.
+    pub fn records_after(&self, seq: u64) -> io::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let paths = self
+            .sealed
+            .iter()
+            .map(|(p, _)| p)
+            .chain(self.active.as_ref().map(|a| &a.2));
+        let mut data = Vec::new();
+        for path in paths {
+            data.clear();
+            match File::open(path) {
+                Ok(mut f) => f.read_to_end(&mut data)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut at = 0usize;
+            while let Some((s, body, n)) = parse(&data[at..]) {
+                if s > seq {
+                    out.push(Record {
+                        seq: s,
+                        body: body.to_vec(),
+                    });
+                }
+                at += n;
+            }
+        }
+        Ok(out)
+    }
+
     /// The sequence number the next append gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -159,12 +195,24 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// I/O errors; after one that could not be undone every later append fails too.
+    /// I/O errors; after one that could not be undone, later appends fail until the undo
+    /// succeeds.
     pub fn append(&mut self, body: &[u8]) -> io::Result<u64> {
         if self.poisoned {
-            return Err(io::Error::other(
-                "the ingest log is unusable after a failed append; restart Sentinel",
-            ));
+            // A failed append could not be undone: undo it now, or refuse (a later record
+            // must never follow a torn one).
+            let undone = self.active.as_mut().map_or(Ok(()), |(f, flen, _, _)| {
+                use std::io::Seek;
+                f.set_len(*flen)
+                    .and_then(|()| f.seek(io::SeekFrom::Start(*flen)).map(|_| ()))
+            });
+            if let Err(e) = undone {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("the ingest log cannot undo a failed append yet: {e}"),
+                ));
+            }
+            self.poisoned = false;
         }
         let seq = self.next_seq;
         if self.active.as_ref().is_some_and(|a| a.1 >= SEGMENT_BYTES) {

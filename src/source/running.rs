@@ -81,6 +81,17 @@ pub enum Stopper {
     Threads(Box<dyn FnOnce() + Send>),
 }
 
+impl Stopper {
+    /// Stops at once, without the grace a listener gives requests in flight (a start-up
+    /// that failed: nothing was announced yet).
+    pub fn abort(self) {
+        match self {
+            Stopper::Task(t) => t.abort(),
+            Stopper::Threads(stop) => stop(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Stopper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -127,7 +138,17 @@ pub fn start_all(sources: &[SourceConfig], cx: &SourceContext) -> anyhow::Result
         if mine.is_empty() {
             continue;
         }
-        let running = start(&mine, cx)?;
+        let running = match start(&mine, cx) {
+            Ok(r) => r,
+            Err(e) => {
+                // What had started must not outlive the failed start-up (file threads would
+                // hold the writer, and the process would never exit).
+                for s in all.stoppers {
+                    s.abort();
+                }
+                return Err(e);
+            }
+        };
         all.infos.extend(running.infos);
         all.listening.extend(running.listening);
         all.stoppers.extend(running.stoppers);

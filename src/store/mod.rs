@@ -41,6 +41,7 @@ pub mod events;
 pub mod fixes;
 #[cfg(test)]
 mod golden;
+pub mod health;
 pub mod incident;
 pub mod jobs;
 pub mod migrate;
@@ -65,6 +66,7 @@ pub use crate::fix::policy::FixPolicy;
 pub use codec::DecodeError;
 pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use fixes::{FixResult, FixStatus};
+pub use health::{Degraded, Health};
 pub use incident::{Incident, IncidentStatus, SAMPLE_MAX_BYTES};
 pub use jobs::{Action, FixJob, JobState};
 use owner::read_owner;
@@ -110,6 +112,14 @@ pub enum StoreError {
         path: PathBuf,
         /// The version found.
         found: u64,
+    },
+    /// The store is being reopened after a storage error (see [`health`]).
+    #[error("store {path} is unavailable: {reason}")]
+    Unavailable {
+        /// The database file.
+        path: PathBuf,
+        /// The error that made it unavailable.
+        reason: String,
     },
     /// An I/O or storage error.
     #[error("store {path}: {source}")]
@@ -281,9 +291,26 @@ enum Handle {
     Ro(ReadOnlyDatabase),
 }
 
+/// A handle known to be writable.
+struct RwDb(std::sync::Arc<Handle>);
+
+impl std::ops::Deref for RwDb {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        match &*self.0 {
+            Handle::Rw(db) => db,
+            Handle::Ro(_) => unreachable!("checked by Store::writer"),
+        }
+    }
+}
+
 /// The incident store. See the module docs.
 pub struct Store {
-    handle: Handle,
+    /// None while a reopen is under way (see [`health`]).
+    handle: std::sync::RwLock<Option<std::sync::Arc<Handle>>>,
+    /// How to open the file again (None: read-only).
+    opener: Option<health::Opener>,
+    health: std::sync::Arc<Health>,
     path: PathBuf,
     policy: std::sync::RwLock<FixPolicy>,
     /// The newest committed event's sequence number.
@@ -296,7 +323,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("writable", &matches!(self.handle, Handle::Rw(_)))
+            .field("writable", &self.opener.is_some())
             .finish()
     }
 }
@@ -311,7 +338,11 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open = || {
             let db = builder().create(path).map_err(|e| open_error(path, e))?;
-            Ok::<_, StoreError>(Store::with_handle(Handle::Rw(db), path))
+            Ok::<_, StoreError>(Store::with_handle(
+                Handle::Rw(db),
+                path,
+                Some(Store::file_opener(path)),
+            ))
         };
         let mut store = open()?;
         if let Some(from) = store.schema_version()?.filter(|&v| v < SCHEMA_VERSION) {
@@ -342,15 +373,17 @@ impl Store {
         let db = builder()
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
-        let store = Store::with_handle(Handle::Ro(db), path);
+        let store = Store::with_handle(Handle::Ro(db), path, None);
         store.check_schema()?;
         store.load_event_head()?;
         Ok(Some(store))
     }
 
-    fn with_handle(handle: Handle, path: &Path) -> Store {
+    fn with_handle(handle: Handle, path: &Path, opener: Option<health::Opener>) -> Store {
         Store {
-            handle,
+            handle: std::sync::RwLock::new(Some(std::sync::Arc::new(handle))),
+            opener,
+            health: std::sync::Arc::new(Health::default()),
             path: path.to_path_buf(),
             policy: std::sync::RwLock::new(FixPolicy::default()),
             event_head: std::sync::atomic::AtomicU64::new(0),
@@ -564,25 +597,47 @@ impl Store {
                     path: self.path.clone(),
                     detail,
                 },
-                source => StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                },
+                source => {
+                    if matches!(source, redb::Error::PreviousIo | redb::Error::Io(_)) {
+                        // The handle is unusable until reopened (see `health`).
+                        self.health.set_degraded(&source.to_string());
+                    }
+                    StoreError::Storage {
+                        path: self.path.clone(),
+                        source,
+                    }
+                }
             }
         }
     }
 
+    /// The open handle (none while a reopen is under way).
+    fn handle(&self) -> Result<std::sync::Arc<Handle>, StoreError> {
+        self.handle
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable {
+                path: self.path.clone(),
+                reason: self
+                    .health
+                    .degraded()
+                    .map_or_else(|| "reopening".to_string(), |d| d.reason),
+            })
+    }
+
     fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        match &self.handle {
+        match &*self.handle()? {
             Handle::Rw(db) => db.begin_read(),
             Handle::Ro(db) => db.begin_read(),
         }
         .map_err(self.storage())
     }
 
-    fn writer(&self) -> Result<&Database, StoreError> {
-        match &self.handle {
-            Handle::Rw(db) => Ok(db),
+    fn writer(&self) -> Result<RwDb, StoreError> {
+        let h = self.handle()?;
+        match &*h {
+            Handle::Rw(_) => Ok(RwDb(h)),
             Handle::Ro(_) => Err(StoreError::Storage {
                 path: self.path.clone(),
                 source: redb::Error::Io(std::io::Error::new(

@@ -5,6 +5,7 @@ mod browser;
 mod components;
 mod dashboard;
 mod descriptors;
+mod faults;
 mod fix_e2e;
 mod fixer;
 mod ground_truth;
