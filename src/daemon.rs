@@ -184,7 +184,9 @@ async fn serve_all(
         }
     };
     let mut servers = Vec::new();
+    let board = Arc::new(crate::source::SourceBoard::new());
     let cx = crate::source::SourceContext {
+        board: board.clone(),
         ingest: handle,
         rules: rules.clone(),
         metrics: metrics.clone(),
@@ -252,6 +254,7 @@ async fn serve_all(
                 started_at,
             )
             .with_auth(auth)
+            .with_board(board.clone())
             .with_fixer(fix_handle.clone())
             .with_stop(stop_streams),
         );
