@@ -85,6 +85,7 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|n| (1..=10_000).contains(n));
+    let mut pollers = Vec::new();
     for src in sources {
         let SourceConfig::Cloudwatch(src) = src else {
             continue;
@@ -157,16 +158,36 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
             started: Instant::now(),
         };
         poller.publish();
+        // The shared limiter at the lowest rate of its sharers before any request.
+        if let Ok(creds) = find_credentials(src.profile.as_deref(), |k| std::env::var(k).ok()) {
+            shared_limiter(
+                &limiter_key(&creds, &poller.client),
+                src.max_requests_per_second,
+            );
+        }
         running.infos.push(SourceInfo {
             name: name.clone(),
             kind: "cloudwatch".into(),
             detail: format!("{region} {}", src.log_groups.join(",")),
         });
+        pollers.push(poller);
+    }
+    for poller in pollers {
         running
             .stoppers
             .push(Stopper::Task(tokio::spawn(poller.run())));
     }
     Ok(running)
+}
+
+/// Requests of one access key (account), region and endpoint share a limiter.
+fn limiter_key(creds: &Credentials, client: &LogsClient) -> String {
+    format!(
+        "{}|{}|{}",
+        creds.access_key_id,
+        client.region(),
+        client.endpoint()
+    )
 }
 
 fn initial(src: &CloudwatchSourceConfig, now_ms: i64) -> GroupPosition {
@@ -307,12 +328,7 @@ impl Poller {
         let creds = find_credentials(self.src.profile.as_deref(), |k| std::env::var(k).ok())
             .map_err(|e| SweepEnd::Api(ApiError::Denied(e)))?;
         let limiter = shared_limiter(
-            &format!(
-                "{}|{}|{}",
-                creds.access_key_id,
-                self.client.region(),
-                self.client.endpoint()
-            ),
+            &limiter_key(&creds, &self.client),
             self.src.max_requests_per_second,
         );
         let start = self.groups[gi].pos.timestamp;
