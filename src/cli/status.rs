@@ -382,7 +382,11 @@ fn cloudwatch(src: &crate::config::CloudwatchSourceConfig) -> Check {
     let (state, target, error) = match result {
         Ok(endpoint) => (CheckState::Ok, format!("{name}: {endpoint}"), None),
         Err(ApiError::Transient(m)) => (CheckState::Unreachable, name.clone(), Some(m)),
-        Err(e) => (CheckState::Failed, name.clone(), Some(e.message().to_string())),
+        Err(e) => (
+            CheckState::Failed,
+            name.clone(),
+            Some(e.message().to_string()),
+        ),
     };
     Check {
         name: "cloudwatch",

@@ -47,8 +47,8 @@ pub use peers::{
 };
 pub use source::{
     CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS, FileSourceConfig,
-    LogFormat, ProcessSourceConfig, RestartPolicy, SourceCommon, SourceConfig, SourceKind,
-    StartAt, StdinSourceConfig, WebhookSourceConfig,
+    LogFormat, ProcessSourceConfig, RestartPolicy, SourceCommon, SourceConfig, SourceKind, StartAt,
+    StdinSourceConfig, WebhookSourceConfig,
 };
 
 use api::{RawApi, resolve_api};

@@ -306,7 +306,9 @@ impl CloudwatchSourceConfig {
                 "must be at least 1 (seconds)".into(),
             ));
         }
-        let rps = raw.max_requests_per_second.unwrap_or(DEFAULT_CLOUDWATCH_RPS);
+        let rps = raw
+            .max_requests_per_second
+            .unwrap_or(DEFAULT_CLOUDWATCH_RPS);
         if !(rps.is_finite() && rps > 0.0 && rps <= 1000.0) {
             return Err(invalid(
                 format!("sources[{i}].max_requests_per_second"),
@@ -331,10 +333,7 @@ impl CloudwatchSourceConfig {
         Ok(CloudwatchSourceConfig {
             common,
             log_groups,
-            log_stream_prefix: raw
-                .log_stream_prefix
-                .clone()
-                .filter(|p| !p.is_empty()),
+            log_stream_prefix: raw.log_stream_prefix.clone().filter(|p| !p.is_empty()),
             filter_pattern: raw.filter_pattern.trim().to_string(),
             region: raw.region.trim().to_string(),
             poll_interval: raw.poll_interval,
@@ -465,10 +464,9 @@ pub(super) fn resolve_sources(
                         s.log_group.trim()
                     }
                 ),
-                SourceKind::Process => format!(
-                    "process:{}",
-                    s.command.first().map_or("", String::as_str)
-                ),
+                SourceKind::Process => {
+                    format!("process:{}", s.command.first().map_or("", String::as_str))
+                }
                 SourceKind::Stdin | SourceKind::Stdout => "stdin".into(),
             },
         };

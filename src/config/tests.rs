@@ -451,7 +451,10 @@ sources:
 #[test]
 fn bad_cloudwatch_and_process_sources_are_named() {
     for (yaml, key) in [
-        ("sources: [{type: cloudwatch, region: x}]", "sources[0].log_group"),
+        (
+            "sources: [{type: cloudwatch, region: x}]",
+            "sources[0].log_group",
+        ),
         (
             "sources: [{type: cloudwatch, log_group: g, max_requests_per_second: 0}]",
             "sources[0].max_requests_per_second",
@@ -461,7 +464,10 @@ fn bad_cloudwatch_and_process_sources_are_named() {
             "sources[0].endpoint",
         ),
         ("sources: [{type: process}]", "sources[0].command"),
-        ("sources: [{type: stdin}, {type: stdin, name: b}]", "sources[1].type"),
+        (
+            "sources: [{type: stdin}, {type: stdin, name: b}]",
+            "sources[1].type",
+        ),
     ] {
         let msg = parse(yaml).unwrap_err().to_string();
         assert!(msg.contains(key), "{yaml}: {msg}");

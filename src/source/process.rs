@@ -185,7 +185,10 @@ pub fn start_stdin(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Res
 }
 
 fn short(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).take(8).collect()
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect()
 }
 
 /// Reads `rdr` to its end, sending regions of complete lines (and the unterminated last
@@ -248,10 +251,9 @@ fn spawn_folder(
                             continue;
                         }
                     },
-                    Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                        Ok(c) => Some(c),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                    },
+                    Some(d) => rx
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
+                        .ok(),
                 };
                 let Some(chunk) = got else {
                     break;

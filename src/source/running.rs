@@ -80,7 +80,9 @@ pub struct SourceInfo {
 /// replaces its fields whenever they change.
 #[derive(Debug, Default)]
 pub struct SourceBoard {
-    entries: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>>,
+    entries: std::sync::Mutex<
+        std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    >,
 }
 
 impl SourceBoard {

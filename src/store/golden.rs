@@ -192,7 +192,9 @@ fn fill_every_table(store: &Store) {
 /// The pull-source position row of the all-tables store: (key, value).
 const THE_SOURCE_POSITION: (&str, &[u8]) = (
     "cloudwatch\u{1f}cw\u{1f}/aws/lambda/api",
-    &[1, 0x10, 0x27, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0],
+    &[
+        1, 0x10, 0x27, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+    ],
 );
 
 /// Every table of schema version 2, written once and committed: each must keep reading.

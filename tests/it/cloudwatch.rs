@@ -291,27 +291,37 @@ fn cloudwatch_emulator_throughput() {
     let mut rng = Rng(1);
     moto.create("/bench", &["s"]);
     let mut expected = BTreeMap::new();
-    let n = 50_000;
+    let n = 100_000;
     let evs = events(&mut rng, n, now_ms() - 3_600_000, "bench", &mut expected);
-    moto.put("/bench", "s", &evs);
-    let ws = Workspace::with_config(&format!(
-        "state_dir: state\nsources:\n  - type: cloudwatch\n    log_group: /bench\n    \
-         region: us-east-1\n    endpoint: {}\n    start_at: beginning\n    poll_interval: 1\n",
-        moto.url
-    ));
-    let mut d = ws.spawn_env(&["watch", "--no-api"], &AWS_ENV);
-    d.ready();
     let t = Instant::now();
-    let done = eventually(Duration::from_secs(600), || {
-        (counts(&ws).1 >= n as u64).then_some(())
-    });
-    assert!(done.is_some(), "{}", d.log_text());
-    let secs = t.elapsed().as_secs_f64();
+    moto.put("/bench", "s", &evs);
     eprintln!(
-        "cloudwatch_emulator_throughput: {n} events in {secs:.1} s = {:.0} events/s \
-         (default page size, 4 requests/s)",
-        n as f64 / secs
+        "cloudwatch_emulator_throughput: put {n} events in {:.1} s",
+        t.elapsed().as_secs_f64()
     );
+    for rate in [4, 50] {
+        let ws = Workspace::with_config(&format!(
+            "state_dir: state\nsources:\n  - type: cloudwatch\n    log_group: /bench\n    \
+             region: us-east-1\n    endpoint: {}\n    start_at: beginning\n    \
+             poll_interval: 1\n    max_requests_per_second: {rate}\n",
+            moto.url
+        ));
+        let mut d = ws.spawn_env(&["watch", "--no-api"], &AWS_ENV);
+        d.ready();
+        let t = Instant::now();
+        let done = eventually(Duration::from_secs(600), || {
+            (counts(&ws).1 >= n as u64).then_some(())
+        });
+        assert!(done.is_some(), "{}", d.log_text());
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(counts(&ws).0, expected);
+        eprintln!(
+            "cloudwatch_emulator_throughput: {n} events in {secs:.2} s = {:.0} events/s \
+             (default page size: 10,000 events; max_requests_per_second: {rate})",
+            n as f64 / secs
+        );
+        d.term(Duration::from_secs(15));
+    }
 }
 
 /// What the stub answers, per request (the `logGroupName` it asked for and the request
@@ -474,15 +484,17 @@ fn cloudwatch_throttling_is_honoured() {
         .unwrap();
     let throttled: u64 = m
         .lines()
-        .filter(|l| {
-            l.starts_with("sentinel_cloudwatch_requests_total") && l.contains("throttled")
-        })
+        .filter(|l| l.starts_with("sentinel_cloudwatch_requests_total") && l.contains("throttled"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(throttled, 3, "{m}");
-    assert!(m.contains("sentinel_cloudwatch_lag_seconds{source=\"a\"}"), "{m}");
     assert!(
-        d.log_text().contains("ThrottlingException: Rate exceeded; backing off"),
+        m.contains("sentinel_cloudwatch_lag_seconds{source=\"a\"}"),
+        "{m}"
+    );
+    assert!(
+        d.log_text()
+            .contains("ThrottlingException: Rate exceeded; backing off"),
         "{}",
         d.log_text()
     );
@@ -531,7 +543,11 @@ fn cloudwatch_denied_access_is_reported_and_others_keep_counting() {
     assert_eq!(denied["log_groups"][0]["state"], "failing");
     assert!(fine["error"].is_null(), "{fine}");
     // The other sources count meanwhile.
-    std::fs::write(ws.path().join("app.log"), "ERROR [PACT:file:go] still counted\n").unwrap();
+    std::fs::write(
+        ws.path().join("app.log"),
+        "ERROR [PACT:file:go] still counted\n",
+    )
+    .unwrap();
     let counted = eventually(Duration::from_secs(20), || {
         let (keys, _) = counts(&ws);
         (keys.get("PACT:file:go") == Some(&1)).then_some(())
@@ -557,7 +573,10 @@ fn cloudwatch_denied_access_is_reported_and_others_keep_counting() {
     let out = ws.run_env(&["status", "--json"], &AWS_ENV);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let checks = v["checks"].as_array().unwrap();
-    let cw: Vec<&Value> = checks.iter().filter(|c| c["name"] == "cloudwatch").collect();
+    let cw: Vec<&Value> = checks
+        .iter()
+        .filter(|c| c["name"] == "cloudwatch")
+        .collect();
     assert_eq!(cw.len(), 2, "{v:#}");
     let bad = cw
         .iter()
@@ -565,7 +584,10 @@ fn cloudwatch_denied_access_is_reported_and_others_keep_counting() {
         .unwrap();
     assert_eq!(bad["state"], "failed");
     assert!(
-        bad["error"].as_str().unwrap().contains("AccessDeniedException"),
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDeniedException"),
         "{bad}"
     );
     let good = cw

@@ -9,7 +9,10 @@ use serde_json::Value;
 use crate::harness::{BIN, Workspace, eventually, http};
 
 fn key_count(ws: &Workspace, key: &str) -> u64 {
-    ws.store()
+    // The store may be being created (a daemon not ready yet): nothing counted then.
+    sentinel::store::Store::open_read_only(&ws.path().join("state/sentinel.redb"))
+        .ok()
+        .flatten()
         .and_then(|s| s.key_counts().ok())
         .and_then(|k| k.get(key).copied())
         .unwrap_or(0)
@@ -121,9 +124,7 @@ sources:
 #[test]
 fn stdin_source_reads_what_is_piped_into_watch() {
     for (kind, note) in [("stdin", false), ("stdout", true)] {
-        let ws = Workspace::with_config(&format!(
-            "state_dir: state\nsources:\n  - type: {kind}\n"
-        ));
+        let ws = Workspace::with_config(&format!("state_dir: state\nsources:\n  - type: {kind}\n"));
         let log = ws.path().join("daemon.log");
         let mut child = Command::new(BIN)
             .current_dir(ws.path())
@@ -147,7 +148,11 @@ fn stdin_source_reads_what_is_piped_into_watch() {
             (key_count(&ws, "PACT:pipe:in") == 51).then_some(())
         });
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(counted.is_some(), "{kind}: {}\n{text}", key_count(&ws, "PACT:pipe:in"));
+        assert!(
+            counted.is_some(),
+            "{kind}: {}\n{text}",
+            key_count(&ws, "PACT:pipe:in")
+        );
         assert_eq!(
             text.contains("`type: stdout` is deprecated"),
             note,

@@ -79,9 +79,11 @@ pub fn find_credentials(
         .map(PathBuf::from)
         .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
     let Some(file) = file else {
-        return Err("no AWS credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not \
+        return Err(
+            "no AWS credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not \
                     set and there is no HOME to find ~/.aws/credentials in"
-            .into());
+                .into(),
+        );
     };
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
@@ -346,8 +348,15 @@ impl LogsClient {
         let body = serde_json::to_vec(req)
             .map_err(|e| ApiError::Denied(format!("cannot encode the request: {e}")))?;
         let url = format!("{}/", self.endpoint);
-        let headers = sign(creds, &self.region, &url, FILTER_TARGET, &body, SystemTime::now())
-            .map_err(ApiError::Denied)?;
+        let headers = sign(
+            creds,
+            &self.region,
+            &url,
+            FILTER_TARGET,
+            &body,
+            SystemTime::now(),
+        )
+        .map_err(ApiError::Denied)?;
         let mut rb = self
             .http
             .post(&url)
@@ -421,13 +430,9 @@ pub fn sign(
         .map_err(|e| format!("cannot sign: {e}"))?
         .into();
     let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", target)];
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| format!("cannot sign a request to {url}: {e}"))?;
+    let signable =
+        SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| format!("cannot sign a request to {url}: {e}"))?;
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| format!("cannot sign a request to {url}: {e}"))?
         .into_parts();
@@ -488,7 +493,9 @@ fn spacing_ns(rate: f64) -> u64 {
 /// `rate`, or lowered to it.
 pub fn shared_limiter(key: &str, rate: f64) -> Arc<RateLimiter> {
     static ALL: Mutex<Option<HashMap<String, Arc<RateLimiter>>>> = Mutex::new(None);
-    let mut all = ALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut all = ALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let map = all.get_or_insert_with(HashMap::new);
     let l = map
         .entry(key.to_string())
@@ -515,7 +522,10 @@ mod tests {
     fn credentials_come_from_the_environment_then_the_profile_file() {
         let c = find_credentials(
             None,
-            env_of(&[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "s")]),
+            env_of(&[
+                ("AWS_ACCESS_KEY_ID", "AKID"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.access_key_id, "AKID");
@@ -595,7 +605,10 @@ mod tests {
             ),
             "{auth}"
         );
-        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;"), "{auth}");
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;"),
+            "{auth}"
+        );
         assert_eq!(get("x-amz-date").unwrap(), "20231114T221320Z");
         assert_eq!(get("x-amz-security-token").unwrap(), "tok");
         // Deterministic: the same request at the same time signs the same.

@@ -92,9 +92,7 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
         };
         let name = src.common.name.clone();
         let Some(region) = region_of(&src.region, |k| std::env::var(k).ok()) else {
-            anyhow::bail!(
-                "source {name:?}: no region: set `region` in the source, or AWS_REGION"
-            );
+            anyhow::bail!("source {name:?}: no region: set `region` in the source, or AWS_REGION");
         };
         let endpoint = endpoint_of(src.endpoint.as_deref(), &region);
         let folder = Folder::new(
@@ -405,9 +403,7 @@ impl Poller {
         }
         let mut batch = self.folder.take();
         batch.totals.insert("cloudwatch_events", new as u64);
-        batch
-            .source_positions
-            .insert(g.key.clone(), g.pos.encode());
+        batch.source_positions.insert(g.key.clone(), g.pos.encode());
         let fb = FileBatch {
             source: self.folder.name().clone(),
             batch,

@@ -138,7 +138,9 @@ mod tests {
         assert!(GroupPosition::decode(&[1, 0]).is_err());
         assert!(GroupPosition::decode(&[2; 13]).is_err());
         // The golden store's row (store/golden.rs) decodes.
-        let golden = [1, 0x10, 0x27, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        let golden = [
+            1, 0x10, 0x27, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+        ];
         assert_eq!(
             GroupPosition::decode(&golden).unwrap(),
             GroupPosition {
