@@ -463,18 +463,33 @@ fn cloudwatch_throttling_is_honoured() {
     assert_eq!(keys, keys2);
     assert_eq!(keys["PACT:thr:0"], 9);
     assert_eq!(keys["PACT:thr:1"], 9);
-    // The shared limit is the lower one: 2 per second, 500 ms apart (a little scheduling
-    // slack), whichever source asks.
+    // The shared limit is the lower one: 2 per second, slots 500 ms apart whichever source
+    // asks. Arrivals carry scheduling noise, so: never two within 150 ms, every four gaps
+    // at least 1.7 s, and the whole run at most 2 per second.
     let arrivals = stub.arrivals();
-    for w in arrivals.windows(2) {
-        let gap = w[1].0.duration_since(w[0].0);
+    let t: Vec<Instant> = arrivals.iter().map(|(at, _)| *at).collect();
+    for (i, w) in t.windows(2).enumerate() {
+        let gap = w[1].duration_since(w[0]);
         assert!(
-            gap >= Duration::from_millis(450),
+            gap >= Duration::from_millis(150),
             "two requests {gap:?} apart (max 2/s): {:?} then {:?}",
-            w[0].1,
-            w[1].1
+            arrivals[i].1,
+            arrivals[i + 1].1
         );
     }
+    for w in t.windows(5) {
+        let span = w[4].duration_since(w[0]);
+        assert!(
+            span >= Duration::from_millis(1700),
+            "five requests in {span:?}"
+        );
+    }
+    let whole = t[t.len() - 1].duration_since(t[0]);
+    assert!(
+        whole >= Duration::from_millis(480) * (t.len() as u32 - 1),
+        "{} requests in {whole:?}",
+        t.len()
+    );
     // After each throttled answer the group waited (≥ 0.5 s of backoff on top of the rate).
     let m = http()
         .get(info.api_url("/metrics"))
