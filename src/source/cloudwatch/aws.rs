@@ -366,7 +366,7 @@ impl LogsClient {
             rb = rb.header(k, v);
         }
         let resp = rb.body(body).send().await.map_err(|e| {
-            ApiError::Transient(format!("{} unreachable: {}", self.endpoint, chain(&e)))
+            ApiError::Transient(format!("{} unreachable: {}", self.endpoint, describe(&e)))
         })?;
         let status = resp.status().as_u16();
         let error_type = resp
@@ -375,7 +375,7 @@ impl LogsClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = resp.bytes().await.map_err(|e| {
-            ApiError::Transient(format!("reading the answer failed: {}", chain(&e)))
+            ApiError::Transient(format!("reading the answer failed: {}", describe(&e)))
         })?;
         if !(200..300).contains(&status) {
             return Err(classify(status, error_type.as_deref(), &bytes));
@@ -385,16 +385,25 @@ impl LogsClient {
     }
 }
 
-/// The error and its sources, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
+/// What went wrong, short: the kind and the innermost cause (the URL is said by the caller).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut last = None;
+    let mut src = std::error::Error::source(e);
     while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
+        last = Some(x.to_string());
         src = x.source();
     }
-    s
+    match last {
+        Some(l) => format!("{kind}: {l}"),
+        None => kind.to_string(),
+    }
 }
 
 /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token`) of a JSON
