@@ -124,16 +124,19 @@ fn stdin_source_reads_what_is_piped_into_watch() {
     for (kind, note) in [("stdin", false), ("stdout", true)] {
         let ws = Workspace::with_config(&format!("state_dir: state\nsources:\n  - type: {kind}\n"));
         let log = ws.path().join("daemon.log");
-        let mut child = Command::new(BIN)
-            .current_dir(ws.path())
-            .env_remove("SENTINEL_CONFIG")
-            .env("HOME", ws.path())
-            .args(["watch", "--no-api"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            Command::new(BIN)
+                .current_dir(ws.path())
+                .env_remove("SENTINEL_CONFIG")
+                .env("HOME", ws.path())
+                .args(["watch", "--no-api"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let child = &mut child.0;
         {
             let mut stdin = child.stdin.take().unwrap();
             for i in 0..50 {
@@ -156,7 +159,7 @@ fn stdin_source_reads_what_is_piped_into_watch() {
             note,
             "{kind}: {text}"
         );
-        let pid = rustix::process::Pid::from_child(&child);
+        let pid = rustix::process::Pid::from_child(child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let status = child.wait().unwrap();
         assert!(status.success(), "{kind}: {status}\n{text}");
@@ -182,4 +185,16 @@ fn live_in_group(pgid: i32) -> usize {
             f.len() > 2 && f[0] != "Z" && f[2].parse::<i32>() == Ok(pgid)
         })
         .count()
+}
+
+/// A child killed (and reaped) if the test fails before it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
