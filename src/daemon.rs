@@ -220,7 +220,10 @@ async fn serve_all(
         }
         None => None,
     };
+    let board = Arc::new(crate::source::SourceBoard::new());
+    let shutdown = handle.shutdown_flag();
     let cx = crate::source::SourceContext {
+        board: board.clone(),
         ingest: handle,
         rules: rules.clone(),
         metrics: metrics.clone(),
@@ -283,6 +286,7 @@ async fn serve_all(
                 started_at,
             )
             .with_auth(auth)
+            .with_board(board.clone())
             .with_fixer(fix_handle.clone())
             .with_stop(stop_streams),
         );
@@ -329,6 +333,8 @@ async fn serve_all(
 
     let signal = signals.wait().await;
     tracing::info!("{signal}: stopping");
+    // Sources blocked on a degraded store give up their unsent batches from now on.
+    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     for stopper in sources.stoppers {
         match stopper {

@@ -10,8 +10,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `kind` label values of `sentinel_inotify_events_total`: `create`, `modify` (data
@@ -50,6 +50,13 @@ pub struct Metrics {
     /// `sentinel_webhook_events_total{source,outcome}`: events `accepted` (counted) or
     /// `duplicate` (an event id committed before).
     pub webhook_events: IntCounterVec,
+    /// `sentinel_cloudwatch_requests_total{source,outcome}`: `FilterLogEvents` requests by
+    /// outcome (`ok`, `throttled`, `error`: 5xx or network, `denied`: access, credentials,
+    /// a missing group).
+    pub cloudwatch_requests: IntCounterVec,
+    /// `sentinel_cloudwatch_lag_seconds{source}`: how old the point is up to which every log
+    /// group of the source was read completely (about `poll_interval` when caught up).
+    pub cloudwatch_lag: GaugeVec,
     /// `sentinel_ingest_rejected_total{source,reason}`: requests turned away (`queue_full`
     /// answers 429, `store_unavailable` 503, ...).
     pub rejected: IntCounterVec,
@@ -175,6 +182,23 @@ impl Metrics {
             "Webhook events by outcome (accepted, duplicate).",
             &["source", "outcome"],
         );
+        let cloudwatch_requests = counter(
+            "sentinel_cloudwatch_requests_total",
+            "CloudWatch Logs FilterLogEvents requests by outcome (ok, throttled, error, denied).",
+            &["source", "outcome"],
+        );
+        let cloudwatch_lag = GaugeVec::new(
+            Opts::new(
+                "sentinel_cloudwatch_lag_seconds",
+                "Age of the point up to which every log group of a CloudWatch source was read \
+                 completely.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cloudwatch_lag.clone()))
+            .expect("unique metric");
         let rejected = counter(
             "sentinel_ingest_rejected_total",
             "Requests turned away under load or on storage failure, by reason.",
@@ -372,6 +396,8 @@ impl Metrics {
             long_lines,
             webhook_requests,
             webhook_events,
+            cloudwatch_requests,
+            cloudwatch_lag,
             rejected,
             queue_depth,
             queue_bytes,

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}`: the process serves requests (liveness) |
-//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `source_details` (`[{name, type, detail}]`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
+//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `source_details` (`[{name, type, detail}]`, plus the live fields a source publishes: `state` (`ok`, `failing`, `running`, `exited` ...) and `error`; a process's `pid`, `restarts`, `last_exit`; a CloudWatch source's `log_groups` and `lag_seconds`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
@@ -69,6 +69,7 @@ pub struct ApiState {
     config: Arc<Config>,
     rules: Arc<LiveRules>,
     sources: Vec<SourceInfo>,
+    board: Arc<crate::source::SourceBoard>,
     started_at: Timestamp,
     started: Instant,
     auth: Arc<ApiAuth>,
@@ -95,6 +96,7 @@ impl ApiState {
             config,
             rules,
             sources,
+            board: Arc::new(crate::source::SourceBoard::new()),
             started_at,
             started: Instant::now(),
             auth: Arc::new(ApiAuth::open(std::net::SocketAddr::from((
@@ -116,6 +118,12 @@ impl ApiState {
         self.fixer = Some(fixer);
         self
     }
+    /// Shows the sources' live state (see [`crate::source::SourceBoard`]) in `/status`.
+    pub fn with_board(mut self, board: Arc<crate::source::SourceBoard>) -> ApiState {
+        self.board = board;
+        self
+    }
+
     /// Ends the `GET /events` streams when `stop` turns true (the daemon stopping), so
     /// that shutdown does not wait for them.
     pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> ApiState {
@@ -314,7 +322,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "pact_configured": c.pact.project_dir.is_some() || c.pact.api_endpoint.is_some(),
         "incidents": total,
         "incidents_by_status": by_status,
-        "source_details": s.sources,
+        "source_details": s.board.details(&s.sources),
         "files_open": s.metrics.files_open.get(),
         "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
         "store": store_health(&s),

@@ -76,6 +76,8 @@ pub struct WriterHandle {
     /// One per handle (the writer holds one more): the writer learns that every handle is
     /// gone while it does not receive files (a commit to retry).
     alive: Arc<()>,
+    /// The daemon is stopping.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WriterHandle {
@@ -87,37 +89,23 @@ impl WriterHandle {
 
     /// Sends a file batch, waiting while the queue is full (backpressure on the shard).
     ///
+    /// Once the daemon is stopping ([`WriterHandle::shutdown_flag`]) while the store is
+    /// degraded, the writer takes nothing more and a shutdown must not wait for the disk:
+    /// the send gives up. The batch's position was never committed, so its lines are read
+    /// again at the next start.
+    ///
     /// # Errors
     ///
-    /// Returns the batch when the writer has stopped.
+    /// Returns the batch when the writer has stopped, or gave up as above.
     pub fn send_files(&self, batch: FileBatch) -> Result<(), Box<FileBatch>> {
-        self.metrics.queue_depth.inc();
-        self.files.send(batch).map_err(|e| {
-            self.metrics.queue_depth.dec();
-            Box::new(e.0)
-        })
-    }
-
-    /// Sends a file batch like [`WriterHandle::send_files`], but gives up once `stop` is
-    /// set while the store is degraded (the writer takes nothing then, and a shutdown must
-    /// not wait for the disk): the batch is dropped, its position was never committed, so
-    /// its lines are read again at the next start.
-    ///
-    /// # Errors
-    ///
-    /// Returns the batch when the writer has stopped or the shard gave up.
-    pub fn send_files_until(
-        &self,
-        batch: FileBatch,
-        stop: &std::sync::atomic::AtomicBool,
-    ) -> Result<(), Box<FileBatch>> {
+        use std::sync::atomic::Ordering;
         self.metrics.queue_depth.inc();
         let mut batch = batch;
         loop {
             match self.files.send_timeout(batch, Duration::from_millis(100)) {
                 Ok(()) => return Ok(()),
                 Err(crossbeam_channel::SendTimeoutError::Timeout(b)) => {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) && self.health.is_degraded() {
+                    if self.stopping.load(Ordering::SeqCst) && self.health.is_degraded() {
                         self.metrics.queue_depth.dec();
                         return Err(Box::new(b));
                     }
@@ -129,6 +117,11 @@ impl WriterHandle {
                 }
             }
         }
+    }
+
+    /// Set when the daemon starts stopping (see [`WriterHandle::send_files`]).
+    pub fn shutdown_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stopping.clone()
     }
 
     /// True while the store cannot commit (webhook requests are refused with 503).
@@ -274,6 +267,7 @@ impl Writer {
             rules: rules.clone(),
             health: store.health().clone(),
             alive: Arc::new(()),
+            stopping: Arc::default(),
         };
         let handles = handle.alive.clone();
         let commits = store.meta_value(COMMITS)?.unwrap_or(0);

@@ -26,6 +26,7 @@
 //! | `delivery_log` | (recorded at µs, ingest-log seq) | webhook delivery id hashes (see [`deliveries`]) |
 //! | `events` | sequence | [`Event`]: the durable event log (see [`events`]) |
 //! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
+//! | `source_positions` | source-defined key | source-defined bytes: where a pull source (CloudWatch) stopped, committed with its counts (see [`IngestBatch::source_positions`]) |
 //! | `trend_*` | (fingerprint,) minute or hour | occurrences (see [`trend`]) |
 //!
 //! The last four were added after schema version 1 without changing it: they are created
@@ -236,6 +237,11 @@ pub struct IngestBatch {
     pub totals: BTreeMap<&'static str, u64>,
     /// The approximate memory the batch holds, as its producer counted it (merging adds).
     pub approx_bytes: usize,
+    /// Positions of pull sources (a CloudWatch log group's last timestamp and the event ids
+    /// seen at it), keyed and encoded by the source: written in the same transaction as the
+    /// counts of the events before them, so that a restart resumes exactly after the last
+    /// counted event. Merging keeps the later batch's value of a key.
+    pub source_positions: BTreeMap<String, Vec<u8>>,
 }
 
 impl IngestBatch {
@@ -246,7 +252,10 @@ impl IngestBatch {
 
     /// Whether nothing would change.
     pub fn is_empty(&self) -> bool {
-        self.incidents.is_empty() && self.key_counts.is_empty() && self.totals.is_empty()
+        self.incidents.is_empty()
+            && self.key_counts.is_empty()
+            && self.totals.is_empty()
+            && self.source_positions.is_empty()
     }
 
     /// Folds `other` into `self` (the earlier batch keeps its samples).
@@ -265,6 +274,7 @@ impl IngestBatch {
         for (k, n) in other.totals {
             *self.totals.entry(k).or_default() += n;
         }
+        self.source_positions.extend(other.source_positions);
         self.approx_bytes += other.approx_bytes;
     }
 }
@@ -766,6 +776,30 @@ impl Store {
                 detail: format!("file position ({dev}, {ino}): {detail}"),
             })?;
             out.insert(FileKey { dev, ino }, pos);
+        }
+        Ok(out)
+    }
+
+    /// The pull-source positions whose key starts with `prefix` (see
+    /// [`IngestBatch::source_positions`]), in key order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn source_positions(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(schema::SOURCE_POSITIONS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for e in t.range(prefix..).map_err(self.storage())? {
+            let (k, v) = e.map_err(self.storage())?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
     }
@@ -1297,6 +1331,14 @@ impl StoreTxn<'_> {
             incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
         ));
         drop(throttle);
+        if !batch.source_positions.is_empty() {
+            let mut t = txn
+                .open_table(schema::SOURCE_POSITIONS)
+                .map_err(st.storage())?;
+            for (k, v) in &batch.source_positions {
+                t.insert(k.as_str(), v.as_slice()).map_err(st.storage())?;
+            }
+        }
         self.record_trend(&counted, now_us)?;
         for ev in pending {
             self.emit(ev, now)?;

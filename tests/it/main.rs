@@ -2,6 +2,7 @@
 
 mod api;
 mod browser;
+mod cloudwatch;
 mod components;
 mod dashboard;
 mod descriptors;
@@ -12,6 +13,7 @@ mod ground_truth;
 mod harness;
 mod outbox;
 mod peers;
+mod process;
 mod scan_cli;
 mod serve;
 mod watch;

@@ -721,7 +721,7 @@ impl Shard {
                 positions: std::mem::take(&mut acc.positions),
                 forget: Vec::new(),
             };
-            if self.p.writer.send_files_until(fb, &self.p.stop).is_err() {
+            if self.p.writer.send_files(fb).is_err() {
                 // The writer is gone (shutting down after a failure): nothing more can be
                 // committed; what was read is read again at the next start.
                 return;
