@@ -36,15 +36,31 @@ fn open(path: &Path, plan: &Arc<Plan>) -> Arc<Store> {
     Arc::new(Store::open_with_backend(path, move || Faulty::open(&p, plan.clone())).expect("open"))
 }
 
-/// Runs the workload with the plan armed at `fail_at` (0: no fault), clearing the fault
-/// once it has refused something (or after the workload).
-fn workload(path: &Path, fail_at: u64, eio: bool) -> (Outcome, u64) {
-    let plan = Arc::new(Plan::default());
-    let store = open(path, &plan);
+/// Where faults are injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The store's storage backend.
+    Store,
+    /// The ingest log's files.
+    Log,
+}
+
+/// Runs the workload with a plan armed at `fail_at` (0: no fault) on `target`, clearing the
+/// fault once it has refused something (or half-way).
+fn workload(path: &Path, fail_at: u64, eio: bool, target: Target) -> (Outcome, u64) {
+    let store_plan = Arc::new(Plan::default());
+    let log_plan = Arc::new(Plan::default());
+    let store = open(path, &store_plan);
     let rules = LiveRules::with_manifest(Default::default());
+    super::wal::faults::set(Some(log_plan.clone()));
     let (writer, handle) =
         Writer::start(store.clone(), rules.clone(), Arc::new(Metrics::new()), None)
             .expect("writer");
+    super::wal::faults::set(None);
+    let plan = match target {
+        Target::Store => store_plan,
+        Target::Log => log_plan,
+    };
     plan.ops.store(0, Ordering::SeqCst);
     plan.eio.store(eio, Ordering::SeqCst);
     // ENOSPC lasts until space is freed; EIO is one failed operation.
@@ -166,15 +182,24 @@ fn check(store: &Store, out: &Outcome, fail_at: u64, phase: &str) {
 }
 
 #[test]
-fn a_fault_at_every_point_of_the_workload_loses_and_duplicates_nothing() {
+fn a_fault_at_every_point_of_the_store_loses_and_duplicates_nothing() {
+    sweep(Target::Store);
+}
+
+#[test]
+fn a_fault_at_every_point_of_the_ingest_log_loses_and_duplicates_nothing() {
+    sweep(Target::Log);
+}
+
+fn sweep(target: Target) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (clean, ops) = workload(&dir.path().join("clean.redb"), 0, false);
+    let (clean, ops) = workload(&dir.path().join("clean.redb"), 0, false, target);
     assert_eq!(clean.acked, ROUNDS * 5);
     assert!(ops > 10, "the workload wrote {ops} times");
     let step = (ops / 40).max(1);
     if let Ok(n) = std::env::var("SWEEP_ONLY") {
         let n: u64 = n.parse().expect("SWEEP_ONLY=n");
-        workload(&dir.path().join("only.redb"), n, true);
+        workload(&dir.path().join("only.redb"), n, true, target);
         return;
     }
     let mut injected_runs = 0;
@@ -182,7 +207,7 @@ fn a_fault_at_every_point_of_the_workload_loses_and_duplicates_nothing() {
     while n <= ops {
         for eio in [false, true] {
             let path = dir.path().join(format!("n{n}-{eio}.redb"));
-            let (out, _) = workload(&path, n, eio);
+            let (out, _) = workload(&path, n, eio, target);
             if out.injected > 0 {
                 injected_runs += 1;
             }
@@ -190,7 +215,8 @@ fn a_fault_at_every_point_of_the_workload_loses_and_duplicates_nothing() {
         n += step;
     }
     eprintln!(
-        "fault sweep: {ops} storage writes/syncs in the workload, {injected_runs} runs met a fault"
+        "fault sweep ({target:?}): {ops} writes/syncs in the workload, {injected_runs} runs met \
+         a fault"
     );
     assert!(injected_runs >= 20, "only {injected_runs} runs met a fault");
 }

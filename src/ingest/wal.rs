@@ -73,6 +73,44 @@ pub struct Wal {
     bytes: u64,
     /// An append failed and could not be undone: refuse further appends.
     poisoned: bool,
+    /// Injected faults (tests: see [`faults`]).
+    #[cfg(test)]
+    faults: Option<std::sync::Arc<crate::store::health::faulty::Plan>>,
+}
+
+/// Fault injection for the ingest log (tests): a plan set on a thread applies to the logs
+/// opened on that thread, failing their Nth write, sync or truncation.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::store::health::faulty::Plan;
+
+    thread_local! {
+        static PLAN: RefCell<Option<Arc<Plan>>> = const { RefCell::new(None) };
+    }
+
+    /// Logs opened on this thread from now on follow `plan` (None: no faults).
+    pub(crate) fn set(plan: Option<Arc<Plan>>) {
+        PLAN.with(|p| *p.borrow_mut() = plan);
+    }
+
+    pub(super) fn current() -> Option<Arc<Plan>> {
+        PLAN.with(|p| p.borrow().clone())
+    }
+}
+
+impl Wal {
+    /// One write, sync or truncation: fails when a test's plan says so.
+    #[inline]
+    fn inject(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(p) = &self.faults {
+            return p.check();
+        }
+        Ok(())
+    }
 }
 
 impl Wal {
@@ -140,6 +178,8 @@ impl Wal {
             next_seq: rec.last_seq.max(applied) + 1,
             bytes,
             poisoned: false,
+            #[cfg(test)]
+            faults: faults::current(),
         };
         Ok((wal, rec))
     }
@@ -201,6 +241,7 @@ impl Wal {
         if self.poisoned {
             // A failed append could not be undone: undo it now, or refuse (a later record
             // must never follow a torn one).
+            self.inject()?;
             let undone = self.active.as_mut().map_or(Ok(()), |(f, flen, _, _)| {
                 use std::io::Seek;
                 f.set_len(*flen)
@@ -242,13 +283,21 @@ impl Wal {
         header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         header[8..16].copy_from_slice(&seq.to_le_bytes());
         let total = (HEADER + body.len()) as u64;
+        // Injected faults (tests): before the write, between the header and the body (a
+        // torn record), before the sync, and at the undo.
+        let fail_write = self.inject();
+        let fail_body = self.inject();
+        let fail_sync = self.inject();
+        let fail_undo = self.inject();
         let Some((f, flen, _, last)) = self.active.as_mut() else {
             unreachable!("opened above")
         };
         // Header and body without copying the body (it may be tens of MiB).
-        let result = f
-            .write_all(&header)
+        let result = fail_write
+            .and_then(|()| f.write_all(&header))
+            .and_then(|()| fail_body)
             .and_then(|()| f.write_all(body))
+            .and_then(|()| fail_sync)
             .and_then(|()| f.sync_data());
         match result {
             Ok(()) => {
@@ -260,7 +309,7 @@ impl Wal {
             }
             Err(e) => {
                 // Undo, so that no later record follows a torn one.
-                let undone = f.set_len(*flen).and_then(|()| {
+                let undone = fail_undo.and_then(|()| f.set_len(*flen)).and_then(|()| {
                     use std::io::Seek;
                     f.seek(io::SeekFrom::Start(*flen)).map(|_| ())
                 });

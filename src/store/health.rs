@@ -187,7 +187,8 @@ pub(crate) mod faulty {
     }
 
     impl Plan {
-        fn check(&self) -> io::Result<()> {
+        /// Counts one operation; fails it when the plan says so.
+        pub(crate) fn check(&self) -> io::Result<()> {
             let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
             let at = self.fail_at.load(Ordering::SeqCst);
             let failing =

@@ -312,6 +312,11 @@ fn start_up_failures_exit_promptly_with_file_sources_configured() {
             "hook",
         ),
         (
+            "a bad listen address",
+            format!("state_dir: state\napi:\n  listen: 127.0.0.1:99999\nsources:\n{files}"),
+            "listen",
+        ),
+        (
             "non-loopback API without tokens",
             format!("state_dir: state\napi:\n  listen: 0.0.0.0:0\nsources:\n{files}"),
             "token",
@@ -330,6 +335,13 @@ fn start_up_failures_exit_promptly_with_file_sources_configured() {
             "{what}: the error does not say {says:?}:\n{err}"
         );
         assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
+        if what == "a bad listen address" {
+            // A configuration error: exit 2, naming the file, line and key.
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            assert!(err.contains("sentinel.yaml:3:"), "{what}: {err}");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
         // Nothing holds the store: a scan can write it.
         let scan = ws.run(&["scan", "logs/app.log"]);
         assert!(
