@@ -295,9 +295,9 @@ impl Wal {
         // Header and body without copying the body (it may be tens of MiB).
         let result = fail_write
             .and_then(|()| f.write_all(&header))
-            .and_then(|()| fail_body)
+            .and(fail_body)
             .and_then(|()| f.write_all(body))
-            .and_then(|()| fail_sync)
+            .and(fail_sync)
             .and_then(|()| f.sync_data());
         match result {
             Ok(()) => {
