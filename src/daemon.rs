@@ -81,7 +81,28 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let _ = metrics.render(); // fixes the process start time
 
-    let on_new = Box::new(|n: &NewIncidentNote| {
+    // One line per new incident while they trickle in; a flood of distinct errors gets a
+    // summary every 10 s instead (see `episode::Burst`).
+    let burst = std::sync::Mutex::new(crate::episode::Burst::new());
+    let on_new = Box::new(move |n: &NewIncidentNote| {
+        let admit = burst
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit();
+        let summary = |n: u64| {
+            tracing::info!(
+                new_incidents = n,
+                "{n} new incidents not logged one by one (over {} a second); `sentinel report` and \
+                 GET /incidents list them",
+                crate::episode::Burst::PER_SECOND
+            );
+        };
+        match admit {
+            crate::episode::Admit::Quiet => return,
+            crate::episode::Admit::Summary(k) => return summary(k),
+            crate::episode::Admit::Line { suppressed } if suppressed > 0 => summary(suppressed),
+            crate::episode::Admit::Line { .. } => {}
+        }
         // Never the line itself: Sentinel's own log may be tailed, and a logged error
         // line would be counted again (a feedback loop).
         tracing::info!(
@@ -184,7 +205,25 @@ async fn serve_all(
         }
     };
     let mut servers = Vec::new();
+    // The API's fallible steps (auth settings, the listen address) come before any source
+    // starts: a refusal then leaves nothing running behind it.
+    let api = match options.api {
+        Some(addr) => {
+            let mut api_config = config.api.clone();
+            api_config.listen = addr;
+            let auth = crate::api::ApiAuth::from_config(&api_config, |v| std::env::var(v).ok())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
+            Some((auth, listener))
+        }
+        None => None,
+    };
+    let board = Arc::new(crate::source::SourceBoard::new());
+    let shutdown = handle.shutdown_flag();
     let cx = crate::source::SourceContext {
+        board: board.clone(),
         ingest: handle,
         rules: rules.clone(),
         metrics: metrics.clone(),
@@ -232,15 +271,10 @@ async fn serve_all(
 
     // The API.
     let mut api_addr = None;
-    if let Some(addr) = options.api {
-        let mut api_config = config.api.clone();
-        api_config.listen = addr;
-        let auth = crate::api::ApiAuth::from_config(&api_config, |v| std::env::var(v).ok())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
+    if let Some((auth, listener)) = api {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         api_addr = Some(local.to_string());
         let state = Arc::new(
             ApiState::new(
@@ -252,6 +286,7 @@ async fn serve_all(
                 started_at,
             )
             .with_auth(auth)
+            .with_board(board.clone())
             .with_fixer(fix_handle.clone())
             .with_stop(stop_streams),
         );
@@ -298,10 +333,16 @@ async fn serve_all(
 
     let signal = signals.wait().await;
     tracing::info!("{signal}: stopping");
+    // Sources blocked on a degraded store give up their unsent batches from now on.
+    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     for stopper in sources.stoppers {
         match stopper {
-            Stopper::Threads(stop) => tokio::task::spawn_blocking(stop).await?,
+            Stopper::Threads(stop) => {
+                if let Err(e) = tokio::task::spawn_blocking(stop).await {
+                    tracing::error!(error = %e, "a source failed while stopping");
+                }
+            }
             Stopper::Task(task) => servers.push(task),
         }
     }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod dashboard;
+pub mod episode;
 pub mod fix;
 #[cfg(feature = "daemon")]
 pub mod http;

@@ -10,8 +10,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `kind` label values of `sentinel_inotify_events_total`: `create`, `modify` (data
@@ -50,6 +50,13 @@ pub struct Metrics {
     /// `sentinel_webhook_events_total{source,outcome}`: events `accepted` (counted) or
     /// `duplicate` (an event id committed before).
     pub webhook_events: IntCounterVec,
+    /// `sentinel_cloudwatch_requests_total{source,outcome}`: `FilterLogEvents` requests by
+    /// outcome (`ok`, `throttled`, `error`: 5xx or network, `denied`: access, credentials,
+    /// a missing group).
+    pub cloudwatch_requests: IntCounterVec,
+    /// `sentinel_cloudwatch_lag_seconds{source}`: how old the point is up to which every log
+    /// group of the source was read completely (about `poll_interval` when caught up).
+    pub cloudwatch_lag: GaugeVec,
     /// `sentinel_ingest_rejected_total{source,reason}`: requests turned away (`queue_full`
     /// answers 429, `store_unavailable` 503, ...).
     pub rejected: IntCounterVec,
@@ -65,6 +72,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// `sentinel_store_commit_errors_total`.
     pub commit_errors: IntCounter,
+    /// `sentinel_store_degraded`: 1 while the store cannot commit and is being recovered.
+    pub store_degraded: IntGauge,
     /// `sentinel_files_tracked{source}`: files tailed (their handle open or closed: see
     /// `sentinel_files_open`).
     pub files_tracked: IntGaugeVec,
@@ -174,6 +183,23 @@ impl Metrics {
             "Webhook events by outcome (accepted, duplicate).",
             &["source", "outcome"],
         );
+        let cloudwatch_requests = counter(
+            "sentinel_cloudwatch_requests_total",
+            "CloudWatch Logs FilterLogEvents requests by outcome (ok, throttled, error, denied).",
+            &["source", "outcome"],
+        );
+        let cloudwatch_lag = GaugeVec::new(
+            Opts::new(
+                "sentinel_cloudwatch_lag_seconds",
+                "Age of the point up to which every log group of a CloudWatch source was read \
+                 completely.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cloudwatch_lag.clone()))
+            .expect("unique metric");
         let rejected = counter(
             "sentinel_ingest_rejected_total",
             "Requests turned away under load or on storage failure, by reason.",
@@ -309,6 +335,10 @@ impl Metrics {
         registry
             .register(Box::new(commit_errors.clone()))
             .expect("unique metric");
+        let store_degraded = gauge(
+            "sentinel_store_degraded",
+            "1 while the store cannot commit (full disk, I/O errors) and is being recovered.",
+        );
         let fixes = counter(
             "sentinel_fixes_total",
             "Fixes ended, by status (success, failure, awaiting_approval).",
@@ -367,6 +397,8 @@ impl Metrics {
             long_lines,
             webhook_requests,
             webhook_events,
+            cloudwatch_requests,
+            cloudwatch_lag,
             rejected,
             queue_depth,
             queue_bytes,
@@ -377,6 +409,7 @@ impl Metrics {
             inotify_watch_limit,
             commit_seconds,
             commit_errors,
+            store_degraded,
             files_tracked,
             rotations,
             file_errors,

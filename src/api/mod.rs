@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}`: the process serves requests (liveness) |
-//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `source_details` (`[{name, type, detail}]`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
+//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `source_details` (`[{name, type, detail}]`, plus the live fields a source publishes: `state` (`ok`, `failing`, `running`, `exited` ...) and `error`; a process's `pid`, `restarts`, `last_exit`; a CloudWatch source's `log_groups` and `lag_seconds`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
@@ -69,6 +69,7 @@ pub struct ApiState {
     config: Arc<Config>,
     rules: Arc<LiveRules>,
     sources: Vec<SourceInfo>,
+    board: Arc<crate::source::SourceBoard>,
     started_at: Timestamp,
     started: Instant,
     auth: Arc<ApiAuth>,
@@ -95,6 +96,7 @@ impl ApiState {
             config,
             rules,
             sources,
+            board: Arc::new(crate::source::SourceBoard::new()),
             started_at,
             started: Instant::now(),
             auth: Arc::new(ApiAuth::open(std::net::SocketAddr::from((
@@ -116,6 +118,12 @@ impl ApiState {
         self.fixer = Some(fixer);
         self
     }
+    /// Shows the sources' live state (see [`crate::source::SourceBoard`]) in `/status`.
+    pub fn with_board(mut self, board: Arc<crate::source::SourceBoard>) -> ApiState {
+        self.board = board;
+        self
+    }
+
     /// Ends the `GET /events` streams when `stop` turns true (the daemon stopping), so
     /// that shutdown does not wait for them.
     pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> ApiState {
@@ -251,14 +259,45 @@ async fn incident_totals(
     Ok((by_status, total, active))
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`")))]
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`"), (status = 503, description = "the store cannot commit: `{\"status\": \"degraded\", \"reason\", \"since\"}`")))]
+async fn health(State(s): State<Arc<ApiState>>) -> Response {
+    match s.store.health().degraded() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(d) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "status": "degraded", "reason": d.reason, "since": d.since })),
+        )
+            .into_response(),
+    }
+}
+
+/// The store's health as `/status` shows it.
+fn store_health(s: &ApiState) -> Value {
+    match s.store.health().degraded() {
+        None => json!({ "status": "ok" }),
+        Some(d) => json!({ "status": "degraded", "reason": d.reason, "since": d.since }),
+    }
 }
 
 #[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status")))]
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let (by_status, total, active) = incident_totals(&s).await?;
+    let (by_status, total, active) = match incident_totals(&s).await {
+        Ok(t) => t,
+        // A degraded store still gets a status: what it is, and why.
+        Err(_) if s.store.health().is_degraded() => {
+            return Ok(Json(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_at": s.started_at.to_string(),
+                "uptime_seconds": s.started.elapsed().as_secs(),
+                "sources": s.sources.len(),
+                "store": store_health(&s),
+                "incidents": null,
+                "source_details": s.sources,
+            })));
+        }
+        Err(e) => return Err(e),
+    };
     let by_status: serde_json::Map<String, Value> = IncidentStatus::ALL
         .iter()
         .map(|st| {
@@ -283,9 +322,10 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "pact_configured": c.pact.project_dir.is_some() || c.pact.api_endpoint.is_some(),
         "incidents": total,
         "incidents_by_status": by_status,
-        "source_details": s.sources,
+        "source_details": s.board.details(&s.sources),
         "files_open": s.metrics.files_open.get(),
         "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
+        "store": store_health(&s),
     })))
 }
 
@@ -498,10 +538,15 @@ async fn incident(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    static FAILING: crate::episode::SharedEpisode =
+        crate::episode::SharedEpisode::new("API: reading the store fails");
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(v)) => {
+            FAILING.ended();
+            Ok(v)
+        }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "API: reading the store failed");
+            FAILING.failed(&e);
             Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

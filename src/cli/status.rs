@@ -9,6 +9,7 @@
 //! | `arbiter`, `stigmergy`, `chronicler`, `notify` | their URL is set (Chronicler: `chronicler_enabled`; its `/events` URL) | `GET` the URL: any HTTP answer is ok (reachable) |
 //! | `ledger` | `ledger.ledger_api` is set | `GET` what Sentinel reads (`<ledger_api>/annotations`, or the `/export/` document named): only a 2xx is ok |
 //! | `pact` | `pact.api_endpoint` or `pact.project_dir` | `GET` the endpoint, else `pact --version` on `PATH` |
+//! | `cloudwatch` (one per source) | a `type: cloudwatch` source | a signed one-event `FilterLogEvents` on each of its log groups, with the credentials the daemon would use: ok, `unreachable` (network, 5xx), `failed` (access denied, missing group, bad or missing credentials, no region; throttled) |
 //!
 //! Exit code 1 when a configured integration is unreachable or failed, else 0.
 
@@ -248,6 +249,12 @@ pub fn run_checks(config: &Config, env: impl Fn(&str) -> Option<String>) -> Vec<
         },
     );
 
+    for src in &config.sources {
+        if let crate::config::SourceConfig::Cloudwatch(cw) = src {
+            slots.push(Slot::Cloudwatch(Box::new(cw.clone())));
+        }
+    }
+
     let client = reqwest::blocking::Client::builder()
         .timeout(CHECK_TIMEOUT)
         .connect_timeout(CHECK_TIMEOUT)
@@ -279,6 +286,7 @@ pub fn run_checks(config: &Config, env: impl Fn(&str) -> Option<String>) -> Vec<
 enum Slot {
     Http { probe: Probe, when_down: CheckState },
     PactCli,
+    Cloudwatch(Box<crate::config::CloudwatchSourceConfig>),
     Done(Check),
 }
 
@@ -294,6 +302,7 @@ impl Slot {
         match self {
             Slot::Done(c) => c,
             Slot::PactCli => pact_cli(),
+            Slot::Cloudwatch(src) => cloudwatch(&src),
             Slot::Http { probe, when_down } => {
                 let Some(client) = client else {
                     return Check {
@@ -320,10 +329,25 @@ fn http_check(client: &reqwest::blocking::Client, p: Probe, when_down: CheckStat
     let ms = start.elapsed().as_millis() as u64;
     let (state, error) = match result {
         Ok(r) if !p.need_success || r.status().is_success() => (CheckState::Ok, None),
-        Ok(r) => (
-            CheckState::Failed,
-            Some(format!("answered HTTP {}", r.status().as_u16())),
-        ),
+        Ok(r) => {
+            let code = r.status().as_u16();
+            // A degraded daemon's /health names the reason (`{"status": "degraded", ...}`).
+            let why = r
+                .json::<serde_json::Value>()
+                .ok()
+                .filter(|v| v["status"] == "degraded")
+                .map(|v| {
+                    format!(
+                        "degraded since {}: {}",
+                        v["since"].as_str().unwrap_or("?"),
+                        v["reason"].as_str().unwrap_or("?")
+                    )
+                });
+            (
+                CheckState::Failed,
+                Some(why.unwrap_or_else(|| format!("answered HTTP {code}"))),
+            )
+        }
         Err(e) => (when_down, Some(reqwest_error(&e))),
     };
     Check {
@@ -357,6 +381,35 @@ fn reqwest_error(e: &reqwest::Error) -> String {
         msg.push_str(&l);
     }
     msg
+}
+
+/// A signed one-event `FilterLogEvents` on each log group of the source.
+fn cloudwatch(src: &crate::config::CloudwatchSourceConfig) -> Check {
+    use crate::source::cloudwatch::{ApiError, probe};
+    let start = Instant::now();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ApiError::Denied(format!("cannot start a runtime: {e}")))
+        .and_then(|rt| rt.block_on(probe(src, CHECK_TIMEOUT)));
+    let ms = start.elapsed().as_millis() as u64;
+    let name = &src.common.name;
+    let (state, target, error) = match result {
+        Ok(endpoint) => (CheckState::Ok, format!("{name}: {endpoint}"), None),
+        Err(ApiError::Transient(m)) => (CheckState::Unreachable, name.clone(), Some(m)),
+        Err(e) => (
+            CheckState::Failed,
+            name.clone(),
+            Some(e.message().to_string()),
+        ),
+    };
+    Check {
+        name: "cloudwatch",
+        state,
+        target: Some(target),
+        latency_ms: Some(ms),
+        error,
+    }
 }
 
 fn pact_cli() -> Check {

@@ -46,8 +46,9 @@ pub use peers::{
     NotifyConfig, StigmergyConfig, TrustEventType, TrustMapping,
 };
 pub use source::{
-    CloudwatchSourceConfig, FileSourceConfig, LogFormat, SourceCommon, SourceConfig, SourceKind,
-    StartAt, WebhookSourceConfig,
+    CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS, FileSourceConfig,
+    LogFormat, ProcessSourceConfig, RestartPolicy, SourceCommon, SourceConfig, SourceKind, StartAt,
+    StdinSourceConfig, WebhookSourceConfig,
 };
 
 use api::{RawApi, resolve_api};

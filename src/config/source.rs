@@ -27,7 +27,11 @@ pub enum SourceKind {
     Cloudwatch,
     /// HTTP webhook posts.
     Webhook,
-    /// A process's standard output.
+    /// A command's standard output and error.
+    Process,
+    /// The daemon's standard input.
+    Stdin,
+    /// The reference's name for `stdin` (accepted, deprecated).
     Stdout,
 }
 
@@ -69,10 +73,12 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// `type: webhook`.
     Webhook(WebhookSourceConfig),
-    /// `type: cloudwatch` (accepted; not started yet).
+    /// `type: cloudwatch`.
     Cloudwatch(CloudwatchSourceConfig),
-    /// `type: stdout` (the reference's; accepted, not started yet).
-    Stdout(SourceCommon),
+    /// `type: process`.
+    Process(ProcessSourceConfig),
+    /// `type: stdin` (and the reference's `type: stdout`, its deprecated alias).
+    Stdin(StdinSourceConfig),
 }
 
 impl SourceConfig {
@@ -82,7 +88,8 @@ impl SourceConfig {
             SourceConfig::File(s) => &s.common,
             SourceConfig::Webhook(s) => &s.common,
             SourceConfig::Cloudwatch(s) => &s.common,
-            SourceConfig::Stdout(c) => c,
+            SourceConfig::Process(s) => &s.common,
+            SourceConfig::Stdin(s) => &s.common,
         }
     }
 
@@ -97,7 +104,8 @@ impl SourceConfig {
             SourceConfig::File(_) => SourceKind::File,
             SourceConfig::Webhook(_) => SourceKind::Webhook,
             SourceConfig::Cloudwatch(_) => SourceKind::Cloudwatch,
-            SourceConfig::Stdout(_) => SourceKind::Stdout,
+            SourceConfig::Process(_) => SourceKind::Process,
+            SourceConfig::Stdin(_) => SourceKind::Stdin,
         }
     }
 }
@@ -148,7 +156,7 @@ impl FileSourceConfig {
         Ok(FileSourceConfig {
             common,
             path: raw.path.clone(),
-            start_at: raw.start_at,
+            start_at: raw.start_at.unwrap_or(StartAt::Beginning),
             follow_symlinks: raw.follow_symlinks,
         })
     }
@@ -206,32 +214,220 @@ impl WebhookSourceConfig {
     }
 }
 
-/// `type: cloudwatch`: AWS CloudWatch Logs (the reference's keys).
+/// `type: cloudwatch`: AWS CloudWatch Logs (the reference's keys, plus `log_groups`,
+/// `log_stream_prefix`, `endpoint`, `start_at`, `lookback_seconds`,
+/// `max_requests_per_second` and `profile`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CloudwatchSourceConfig {
     /// Name, format, error patterns.
     pub common: SourceCommon,
-    /// `log_group`.
-    pub log_group: String,
-    /// `filter_pattern`.
+    /// `log_group` and `log_groups`, in that order, without repeats: at least one.
+    pub log_groups: Vec<String>,
+    /// `log_stream_prefix`: only streams whose name starts with it.
+    pub log_stream_prefix: Option<String>,
+    /// `filter_pattern`: CloudWatch's syntax, passed through. When set, every event it
+    /// returns counts as an error line; when empty, the `error_patterns` decide.
     pub filter_pattern: String,
-    /// `region`.
+    /// `region` (empty: `AWS_REGION`, then `AWS_DEFAULT_REGION`, at start).
     pub region: String,
-    /// `poll_interval` in seconds.
+    /// `poll_interval` in seconds (default 30).
     pub poll_interval: u64,
+    /// `endpoint`: a URL replacing `https://logs.<region>.amazonaws.com` (an emulator, a
+    /// VPC endpoint).
+    pub endpoint: Option<String>,
+    /// `start_at`: where a log group without a saved position starts: `end` (the default:
+    /// `lookback_seconds` before now) or `beginning` (its oldest event).
+    pub start_at: StartAt,
+    /// `lookback_seconds` (default 300, the reference's).
+    pub lookback_seconds: u64,
+    /// `max_requests_per_second` (default 4): shared by every cloudwatch source of one
+    /// account and region (the smallest configured value applies).
+    pub max_requests_per_second: f64,
+    /// `profile`: the `~/.aws/credentials` section to use (default: `AWS_PROFILE`, else
+    /// `default`; when set it wins over the `AWS_*` key variables).
+    pub profile: Option<String>,
 }
 
+/// The default `max_requests_per_second` of a cloudwatch source: below the 5 per second
+/// FilterLogEvents quota of an account and region.
+pub const DEFAULT_CLOUDWATCH_RPS: f64 = 4.0;
+
+/// The default `lookback_seconds` (the reference starts at now − 300 s).
+pub const DEFAULT_LOOKBACK_SECONDS: u64 = 300;
+
 impl CloudwatchSourceConfig {
-    fn from_raw(raw: &RawSource, common: SourceCommon) -> Self {
+    /// A source on `log_group` in `region` with the defaults (tests and examples).
+    pub fn new(log_group: impl Into<String>, region: impl Into<String>) -> Self {
+        let log_group = log_group.into();
         CloudwatchSourceConfig {
-            common,
-            log_group: raw.log_group.clone(),
-            filter_pattern: raw.filter_pattern.clone(),
-            region: raw.region.clone(),
-            poll_interval: raw.poll_interval,
+            common: SourceCommon {
+                name: format!("cloudwatch:{log_group}"),
+                format: LogFormat::Text,
+                error_patterns: None,
+            },
+            log_groups: vec![log_group],
+            log_stream_prefix: None,
+            filter_pattern: String::new(),
+            region: region.into(),
+            poll_interval: 30,
+            endpoint: None,
+            start_at: StartAt::End,
+            lookback_seconds: DEFAULT_LOOKBACK_SECONDS,
+            max_requests_per_second: DEFAULT_CLOUDWATCH_RPS,
+            profile: None,
         }
     }
+
+    fn from_raw(
+        raw: &RawSource,
+        common: SourceCommon,
+        i: usize,
+        invalid: Invalid,
+    ) -> Result<Self, ConfigError> {
+        let mut log_groups: Vec<String> = Vec::new();
+        for g in std::iter::once(&raw.log_group).chain(raw.log_groups.iter()) {
+            let g = g.trim();
+            if !g.is_empty() && !log_groups.iter().any(|o| o == g) {
+                log_groups.push(g.to_string());
+            }
+        }
+        if log_groups.is_empty() {
+            return Err(invalid(
+                format!("sources[{i}].log_group"),
+                None,
+                "a cloudwatch source needs a `log_group` (or `log_groups: [..]`)".into(),
+            ));
+        }
+        if raw.poll_interval == 0 {
+            return Err(invalid(
+                format!("sources[{i}].poll_interval"),
+                None,
+                "must be at least 1 (seconds)".into(),
+            ));
+        }
+        let rps = raw
+            .max_requests_per_second
+            .unwrap_or(DEFAULT_CLOUDWATCH_RPS);
+        if !(rps.is_finite() && rps > 0.0 && rps <= 1000.0) {
+            return Err(invalid(
+                format!("sources[{i}].max_requests_per_second"),
+                None,
+                format!("{rps} is out of range: expected more than 0 and at most 1000"),
+            ));
+        }
+        let endpoint = raw
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        if let Some(e) = endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(invalid(
+                format!("sources[{i}].endpoint"),
+                None,
+                format!("{e:?} is not an http:// or https:// URL"),
+            ));
+        }
+        Ok(CloudwatchSourceConfig {
+            common,
+            log_groups,
+            log_stream_prefix: raw.log_stream_prefix.clone().filter(|p| !p.is_empty()),
+            filter_pattern: raw.filter_pattern.trim().to_string(),
+            region: raw.region.trim().to_string(),
+            poll_interval: raw.poll_interval,
+            endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
+            start_at: raw.start_at.unwrap_or(StartAt::End),
+            lookback_seconds: raw.lookback_seconds.unwrap_or(DEFAULT_LOOKBACK_SECONDS),
+            max_requests_per_second: rps,
+            profile: raw.profile.clone().filter(|p| !p.trim().is_empty()),
+        })
+    }
+}
+
+/// When a `type: process` source starts its command again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Whenever it exits (the default: a log follower that ends is started again).
+    #[default]
+    Always,
+    /// When it exits with a non-zero status or is killed by a signal.
+    OnFailure,
+    /// Never: once it exits, the source is done.
+    Never,
+}
+
+/// `type: process`: a command whose standard output and error lines are scanned.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProcessSourceConfig {
+    /// Name, format, error patterns.
+    pub common: SourceCommon,
+    /// `command`: the argv (no shell: write `["sh", "-c", "..."]` for one).
+    pub command: Vec<String>,
+    /// `env`: variables added to the daemon's environment.
+    pub env: Vec<(String, String)>,
+    /// `cwd`, relative to the config file's directory (default: that directory).
+    pub cwd: Option<String>,
+    /// `restart`: `always` (default), `on-failure`, `never`.
+    pub restart: RestartPolicy,
+}
+
+impl ProcessSourceConfig {
+    /// A source running `command` with the defaults (tests and examples).
+    pub fn new(command: Vec<String>) -> Self {
+        ProcessSourceConfig {
+            common: SourceCommon {
+                name: format!("process:{}", command.first().map_or("", String::as_str)),
+                format: LogFormat::Text,
+                error_patterns: None,
+            },
+            command,
+            env: Vec::new(),
+            cwd: None,
+            restart: RestartPolicy::Always,
+        }
+    }
+
+    fn from_raw(
+        raw: &RawSource,
+        common: SourceCommon,
+        i: usize,
+        invalid: Invalid,
+    ) -> Result<Self, ConfigError> {
+        if raw.command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err(invalid(
+                format!("sources[{i}].command"),
+                None,
+                "a process source needs a `command`: an argv list such as \
+                 [\"kubectl\", \"logs\", \"-f\", \"deploy/api\"]"
+                    .into(),
+            ));
+        }
+        Ok(ProcessSourceConfig {
+            common,
+            command: raw.command.clone(),
+            env: raw
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cwd: raw.cwd.clone().filter(|c| !c.trim().is_empty()),
+            restart: raw.restart,
+        })
+    }
+}
+
+/// `type: stdin`: the daemon's standard input (`app | sentinel watch`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StdinSourceConfig {
+    /// Name, format, error patterns.
+    pub common: SourceCommon,
+    /// Written as the reference's `type: stdout` (deprecated: a note at start).
+    pub deprecated_alias: bool,
 }
 
 /// How a check names a bad key: `(key, location, message)`.
@@ -260,8 +456,18 @@ pub(super) fn resolve_sources(
             None => match s.kind {
                 SourceKind::File => s.path.clone(),
                 SourceKind::Webhook => format!("webhook:{}", s.port),
-                SourceKind::Cloudwatch => format!("cloudwatch:{}", s.log_group),
-                SourceKind::Stdout => "stdout".into(),
+                SourceKind::Cloudwatch => format!(
+                    "cloudwatch:{}",
+                    if s.log_group.trim().is_empty() {
+                        s.log_groups.first().map_or("", |g| g.trim())
+                    } else {
+                        s.log_group.trim()
+                    }
+                ),
+                SourceKind::Process => {
+                    format!("process:{}", s.command.first().map_or("", String::as_str))
+                }
+                SourceKind::Stdin | SourceKind::Stdout => "stdin".into(),
             },
         };
         if sources.iter().any(|o| o.name() == name) {
@@ -296,9 +502,24 @@ pub(super) fn resolve_sources(
             }
             SourceKind::Webhook => SourceConfig::Webhook(WebhookSourceConfig::from_raw(&s, common)),
             SourceKind::Cloudwatch => {
-                SourceConfig::Cloudwatch(CloudwatchSourceConfig::from_raw(&s, common))
+                SourceConfig::Cloudwatch(CloudwatchSourceConfig::from_raw(&s, common, i, invalid)?)
             }
-            SourceKind::Stdout => SourceConfig::Stdout(common),
+            SourceKind::Process => {
+                SourceConfig::Process(ProcessSourceConfig::from_raw(&s, common, i, invalid)?)
+            }
+            SourceKind::Stdin | SourceKind::Stdout => {
+                if sources.iter().any(|o| matches!(o, SourceConfig::Stdin(_))) {
+                    return Err(invalid(
+                        format!("sources[{i}].type"),
+                        None,
+                        "there is one standard input: only one stdin source".into(),
+                    ));
+                }
+                SourceConfig::Stdin(StdinSourceConfig {
+                    common,
+                    deprecated_alias: s.kind == SourceKind::Stdout,
+                })
+            }
         });
     }
     Ok(sources)
@@ -314,14 +535,24 @@ pub(super) struct RawSource {
     path: String,
     format: LogFormat,
     log_group: String,
+    log_groups: Vec<String>,
+    log_stream_prefix: Option<String>,
     filter_pattern: String,
     region: String,
     poll_interval: u64,
+    endpoint: Option<String>,
+    lookback_seconds: Option<u64>,
+    max_requests_per_second: Option<f64>,
+    profile: Option<String>,
+    command: Vec<String>,
+    env: std::collections::BTreeMap<String, String>,
+    cwd: Option<String>,
+    restart: RestartPolicy,
     port: u16,
     host: String,
     error_patterns: Option<Vec<Spanned<String>>>,
     name: Option<Spanned<String>>,
-    start_at: StartAt,
+    start_at: Option<StartAt>,
     follow_symlinks: bool,
     token_env: Option<String>,
     hmac_secret_env: Option<String>,
@@ -334,14 +565,24 @@ impl Default for RawSource {
             path: String::new(),
             format: LogFormat::Text,
             log_group: String::new(),
+            log_groups: Vec::new(),
+            log_stream_prefix: None,
             filter_pattern: String::new(),
             region: String::new(),
             poll_interval: 30,
+            endpoint: None,
+            lookback_seconds: None,
+            max_requests_per_second: None,
+            profile: None,
+            command: Vec::new(),
+            env: std::collections::BTreeMap::new(),
+            cwd: None,
+            restart: RestartPolicy::Always,
             port: 0,
             host: "127.0.0.1".into(),
             error_patterns: None,
             name: None,
-            start_at: StartAt::Beginning,
+            start_at: None,
             follow_symlinks: false,
             token_env: None,
             hmac_secret_env: None,

@@ -86,10 +86,10 @@ fn unknown_key_is_named_with_line_and_column() {
 
 #[test]
 fn wrong_type_says_what_was_expected() {
-    let err = parse("sources:\n  - type: process\n").unwrap_err();
+    let err = parse("sources:\n  - type: kafka\n").unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(":2:"), "{msg}");
-    assert!(msg.contains("process"), "{msg}");
+    assert!(msg.contains("kafka"), "{msg}");
     let err = parse("auto_remediate: maybe\n").unwrap_err();
     assert!(err.to_string().contains(":1:"), "{err}");
 }
@@ -381,4 +381,95 @@ fn search_order_and_defaults() {
     // A broken first candidate is an error, not a fall-through to the next one.
     std::fs::write(dir.path().join("sentinel.yaml"), "auto_remediate: [\n").unwrap();
     assert!(Config::load(&search).is_err());
+}
+
+#[test]
+fn cloudwatch_process_and_stdin_sources_parse() {
+    let c = parse(
+        r#"
+sources:
+  - type: cloudwatch
+    log_group: /aws/lambda/api
+    log_groups: [/aws/lambda/worker, /aws/lambda/api]
+    log_stream_prefix: "2026/"
+    region: eu-west-1
+    endpoint: http://127.0.0.1:5000/
+    start_at: beginning
+    max_requests_per_second: 2.5
+    profile: prod
+  - type: cloudwatch
+    name: cw2
+    log_groups: [g]
+    region: us-east-1
+  - type: process
+    command: [kubectl, logs, -f, deploy/api]
+    env: {KUBECONFIG: /k}
+    cwd: work
+    restart: on-failure
+  - type: stdout
+"#,
+    )
+    .unwrap();
+    let SourceConfig::Cloudwatch(cw) = &c.sources[0] else {
+        panic!("cloudwatch")
+    };
+    assert_eq!(cw.common.name, "cloudwatch:/aws/lambda/api");
+    assert_eq!(cw.log_groups, ["/aws/lambda/api", "/aws/lambda/worker"]);
+    assert_eq!(cw.log_stream_prefix.as_deref(), Some("2026/"));
+    assert_eq!(cw.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+    assert_eq!(cw.start_at, StartAt::Beginning);
+    assert_eq!(cw.max_requests_per_second, 2.5);
+    assert_eq!(cw.poll_interval, 30);
+    assert_eq!(cw.profile.as_deref(), Some("prod"));
+    let SourceConfig::Cloudwatch(cw2) = &c.sources[1] else {
+        panic!("cloudwatch")
+    };
+    // The reference's start: 300 s back from now.
+    assert_eq!(cw2.start_at, StartAt::End);
+    assert_eq!(cw2.lookback_seconds, DEFAULT_LOOKBACK_SECONDS);
+    assert_eq!(cw2.max_requests_per_second, DEFAULT_CLOUDWATCH_RPS);
+    let SourceConfig::Process(p) = &c.sources[2] else {
+        panic!("process")
+    };
+    assert_eq!(p.common.name, "process:kubectl");
+    assert_eq!(p.command, ["kubectl", "logs", "-f", "deploy/api"]);
+    assert_eq!(p.env, [("KUBECONFIG".to_string(), "/k".to_string())]);
+    assert_eq!(p.restart, RestartPolicy::OnFailure);
+    let SourceConfig::Stdin(s) = &c.sources[3] else {
+        panic!("stdin")
+    };
+    assert!(s.deprecated_alias);
+    assert_eq!(c.sources[3].kind(), SourceKind::Stdin);
+    // A file source still starts at the beginning by default.
+    let c = parse("sources: [{path: a.log}]\n").unwrap();
+    let SourceConfig::File(f) = &c.sources[0] else {
+        panic!("file")
+    };
+    assert_eq!(f.start_at, StartAt::Beginning);
+}
+
+#[test]
+fn bad_cloudwatch_and_process_sources_are_named() {
+    for (yaml, key) in [
+        (
+            "sources: [{type: cloudwatch, region: x}]",
+            "sources[0].log_group",
+        ),
+        (
+            "sources: [{type: cloudwatch, log_group: g, max_requests_per_second: 0}]",
+            "sources[0].max_requests_per_second",
+        ),
+        (
+            "sources: [{type: cloudwatch, log_group: g, endpoint: 'localhost:1'}]",
+            "sources[0].endpoint",
+        ),
+        ("sources: [{type: process}]", "sources[0].command"),
+        (
+            "sources: [{type: stdin}, {type: stdin, name: b}]",
+            "sources[1].type",
+        ),
+    ] {
+        let msg = parse(yaml).unwrap_err().to_string();
+        assert!(msg.contains(key), "{yaml}: {msg}");
+    }
 }

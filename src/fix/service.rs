@@ -324,9 +324,15 @@ impl<L: Llm + 'static> FixService<L> {
         let this = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(stop);
+        let mut failing = crate::episode::Episode::new("the fixer cannot read its queue");
         loop {
-            if let Err(e) = this.dispatch(&mut tasks) {
-                tracing::error!(error = %e, "cannot read the fix queue");
+            match this.dispatch(&mut tasks) {
+                Ok(()) => {
+                    failing.ended();
+                }
+                Err(e) => {
+                    failing.failed(&e);
+                }
             }
             tokio::select! {
                 () = &mut stop => break,

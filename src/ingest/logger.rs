@@ -282,11 +282,13 @@ pub(super) struct Logger {
     pub ids: Arc<DeliveryIds>,
     pub metrics: Arc<Metrics>,
     pub chunks: Sender<Logged>,
+    /// Failing appends (a full disk), logged as one episode.
+    pub failing: crate::episode::Episode,
 }
 
 impl Logger {
     /// Runs until every sender of requests is gone and the queue is drained.
-    pub(super) fn run(self) {
+    pub(super) fn run(mut self) {
         let mut hashes = Vec::new();
         let mut fresh = Vec::new();
         while let Ok(first) = self.events.recv() {
@@ -306,7 +308,7 @@ impl Logger {
         }
     }
 
-    fn log_group(&self, group: Vec<EventBatch>, hashes: &mut Vec<u64>, fresh: &mut Vec<bool>) {
+    fn log_group(&mut self, group: Vec<EventBatch>, hashes: &mut Vec<u64>, fresh: &mut Vec<bool>) {
         hashes.clear();
         for b in &group {
             for e in &b.events {
@@ -369,11 +371,14 @@ impl Logger {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .append(&body.0);
             match appended {
-                Ok(seq) => Some(seq),
+                Ok(seq) => {
+                    self.failing.ended();
+                    Some(seq)
+                }
                 Err(e) => {
                     self.ids.remove_all(logged);
                     self.metrics.commit_errors.inc();
-                    tracing::error!(error = %e, "could not append to the ingest log");
+                    self.failing.failed(&e);
                     let msg = format!("the ingest log could not be written: {e}");
                     for b in group {
                         let _ = b.reply.send(Err(WriteError::Store(msg.clone())));

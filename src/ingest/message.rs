@@ -74,4 +74,7 @@ pub enum SubmitError {
     Full(Box<EventBatch>),
     /// The writer has stopped (503).
     Closed(Box<EventBatch>),
+    /// The store cannot commit (a full disk, failing I/O) and is being recovered: nothing
+    /// is accepted meanwhile (503 with `Retry-After`); the reason.
+    Degraded(Box<EventBatch>, String),
 }

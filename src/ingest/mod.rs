@@ -15,6 +15,8 @@
 pub mod batch;
 #[cfg(feature = "daemon")]
 pub mod dedupe;
+#[cfg(all(test, feature = "daemon"))]
+mod fault_tests;
 #[cfg(feature = "daemon")]
 pub mod logger;
 #[cfg(feature = "daemon")]

@@ -38,7 +38,7 @@
 //!
 //! A failed append is undone (the segment is truncated back to its length before the
 //! append) so that a later record never sits behind a torn one; if even that fails the log
-//! refuses further appends until the next start.
+//! refuses appends until a later attempt manages the undo.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -100,6 +100,44 @@ pub struct Wal {
     bytes: u64,
     /// An append failed and could not be undone: refuse further appends.
     poisoned: bool,
+    /// Injected faults (tests: see [`faults`]).
+    #[cfg(test)]
+    faults: Option<std::sync::Arc<crate::store::health::faulty::Plan>>,
+}
+
+/// Fault injection for the ingest log (tests): a plan set on a thread applies to the logs
+/// opened on that thread, failing their Nth write, sync or truncation.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::store::health::faulty::Plan;
+
+    thread_local! {
+        static PLAN: RefCell<Option<Arc<Plan>>> = const { RefCell::new(None) };
+    }
+
+    /// Logs opened on this thread from now on follow `plan` (None: no faults).
+    pub(crate) fn set(plan: Option<Arc<Plan>>) {
+        PLAN.with(|p| *p.borrow_mut() = plan);
+    }
+
+    pub(super) fn current() -> Option<Arc<Plan>> {
+        PLAN.with(|p| p.borrow().clone())
+    }
+}
+
+impl Wal {
+    /// One write, sync or truncation: fails when a test's plan says so.
+    #[inline]
+    fn inject(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(p) = &self.faults {
+            return p.check();
+        }
+        Ok(())
+    }
 }
 
 impl Wal {
@@ -208,8 +246,46 @@ impl Wal {
             next_seq: rec.last_seq.max(applied) + 1,
             bytes,
             poisoned: false,
+            #[cfg(test)]
+            faults: faults::current(),
         };
         Ok((wal, rec))
+    }
+
+    /// The intact records above `seq` in the segments kept, in order: what a restart would
+    /// replay. The writer re-derives its pending events from them after a commit whose
+    /// outcome it could not know (see `crate::store::health`).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading a segment.
+    pub fn records_after(&self, seq: u64) -> io::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let paths = self
+            .sealed
+            .iter()
+            .map(|(p, _)| p)
+            .chain(self.active.as_ref().map(|a| &a.2));
+        let mut data = Vec::new();
+        for path in paths {
+            data.clear();
+            match File::open(path) {
+                Ok(mut f) => f.read_to_end(&mut data)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut at = 0usize;
+            while let Some((s, body, n)) = parse(&data[at..]) {
+                if s > seq {
+                    out.push(Record {
+                        seq: s,
+                        body: body.to_vec(),
+                    });
+                }
+                at += n;
+            }
+        }
+        Ok(out)
     }
 
     /// The sequence number the next append gets.
@@ -227,12 +303,25 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// I/O errors; after one that could not be undone every later append fails too.
+    /// I/O errors; after one that could not be undone, later appends fail until the undo
+    /// succeeds.
     pub fn append(&mut self, body: &[u8]) -> io::Result<u64> {
         if self.poisoned {
-            return Err(io::Error::other(
-                "the ingest log is unusable after a failed append; restart Sentinel",
-            ));
+            // A failed append could not be undone: undo it now, or refuse (a later record
+            // must never follow a torn one).
+            self.inject()?;
+            let undone = self.active.as_mut().map_or(Ok(()), |(f, flen, _, _)| {
+                use std::io::Seek;
+                f.set_len(*flen)
+                    .and_then(|()| f.seek(io::SeekFrom::Start(*flen)).map(|_| ()))
+            });
+            if let Err(e) = undone {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("the ingest log cannot undo a failed append yet: {e}"),
+                ));
+            }
+            self.poisoned = false;
         }
         let seq = self.next_seq;
         if self.active.as_ref().is_some_and(|a| a.1 >= SEGMENT_BYTES) {
@@ -262,13 +351,21 @@ impl Wal {
         header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         header[8..16].copy_from_slice(&seq.to_le_bytes());
         let total = (HEADER + body.len()) as u64;
+        // Injected faults (tests): before the write, between the header and the body (a
+        // torn record), before the sync, and at the undo.
+        let fail_write = self.inject();
+        let fail_body = self.inject();
+        let fail_sync = self.inject();
+        let fail_undo = self.inject();
         let Some((f, flen, _, last)) = self.active.as_mut() else {
             unreachable!("opened above")
         };
         // Header and body without copying the body (it may be tens of MiB).
-        let result = f
-            .write_all(&header)
+        let result = fail_write
+            .and_then(|()| f.write_all(&header))
+            .and(fail_body)
             .and_then(|()| f.write_all(body))
+            .and(fail_sync)
             .and_then(|()| f.sync_data());
         match result {
             Ok(()) => {
@@ -280,7 +377,7 @@ impl Wal {
             }
             Err(e) => {
                 // Undo, so that no later record follows a torn one.
-                let undone = f.set_len(*flen).and_then(|()| {
+                let undone = fail_undo.and_then(|()| f.set_len(*flen)).and_then(|()| {
                     use std::io::Seek;
                     f.seek(io::SeekFrom::Start(*flen)).map(|_| ())
                 });

@@ -33,8 +33,10 @@ use super::logger::{Fold, LogChunk, Logged, Logger, Payload};
 pub use super::message::{EventAck, EventBatch, FileBatch, Hold, SubmitError, WriteError};
 use super::wal::Wal;
 use crate::attribute::{LiveRules, Severity};
+use crate::episode::Episode;
 use crate::metrics::Metrics;
-use crate::store::{ApplyOutcome, FileKey, FilePosition, IngestBatch, Store, StoreError};
+use crate::store::health::COMMITS;
+use crate::store::{ApplyOutcome, FileKey, FilePosition, Health, IngestBatch, Store, StoreError};
 
 /// Batches a file channel holds before shards wait.
 pub const FILE_QUEUE_CAPACITY: usize = 64;
@@ -70,6 +72,12 @@ pub struct WriterHandle {
     events: Sender<EventBatch>,
     metrics: Arc<Metrics>,
     rules: Arc<LiveRules>,
+    health: Arc<Health>,
+    /// One per handle (the writer holds one more): the writer learns that every handle is
+    /// gone while it does not receive files (a commit to retry).
+    alive: Arc<()>,
+    /// The daemon is stopping.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WriterHandle {
@@ -81,15 +89,44 @@ impl WriterHandle {
 
     /// Sends a file batch, waiting while the queue is full (backpressure on the shard).
     ///
+    /// Once the daemon is stopping ([`WriterHandle::shutdown_flag`]) while the store is
+    /// degraded, the writer takes nothing more and a shutdown must not wait for the disk:
+    /// the send gives up. The batch's position was never committed, so its lines are read
+    /// again at the next start.
+    ///
     /// # Errors
     ///
-    /// Returns the batch when the writer has stopped.
+    /// Returns the batch when the writer has stopped, or gave up as above.
     pub fn send_files(&self, batch: FileBatch) -> Result<(), Box<FileBatch>> {
+        use std::sync::atomic::Ordering;
         self.metrics.queue_depth.inc();
-        self.files.send(batch).map_err(|e| {
-            self.metrics.queue_depth.dec();
-            Box::new(e.0)
-        })
+        let mut batch = batch;
+        loop {
+            match self.files.send_timeout(batch, Duration::from_millis(100)) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::SendTimeoutError::Timeout(b)) => {
+                    if self.stopping.load(Ordering::SeqCst) && self.health.is_degraded() {
+                        self.metrics.queue_depth.dec();
+                        return Err(Box::new(b));
+                    }
+                    batch = b;
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(b)) => {
+                    self.metrics.queue_depth.dec();
+                    return Err(Box::new(b));
+                }
+            }
+        }
+    }
+
+    /// Set when the daemon starts stopping (see [`WriterHandle::send_files`]).
+    pub fn shutdown_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stopping.clone()
+    }
+
+    /// True while the store cannot commit (webhook requests are refused with 503).
+    pub fn degraded(&self) -> Option<crate::store::Degraded> {
+        self.health.degraded()
     }
 
     /// Queues a webhook request without waiting.
@@ -99,6 +136,9 @@ impl WriterHandle {
     /// [`SubmitError::Full`] when the queue is full, [`SubmitError::Closed`] when the
     /// writer has stopped; the batch is handed back either way.
     pub fn try_send_events(&self, batch: EventBatch) -> Result<(), SubmitError> {
+        if let Some(d) = self.health.degraded() {
+            return Err(SubmitError::Degraded(Box::new(batch), d.reason));
+        }
         self.metrics.queue_depth.inc();
         self.events.try_send(batch).map_err(|e| {
             self.metrics.queue_depth.dec();
@@ -219,13 +259,21 @@ impl Writer {
             events: events_tx,
             metrics: metrics.clone(),
             rules: rules.clone(),
+            health: store.health().clone(),
+            alive: Arc::new(()),
+            stopping: Arc::default(),
         };
+        let handles = handle.alive.clone();
+        let commits = store.meta_value(COMMITS)?.unwrap_or(0);
         let logger = Logger {
             events: events_rx,
             wal: wal.clone(),
             ids: ids.clone(),
             metrics: metrics.clone(),
             chunks: chunks_tx,
+            failing: crate::episode::Episode::new(
+                "the ingest log cannot be written: webhook events are refused (503)",
+            ),
         };
         let replayed = !pending.is_empty();
         let commit_interval = std::env::var(COMMIT_INTERVAL_ENV)
@@ -252,6 +300,12 @@ impl Writer {
             remembered_ids,
             last_prune: None,
             attributed_version: None,
+            commits,
+            handles,
+            replayed_upto: 0,
+            failing: Episode::new(
+                "the store cannot commit: webhook events are refused (503) and file positions held until it recovers",
+            ),
         };
         let thread = std::thread::Builder::new()
             .name("sentinel-writer".into())
@@ -299,6 +353,15 @@ struct WriterLoop {
     /// The rules version whose manifest the stored incidents were last re-attributed
     /// against (None: not yet, done with the first commit).
     attributed_version: Option<u64>,
+    /// The number of the last commit known durable (the store's [`COMMITS`]).
+    commits: u64,
+    /// Counts the handles (see [`WriterHandle::alive`]).
+    handles: Arc<()>,
+    /// Chunks up to this sequence number were re-derived from the ingest log (see
+    /// `reopen`) and are skipped when they arrive.
+    replayed_upto: u64,
+    /// Failing commits, logged as one episode.
+    failing: Episode,
 }
 
 /// What one commit added, per source: (incidents created by severity, incidents updated).
@@ -324,14 +387,27 @@ impl WriterLoop {
                 }
                 return;
             }
+            if self.retry.is_none() && self.store.health().is_degraded() {
+                // A read found the handle unusable: recover without waiting for a commit.
+                self.retry = Some((Vec::new(), Instant::now(), Duration::from_millis(100)));
+            }
             let due = match (&self.retry, self.pending_since) {
                 (Some((_, at, _)), _) => Some(*at),
                 (None, Some(since)) => Some(since + self.commit_interval),
                 (None, None) => None,
             };
-            let wait = due.map_or(Duration::from_secs(1), |d| {
+            let mut wait = due.map_or(Duration::from_secs(1), |d| {
                 d.saturating_duration_since(Instant::now())
             });
+            if self.retry.is_some() {
+                // Files are not received meanwhile, so their channel cannot tell that every
+                // handle is gone (a shutdown): ask often, a shutdown must not wait.
+                if Arc::strong_count(&self.handles) == 1 {
+                    files_open = false;
+                    files = never();
+                }
+                wait = wait.min(Duration::from_millis(200));
+            }
             // While a retry is pending, file batches stay queued (the shards wait).
             let files_rx = if self.retry.is_some() {
                 never()
@@ -410,6 +486,19 @@ impl WriterLoop {
 
     /// Takes logged events in (folding those that come unfolded).
     fn add_pending(&mut self, l: Logged) {
+        if l.seq <= self.replayed_upto {
+            // Re-derived from the ingest log already (see `reopen`).
+            let events: u64 = l
+                .batches
+                .iter()
+                .map(|(_, p, _)| match p {
+                    Payload::Folded(b) => b.totals.get("webhook_events").copied().unwrap_or(0),
+                    Payload::Raw(events) => events.len() as u64,
+                })
+                .sum();
+            self.metrics.log_unapplied.sub(events as i64);
+            return;
+        }
         let p = &mut self.pending;
         p.seq = p.seq.max(l.seq);
         p.hashes.extend(l.hashes);
@@ -466,6 +555,19 @@ impl WriterLoop {
             backoff = b;
         }
         self.take_fold();
+        if self.store.health().is_degraded() {
+            match self.reopen() {
+                // The commit that failed was durable after all (its error came late, from
+                // the final sync): its file batches are committed, and what is pending was
+                // re-derived from the ingest log; nothing is applied twice.
+                Ok(true) => files.clear(),
+                Ok(false) => {}
+                Err(e) => {
+                    self.failed(files, backoff, &e);
+                    return;
+                }
+            }
+        }
         let now = Timestamp::now();
         let started = Instant::now();
         match self.try_commit(&files, now) {
@@ -473,6 +575,72 @@ impl WriterLoop {
                 self.metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
+                self.committed(notes, per_source);
+            }
+            Err(e) => self.failed(files, backoff, &e),
+        }
+    }
+
+    /// Reopens the store after a storage error and reads back whether the commit that
+    /// failed was durable after all (true) or not (false: it is tried again).
+    fn reopen(&mut self) -> Result<bool, StoreError> {
+        self.store.reopen()?;
+        let durable = self.store.meta_value(COMMITS)?.unwrap_or(0);
+        if durable == self.commits {
+            return Ok(false);
+        }
+        // One ahead: the failed commit landed. Events that came in after it are pending
+        // too, folded together with its own: re-derive them from the ingest log, exactly as
+        // a restart would (every acknowledged event is there until a commit applied it).
+        self.commits = durable;
+        let applied = self.store.meta_value(WAL_APPLIED_SEQ)?.unwrap_or(0);
+        let records = self
+            .wal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .records_after(applied)
+            .map_err(|e| StoreError::Unavailable {
+                path: crate::state_dir::wal_of(self.store.path()),
+                reason: format!("cannot read the ingest log back: {e}"),
+            })?;
+        let _ = std::mem::take(&mut self.fold).finish();
+        self.remembered_ids += self.pending.hashes.len() as u64;
+        self.metrics.log_unapplied.sub(self.pending.events as i64);
+        let mut pending = super::logger::replay(&records, &self.rules);
+        pending.seq = pending.seq.max(applied);
+        self.metrics.log_unapplied.add(pending.events as i64);
+        // Chunks still on their way hold records read here: skipped when they arrive.
+        self.replayed_upto = pending.seq;
+        self.pending_since = (!pending.is_empty()).then(Instant::now);
+        self.pending = pending;
+        Ok(true)
+    }
+
+    /// A commit failed: keeps everything for the next attempt, marks the store degraded
+    /// (webhooks answer 503, shards wait), logs the episode.
+    fn failed(&mut self, files: Vec<FileBatch>, backoff: Duration, e: &StoreError) {
+        self.metrics.commit_errors.inc();
+        let reason = match e {
+            StoreError::Storage { source, .. } => source.to_string(),
+            StoreError::Unavailable { reason, .. } => reason.clone(),
+            e => e.to_string(),
+        };
+        self.store.health().set_degraded(&reason);
+        self.metrics.store_degraded.set(1);
+        self.failing.failed(e);
+        let next = (backoff * 2).min(Duration::from_secs(5));
+        self.retry = Some((files, Instant::now() + backoff, next));
+    }
+
+    /// A commit succeeded (or was found durable after a reopen).
+    fn committed(&mut self, notes: Vec<NewIncidentNote>, per_source: PerSource) {
+        if let Some(d) = self.store.health().set_healthy() {
+            self.metrics.store_degraded.set(0);
+            tracing::info!(since = %d.since, "the store commits again; webhook events are accepted and files read");
+        }
+        self.failing.ended();
+        {
+            {
                 let seq = self.pending.seq;
                 self.metrics.log_unapplied.sub(self.pending.events as i64);
                 self.pending = LogChunk::default();
@@ -508,12 +676,6 @@ impl WriterLoop {
                         f(n);
                     }
                 }
-            }
-            Err(e) => {
-                self.metrics.commit_errors.inc();
-                tracing::error!(error = %e, "commit failed; retrying in {backoff:?}");
-                let next = (backoff * 2).min(Duration::from_secs(5));
-                self.retry = Some((files, Instant::now() + backoff, next));
             }
         }
     }
@@ -583,6 +745,8 @@ impl WriterLoop {
             txn.record_delivery_hashes(now_us, self.pending.seq, &self.pending.hashes)?;
             txn.set_meta(WAL_APPLIED_SEQ, self.pending.seq)?;
         }
+        // Read back after a reopen: was this commit durable?
+        txn.set_meta(COMMITS, self.commits + 1)?;
         // A component registered since the last commit: incidents already stored under its
         // key become registered (new lines are attributed by the aggregators' rules).
         let version = self.rules.version();
@@ -623,6 +787,7 @@ impl WriterLoop {
             txn.prune_trend(now, PRUNE_PER_COMMIT)?;
         }
         txn.commit()?;
+        self.commits += 1;
         self.remembered_ids = remembered;
         if prune_due {
             self.last_prune = Some(Instant::now());

@@ -389,14 +389,18 @@ impl Worker {
         let mut committed = cursor;
         let mut last_commit = tokio::time::Instant::now();
         tracing::debug!(sink = name, cursor, url = %self.sink.url, "outbox: delivering");
+        let mut reading = crate::episode::Episode::new("outbox: cannot read the event log");
         loop {
             if *self.stop.borrow() {
                 break;
             }
             let events = match self.blocking(move |s| s.events_after(cursor, BATCH)).await {
-                Ok(ev) => ev,
+                Ok(ev) => {
+                    reading.ended();
+                    ev
+                }
                 Err(e) => {
-                    tracing::warn!(sink = name, error = %e, "outbox: cannot read the event log");
+                    reading.failed(&e);
                     if self.pause(BACKOFF_MAX).await.is_err() {
                         break;
                     }

@@ -1,6 +1,6 @@
-//! Sources: where lines come from. They frame and scan bytes and hand counts (files) or
-//! events (webhooks) to the ingest writer ([`crate::ingest::writer`]); they know nothing
-//! about incidents.
+//! Sources: where lines come from. They frame and scan bytes and hand counts (files,
+//! CloudWatch, processes, standard input) or events (webhooks) to the ingest writer
+//! ([`crate::ingest::writer`]); they know nothing about incidents.
 //!
 //! Every source type is its own module with one `start` function, registered in
 //! [`SOURCE_TYPES`]: the daemon starts the configured sources through [`start_all`] and
@@ -11,12 +11,19 @@
 //! ([`webhook::decode`]) is built (the fuzz targets use it).
 
 #[cfg(feature = "daemon")]
+pub mod cloudwatch;
+#[cfg(feature = "daemon")]
 pub mod file;
+#[cfg(feature = "daemon")]
+mod lines;
+#[cfg(feature = "daemon")]
+pub mod process;
 #[cfg(feature = "daemon")]
 mod running;
 pub mod webhook;
 
 #[cfg(feature = "daemon")]
 pub use running::{
-    Running, SOURCE_TYPES, SourceContext, SourceDefaults, SourceInfo, StartFn, Stopper, start_all,
+    Running, SOURCE_TYPES, SourceBoard, SourceContext, SourceDefaults, SourceInfo, StartFn,
+    Stopper, start_all,
 };

@@ -48,6 +48,8 @@ pub struct SourceContext {
     pub budget: Arc<IngestBudget>,
     /// The top-level settings sources inherit.
     pub defaults: SourceDefaults,
+    /// Where sources publish their live state for `/status` (failing, a child's pid ...).
+    pub board: Arc<SourceBoard>,
 }
 
 impl SourceContext {
@@ -65,11 +67,67 @@ impl SourceContext {
 pub struct SourceInfo {
     /// Name.
     pub name: String,
-    /// Type (`file`, `webhook`).
+    /// Type (`file`, `webhook`, `cloudwatch`, `process`, `stdin`).
     #[serde(rename = "type")]
     pub kind: String,
     /// Glob or listen address.
     pub detail: String,
+}
+
+/// The live state of the sources, shown in `/status` next to their [`SourceInfo`]: each
+/// source that publishes one has a JSON object of fields (`state`, `error`, and its own:
+/// a process's `pid`, a CloudWatch source's log groups ...). Cheap to share; a source
+/// replaces its fields whenever they change.
+#[derive(Debug, Default)]
+pub struct SourceBoard {
+    entries: std::sync::Mutex<
+        std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    >,
+}
+
+impl SourceBoard {
+    /// An empty board.
+    pub fn new() -> SourceBoard {
+        SourceBoard::default()
+    }
+
+    /// Sets `fields` of source `name` (other fields are kept).
+    pub fn set(&self, name: &str, fields: serde_json::Value) {
+        let mut e = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = e.entry(name.to_string()).or_default();
+        if let serde_json::Value::Object(m) = fields {
+            entry.extend(m);
+        }
+    }
+
+    /// The fields of source `name` (empty when it published none).
+    pub fn get(&self, name: &str) -> serde_json::Map<String, serde_json::Value> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `infos` as JSON, each with its live fields.
+    pub fn details(&self, infos: &[SourceInfo]) -> serde_json::Value {
+        serde_json::Value::Array(
+            infos
+                .iter()
+                .map(|i| {
+                    let mut v = serde_json::to_value(i).unwrap_or_default();
+                    if let serde_json::Value::Object(m) = &mut v {
+                        m.extend(self.get(&i.name));
+                    }
+                    v
+                })
+                .collect(),
+        )
+    }
 }
 
 /// How a started source is stopped.
@@ -79,6 +137,17 @@ pub enum Stopper {
     Task(tokio::task::JoinHandle<std::io::Result<()>>),
     /// Threads, stopped and joined by this call.
     Threads(Box<dyn FnOnce() + Send>),
+}
+
+impl Stopper {
+    /// Stops at once, without the grace a listener gives requests in flight (a start-up
+    /// that failed: nothing was announced yet).
+    pub fn abort(self) {
+        match self {
+            Stopper::Task(t) => t.abort(),
+            Stopper::Threads(stop) => stop(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Stopper {
@@ -108,6 +177,9 @@ pub type StartFn = fn(&[&SourceConfig], &SourceContext) -> anyhow::Result<Runnin
 pub const SOURCE_TYPES: &[(SourceKind, StartFn)] = &[
     (SourceKind::Webhook, crate::source::webhook::start),
     (SourceKind::File, crate::source::file::start),
+    (SourceKind::Cloudwatch, crate::source::cloudwatch::start),
+    (SourceKind::Process, crate::source::process::start),
+    (SourceKind::Stdin, crate::source::process::start_stdin),
 ];
 
 /// Starts every configured source whose type is registered, in [`SOURCE_TYPES`] order;
@@ -127,7 +199,17 @@ pub fn start_all(sources: &[SourceConfig], cx: &SourceContext) -> anyhow::Result
         if mine.is_empty() {
             continue;
         }
-        let running = start(&mine, cx)?;
+        let running = match start(&mine, cx) {
+            Ok(r) => r,
+            Err(e) => {
+                // What had started must not outlive the failed start-up (file threads would
+                // hold the writer, and the process would never exit).
+                for s in all.stoppers {
+                    s.abort();
+                }
+                return Err(e);
+            }
+        };
         all.infos.extend(running.infos);
         all.listening.extend(running.listening);
         all.stoppers.extend(running.stoppers);

@@ -4,7 +4,8 @@
 //! can no longer be regenerated; regenerate `store-v2.redb` only on purpose, with
 //! `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`. `store-v2-all-tables.redb` holds a
 //! row in every table of version 2 (incidents and their indexes, counters, windows, fix jobs,
-//! fixes, spend, file positions, deliveries, cursors, the event log, trend counters).
+//! fixes, spend, file positions, deliveries, cursors, the event log, trend counters, pull-source
+//! positions).
 
 use super::*;
 use crate::scan::Fingerprinter;
@@ -182,7 +183,21 @@ fn fill_every_table(store: &Store) {
     txn.finish_fix(Some(job.seq), &fix, "fixed", t0).unwrap();
     txn.commit().unwrap();
     store.set_outbox_cursor("arbiter", 2).unwrap();
+    // source_positions (a CloudWatch log group's cursor, committed with counts).
+    let mut b = IngestBatch::new();
+    b.source_positions
+        .insert(THE_SOURCE_POSITION.0.into(), THE_SOURCE_POSITION.1.to_vec());
+    b.totals.insert("lines", 1);
+    store.apply(&b, t0).unwrap();
 }
+
+/// The pull-source position row of the all-tables store: (key, value).
+const THE_SOURCE_POSITION: (&str, &[u8]) = (
+    "cloudwatch\u{1f}cw\u{1f}/aws/lambda/api",
+    &[
+        1, 0x10, 0x27, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+    ],
+);
 
 /// Every table of schema version 2, written once and committed: each must keep reading.
 #[test]
@@ -208,7 +223,7 @@ fn golden_v2_every_table_still_reads() {
     let incidents = store.recent_incidents(10).unwrap();
     assert_eq!(incidents.len(), 2);
     assert_eq!(store.key_counts().unwrap()["PACT:svc_v1:get"], 5);
-    assert_eq!(store.totals().unwrap()["lines"], 100);
+    assert_eq!(store.totals().unwrap()["lines"], 101);
     // The fix job, finished; its fix; the incident resolved by it.
     let jobs = store.fix_jobs().unwrap();
     assert_eq!(jobs.len(), 2, "one job per actionable incident");
@@ -230,6 +245,13 @@ fn golden_v2_every_table_still_reads() {
     assert!(store.delivery_seen("hook", "e-1").unwrap());
     assert!(!store.delivery_seen("hook", "e-2").unwrap());
     assert_eq!(store.outbox_cursor("arbiter").unwrap(), Some(2));
+    assert_eq!(
+        store.source_positions("cloudwatch\u{1f}").unwrap(),
+        vec![(
+            THE_SOURCE_POSITION.0.to_string(),
+            THE_SOURCE_POSITION.1.to_vec()
+        )]
+    );
     let events = store.events_after(0, 100).unwrap();
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::IncidentDetected), "{kinds:?}");

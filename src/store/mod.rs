@@ -26,6 +26,7 @@
 //! | `delivery_log` | (recorded at µs, ingest-log seq) | webhook delivery id hashes (see [`deliveries`]) |
 //! | `events` | sequence | [`Event`]: the durable event log (see [`events`]) |
 //! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
+//! | `source_positions` | source-defined key | source-defined bytes: where a pull source (CloudWatch) stopped, committed with its counts (see [`IngestBatch::source_positions`]) |
 //! | `trend_*` | (fingerprint,) minute or hour | occurrences (see [`trend`]) |
 //!
 //! The last four were added after schema version 1 without changing it: they are created
@@ -41,6 +42,7 @@ pub mod events;
 pub mod fixes;
 #[cfg(test)]
 mod golden;
+pub mod health;
 pub mod incident;
 pub mod jobs;
 pub mod migrate;
@@ -65,6 +67,7 @@ pub use crate::fix::policy::FixPolicy;
 pub use codec::DecodeError;
 pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use fixes::{FixResult, FixStatus};
+pub use health::{Degraded, Health};
 pub use incident::{Incident, IncidentStatus, SAMPLE_MAX_BYTES};
 pub use jobs::{Action, FixJob, JobState};
 use owner::read_owner;
@@ -110,6 +113,14 @@ pub enum StoreError {
         path: PathBuf,
         /// The version found.
         found: u64,
+    },
+    /// The store is being reopened after a storage error (see [`health`]).
+    #[error("store {path} is unavailable: {reason}")]
+    Unavailable {
+        /// The database file.
+        path: PathBuf,
+        /// The error that made it unavailable.
+        reason: String,
     },
     /// An I/O or storage error.
     #[error("store {path}: {source}")]
@@ -226,6 +237,11 @@ pub struct IngestBatch {
     pub totals: BTreeMap<&'static str, u64>,
     /// The approximate memory the batch holds, as its producer counted it (merging adds).
     pub approx_bytes: usize,
+    /// Positions of pull sources (a CloudWatch log group's last timestamp and the event ids
+    /// seen at it), keyed and encoded by the source: written in the same transaction as the
+    /// counts of the events before them, so that a restart resumes exactly after the last
+    /// counted event. Merging keeps the later batch's value of a key.
+    pub source_positions: BTreeMap<String, Vec<u8>>,
 }
 
 impl IngestBatch {
@@ -236,7 +252,10 @@ impl IngestBatch {
 
     /// Whether nothing would change.
     pub fn is_empty(&self) -> bool {
-        self.incidents.is_empty() && self.key_counts.is_empty() && self.totals.is_empty()
+        self.incidents.is_empty()
+            && self.key_counts.is_empty()
+            && self.totals.is_empty()
+            && self.source_positions.is_empty()
     }
 
     /// Folds `other` into `self` (the earlier batch keeps its samples).
@@ -255,6 +274,7 @@ impl IngestBatch {
         for (k, n) in other.totals {
             *self.totals.entry(k).or_default() += n;
         }
+        self.source_positions.extend(other.source_positions);
         self.approx_bytes += other.approx_bytes;
     }
 }
@@ -281,9 +301,26 @@ enum Handle {
     Ro(ReadOnlyDatabase),
 }
 
+/// A handle known to be writable.
+struct RwDb(std::sync::Arc<Handle>);
+
+impl std::ops::Deref for RwDb {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        match &*self.0 {
+            Handle::Rw(db) => db,
+            Handle::Ro(_) => unreachable!("checked by Store::writer"),
+        }
+    }
+}
+
 /// The incident store. See the module docs.
 pub struct Store {
-    handle: Handle,
+    /// None while a reopen is under way (see [`health`]).
+    handle: std::sync::RwLock<Option<std::sync::Arc<Handle>>>,
+    /// How to open the file again (None: read-only).
+    opener: Option<health::Opener>,
+    health: std::sync::Arc<Health>,
     path: PathBuf,
     policy: std::sync::RwLock<FixPolicy>,
     /// The newest committed event's sequence number.
@@ -296,7 +333,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("writable", &matches!(self.handle, Handle::Rw(_)))
+            .field("writable", &self.opener.is_some())
             .finish()
     }
 }
@@ -311,7 +348,11 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open = || {
             let db = builder().create(path).map_err(|e| open_error(path, e))?;
-            Ok::<_, StoreError>(Store::with_handle(Handle::Rw(db), path))
+            Ok::<_, StoreError>(Store::with_handle(
+                Handle::Rw(db),
+                path,
+                Some(Store::file_opener(path)),
+            ))
         };
         let mut store = open()?;
         if let Some(from) = store.schema_version()?.filter(|&v| v < SCHEMA_VERSION) {
@@ -342,15 +383,17 @@ impl Store {
         let db = builder()
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
-        let store = Store::with_handle(Handle::Ro(db), path);
+        let store = Store::with_handle(Handle::Ro(db), path, None);
         store.check_schema()?;
         store.load_event_head()?;
         Ok(Some(store))
     }
 
-    fn with_handle(handle: Handle, path: &Path) -> Store {
+    fn with_handle(handle: Handle, path: &Path, opener: Option<health::Opener>) -> Store {
         Store {
-            handle,
+            handle: std::sync::RwLock::new(Some(std::sync::Arc::new(handle))),
+            opener,
+            health: std::sync::Arc::new(Health::default()),
             path: path.to_path_buf(),
             policy: std::sync::RwLock::new(FixPolicy::default()),
             event_head: std::sync::atomic::AtomicU64::new(0),
@@ -564,25 +607,47 @@ impl Store {
                     path: self.path.clone(),
                     detail,
                 },
-                source => StoreError::Storage {
-                    path: self.path.clone(),
-                    source,
-                },
+                source => {
+                    if matches!(source, redb::Error::PreviousIo | redb::Error::Io(_)) {
+                        // The handle is unusable until reopened (see `health`).
+                        self.health.set_degraded(&source.to_string());
+                    }
+                    StoreError::Storage {
+                        path: self.path.clone(),
+                        source,
+                    }
+                }
             }
         }
     }
 
+    /// The open handle (none while a reopen is under way).
+    fn handle(&self) -> Result<std::sync::Arc<Handle>, StoreError> {
+        self.handle
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable {
+                path: self.path.clone(),
+                reason: self
+                    .health
+                    .degraded()
+                    .map_or_else(|| "reopening".to_string(), |d| d.reason),
+            })
+    }
+
     fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        match &self.handle {
+        match &*self.handle()? {
             Handle::Rw(db) => db.begin_read(),
             Handle::Ro(db) => db.begin_read(),
         }
         .map_err(self.storage())
     }
 
-    fn writer(&self) -> Result<&Database, StoreError> {
-        match &self.handle {
-            Handle::Rw(db) => Ok(db),
+    fn writer(&self) -> Result<RwDb, StoreError> {
+        let h = self.handle()?;
+        match &*h {
+            Handle::Rw(_) => Ok(RwDb(h)),
             Handle::Ro(_) => Err(StoreError::Storage {
                 path: self.path.clone(),
                 source: redb::Error::Io(std::io::Error::new(
@@ -711,6 +776,30 @@ impl Store {
                 detail: format!("file position ({dev}, {ino}): {detail}"),
             })?;
             out.insert(FileKey { dev, ino }, pos);
+        }
+        Ok(out)
+    }
+
+    /// The pull-source positions whose key starts with `prefix` (see
+    /// [`IngestBatch::source_positions`]), in key order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn source_positions(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(schema::SOURCE_POSITIONS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for e in t.range(prefix..).map_err(self.storage())? {
+            let (k, v) = e.map_err(self.storage())?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
     }
@@ -1242,6 +1331,14 @@ impl StoreTxn<'_> {
             incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
         ));
         drop(throttle);
+        if !batch.source_positions.is_empty() {
+            let mut t = txn
+                .open_table(schema::SOURCE_POSITIONS)
+                .map_err(st.storage())?;
+            for (k, v) in &batch.source_positions {
+                t.insert(k.as_str(), v.as_slice()).map_err(st.storage())?;
+            }
+        }
         self.record_trend(&counted, now_us)?;
         for ev in pending {
             self.emit(ev, now)?;

@@ -16,6 +16,10 @@ pub(crate) const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new
 pub(crate) const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
 pub(crate) const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
 pub(crate) const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+/// Pull-source positions (a CloudWatch log group's cursor): source-defined key and bytes,
+/// written with the counts (see `IngestBatch::source_positions`).
+pub(crate) const SOURCE_POSITIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("source_positions");
 /// File positions by (device, inode); see [`FilePosition`].
 pub(crate) const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
 /// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).

@@ -2,9 +2,11 @@
 
 mod api;
 mod browser;
+mod cloudwatch;
 mod components;
 mod dashboard;
 mod descriptors;
+mod faults;
 mod fix_e2e;
 mod fixer;
 mod ground_truth;
@@ -13,6 +15,7 @@ mod ingest_log;
 mod logrotate;
 mod outbox;
 mod peers;
+mod process;
 mod scan_cli;
 mod serve;
 mod watch;

@@ -585,6 +585,18 @@ impl Hook {
                 refused("shutting_down");
                 return Err(shutting_down());
             }
+            Err(SubmitError::Degraded(_, reason)) => {
+                refused("store_degraded");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_degraded",
+                    format!(
+                        "the store cannot commit ({reason}); nothing of this request was kept; \
+                         Sentinel recovers by itself: retry later"
+                    ),
+                )
+                .with_retry_after(RETRY_AFTER_SECS));
+            }
         }
         match rx.await {
             Ok(Ok(ack)) => {

@@ -1,0 +1,229 @@
+//! Folding the lines of the sources that are not files (CloudWatch events, a command's
+//! output, standard input) into batches for the ingest writer, with the same rules as file
+//! sources: the source's `error_patterns` (else the top-level ones) pick the error lines,
+//! `format` decides whether a line is JSON (whose `pact_key` / `log_key` field is the key
+//! when the text carries none), and the per-source line counters move when a batch is
+//! handed on.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::aggregate::LineAggregator;
+use crate::attribute::LiveRules;
+use crate::config::{LogFormat, SourceCommon};
+use crate::metrics::Metrics;
+use crate::scan::{ErrorLine, ScanStats, Scanner, ScannerBuilder, Sink};
+use crate::store::IngestBatch;
+
+use super::SourceDefaults;
+
+/// The scanner of a source: its own `error_patterns`, else the top-level list.
+///
+/// # Errors
+///
+/// A pattern that does not build, naming the source.
+pub(crate) fn scanner_of(
+    common: &SourceCommon,
+    defaults: &SourceDefaults,
+) -> anyhow::Result<Scanner> {
+    let patterns = common
+        .error_patterns
+        .as_ref()
+        .unwrap_or(&defaults.error_patterns);
+    ScannerBuilder::new()
+        .max_line_bytes(defaults.max_line_bytes)
+        .build(patterns)
+        .map_err(|e| anyhow::anyhow!("source {:?}: error_patterns: {e}", common.name))
+}
+
+/// Scans lines and folds the error lines of one source. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Folder {
+    name: Arc<str>,
+    scanner: Scanner,
+    format: LogFormat,
+    agg: LineAggregator,
+    stats: ScanStats,
+    bytes: u64,
+    keyed_sent: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Folder {
+    pub(crate) fn new(
+        name: &str,
+        scanner: Scanner,
+        format: LogFormat,
+        rules: &Arc<LiveRules>,
+        metrics: Arc<Metrics>,
+    ) -> Folder {
+        let name: Arc<str> = Arc::from(name);
+        metrics.touch_source(&name);
+        Folder {
+            agg: LineAggregator::new(rules, name.clone()),
+            name,
+            scanner,
+            format,
+            stats: ScanStats::default(),
+            bytes: 0,
+            keyed_sent: 0,
+            metrics,
+        }
+    }
+
+    /// The source's name (the batches' label).
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Scans `region`: complete lines, each ending with `\n`.
+    pub(crate) fn scan_region(&mut self, region: &[u8]) {
+        let mut sink = JsonAware {
+            agg: &mut self.agg,
+            format: self.format,
+        };
+        let Ok(s) = self.scanner.scan(region, &mut sink);
+        self.stats.add(&s);
+        self.bytes += region.len() as u64;
+    }
+
+    /// Counts lines longer than `max_line_bytes` that were dropped before scanning.
+    pub(crate) fn add_long_lines(&mut self, n: u64) {
+        self.stats.long_lines += n;
+        self.stats.lines += n;
+    }
+
+    /// Counts `line` (no newline) as an error line without matching it against the
+    /// patterns (a CloudWatch `filter_pattern` already chose it).
+    pub(crate) fn add_error(&mut self, line: &[u8]) {
+        let max = self.scanner.max_line_bytes();
+        self.stats.lines += 1;
+        self.bytes += line.len() as u64 + 1;
+        if line.len() > max {
+            self.stats.long_lines += 1;
+            return;
+        }
+        self.stats.error_lines += 1;
+        let json = is_json(self.format, line);
+        if json {
+            let key = json_key(line);
+            self.agg.add_text(line, key.as_deref().map(str::as_bytes));
+        } else {
+            self.agg.add_text(line, None);
+        }
+    }
+
+    /// Approximate memory held by what was folded since the last [`Folder::take`].
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.agg.held_bytes()
+    }
+
+    /// Whether anything was read since the last [`Folder::take`].
+    pub(crate) fn is_empty(&self) -> bool {
+        self.agg.is_empty() && self.stats.lines == 0
+    }
+
+    /// Takes what was folded as a batch (with the `lines`, `bytes`, `error_lines` and
+    /// `long_lines` totals) and moves the source's counters.
+    pub(crate) fn take(&mut self) -> IngestBatch {
+        let mut batch = self.agg.take_batch();
+        let s = std::mem::take(&mut self.stats);
+        let bytes = std::mem::take(&mut self.bytes);
+        let m = &self.metrics;
+        let name: &str = &self.name;
+        m.lines.with_label_values(&[name]).inc_by(s.lines);
+        m.bytes.with_label_values(&[name]).inc_by(bytes);
+        m.error_lines
+            .with_label_values(&[name])
+            .inc_by(s.error_lines);
+        m.long_lines.with_label_values(&[name]).inc_by(s.long_lines);
+        let keyed = self.agg.counts().keyed_lines;
+        m.keyed_lines
+            .with_label_values(&[name])
+            .inc_by(keyed - self.keyed_sent);
+        self.keyed_sent = keyed;
+        for (k, v) in [
+            ("lines", s.lines),
+            ("bytes", bytes),
+            ("error_lines", s.error_lines),
+            ("long_lines", s.long_lines),
+        ] {
+            if v > 0 {
+                batch.totals.insert(k, v);
+            }
+        }
+        batch
+    }
+}
+
+fn is_json(format: LogFormat, line: &[u8]) -> bool {
+    match format {
+        LogFormat::Text => false,
+        LogFormat::Jsonl => true,
+        LogFormat::Auto => line.trim_ascii_start().starts_with(b"{"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyFields<'a> {
+    #[serde(borrow, default)]
+    pact_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    log_key: Option<Cow<'a, str>>,
+}
+
+fn json_key(line: &[u8]) -> Option<Cow<'_, str>> {
+    let fields = serde_json::from_slice::<KeyFields<'_>>(line).ok()?;
+    fields.pact_key.or(fields.log_key)
+}
+
+/// Folds error lines; for JSON lines without a key of their own, the record's `pact_key`
+/// (or `log_key`) field is the key (the file sources' rule).
+struct JsonAware<'a> {
+    agg: &'a mut LineAggregator,
+    format: LogFormat,
+}
+
+impl Sink for JsonAware<'_> {
+    type Error = std::convert::Infallible;
+
+    fn error_line(&mut self, hit: &ErrorLine<'_>) -> Result<bool, Self::Error> {
+        let line = hit.line();
+        if is_json(self.format, line) && hit.first_key().is_none() {
+            let key = json_key(line);
+            self.agg.add_text(line, key.as_deref().map(str::as_bytes));
+        } else {
+            self.agg.add_line(hit);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(format: LogFormat) -> Folder {
+        Folder::new(
+            "t",
+            Scanner::new(["ERROR"]).unwrap(),
+            format,
+            &LiveRules::with_manifest(Default::default()),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[test]
+    fn json_lines_take_their_key_field_and_totals_are_counted() {
+        let mut f = folder(LogFormat::Auto);
+        f.scan_region(b"ERROR plain [PACT:a:b]\n{\"level\":\"ERROR\",\"pact_key\":\"c:d\"}\nok\n");
+        f.add_error(br#"{"msg":"boom","log_key":"PACT:e:f"}"#);
+        let b = f.take();
+        assert_eq!(b.key_counts["PACT:a:b"], 1);
+        assert_eq!(b.key_counts["PACT:c:d"], 1);
+        assert_eq!(b.key_counts["PACT:e:f"], 1);
+        assert_eq!(b.totals["lines"], 4);
+        assert_eq!(b.totals["error_lines"], 3);
+        assert!(f.is_empty());
+    }
+}
