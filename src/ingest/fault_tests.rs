@@ -117,6 +117,7 @@ fn workload(path: &Path, fail_at: u64, eio: bool, target: Target) -> (Outcome, u
                     head_hash: 0,
                     path: "sweep.log".into(),
                     updated: jiff::Timestamp::now(),
+                    prev: None,
                 },
             )],
             forget: Vec::new(),
