@@ -216,7 +216,7 @@ fn sweep(target: Target) {
         n += step;
     }
     eprintln!(
-        "fault sweep ({target:?}): {ops} writes/syncs in the workload, {injected_runs} runs met \
+        "fault sweep ({target:?}): {ops} I/O operations in the workload, {injected_runs} runs met \
          a fault"
     );
     assert!(injected_runs >= 20, "only {injected_runs} runs met a fault");

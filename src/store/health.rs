@@ -157,7 +157,7 @@ impl Store {
 }
 
 /// A redb storage backend that fails chosen operations, the way SQLite and redb test
-/// themselves: wraps the real file backend and, once armed, makes the Nth write or sync
+/// themselves: wraps the real file backend and, once armed, makes the Nth read, write or sync
 /// (counted across every backend sharing the plan) fail with ENOSPC or EIO, and every
 /// later one too while the fault lasts.
 #[cfg(test)]
@@ -242,6 +242,7 @@ pub(crate) mod faulty {
             self.inner.len()
         }
         fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+            self.plan.check()?;
             self.inner.read(offset, out)
         }
         fn set_len(&self, len: u64) -> Result<(), io::Error> {
