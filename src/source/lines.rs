@@ -126,34 +126,53 @@ impl Folder {
     /// Takes what was folded as a batch (with the `lines`, `bytes`, `error_lines` and
     /// `long_lines` totals) and moves the source's counters.
     pub(crate) fn take(&mut self) -> IngestBatch {
-        let mut batch = self.agg.take_batch();
-        let s = std::mem::take(&mut self.stats);
-        let bytes = std::mem::take(&mut self.bytes);
-        let m = &self.metrics;
-        let name: &str = &self.name;
-        m.lines.with_label_values(&[name]).inc_by(s.lines);
-        m.bytes.with_label_values(&[name]).inc_by(bytes);
-        m.error_lines
-            .with_label_values(&[name])
-            .inc_by(s.error_lines);
-        m.long_lines.with_label_values(&[name]).inc_by(s.long_lines);
-        let keyed = self.agg.counts().keyed_lines;
-        m.keyed_lines
-            .with_label_values(&[name])
-            .inc_by(keyed - self.keyed_sent);
-        self.keyed_sent = keyed;
-        for (k, v) in [
-            ("lines", s.lines),
-            ("bytes", bytes),
-            ("error_lines", s.error_lines),
-            ("long_lines", s.long_lines),
-        ] {
-            if v > 0 {
-                batch.totals.insert(k, v);
-            }
-        }
-        batch
+        take_batch(
+            &self.metrics,
+            &self.name,
+            &mut self.agg,
+            &mut self.stats,
+            &mut self.bytes,
+            &mut self.keyed_sent,
+        )
     }
+}
+
+/// Takes what `agg` folded as a batch, with the `lines`, `bytes`, `error_lines` and
+/// `long_lines` totals of `stats` and `bytes`, and moves the source `name`'s counters (the
+/// keyed lines since `keyed_sent`). Shared by every source that folds lines.
+pub(crate) fn take_batch(
+    m: &Metrics,
+    name: &str,
+    agg: &mut LineAggregator,
+    stats: &mut ScanStats,
+    bytes: &mut u64,
+    keyed_sent: &mut u64,
+) -> IngestBatch {
+    let mut batch = agg.take_batch();
+    let s = std::mem::take(stats);
+    let bytes = std::mem::take(bytes);
+    m.lines.with_label_values(&[name]).inc_by(s.lines);
+    m.bytes.with_label_values(&[name]).inc_by(bytes);
+    m.error_lines
+        .with_label_values(&[name])
+        .inc_by(s.error_lines);
+    m.long_lines.with_label_values(&[name]).inc_by(s.long_lines);
+    let keyed = agg.counts().keyed_lines;
+    m.keyed_lines
+        .with_label_values(&[name])
+        .inc_by(keyed - *keyed_sent);
+    *keyed_sent = keyed;
+    for (k, v) in [
+        ("lines", s.lines),
+        ("bytes", bytes),
+        ("error_lines", s.error_lines),
+        ("long_lines", s.long_lines),
+    ] {
+        if v > 0 {
+            batch.totals.insert(k, v);
+        }
+    }
+    batch
 }
 
 fn is_json(format: LogFormat, line: &[u8]) -> bool {

@@ -189,6 +189,7 @@ fn logrotate_case(mode: Mode, glob: &str, test: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Pacing: the writer goes on a little past the last rotation; not a wait.
     std::thread::sleep(every / 2);
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().expect("writer");

@@ -900,32 +900,14 @@ impl Shard {
             if acc.positions.is_empty() && acc.agg.is_empty() && acc.stats.lines == 0 {
                 continue;
             }
-            let mut batch = acc.agg.take_batch();
-            let s = std::mem::take(&mut acc.stats);
-            let bytes = std::mem::take(&mut acc.bytes);
-            let m = &self.p.metrics;
-            let name: &str = source;
-            m.lines.with_label_values(&[name]).inc_by(s.lines);
-            m.bytes.with_label_values(&[name]).inc_by(bytes);
-            m.error_lines
-                .with_label_values(&[name])
-                .inc_by(s.error_lines);
-            m.long_lines.with_label_values(&[name]).inc_by(s.long_lines);
-            let keyed = acc.agg.counts().keyed_lines;
-            m.keyed_lines
-                .with_label_values(&[name])
-                .inc_by(keyed - acc.keyed_sent);
-            acc.keyed_sent = keyed;
-            for (k, v) in [
-                ("lines", s.lines),
-                ("bytes", bytes),
-                ("error_lines", s.error_lines),
-                ("long_lines", s.long_lines),
-            ] {
-                if v > 0 {
-                    batch.totals.insert(k, v);
-                }
-            }
+            let batch = crate::source::lines::take_batch(
+                &self.p.metrics,
+                source,
+                &mut acc.agg,
+                &mut acc.stats,
+                &mut acc.bytes,
+                &mut acc.keyed_sent,
+            );
             let fb = FileBatch {
                 source: source.clone(),
                 batch,
