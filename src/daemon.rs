@@ -313,7 +313,7 @@ async fn serve_all(
         webhooks: webhooks.clone(),
         started_at: started_at.to_string(),
     };
-    write_daemon_file(&config.state_dir, &info);
+    write_daemon_file(&config.state_dir, &info).await;
     tracing::info!(
         sources = config.sources.len(),
         listening = webhooks.len(),
@@ -401,14 +401,32 @@ impl Signals {
     }
 }
 
-fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
+/// Writes `daemon.json` (atomically: a temporary file, then a rename). A refused descriptor
+/// (EMFILE / ENFILE: the file source may hold the rest while it shrinks its open set) is
+/// retried for up to 10 s; any other failure, or a refusal that outlasts that, is logged:
+/// the daemon runs on, but `sentinel status` and the tests cannot find it.
+async fn write_daemon_file(state_dir: &Path, info: &DaemonInfo) {
     let path = crate::state_dir::StateDir::new(state_dir).daemon_file();
     let tmp: PathBuf = state_dir.join(format!(".{DAEMON_FILE}.{}", std::process::id()));
-    let Ok(text) = serde_json::to_string_pretty(info) else {
-        return;
+    let text = match serde_json::to_string_pretty(info) {
+        Ok(t) => t,
+        Err(e) => return tracing::error!(error = %e, "cannot encode daemon.json"),
     };
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &path));
+        let Err(e) = written else { return };
+        if !crate::limits::is_descriptor_exhaustion(&e) || tokio::time::Instant::now() >= deadline {
+            let _ = std::fs::remove_file(&tmp);
+            return tracing::error!(
+                path = %path.display(),
+                error = %e,
+                "cannot write daemon.json: `sentinel status` will not find this daemon"
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 

@@ -44,6 +44,16 @@ pub fn open_files_limit_text() -> String {
     }
 }
 
+/// Whether an error is a refused descriptor (EMFILE: the process's limit; ENFILE: the
+/// system's): a fault to wait out, not a verdict on the file.
+pub fn is_descriptor_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,11 +55,7 @@ pub fn default_max_open_files(soft_limit: Option<u64>) -> usize {
 /// Whether an open failed for want of a descriptor (EMFILE: the process's limit; ENFILE:
 /// the system's).
 pub(super) fn is_exhausted(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
-            || code == rustix::io::Errno::NFILE.raw_os_error()
-    )
+    crate::limits::is_descriptor_exhaustion(e)
 }
 
 /// The open set, shared by the coordinator, the inotify handler and the shards.
