@@ -183,6 +183,19 @@ pub enum EditError {
 }
 
 /// Builds a `git` command with a cleared, deterministic environment, run in `dir`.
+/// Serialises this process's `git worktree add`, `remove` and `prune`. They are not safe
+/// against each other in one repository: `prune` deletes the administrative directory of a
+/// worktree that `add` is still creating (its checkout does not exist yet), and `add` then
+/// fails ("could not open '.git/worktrees/<name>/locked'"). Two fixes run at once
+/// (`llm.max_concurrent_fixes`), so one ending must not prune under another starting.
+static WORKTREE_ADMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn worktree_admin() -> std::sync::MutexGuard<'static, ()> {
+    WORKTREE_ADMIN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn git_command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.env_clear();
@@ -413,6 +426,7 @@ impl FixWorktree {
         if std::fs::symlink_metadata(&path).is_ok() {
             return Err(GitError::DirExists(path));
         }
+        let _admin = worktree_admin();
         git(
             &root,
             &[
@@ -618,6 +632,7 @@ impl FixWorktree {
             return Ok(());
         }
         self.removed = true;
+        let _admin = worktree_admin();
         let res = git(
             &self.repo,
             &[
@@ -660,6 +675,7 @@ pub fn discard_abandoned(repo: &Path, branch: &str, base: &str) -> Result<(), Gi
     if !branch.starts_with("sentinel/") {
         return Err(GitError::InvalidBranch(branch.to_string()));
     }
+    let admin = worktree_admin();
     let list = git(&root, &["worktree", "list", "--porcelain"])?;
     let wanted = format!("branch refs/heads/{branch}");
     let mut path: Option<&str> = None;
@@ -673,6 +689,7 @@ pub fn discard_abandoned(repo: &Path, branch: &str, base: &str) -> Result<(), Gi
         }
     }
     git(&root, &["worktree", "prune"])?;
+    drop(admin);
     let tip = git_output(
         &root,
         &[
@@ -765,6 +782,32 @@ class TestCalc(unittest.TestCase):\n    def test_zero(self):\n        self.asser
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    /// Fixes run two at once: one ending (remove + prune) while another starts (add) must
+    /// never break the start. Before the admin lock, `prune` deleted a worktree being added
+    /// about once in 50 such pairs (seen in `fix_e2e`).
+    #[test]
+    fn concurrent_creates_and_removes_never_break_each_other() {
+        let repo = user_repo(false);
+        let base = tempfile::tempdir().unwrap();
+        let allowed = [PathBuf::from("src/calc")];
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (repo, base, allowed) = (repo.path(), base.path(), &allowed);
+                scope.spawn(move || {
+                    for i in 0..8 {
+                        let branch = format!("sentinel/fix-t{t}-{i}");
+                        let wt = FixWorktree::create(repo, &branch, base, allowed)
+                            .unwrap_or_else(|e| panic!("create {branch}: {e}"));
+                        wt.remove()
+                            .unwrap_or_else(|e| panic!("remove {branch}: {e}"));
+                    }
+                });
+            }
+        });
+        let list = g(repo.path(), &["worktree", "list", "--porcelain"]);
+        assert_eq!(list.matches("worktree ").count(), 1, "{list}");
     }
 
     /// A committed Python project, then uncommitted user changes and an untracked file.
