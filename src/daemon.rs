@@ -249,7 +249,16 @@ async fn serve_all(
     let infos = sources.infos;
     let webhooks = sources.listening;
 
-    // The fixer: takes jobs from the durable queue (and POST /fix).
+    // The fixer: takes jobs from the durable queue (and POST /fix). Triage (POST /triage)
+    // spends from the same budget, so their reservations never overlap.
+    let budget = Arc::new(crate::fix::budget::Budget::new(
+        store.clone(),
+        crate::fix::budget::Caps::new(&config.budget, config.llm.budget_per_fix),
+    ));
+    let triage_desk = Arc::new(crate::api::triage::TriageDesk {
+        llm: crate::fix::service::DaemonLlm::new(&config.llm),
+        budget: budget.clone(),
+    });
     let service = crate::fix::service::FixService::new(
         store.clone(),
         rules.clone(),
@@ -257,10 +266,7 @@ async fn serve_all(
             crate::fix::service::DaemonLlm::new(&config.llm),
             crate::fix::engine::FixerEnv {
                 config: config.clone(),
-                budget: Arc::new(crate::fix::budget::Budget::new(
-                    store.clone(),
-                    crate::fix::budget::Caps::new(&config.budget, config.llm.budget_per_fix),
-                )),
+                budget,
             },
         ),
         config.llm.max_concurrent_fixes,
@@ -268,6 +274,28 @@ async fn serve_all(
     .with_metrics(metrics.clone());
     let fix_handle = service.handle();
     let fixer_task = tokio::spawn(service.run(stopped()));
+    // Postmortems: rewritten from the store whenever the event log says an incident's
+    // state moved (whoever moved it: the fixer, a review, the ingest writer's regression).
+    let postmortems = {
+        let mut heads = api_events.clone();
+        let store = store.clone();
+        let reports = config.state().reports();
+        let mut follower = crate::fix::postmortem::Follower::new(&store);
+        tokio::spawn(async move {
+            while heads.changed().await.is_ok() {
+                let (store, reports) = (store.clone(), reports.clone());
+                follower = match tokio::task::spawn_blocking(move || {
+                    follower.catch_up(&store, &reports);
+                    follower
+                })
+                .await
+                {
+                    Ok(f) => f,
+                    Err(_) => return,
+                };
+            }
+        })
+    };
 
     // The API.
     let mut api_addr = None;
@@ -288,6 +316,7 @@ async fn serve_all(
             .with_auth(auth)
             .with_board(board.clone())
             .with_fixer(fix_handle.clone())
+            .with_triage(triage_desk)
             .with_stop(stop_streams),
         );
         // The store takes one hook (the outbox's channel): forward its moves to the streams.
@@ -363,6 +392,7 @@ async fn serve_all(
         Ok(Err(e)) => tracing::warn!(error = %e, "the fixer task failed"),
         Err(_) => tracing::warn!("the fixer did not stop in time"),
     }
+    postmortems.abort();
     // The outbox tasks abandon a request in flight and commit their cursors.
     outbox.join(Duration::from_secs(2)).await;
     Ok(format!("{signal} received"))

@@ -137,22 +137,44 @@ pub(super) async fn approve(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    review(s, id, true).await
+    review(s, id, true, None).await
 }
 
-#[utoipa::path(post, path = "/fixes/{id}/reject", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "rejected: branch deleted, incident escalated"), (status = 404, description = "no such fix"), (status = 409, description = "not awaiting approval")))]
+#[utoipa::path(post, path = "/fixes/{id}/reject", params(("id" = String, Path, description = "fix id")), request_body(content = Option<String>, description = "optional JSON `{\"reason\": \"...\"}`: why (kept as the fix's error)", content_type = "application/json"), responses((status = 200, description = "rejected: branch deleted, incident escalated"), (status = 400, description = "a body that is not a JSON object with an optional string `reason`"), (status = 404, description = "no such fix"), (status = 409, description = "not awaiting approval")))]
 pub(super) async fn reject(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    review(s, id, false).await
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+        match doc.get("reason") {
+            None | Some(Value::Null) if doc.is_object() => None,
+            Some(Value::String(r)) => Some(r.chars().take(2000).collect()),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "expected {\"reason\": \"...\"} (reason optional, a string)",
+                ));
+            }
+        }
+    };
+    review(s, id, false, reason).await
 }
 
-async fn review(s: Arc<ApiState>, id: String, approve: bool) -> Result<Response, ApiError> {
+async fn review(
+    s: Arc<ApiState>,
+    id: String,
+    approve: bool,
+    reason: Option<String>,
+) -> Result<Response, ApiError> {
     use crate::fix::service::ReviewError;
     let (store, config) = (s.store.clone(), s.config.clone());
     let fix = tokio::task::spawn_blocking(move || {
-        crate::fix::service::review(&store, &config, &id, approve)
+        crate::fix::service::review(&store, &config, &id, approve, reason.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

@@ -30,8 +30,10 @@ pub(crate) use auth::Scope;
 
 pub mod events;
 mod fixes;
+mod postmortem;
 mod register;
 mod trend;
+pub mod triage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,6 +76,7 @@ pub struct ApiState {
     started: Instant,
     auth: Arc<ApiAuth>,
     fixer: Option<crate::fix::service::FixHandle>,
+    triage: Option<Arc<triage::TriageDesk>>,
     feed: events::EventFeed,
 }
 
@@ -104,6 +107,7 @@ impl ApiState {
                 0,
             )))),
             fixer: None,
+            triage: None,
         }
     }
 
@@ -118,6 +122,12 @@ impl ApiState {
         self.fixer = Some(fixer);
         self
     }
+    /// Serves `POST /triage`'s LLM path with the daemon's client and budget.
+    pub fn with_triage(mut self, desk: Arc<triage::TriageDesk>) -> ApiState {
+        self.triage = Some(desk);
+        self
+    }
+
     /// Shows the sources' live state (see [`crate::source::SourceBoard`]) in `/status`.
     pub fn with_board(mut self, board: Arc<crate::source::SourceBoard>) -> ApiState {
         self.board = board;
@@ -207,6 +217,7 @@ fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(incidents))
         .routes(routes!(incident))
         .routes(routes!(trend::incident_trend))
+        .routes(routes!(postmortem::report))
         .routes(routes!(trend::total_trend))
         .routes(routes!(events::events))
         .routes(routes!(register::manifest))
@@ -216,6 +227,7 @@ fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(fixes::get_fix))
         .routes(routes!(fixes::approve))
         .routes(routes!(fixes::reject))
+        .routes(routes!(triage::triage))
         .routes(routes!(openapi))
 }
 
@@ -503,7 +515,7 @@ struct IncidentDetail {
     fix_attempts: Vec<crate::store::FixResult>,
 }
 
-#[utoipa::path(get, path = "/incidents/{id}", responses((status = 200, description = "the incident with its timeline and fix attempts"), (status = 404, description = "no such incident")))]
+#[utoipa::path(get, path = "/incidents/{id}", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline and fix attempts"), (status = 404, description = "no such incident")))]
 async fn incident(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,

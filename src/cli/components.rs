@@ -55,6 +55,12 @@ enum ManifestCommand {
     },
     /// Register one component by hand.
     Add(AddArgs),
+    /// Unregister a component (its incidents stay; new lines with its key count as
+    /// unregistered). A running daemon follows the manifest and reloads it.
+    Remove {
+        /// The component id.
+        component_id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,7 +193,27 @@ pub(crate) fn run_manifest(config: &Config, args: ManifestArgs) -> Result<u8, Cl
     match args.command {
         ManifestCommand::Show { json } => show(config, json),
         ManifestCommand::Add(a) => add(config, a),
+        ManifestCommand::Remove { component_id } => remove(config, &component_id),
     }
+}
+
+fn remove(config: &Config, component_id: &str) -> Result<u8, CliError> {
+    let path = config.manifest_path();
+    if !path.exists() {
+        return Err(CliError::Other(anyhow::anyhow!(
+            "{component_id} is not registered (no manifest at {})",
+            path.display()
+        )));
+    }
+    // Not registered: the closure's Err leaves the file untouched.
+    let removed = Manifest::update(&path, |m| m.remove(component_id).map(|_| ()).ok_or(()))?;
+    if removed.is_err() {
+        return Err(CliError::Other(anyhow::anyhow!(
+            "{component_id} is not registered"
+        )));
+    }
+    writeln!(std::io::stdout().lock(), "Removed {component_id}").context("stdout")?;
+    Ok(0)
 }
 
 fn show(config: &Config, json: bool) -> Result<u8, CliError> {

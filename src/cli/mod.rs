@@ -4,9 +4,14 @@
 //! document on stdout. Exit codes: 0 success, 1 runtime failure, 2 usage or configuration
 //! error (clap's own errors exit 2 as well).
 
+#[cfg(feature = "daemon")]
+pub mod client;
 pub mod components;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod fix;
+#[cfg(all(unix, feature = "daemon"))]
+pub mod fixes;
+pub mod incident;
 pub mod report;
 pub mod scan;
 #[cfg(feature = "daemon")]
@@ -22,9 +27,17 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, ConfigSearch};
 
+/// `sentinel --version`: the crate's version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SENTINEL_GIT_COMMIT"),
+    ")"
+);
+
 /// Sentinel: production log ingestion and attribution for Pact projects.
 #[derive(Debug, Parser)]
-#[command(name = "sentinel", version, about, propagate_version = true)]
+#[command(name = "sentinel", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The config file (default: ./sentinel.yaml, then ~/.sentinel/sentinel.yaml).
     #[arg(short, long, global = true, env = crate::config::CONFIG_ENV, value_name = "PATH")]
@@ -65,10 +78,22 @@ pub enum Command {
     /// `sentinel/fix-<id>` branch; prints the FixResult JSON (exit 0 on success, 1 on failure).
     #[cfg(all(unix, feature = "daemon"))]
     Fix(fix::FixArgs),
+    /// List the newest fixes, or show one whole (diff, test output, why it ended).
+    #[cfg(all(unix, feature = "daemon"))]
+    Fixes(fixes::FixesArgs),
+    /// Approve a fix awaiting approval (merged with `fix.merge`; the incident resolved).
+    #[cfg(all(unix, feature = "daemon"))]
+    Approve(fixes::ApproveArgs),
+    /// Reject a fix awaiting approval (its branch deleted; the incident escalated).
+    #[cfg(all(unix, feature = "daemon"))]
+    Reject(fixes::RejectArgs),
     /// Scan existing log files (plain or .gz) once and fold their error lines into incidents.
     Scan(scan::ScanArgs),
-    /// Show recent incidents, newest first.
+    /// Show recent incidents, newest first, with their spend and fix attempts, then the fix
+    /// history.
     Report(report::ReportArgs),
+    /// Show one incident whole: counts, timeline, fix attempts, spend.
+    Incident(incident::IncidentArgs),
     /// Check the running daemon's API, the LLM endpoint and every configured integration
     /// (exit 1 when a configured one does not answer).
     #[cfg(feature = "daemon")]
@@ -80,9 +105,30 @@ pub enum Command {
     /// Serve the HTTP API (and watch the configured sources, if any).
     #[cfg(feature = "daemon")]
     Serve(watch::ServeArgs),
+    /// Print a shell completion script: `sentinel completions bash > /etc/bash_completion.d/sentinel`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
     /// Write a deterministic test corpus with its ground truth (for benchmarks and tests).
     #[command(hide = true)]
     GenCorpus(GenCorpusArgs),
+}
+
+/// `sentinel completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// `sentinel man`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write `sentinel.1` and a page per subcommand (`sentinel-watch.1` ...) into DIR
+    /// instead of printing `sentinel.1`.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// `sentinel gen-corpus`.
@@ -152,6 +198,13 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Triage(args) => triage::run(&load_config(cli.config)?, args),
         #[cfg(all(unix, feature = "daemon"))]
         Command::Fix(args) => fix::run(&load_config(cli.config)?, args),
+        #[cfg(all(unix, feature = "daemon"))]
+        Command::Fixes(args) => fixes::run_fixes(&load_config(cli.config)?, args),
+        #[cfg(all(unix, feature = "daemon"))]
+        Command::Approve(args) => fixes::run_approve(&load_config(cli.config)?, args),
+        #[cfg(all(unix, feature = "daemon"))]
+        Command::Reject(args) => fixes::run_reject(&load_config(cli.config)?, args),
+        Command::Incident(args) => incident::run(&load_config(cli.config)?, args),
         Command::Scan(args) => scan::run(&load_config(cli.config)?, args),
         Command::Report(args) => report::run(&load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]
@@ -160,8 +213,35 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Watch(args) => watch::run_watch(load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]
         Command::Serve(args) => watch::run_serve(load_config(cli.config)?, args),
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut cmd, "sentinel", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man(args) => man(args),
         Command::GenCorpus(args) => gen_corpus(args),
     }
+}
+
+fn man(args: ManArgs) -> Result<u8, CliError> {
+    use anyhow::Context;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+        }
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .context("rendering the man page")?;
+            std::io::stdout().lock().write_all(&out).context("stdout")?;
+        }
+    }
+    Ok(0)
 }
 
 fn load_config(explicit: Option<PathBuf>) -> Result<Config, CliError> {

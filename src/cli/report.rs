@@ -4,17 +4,22 @@
 //! `  <mark> <id>  <component or unknown, padded to 20>  $<spend>  <status>  <first seen>`,
 //! followed by the incident's severity (a column the reference did not have, added last so
 //! scripts reading the reference's columns keep working),
-//! with `[OK]` for resolved, `[!!]` for escalated and `[..]` otherwise. `--json` prints the
-//! incidents as a JSON array. The store is opened read-only, so this works while a daemon
-//! writes it.
+//! with `[OK]` for resolved, `[!!]` for escalated and `[..]` otherwise. `<spend>` is what the
+//! LLM really cost for the incident (fixes and triage, from the spend log). Under each
+//! incident with fix attempts, one line per attempt (status, branch and commit); then a
+//! **fix history** section: the newest fixes of any incident. `--json` prints the incidents
+//! as a JSON array, each with its `spend_usd` and its `fixes` (id, status, branch, commit,
+//! spend, when). The store is opened read-only, so this works while a daemon writes it.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::Context;
+use serde::Serialize;
 
 use super::CliError;
 use crate::config::Config;
-use crate::store::{IncidentStatus, Store};
+use crate::store::{FixResult, Incident, IncidentStatus, Store};
 
 /// `sentinel report`.
 #[derive(Debug, clap::Args)]
@@ -25,19 +30,115 @@ pub struct ReportArgs {
     /// How many incidents to show.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// How many fixes the fix history shows.
+    #[arg(long, default_value_t = 10)]
+    fixes: usize,
+}
+
+/// One incident as `report --json` prints it: the incident's fields, its spend and its
+/// fix attempts.
+#[derive(Debug, Serialize)]
+struct ReportRow<'a> {
+    #[serde(flatten)]
+    incident: &'a Incident,
+    spend_usd: f64,
+    fixes: Vec<FixSummary<'a>>,
+}
+
+/// A fix attempt in a report.
+#[derive(Debug, Serialize)]
+struct FixSummary<'a> {
+    id: &'a str,
+    status: &'static str,
+    branch: &'a str,
+    commit: &'a str,
+    merged: bool,
+    spend_usd: f64,
+    started_at: Option<String>,
+    error: &'a str,
+}
+
+impl<'a> FixSummary<'a> {
+    fn of(f: &'a FixResult) -> FixSummary<'a> {
+        FixSummary {
+            id: &f.id,
+            status: f.status.as_str(),
+            branch: &f.branch,
+            commit: &f.git_fix_ref,
+            merged: f.merged,
+            spend_usd: f.spend_usd,
+            started_at: f.started_at.map(|t| t.to_string()),
+            error: &f.error,
+        }
+    }
+}
+
+/// What the LLM cost per incident (micro-USD), summed over the whole spend log.
+pub(crate) fn spend_by_incident(store: &Store) -> Result<HashMap<String, u64>, CliError> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for (_, incident, micros) in store
+        .spend_since(jiff::Timestamp::UNIX_EPOCH)
+        .context("reading the spend log")?
+    {
+        *out.entry(incident).or_default() += micros;
+    }
+    Ok(out)
+}
+
+/// One fix in a line: id, status, component, spend, when, branch@commit.
+pub(crate) fn fix_line(f: &FixResult) -> String {
+    let when = f.started_at.map_or_else(
+        || "-".into(),
+        |t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+    );
+    let commit = f.git_fix_ref.get(..12).unwrap_or(&f.git_fix_ref);
+    let branch = match (f.branch.as_str(), commit) {
+        ("", _) => String::new(),
+        (b, "") => b.to_string(),
+        (b, c) => format!("{b}@{c}"),
+    };
+    let component = if f.component_id.is_empty() {
+        "unknown"
+    } else {
+        &f.component_id
+    };
+    format!(
+        "{:<36}  {:<17}  {component:<20}  ${:.2}  {when}  {branch}",
+        f.id,
+        f.status.as_str(),
+        f.spend_usd,
+    )
 }
 
 pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
     let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
-    let incidents = match &store {
-        Some(s) => s
-            .recent_incidents(args.limit)
-            .context("reading incidents")?,
-        None => Vec::new(),
+    let (incidents, spend, fixes, history) = match &store {
+        Some(s) => {
+            let incidents = s
+                .recent_incidents(args.limit)
+                .context("reading incidents")?;
+            let mut fixes = Vec::with_capacity(incidents.len());
+            for inc in &incidents {
+                fixes.push(s.fixes_of(&inc.id).context("reading fixes")?);
+            }
+            let history = s.fixes(args.fixes).context("reading fixes")?;
+            (incidents, spend_by_incident(s)?, fixes, history)
+        }
+        None => Default::default(),
     };
+    let spend_of = |inc: &Incident| spend.get(&inc.id).copied().unwrap_or(0) as f64 / 1e6;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &incidents).context("writing JSON")?;
+        let rows: Vec<ReportRow<'_>> = incidents
+            .iter()
+            .zip(&fixes)
+            .map(|(inc, fixes)| ReportRow {
+                incident: inc,
+                spend_usd: spend_of(inc),
+                fixes: fixes.iter().map(FixSummary::of).collect(),
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &rows).context("writing JSON")?;
         writeln!(out).context("stdout")?;
         return Ok(0);
     }
@@ -45,7 +146,7 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         writeln!(out, "No incidents recorded.").context("stdout")?;
         return Ok(0);
     }
-    for inc in &incidents {
+    for (inc, fixes) in incidents.iter().zip(&fixes) {
         let mark = match inc.status {
             IncidentStatus::Resolved => "[OK]",
             IncidentStatus::Escalated => "[!!]",
@@ -61,11 +162,26 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
             out,
             "  {mark} {}  {component:<20}  ${:.2}  {}  {first_seen}  {}",
             inc.id,
-            0.0,
+            spend_of(inc),
             inc.status.as_str(),
             inc.severity
         )
         .context("stdout")?;
+        for f in fixes {
+            let commit = f.git_fix_ref.get(..12).unwrap_or(&f.git_fix_ref);
+            let at = match (f.branch.as_str(), commit) {
+                ("", _) => String::new(),
+                (b, "") => format!("  {b}"),
+                (b, c) => format!("  {b}@{c}"),
+            };
+            writeln!(out, "        fix {}  {}{at}", f.id, f.status.as_str()).context("stdout")?;
+        }
+    }
+    if !history.is_empty() {
+        writeln!(out, "\nFix history (newest first)").context("stdout")?;
+        for f in &history {
+            writeln!(out, "  {}", fix_line(f)).context("stdout")?;
+        }
     }
     Ok(0)
 }

@@ -1,5 +1,10 @@
 //! `sentinel status [--json]`: what is configured, and whether each part really answers.
 //!
+//! First the configuration (as the product promises: "show configuration and integration
+//! connectivity"): the sources with their detail, auto-remediation, the model and its
+//! budget per fix, the registered components, and the budget used and left per cap (from
+//! the store, read-only, so it works beside a daemon). Then the checks:
+//!
 //! Every check runs at once, each with a [`CHECK_TIMEOUT`]:
 //!
 //! | check | configured when | how |
@@ -110,6 +115,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
     let checks = run_checks(config, |v| std::env::var(v).ok());
     let failed = checks.iter().any(|c| c.state.is_failure());
     let daemon = crate::daemon::read_daemon_file(&config.state_dir);
+    let settings = Settings::of(config);
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({
@@ -117,6 +123,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
             "config": config.path.as_ref().map(|p| p.display().to_string()),
             "state_dir": config.state_dir.display().to_string(),
             "daemon_pid": daemon.as_ref().map(|d| d.pid),
+            "settings": settings,
             "ok": !failed,
             "checks": checks,
         });
@@ -132,6 +139,8 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
             None => writeln!(out, "daemon     not running"),
         }
         .context("stdout")?;
+        writeln!(out).context("stdout")?;
+        settings.write(&mut out).context("stdout")?;
         writeln!(out).context("stdout")?;
         for c in &checks {
             let latency = c.latency_ms.map_or(String::new(), |ms| format!("{ms} ms"));
@@ -152,6 +161,147 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
         }
     }
     Ok(u8::from(failed))
+}
+
+/// The configuration as `status` shows it.
+#[derive(Debug, Serialize)]
+struct Settings {
+    sources: Vec<SourceLine>,
+    auto_remediate: bool,
+    require_approval: bool,
+    provider: &'static str,
+    model: String,
+    budget_per_fix_usd: f64,
+    per_incident_cap_usd: f64,
+    /// Spend per window cap (None when the store cannot be read).
+    budget: Option<Vec<crate::fix::budget::WindowSpend>>,
+    /// Registered component ids (None when the manifest cannot be read).
+    components: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SourceLine {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    detail: String,
+}
+
+impl Settings {
+    fn of(config: &Config) -> Settings {
+        let sources = config
+            .sources
+            .iter()
+            .map(|s| SourceLine {
+                name: s.name().to_string(),
+                kind: kind_name(s).to_string(),
+                detail: describe(s),
+            })
+            .collect();
+        let budget = crate::store::Store::open_read_only(&config.db_path())
+            .ok()
+            .map(|store| match store {
+                Some(store) => {
+                    crate::fix::budget::window_spend(&store, &config.budget, jiff::Timestamp::now())
+                        .ok()
+                }
+                None => crate::fix::budget::window_spend_of_nothing(&config.budget),
+            })
+            .unwrap_or(None);
+        let components = crate::attribute::Manifest::load(&config.manifest_path())
+            .ok()
+            .map(|m| m.components.keys().cloned().collect());
+        Settings {
+            sources,
+            auto_remediate: config.auto_remediate,
+            require_approval: config.fix.require_approval,
+            provider: config.llm.provider.as_str(),
+            model: config.llm.model.clone(),
+            budget_per_fix_usd: config.llm.budget_per_fix,
+            per_incident_cap_usd: config.budget.per_incident_cap,
+            budget,
+            components,
+        }
+    }
+
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out, "sources")?;
+        if self.sources.is_empty() {
+            writeln!(out, "  (none)")?;
+        }
+        for s in &self.sources {
+            writeln!(out, "  {:<16} {:<10} {}", s.name, s.kind, s.detail)?;
+        }
+        let on = |b: bool| if b { "on" } else { "off" };
+        writeln!(
+            out,
+            "auto-fix   {}{}",
+            on(self.auto_remediate),
+            if self.require_approval {
+                " (fixes wait for approval)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            out,
+            "model      {} {} (${:.2} per fix, ${:.2} per incident)",
+            self.provider, self.model, self.budget_per_fix_usd, self.per_incident_cap_usd
+        )?;
+        match &self.components {
+            Some(c) if c.is_empty() => writeln!(out, "components none registered")?,
+            Some(c) => writeln!(out, "components {} registered: {}", c.len(), c.join(", "))?,
+            None => writeln!(out, "components the manifest cannot be read")?,
+        }
+        match &self.budget {
+            Some(windows) => {
+                writeln!(out, "budget     used / cap (left)")?;
+                for w in windows {
+                    writeln!(
+                        out,
+                        "  {:<9} ${:.2} / ${:.2} (${:.2})",
+                        w.name,
+                        w.spent_usd,
+                        w.cap_usd,
+                        (w.cap_usd - w.spent_usd).max(0.0)
+                    )?;
+                }
+            }
+            None => writeln!(out, "budget     the store cannot be read")?,
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(s: &crate::config::SourceConfig) -> &'static str {
+    use crate::config::SourceConfig as S;
+    match s {
+        S::File(_) => "file",
+        S::Webhook(_) => "webhook",
+        S::Cloudwatch(_) => "cloudwatch",
+        S::Process(_) => "process",
+        S::Stdin(_) => "stdin",
+    }
+}
+
+/// A source's detail: what it reads or where it listens.
+fn describe(s: &crate::config::SourceConfig) -> String {
+    use crate::config::SourceConfig as S;
+    match s {
+        S::File(f) => f.path.clone(),
+        S::Webhook(w) => {
+            let auth = match (&w.token_env, &w.hmac_secret_env) {
+                (Some(_), Some(_)) => ", token + HMAC",
+                (Some(_), None) => ", token",
+                (None, Some(_)) => ", HMAC",
+                (None, None) => "",
+            };
+            format!("http://{}:{}{auth}", w.host, w.port)
+        }
+        S::Cloudwatch(c) => format!("{} in {}", c.log_groups.join(", "), c.region),
+        S::Process(p) => p.command.join(" "),
+        S::Stdin(_) => "standard input".into(),
+    }
 }
 
 /// Runs every check at once; the order of the answer is fixed.

@@ -37,7 +37,7 @@ pub struct TriageArgs {
 }
 
 /// A triage verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Verdict {
     /// The component, or `unknown`.
     pub component_id: String,
@@ -112,7 +112,7 @@ pub(crate) fn run(config: &Config, args: TriageArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn unavailable(why: &str) -> Verdict {
+pub(crate) fn unavailable(why: &str) -> Verdict {
     Verdict {
         component_id: "unknown".into(),
         confidence: 0.0,
@@ -121,13 +121,26 @@ fn unavailable(why: &str) -> Verdict {
     }
 }
 
-/// The LLM path (SPEC §5.3): one call within the budget, its cost in the spend log.
+/// The LLM path (SPEC §5.3): one call within the budget, its cost in the spend log. While a
+/// daemon runs (it owns the store, and the spend log in it), the daemon is asked
+/// (`POST /triage`); the verdict is the same.
 #[cfg(all(unix, feature = "daemon"))]
 fn by_llm(config: &Config, text: &str, manifest: &Manifest) -> Verdict {
-    use crate::fix::budget::{Budget, Caps, reservation};
+    use crate::fix::budget::{Budget, Caps};
     use crate::fix::service::DaemonLlm;
     use crate::store::{Store, StoreError};
     use std::sync::Arc;
+    match super::client::DaemonClient::find(config) {
+        Ok(Some(daemon)) => {
+            return match daemon.post("/triage", &serde_json::json!({ "error_text": text })) {
+                Ok(doc) => serde_json::from_value(doc)
+                    .unwrap_or_else(|e| unavailable(&format!("the daemon's answer: {e}"))),
+                Err(e) => unavailable(&format!("{e:#}")),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => return unavailable(&e.to_string()),
+    }
     let llm = match DaemonLlm::new(&config.llm) {
         DaemonLlm::Unavailable(why) => return unavailable(&why),
         llm => llm,
@@ -138,58 +151,45 @@ fn by_llm(config: &Config, text: &str, manifest: &Manifest) -> Verdict {
     let store = match Store::open(&config.db_path()) {
         Ok(s) => Arc::new(s),
         Err(StoreError::InUse { .. }) => {
-            return unavailable(
-                "a running daemon owns the spend log; triage through it, or stop it",
-            );
+            return unavailable("another process owns the spend log; retry when it has stopped");
         }
         Err(e) => return unavailable(&e.to_string()),
     };
     let budget = Budget::new(store, Caps::new(&config.budget, config.llm.budget_per_fix));
-    let req = crate::fix::triage::request(text, manifest);
-    let p = crate::fix::llm::Pricing::from_usd_per_mtok(
-        config.llm.provider,
-        config.llm.price_input_per_mtok,
-        config.llm.price_output_per_mtok,
-    );
-    let bytes = (req.system.len() + req.user.len()) as u64 + 1024;
-    let now = jiff::Timestamp::now();
-    let hold = match budget.reserve(
-        "triage",
-        0,
-        reservation(bytes, req.max_tokens, p.input, p.output),
-        now,
-    ) {
-        Ok(h) => h,
-        Err(e) => return unavailable(&e.to_string()),
-    };
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
-        budget.release(hold);
         return unavailable("cannot start the async runtime");
     };
-    let answer = rt.block_on(crate::fix::triage::triage(&llm, text, manifest));
-    let spent = match &answer {
-        Ok((_, r)) => r.cost_micro_usd,
-        Err(e) => e.spent_micro_usd(),
-    };
-    if let Err(e) = budget.settle(hold, spent, jiff::Timestamp::now()) {
-        tracing::warn!(error = %e, "cannot record the triage spend");
-    }
-    match answer {
-        Ok((Some((id, _, _)), _)) => Verdict {
-            component_id: id,
+    verdict_of(rt.block_on(crate::fix::triage::within_budget(
+        &llm,
+        &budget,
+        &config.llm,
+        "triage",
+        text,
+        manifest,
+    )))
+}
+
+/// The reference's verdict for an LLM triage outcome (SPEC §5.4: a match is 0.8).
+#[cfg(all(unix, feature = "daemon"))]
+pub fn verdict_of(outcome: crate::fix::triage::Budgeted) -> Verdict {
+    use crate::fix::triage::Budgeted;
+    match outcome {
+        Budgeted::Matched { component_id, .. } => Verdict {
+            component_id,
             confidence: 0.8,
             reasoning: "LLM triage matched error to component based on manifest analysis".into(),
             pact_key: None,
         },
-        Ok((None, _)) | Err(_) => Verdict {
+        Budgeted::NoMatch => Verdict {
             component_id: "unknown".into(),
             confidence: 0.0,
             reasoning: "LLM triage could not determine responsible component".into(),
             pact_key: None,
         },
+        Budgeted::Unavailable(why) => unavailable(&why),
     }
 }
 

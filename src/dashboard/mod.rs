@@ -1023,12 +1023,7 @@ async fn components(
 }
 
 /// Spend against one cap.
-#[derive(Debug)]
-struct Spend {
-    name: &'static str,
-    spent_usd: f64,
-    cap_usd: f64,
-}
+type Spend = crate::fix::budget::WindowSpend;
 
 async fn fixes(
     State(d): State<Arc<Dash>>,
@@ -1040,38 +1035,7 @@ async fn fixes(
     let found = read(move || {
         let jobs = store.open_jobs()?;
         let recent = store.fixes(100)?;
-        let month = store.spend_since(now - jiff::SignedDuration::from_hours(30 * 24))?;
-        let sum = |hours: i64| -> f64 {
-            let since = now - jiff::SignedDuration::from_hours(hours);
-            let micro: u64 = month
-                .iter()
-                .filter(|(at, _, _)| *at >= since)
-                .map(|(_, _, m)| m)
-                .sum();
-            crate::fix::budget::usd(micro)
-        };
-        let spend = vec![
-            Spend {
-                name: "hourly",
-                spent_usd: sum(1),
-                cap_usd: budget.hourly_cap,
-            },
-            Spend {
-                name: "daily",
-                spent_usd: sum(24),
-                cap_usd: budget.daily_cap,
-            },
-            Spend {
-                name: "weekly",
-                spent_usd: sum(7 * 24),
-                cap_usd: budget.weekly_cap,
-            },
-            Spend {
-                name: "monthly",
-                spent_usd: sum(30 * 24),
-                cap_usd: budget.monthly_cap,
-            },
-        ];
+        let spend = crate::fix::budget::window_spend(&store, &budget, now)?;
         Ok((jobs, recent, spend))
     })
     .await;
@@ -1128,7 +1092,7 @@ async fn review(
     use crate::fix::service::ReviewError;
     let (store, config) = (d.api.store().clone(), d.api.config().clone());
     let done = tokio::task::spawn_blocking(move || {
-        crate::fix::service::review(&store, &config, &id, approve)
+        crate::fix::service::review(&store, &config, &id, approve, None)
     })
     .await;
     match done {

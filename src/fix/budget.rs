@@ -132,6 +132,74 @@ const WINDOWS: [(&str, i64); 4] = [
     ("monthly", 30 * 86_400),
 ];
 
+/// What was spent in one window against its cap (`status`, the dashboard).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowSpend {
+    /// `hourly`, `daily`, `weekly`, `monthly`.
+    pub name: &'static str,
+    /// Spent in the window ending now, in USD.
+    pub spent_usd: f64,
+    /// The configured cap, in USD.
+    pub cap_usd: f64,
+}
+
+/// Spend in each cap's window ending `now`, from the spend log, with the configured caps.
+///
+/// # Errors
+///
+/// [`StoreError`] when the spend log cannot be read.
+pub fn window_spend(
+    store: &Store,
+    budget: &BudgetConfig,
+    now: Timestamp,
+) -> Result<Vec<WindowSpend>, StoreError> {
+    let month = store.spend_since(now - SignedDuration::from_secs(WINDOWS[3].1))?;
+    let caps = [
+        budget.hourly_cap,
+        budget.daily_cap,
+        budget.weekly_cap,
+        budget.monthly_cap,
+    ];
+    Ok(WINDOWS
+        .into_iter()
+        .zip(caps)
+        .map(|((name, secs), cap_usd)| {
+            let since = now - SignedDuration::from_secs(secs);
+            let micro: u64 = month
+                .iter()
+                .filter(|(at, _, _)| *at >= since)
+                .map(|(_, _, m)| m)
+                .sum();
+            WindowSpend {
+                name,
+                spent_usd: usd(micro),
+                cap_usd,
+            }
+        })
+        .collect())
+}
+
+/// [`window_spend`] with nothing spent (no store yet).
+pub fn window_spend_of_nothing(budget: &BudgetConfig) -> Option<Vec<WindowSpend>> {
+    let caps = [
+        budget.hourly_cap,
+        budget.daily_cap,
+        budget.weekly_cap,
+        budget.monthly_cap,
+    ];
+    Some(
+        WINDOWS
+            .into_iter()
+            .zip(caps)
+            .map(|((name, _), cap_usd)| WindowSpend {
+                name,
+                spent_usd: 0.0,
+                cap_usd,
+            })
+            .collect(),
+    )
+}
+
 impl Budget {
     /// A budget with `caps` over `store`'s spend log.
     pub fn new(store: Arc<Store>, caps: Caps) -> Budget {

@@ -11,10 +11,10 @@
 //!    FAIL; apply the fix — the tests must PASS. Anything else is debriefed into the next
 //!    attempt, and the worktree is reset.
 //! 4. Success: commit the edited files on the fix branch; push a tightened contract (see
-//!    [`contract`]); with `fix.merge` fast-forward the user's branch when their tree is clean;
-//!    write the report under `state_dir/monitoring/reports/`.
+//!    [`contract`]); with `fix.merge` fast-forward the user's branch when their tree is clean.
 //!
-//! The caller stores the [`FixResult`] and moves the incident (see `store::fixes`).
+//! The caller stores the [`FixResult`] and moves the incident (see `store::fixes`); the
+//! postmortem is written from the store once that is committed ([`super::postmortem`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,7 +113,7 @@ impl<L: Llm> Fixer<L> {
         fix.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         fix.completed_at = Some(Timestamp::now());
         fix.spend_usd = usd(fix.spend_micro_usd);
-        let resolution = match res {
+        match res {
             Ok(r) => r,
             Err((r, error)) => {
                 fix.status = FixStatus::Failure;
@@ -123,11 +123,7 @@ impl<L: Llm> Fixer<L> {
                 }
                 r.to_string()
             }
-        };
-        if let Err(e) = write_report(&self.env.config, fix, incident, &resolution) {
-            tracing::warn!(error = %e, "cannot write the fix report");
         }
-        resolution
     }
 
     async fn run_inner(
@@ -570,60 +566,4 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn first_chars(s: &str, n: usize) -> String {
     let line = s.lines().next().unwrap_or_default();
     line.chars().take(n).collect()
-}
-
-/// Writes `state_dir/monitoring/reports/<incident id>.md`.
-fn write_report(
-    config: &Config,
-    fix: &FixResult,
-    incident: &Incident,
-    resolution: &str,
-) -> std::io::Result<()> {
-    let dir = config.state().reports();
-    std::fs::create_dir_all(&dir)?;
-    let title = if matches!(fix.status, FixStatus::Success | FixStatus::AwaitingApproval) {
-        "Fix"
-    } else {
-        "Escalation"
-    };
-    let mut r = format!(
-        "# {title}: Incident {}\n\nComponent: {}\nPACT key: {}\nSeverity: {}\nOccurrences: {}\n\
-         Fix: {} ({})\nResolution: {resolution}\nBranch: {}\nCommit: {}\nMerged: {}\n\
-         Attempts: {}\nTokens: {} in / {} out\nSpend: ${:.4}\nDuration: {} ms\n",
-        incident.id,
-        if incident.component_id.is_empty() {
-            "unknown"
-        } else {
-            &incident.component_id
-        },
-        incident.pact_key,
-        incident.severity.as_str(),
-        incident.count,
-        fix.id,
-        fix.status.as_str(),
-        fix.branch,
-        fix.git_fix_ref,
-        fix.merged,
-        fix.attempts,
-        fix.input_tokens,
-        fix.output_tokens,
-        usd(fix.spend_micro_usd),
-        fix.duration_ms,
-    );
-    if !fix.contract_push.is_empty() {
-        r.push_str(&format!("Contract: {}\n", fix.contract_push));
-    }
-    if !fix.error.is_empty() {
-        r.push_str(&format!("\n## Error\n\n{}\n", fix.error));
-    }
-    if !fix.test_output_tail.is_empty() {
-        r.push_str(&format!(
-            "\n## Test output (tail)\n\n```\n{}\n```\n",
-            fix.test_output_tail.trim_end()
-        ));
-    }
-    let path = dir.join(format!("{}.md", incident.id));
-    let tmp = dir.join(format!(".{}.md.tmp", incident.id));
-    std::fs::write(&tmp, r)?;
-    std::fs::rename(tmp, path)
 }

@@ -30,6 +30,7 @@ pub mod layout;
 #[cfg(feature = "daemon")]
 pub mod llm;
 pub mod policy;
+pub mod postmortem;
 #[cfg(feature = "daemon")]
 pub mod prompt;
 pub mod redact;
@@ -37,7 +38,7 @@ pub mod redact;
 pub mod runner;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod service;
-#[cfg(feature = "daemon")]
+#[cfg(all(unix, feature = "daemon"))]
 pub mod triage;
 pub mod worktree;
 

@@ -490,7 +490,8 @@ pub enum ReviewError {
 /// Approves (`true`) or rejects a fix that waits for approval (`fix.require_approval`).
 /// Approved: with `fix.merge` the user's branch is fast-forwarded to the fix when their tree
 /// is clean; the incident is resolved. Rejected: the fix branch is deleted, the incident
-/// escalated (`fix_rejected`). Blocking (git).
+/// escalated (`fix_rejected`); the reviewer's `reason`, if given, is the fix's error.
+/// Blocking (git).
 ///
 /// # Errors
 ///
@@ -500,6 +501,7 @@ pub fn review(
     config: &crate::config::Config,
     id: &str,
     approve: bool,
+    reason: Option<&str>,
 ) -> Result<FixResult, ReviewError> {
     let mut fix = store
         .fix(id)?
@@ -526,7 +528,10 @@ pub fn review(
         }
     } else {
         fix.status = FixStatus::Rejected;
-        fix.error = "rejected by a reviewer".into();
+        fix.error = match reason.map(str::trim) {
+            Some(r) if !r.is_empty() => format!("rejected by a reviewer: {r}"),
+            _ => "rejected by a reviewer".into(),
+        };
         if let Err(e) = super::worktree::delete_branch(&repo, &fix.branch) {
             tracing::warn!(error = %e, branch = %fix.branch, "cannot delete the rejected fix's branch");
         }

@@ -95,3 +95,74 @@ pub async fn triage<L: Llm>(
     let resp = llm.complete(&request(text, manifest)).await?;
     Ok((accept(&resp, manifest), resp))
 }
+
+/// What a budgeted LLM triage concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Budgeted {
+    /// A registered component, with the model's confidence and reasoning.
+    Matched {
+        /// The component.
+        component_id: String,
+        /// The model's confidence (≥ [`MIN_CONFIDENCE`]).
+        confidence: f64,
+        /// The model's reasoning.
+        reasoning: String,
+    },
+    /// The model named no registered component (or the call failed after it was paid for).
+    NoMatch,
+    /// No call was made: no LLM, or the budget refused it.
+    Unavailable(String),
+}
+
+/// One triage call within `budget`, charged to `charge_to` (an incident id, or `triage`),
+/// its real cost settled in the spend log. The one path the CLI, `POST /triage` and the
+/// daemon's own triage of unattributed incidents share.
+pub async fn within_budget(
+    llm: &super::service::DaemonLlm,
+    budget: &super::budget::Budget,
+    llm_config: &crate::config::LlmConfig,
+    charge_to: &str,
+    text: &str,
+    manifest: &Manifest,
+) -> Budgeted {
+    use super::budget::reservation;
+    if let super::service::DaemonLlm::Unavailable(why) = llm {
+        return Budgeted::Unavailable(why.clone());
+    }
+    let req = request(text, manifest);
+    let p = super::llm::Pricing::from_usd_per_mtok(
+        llm_config.provider,
+        llm_config.price_input_per_mtok,
+        llm_config.price_output_per_mtok,
+    );
+    let bytes = (req.system.len() + req.user.len()) as u64 + 1024;
+    let hold = match budget.reserve(
+        charge_to,
+        0,
+        reservation(bytes, req.max_tokens, p.input, p.output),
+        jiff::Timestamp::now(),
+    ) {
+        Ok(h) => h,
+        Err(e) => return Budgeted::Unavailable(e.to_string()),
+    };
+    let answer = triage(llm, text, manifest).await;
+    let spent = match &answer {
+        Ok((_, r)) => r.cost_micro_usd,
+        Err(e) => e.spent_micro_usd(),
+    };
+    if let Err(e) = budget.settle(hold, spent, jiff::Timestamp::now()) {
+        tracing::warn!(error = %e, "cannot record the triage spend");
+    }
+    match answer {
+        Ok((Some((component_id, confidence, reasoning)), _)) => Budgeted::Matched {
+            component_id,
+            confidence,
+            reasoning,
+        },
+        Ok((None, _)) => Budgeted::NoMatch,
+        Err(e) => {
+            tracing::warn!(error = %e, "LLM triage failed");
+            Budgeted::NoMatch
+        }
+    }
+}

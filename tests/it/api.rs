@@ -673,6 +673,7 @@ fn openapi_lists_every_route() {
         "/health",
         "/incidents",
         "/incidents/{id}",
+        "/incidents/{id}/report",
         "/incidents/{id}/trend",
         "/manifest",
         "/metrics",
@@ -681,11 +682,12 @@ fn openapi_lists_every_route() {
         "/register",
         "/status",
         "/trend",
+        "/triage",
     ];
     assert_eq!(paths, served.into_iter().collect(), "{v}");
     // Every listed GET route answers (not the fallback's 404).
     for p in served.iter().filter(|p| {
-        !["/register", "/events", "/fix"].contains(p)
+        !["/register", "/events", "/fix", "/triage"].contains(p)
             && !p.ends_with("/approve")
             && !p.ends_with("/reject")
     }) {

@@ -293,8 +293,22 @@ fn a_logged_error_ends_as_a_proven_fix_commit_and_the_users_tree_is_untouched() 
         "state/monitoring/reports/{}.md",
         inc["id"].as_str().unwrap()
     ));
-    let report = std::fs::read_to_string(report).expect("a report");
+    // The postmortem is written from the store once the event log says the incident ended.
+    let report = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&report).ok()
+    })
+    .expect("a postmortem");
     assert!(report.contains(&branch), "{report}");
+    assert!(report.starts_with("# Postmortem: incident"), "{report}");
+    for section in [
+        "## Timeline",
+        "## Root cause",
+        "## What was done",
+        "## The change",
+        "## Next steps",
+    ] {
+        assert!(report.contains(section), "{section}:\n{report}");
+    }
     if fix["contract_push"]
         .as_str()
         .unwrap()

@@ -20,3 +20,4 @@ mod scan_cli;
 mod serve;
 mod watch;
 mod webhook;
+mod workflow;

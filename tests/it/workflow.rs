@@ -1,0 +1,368 @@
+//! The product's workflow with the daemon running (issue 18): `fix`, `triage`, `approve`,
+//! `reject` from another terminal go through the daemon's API and answer as they do without
+//! one; `report`, `incident` and `fixes` read the store beside it; `status` shows the
+//! configuration; the tool installs like a real one (completions, man page, version).
+//! A scripted fake LLM on loopback, a real git repository, the real binary.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use sentinel::fix::fake_llm::{FakeLlm, Reply, Route};
+use sentinel::fix::llm::Usage;
+
+use crate::fix_e2e::{KEY, answer, config_with, project, reproducer, the_fix};
+use crate::harness::{Workspace, http, stdout};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Prices that make the fake's tokens cost something (`$3` / `$15` per million).
+const PRICED: &str = "  price_input_per_mtok: 3.0\n  price_output_per_mtok: 15.0\n";
+
+#[test]
+fn with_watch_running_fix_approve_reject_and_report_work_from_the_cli() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.otherwise(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let ws = Workspace::with_config(
+        &config_with(
+            fake.base_url(),
+            PRICED,
+            "  require_approval: true\n",
+            "api:\n  listen: 127.0.0.1:0\n",
+        )
+        .replace("auto_remediate: true", "auto_remediate: false"),
+    );
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "k")]);
+    let info = d.ready();
+    let report = |incident: &str, accept: &str| {
+        let r = http()
+            .get(info.api_url(&format!("/incidents/{incident}/report")))
+            .header("accept", accept)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+        (kind, r.text().unwrap())
+    };
+
+    // `fix` while the daemon owns the store: the daemon runs it, the CLI waits and prints it.
+    let out = ws.run(&["fix", KEY, "IndexError: list index out of range"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        d.log_text()
+    );
+    let first: Value = serde_json::from_slice(&out.stdout).expect("a FixResult");
+    assert_eq!(first["status"], "awaiting_approval", "{first:#}");
+    assert!(first["spend_usd"].as_f64().unwrap() > 0.0, "{first:#}");
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let incident = first["incident_id"].as_str().unwrap().to_string();
+    let (kind, md) = report(&incident, "text/markdown");
+    assert!(kind.starts_with("text/markdown"), "{kind}");
+    assert!(
+        md.contains("(Open)") && md.contains(&format!("sentinel approve {first_id}")),
+        "{md}"
+    );
+    let file = ws
+        .path()
+        .join(format!("state/monitoring/reports/{incident}.md"));
+    // (With auto_remediate off the new incident was escalated at once, so a postmortem may
+    // exist already; it is rewritten as the state moves.)
+
+    // Approve from the CLI; a second review of it is refused (exit 1, said why).
+    let out = ws.run(&["approve", &first_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(&format!("Approved fix {first_id}")));
+    let out = ws.run(&["reject", &first_id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not awaiting_approval"),
+        "{}",
+        stderr(&out)
+    );
+    // The postmortem is written once the incident ends, and served as markdown or HTML.
+    let written = crate::harness::eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("(Resolved)"))
+    });
+    assert!(written.is_some(), "{}", d.log_text());
+    let (kind, page) = report(&incident, "text/html,*/*;q=0.8");
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(
+        page.contains("<h2>Next steps</h2>") && page.contains("Review and merge branch"),
+        "{page}"
+    );
+    let out = ws.run(&["approve", "000000000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no fix"), "{}", stderr(&out));
+
+    // `--no-wait` prints the queued fix's id; reject it with a reason once it waits.
+    let out = ws.run(&[
+        "fix",
+        "--no-wait",
+        KEY,
+        "IndexError: tuple index out of range",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second_id = stdout(&out).trim().to_string();
+    assert_eq!(second_id.len(), first_id.len(), "an id: {second_id}");
+    let waiting = crate::harness::eventually(Duration::from_secs(90), || {
+        let out = ws.run(&["fixes", &second_id, "--json"]);
+        let f: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (f["status"] == "awaiting_approval").then_some(f)
+    });
+    assert!(waiting.is_some(), "{}", d.log_text());
+    let out = ws.run(&["reject", &second_id, "--reason", "too broad a change"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.run(&["fixes", &second_id, "--json"]);
+    let rejected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let second_incident = rejected["incident_id"].as_str().unwrap().to_string();
+    let escalated = crate::harness::eventually(Duration::from_secs(10), || {
+        let path = ws
+            .path()
+            .join(format!("state/monitoring/reports/{second_incident}.md"));
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|t| t.contains("(Escalated)"))
+    });
+    let escalated = escalated.unwrap_or_else(|| panic!("no postmortem:\n{}", d.log_text()));
+    assert!(escalated.contains("too broad a change"), "{escalated}");
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(
+        rejected["error"],
+        "rejected by a reviewer: too broad a change"
+    );
+
+    // An unregistered component: the same failed FixResult as without a daemon, exit 1.
+    let out = ws.run(&["fix", "PACT:ghost:run", "boom"]);
+    assert_eq!(out.status.code(), Some(1));
+    let failed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(failed["status"], "failure");
+
+    // `report` beside the daemon: real spend, the fix attempts, the fix history.
+    let out = ws.run(&["report"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("$0.00"), "spend is real:\n{text}");
+    assert!(text.contains(&format!("fix {first_id}  success")), "{text}");
+    assert!(
+        text.contains(&format!("fix {second_id}  rejected")),
+        "{text}"
+    );
+    assert!(text.contains("Fix history"), "{text}");
+    let out = ws.run(&["report", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total: f64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spend_usd"].as_f64().unwrap())
+        .sum();
+    let fixes_spend =
+        first["spend_usd"].as_f64().unwrap() + rejected["spend_usd"].as_f64().unwrap();
+    assert!(
+        (total - fixes_spend).abs() < 1e-6,
+        "{total} vs {fixes_spend}"
+    );
+    let out = ws.run(&["incident", &incident, "--json"]);
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"fix_started"), "{kinds:?}");
+    assert!(kinds.contains(&"incident_resolved"), "{kinds:?}");
+    assert_eq!(view["fixes"].as_array().unwrap().len(), 1, "{view:#}");
+    assert!(d.term(Duration::from_secs(10)).success());
+
+    // Without the daemon: the same review on the store directly.
+    let out = ws.run(&["reject", &first_id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not awaiting_approval"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn with_watch_running_triage_asks_the_daemon_and_its_budget_pays() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(
+        Route::Anthropic,
+        Reply::anthropic_tool(
+            "TriageResult",
+            json!({"component_id": "auth_module", "confidence": 0.9, "reasoning": "tokens"}),
+            Usage {
+                input_tokens: 500,
+                output_tokens: 20,
+                ..Usage::default()
+            },
+        ),
+    );
+    let ws = Workspace::with_config(&config_with(
+        fake.base_url(),
+        PRICED,
+        "",
+        "api:\n  listen: 127.0.0.1:0\n",
+    ));
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "k")]);
+    d.ready();
+    // No key in this CLI's environment: the daemon's LLM answers.
+    let out = ws.run(&["triage", "IndexError in validate_token", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(v["component_id"], "auth_module", "{v:#}");
+    assert_eq!(v["confidence"], 0.8);
+    assert_eq!(fake.request_count(), 1);
+    // A key needs no LLM.
+    let out = ws.run(&["triage", "boom [PACT:auth_module:validate_token]"]);
+    assert!(
+        stdout(&out).contains("confidence:   1.0"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fake.request_count(), 1);
+    assert!(d.term(Duration::from_secs(10)).success());
+    let spent = ws
+        .store()
+        .unwrap()
+        .spend_since("2000-01-01T00:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(spent.len(), 1, "the daemon recorded the call's cost");
+    assert!(spent[0].2 > 0);
+}
+
+#[test]
+fn status_shows_the_configuration_and_the_budget() {
+    let ws = Workspace::with_config(
+        "state_dir: state\nauto_remediate: true\nsources:\n  - type: file\n    path: logs/*.log\n  - type: webhook\n    name: hooks\n    port: 0\n\
+         llm:\n  model: claude-test-model\n  budget_per_fix: 1.5\nbudget:\n  hourly_cap: 7\n",
+    );
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let out = ws.run(&["status"]);
+    let text = stdout(&out);
+    for want in [
+        "logs/*.log",
+        "http://127.0.0.1:0",
+        "auto-fix   on",
+        "claude-test-model ($1.50 per fix",
+        "auth_module",
+        "hourly    $0.00 / $7.00 ($7.00)",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    let out = ws.run(&["status", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["settings"]["sources"][1]["type"], "webhook");
+    assert_eq!(v["settings"]["budget"][0]["cap_usd"], 7.0);
+}
+
+#[test]
+fn completions_man_page_version_and_manifest_remove() {
+    let ws = Workspace::with_config("state_dir: state\n");
+    let out = ws.run(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = stdout(&out);
+    assert!(script.contains("_sentinel()"), "{script}");
+    assert!(script.contains("approve"), "every command completes");
+    for shell in ["zsh", "fish"] {
+        let out = ws.run(&["completions", shell]);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let out = ws.run(&["man"]);
+    let page = stdout(&out);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sentinel"),
+        "{page}"
+    );
+    let dir = ws.path().join("man1");
+    let out = ws.run(&["man", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.join("sentinel.1").exists() && dir.join("sentinel-watch.1").exists());
+    let out = ws.run(&["--version"]);
+    let v = stdout(&out);
+    let commit = v
+        .trim()
+        .rsplit_once('(')
+        .and_then(|(_, c)| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no commit in {v:?}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v:?}"
+    );
+    // manifest remove: the component goes, an unknown one is an error.
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let out = ws.run(&["manifest", "remove", "auth_module"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ws.run(&["manifest", "show", "--json"]);
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(m["components"].get("auth_module").is_none(), "{m:#}");
+    let out = ws.run(&["manifest", "remove", "auth_module"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not registered"));
+    let _ = std::io::stdout().flush();
+}
+
+/// The validator `.ci/run` installs into `.venv-test` (PyPI `openapi-spec-validator`), or
+/// `SENTINEL_OPENAPI_VALIDATOR`.
+fn openapi_validator() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SENTINEL_OPENAPI_VALIDATOR") {
+        return Some(p.into());
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv-test/bin/openapi-spec-validator");
+    venv.exists().then_some(venv)
+}
+
+#[test]
+fn the_openapi_document_passes_the_validator() {
+    let Some(validator) = openapi_validator() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "openapi-spec-validator is not installed (.ci/run installs it into .venv-test)"
+        );
+        eprintln!(
+            "the_openapi_document_passes_the_validator: SKIPPED: openapi-spec-validator not \
+             found (`.venv-test/bin/pip install openapi-spec-validator`)"
+        );
+        return;
+    };
+    let ws = Workspace::with_config("state_dir: state\n");
+    let mut d = ws.spawn(&["serve", "--port", "0"]);
+    let info = d.ready();
+    let doc = http()
+        .get(info.api_url("/openapi.json"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET /openapi.json");
+    assert!(d.term(Duration::from_secs(10)).success());
+    let path = ws.file("openapi.json", doc);
+    let out = std::process::Command::new(&validator)
+        .arg(&path)
+        .output()
+        .expect("run openapi-spec-validator");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("OK"), "{}", stdout(&out));
+}
