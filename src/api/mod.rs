@@ -294,7 +294,12 @@ fn store_health(s: &ApiState) -> Value {
 
 #[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status")))]
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let (by_status, total, active) = match incident_totals(&s).await {
+    // Both reads, then one decision: the store may degrade (or be reopening) between them.
+    let read = match incident_totals(&s).await {
+        Ok(t) => fix_totals(&s).await.map(|f| (t, f.0)),
+        Err(e) => Err(e),
+    };
+    let ((by_status, total, active), total_fixes) = match read {
         Ok(t) => t,
         // A degraded store still gets a status: what it is, and why.
         Err(_) if s.store.health().is_degraded() => {
@@ -327,7 +332,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "sources": s.sources.len(),
         "components": s.rules.snapshot().manifest.len(),
         "active_incidents": active,
-        "total_fixes": fix_totals(&s).await?.0,
+        "total_fixes": total_fixes,
         "arbiter_configured": c.arbiter.api_endpoint.is_some(),
         "stigmergy_configured": c.stigmergy.endpoint.is_some(),
         "ledger_configured": c.ledger.ledger_api.is_some(),

@@ -162,7 +162,14 @@ pub(crate) fn config_with(llm: &str, llm_extra: &str, fix_extra: &str, extra: &s
          sources:\n  - type: file\n    path: logs/*.log\n\
          pact:\n  project_dir: project\n\
          llm:\n  provider: anthropic\n  base_url: {llm}\n  api_key_env: FAKE_LLM_KEY\n  timeout_seconds: 20\n{llm_extra}\
-         fix:\n  test_timeout_seconds: 60\n{fix_extra}{extra}"
+         fix:\n  test_timeout_seconds: 60\n{fix_extra}{api}{extra}",
+        // A free port, unless the test configures the API itself (8484, the default, is
+        // taken when two of these daemons run at once).
+        api = if extra.contains("api:") {
+            ""
+        } else {
+            "api:\n  listen: 127.0.0.1:0\n"
+        }
     )
 }
 
