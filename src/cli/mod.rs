@@ -11,6 +11,8 @@ pub mod components;
 pub mod fix;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod fixes;
+#[cfg(feature = "daemon")]
+pub mod import;
 pub mod incident;
 pub mod report;
 pub mod scan;
@@ -105,6 +107,10 @@ pub enum Command {
     /// Serve the HTTP API (and watch the configured sources, if any).
     #[cfg(feature = "daemon")]
     Serve(watch::ServeArgs),
+    /// Import the Python reference's state directory (its manifest, incidents and spend):
+    /// idempotent; a malformed file is named and nothing is imported.
+    #[cfg(feature = "daemon")]
+    ImportReference(import::ImportArgs),
     /// Print a shell completion script: `sentinel completions bash > /etc/bash_completion.d/sentinel`.
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -172,6 +178,12 @@ impl From<crate::attribute::ManifestError> for CliError {
     }
 }
 
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> CliError {
+        CliError::Other(e.into())
+    }
+}
+
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
@@ -213,6 +225,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Watch(args) => watch::run_watch(load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]
         Command::Serve(args) => watch::run_serve(load_config(cli.config)?, args),
+        #[cfg(feature = "daemon")]
+        Command::ImportReference(args) => import::run(&load_config(cli.config)?, args),
         Command::Completions(args) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(args.shell, &mut cmd, "sentinel", &mut std::io::stdout());

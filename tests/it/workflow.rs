@@ -366,3 +366,105 @@ fn the_openapi_document_passes_the_validator() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("OK"), "{}", stdout(&out));
 }
+
+#[test]
+fn import_reference_brings_every_component_incident_and_spend_once() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/reference-state/dot-sentinel");
+    let ws = Workspace::with_config("state_dir: state\n");
+    // A copy with one spend entry (the real sample's log is empty: no LLM was configured).
+    let dir = ws.path().join("ref");
+    for f in [
+        "manifest.json",
+        "monitoring/incidents.json",
+        "monitoring/budget.json",
+    ] {
+        let to = dir.join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixture.join(f), &to).unwrap();
+    }
+    let budget = dir.join("monitoring/budget.json");
+    let mut b: Value = serde_json::from_slice(&std::fs::read(&budget).unwrap()).unwrap();
+    b["spend_log"] = json!([{"timestamp": "2026-12-06T04:50:00.000001", "incident_id": "12f6076972b0", "amount": 0.25}]);
+    std::fs::write(&budget, b.to_string()).unwrap();
+
+    let dir_s = dir.to_str().unwrap();
+    let out = ws.run(&["import-reference", dir_s, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["components_added"], 6, "{done}");
+    assert_eq!(done["incidents_imported"], 7, "{done}");
+    assert_eq!(done["spend_entries_imported"], 1, "{done}");
+    let out = ws.run(&["manifest", "show", "--json"]);
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["components"].as_object().unwrap().len(), 6);
+    let out = ws.run(&["report", "--json", "--limit", "100"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 7, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "escalated" && r["count"] == 1)
+    );
+    let auth = rows
+        .iter()
+        .find(|r| r["component_id"] == "auth_module")
+        .expect("the auth_module incident");
+    assert_eq!(auth["attribution"], "registered");
+    assert_eq!(auth["first_seen"], "2026-12-06T04:45:27.154936Z");
+    assert_eq!(auth["last_seen"], "2026-12-06T04:45:27.154952Z");
+    assert!(
+        (auth["spend_usd"].as_f64().unwrap() - 0.25).abs() < 1e-9,
+        "{auth}"
+    );
+    let unkeyed = rows.iter().find(|r| r["pact_key"] == "").expect("unkeyed");
+    assert!(
+        unkeyed["sample"]
+            .as_str()
+            .unwrap()
+            .contains("payment webhook timed out")
+    );
+
+    // Again: nothing twice.
+    let out = ws.run(&["import-reference", dir_s, "--json"]);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            again["incidents_imported"].as_u64(),
+            again["incidents_skipped"].as_u64(),
+            again["spend_entries_imported"].as_u64()
+        ),
+        (Some(0), Some(7), Some(0)),
+        "{again}"
+    );
+    let out = ws.run(&["report", "--json", "--limit", "100"]);
+    let rows2: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows2.as_array().unwrap().len(), 7);
+    assert!(rows2.as_array().unwrap().iter().all(|r| r["count"] == 1));
+
+    // A malformed file is named, and nothing of the rest is imported.
+    let ws2 = Workspace::with_config("state_dir: state\n");
+    let bad = ws2.path().join("bad");
+    std::fs::create_dir_all(bad.join("monitoring")).unwrap();
+    std::fs::copy(fixture.join("manifest.json"), bad.join("manifest.json")).unwrap();
+    std::fs::write(
+        bad.join("monitoring/incidents.json"),
+        "{\"incidents\": [1, 2",
+    )
+    .unwrap();
+    let out = ws2.run(&["import-reference", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("incidents.json"), "{}", stderr(&out));
+    assert!(
+        !ws2.path().join("state/manifest.json").exists() || {
+            let out = ws2.run(&["manifest", "show", "--json"]);
+            let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+            m["components"].as_object().unwrap().is_empty()
+        }
+    );
+    let out = ws2.run(&[
+        "import-reference",
+        ws2.path().join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
