@@ -6,15 +6,18 @@
 //! scripts reading the reference's columns keep working),
 //! with `[OK]` for resolved, `[!!]` for escalated and `[..]` otherwise. `--json` prints the
 //! incidents as a JSON array. The store is opened read-only, so this works while a daemon
-//! writes it.
+//! writes it. `--status` (a status or `active`), `--component` and `--severity` filter, as
+//! `GET /incidents` does, through the store's secondary indexes: a filtered report costs
+//! what `--limit` incidents cost, whatever the store holds.
 
 use std::io::Write;
 
 use anyhow::Context;
 
 use super::CliError;
+use crate::attribute::Severity;
 use crate::config::Config;
-use crate::store::{IncidentStatus, Store};
+use crate::store::{IncidentFilter, IncidentStatus, StatusFilter, Store};
 
 /// `sentinel report`.
 #[derive(Debug, clap::Args)]
@@ -25,13 +28,44 @@ pub struct ReportArgs {
     /// How many incidents to show.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Only incidents in this status (`active`: not resolved or escalated).
+    #[arg(long, value_parser = parse_status)]
+    status: Option<StatusFilter>,
+    /// Only incidents of this component (its id, exactly).
+    #[arg(long)]
+    component: Option<String>,
+    /// Only incidents of this severity.
+    #[arg(long, value_parser = parse_severity)]
+    severity: Option<Severity>,
+}
+
+fn parse_status(v: &str) -> Result<StatusFilter, String> {
+    if v == "active" {
+        return Ok(StatusFilter::Active);
+    }
+    IncidentStatus::from_name(v)
+        .map(StatusFilter::Is)
+        .ok_or_else(|| {
+            let names: Vec<&str> = IncidentStatus::ALL.iter().map(|s| s.as_str()).collect();
+            format!("not one of active, {}", names.join(", "))
+        })
+}
+
+fn parse_severity(v: &str) -> Result<Severity, String> {
+    v.parse()
+        .map_err(|_| "not one of low, medium, high, critical, compliance".to_string())
 }
 
 pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
     let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
+    let filter = IncidentFilter {
+        status: args.status,
+        component: args.component,
+        severity: args.severity,
+    };
     let incidents = match &store {
         Some(s) => s
-            .recent_incidents(args.limit)
+            .find_incidents(&filter, args.limit)
             .context("reading incidents")?,
         None => Vec::new(),
     };
