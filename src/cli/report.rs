@@ -76,7 +76,12 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         return Ok(0);
     }
     if incidents.is_empty() {
-        writeln!(out, "No incidents recorded.").context("stdout")?;
+        let none = if filter.is_empty() {
+            "No incidents recorded."
+        } else {
+            "No incident matches."
+        };
+        writeln!(out, "{none}").context("stdout")?;
         return Ok(0);
     }
     for inc in &incidents {

@@ -5,7 +5,7 @@ use redb::TableDefinition;
 
 /// The schema version this Sentinel writes and understands. Version 2: incident identity
 /// keeps PACT keys verbatim. Version 3: incident tallies and secondary indexes
-/// ([`super::index`]). [`migrate`] moves an older store on.
+/// (`store/index.rs`). [`super::migrate`] moves an older store on.
 pub const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
