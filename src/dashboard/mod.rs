@@ -915,16 +915,30 @@ async fn components(
                 )
             })
             .collect();
-        store.for_each_incident(|inc| {
-            if let Some(r) = rows.get_mut(&inc.component_id) {
-                r.incidents += 1;
-                r.active += u64::from(inc.status.is_active());
-                r.occurrences += inc.count;
-                if r.last.as_ref().is_none_or(|l| l.last_seen < inc.last_seen) {
-                    r.last = Some(inc);
+        // Each registered component's incidents through the component index (newest
+        // first): what this reads is what the registered components hold, not the store.
+        for (id, r) in &mut rows {
+            let filter = crate::store::IncidentFilter {
+                component: Some(id.clone()),
+                ..crate::store::IncidentFilter::default()
+            };
+            let mut before = None;
+            loop {
+                let (page, next) = store.incidents_page(&filter, None, before, 1024)?;
+                for inc in page {
+                    r.incidents += 1;
+                    r.active += u64::from(inc.status.is_active());
+                    r.occurrences += inc.count;
+                    if r.last.is_none() {
+                        r.last = Some(inc);
+                    }
+                }
+                match next {
+                    Some(k) => before = Some(k),
+                    None => break,
                 }
             }
-        })?;
+        }
         Ok(rows.into_values().collect::<Vec<_>>())
     })
     .await;
