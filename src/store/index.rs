@@ -58,9 +58,61 @@ fn names(inc: &Incident) -> Names<'_> {
 pub(crate) struct Indexer<'s, 't> {
     st: &'s Store,
     attrs: redb::Table<'t, u64, (&'static str, &'static str, &'static str)>,
+    entries: Entries<'t>,
+    tallies: redb::Table<'t, (&'static str, &'static str), u64>,
+}
+
+/// The two secondary indexes (apart from `incident_attrs`, so that an entry can be moved
+/// while the attributes it is read from are borrowed).
+struct Entries<'t> {
     by_component: redb::Table<'t, (&'static str, &'static str, &'static str, u64, u64), ()>,
     by_severity: redb::Table<'t, (&'static str, &'static str, u64, u64), ()>,
-    tallies: redb::Table<'t, (&'static str, &'static str), u64>,
+}
+
+impl Entries<'_> {
+    fn put(&mut self, st: &Store, fp: u64, last_us: u64, n: Names<'_>) -> Result<(), StoreError> {
+        let (status, sev, c) = n;
+        self.by_component
+            .insert((c, sev, status, last_us, fp), ())
+            .map_err(st.storage())?;
+        self.by_severity
+            .insert((sev, status, last_us, fp), ())
+            .map_err(st.storage())?;
+        Ok(())
+    }
+
+    fn take(&mut self, st: &Store, fp: u64, last_us: u64, n: Names<'_>) -> Result<(), StoreError> {
+        let (status, sev, c) = n;
+        let a = self
+            .by_component
+            .remove((c, sev, status, last_us, fp))
+            .map_err(st.storage())?
+            .is_some();
+        let b = self
+            .by_severity
+            .remove((sev, status, last_us, fp))
+            .map_err(st.storage())?
+            .is_some();
+        if a && b {
+            Ok(())
+        } else {
+            debug_assert!(false, "incident {fp:016x} is not where the index says");
+            Err(StoreError::Corrupt {
+                path: st.path.clone(),
+                detail: format!("incident {fp:016x} is missing from its index entries"),
+            })
+        }
+    }
+}
+
+/// A stored incident without `incident_attrs` is a broken invariant: an error (and a panic
+/// in debug builds), never a silently wrong index.
+fn not_indexed(st: &Store, fp: u64) -> StoreError {
+    debug_assert!(false, "incident {fp:016x} is not indexed");
+    StoreError::Corrupt {
+        path: st.path.clone(),
+        detail: format!("incident {fp:016x} has no entry in incident_attrs"),
+    }
 }
 
 impl<'s, 't> Indexer<'s, 't> {
@@ -69,8 +121,10 @@ impl<'s, 't> Indexer<'s, 't> {
         Ok(Indexer {
             st,
             attrs: txn.open_table(ATTRS).map_err(st.storage())?,
-            by_component: txn.open_table(BY_COMPONENT).map_err(st.storage())?,
-            by_severity: txn.open_table(BY_SEVERITY).map_err(st.storage())?,
+            entries: Entries {
+                by_component: txn.open_table(BY_COMPONENT).map_err(st.storage())?,
+                by_severity: txn.open_table(BY_SEVERITY).map_err(st.storage())?,
+            },
             tallies: txn.open_table(TALLIES).map_err(st.storage())?,
         })
     }
@@ -79,21 +133,25 @@ impl<'s, 't> Indexer<'s, 't> {
     pub(crate) fn add(&mut self, fp: u64, last_us: u64, inc: &Incident) -> Result<(), StoreError> {
         let n = names(inc);
         self.attrs.insert(fp, n).map_err(self.st.storage())?;
-        self.put(fp, last_us, n)?;
+        self.entries.put(self.st, fp, last_us, n)?;
         self.tally(STATUS, n.0, 1)?;
         self.tally(SEVERITY, n.1, 1)?;
         self.tally(COMPONENT, n.2, 1)
     }
 
-    /// The incident was seen again: its entries move from `from_us` to `to_us`.
+    /// The incident was seen again: its entries move from `from_us` to `to_us` (the ingest
+    /// writer's hot path: no decoding, no allocation).
     pub(crate) fn touch(&mut self, fp: u64, from_us: u64, to_us: u64) -> Result<(), StoreError> {
         if from_us == to_us {
             return Ok(());
         }
-        let (status, severity, component) = self.current(fp)?;
-        let n = (status.as_str(), severity.as_str(), component.as_str());
-        self.take(fp, from_us, n)?;
-        self.put(fp, to_us, n)
+        let st = self.st;
+        let Some(attrs) = self.attrs.get(fp).map_err(st.storage())? else {
+            return Err(not_indexed(st, fp));
+        };
+        let n = attrs.value();
+        self.entries.take(st, fp, from_us, n)?;
+        self.entries.put(st, fp, to_us, n)
     }
 
     /// `inc` (last seen at `last_us`) is stored with its status, severity and component as
@@ -110,8 +168,8 @@ impl<'s, 't> Indexer<'s, 't> {
         if old == new {
             return Ok(());
         }
-        self.take(fp, last_us, old)?;
-        self.put(fp, last_us, new)?;
+        self.entries.take(self.st, fp, last_us, old)?;
+        self.entries.put(self.st, fp, last_us, new)?;
         self.attrs.insert(fp, new).map_err(self.st.storage())?;
         for (dim, was, is) in [
             (STATUS, old.0, new.0),
@@ -126,53 +184,14 @@ impl<'s, 't> Indexer<'s, 't> {
         Ok(())
     }
 
-    /// What the index holds for `fp`. A stored incident without it is a broken invariant:
-    /// an error (and a panic in debug builds), never a silently wrong index.
+    /// What the index holds for `fp` (see [`not_indexed`]).
     fn current(&self, fp: u64) -> Result<(String, String, String), StoreError> {
         match self.attrs.get(fp).map_err(self.st.storage())? {
             Some(v) => {
                 let (a, b, c) = v.value();
                 Ok((a.to_string(), b.to_string(), c.to_string()))
             }
-            None => {
-                debug_assert!(false, "incident {fp:016x} is not indexed");
-                Err(StoreError::Corrupt {
-                    path: self.st.path.clone(),
-                    detail: format!("incident {fp:016x} has no entry in incident_attrs"),
-                })
-            }
-        }
-    }
-
-    fn put(&mut self, fp: u64, last_us: u64, (st, sev, c): Names<'_>) -> Result<(), StoreError> {
-        self.by_component
-            .insert((c, sev, st, last_us, fp), ())
-            .map_err(self.st.storage())?;
-        self.by_severity
-            .insert((sev, st, last_us, fp), ())
-            .map_err(self.st.storage())?;
-        Ok(())
-    }
-
-    fn take(&mut self, fp: u64, last_us: u64, (st, sev, c): Names<'_>) -> Result<(), StoreError> {
-        let a = self
-            .by_component
-            .remove((c, sev, st, last_us, fp))
-            .map_err(self.st.storage())?
-            .is_some();
-        let b = self
-            .by_severity
-            .remove((sev, st, last_us, fp))
-            .map_err(self.st.storage())?
-            .is_some();
-        if a && b {
-            Ok(())
-        } else {
-            debug_assert!(false, "incident {fp:016x} is not where the index says");
-            Err(StoreError::Corrupt {
-                path: self.st.path.clone(),
-                detail: format!("incident {fp:016x} is missing from its index entries"),
-            })
+            None => Err(not_indexed(self.st, fp)),
         }
     }
 
