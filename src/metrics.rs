@@ -479,6 +479,18 @@ impl Default for Metrics {
     }
 }
 
+/// Appends one gauge family in the text format: `name{label="value"} n` per entry (for
+/// figures read elsewhere at scrape time, such as the store's incident tallies).
+pub fn render_gauge(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (value, n) in values {
+        // Label values here are fixed names (statuses, severities): nothing to escape.
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 /// `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds` (Linux
 /// `/proc`; absent elsewhere).
 fn process_families() -> Vec<prometheus::proto::MetricFamily> {

@@ -3,10 +3,10 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}`: the process serves requests (liveness) |
-//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `source_details` (`[{name, type, detail}]`, plus the live fields a source publishes: `state` (`ok`, `failing`, `running`, `exited` ...) and `error`; a process's `pid`, `restarts`, `last_exit`; a CloudWatch source's `log_groups` and `lag_seconds`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
-//! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]) |
+//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `incidents_by_severity` (both read from the store's tallies: O(1), see [`crate::store::counts`]), `source_details` (`[{name, type, detail}]`, plus the live fields a source publishes: `state` (`ok`, `failing`, `running`, `exited` ...) and `error`; a process's `pid`, `restarts`, `last_exit`; a CloudWatch source's `log_groups` and `lag_seconds`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
+//! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]), with the gauges `sentinel_incidents{status}` and `sentinel_incidents_by_severity{severity}` from the store's tallies |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
-//! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive) |
+//! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive). Filters, alone or combined, read the store's secondary indexes: a page costs what an unfiltered one does, matches or none (see `store::index`) |
 //! | `GET /incidents/{id}` | one incident with `timeline` (its events, oldest first) and `fix_attempts`, or 404 |
 //! | `GET /incidents/{id}/trend` | its occurrences per minute (`?bucket=1m`, last 24 h) or hour (`1h`, last 30 days), see [`trend`] |
 //! | `GET /trend` | the same over all incidents |
@@ -54,7 +54,9 @@ pub use auth::ApiAuth;
 use crate::attribute::{LiveRules, Severity};
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::store::{IncidentFilter, IncidentStatus, StatusFilter, Store, StoreError};
+use crate::store::{
+    IncidentFilter, IncidentStatus, IncidentTallies, StatusFilter, Store, StoreError,
+};
 
 /// The default number of incidents `GET /incidents` returns.
 pub const DEFAULT_INCIDENT_LIMIT: usize = 100;
@@ -256,19 +258,11 @@ async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
     }
 }
 
-/// Incidents per status, in total, and active (not resolved or escalated).
-async fn incident_totals(
-    s: &ApiState,
-) -> Result<(std::collections::BTreeMap<IncidentStatus, u64>, u64, u64), ApiError> {
+/// Incidents per status and severity, as the store keeps them (a read of a dozen rows,
+/// whatever the number of incidents).
+async fn incident_totals(s: &ApiState) -> Result<IncidentTallies, ApiError> {
     let store = s.store.clone();
-    let by_status = blocking(move || store.status_counts()).await?;
-    let total: u64 = by_status.values().sum();
-    let active: u64 = by_status
-        .iter()
-        .filter(|(st, _)| st.is_active())
-        .map(|(_, n)| n)
-        .sum();
-    Ok((by_status, total, active))
+    blocking(move || store.incident_tallies(false)).await
 }
 
 #[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`"), (status = 503, description = "the store cannot commit: `{\"status\": \"degraded\", \"reason\", \"since\"}`")))]
@@ -299,7 +293,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         Ok(t) => fix_totals(&s).await.map(|f| (t, f.0)),
         Err(e) => Err(e),
     };
-    let ((by_status, total, active), total_fixes) = match read {
+    let (tallies, total_fixes) = match read {
         Ok(t) => t,
         // A degraded store still gets a status: what it is, and why.
         Err(_) if s.store.health().is_degraded() => {
@@ -320,7 +314,16 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         .map(|st| {
             (
                 st.as_str().to_string(),
-                json!(by_status.get(st).copied().unwrap_or(0)),
+                json!(tallies.by_status.get(st).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let by_severity: serde_json::Map<String, Value> = Severity::ALL
+        .iter()
+        .map(|sev| {
+            (
+                sev.as_str().to_string(),
+                json!(tallies.by_severity.get(sev).copied().unwrap_or(0)),
             )
         })
         .collect();
@@ -331,14 +334,15 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "uptime_seconds": s.started.elapsed().as_secs(),
         "sources": s.sources.len(),
         "components": s.rules.snapshot().manifest.len(),
-        "active_incidents": active,
+        "active_incidents": tallies.active(),
         "total_fixes": total_fixes,
         "arbiter_configured": c.arbiter.api_endpoint.is_some(),
         "stigmergy_configured": c.stigmergy.endpoint.is_some(),
         "ledger_configured": c.ledger.ledger_api.is_some(),
         "pact_configured": c.pact.project_dir.is_some() || c.pact.api_endpoint.is_some(),
-        "incidents": total,
+        "incidents": tallies.total(),
         "incidents_by_status": by_status,
+        "incidents_by_severity": by_severity,
         "source_details": s.board.details(&s.sources),
         "files_open": s.metrics.files_open.get(),
         "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
@@ -353,16 +357,40 @@ async fn fix_totals(s: &ApiState) -> Result<(u64, u64, u64, u64), ApiError> {
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4")))]
 async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        s.metrics.render(),
-    )
-        .into_response()
+    let mut text = s.metrics.render();
+    // The incident gauges come from the store's tallies (O(1)); a store that cannot be read
+    // leaves them out rather than failing the scrape (`sentinel_store_degraded` says why).
+    if let Ok(t) = incident_totals(&s).await {
+        let by_status: Vec<(&str, u64)> = IncidentStatus::ALL
+            .iter()
+            .map(|st| (st.as_str(), t.by_status.get(st).copied().unwrap_or(0)))
+            .collect();
+        let by_severity: Vec<(&str, u64)> = Severity::ALL
+            .iter()
+            .map(|sev| (sev.as_str(), t.by_severity.get(sev).copied().unwrap_or(0)))
+            .collect();
+        metrics::render_gauge(
+            &mut text,
+            "sentinel_incidents",
+            "Incidents in the store, by status.",
+            "status",
+            &by_status,
+        );
+        metrics::render_gauge(
+            &mut text,
+            "sentinel_incidents_by_severity",
+            "Incidents in the store, by severity.",
+            "severity",
+            &by_severity,
+        );
+    }
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics")))]
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let (_, total, active) = incident_totals(&s).await?;
+    let tallies = incident_totals(&s).await?;
+    let (total, active) = (tallies.total(), tallies.active());
     let (attempted, succeeded, failed, micro) = fix_totals(&s).await?;
     Ok(Json(json!({
         "total_incidents": total,

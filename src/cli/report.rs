@@ -10,6 +10,9 @@
 //! **fix history** section: the newest fixes of any incident. `--json` prints the incidents
 //! as a JSON array, each with its `spend_usd` and its `fixes` (id, status, branch, commit,
 //! spend, when). The store is opened read-only, so this works while a daemon writes it.
+//! `--status` (a status or `active`), `--component` and `--severity` filter, as
+//! `GET /incidents` does, through the store's secondary indexes: a filtered report costs
+//! what `--limit` incidents cost, whatever the store holds.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,8 +21,9 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::CliError;
+use crate::attribute::Severity;
 use crate::config::Config;
-use crate::store::{FixResult, Incident, IncidentStatus, Store};
+use crate::store::{FixResult, Incident, IncidentFilter, IncidentStatus, StatusFilter, Store};
 
 /// `sentinel report`.
 #[derive(Debug, clap::Args)]
@@ -33,6 +37,32 @@ pub struct ReportArgs {
     /// How many fixes the fix history shows.
     #[arg(long, default_value_t = 10)]
     fixes: usize,
+    /// Only incidents in this status (`active`: not resolved or escalated).
+    #[arg(long, value_parser = parse_status)]
+    status: Option<StatusFilter>,
+    /// Only incidents of this component (its id, exactly).
+    #[arg(long)]
+    component: Option<String>,
+    /// Only incidents of this severity.
+    #[arg(long, value_parser = parse_severity)]
+    severity: Option<Severity>,
+}
+
+fn parse_status(v: &str) -> Result<StatusFilter, String> {
+    if v == "active" {
+        return Ok(StatusFilter::Active);
+    }
+    IncidentStatus::from_name(v)
+        .map(StatusFilter::Is)
+        .ok_or_else(|| {
+            let names: Vec<&str> = IncidentStatus::ALL.iter().map(|s| s.as_str()).collect();
+            format!("not one of active, {}", names.join(", "))
+        })
+}
+
+fn parse_severity(v: &str) -> Result<Severity, String> {
+    v.parse()
+        .map_err(|_| "not one of low, medium, high, critical, compliance".to_string())
 }
 
 /// One incident as `report --json` prints it: the incident's fields, its spend and its
@@ -112,10 +142,15 @@ pub(crate) fn fix_line(f: &FixResult) -> String {
 
 pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
     let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
+    let filter = IncidentFilter {
+        status: args.status,
+        component: args.component,
+        severity: args.severity,
+    };
     let (incidents, spend, fixes, history) = match &store {
         Some(s) => {
             let incidents = s
-                .recent_incidents(args.limit)
+                .find_incidents(&filter, args.limit)
                 .context("reading incidents")?;
             let mut fixes = Vec::with_capacity(incidents.len());
             for inc in &incidents {
@@ -143,7 +178,12 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         return Ok(0);
     }
     if incidents.is_empty() {
-        writeln!(out, "No incidents recorded.").context("stdout")?;
+        let none = if filter.is_empty() {
+            "No incidents recorded."
+        } else {
+            "No incident matches."
+        };
+        writeln!(out, "{none}").context("stdout")?;
         return Ok(0);
     }
     for (inc, fixes) in incidents.iter().zip(&fixes) {

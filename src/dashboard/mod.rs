@@ -30,10 +30,10 @@
 //!   must be this origin, and the form must carry the session's CSRF token.
 //! - **The `Host` check** of the API ([`crate::api::ApiAuth`]) applies to every page.
 //! - **Reads** are the API's: redb read transactions on the blocking pool. The incident
-//!   totals by status and severity (a scan of every incident) are counted for the page
-//!   while that is cheap, and in the background at most every [`SUMMARY_TTL`] once it is
-//!   not, so that the overview stays fast with 100 000 incidents (a recount then takes
-//!   about a second of one core); they may then lag that much behind.
+//!   totals by status and severity are the store's tallies (kept by the transactions that
+//!   change incidents, see [`crate::store::counts`]): read for every page, exact, in O(1)
+//!   whatever the number of incidents; the list's filters read the store's secondary
+//!   indexes.
 
 mod pages;
 mod session;
@@ -71,13 +71,6 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// How long a dashboard session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// How old the overview's totals by status and severity may get before a recount starts
-/// (in the background: the page answers with the previous totals meanwhile).
-pub const SUMMARY_TTL: Duration = Duration::from_secs(10);
-
-/// A recount of the totals faster than this is done for the page that needs it.
-pub const SYNC_RECOUNT_MAX: Duration = Duration::from_millis(20);
-
 /// The most rows a list page shows.
 pub const MAX_PAGE: usize = 200;
 
@@ -86,21 +79,7 @@ pub const MAX_PAGE: usize = 200;
 struct Dash {
     api: Arc<ApiState>,
     sessions: Sessions,
-    summary: Mutex<Option<CachedSummary>>,
-    /// A background recount of `summary` is running.
-    recounting: std::sync::atomic::AtomicBool,
     rates: Mutex<RateSampler>,
-}
-
-/// The last count of [`Summary`].
-#[derive(Debug, Clone)]
-struct CachedSummary {
-    at: Instant,
-    /// The event log's head when it was counted.
-    head: u64,
-    /// How long counting took.
-    cost: Duration,
-    summary: Arc<Summary>,
 }
 
 /// Incidents by status and by severity.
@@ -116,8 +95,6 @@ pub(crate) fn router(api: Arc<ApiState>) -> Router {
     let state = Arc::new(Dash {
         api,
         sessions: Sessions::default(),
-        summary: Mutex::new(None),
-        recounting: std::sync::atomic::AtomicBool::new(false),
         rates: Mutex::new(RateSampler::default()),
     });
     Router::new()
@@ -270,64 +247,15 @@ async fn read<T: Send + 'static>(
 }
 
 impl Dash {
-    /// The totals by status and severity. Up to date while a recount is cheap (a small
-    /// store: counted again whenever the event log moved); once a recount takes longer than
-    /// [`SYNC_RECOUNT_MAX`], the last result is answered at once and a recount starts in the
-    /// background at most every [`SUMMARY_TTL`] (a scan of every incident must not be paid
-    /// by a page view, nor run all the time).
-    async fn summary(self: &Arc<Self>) -> Result<Arc<Summary>, PageError> {
-        let head = self.api.store().event_head();
-        let cached = self
-            .summary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(c) = cached else {
-            return self.recount(head).await;
-        };
-        if c.head == head {
-            return Ok(c.summary);
-        }
-        if c.cost < SYNC_RECOUNT_MAX {
-            return self.recount(head).await;
-        }
-        if c.at.elapsed() >= SUMMARY_TTL
-            && !self
-                .recounting
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            let d = self.clone();
-            tokio::spawn(async move {
-                let _ = d.recount(head).await;
-                d.recounting
-                    .store(false, std::sync::atomic::Ordering::Release);
-            });
-        }
-        Ok(c.summary)
-    }
-
-    async fn recount(&self, head: u64) -> Result<Arc<Summary>, PageError> {
+    /// The totals by status and severity: the store's tallies (O(1), exact).
+    async fn summary(&self) -> Result<Summary, PageError> {
         let store = self.api.store().clone();
-        let started = Instant::now();
-        let s = Arc::new(
-            read(move || {
-                let mut s = Summary::default();
-                store.for_each_incident(|inc| {
-                    *s.by_status.entry(inc.status).or_default() += 1;
-                    *s.by_severity.entry(inc.severity).or_default() += 1;
-                    s.total += 1;
-                })?;
-                Ok(s)
-            })
-            .await?,
-        );
-        *self.summary.lock().unwrap_or_else(|e| e.into_inner()) = Some(CachedSummary {
-            at: Instant::now(),
-            head,
-            cost: started.elapsed(),
-            summary: s.clone(),
-        });
-        Ok(s)
+        let t = read(move || store.incident_tallies(false)).await?;
+        Ok(Summary {
+            total: t.total(),
+            by_status: t.by_status,
+            by_severity: t.by_severity,
+        })
     }
 }
 
@@ -987,16 +915,30 @@ async fn components(
                 )
             })
             .collect();
-        store.for_each_incident(|inc| {
-            if let Some(r) = rows.get_mut(&inc.component_id) {
-                r.incidents += 1;
-                r.active += u64::from(inc.status.is_active());
-                r.occurrences += inc.count;
-                if r.last.as_ref().is_none_or(|l| l.last_seen < inc.last_seen) {
-                    r.last = Some(inc);
+        // Each registered component's incidents through the component index (newest
+        // first): what this reads is what the registered components hold, not the store.
+        for (id, r) in &mut rows {
+            let filter = crate::store::IncidentFilter {
+                component: Some(id.clone()),
+                ..crate::store::IncidentFilter::default()
+            };
+            let mut before = None;
+            loop {
+                let (page, next) = store.incidents_page(&filter, None, before, 1024)?;
+                for inc in page {
+                    r.incidents += 1;
+                    r.active += u64::from(inc.status.is_active());
+                    r.occurrences += inc.count;
+                    if r.last.is_none() {
+                        r.last = Some(inc);
+                    }
+                }
+                match next {
+                    Some(k) => before = Some(k),
+                    None => break,
                 }
             }
-        })?;
+        }
         Ok(rows.into_values().collect::<Vec<_>>())
     })
     .await;

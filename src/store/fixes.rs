@@ -374,7 +374,8 @@ impl StoreTxn<'_> {
         Ok(None)
     }
 
-    /// Stores `inc`'s lifecycle fields (status, resolution) and logs `kind` for it.
+    /// Stores `inc`'s lifecycle fields (status, resolution), moves it in the secondary
+    /// indexes and tallies, and logs `kind` for it.
     ///
     /// # Errors
     ///
@@ -387,10 +388,18 @@ impl StoreTxn<'_> {
     ) -> Result<(), StoreError> {
         let st = self.store;
         {
+            let fp = inc.fingerprint.0;
             let mut incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
             incidents
-                .insert(inc.fingerprint.0, inc.encode().as_slice())
+                .insert(fp, inc.encode().as_slice())
                 .map_err(st.storage())?;
+            // The indexes and tallies follow its status (in this transaction).
+            let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
+            let last_us = counts
+                .get(fp)
+                .map_err(st.storage())?
+                .map_or_else(|| micros(inc.last_seen), |c| c.value().1);
+            super::index::Indexer::open(st, &self.txn)?.update(fp, last_us, inc)?;
         }
         self.emit(NewEvent::incident(kind, inc), now)?;
         Ok(())

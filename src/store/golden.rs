@@ -1,11 +1,12 @@
 //! Format compatibility: a store written by an older schema version is migrated by the
 //! first writer that opens it, and one written by this version stays readable (redb's own
-//! `backward_compatibility.rs` idea). `store-v1.redb` was written by schema version 1 and
-//! can no longer be regenerated; regenerate `store-v2.redb` only on purpose, with
-//! `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`. `store-v2-all-tables.redb` holds a
-//! row in every table of version 2 (incidents and their indexes, counters, windows, fix jobs,
-//! fixes, spend, file positions, deliveries, cursors, the event log, trend counters, pull-source
-//! positions).
+//! `backward_compatibility.rs` idea). `store-v1.redb`, `store-v2.redb` and
+//! `store-v2-all-tables.redb` were written by schema versions 1 and 2 and can no longer be
+//! regenerated; each is migrated to this version here. `store-v3-all-tables.redb` holds a
+//! row in every table of version 3 (incidents and their recency index, the tallies and
+//! secondary indexes, counters, windows, fix jobs, fixes, spend, file positions, deliveries,
+//! cursors, the event log, trend counters, pull-source positions); regenerate it only on
+//! purpose, with `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`.
 
 use super::*;
 use crate::scan::Fingerprinter;
@@ -97,23 +98,42 @@ fn golden_v2_batch() -> IngestBatch {
     b
 }
 
-#[test]
-fn golden_v2_store_still_reads() {
-    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(GOLDEN_V2);
-        let store = Store::open(std::path::Path::new(GOLDEN_V2)).unwrap();
-        store
-            .apply(&golden_v2_batch(), "2026-12-06T12:00:00Z".parse().unwrap())
-            .unwrap();
-        drop(store);
-        let mut db = Database::open(GOLDEN_V2).unwrap();
-        db.compact().unwrap();
+/// The tallies a store keeps equal a recount, and a filtered page finds what a scan finds.
+fn assert_tallies_exact(store: &Store) {
+    let kept = store.incident_tallies(true).unwrap();
+    assert_eq!(kept, store.recount_tallies().unwrap());
+    for (component, n) in &kept.by_component {
+        let filter = IncidentFilter {
+            component: Some(component.clone()),
+            ..IncidentFilter::default()
+        };
+        assert_eq!(store.find_incidents(&filter, 100).unwrap().len() as u64, *n);
     }
+    for (status, n) in &kept.by_status {
+        let filter = IncidentFilter {
+            status: Some(StatusFilter::Is(*status)),
+            ..IncidentFilter::default()
+        };
+        assert_eq!(store.find_incidents(&filter, 100).unwrap().len() as u64, *n);
+    }
+}
+
+#[test]
+fn golden_v2_store_is_migrated_to_v3() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     std::fs::copy(GOLDEN_V2, &path).unwrap();
     let store = Store::open(&path).unwrap();
-    assert!(!dir.path().join("store.redb.v2-backup").exists());
+    assert!(dir.path().join("store.redb.v2-backup").exists());
+    assert_eq!(
+        store.meta_value("schema_version").unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    let tallies = store.incident_tallies(true).unwrap();
+    assert_eq!(tallies.total(), 2);
+    assert_eq!(tallies.by_component["svc_v1"], 1);
+    assert_eq!(tallies.by_severity[&Severity::Medium], 2);
+    assert_tallies_exact(&store);
     let incidents = store.recent_incidents(10).unwrap();
     assert_eq!(incidents.len(), 2);
     for (key, count) in [("PACT:svc_v1:get", 5), ("PACT:svc_v2:get", 3)] {
@@ -128,11 +148,17 @@ fn golden_v2_store_still_reads() {
         .unwrap();
     let again = store.recent_incidents(10).unwrap();
     assert_eq!(again.iter().map(|i| i.count).sum::<u64>(), 16);
+    assert_tallies_exact(&store);
 }
 
 const GOLDEN_V2_ALL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/testdata/golden/store-v2-all-tables.redb"
+);
+
+const GOLDEN_V3_ALL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/golden/store-v3-all-tables.redb"
 );
 
 const T0: &str = "2026-12-06T12:00:00Z";
@@ -199,21 +225,57 @@ const THE_SOURCE_POSITION: (&str, &[u8]) = (
     ],
 );
 
-/// Every table of schema version 2, written once and committed: each must keep reading.
+/// Every table of schema version 2, written once and committed: migrated, each keeps
+/// reading, and the tallies and indexes are built from it.
 #[test]
-fn golden_v2_every_table_still_reads() {
-    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(GOLDEN_V2_ALL);
-        let store = Store::open(std::path::Path::new(GOLDEN_V2_ALL)).unwrap();
-        fill_every_table(&store);
-        drop(store);
-        let mut db = Database::open(GOLDEN_V2_ALL).unwrap();
-        db.compact().unwrap();
-    }
+fn golden_v2_every_table_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     std::fs::copy(GOLDEN_V2_ALL, &path).unwrap();
     let store = Store::open(&path).unwrap();
+    assert!(dir.path().join("store.redb.v2-backup").exists());
+    check_every_table(&store);
+}
+
+/// Every table of schema version 3, written once and committed: each must keep reading.
+#[test]
+fn golden_v3_every_table_still_reads() {
+    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_file(GOLDEN_V3_ALL);
+        let store = Store::open(std::path::Path::new(GOLDEN_V3_ALL)).unwrap();
+        fill_every_table(&store);
+        drop(store);
+        let mut db = Database::open(GOLDEN_V3_ALL).unwrap();
+        db.compact().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V3_ALL, &path).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(!dir.path().join("store.redb.v3-backup").exists());
+    // The version 3 tables as written: not rebuilt on open.
+    {
+        let txn = store.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        for t in [
+            "incident_attrs",
+            "incidents_by_component",
+            "incidents_by_severity",
+            "incident_tallies",
+        ] {
+            assert!(names.iter().any(|n| n == t), "{t} in {names:?}");
+        }
+    }
+    check_every_table(&store);
+}
+
+/// What [`fill_every_table`] wrote reads back (from a store of this version, or one
+/// migrated to it).
+fn check_every_table(store: &Store) {
     assert_eq!(
         store.meta_value("schema_version").unwrap(),
         Some(SCHEMA_VERSION)
@@ -278,9 +340,27 @@ fn golden_v2_every_table_still_reads() {
             .unwrap();
         assert!(!one.is_empty(), "{bucket:?}");
     }
-    // And it takes new counts.
+    // The tallies and secondary indexes: one incident resolved by its fix, one waiting.
+    let tallies = store.incident_tallies(true).unwrap();
+    assert_eq!(tallies.by_status[&IncidentStatus::Resolved], 1);
+    assert_eq!(tallies.by_status[&IncidentStatus::Detected], 1);
+    assert_eq!(tallies.by_severity[&Severity::Medium], 2);
+    assert_eq!(tallies.by_component.len(), 2);
+    assert_tallies_exact(store);
+    let resolved = IncidentFilter {
+        status: Some(StatusFilter::Is(IncidentStatus::Resolved)),
+        severity: Some(Severity::Medium),
+        ..IncidentFilter::default()
+    };
+    assert_eq!(store.find_incidents(&resolved, 10).unwrap()[0].id, fixed.id);
+    // And it takes new counts (the merged fix's incident regresses, and is actionable
+    // again: escalated under the default policy).
     store
         .apply(&golden_v2_batch(), "2026-12-06T13:00:00Z".parse().unwrap())
         .unwrap();
     assert_eq!(store.key_counts().unwrap()["PACT:svc_v1:get"], 10);
+    let after = store.incident_tallies(false).unwrap();
+    assert_eq!(after.by_status.get(&IncidentStatus::Resolved), None);
+    assert_eq!(after.total(), 2);
+    assert_tallies_exact(store);
 }

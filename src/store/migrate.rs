@@ -25,6 +25,15 @@
 //! A sample that cannot stand for its line (cut at [`SAMPLE_MAX_BYTES`] or holding
 //! replacement characters, so not the line's bytes) keeps its old fingerprint: the same line
 //! seen again may then open a second incident, which is the safe side.
+//!
+//! # Version 2 → 3: incident tallies and secondary indexes
+//!
+//! Every incident is read once and entered into `incident_attrs`, `incidents_by_component`,
+//! `incidents_by_severity` and `incident_tallies` (see `store/index.rs`), at its
+//! authoritative `last_seen`. From then on they are kept by the transactions that change
+//! incidents. A version 1 store takes both steps in the same transaction (re-keyed first,
+//! then indexed). Nothing else changes. With a million incidents this takes a while once,
+//! on the first writer's start.
 
 use std::path::{Path, PathBuf};
 
@@ -53,19 +62,29 @@ pub struct Migration {
     pub rekeyed: u64,
     /// Incidents merged into another one.
     pub merged: u64,
+    /// Incidents entered into the tallies and secondary indexes (version 3).
+    pub indexed: u64,
 }
 
 impl std::fmt::Display for Migration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "migrated the store from schema version {} to {}: {} incidents, {} re-keyed \
-             (identity now keeps PACT keys verbatim), {} merged; the old file is kept at {}",
-            self.from,
-            self.to,
-            self.incidents,
-            self.rekeyed,
-            self.merged,
+            "migrated the store from schema version {} to {}: ",
+            self.from, self.to
+        )?;
+        if self.from < 2 {
+            write!(
+                f,
+                "{} incidents, {} re-keyed (identity now keeps PACT keys verbatim), {} merged; ",
+                self.incidents, self.rekeyed, self.merged
+            )?;
+        }
+        write!(
+            f,
+            "{} incidents indexed and counted by status, severity and component; the old file \
+             is kept at {}",
+            self.indexed,
             self.backup.display()
         )
     }
@@ -111,6 +130,27 @@ impl Store {
         };
         let db = self.writer()?;
         let txn = db.begin_write().map_err(self.storage())?;
+        if from < 2 {
+            self.rekey_v2(&txn, &mut report)?;
+        }
+        if from < 3 {
+            report.indexed = super::index::build(self, &txn)?;
+        }
+        {
+            let mut meta = txn.open_table(META).map_err(self.storage())?;
+            meta.insert("schema_version", super::SCHEMA_VERSION)
+                .map_err(self.storage())?;
+        }
+        txn.commit().map_err(self.storage())?;
+        Ok(report)
+    }
+
+    /// Version 1 → 2 (see the module docs), in `txn`.
+    fn rekey_v2(
+        &self,
+        txn: &redb::WriteTransaction,
+        report: &mut Migration,
+    ) -> Result<(), StoreError> {
         {
             let mut incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
             let mut counts = txn.open_table(COUNTS).map_err(self.storage())?;
@@ -216,13 +256,8 @@ impl Store {
                         .map_err(self.storage())?;
                 }
             }
-
-            let mut meta = txn.open_table(META).map_err(self.storage())?;
-            meta.insert("schema_version", super::SCHEMA_VERSION)
-                .map_err(self.storage())?;
         }
-        txn.commit().map_err(self.storage())?;
-        Ok(report)
+        Ok(())
     }
 }
 

@@ -20,6 +20,8 @@
 //! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
 //! | `incident_ids` | incident id | fingerprint |
 //! | `recent` | (last_seen µs, fingerprint) | () — newest-first index |
+//! | `incident_attrs`, `incidents_by_component`, `incidents_by_severity` | see `store/index.rs` | the secondary indexes (version 3): a filtered page costs what an unfiltered one does |
+//! | `incident_tallies` | (`status`/`severity`/`component`, value) | incidents (version 3, see [`counts`]): kept in the transactions that change them |
 //! | `key_counts` | PACT key | error lines carrying it |
 //! | `totals` | counter name | u64 |
 //! | `files` | (device, inode) | [`FilePosition`]: generation, offset, head fingerprint, path |
@@ -36,6 +38,7 @@
 //! is an error naming the file; it is never silently reset.
 
 mod codec;
+pub mod counts;
 pub mod cursors;
 pub mod deliveries;
 pub mod events;
@@ -44,6 +47,7 @@ pub mod fixes;
 mod golden;
 pub mod health;
 pub mod incident;
+mod index;
 pub mod jobs;
 pub mod migrate;
 mod owner;
@@ -65,6 +69,7 @@ use redb::{
 
 pub use crate::fix::policy::FixPolicy;
 pub use codec::DecodeError;
+pub use counts::IncidentTallies;
 pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use fixes::{FixResult, FixStatus};
 pub use health::{Degraded, Health};
@@ -685,6 +690,7 @@ impl Store {
                     txn.open_table(RECENT).map_err(self.storage())?;
                     txn.open_table(KEY_COUNTS).map_err(self.storage())?;
                     txn.open_table(TOTALS).map_err(self.storage())?;
+                    index::Indexer::open(self, &txn)?;
                 }
                 txn.commit().map_err(self.storage())
             }
@@ -870,8 +876,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Up to `limit` incidents matching `filter`, most recently seen first. Walks the
-    /// recency index newest first and stops at `limit` matches.
+    /// Up to `limit` incidents matching `filter`, most recently seen first (the first page
+    /// of [`Store::incidents_page`]).
     ///
     /// # Errors
     ///
@@ -881,24 +887,7 @@ impl Store {
         filter: &IncidentFilter,
         limit: usize,
     ) -> Result<Vec<Incident>, StoreError> {
-        let txn = self.begin_read()?;
-        let recent = txn.open_table(RECENT).map_err(self.storage())?;
-        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
-        let mut out = Vec::new();
-        for entry in recent.iter().map_err(self.storage())?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = entry.map_err(self.storage())?;
-            let (_, fp) = k.value();
-            if let Some(inc) = self.load(&incidents, &counts, fp)?
-                && filter.matches(&inc)
-            {
-                out.push(inc);
-            }
-        }
-        Ok(out)
+        Ok(self.incidents_page(filter, None, None, limit)?.0)
     }
 
     /// One page of incidents matching `filter`, most recently seen first: those strictly
@@ -908,6 +897,10 @@ impl Store {
     ///
     /// The position is a key, not an offset: incidents that arrive or move while a client
     /// pages sort before the position and do not shift the pages behind it (no duplicates).
+    ///
+    /// Without a filter the page walks the recency index; with one, the secondary indexes
+    /// (`store/index.rs`): either way a page costs about `limit` index reads and record loads,
+    /// whether many, few or no incidents match, and for any combination of filters.
     ///
     /// # Errors
     ///
@@ -920,10 +913,39 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Incident>, Option<RecentKey>), StoreError> {
         let txn = self.begin_read()?;
+        let since_us = since.map_or(0, micros);
+        if filter.is_empty() || limit == 0 {
+            return self.recent_page(&txn, filter, since_us, before, limit);
+        }
+        let Some((keys, next)) = self.indexed_page(&txn, filter, since_us, before, limit)? else {
+            // A store without indexes (an older schema, read as it is).
+            return self.recent_page(&txn, filter, since_us, before, limit);
+        };
+        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (_, fp) in keys {
+            if let Some(inc) = self.load(&incidents, &counts, fp)? {
+                debug_assert!(filter.matches(&inc), "index out of step for {fp:016x}");
+                out.push(inc);
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// [`Store::incidents_page`] along the recency index, testing each incident against
+    /// `filter` (every incident for a filter that matches none).
+    fn recent_page(
+        &self,
+        txn: &ReadTransaction,
+        filter: &IncidentFilter,
+        since_us: u64,
+        before: Option<RecentKey>,
+        limit: usize,
+    ) -> Result<(Vec<Incident>, Option<RecentKey>), StoreError> {
         let recent = txn.open_table(RECENT).map_err(self.storage())?;
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
         let counts = txn.open_table(COUNTS).map_err(self.storage())?;
-        let since_us = since.map_or(0, micros);
         let rows = match before {
             Some(b) => recent.range(..b),
             None => recent.range::<(u64, u64)>(..),
@@ -950,21 +972,14 @@ impl Store {
         Ok((out, None))
     }
 
-    /// The number of incidents in each status (statuses without incidents are absent).
+    /// The number of incidents in each status (statuses without incidents are absent), as
+    /// kept (see [`counts`]).
     ///
     /// # Errors
     ///
-    /// [`StoreError`] on storage errors or an undecodable record.
+    /// [`StoreError`] on storage errors.
     pub fn status_counts(&self) -> Result<BTreeMap<IncidentStatus, u64>, StoreError> {
-        let txn = self.begin_read()?;
-        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let mut out = BTreeMap::new();
-        for e in incidents.iter().map_err(self.storage())? {
-            let (k, v) = e.map_err(self.storage())?;
-            let inc = self.decode(k.value(), v.value())?;
-            *out.entry(inc.status).or_insert(0) += 1;
-        }
-        Ok(out)
+        Ok(self.incident_tallies(false)?.by_status)
     }
 
     /// The spend entries at or after `since`: (time, incident id, micro-USD), oldest first.
@@ -1099,6 +1114,11 @@ pub enum StatusFilter {
 }
 
 impl IncidentFilter {
+    /// Whether no field is set (every incident passes).
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.component.is_none() && self.severity.is_none()
+    }
+
     /// Whether `inc` passes.
     pub fn matches(&self, inc: &Incident) -> bool {
         let status = match self.status {
@@ -1150,6 +1170,7 @@ impl StoreTxn<'_> {
         let mut counts = txn.open_table(COUNTS).map_err(st.storage())?;
         let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
         let mut recent = txn.open_table(RECENT).map_err(st.storage())?;
+        let mut idx = index::Indexer::open(st, txn)?;
         let now_us = micros(now);
         let policy = st.fix_policy();
         let mut windows = txn.open_table(WINDOWS).map_err(st.storage())?;
@@ -1184,6 +1205,7 @@ impl StoreTxn<'_> {
                     let last = last_us.max(now_us);
                     recent.remove((last_us, fp)).map_err(st.storage())?;
                     recent.insert((last, fp), ()).map_err(st.storage())?;
+                    idx.touch(fp, last_us, last)?;
                     counts
                         .insert(fp, (count + d.count, last))
                         .map_err(st.storage())?;
@@ -1210,6 +1232,7 @@ impl StoreTxn<'_> {
                             incidents
                                 .insert(fp, inc.encode().as_slice())
                                 .map_err(st.storage())?;
+                            idx.update(fp, last, &inc)?;
                             inc.count = count + d.count;
                             pending.push(NewEvent::incident(EventKind::IncidentRegressed, &inc));
                         }
@@ -1239,6 +1262,7 @@ impl StoreTxn<'_> {
                         incidents
                             .insert(fp, inc.encode().as_slice())
                             .map_err(st.storage())?;
+                        idx.update(fp, last, &inc)?;
                         inc.count = count + d.count;
                         inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
                         throttle.due(fp, now_us);
@@ -1307,6 +1331,7 @@ impl StoreTxn<'_> {
                         .map_err(st.storage())?;
                     counts.insert(fp, (d.count, now_us)).map_err(st.storage())?;
                     recent.insert((now_us, fp), ()).map_err(st.storage())?;
+                    idx.add(fp, now_us, &incident)?;
                     outcome.created.push(d.fingerprint);
                 }
             }
@@ -1328,7 +1353,7 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         drop((
-            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
+            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open, idx,
         ));
         drop(throttle);
         if !batch.source_positions.is_empty() {
@@ -1383,6 +1408,17 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         drop(incidents);
+        if !changed.is_empty() {
+            let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
+            let mut idx = index::Indexer::open(st, &self.txn)?;
+            for (k, inc) in &changed {
+                let last_us = counts
+                    .get(*k)
+                    .map_err(st.storage())?
+                    .map_or_else(|| micros(inc.last_seen), |c| c.value().1);
+                idx.update(*k, last_us, inc)?;
+            }
+        }
         let now = Timestamp::now();
         for (_, inc) in &changed {
             self.emit(NewEvent::incident(EventKind::IncidentUpdated, inc), now)?;

@@ -4,8 +4,9 @@
 use redb::TableDefinition;
 
 /// The schema version this Sentinel writes and understands. Version 2: incident identity
-/// keeps PACT keys verbatim ([`migrate`] moves a version 1 store on).
-pub const SCHEMA_VERSION: u64 = 2;
+/// keeps PACT keys verbatim. Version 3: incident tallies and secondary indexes
+/// (`store/index.rs`). [`super::migrate`] moves an older store on.
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
@@ -74,3 +75,22 @@ pub(crate) const HOURS: TableDefinition<(u64, u64), u64> = TableDefinition::new(
 pub(crate) const ALL_MINUTES: TableDefinition<u64, u64> = TableDefinition::new("trend_all_minutes");
 /// Occurrences of all incidents per hour.
 pub(crate) const ALL_HOURS: TableDefinition<u64, u64> = TableDefinition::new("trend_all_hours");
+
+/// What the secondary indexes know of an incident (version 3): fingerprint → (status,
+/// severity, component), the names as `as_str` spells them. Read by every recency update,
+/// so that moving an incident's index entries needs no decoding of its record.
+pub(crate) const ATTRS: TableDefinition<u64, (&str, &str, &str)> =
+    TableDefinition::new("incident_attrs");
+/// (component, severity, status, last_seen µs, fingerprint) → (): every incident, by
+/// component, then severity and status, newest last within each (version 3).
+pub(crate) const BY_COMPONENT: TableDefinition<(&str, &str, &str, u64, u64), ()> =
+    TableDefinition::new("incidents_by_component");
+/// (severity, status, last_seen µs, fingerprint) → (): every incident, by severity and
+/// status, newest last within each (version 3).
+pub(crate) const BY_SEVERITY: TableDefinition<(&str, &str, u64, u64), ()> =
+    TableDefinition::new("incidents_by_severity");
+/// (dimension, value) → incidents: the number of incidents per `status`, `severity` and
+/// `component` value, kept in the transactions that change them (version 3). A value with
+/// no incident has no row.
+pub(crate) const TALLIES: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("incident_tallies");

@@ -143,6 +143,11 @@ fn health_status_and_metrics() {
         r#"sentinel_webhook_events_total{outcome="accepted",source="hook"} 2"#,
         r#"sentinel_webhook_requests_total{code="200",source="hook"} 1"#,
         r#"sentinel_incidents_created_total{severity="medium",source="hook"} 2"#,
+        // The store's tallies, read at scrape time.
+        "# TYPE sentinel_incidents gauge",
+        r#"sentinel_incidents{status="detected"} 2"#,
+        r#"sentinel_incidents{status="resolved"} 0"#,
+        r#"sentinel_incidents_by_severity{severity="medium"} 2"#,
     ];
     let mut after = String::new();
     let all_there = eventually(Duration::from_secs(10), || {
@@ -174,6 +179,8 @@ fn health_status_and_metrics() {
     let (_, v) = get(&c, &info, "/status");
     assert_eq!(v["active_incidents"], 2);
     assert_eq!(v["incidents_by_status"]["detected"], 2);
+    assert_eq!(v["incidents_by_severity"]["medium"], 2);
+    assert_eq!(v["incidents_by_severity"]["high"], 0);
     assert!(d.term(Duration::from_secs(10)).success());
 }
 

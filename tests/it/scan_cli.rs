@@ -64,6 +64,34 @@ fn scan_counts_attributes_and_rescans_without_duplicates() {
     assert!(login["resolution"] == "auto_remediate_disabled", "{login}");
     assert!(text.contains("auth                "), "{text}");
     assert!(text.contains("unknown"), "{text}");
+
+    // The filters (the store's secondary indexes), alone and combined.
+    let report = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["report", "--json"];
+        all.extend_from_slice(args);
+        let out = ws.run(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    };
+    let auth = report(&["--component", "auth"]);
+    assert_eq!(auth.len(), 1);
+    assert_eq!(auth[0]["pact_key"], "PACT:auth:login");
+    assert_eq!(
+        report(&["--component", "auth", "--status", "escalated"]).len(),
+        1
+    );
+    assert!(report(&["--component", "auth", "--status", "active"]).is_empty());
+    assert!(report(&["--severity", "critical"]).is_empty());
+    assert_eq!(report(&["--status", "escalated", "--limit", "2"]).len(), 2);
+    let out = ws.run(&["report", "--component", "nope"]);
+    assert_eq!(stdout(&out).trim(), "No incident matches.");
+    let out = ws.run(&["report", "--status", "gone"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("active, detected"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1,0 +1,387 @@
+//! Secondary indexes of incidents (schema version 3): filtered pages in the time of an
+//! unfiltered one.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `incident_attrs` | fingerprint | (status, severity, component) as indexed |
+//! | `incidents_by_component` | (component, severity, status, last_seen µs, fingerprint) | () |
+//! | `incidents_by_severity` | (severity, status, last_seen µs, fingerprint) | () |
+//! | `incident_tallies` | (`status` / `severity` / `component`, value) | incidents (see [`super::counts`]) |
+//!
+//! Why two composite indexes and not one per field: every filter of `GET /incidents` is then
+//! a union of *exact* key ranges, never a scan that skips non-matching rows. A filter names
+//! a component or not, at most one severity (else all 5) and a status, `active` (5) or none
+//! (7): a component filter reads `incidents_by_component` in the ranges `{component} ×
+//! severities × statuses`, any other filter `incidents_by_severity` in `severities ×
+//! statuses`: at most 35 ranges, each already in recency order. A page merges their newest
+//! entries ([`merge`]: a heap, one key read per row returned plus one range seek per
+//! range), so it costs `O(ranges · log n + limit · log ranges)` whatever the filter, how
+//! many incidents match it (none included) and however they are combined. Two indexes, not
+//! three, so that the ingest writer moves two entries (plus the recency index's) when an
+//! incident is seen again.
+//!
+//! The recency key inside each range is the recency index's own, `(last_seen µs,
+//! fingerprint)`, so the cursor of a filtered page is the same [`RecentKey`] as today's and
+//! keeps its promise: incidents that arrive or move while a client pages sort before it.
+//!
+//! Every write that creates an incident, moves its `last_seen` or changes its status,
+//! severity or component goes through an [`Indexer`] opened in the same write transaction:
+//! the ingest writer ([`super::StoreTxn::apply`]: creation, recency, escalation,
+//! regressions), the fixer's and the approvals' transitions
+//! ([`super::StoreTxn::update_incident`]), re-attribution
+//! ([`super::StoreTxn::reattribute`]) and the migration ([`build`]). `incident_attrs` is
+//! what the index holds for each incident, so moving its entries needs no decoding of the
+//! incident's record.
+
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+
+use redb::{ReadTransaction, ReadableTable, TableError, WriteTransaction};
+
+use super::counts::{COMPONENT, SEVERITY, STATUS};
+use super::schema::{ATTRS, BY_COMPONENT, BY_SEVERITY, COUNTS, INCIDENTS, TALLIES};
+use super::{Incident, IncidentFilter, IncidentStatus, RecentKey, StatusFilter, Store, StoreError};
+use crate::attribute::Severity;
+
+/// (status, severity, component) as the indexes spell them.
+type Names<'a> = (&'a str, &'a str, &'a str);
+
+fn names(inc: &Incident) -> Names<'_> {
+    (
+        inc.status.as_str(),
+        inc.severity.as_str(),
+        inc.component_id.as_str(),
+    )
+}
+
+/// The index tables of one write transaction. See the module docs.
+pub(crate) struct Indexer<'s, 't> {
+    st: &'s Store,
+    attrs: redb::Table<'t, u64, (&'static str, &'static str, &'static str)>,
+    entries: Entries<'t>,
+    tallies: redb::Table<'t, (&'static str, &'static str), u64>,
+}
+
+/// The two secondary indexes (apart from `incident_attrs`, so that an entry can be moved
+/// while the attributes it is read from are borrowed).
+struct Entries<'t> {
+    by_component: redb::Table<'t, (&'static str, &'static str, &'static str, u64, u64), ()>,
+    by_severity: redb::Table<'t, (&'static str, &'static str, u64, u64), ()>,
+}
+
+impl Entries<'_> {
+    fn put(&mut self, st: &Store, fp: u64, last_us: u64, n: Names<'_>) -> Result<(), StoreError> {
+        let (status, sev, c) = n;
+        self.by_component
+            .insert((c, sev, status, last_us, fp), ())
+            .map_err(st.storage())?;
+        self.by_severity
+            .insert((sev, status, last_us, fp), ())
+            .map_err(st.storage())?;
+        Ok(())
+    }
+
+    fn take(&mut self, st: &Store, fp: u64, last_us: u64, n: Names<'_>) -> Result<(), StoreError> {
+        let (status, sev, c) = n;
+        let a = self
+            .by_component
+            .remove((c, sev, status, last_us, fp))
+            .map_err(st.storage())?
+            .is_some();
+        let b = self
+            .by_severity
+            .remove((sev, status, last_us, fp))
+            .map_err(st.storage())?
+            .is_some();
+        if a && b {
+            Ok(())
+        } else {
+            debug_assert!(false, "incident {fp:016x} is not where the index says");
+            Err(StoreError::Corrupt {
+                path: st.path.clone(),
+                detail: format!("incident {fp:016x} is missing from its index entries"),
+            })
+        }
+    }
+}
+
+/// A stored incident without `incident_attrs` is a broken invariant: an error (and a panic
+/// in debug builds), never a silently wrong index.
+fn not_indexed(st: &Store, fp: u64) -> StoreError {
+    debug_assert!(false, "incident {fp:016x} is not indexed");
+    StoreError::Corrupt {
+        path: st.path.clone(),
+        detail: format!("incident {fp:016x} has no entry in incident_attrs"),
+    }
+}
+
+impl<'s, 't> Indexer<'s, 't> {
+    /// Opens (creating them if need be) the index tables in `txn`.
+    pub(crate) fn open(st: &'s Store, txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Indexer {
+            st,
+            attrs: txn.open_table(ATTRS).map_err(st.storage())?,
+            entries: Entries {
+                by_component: txn.open_table(BY_COMPONENT).map_err(st.storage())?,
+                by_severity: txn.open_table(BY_SEVERITY).map_err(st.storage())?,
+            },
+            tallies: txn.open_table(TALLIES).map_err(st.storage())?,
+        })
+    }
+
+    /// A new incident, last seen at `last_us`: indexed and counted.
+    pub(crate) fn add(&mut self, fp: u64, last_us: u64, inc: &Incident) -> Result<(), StoreError> {
+        let n = names(inc);
+        self.attrs.insert(fp, n).map_err(self.st.storage())?;
+        self.entries.put(self.st, fp, last_us, n)?;
+        self.tally(STATUS, n.0, 1)?;
+        self.tally(SEVERITY, n.1, 1)?;
+        self.tally(COMPONENT, n.2, 1)
+    }
+
+    /// The incident was seen again: its entries move from `from_us` to `to_us` (the ingest
+    /// writer's hot path: no decoding, no allocation).
+    pub(crate) fn touch(&mut self, fp: u64, from_us: u64, to_us: u64) -> Result<(), StoreError> {
+        if from_us == to_us {
+            return Ok(());
+        }
+        let st = self.st;
+        let Some(attrs) = self.attrs.get(fp).map_err(st.storage())? else {
+            return Err(not_indexed(st, fp));
+        };
+        let n = attrs.value();
+        self.entries.take(st, fp, from_us, n)?;
+        self.entries.put(st, fp, to_us, n)
+    }
+
+    /// `inc` (last seen at `last_us`) is stored with its status, severity and component as
+    /// they are now: entries and tallies follow what changed.
+    pub(crate) fn update(
+        &mut self,
+        fp: u64,
+        last_us: u64,
+        inc: &Incident,
+    ) -> Result<(), StoreError> {
+        let new = names(inc);
+        let (status, severity, component) = self.current(fp)?;
+        let old = (status.as_str(), severity.as_str(), component.as_str());
+        if old == new {
+            return Ok(());
+        }
+        self.entries.take(self.st, fp, last_us, old)?;
+        self.entries.put(self.st, fp, last_us, new)?;
+        self.attrs.insert(fp, new).map_err(self.st.storage())?;
+        for (dim, was, is) in [
+            (STATUS, old.0, new.0),
+            (SEVERITY, old.1, new.1),
+            (COMPONENT, old.2, new.2),
+        ] {
+            if was != is {
+                self.tally(dim, was, -1)?;
+                self.tally(dim, is, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the index holds for `fp` (see [`not_indexed`]).
+    fn current(&self, fp: u64) -> Result<(String, String, String), StoreError> {
+        match self.attrs.get(fp).map_err(self.st.storage())? {
+            Some(v) => {
+                let (a, b, c) = v.value();
+                Ok((a.to_string(), b.to_string(), c.to_string()))
+            }
+            None => Err(not_indexed(self.st, fp)),
+        }
+    }
+
+    /// Adds `delta` to the tally of `(dim, value)`; a tally that reaches 0 is removed.
+    fn tally(&mut self, dim: &str, value: &str, delta: i64) -> Result<(), StoreError> {
+        let old = self
+            .tallies
+            .get((dim, value))
+            .map_err(self.st.storage())?
+            .map_or(0, |v| v.value());
+        let new = old.checked_add_signed(delta).unwrap_or_else(|| {
+            debug_assert!(false, "tally ({dim}, {value}) below zero");
+            0
+        });
+        if new == 0 {
+            self.tallies
+                .remove((dim, value))
+                .map_err(self.st.storage())?;
+        } else {
+            self.tallies
+                .insert((dim, value), new)
+                .map_err(self.st.storage())?;
+        }
+        Ok(())
+    }
+}
+
+/// Indexes and counts every incident of a store that has none yet (the migration to
+/// version 3): one pass over the incidents in `txn`. Returns how many were indexed.
+pub(super) fn build(st: &Store, txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
+    let counts = txn.open_table(COUNTS).map_err(st.storage())?;
+    let mut idx = Indexer::open(st, txn)?;
+    let mut n = 0;
+    for row in incidents.iter().map_err(st.storage())? {
+        let (k, v) = row.map_err(st.storage())?;
+        let fp = k.value();
+        let inc = st.decode(fp, v.value())?;
+        let last_us = counts
+            .get(fp)
+            .map_err(st.storage())?
+            .map_or_else(|| super::micros(inc.last_seen), |c| c.value().1);
+        idx.add(fp, last_us, &inc)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A page of recency keys, and the key to continue after when more follow.
+type KeyPage = (Vec<RecentKey>, Option<RecentKey>);
+
+/// The recency keys of one range, newest first.
+type Keys<'a> = Box<dyn Iterator<Item = Result<RecentKey, redb::StorageError>> + 'a>;
+
+/// The newest `limit` keys of the union of `ranges` (each newest first, disjoint), and the
+/// key to continue after when more follow.
+fn merge(mut ranges: Vec<Keys<'_>>, limit: usize) -> Result<KeyPage, redb::StorageError> {
+    let mut heads = BinaryHeap::with_capacity(ranges.len());
+    for (i, r) in ranges.iter_mut().enumerate() {
+        if let Some(k) = r.next().transpose()? {
+            heads.push((k, i));
+        }
+    }
+    let mut out: Vec<RecentKey> = Vec::with_capacity(limit.min(1024));
+    while let Some((k, i)) = heads.pop() {
+        if out.len() >= limit {
+            let next = out.last().copied();
+            return Ok((out, next));
+        }
+        out.push(k);
+        if let Some(next) = ranges[i].next().transpose()? {
+            heads.push((next, i));
+        }
+    }
+    Ok((out, None))
+}
+
+/// The upper bound of a range: `hi` itself when `inclusive`.
+fn upper<T>(hi: T, inclusive: bool) -> Bound<T> {
+    if inclusive {
+        Bound::Included(hi)
+    } else {
+        Bound::Excluded(hi)
+    }
+}
+
+/// The severities a filter admits.
+fn severities(filter: &IncidentFilter) -> Vec<&'static str> {
+    match filter.severity {
+        Some(s) => vec![s.as_str()],
+        None => Severity::ALL.iter().map(|s| s.as_str()).collect(),
+    }
+}
+
+/// The statuses a filter admits.
+fn statuses(filter: &IncidentFilter) -> Vec<&'static str> {
+    IncidentStatus::ALL
+        .into_iter()
+        .filter(|s| match filter.status {
+            None => true,
+            Some(StatusFilter::Is(want)) => *s == want,
+            Some(StatusFilter::Active) => s.is_active(),
+        })
+        .map(IncidentStatus::as_str)
+        .collect()
+}
+
+impl Store {
+    /// The recency keys of one page of incidents matching `filter` (at least one field
+    /// set), read from the secondary indexes: those last seen at or after `since_us` and
+    /// strictly before `before`. `None` when the store has no indexes (an older schema,
+    /// read as it is by a read-only handle).
+    pub(super) fn indexed_page(
+        &self,
+        txn: &ReadTransaction,
+        filter: &IncidentFilter,
+        since_us: u64,
+        before: Option<RecentKey>,
+        limit: usize,
+    ) -> Result<Option<KeyPage>, StoreError> {
+        let sevs = severities(filter);
+        let stats = statuses(filter);
+        let (upper_us, upper_fp, upper_incl) = match before {
+            Some((us, fp)) => (us, fp, false),
+            None => (u64::MAX, u64::MAX, true),
+        };
+        if let Some(c) = filter.component.as_deref() {
+            let t = match txn.open_table(BY_COMPONENT) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.storage()(e)),
+            };
+            let mut ranges: Vec<Keys<'_>> = Vec::with_capacity(sevs.len() * stats.len());
+            for &sev in &sevs {
+                for &st in &stats {
+                    let lo = Bound::Included((c, sev, st, since_us, 0u64));
+                    let hi = upper((c, sev, st, upper_us, upper_fp), upper_incl);
+                    let r = t.range((lo, hi)).map_err(self.storage())?;
+                    ranges.push(Box::new(r.rev().map(|e| {
+                        e.map(|(k, _)| {
+                            let k = k.value();
+                            (k.3, k.4)
+                        })
+                    })));
+                }
+            }
+            merge(ranges, limit).map(Some).map_err(self.storage())
+        } else {
+            let t = match txn.open_table(BY_SEVERITY) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.storage()(e)),
+            };
+            let mut ranges: Vec<Keys<'_>> = Vec::with_capacity(sevs.len() * stats.len());
+            for &sev in &sevs {
+                for &st in &stats {
+                    let lo = Bound::Included((sev, st, since_us, 0u64));
+                    let hi = upper((sev, st, upper_us, upper_fp), upper_incl);
+                    let r = t.range((lo, hi)).map_err(self.storage())?;
+                    ranges.push(Box::new(r.rev().map(|e| {
+                        e.map(|(k, _)| {
+                            let k = k.value();
+                            (k.2, k.3)
+                        })
+                    })));
+                }
+            }
+            merge(ranges, limit).map(Some).map_err(self.storage())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &[u64]) -> Keys<'static> {
+        let v: Vec<_> = v.iter().rev().map(|&us| Ok((us, us))).collect();
+        Box::new(v.into_iter())
+    }
+
+    #[test]
+    fn merge_takes_the_newest_across_ranges_and_says_when_more_follow() {
+        let (page, next) = merge(vec![keys(&[1, 4, 6]), keys(&[2, 3]), keys(&[])], 3).unwrap();
+        assert_eq!(page, vec![(6, 6), (4, 4), (3, 3)]);
+        assert_eq!(next, Some((3, 3)));
+        let (page, next) = merge(vec![keys(&[1, 4]), keys(&[2])], 3).unwrap();
+        assert_eq!(page, vec![(4, 4), (2, 2), (1, 1)]);
+        assert_eq!(next, None, "exactly the limit, nothing more");
+        let (page, next) = merge(vec![keys(&[])], 3).unwrap();
+        assert!(page.is_empty() && next.is_none());
+    }
+}
