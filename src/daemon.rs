@@ -276,11 +276,12 @@ async fn serve_all(
     let fixer_task = tokio::spawn(service.run(stopped()));
     // Postmortems: rewritten from the store whenever the event log says an incident's
     // state moved (whoever moved it: the fixer, a review, the ingest writer's regression).
+    let postmortems_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let postmortems = {
         let mut heads = api_events.clone();
         let store = store.clone();
         let reports = config.state().reports();
-        let mut follower = crate::fix::postmortem::Follower::new(&store);
+        let mut follower = crate::fix::postmortem::Follower::new(&store, postmortems_stop.clone());
         tokio::spawn(async move {
             while heads.changed().await.is_ok() {
                 let (store, reports) = (store.clone(), reports.clone());
@@ -392,7 +393,10 @@ async fn serve_all(
         Ok(Err(e)) => tracing::warn!(error = %e, "the fixer task failed"),
         Err(_) => tracing::warn!("the fixer did not stop in time"),
     }
+    // The postmortem writer stops between two reads and lets go of the store.
+    postmortems_stop.store(true, std::sync::atomic::Ordering::Release);
     postmortems.abort();
+    let _ = postmortems.await;
     // The outbox tasks abandon a request in flight and commit their cursors.
     outbox.join(Duration::from_secs(2)).await;
     Ok(format!("{signal} received"))

@@ -287,19 +287,27 @@ pub fn write(store: &Store, reports: &Path, id: &str) -> anyhow::Result<Option<P
 #[derive(Debug)]
 pub struct Follower {
     after: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Follower {
-    /// A follower from the log's head now (what ended before was written then).
-    pub fn new(store: &Store) -> Follower {
+    /// A follower from the log's head now (what ended before was written then); it gives up
+    /// a catch-up between two reads once `stop` is set (the daemon stopping: the store must
+    /// not be held by a blocking read the runtime's shutdown would leave behind, or the file
+    /// is never closed cleanly).
+    pub fn new(store: &Store, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Follower {
         Follower {
             after: store.event_head(),
+            stop,
         }
     }
 
     /// Writes the postmortems the events after the last call call for.
     pub fn catch_up(&mut self, store: &Store, reports: &Path) {
         loop {
+            if self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             let events = match store.events_after(self.after, 512) {
                 Ok(e) => e,
                 Err(e) => {
