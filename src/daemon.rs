@@ -222,6 +222,21 @@ async fn serve_all(
     };
     let board = Arc::new(crate::source::SourceBoard::new());
     let shutdown = handle.shutdown_flag();
+    // An edge: file batches go through the forwarder, which publishes their error lines
+    // before their positions reach the writer.
+    let (forwarder, handle) = match &config.forward {
+        Some(f) => {
+            let (fw, h) = crate::forward::Forwarder::start(
+                f.clone(),
+                handle,
+                tokio::runtime::Handle::current(),
+                stop_streams.clone(),
+                board.clone(),
+            )?;
+            (Some(fw), h)
+        }
+        None => (None, handle),
+    };
     let cx = crate::source::SourceContext {
         board: board.clone(),
         ingest: handle,
@@ -356,6 +371,10 @@ async fn serve_all(
             Ok(Err(e)) => tracing::warn!(error = %e, "a listener task failed"),
             Err(_) => tracing::warn!("a listener did not stop in time"),
         }
+    }
+    if let Some(fw) = forwarder {
+        // Its input closed with the sources: it hands on (or drops) what it holds and ends.
+        let _ = tokio::task::spawn_blocking(move || fw.join()).await;
     }
     match tokio::time::timeout(Duration::from_secs(2), fixer_task).await {
         Ok(Ok(Ok(()))) => {}
