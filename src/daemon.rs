@@ -261,7 +261,18 @@ async fn serve_all(
     let sources = crate::source::start_all(&config.sources, &cx)?;
     // Only the sources hold the writer now: once they stop, it drains and stops.
     drop(cx);
-    let infos = sources.infos;
+    let mut infos = sources.infos;
+    if let Some(f) = &config.forward {
+        // The forwarder's live state (`ok`, `waiting` while NATS does not acknowledge).
+        infos.push(crate::source::SourceInfo {
+            name: crate::forward::BOARD_NAME.into(),
+            kind: "forward".into(),
+            detail: format!(
+                "{} {} {}.<0..{}>",
+                f.url, f.stream, f.subject_prefix, f.partitions
+            ),
+        });
+    }
     let webhooks = sources.listening;
 
     // The fixer: takes jobs from the durable queue (and POST /fix).

@@ -18,9 +18,9 @@
 //! **NATS down.** A publish that fails or is not acknowledged within [`ACK_TIMEOUT`] is
 //! tried again (1/4 s doubling to 5 s) with the same batch: meanwhile the shards' sends
 //! wait (the bounded channel is full), so the files wait, exactly as under backpressure,
-//! and `/status` shows the forwarder `waiting`. When the daemon stops while NATS is down,
-//! the unpublished batch is dropped: its positions were never committed, so its lines are
-//! read again at the next start.
+//! When the daemon stops while NATS is down, the unpublished batch and every batch after
+//! it are dropped: their positions were never committed, so their lines are read again at
+//! the next start.
 //!
 //! Webhook, CloudWatch, process and stdin sources of an edge still count locally: only file
 //! sources forward.
@@ -112,7 +112,13 @@ fn run(
     let max_age = Duration::from_secs(cfg.max_age_hours.saturating_mul(3600));
     let mut stream_ready = false;
     let mut published: u64 = 0;
+    // Once a batch was given up (the daemon stopping while NATS is down), no later batch
+    // may commit a position past its lines: everything after it is dropped too.
+    let mut gave_up = false;
     for mut fb in rx {
+        if gave_up {
+            continue;
+        }
         let lines = std::mem::take(&mut fb.forward);
         if !lines.is_empty() {
             let messages = messages(&cfg, &lines);
@@ -157,6 +163,7 @@ fn run(
                 }
             }
             if failing.is_some() {
+                gave_up = true;
                 continue;
             }
             published += lines.len() as u64;
@@ -180,10 +187,13 @@ fn run(
 /// One message to publish: subject, message id, body.
 type Outgoing = (String, String, bytes::Bytes);
 
+/// The lines of one file (origin) and partition.
+type Group<'a> = ((Arc<str>, u32), Vec<&'a ForwardLine>);
+
 /// Groups `lines` by file and partition, in read order, into messages of at most about
 /// [`MESSAGE_BYTES`].
 fn messages(cfg: &ForwardNatsConfig, lines: &[ForwardLine]) -> Vec<Outgoing> {
-    let mut groups: Vec<((Arc<str>, u32), Vec<&ForwardLine>)> = Vec::new();
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for l in lines {
         let p = partition_of(l.fingerprint, cfg.partitions);
         match groups

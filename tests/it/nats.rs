@@ -451,3 +451,122 @@ fn nats_edges_and_aggregators_count_exactly_once_across_kills_and_a_server_outag
         assert!(status.success(), "{status}");
     }
 }
+
+/// The README's figures: error lines per second one aggregator applies (sentinel-format
+/// messages of 1,000 lines already in the stream), and raw log MB/s one edge scans and
+/// forwards at 2% error lines (a file written before the edge starts, until its position is
+/// committed to the end). Run with
+/// `cargo test --test it -- --ignored nats_throughput --nocapture`.
+#[test]
+#[ignore = "a measurement: run by hand for the README"]
+fn nats_throughput() {
+    use sentinel::source::nats::wire::{EdgeLine, EdgeMessage, VERSION};
+    use std::time::Instant;
+    let Some(server) = NatsServer::start("nats_throughput") else {
+        return;
+    };
+    let rt = runtime();
+    let nc = rt.block_on(client(&server.url));
+    let messages = 300u64;
+    let per = 1_000u64;
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(nc.clone());
+        sentinel::source::nats::ensure_stream(
+            &js,
+            "SENTINEL",
+            "sentinel.errors",
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("stream");
+        let mut acks = Vec::new();
+        for m in 0..messages {
+            let msg = EdgeMessage {
+                v: VERSION,
+                edge: "bench/app/1:1/0".into(),
+                lines: (0..per)
+                    .map(|i| EdgeLine {
+                        at: m * per + i,
+                        t: 0,
+                        fp: String::new(),
+                        key: None,
+                        line: format!(
+                            "2026-12-06T10:00:00Z ERROR [PACT:svc_{}:op_{}] request {} failed: \
+                             timeout after {} ms talking to upstream",
+                            i % 50,
+                            i % 7,
+                            m * per + i,
+                            i % 997
+                        ),
+                    })
+                    .collect(),
+            };
+            acks.push(
+                js.publish("sentinel.errors.0", msg.encode().into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for a in acks {
+            a.await.expect("ack");
+        }
+    });
+    let ws = Workspace::with_config(&aggregator_config(&server.url, "[0]"));
+    let t = Instant::now();
+    let mut d = ws.spawn(&["watch", "--no-api"]);
+    d.ready();
+    let done = eventually(Duration::from_secs(300), || {
+        (total(&counts(&ws).1, "nats_messages") >= messages).then_some(())
+    });
+    assert!(done.is_some(), "{}", d.log_text());
+    let secs = t.elapsed().as_secs_f64();
+    let lines = messages * per;
+    assert_eq!(counts(&ws).0.values().sum::<u64>(), lines);
+    eprintln!(
+        "nats_throughput: aggregator applied {lines} error lines in {secs:.2} s (start-up \
+         included) = {:.0} lines/s",
+        lines as f64 / secs
+    );
+    d.term(Duration::from_secs(15));
+
+    // An edge: a file of 2% error lines, scanned and forwarded to its end.
+    let edge = Workspace::with_config(&edge_config(&server.url, "bench-edge"));
+    std::fs::create_dir_all(edge.path().join("logs")).unwrap();
+    let mut text = String::with_capacity(256 << 20);
+    let mut i = 0u64;
+    while text.len() < (256 << 20) {
+        if i.is_multiple_of(50) {
+            text.push_str(&format!(
+                "2026-12-06T10:00:00Z ERROR [PACT:svc_{}:op_{}] request {i} failed: timeout\n",
+                i % 40,
+                i % 3
+            ));
+        } else {
+            text.push_str(&format!(
+                "2026-12-06T10:00:00Z INFO request {i} served GET /api/v1/items?page={} in {} ms\n",
+                i % 100,
+                i % 250
+            ));
+        }
+        i += 1;
+    }
+    let size = text.len() as u64;
+    std::fs::write(edge.path().join("logs/app.log"), &text).unwrap();
+    drop(text);
+    let t = Instant::now();
+    let mut d = edge.spawn(&["watch", "--no-api"]);
+    d.ready();
+    let done = eventually(Duration::from_secs(600), || {
+        (total(&counts(&edge).1, "bytes") >= size).then_some(())
+    });
+    assert!(done.is_some(), "{}", d.log_text());
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "nats_throughput: edge scanned and forwarded {:.0} MB ({} error lines) in {secs:.2} s \
+         (start-up included) = {:.0} MB/s",
+        size as f64 / 1e6,
+        total(&counts(&edge).1, "forwarded_lines"),
+        size as f64 / 1e6 / secs
+    );
+    d.term(Duration::from_secs(15));
+}
