@@ -222,6 +222,21 @@ async fn serve_all(
     };
     let board = Arc::new(crate::source::SourceBoard::new());
     let shutdown = handle.shutdown_flag();
+    // An edge: file batches go through the forwarder, which publishes their error lines
+    // before their positions reach the writer.
+    let (forwarder, handle) = match &config.forward {
+        Some(f) => {
+            let (fw, h) = crate::forward::Forwarder::start(
+                f.clone(),
+                handle,
+                tokio::runtime::Handle::current(),
+                stop_streams.clone(),
+                board.clone(),
+            )?;
+            (Some(fw), h)
+        }
+        None => (None, handle),
+    };
     let cx = crate::source::SourceContext {
         board: board.clone(),
         ingest: handle,
@@ -246,7 +261,18 @@ async fn serve_all(
     let sources = crate::source::start_all(&config.sources, &cx)?;
     // Only the sources hold the writer now: once they stop, it drains and stops.
     drop(cx);
-    let infos = sources.infos;
+    let mut infos = sources.infos;
+    if let Some(f) = &config.forward {
+        // The forwarder's live state (`ok`, `waiting` while NATS does not acknowledge).
+        infos.push(crate::source::SourceInfo {
+            name: crate::forward::BOARD_NAME.into(),
+            kind: "forward".into(),
+            detail: format!(
+                "{} {} {}.<0..{}>",
+                f.url, f.stream, f.subject_prefix, f.partitions
+            ),
+        });
+    }
     let webhooks = sources.listening;
 
     // The fixer: takes jobs from the durable queue (and POST /fix). Triage (POST /triage)
@@ -386,6 +412,10 @@ async fn serve_all(
             Ok(Err(e)) => tracing::warn!(error = %e, "a listener task failed"),
             Err(_) => tracing::warn!("a listener did not stop in time"),
         }
+    }
+    if let Some(fw) = forwarder {
+        // Its input closed with the sources: it hands on (or drops) what it holds and ends.
+        let _ = tokio::task::spawn_blocking(move || fw.join()).await;
     }
     match tokio::time::timeout(Duration::from_secs(2), fixer_task).await {
         Ok(Ok(Ok(()))) => {}

@@ -25,6 +25,8 @@ pub mod dashboard;
 pub mod episode;
 pub mod fix;
 #[cfg(feature = "daemon")]
+pub mod forward;
+#[cfg(feature = "daemon")]
 pub mod http;
 pub mod ingest;
 #[cfg(feature = "daemon")]

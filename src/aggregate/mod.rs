@@ -141,15 +141,20 @@ impl LineAggregator {
         self.source = source;
     }
 
-    /// Folds one error line in.
-    pub fn add_line(&mut self, hit: &ErrorLine<'_>) {
-        self.add_text(hit.line(), None);
+    /// Folds one error line in; returns its fingerprint.
+    pub fn add_line(&mut self, hit: &ErrorLine<'_>) -> crate::scan::Fingerprint {
+        self.add_text(hit.line(), None)
     }
 
     /// Folds one error line in; `fallback_key` (e.g. the `pact_key` field of a JSON record
     /// or a webhook event) is the line's key when the line itself carries none. A fallback
-    /// that is not a valid PACT key (with or without its `PACT:` prefix) is ignored.
-    pub fn add_text(&mut self, line: &[u8], fallback_key: Option<&[u8]>) {
+    /// that is not a valid PACT key (with or without its `PACT:` prefix) is ignored. Returns
+    /// the line's fingerprint.
+    pub fn add_text(
+        &mut self,
+        line: &[u8],
+        fallback_key: Option<&[u8]>,
+    ) -> crate::scan::Fingerprint {
         let mut prefixed = Vec::new();
         let first = match keys::first_key(line) {
             Some(k) => Some(k),
@@ -218,6 +223,7 @@ impl LineAggregator {
                 e.insert(d);
             }
         }
+        fp
     }
 
     fn count_key(&mut self, k: &[u8]) {

@@ -281,6 +281,7 @@ fn kind_name(s: &crate::config::SourceConfig) -> &'static str {
         S::Cloudwatch(_) => "cloudwatch",
         S::Process(_) => "process",
         S::Stdin(_) => "stdin",
+        S::Nats(_) => "nats",
     }
 }
 
@@ -301,6 +302,13 @@ fn describe(s: &crate::config::SourceConfig) -> String {
         S::Cloudwatch(c) => format!("{} in {}", c.log_groups.join(", "), c.region),
         S::Process(p) => p.command.join(" "),
         S::Stdin(_) => "standard input".into(),
+        S::Nats(n) => format!(
+            "{} stream {} ({}.*, partitions {})",
+            n.url,
+            n.stream,
+            n.subject_prefix,
+            n.partitions.join(",")
+        ),
     }
 }
 

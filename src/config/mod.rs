@@ -28,6 +28,7 @@ use crate::scan::matcher::{DEFAULT_ERROR_PATTERNS, DEFAULT_MAX_LINE_BYTES};
 mod api;
 mod error;
 mod fix;
+mod forward;
 mod llm;
 mod peers;
 mod source;
@@ -37,6 +38,7 @@ mod tests;
 pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use error::ConfigError;
 pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, PactConfig};
+pub use forward::ForwardNatsConfig;
 pub use llm::{
     LlmConfig, LlmProvider, MAX_CONCURRENT_FIXES, MAX_LLM_MAX_TOKENS, MAX_LLM_PRICE_PER_MTOK,
     MAX_LLM_RETRIES, MAX_LLM_TIMEOUT_SECONDS,
@@ -46,12 +48,14 @@ pub use peers::{
     NotifyConfig, StigmergyConfig, TrustEventType, TrustMapping,
 };
 pub use source::{
-    CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS, FileSourceConfig,
-    LogFormat, ProcessSourceConfig, RestartPolicy, SourceCommon, SourceConfig, SourceKind, StartAt,
-    StdinSourceConfig, WebhookSourceConfig,
+    CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
+    DEFAULT_NATS_MAX_AGE_HOURS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, FileSourceConfig,
+    LogFormat, NatsFormat, NatsSourceConfig, ProcessSourceConfig, RestartPolicy, SourceCommon,
+    SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
 };
 
 use api::{RawApi, resolve_api};
+use forward::{RawForward, resolve_forward};
 use llm::{RawLlm, resolve_llm};
 use peers::{
     RawArbiter, RawChronicler, RawLedger, resolve_arbiter, resolve_chronicler, resolve_ledger,
@@ -121,6 +125,8 @@ pub struct Config {
     /// The directory relative paths in the file are resolved against (the config file's
     /// directory, or the working directory for the defaults).
     pub base_dir: PathBuf,
+    /// `forward.nats`: an edge's error lines go to NATS JetStream instead of its store.
+    pub forward: Option<ForwardNatsConfig>,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -274,6 +280,16 @@ impl Config {
         };
 
         let sources = resolve_sources(raw.sources, &invalid, &check_patterns)?;
+        let forward = resolve_forward(
+            &raw.forward,
+            || {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            },
+            &invalid,
+        )?;
 
         let max_line_bytes = match &raw.max_line_bytes {
             None => DEFAULT_MAX_LINE_BYTES as u64,
@@ -372,6 +388,7 @@ impl Config {
             shards,
             max_open_files,
             base_dir: base.to_path_buf(),
+            forward,
         })
     }
 
@@ -472,6 +489,7 @@ struct RawConfig {
     api: RawApi,
     shards: Option<Spanned<u64>>,
     max_open_files: Option<Spanned<u64>>,
+    forward: RawForward,
 }
 
 impl Default for RawConfig {
@@ -497,6 +515,7 @@ impl Default for RawConfig {
             api: RawApi::default(),
             shards: None,
             max_open_files: None,
+            forward: RawForward::default(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum SourceKind {
     Stdin,
     /// The reference's name for `stdin` (accepted, deprecated).
     Stdout,
+    /// NATS JetStream partitions (an aggregator of a scale-out cluster).
+    Nats,
 }
 
 /// How the lines of a source are read.
@@ -46,6 +48,32 @@ pub enum LogFormat {
     Jsonl,
     /// Decide per line: JSON when it starts with `{`.
     Auto,
+}
+
+/// `format` as written: the line formats of every source, plus the payload formats of a
+/// `type: nats` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum RawFormat {
+    #[default]
+    Text,
+    Jsonl,
+    Auto,
+    Sentinel,
+    Raw,
+}
+
+/// What the messages of a `type: nats` source hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NatsFormat {
+    /// Error lines forwarded by Sentinel edges (`forward.nats`), with their source
+    /// identity and position: see `crate::source::nats::wire`.
+    #[default]
+    Sentinel,
+    /// Raw log lines as log shippers (Vector, Fluent Bit) publish them: one line or NDJSON
+    /// per message, `{"message": ...}` (or `{"log": ...}`) unwrapped, scanned like a file's
+    /// lines.
+    Raw,
 }
 
 /// The settings every source has, whatever its type.
@@ -79,6 +107,8 @@ pub enum SourceConfig {
     Process(ProcessSourceConfig),
     /// `type: stdin` (and the reference's `type: stdout`, its deprecated alias).
     Stdin(StdinSourceConfig),
+    /// `type: nats`.
+    Nats(NatsSourceConfig),
 }
 
 impl SourceConfig {
@@ -90,6 +120,7 @@ impl SourceConfig {
             SourceConfig::Cloudwatch(s) => &s.common,
             SourceConfig::Process(s) => &s.common,
             SourceConfig::Stdin(s) => &s.common,
+            SourceConfig::Nats(s) => &s.common,
         }
     }
 
@@ -106,6 +137,7 @@ impl SourceConfig {
             SourceConfig::Cloudwatch(_) => SourceKind::Cloudwatch,
             SourceConfig::Process(_) => SourceKind::Process,
             SourceConfig::Stdin(_) => SourceKind::Stdin,
+            SourceConfig::Nats(_) => SourceKind::Nats,
         }
     }
 }
@@ -420,6 +452,128 @@ impl ProcessSourceConfig {
     }
 }
 
+/// `type: nats`: partitions of a NATS JetStream stream, applied in stream order, each
+/// partition's last applied stream sequence committed with its counts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NatsSourceConfig {
+    /// Name, error patterns (`format` is [`NatsSourceConfig::payload`]; lines are read as
+    /// `auto`).
+    pub common: SourceCommon,
+    /// `url`: the NATS server(s), comma-separated (`nats://host:4222`).
+    pub url: String,
+    /// `stream`: the JetStream stream (default `SENTINEL`); created if missing, capturing
+    /// `<subject_prefix>.>` (file storage).
+    pub stream: String,
+    /// `subject_prefix` (default `sentinel.errors`): partition `p` is subject
+    /// `<subject_prefix>.<p>`.
+    pub subject_prefix: String,
+    /// `partitions`: the subject tokens this aggregator owns (`[0, 1, 2]`; for `format:
+    /// raw`, host names or `">"`, the default of raw sources: every subject).
+    pub partitions: Vec<String>,
+    /// `format`: `sentinel` (the default) or `raw`.
+    pub payload: NatsFormat,
+    /// `max_age_hours`: how long the stream keeps messages when this source creates it
+    /// (default 168, a week).
+    pub max_age_hours: u64,
+}
+
+/// The default `stream` of `type: nats` sources and `forward.nats`.
+pub const DEFAULT_NATS_STREAM: &str = "SENTINEL";
+/// The default `subject_prefix` of `type: nats` sources and `forward.nats`.
+pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "sentinel.errors";
+/// The default `max_age_hours` of a stream a source creates.
+pub const DEFAULT_NATS_MAX_AGE_HOURS: u64 = 168;
+
+impl NatsSourceConfig {
+    fn from_raw(
+        raw: &RawSource,
+        common: SourceCommon,
+        i: usize,
+        invalid: Invalid,
+    ) -> Result<Self, ConfigError> {
+        let url = raw.url.trim();
+        if url.is_empty() {
+            return Err(invalid(
+                format!("sources[{i}].url"),
+                None,
+                "a nats source needs a `url` (nats://host:4222)".into(),
+            ));
+        }
+        let payload = match raw.format {
+            RawFormat::Raw => NatsFormat::Raw,
+            _ => NatsFormat::Sentinel,
+        };
+        let stream = raw.stream.trim();
+        let stream = if stream.is_empty() {
+            DEFAULT_NATS_STREAM
+        } else {
+            stream
+        };
+        if stream.contains(['.', ' ', '*', '>', '\t', '/']) {
+            return Err(invalid(
+                format!("sources[{i}].stream"),
+                None,
+                format!("{stream:?}: a stream name has no '.', '*', '>', '/' or spaces"),
+            ));
+        }
+        let prefix = raw.subject_prefix.trim().trim_end_matches('.');
+        let prefix = if prefix.is_empty() {
+            DEFAULT_NATS_SUBJECT_PREFIX
+        } else {
+            prefix
+        };
+        let mut partitions: Vec<String> = Vec::new();
+        for p in &raw.partitions {
+            let p = match p {
+                RawToken::Number(n) => n.to_string(),
+                RawToken::Text(t) => t.trim().to_string(),
+            };
+            if p.is_empty()
+                || p.contains([' ', '.'])
+                || (p.contains(['*', '>']) && p != ">" && p != "*")
+            {
+                return Err(invalid(
+                    format!("sources[{i}].partitions"),
+                    None,
+                    format!("{p:?} is not a subject token (a number, a name, '*' or '>')"),
+                ));
+            }
+            if !partitions.contains(&p) {
+                partitions.push(p);
+            }
+        }
+        if partitions.is_empty() {
+            if payload == NatsFormat::Raw {
+                partitions.push(">".into());
+            } else {
+                return Err(invalid(
+                    format!("sources[{i}].partitions"),
+                    None,
+                    "list the partitions this aggregator owns, e.g. [0, 1, 2, 3]".into(),
+                ));
+            }
+        }
+        Ok(NatsSourceConfig {
+            common,
+            url: url.to_string(),
+            stream: stream.to_string(),
+            subject_prefix: prefix.to_string(),
+            partitions,
+            payload,
+            max_age_hours: raw.max_age_hours.unwrap_or(DEFAULT_NATS_MAX_AGE_HOURS),
+        })
+    }
+}
+
+/// A subject token as written: a number or a name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawToken {
+    Number(u64),
+    Text(String),
+}
+
 /// `type: stdin`: the daemon's standard input (`app | sentinel watch`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -468,6 +622,12 @@ pub(super) fn resolve_sources(
                     format!("process:{}", s.command.first().map_or("", String::as_str))
                 }
                 SourceKind::Stdin | SourceKind::Stdout => "stdin".into(),
+                SourceKind::Nats => format!(
+                    "nats:{}",
+                    Some(s.stream.trim())
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or(DEFAULT_NATS_STREAM)
+                ),
             },
         };
         if sources.iter().any(|o| o.name() == name) {
@@ -491,9 +651,29 @@ pub(super) fn resolve_sources(
             )?),
             None => None,
         };
+        let format = match (s.format, s.kind) {
+            (RawFormat::Text, SourceKind::Nats) => RawFormat::Sentinel,
+            (f, _) => f,
+        };
+        let format = match (format, s.kind) {
+            (RawFormat::Text, _) => LogFormat::Text,
+            (RawFormat::Jsonl, _) => LogFormat::Jsonl,
+            (RawFormat::Auto, _) | (RawFormat::Sentinel | RawFormat::Raw, SourceKind::Nats) => {
+                LogFormat::Auto
+            }
+            (RawFormat::Sentinel | RawFormat::Raw, _) => {
+                return Err(invalid(
+                    format!("sources[{i}].format"),
+                    None,
+                    "`sentinel` and `raw` are formats of nats sources; lines are text, jsonl \
+                     or auto"
+                        .into(),
+                ));
+            }
+        };
         let common = SourceCommon {
             name,
-            format: s.format,
+            format,
             error_patterns,
         };
         sources.push(match s.kind {
@@ -506,6 +686,9 @@ pub(super) fn resolve_sources(
             }
             SourceKind::Process => {
                 SourceConfig::Process(ProcessSourceConfig::from_raw(&s, common, i, invalid)?)
+            }
+            SourceKind::Nats => {
+                SourceConfig::Nats(NatsSourceConfig::from_raw(&s, common, i, invalid)?)
             }
             SourceKind::Stdin | SourceKind::Stdout => {
                 if sources.iter().any(|o| matches!(o, SourceConfig::Stdin(_))) {
@@ -533,7 +716,7 @@ pub(super) struct RawSource {
     #[serde(rename = "type")]
     kind: SourceKind,
     path: String,
-    format: LogFormat,
+    format: RawFormat,
     log_group: String,
     log_groups: Vec<String>,
     log_stream_prefix: Option<String>,
@@ -556,6 +739,11 @@ pub(super) struct RawSource {
     follow_symlinks: bool,
     token_env: Option<String>,
     hmac_secret_env: Option<String>,
+    url: String,
+    stream: String,
+    subject_prefix: String,
+    partitions: Vec<RawToken>,
+    max_age_hours: Option<u64>,
 }
 
 impl Default for RawSource {
@@ -563,7 +751,7 @@ impl Default for RawSource {
         RawSource {
             kind: SourceKind::File,
             path: String::new(),
-            format: LogFormat::Text,
+            format: RawFormat::Text,
             log_group: String::new(),
             log_groups: Vec::new(),
             log_stream_prefix: None,
@@ -586,6 +774,11 @@ impl Default for RawSource {
             follow_symlinks: false,
             token_env: None,
             hmac_secret_env: None,
+            url: String::new(),
+            stream: String::new(),
+            subject_prefix: String::new(),
+            partitions: Vec::new(),
+            max_age_hours: None,
         }
     }
 }

@@ -473,3 +473,60 @@ fn bad_cloudwatch_and_process_sources_are_named() {
         assert!(msg.contains(key), "{yaml}: {msg}");
     }
 }
+
+#[test]
+fn nats_sources_and_forward_parse_with_defaults_and_checks() {
+    let c = parse(
+        r#"
+sources:
+  - type: nats
+    url: nats://127.0.0.1:4222
+    partitions: [0, 1, 10]
+  - type: nats
+    name: shippers
+    url: nats://n1:4222,nats://n2:4222
+    stream: LOGS
+    subject_prefix: logs.
+    format: raw
+forward:
+  nats: {url: "nats://127.0.0.1:4222", edge: web-1}
+"#,
+    )
+    .unwrap();
+    let SourceConfig::Nats(a) = &c.sources[0] else {
+        panic!("nats")
+    };
+    assert_eq!(a.common.name, "nats:SENTINEL");
+    assert_eq!(
+        (a.stream.as_str(), a.subject_prefix.as_str()),
+        (DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX)
+    );
+    assert_eq!(a.partitions, ["0", "1", "10"]);
+    assert_eq!(a.payload, NatsFormat::Sentinel);
+    let SourceConfig::Nats(r) = &c.sources[1] else {
+        panic!("nats")
+    };
+    assert_eq!(
+        (r.payload, r.subject_prefix.as_str()),
+        (NatsFormat::Raw, "logs")
+    );
+    assert_eq!(
+        r.partitions,
+        [">"],
+        "a raw source reads every subject by default"
+    );
+    let f = c.forward.expect("forward");
+    assert_eq!((f.partitions, f.edge.as_str()), (16, "web-1"));
+    assert_eq!(f.max_age_hours, DEFAULT_NATS_MAX_AGE_HOURS);
+    // Checks.
+    let err = |y: &str| parse(y).unwrap_err().to_string();
+    assert!(err("sources: [{type: nats, url: 'nats://h'}]\n").contains("partitions"));
+    assert!(err("sources: [{type: nats, partitions: [0]}]\n").contains("url"));
+    assert!(
+        err("sources: [{type: nats, url: 'nats://h', partitions: [a.b]}]\n").contains("partitions")
+    );
+    assert!(err("sources: [{path: a.log, format: raw}]\n").contains("format"));
+    assert!(err("forward: {nats: {url: 'nats://h', partitions: 0}}\n").contains("partitions"));
+    assert!(err("forward: {nats: {partitions: 4}}\n").contains("url"));
+    assert!(parse("").unwrap().forward.is_none());
+}

@@ -121,6 +121,7 @@ fn workload(path: &Path, fail_at: u64, eio: bool, target: Target) -> (Outcome, u
                 },
             )],
             forget: Vec::new(),
+            forward: Vec::new(),
         };
         handle.send_files(fb).expect("writer alive");
         // Space freed once the fault has shown.

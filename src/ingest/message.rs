@@ -17,6 +17,22 @@ pub struct FileBatch {
     pub positions: Vec<(FileKey, FilePosition)>,
     /// Positions to forget (files gone for good).
     pub forget: Vec<FileKey>,
+    /// On an edge (`forward.nats`): the error lines folded into `batch`, one by one, to
+    /// publish before the positions are committed (empty otherwise).
+    pub forward: Vec<ForwardLine>,
+}
+
+/// An error line an edge forwards ([`crate::forward`]).
+#[derive(Debug, Clone)]
+pub struct ForwardLine {
+    /// Where it was read: the source's name and the file's identity and generation.
+    pub origin: Arc<str>,
+    /// The offset of its first byte there (increasing within `origin`).
+    pub at: u64,
+    /// Its fingerprint.
+    pub fingerprint: u64,
+    /// The line, without its newline.
+    pub line: Vec<u8>,
 }
 
 /// The events of one webhook request.

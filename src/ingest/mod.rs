@@ -27,6 +27,6 @@ pub mod wal;
 pub mod writer;
 
 #[cfg(feature = "daemon")]
-pub use message::{EventAck, EventBatch, FileBatch, Hold, SubmitError, WriteError};
+pub use message::{EventAck, EventBatch, FileBatch, ForwardLine, Hold, SubmitError, WriteError};
 #[cfg(feature = "daemon")]
 pub use writer::{NewIncidentNote, Writer, WriterHandle};

@@ -78,6 +78,9 @@ pub struct WriterHandle {
     alive: Arc<()>,
     /// The daemon is stopping.
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// File batches go to an edge's forwarder ([`crate::forward`]), which wants their
+    /// error lines one by one ([`FileBatch::forward`]).
+    forwards: bool,
 }
 
 impl WriterHandle {
@@ -117,6 +120,21 @@ impl WriterHandle {
                 }
             }
         }
+    }
+
+    /// A handle whose file batches go to `files` (an edge's forwarder, which hands them on
+    /// to this handle once published) and that asks for their error lines one by one.
+    pub fn redirect_files(&self, files: Sender<FileBatch>) -> WriterHandle {
+        WriterHandle {
+            files,
+            forwards: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether file batches must carry their error lines ([`FileBatch::forward`]).
+    pub fn forwards(&self) -> bool {
+        self.forwards
     }
 
     /// Set when the daemon starts stopping (see [`WriterHandle::send_files`]).
@@ -262,6 +280,7 @@ impl Writer {
             health: store.health().clone(),
             alive: Arc::new(()),
             stopping: Arc::default(),
+            forwards: false,
         };
         let handles = handle.alive.clone();
         let commits = store.meta_value(COMMITS)?.unwrap_or(0);

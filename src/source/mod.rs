@@ -17,6 +17,8 @@ pub mod file;
 #[cfg(feature = "daemon")]
 mod lines;
 #[cfg(feature = "daemon")]
+pub mod nats;
+#[cfg(feature = "daemon")]
 pub mod process;
 #[cfg(feature = "daemon")]
 mod running;

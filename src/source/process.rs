@@ -292,6 +292,7 @@ fn send(folder: &mut Folder, writer: &WriterHandle) -> bool {
         batch: folder.take(),
         positions: Vec::new(),
         forget: Vec::new(),
+        forward: Vec::new(),
     };
     writer.send_files(batch).is_ok()
 }

@@ -67,7 +67,7 @@ impl SourceContext {
 pub struct SourceInfo {
     /// Name.
     pub name: String,
-    /// Type (`file`, `webhook`, `cloudwatch`, `process`, `stdin`).
+    /// Type (`file`, `webhook`, `cloudwatch`, `process`, `stdin`, `nats`).
     #[serde(rename = "type")]
     pub kind: String,
     /// Glob or listen address.
@@ -180,6 +180,7 @@ pub const SOURCE_TYPES: &[(SourceKind, StartFn)] = &[
     (SourceKind::Cloudwatch, crate::source::cloudwatch::start),
     (SourceKind::Process, crate::source::process::start),
     (SourceKind::Stdin, crate::source::process::start_stdin),
+    (SourceKind::Nats, crate::source::nats::start),
 ];
 
 /// Starts every configured source whose type is registered, in [`SOURCE_TYPES`] order;

@@ -13,6 +13,7 @@ mod ground_truth;
 mod harness;
 mod ingest_log;
 mod logrotate;
+mod nats;
 mod outbox;
 mod peers;
 mod process;

@@ -409,6 +409,7 @@ impl Poller {
             batch,
             positions: Vec::new(),
             forget: Vec::new(),
+            forward: Vec::new(),
         };
         let writer = self.writer.clone();
         // The writer's queue is bounded: a blocking send, off the async workers.

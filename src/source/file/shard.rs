@@ -39,6 +39,7 @@ use super::{Control, FileSpec, OpenFile, Report, Start};
 use crate::aggregate::LineAggregator;
 use crate::attribute::LiveRules;
 use crate::config::LogFormat;
+use crate::ingest::ForwardLine;
 use crate::ingest::writer::{FileBatch, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::framing::LineReader;
@@ -171,6 +172,10 @@ struct Acc {
     bytes: u64,
     /// `agg.counts().keyed_lines` at the last send.
     keyed_sent: u64,
+    /// On an edge: the error lines folded since the last send, one by one.
+    forward: Vec<ForwardLine>,
+    /// Their bytes.
+    forward_bytes: usize,
 }
 
 impl Shard {
@@ -654,11 +659,21 @@ impl Shard {
             stats: ScanStats::default(),
             bytes: 0,
             keyed_sent: 0,
+            forward: Vec::new(),
+            forward_bytes: 0,
         });
         acc.agg.set_source(f.label.clone());
         let start = reader.position();
         let start_offset = reader.offset();
         let json = f.spec.format;
+        // An edge forwards each error line with where it was read (see `crate::forward`).
+        let origin: Option<Arc<str>> = self.p.writer.forwards().then(|| {
+            format!(
+                "{}/{}:{}/{}",
+                f.spec.name, f.key.dev, f.key.ino, f.generation
+            )
+            .into()
+        });
         let mut eof = false;
         loop {
             if reader.position() - start >= TURN_BYTES {
@@ -671,10 +686,16 @@ impl Shard {
             let mut sink = JsonAware {
                 agg: &mut acc.agg,
                 format: json,
+                forward: origin.as_ref().map(|o| Forwarding {
+                    lines: &mut acc.forward,
+                    bytes: &mut acc.forward_bytes,
+                    origin: o,
+                    base: region.offset,
+                }),
             };
             let Ok(s) = f.spec.scanner.scan(region.bytes, &mut sink);
             acc.stats.add(&s);
-            if acc.agg.held_bytes() >= FLUSH_BYTES {
+            if acc.agg.held_bytes() + acc.forward_bytes >= FLUSH_BYTES {
                 break;
             }
         }
@@ -694,11 +715,18 @@ impl Shard {
             && f.last_data.elapsed() >= self.p.rotate_wait
         {
             // Rotated away, drained, idle: the unterminated last line is final now.
+            let tail_at = reader.offset();
             let tail = reader.take_partial();
             if !tail.is_empty() {
                 let mut sink = JsonAware {
                     agg: &mut acc.agg,
                     format: json,
+                    forward: origin.as_ref().map(|o| Forwarding {
+                        lines: &mut acc.forward,
+                        bytes: &mut acc.forward_bytes,
+                        origin: o,
+                        base: tail_at,
+                    }),
                 };
                 let Ok(s) = f.spec.scanner.scan(tail, &mut sink);
                 acc.stats.add(&s);
@@ -734,6 +762,8 @@ impl Shard {
             stats: ScanStats::default(),
             bytes: 0,
             keyed_sent: 0,
+            forward: Vec::new(),
+            forward_bytes: 0,
         });
         acc.positions.push((f.key, position(f, offset)));
         f.sent = Some((f.generation, offset, f.head_len, f.path.clone()));
@@ -900,6 +930,7 @@ impl Shard {
             if acc.positions.is_empty() && acc.agg.is_empty() && acc.stats.lines == 0 {
                 continue;
             }
+            acc.forward_bytes = 0;
             let batch = crate::source::lines::take_batch(
                 &self.p.metrics,
                 source,
@@ -913,6 +944,7 @@ impl Shard {
                 batch,
                 positions: std::mem::take(&mut acc.positions),
                 forget: Vec::new(),
+                forward: std::mem::take(&mut acc.forward),
             };
             if self.p.writer.send_files(fb).is_err() {
                 // The writer is gone (shutting down after a failure): nothing more can be
@@ -1127,6 +1159,17 @@ fn last_line_start(file: &File, size: u64) -> std::io::Result<u64> {
 struct JsonAware<'a> {
     agg: &'a mut LineAggregator,
     format: LogFormat,
+    /// On an edge: where each error line is also recorded.
+    forward: Option<Forwarding<'a>>,
+}
+
+/// Where an edge's shard records its error lines (see [`FileBatch::forward`]).
+struct Forwarding<'a> {
+    lines: &'a mut Vec<ForwardLine>,
+    bytes: &'a mut usize,
+    origin: &'a Arc<str>,
+    /// The offset of the scanned bytes' first byte in the file.
+    base: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -1147,12 +1190,21 @@ impl Sink for JsonAware<'_> {
             LogFormat::Jsonl => true,
             LogFormat::Auto => line.trim_ascii_start().starts_with(b"{"),
         };
-        if json && hit.first_key().is_none() {
+        let fp = if json && hit.first_key().is_none() {
             let fields = serde_json::from_slice::<KeyFields<'_>>(line).ok();
             let key = fields.and_then(|f| f.pact_key.or(f.log_key));
-            self.agg.add_text(line, key.as_deref().map(str::as_bytes));
+            self.agg.add_text(line, key.as_deref().map(str::as_bytes))
         } else {
-            self.agg.add_line(hit);
+            self.agg.add_line(hit)
+        };
+        if let Some(fw) = &mut self.forward {
+            *fw.bytes += line.len() + 64;
+            fw.lines.push(ForwardLine {
+                origin: fw.origin.clone(),
+                at: fw.base + hit.offset() as u64,
+                fingerprint: fp.0,
+                line: line.to_vec(),
+            });
         }
         Ok(true)
     }

@@ -1,0 +1,282 @@
+//! The edge of a scale-out cluster: `forward.nats` on `sentinel watch`.
+//!
+//! An edge scans its files as a single Sentinel does (the same shards, the same SIMD
+//! filter: the ~98% of bytes that are not errors stop here), but its file batches go to the
+//! forwarder thread instead of the ingest writer. For each batch the forwarder publishes the
+//! batch's error lines ([`crate::ingest::FileBatch::forward`]) to JetStream — each line to
+//! `<subject_prefix>.<fingerprint mod partitions>`, the lines of one file and partition
+//! together in a [`crate::source::nats::wire::EdgeMessage`] with the `Nats-Msg-Id`
+//! `<edge>/<source>/<file identity>@<first offset>-<last offset>#<partition>` — and waits
+//! until JetStream has **acknowledged every message** (stored them). Only then does the batch
+//! go on to the local writer, **without its counts** (the aggregators count these lines) but
+//! with the files' positions: a position is committed locally only after the lines before it
+//! are durable in the stream. Killed at any moment, the edge reads again from its committed
+//! position; what it publishes again either has the same message id (the server drops it
+//! within its duplicate window) or is skipped by the aggregators, which keep the last
+//! position applied per edge source (see [`crate::source::nats`]).
+//!
+//! **NATS down.** A publish that fails or is not acknowledged within [`ACK_TIMEOUT`] is
+//! tried again (1/4 s doubling to 5 s) with the same batch: meanwhile the shards' sends
+//! wait (the bounded channel is full), so the files wait, exactly as under backpressure,
+//! When the daemon stops while NATS is down, the unpublished batch and every batch after
+//! it are dropped: their positions were never committed, so their lines are read again at
+//! the next start.
+//!
+//! Webhook, CloudWatch, process and stdin sources of an edge still count locally: only file
+//! sources forward.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use crossbeam_channel::{Receiver, bounded};
+use serde_json::json;
+
+use crate::config::ForwardNatsConfig;
+use crate::ingest::ForwardLine;
+use crate::ingest::writer::{FILE_QUEUE_CAPACITY, FileBatch, WriterHandle};
+use crate::source::SourceBoard;
+use crate::source::nats::wire::{EdgeLine, EdgeMessage, VERSION, partition_of};
+
+/// How long a publish waits for JetStream's acknowledgement before it is tried again.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages are cut at about this many bytes of lines (the server's default `max_payload`
+/// is 1 MiB).
+pub const MESSAGE_BYTES: usize = 512 << 10;
+/// The name the forwarder shows under in `/status`.
+pub const BOARD_NAME: &str = "forward.nats";
+
+/// The running forwarder thread.
+#[derive(Debug)]
+pub struct Forwarder {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Starts the forwarder: returns it and the handle the sources must send to (file
+    /// batches come to the forwarder; everything else goes to `writer`).
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL, a thread that could not start.
+    pub fn start(
+        cfg: ForwardNatsConfig,
+        writer: WriterHandle,
+        runtime: tokio::runtime::Handle,
+        stop: tokio::sync::watch::Receiver<bool>,
+        board: Arc<SourceBoard>,
+    ) -> anyhow::Result<(Forwarder, WriterHandle)> {
+        for addr in cfg.url.split(',') {
+            addr.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| anyhow::anyhow!("forward.nats.url {addr:?}: {e}"))?;
+        }
+        let (tx, rx) = bounded(FILE_QUEUE_CAPACITY);
+        let sources = writer.redirect_files(tx);
+        board.set(BOARD_NAME, json!({"state": "starting", "url": cfg.url}));
+        let thread = std::thread::Builder::new()
+            .name("sentinel-forward".into())
+            .spawn(move || run(cfg, rx, writer, runtime, stop, board))?;
+        tracing::info!("forwarding error lines to NATS JetStream");
+        Ok((Forwarder { thread }, sources))
+    }
+
+    /// Waits for the thread (it ends once every source's handle is gone).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+fn run(
+    cfg: ForwardNatsConfig,
+    rx: Receiver<FileBatch>,
+    writer: WriterHandle,
+    rt: tokio::runtime::Handle,
+    stop: tokio::sync::watch::Receiver<bool>,
+    board: Arc<SourceBoard>,
+) {
+    // The client's timers and tasks live on the daemon's runtime.
+    let _runtime = rt.enter();
+    let client = match rt.block_on(crate::source::nats::connect(
+        &cfg.url,
+        &format!("sentinel edge {}", cfg.edge),
+    )) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("forward.nats: {e}");
+            board.set(BOARD_NAME, json!({"state": "failing", "error": e}));
+            return;
+        }
+    };
+    let js = jetstream::new(client);
+    let max_age = Duration::from_secs(cfg.max_age_hours.saturating_mul(3600));
+    let mut stream_ready = false;
+    let mut published: u64 = 0;
+    // Once a batch was given up (the daemon stopping while NATS is down), no later batch
+    // may commit a position past its lines: everything after it is dropped too.
+    let mut gave_up = false;
+    for mut fb in rx {
+        if gave_up {
+            continue;
+        }
+        let lines = std::mem::take(&mut fb.forward);
+        if !lines.is_empty() {
+            let messages = messages(&cfg, &lines);
+            let mut backoff = crate::source::nats::BACKOFF_MIN;
+            let mut failing: Option<String> = None;
+            loop {
+                let attempt = rt.block_on(async {
+                    if !stream_ready {
+                        crate::source::nats::ensure_stream(
+                            &js,
+                            &cfg.stream,
+                            &cfg.subject_prefix,
+                            max_age,
+                        )
+                        .await
+                        .map_err(|e| format!("stream {}: {e}", cfg.stream))?;
+                    }
+                    publish_all(&js, &messages).await
+                });
+                match attempt {
+                    Ok(()) => {
+                        stream_ready = true;
+                        if failing.take().is_some() {
+                            tracing::info!("forward.nats: JetStream acknowledges again");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        stream_ready = false;
+                        if failing.as_deref() != Some(e.as_str()) {
+                            tracing::warn!("forward.nats: {e}; the files wait");
+                            failing = Some(e.clone());
+                        }
+                        board.set(BOARD_NAME, json!({"state": "waiting", "error": e}));
+                        if *stop.borrow() {
+                            // Not committed: read again at the next start.
+                            break;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(crate::source::nats::BACKOFF_MAX);
+                    }
+                }
+            }
+            if failing.is_some() {
+                gave_up = true;
+                continue;
+            }
+            published += lines.len() as u64;
+            board.set(
+                BOARD_NAME,
+                json!({"state": "ok", "error": null, "forwarded_lines": published}),
+            );
+            // The aggregators count these lines: the edge keeps its positions only.
+            fb.batch.incidents.clear();
+            fb.batch.key_counts.clear();
+            fb.batch
+                .totals
+                .insert("forwarded_lines", lines.len() as u64);
+        }
+        if writer.send_files(fb).is_err() {
+            return;
+        }
+    }
+}
+
+/// One message to publish: subject, message id, body.
+type Outgoing = (String, String, bytes::Bytes);
+
+/// The lines of one file (origin) and partition.
+type Group<'a> = ((Arc<str>, u32), Vec<&'a ForwardLine>);
+
+/// Groups `lines` by file and partition, in read order, into messages of at most about
+/// [`MESSAGE_BYTES`].
+fn messages(cfg: &ForwardNatsConfig, lines: &[ForwardLine]) -> Vec<Outgoing> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for l in lines {
+        let p = partition_of(l.fingerprint, cfg.partitions);
+        match groups
+            .iter_mut()
+            .find(|((o, q), _)| *q == p && **o == *l.origin)
+        {
+            Some((_, v)) => v.push(l),
+            None => groups.push(((l.origin.clone(), p), vec![l])),
+        }
+    }
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut out = Vec::new();
+    for ((origin, p), group) in groups {
+        let edge = format!("{}/{origin}", cfg.edge);
+        for chunk in chunks(&group) {
+            let (first, last) = (chunk[0].at, chunk[chunk.len() - 1].at);
+            let msg = EdgeMessage {
+                v: VERSION,
+                edge: edge.clone(),
+                lines: chunk
+                    .iter()
+                    .map(|l| EdgeLine {
+                        at: l.at,
+                        t: now,
+                        fp: format!("{:016x}", l.fingerprint),
+                        key: crate::scan::keys::first_key(&l.line)
+                            .map(|k| String::from_utf8_lossy(k.as_bytes()).into_owned()),
+                        line: String::from_utf8_lossy(&l.line).into_owned(),
+                    })
+                    .collect(),
+            };
+            out.push((
+                format!("{}.{p}", cfg.subject_prefix),
+                format!("{edge}@{first}-{last}#{p}"),
+                bytes::Bytes::from(msg.encode()),
+            ));
+        }
+    }
+    out
+}
+
+/// `group` cut into runs of at most about [`MESSAGE_BYTES`] of lines.
+fn chunks<'a>(group: &'a [&'a ForwardLine]) -> Vec<&'a [&'a ForwardLine]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, l) in group.iter().enumerate() {
+        if i > start && bytes + l.line.len() > MESSAGE_BYTES {
+            out.push(&group[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += l.line.len() + 64;
+    }
+    if start < group.len() {
+        out.push(&group[start..]);
+    }
+    out
+}
+
+/// Publishes every message (pipelined) and waits for all the acknowledgements.
+async fn publish_all(js: &jetstream::Context, messages: &[Outgoing]) -> Result<(), String> {
+    let mut acks = Vec::with_capacity(messages.len());
+    for (subject, id, body) in messages {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, body.clone())
+            .await
+            .map_err(|e| format!("publish to {subject}: {e}"))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("not acknowledged: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "not acknowledged within {} s",
+                    ACK_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
