@@ -27,6 +27,7 @@ use crate::scan::PactKey;
 
 /// How an error line was attributed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AttributionStatus {
     /// The key names a component in the manifest.

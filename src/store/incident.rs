@@ -22,6 +22,7 @@ pub const SAMPLE_MAX_BYTES: usize = 4096;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum IncidentStatus {
@@ -80,12 +81,14 @@ impl IncidentStatus {
 
 /// One incident: every error line with the same normalised text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Incident {
     /// 12 lowercase hex characters, stable for the fingerprint.
     pub id: String,
     /// The fingerprint, as 16 hex characters in JSON.
     #[serde(with = "fingerprint_hex")]
+    #[cfg_attr(feature = "daemon", schema(value_type = String, example = "9160b499465c9c39"))]
     pub fingerprint: Fingerprint,
     /// The first 512 bytes of the normalised line (lossy UTF-8).
     pub normalized: String,
