@@ -62,6 +62,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         &config.error_threshold,
         config.auto_remediate,
     ));
+    store.set_cardinality_guard(store::CardinalityGuard::from_config(&config.grouping));
     store::write_owner(&db, options.command);
     let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {
@@ -74,6 +75,9 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         );
     }
     let rules = LiveRules::new(rules);
+    rules.set_grouping_rules(
+        crate::scan::rules::Rules::new(&config.grouping.rules).map_err(anyhow::Error::msg)?,
+    );
     let follower = ManifestFollower::start(config.manifest_path(), rules.clone())
         .context("cannot start following the manifest")?;
     let ledger = crate::attribute::ledger::LedgerFollower::start(severity, rules.clone())
