@@ -385,7 +385,30 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
             &by_severity,
         );
     }
+    let store = s.store.clone();
+    if let Ok(overflows) = blocking(move || store.overflows()).await {
+        render_overflows(&mut text, &overflows);
+    }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// `sentinel_incidents_overflow_total{key}`: new fingerprints the cardinality guard folded
+/// into each key's overflow incident (read from the store at scrape time, so it survives
+/// restarts; one series per key that ever overflowed).
+fn render_overflows(out: &mut String, overflows: &[(String, u64)]) {
+    use std::fmt::Write;
+    let name = "sentinel_incidents_overflow_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} New fingerprints folded into the key's overflow incident by \
+         grouping.max_new_incidents_per_key."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (key, n) in overflows {
+        // PACT keys are [A-Za-z0-9_:]; the unattributed lines have the empty key.
+        let key = if key.is_empty() { "unattributed" } else { key };
+        let _ = writeln!(out, "{name}{{key=\"{key}\"}} {n}");
+    }
 }
 
 #[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics", body = crate::api::schema::StatusDoc)))]

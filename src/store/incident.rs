@@ -117,6 +117,28 @@ pub struct Incident {
     /// How it was closed, once it was.
     #[serde(default)]
     pub resolution: String,
+    /// Set on a key's overflow incident: the new fingerprints of the key that the
+    /// cardinality guard folded into it (see [`crate::store::guard`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<Overflow>,
+}
+
+/// What a key's overflow incident holds besides its exact line count.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+pub struct Overflow {
+    /// The key (`""`: the unattributed lines).
+    pub key: String,
+    /// Always true: the flag clients look for.
+    pub high_cardinality: bool,
+    /// New fingerprints folded in (one that recurs in a later commit counts again).
+    pub folded_fingerprints: u64,
+    /// The first few folded lines, at most [`super::guard::OVERFLOW_SAMPLES`] of at most
+    /// [`super::guard::OVERFLOW_SAMPLE_BYTES`] each.
+    pub samples: Vec<String>,
+    /// What to do about it.
+    pub hint: String,
 }
 
 impl Incident {
@@ -187,6 +209,7 @@ mod tests {
             sample: "ERROR x 1".into(),
             source: "/var/log/a.log".into(),
             resolution: String::new(),
+            overflow: None,
         }
     }
 
