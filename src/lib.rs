@@ -31,6 +31,7 @@ pub mod http;
 pub mod ingest;
 #[cfg(feature = "daemon")]
 pub mod integrations;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod scan;

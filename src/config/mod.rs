@@ -31,6 +31,7 @@ mod fix;
 mod forward;
 mod llm;
 mod peers;
+mod retention;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ pub use peers::{
     ArbiterConfig, ArbiterEventMap, ChroniclerConfig, DEFAULT_LEDGER_REFRESH_SECONDS, LedgerConfig,
     NotifyConfig, StigmergyConfig, TrustEventType, TrustMapping,
 };
+pub use retention::RetentionConfig;
 pub use source::{
     CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
     DEFAULT_NATS_MAX_AGE_HOURS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, FileSourceConfig,
@@ -60,6 +62,7 @@ use llm::{RawLlm, resolve_llm};
 use peers::{
     RawArbiter, RawChronicler, RawLedger, resolve_arbiter, resolve_chronicler, resolve_ledger,
 };
+use retention::{RawRetention, resolve_retention};
 use source::{RawSource, resolve_sources};
 
 /// The file name looked for in the working directory and in `~/.sentinel/`.
@@ -127,6 +130,8 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// `forward.nats`: an edge's error lines go to NATS JetStream instead of its store.
     pub forward: Option<ForwardNatsConfig>,
+    /// `retention`: what the store forgets, and when it is compacted.
+    pub retention: RetentionConfig,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -323,6 +328,7 @@ impl Config {
         let ledger = resolve_ledger(raw.ledger, base, home, &invalid)?;
         let chronicler = resolve_chronicler(&raw.chronicler, &invalid)?;
         let api = resolve_api(&raw.api, base, home, &invalid)?;
+        let retention = resolve_retention(&raw.retention, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
             return Err(invalid(
@@ -389,6 +395,7 @@ impl Config {
             max_open_files,
             base_dir: base.to_path_buf(),
             forward,
+            retention,
         })
     }
 
@@ -490,6 +497,7 @@ struct RawConfig {
     shards: Option<Spanned<u64>>,
     max_open_files: Option<Spanned<u64>>,
     forward: RawForward,
+    retention: RawRetention,
 }
 
 impl Default for RawConfig {
@@ -516,6 +524,7 @@ impl Default for RawConfig {
             shards: None,
             max_open_files: None,
             forward: RawForward::default(),
+            retention: RawRetention::default(),
         }
     }
 }
