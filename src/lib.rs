@@ -34,6 +34,8 @@ pub mod integrations;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+#[cfg(feature = "daemon")]
+pub mod readonly;
 pub mod scan;
 pub mod source;
 pub mod state_dir;

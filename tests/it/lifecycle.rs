@@ -423,6 +423,23 @@ fn a_backup_taken_during_a_webhook_flood_is_consistent_readable_and_restores() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["storage"]["store_bytes"].as_u64().unwrap() > 0, "{v}");
 
+    // `serve --state` answers from the backup, read-only (nothing written into it).
+    let port = crate::harness::free_port();
+    let port_arg = port.to_string();
+    let server = ws.spawn(&["serve", "--state", "bk", "--port", &port_arg]);
+    let c = http();
+    let status: Value = eventually(Duration::from_secs(20), || {
+        c.get(format!("http://127.0.0.1:{port}/status"))
+            .send()
+            .ok()?
+            .json()
+            .ok()
+    })
+    .unwrap_or_else(|| panic!("serve --state did not answer:\n{}", server.log_text()));
+    assert_eq!(status["incidents"], incidents.len() as u64, "{status}");
+    assert!(!ws.path().join("bk/daemon.json").exists());
+    assert!(server.term(Duration::from_secs(10)).success());
+
     // Restore is refused while the daemon runs, and round-trips once it stopped.
     let out = ws.run(&["restore", "bk"]);
     assert!(!out.status.success());
