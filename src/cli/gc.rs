@@ -86,9 +86,14 @@ pub fn run(config: &Config, args: GcArgs) -> Result<u8, CliError> {
     }
     writeln!(
         out,
-        "{verb} {} incidents, {} fixes, {} fix jobs; {} spend-log rows folded; trend rows of {} \
-         incidents swept",
-        report.incidents, report.fixes, report.jobs, report.spend_rows, report.trend_incidents
+        "{verb} {} incidents, {} fixes, {} fix jobs, {} events; {} spend-log rows folded; trend \
+         rows of {} incidents swept",
+        report.incidents,
+        report.fixes,
+        report.jobs,
+        report.events,
+        report.spend_rows,
+        report.trend_incidents
     )
     .context("stdout")?;
     writeln!(

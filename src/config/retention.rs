@@ -15,6 +15,10 @@ pub struct RetentionConfig {
     /// `retention.fixes_days`: fix results (and finished fix jobs) that ended and started
     /// this many days ago are removed (`0`: kept forever). Default 90.
     pub fixes_days: u64,
+    /// `retention.events_days`: events older than this many days leave the event log
+    /// (besides its count bound; an event a sink has not delivered stays; `0`: only the
+    /// count bound). Default 30.
+    pub events_days: u64,
     /// `retention.interval_seconds`: how often the daemon applies retention (its first run
     /// is one interval after it starts). Default 3600.
     pub interval_seconds: u64,
@@ -37,6 +41,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             incidents_days: 90,
             fixes_days: 90,
+            events_days: 30,
             interval_seconds: 3600,
             rows_per_transaction: 500,
             compact_free_percent: 25,
@@ -54,6 +59,7 @@ impl RetentionConfig {
             (self.fixes_days > 0).then_some(self.fixes_days),
             self.rows_per_transaction,
         )
+        .with_events_days((self.events_days > 0).then_some(self.events_days))
     }
 
     /// Whether `minute_of_day` (UTC, 0..1440) is inside the compaction window.
@@ -72,6 +78,7 @@ impl RetentionConfig {
 pub(super) struct RawRetention {
     incidents_days: Option<Spanned<u64>>,
     fixes_days: Option<Spanned<u64>>,
+    events_days: Option<Spanned<u64>>,
     interval_seconds: Option<Spanned<u64>>,
     rows_per_transaction: Option<Spanned<u64>>,
     compact_free_percent: Option<Spanned<u64>>,
@@ -116,6 +123,7 @@ pub(super) fn resolve_retention(
             d.incidents_days,
         )?,
         fixes_days: ranged("fixes_days", &raw.fixes_days, 0, 36_500, d.fixes_days)?,
+        events_days: ranged("events_days", &raw.events_days, 0, 36_500, d.events_days)?,
         interval_seconds: ranged(
             "interval_seconds",
             &raw.interval_seconds,

@@ -27,6 +27,11 @@
 //!   day): its entries are folded into one entry per incident (one for all incidents that
 //!   are gone, under the empty id), so every incident's spend, and the total, stay exact.
 //! - **Trend rows** beyond their spans ([`StoreTxn::prune_trend`]).
+//! - **Events** older than `retention.events_days`, and beyond the newest
+//!   [`super::events::EVENTS_KEEP`] (the ingest writer's bound, applied here too so that a
+//!   store without a daemon is bounded as well); never one a configured sink has not
+//!   delivered yet (up to the outbox's hard cap, see `cursors.rs`). The event log is the
+//!   largest table of a busy store: its rows carry the incident's fields.
 //!
 //! The postmortem files of removed incidents are the caller's to delete (the store does not
 //! know the state directory): [`RetentionReport::incident_ids`] names them.
@@ -41,9 +46,9 @@ use redb::{ReadableTable, TableError};
 use serde::Serialize;
 
 use super::schema::{
-    ACTIONED, ATTRS, COUNTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS, INCIDENT_EVENTS,
-    INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES, RECENT, REGRESSION_WATCH,
-    SPEND, WINDOWS,
+    ACTIONED, ATTRS, COUNTS, CURSORS, EVENTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS,
+    INCIDENT_EVENTS, INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES, RECENT,
+    REGRESSION_WATCH, SPEND, WINDOWS,
 };
 use super::{FixJob, FixResult, FixStatus, IncidentStatus, Store, StoreError, StoreTxn, micros};
 
@@ -61,6 +66,8 @@ pub const META_LAST_FIXES: &str = "retention_last_fixes";
 pub const META_LAST_JOBS: &str = "retention_last_jobs";
 /// `meta`: spend-log rows the last run folded away.
 pub const META_LAST_SPEND_ROWS: &str = "retention_last_spend_rows";
+/// `meta`: events the last run removed.
+pub const META_LAST_EVENTS: &str = "retention_last_events";
 /// `meta`: incidents whose trend rows the last run swept.
 pub const META_LAST_TREND: &str = "retention_last_trend_incidents";
 /// `meta`: incidents removed by retention since the store was created.
@@ -86,6 +93,8 @@ pub struct RetentionPolicy {
     pub incidents_days: Option<u64>,
     /// Ended fixes (and finished jobs) older than this many days go.
     pub fixes_days: Option<u64>,
+    /// Events older than this many days go (those a sink still needs stay).
+    pub events_days: Option<u64>,
     /// Fold the spend log beyond [`SPEND_KEEP_SECS`].
     pub compact_spend: bool,
     /// Rows examined per write transaction (at least 1).
@@ -97,6 +106,7 @@ impl Default for RetentionPolicy {
         RetentionPolicy {
             incidents_days: Some(90),
             fixes_days: Some(90),
+            events_days: Some(30),
             compact_spend: true,
             per_txn: 500,
         }
@@ -109,9 +119,16 @@ impl RetentionPolicy {
         RetentionPolicy {
             incidents_days,
             fixes_days,
+            events_days: Some(30),
             compact_spend: true,
             per_txn: per_txn.max(1),
         }
+    }
+
+    /// The same, with events kept `days` days (`None`: only the count bound applies).
+    pub fn with_events_days(mut self, days: Option<u64>) -> Self {
+        self.events_days = days;
+        self
     }
 }
 
@@ -131,6 +148,8 @@ pub struct RetentionReport {
     pub spend_rows: u64,
     /// Incidents whose aged trend rows were swept.
     pub trend_incidents: u64,
+    /// Events removed from the event log.
+    pub events: u64,
     /// Write transactions used.
     pub transactions: u64,
 }
@@ -199,6 +218,7 @@ impl Store {
             jobs: get(META_LAST_JOBS)?,
             spend_rows: get(META_LAST_SPEND_ROWS)?,
             trend_incidents: get(META_LAST_TREND)?,
+            events: get(META_LAST_EVENTS)?,
             ..RetentionReport::default()
         };
         let at = Timestamp::from_microsecond(at as i64).unwrap_or(Timestamp::UNIX_EPOCH);
@@ -249,6 +269,14 @@ impl StoreTxn<'_> {
             4 => {
                 let n = self.prune_trend(now, max)?;
                 report.trend_incidents += n as u64;
+                n >= max
+            }
+            5 => {
+                let cutoff = policy
+                    .events_days
+                    .map(|days| now_us.saturating_sub(days.saturating_mul(DAY_US)));
+                let n = self.retain_events(cutoff, max)?;
+                report.events += n as u64;
                 n >= max
             }
             _ => {
@@ -321,6 +349,46 @@ impl StoreTxn<'_> {
             }
         }
         Ok(rows.len() >= max)
+    }
+
+    /// Removes up to `max` of the oldest events that are beyond the count bound or older
+    /// than `cutoff_us`, never one a sink still needs; returns how many went.
+    fn retain_events(&mut self, cutoff_us: Option<u64>, max: usize) -> Result<usize, StoreError> {
+        let st = self.store;
+        let head = {
+            let t = self.txn.open_table(EVENTS).map_err(st.storage())?;
+            t.last()
+                .map_err(st.storage())?
+                .map_or(0, |(k, _)| k.value())
+        };
+        let keep_from = self.events_keep_from(head)?;
+        // The first event a sink has not delivered: never removed by age.
+        let undelivered = {
+            let t = self.txn.open_table(CURSORS).map_err(st.storage())?;
+            let mut min: Option<u64> = None;
+            for row in t.iter().map_err(st.storage())? {
+                let (_, v) = row.map_err(st.storage())?;
+                min = Some(min.map_or(v.value(), |m| m.min(v.value())));
+            }
+            min.map_or(u64::MAX, |c| c.saturating_add(1))
+        };
+        let mut before = keep_from;
+        if let Some(cutoff) = cutoff_us {
+            // Events are logged in time order: the first young one ends the aged ones.
+            let t = self.txn.open_table(EVENTS).map_err(st.storage())?;
+            let mut aged_to = None;
+            for row in t.range(keep_from..).map_err(st.storage())?.take(max) {
+                let (k, v) = row.map_err(st.storage())?;
+                match super::Event::decode(v.value()) {
+                    Ok(ev) if micros(ev.at) >= cutoff => break,
+                    _ => aged_to = Some(k.value() + 1),
+                }
+            }
+            if let Some(to) = aged_to {
+                before = before.max(to.min(undelivered));
+            }
+        }
+        self.prune_events(before, max)
     }
 
     /// The fingerprints of incidents with a queued or running job.
@@ -606,6 +674,7 @@ impl StoreTxn<'_> {
             (META_LAST_JOBS, report.jobs),
             (META_LAST_SPEND_ROWS, report.spend_rows),
             (META_LAST_TREND, report.trend_incidents),
+            (META_LAST_EVENTS, report.events),
         ] {
             meta.insert(name, n).map_err(st.storage())?;
         }
