@@ -280,6 +280,29 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_of_a_store_with_a_row_in_every_table_copies_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sentinel.redb");
+        let golden = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/golden/store-v3-all-tables.redb"
+        );
+        std::fs::copy(golden, &db).unwrap();
+        let store = Store::open_read_only(&db).unwrap().unwrap();
+        let dest = dir.path().join("copy.redb");
+        let summary = store.backup(&dest).unwrap();
+        let tables = store.begin_read().unwrap().list_tables().unwrap().count();
+        assert_eq!(summary.tables.len(), tables, "{summary:?}");
+        assert!(summary.tables.values().all(|&n| n > 0), "{summary:?}");
+        let copy = Store::open_read_only(&dest).unwrap().unwrap();
+        assert_eq!(copy.totals().unwrap(), store.totals().unwrap());
+        assert_eq!(
+            copy.recent_incidents(100).unwrap(),
+            store.recent_incidents(100).unwrap()
+        );
+    }
+
+    #[test]
     fn a_backup_is_the_store_as_of_its_transaction_and_restores() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("sentinel.redb");
