@@ -1,7 +1,7 @@
 //! `sentinel.yaml`: the schema, its defaults, where it is found, and validation.
 //!
 //! This module loads and searches; each section's schema and checks live in their own module
-//! (`source`, `llm`, `peers`, `api`, `fix`), and each subsystem is built from its section.
+//! (`source`, `llm`, `peers`, `api`, `fix`, `triage`), and each subsystem is built from its section.
 //!
 //! The schema keeps every key of the reference implementation (`reference/SPEC.md` §1) so
 //! existing files keep working, and adds a few of our own (`error_patterns` at the top level,
@@ -35,6 +35,7 @@ mod retention;
 mod source;
 #[cfg(test)]
 mod tests;
+mod triage;
 
 pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use error::ConfigError;
@@ -55,6 +56,7 @@ pub use source::{
     LogFormat, NatsFormat, NatsSourceConfig, ProcessSourceConfig, RestartPolicy, SourceCommon,
     SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
 };
+pub use triage::{MAX_TRIAGE_PER_HOUR, TriageConfig};
 
 use api::{RawApi, resolve_api};
 use forward::{RawForward, resolve_forward};
@@ -64,6 +66,7 @@ use peers::{
 };
 use retention::{RawRetention, resolve_retention};
 use source::{RawSource, resolve_sources};
+use triage::{RawTriage, resolve_triage};
 
 /// The file name looked for in the working directory and in `~/.sentinel/`.
 pub const CONFIG_FILE_NAME: &str = "sentinel.yaml";
@@ -132,6 +135,8 @@ pub struct Config {
     pub forward: Option<ForwardNatsConfig>,
     /// `retention`: what the store forgets, and when it is compacted.
     pub retention: RetentionConfig,
+    /// `triage`: the daemon's LLM triage of incidents without a PACT key.
+    pub triage: TriageConfig,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -330,6 +335,7 @@ impl Config {
         let api = resolve_api(&raw.api, base, home, &invalid)?;
         let retention = resolve_retention(&raw.retention, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
+        let triage = resolve_triage(&raw.triage, &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
             return Err(invalid(
                 "fix.max_attempts".into(),
@@ -396,6 +402,7 @@ impl Config {
             base_dir: base.to_path_buf(),
             forward,
             retention,
+            triage,
         })
     }
 
@@ -498,6 +505,7 @@ struct RawConfig {
     max_open_files: Option<Spanned<u64>>,
     forward: RawForward,
     retention: RawRetention,
+    triage: RawTriage,
 }
 
 impl Default for RawConfig {
@@ -525,6 +533,7 @@ impl Default for RawConfig {
             max_open_files: None,
             forward: RawForward::default(),
             retention: RawRetention::default(),
+            triage: RawTriage::default(),
         }
     }
 }

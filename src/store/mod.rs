@@ -30,6 +30,7 @@
 //! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
 //! | `source_positions` | source-defined key | source-defined bytes: where a pull source (CloudWatch) stopped, committed with its counts (see [`IngestBatch::source_positions`]) |
 //! | `trend_*` | (fingerprint,) minute or hour | occurrences (see [`trend`]) |
+//! | `incident_triage` | fingerprint | the daemon's LLM triage answer (see [`triage`]) |
 //!
 //! The last four were added after schema version 1 without changing it: they are created
 //! on first use, and readers treat a missing one as empty.
@@ -60,6 +61,7 @@ mod scan_all;
 mod schema;
 pub mod space;
 pub mod trend;
+pub mod triage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1634,6 +1636,10 @@ fn act(
     next_job: &mut u64,
     now: Timestamp,
 ) -> Result<Action, redb::StorageError> {
+    if policy.triage && inc.attribution == AttributionStatus::Unattributed {
+        inc.status = IncidentStatus::Triaging;
+        return Ok(Action::Triage);
+    }
     if !policy.auto_remediate {
         inc.status = IncidentStatus::Escalated;
         inc.resolution = "auto_remediate_disabled".into();
@@ -1656,7 +1662,7 @@ fn act(
 /// update: it is now waiting for a fixer); otherwise it was escalated.
 fn action_event(inc: &Incident, action: &Action) -> NewEvent {
     match action {
-        Action::Queued(_) => NewEvent::incident(EventKind::IncidentUpdated, inc),
+        Action::Queued(_) | Action::Triage => NewEvent::incident(EventKind::IncidentUpdated, inc),
         Action::Escalated(_) => NewEvent::incident(EventKind::IncidentEscalated, inc),
     }
 }
@@ -1664,7 +1670,7 @@ fn action_event(inc: &Incident, action: &Action) -> NewEvent {
 fn action_seq(a: &Action) -> u64 {
     match a {
         Action::Queued(seq) => *seq,
-        Action::Escalated(_) => 0,
+        Action::Escalated(_) | Action::Triage => 0,
     }
 }
 
@@ -1992,6 +1998,7 @@ mod tests {
             threshold: 1,
             window_us: 300_000_000,
             auto_remediate: true,
+            triage: false,
         });
         let now = ts("2026-01-01T00:00:00Z");
         let out = store.apply(&registered(7, 1), now).unwrap();
@@ -2034,6 +2041,7 @@ mod tests {
             threshold: 3,
             window_us: 60_000_000,
             auto_remediate: false,
+            triage: false,
         });
         let t0 = ts("2026-01-01T00:00:00Z");
         let at = |s: i64| t0.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
@@ -2068,6 +2076,7 @@ mod tests {
             threshold: 4,
             window_us: 60_000_000,
             auto_remediate: false,
+            triage: false,
         });
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let s2 = seen.clone();
