@@ -143,6 +143,15 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     let (writer, handle) =
         Writer::start(store.clone(), rules.clone(), metrics.clone(), Some(on_new))
             .context("cannot start the ingest writer")?;
+    // Retention and compaction (see `lifecycle`), on their own thread.
+    let lifecycle_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lifecycle = crate::lifecycle::spawn(
+        store.clone(),
+        config.retention.clone(),
+        config.state().reports(),
+        lifecycle_stop.clone(),
+    )
+    .context("cannot start the retention thread")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -165,6 +174,9 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     // Whatever happened, the sources are stopped now and every handle to the writer is
     // dropped: it drains its queue, commits and stops.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    lifecycle_stop.store(true, std::sync::atomic::Ordering::Release);
+    lifecycle.thread().unpark();
+    let _ = lifecycle.join();
     writer.join();
     follower.stop();
     if let Some(l) = ledger {

@@ -31,8 +31,11 @@ pub mod http;
 pub mod ingest;
 #[cfg(feature = "daemon")]
 pub mod integrations;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+#[cfg(feature = "daemon")]
+pub mod readonly;
 pub mod scan;
 pub mod source;
 pub mod state_dir;

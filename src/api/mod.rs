@@ -348,6 +348,7 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "files_open": s.metrics.files_open.get(),
         "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
         "store": store_health(&s),
+        "storage": crate::lifecycle::store_facts(&s.store).ok(),
     })))
 }
 
@@ -388,6 +389,11 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
     let store = s.store.clone();
     if let Ok(overflows) = blocking(move || store.overflows()).await {
         render_overflows(&mut text, &overflows);
+    }
+    // The store's size, free space and last retention run (a few `meta` rows).
+    let store = s.store.clone();
+    if let Ok(lifecycle) = blocking(move || Ok(crate::lifecycle::render_metrics(&store))).await {
+        text.push_str(&lifecycle);
     }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -4,6 +4,7 @@
 //! document on stdout. Exit codes: 0 success, 1 runtime failure, 2 usage or configuration
 //! error (clap's own errors exit 2 as well).
 
+pub mod backup;
 #[cfg(feature = "daemon")]
 pub mod client;
 pub mod components;
@@ -11,6 +12,7 @@ pub mod components;
 pub mod fix;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod fixes;
+pub mod gc;
 #[cfg(feature = "daemon")]
 pub mod import;
 pub mod incident;
@@ -111,6 +113,14 @@ pub enum Command {
     /// idempotent; a malformed file is named and nothing is imported.
     #[cfg(feature = "daemon")]
     ImportReference(import::ImportArgs),
+    /// Apply the `retention:` limits now and compact the store when enough of it is free
+    /// (refused while a daemon runs: it does the same itself).
+    Gc(gc::GcArgs),
+    /// Write a consistent copy of the store (while a daemon runs, too) into a directory
+    /// that `report`, `status` and `serve` read with `--state DIR`.
+    Backup(backup::BackupArgs),
+    /// Replace the store with a copy of a backup (refused while a daemon runs).
+    Restore(backup::RestoreArgs),
     /// Print a shell completion script: `sentinel completions bash > /etc/bash_completion.d/sentinel`.
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -235,6 +245,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Serve(args) => watch::run_serve(load_config(cli.config)?, args),
         #[cfg(feature = "daemon")]
         Command::ImportReference(args) => import::run(&load_config(cli.config)?, args),
+        Command::Gc(args) => gc::run(&load_config(cli.config)?, args),
+        Command::Backup(args) => backup::run_backup(&load_config(cli.config)?, args),
+        Command::Restore(args) => backup::run_restore(&load_config(cli.config)?, args),
         Command::Completions(args) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(args.shell, &mut cmd, "sentinel", &mut std::io::stdout());
@@ -264,6 +277,15 @@ fn man(args: ManArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+/// `config` with its state directory replaced by `--state DIR` (when given).
+fn with_state(config: &Config, state: Option<&std::path::Path>) -> Config {
+    let mut config = config.clone();
+    if let Some(dir) = state {
+        config.state_dir = dir.to_path_buf();
+    }
+    config
 }
 
 fn load_config(explicit: Option<PathBuf>) -> Result<Config, CliError> {

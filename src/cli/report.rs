@@ -46,6 +46,9 @@ pub struct ReportArgs {
     /// Only incidents of this severity.
     #[arg(long, value_parser = parse_severity)]
     severity: Option<Severity>,
+    /// Read this state directory instead of the configured one (e.g. a `sentinel backup`).
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
 }
 
 fn parse_status(v: &str) -> Result<StatusFilter, String> {
@@ -141,6 +144,7 @@ pub(crate) fn fix_line(f: &FixResult) -> String {
 }
 
 pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
+    let config = &super::with_state(config, args.state.as_deref());
     let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
     let filter = IncidentFilter {
         status: args.status,

@@ -36,6 +36,9 @@ pub struct StatusArgs {
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
+    /// Read this state directory instead of the configured one (e.g. a `sentinel backup`).
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
 }
 
 /// The outcome of one check.
@@ -112,6 +115,8 @@ struct Probe {
 ///
 /// Writing to stdout failed.
 pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
+    let config = &super::with_state(config, args.state.as_deref());
+    let storage = super::backup::storage_facts(config);
     let checks = run_checks(config, |v| std::env::var(v).ok());
     let failed = checks.iter().any(|c| c.state.is_failure());
     let daemon = crate::daemon::read_daemon_file(&config.state_dir);
@@ -126,6 +131,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
             "settings": settings,
             "ok": !failed,
             "checks": checks,
+            "storage": storage,
         });
         writeln!(out, "{doc:#}").context("stdout")?;
     } else {
@@ -139,6 +145,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
             None => writeln!(out, "daemon     not running"),
         }
         .context("stdout")?;
+        super::backup::write_storage(&mut out, &storage).context("stdout")?;
         writeln!(out).context("stdout")?;
         settings.write(&mut out).context("stdout")?;
         writeln!(out).context("stdout")?;

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// The port (default: the port of `api.listen`, 8484).
     #[arg(long)]
     port: Option<u16>,
+    /// Serve this state directory read-only (e.g. a `sentinel backup`): the API alone, no
+    /// sources, nothing written.
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
 }
 
 /// Runs `watch`.
@@ -64,6 +68,12 @@ pub fn run_serve(config: Config, args: ServeArgs) -> Result<u8, CliError> {
         args.host.unwrap_or(config.api.listen.ip()),
         args.port.unwrap_or(config.api.listen.port()),
     );
+    if let Some(dir) = args.state {
+        let config = crate::cli::with_state(&config, Some(&dir));
+        crate::readonly::serve(config, listen)?;
+        stopped();
+        return Ok(0);
+    }
     let options = DaemonOptions {
         api: Some(listen),
         command: "sentinel serve",

@@ -32,6 +32,7 @@ mod forward;
 mod grouping;
 mod llm;
 mod peers;
+mod retention;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ pub use peers::{
     ArbiterConfig, ArbiterEventMap, ChroniclerConfig, DEFAULT_LEDGER_REFRESH_SECONDS, LedgerConfig,
     NotifyConfig, StigmergyConfig, TrustEventType, TrustMapping,
 };
+pub use retention::RetentionConfig;
 pub use source::{
     CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
     DEFAULT_NATS_MAX_AGE_HOURS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, FileSourceConfig,
@@ -68,6 +70,7 @@ use llm::{RawLlm, resolve_llm};
 use peers::{
     RawArbiter, RawChronicler, RawLedger, resolve_arbiter, resolve_chronicler, resolve_ledger,
 };
+use retention::{RawRetention, resolve_retention};
 use source::{RawSource, resolve_sources};
 use triage::{RawTriage, resolve_triage};
 
@@ -138,6 +141,8 @@ pub struct Config {
     pub forward: Option<ForwardNatsConfig>,
     /// `grouping`: rules and the per-key cardinality guard.
     pub grouping: GroupingConfig,
+    /// `retention`: what the store forgets, and when it is compacted.
+    pub retention: RetentionConfig,
     /// `triage`: the daemon's LLM triage of incidents without a PACT key.
     pub triage: TriageConfig,
 }
@@ -337,6 +342,7 @@ impl Config {
         let chronicler = resolve_chronicler(&raw.chronicler, &invalid)?;
         let api = resolve_api(&raw.api, base, home, &invalid)?;
         let grouping = resolve_grouping(&raw.grouping, &invalid)?;
+        let retention = resolve_retention(&raw.retention, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
         let triage = resolve_triage(&raw.triage, &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
@@ -405,6 +411,7 @@ impl Config {
             base_dir: base.to_path_buf(),
             forward,
             grouping,
+            retention,
             triage,
         })
     }
@@ -508,6 +515,7 @@ struct RawConfig {
     max_open_files: Option<Spanned<u64>>,
     forward: RawForward,
     grouping: RawGrouping,
+    retention: RawRetention,
     triage: RawTriage,
 }
 
@@ -536,6 +544,7 @@ impl Default for RawConfig {
             max_open_files: None,
             forward: RawForward::default(),
             grouping: RawGrouping::default(),
+            retention: RawRetention::default(),
             triage: RawTriage::default(),
         }
     }

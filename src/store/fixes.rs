@@ -237,12 +237,12 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn fix_totals(&self) -> Result<(u64, u64, u64, u64), StoreError> {
         let txn = self.begin_read()?;
+        let mut t = (0, 0, 0, 0);
         let fixes = match txn.open_table(FIXES) {
             Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok((0, 0, 0, 0)),
+            Err(TableError::TableDoesNotExist(_)) => return Ok(t),
             Err(e) => return Err(self.storage()(e)),
         };
-        let mut t = (0, 0, 0, 0);
         for row in fixes.iter().map_err(self.storage())? {
             let (_, v) = row.map_err(self.storage())?;
             let Ok(f) = FixResult::decode(v.value()) else {
@@ -255,6 +255,17 @@ impl Store {
                 _ => {}
             }
             t.3 += f.spend_micro_usd;
+        }
+        // Fixes removed by retention still count (see `retention`).
+        if let Ok(meta) = txn.open_table(super::META) {
+            let retired = super::retention::META_RETIRED_FIXES
+                .map(|name| meta.get(name).ok().flatten().map_or(0, |v| v.value()));
+            t = (
+                t.0 + retired[0],
+                t.1 + retired[1],
+                t.2 + retired[2],
+                t.3 + retired[3],
+            );
         }
         Ok(t)
     }

@@ -184,6 +184,18 @@ impl<'s, 't> Indexer<'s, 't> {
         Ok(())
     }
 
+    /// Incident `fp` (last seen at `last_us`) is removed (retention): its entries and
+    /// attributes go and its tallies count one fewer.
+    pub(crate) fn remove(&mut self, fp: u64, last_us: u64) -> Result<(), StoreError> {
+        let (status, severity, component) = self.current(fp)?;
+        let n = (status.as_str(), severity.as_str(), component.as_str());
+        self.entries.take(self.st, fp, last_us, n)?;
+        self.attrs.remove(fp).map_err(self.st.storage())?;
+        self.tally(STATUS, n.0, -1)?;
+        self.tally(SEVERITY, n.1, -1)?;
+        self.tally(COMPONENT, n.2, -1)
+    }
+
     /// What the index holds for `fp` (see [`not_indexed`]).
     fn current(&self, fp: u64) -> Result<(String, String, String), StoreError> {
         match self.attrs.get(fp).map_err(self.st.storage())? {

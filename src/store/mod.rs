@@ -46,6 +46,7 @@
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
 
+pub mod backup;
 mod codec;
 pub mod counts;
 pub mod cursors;
@@ -64,8 +65,10 @@ mod owner;
 mod positions;
 #[cfg(test)]
 mod read_tests;
+pub mod retention;
 mod scan_all;
 mod schema;
+pub mod space;
 pub mod trend;
 pub mod triage;
 

@@ -13,6 +13,7 @@ mod fixer;
 mod ground_truth;
 mod harness;
 mod ingest_log;
+mod lifecycle;
 mod logrotate;
 mod nats;
 mod outbox;
