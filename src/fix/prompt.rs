@@ -283,7 +283,7 @@ pub fn fix_tool() -> super::llm::ToolSpec {
                 "fix_edits": {"type": "array", "items": edit},
                 "contract_change": {"type": ["string", "null"], "description": "The complete tightened contract JSON document, or null"},
                 "explanation": {"type": "string"},
-                "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "How sure you are (0 to 1) that the fix addresses the root cause without side effects"}
+                "confidence": {"type": ["number", "null"], "description": "How sure you are, from 0 to 1, that the fix addresses the root cause without side effects"}
             }
         }),
     }

@@ -674,6 +674,8 @@ fn openapi_lists_every_route() {
         "/events",
         "/fix",
         "/fixes",
+        "/fixes/pause",
+        "/fixes/resume",
         "/fixes/{id}",
         "/fixes/{id}/approve",
         "/fixes/{id}/reject",
