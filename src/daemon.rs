@@ -58,10 +58,16 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     config.state().create()?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db)?);
-    store.set_fix_policy(crate::fix::policy::FixPolicy::new(
-        &config.error_threshold,
-        config.auto_remediate,
-    ));
+    // Unkeyed incidents wait for the daemon's LLM triage only where it can run.
+    let triage_runs = config.triage.enabled
+        && matches!(
+            crate::fix::service::DaemonLlm::new(&config.llm),
+            crate::fix::service::DaemonLlm::Client(_)
+        );
+    store.set_fix_policy(
+        crate::fix::policy::FixPolicy::new(&config.error_threshold, config.auto_remediate)
+            .with_triage(triage_runs),
+    );
     store::write_owner(&db, options.command);
     let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {
@@ -324,6 +330,21 @@ async fn serve_all(
         })
     };
 
+    // The daemon's triage of incidents without a PACT key (when an LLM is configured).
+    let triage_runs = config.triage.enabled
+        && matches!(triage_desk.llm, crate::fix::service::DaemonLlm::Client(_));
+    let autotriage = triage_runs.then(|| {
+        let t = crate::fix::autotriage::AutoTriage {
+            store: store.clone(),
+            rules: rules.clone(),
+            desk: triage_desk.clone(),
+            llm: config.llm.clone(),
+            max_per_hour: config.triage.max_per_hour,
+            auto_remediate: config.auto_remediate,
+        };
+        tokio::spawn(t.run(api_events.clone(), stopped()))
+    });
+
     // The API.
     let mut api_addr = None;
     if let Some((auth, listener)) = api {
@@ -422,6 +443,9 @@ async fn serve_all(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the fixer failed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "the fixer task failed"),
         Err(_) => tracing::warn!("the fixer did not stop in time"),
+    }
+    if let Some(t) = autotriage {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     // The postmortem writer stops between two reads and lets go of the store.
     postmortems_stop.store(true, std::sync::atomic::Ordering::Release);

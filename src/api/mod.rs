@@ -548,9 +548,12 @@ struct IncidentDetail {
     timeline: Vec<crate::store::Event>,
     /// Its fix attempts, oldest first.
     fix_attempts: Vec<crate::store::FixResult>,
+    /// The daemon's LLM triage answer, for an incident without a PACT key that was triaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triage: Option<crate::store::triage::TriageRecord>,
 }
 
-#[utoipa::path(get, path = "/incidents/{id}", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline and fix attempts"), (status = 404, description = "no such incident")))]
+#[utoipa::path(get, path = "/incidents/{id}", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer"), (status = 404, description = "no such incident")))]
 async fn incident(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -564,10 +567,12 @@ async fn incident(
         };
         let timeline = store.incident_events(&key, MAX_TIMELINE)?;
         let fix_attempts = store.fixes_of(&key)?;
+        let triage = store.triage_of(inc.fingerprint)?;
         Ok(Some(IncidentDetail {
             incident: inc,
             timeline,
             fix_attempts,
+            triage,
         }))
     })
     .await?;

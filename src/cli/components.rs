@@ -427,6 +427,12 @@ llm:
   price_output_per_mtok: 15.0
   max_concurrent_fixes: 2
 
+# The daemon asks the LLM which component an error without a PACT key belongs to (once per
+# distinct incident, within the budget; only when the LLM's key is set).
+triage:
+  enabled: true
+  max_per_hour: 30
+
 # Spending caps in USD over the durable spend log.
 budget:
   per_incident_cap: 5.0

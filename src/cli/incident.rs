@@ -35,6 +35,9 @@ struct IncidentView {
     spend_usd: f64,
     timeline: Vec<Event>,
     fixes: Vec<FixResult>,
+    /// The daemon's LLM triage answer (incidents without a PACT key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triage: Option<crate::store::triage::TriageRecord>,
 }
 
 /// Runs `sentinel incident`.
@@ -57,7 +60,11 @@ pub fn run(config: &Config, args: IncidentArgs) -> Result<u8, CliError> {
     timeline.sort_by_key(|e| e.seq);
     let fixes = store.fixes_of(&incident.id).context("reading fixes")?;
     let spend = super::report::spend_by_incident(&store)?;
+    let triage = store
+        .triage_of(incident.fingerprint)
+        .context("reading the triage answer")?;
     let view = IncidentView {
+        triage,
         spend_usd: spend.get(&incident.id).copied().unwrap_or(0) as f64 / 1e6,
         incident,
         timeline,
@@ -108,6 +115,16 @@ fn write_text(out: &mut impl Write, v: &IncidentView) -> std::io::Result<()> {
     writeln!(out, "spend      ${:.4}", v.spend_usd)?;
     if !i.resolution.is_empty() {
         writeln!(out, "resolution {}", i.resolution)?;
+    }
+    if let Some(t) = &v.triage {
+        let verdict = match t.outcome {
+            crate::store::triage::TriageOutcome::Attributed => {
+                format!("{} (confidence {:.2})", t.component_id, t.confidence)
+            }
+            crate::store::triage::TriageOutcome::NoMatch => "no registered component".into(),
+            _ => "no answer".into(),
+        };
+        writeln!(out, "triage     {verdict} at {}: {}", t.at, t.reasoning)?;
     }
     writeln!(out, "normalised {}", i.normalized)?;
     writeln!(out, "sample     {}", i.sample)?;

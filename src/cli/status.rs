@@ -169,6 +169,9 @@ struct Settings {
     sources: Vec<SourceLine>,
     auto_remediate: bool,
     require_approval: bool,
+    /// The daemon's triage of unkeyed incidents: on, and its hourly limit.
+    triage: bool,
+    triage_max_per_hour: u64,
     provider: &'static str,
     model: String,
     budget_per_fix_usd: f64,
@@ -215,6 +218,8 @@ impl Settings {
             sources,
             auto_remediate: config.auto_remediate,
             require_approval: config.fix.require_approval,
+            triage: config.triage.enabled,
+            triage_max_per_hour: config.triage.max_per_hour,
             provider: config.llm.provider.as_str(),
             model: config.llm.model.clone(),
             budget_per_fix_usd: config.llm.budget_per_fix,
@@ -241,6 +246,18 @@ impl Settings {
                 " (fixes wait for approval)"
             } else {
                 ""
+            }
+        )?;
+        writeln!(
+            out,
+            "triage     {}",
+            if self.triage {
+                format!(
+                    "on for errors without a PACT key (at most {} an hour, with the LLM's key set)",
+                    self.triage_max_per_hour
+                )
+            } else {
+                "off".to_string()
             }
         )?;
         writeln!(

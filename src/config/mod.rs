@@ -1,7 +1,7 @@
 //! `sentinel.yaml`: the schema, its defaults, where it is found, and validation.
 //!
 //! This module loads and searches; each section's schema and checks live in their own module
-//! (`source`, `llm`, `peers`, `api`, `fix`), and each subsystem is built from its section.
+//! (`source`, `llm`, `peers`, `api`, `fix`, `triage`), and each subsystem is built from its section.
 //!
 //! The schema keeps every key of the reference implementation (`reference/SPEC.md` §1) so
 //! existing files keep working, and adds a few of our own (`error_patterns` at the top level,
@@ -34,6 +34,7 @@ mod peers;
 mod source;
 #[cfg(test)]
 mod tests;
+mod triage;
 
 pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use error::ConfigError;
@@ -53,6 +54,7 @@ pub use source::{
     LogFormat, NatsFormat, NatsSourceConfig, ProcessSourceConfig, RestartPolicy, SourceCommon,
     SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
 };
+pub use triage::{MAX_TRIAGE_PER_HOUR, TriageConfig};
 
 use api::{RawApi, resolve_api};
 use forward::{RawForward, resolve_forward};
@@ -61,6 +63,7 @@ use peers::{
     RawArbiter, RawChronicler, RawLedger, resolve_arbiter, resolve_chronicler, resolve_ledger,
 };
 use source::{RawSource, resolve_sources};
+use triage::{RawTriage, resolve_triage};
 
 /// The file name looked for in the working directory and in `~/.sentinel/`.
 pub const CONFIG_FILE_NAME: &str = "sentinel.yaml";
@@ -127,6 +130,8 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// `forward.nats`: an edge's error lines go to NATS JetStream instead of its store.
     pub forward: Option<ForwardNatsConfig>,
+    /// `triage`: the daemon's LLM triage of incidents without a PACT key.
+    pub triage: TriageConfig,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -324,6 +329,7 @@ impl Config {
         let chronicler = resolve_chronicler(&raw.chronicler, &invalid)?;
         let api = resolve_api(&raw.api, base, home, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
+        let triage = resolve_triage(&raw.triage, &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
             return Err(invalid(
                 "fix.max_attempts".into(),
@@ -403,6 +409,7 @@ impl Config {
             max_open_files,
             base_dir: base.to_path_buf(),
             forward,
+            triage,
         })
     }
 
@@ -504,6 +511,7 @@ struct RawConfig {
     shards: Option<Spanned<u64>>,
     max_open_files: Option<Spanned<u64>>,
     forward: RawForward,
+    triage: RawTriage,
 }
 
 impl Default for RawConfig {
@@ -530,6 +538,7 @@ impl Default for RawConfig {
             shards: None,
             max_open_files: None,
             forward: RawForward::default(),
+            triage: RawTriage::default(),
         }
     }
 }

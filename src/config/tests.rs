@@ -530,3 +530,24 @@ forward:
     assert!(err("forward: {nats: {partitions: 4}}\n").contains("url"));
     assert!(parse("").unwrap().forward.is_none());
 }
+
+#[test]
+fn triage_defaults_on_and_its_limit_is_checked() {
+    let c = parse("version: '1.0'\n").unwrap();
+    assert!(c.triage.enabled);
+    assert_eq!(c.triage.max_per_hour, 30);
+    let c = parse("triage:\n  enabled: false\n  max_per_hour: 5\n").unwrap();
+    assert!(!c.triage.enabled);
+    assert_eq!(c.triage.max_per_hour, 5);
+    let msg = parse("triage:\n  max_per_hour: 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("triage.max_per_hour") && msg.contains(":2:"),
+        "{msg}"
+    );
+    let msg = parse("triage:\n  max_per_hours: 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("max_per_hours"), "{msg}");
+}

@@ -3,7 +3,9 @@
 //! - [`policy`]: when an incident becomes actionable (`error_threshold`) and whether it is
 //!   queued for a fix or escalated (`auto_remediate`); the store applies it at ingest.
 //! - `service` (daemon): takes jobs from the durable queue, at most one per component and
-//!   `llm.max_concurrent_fixes` at once; [`triage`] decides what is worth a fix.
+//!   `llm.max_concurrent_fixes` at once; [`triage`] decides what is worth a fix, and
+//!   `autotriage` (daemon) asks the LLM which component an incident without a PACT key
+//!   belongs to.
 //! - `engine`: one fix — the prompt ([`prompt`], with [`redact`]ed, fenced log text), the LLM
 //!   call (`llm`: one trait, one HTTP client for Anthropic and OpenAI-compatible servers,
 //!   retries, a circuit breaker) under the [`budget`] caps, a reproducer test and a fix written
@@ -17,6 +19,8 @@
 //! formats over loopback (`fake_llm`, test-only), which exercises the HTTP, retry and
 //! parsing code for real.
 
+#[cfg(all(unix, feature = "daemon"))]
+pub mod autotriage;
 pub mod budget;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod contract;

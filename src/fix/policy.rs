@@ -13,6 +13,11 @@ pub struct FixPolicy {
     pub window_us: u64,
     /// Queue fix jobs (else escalate).
     pub auto_remediate: bool,
+    /// An incident whose lines carry no PACT key waits for the daemon's LLM triage
+    /// (status `triaging`) instead of being escalated as unregistered: `triage.enabled`
+    /// with an LLM configured. The triage answer then decides (see
+    /// [`crate::store::StoreTxn::settle_triage`]).
+    pub triage: bool,
 }
 
 impl Default for FixPolicy {
@@ -21,6 +26,7 @@ impl Default for FixPolicy {
             threshold: 1,
             window_us: 300_000_000,
             auto_remediate: false,
+            triage: false,
         }
     }
 }
@@ -32,6 +38,13 @@ impl FixPolicy {
             threshold: threshold.count.max(1),
             window_us: threshold.window_seconds.saturating_mul(1_000_000),
             auto_remediate,
+            triage: false,
         }
+    }
+
+    /// With the daemon's triage of unkeyed incidents on (see [`FixPolicy::triage`]).
+    pub fn with_triage(mut self, triage: bool) -> FixPolicy {
+        self.triage = triage;
+        self
     }
 }

@@ -30,6 +30,8 @@ pub struct Record {
     pub fixes: Vec<FixResult>,
     /// What the LLM cost for it, in micro-USD.
     pub spend_micro_usd: u64,
+    /// The daemon's triage answer (an incident without a PACT key).
+    pub triage: Option<crate::store::triage::TriageRecord>,
 }
 
 impl Record {
@@ -51,7 +53,9 @@ impl Record {
             .filter(|(_, inc, _)| inc == id)
             .map(|(_, _, m)| m)
             .sum();
+        let triage = store.triage_of(incident.fingerprint)?;
         Ok(Some(Record {
+            triage,
             incident,
             timeline,
             fixes,
@@ -144,6 +148,30 @@ pub fn render(r: &Record) -> String {
     }
     let _ = writeln!(md, "- {} last seen\n", i.last_seen);
     let _ = writeln!(md, "## Root cause\n");
+    if let Some(t) = &r.triage {
+        use crate::store::triage::TriageOutcome;
+        let _ = match t.outcome {
+            TriageOutcome::Attributed => writeln!(
+                md,
+                "The line carries no PACT key; LLM triage attributed it to **{}** \
+                 (confidence {:.2}): {}\n",
+                t.component_id,
+                t.confidence,
+                one_line(&t.reasoning, 500)
+            ),
+            TriageOutcome::NoMatch => writeln!(
+                md,
+                "The line carries no PACT key, and LLM triage named no registered component: \
+                 {}\n",
+                one_line(&t.reasoning, 500)
+            ),
+            _ => writeln!(
+                md,
+                "The line carries no PACT key, and LLM triage could not run: {}\n",
+                one_line(&t.reasoning, 500)
+            ),
+        };
+    }
     match last_fix {
         Some(f) if matches!(f.status, FixStatus::Success | FixStatus::AwaitingApproval) => {
             let _ = writeln!(

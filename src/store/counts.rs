@@ -256,6 +256,7 @@ mod tests {
             threshold: 3,
             window_us: 600_000_000,
             auto_remediate: true,
+            triage: false,
         });
         // New incidents, and repeats that move them in recency (some in the same batch
         // as new ones).
@@ -342,6 +343,7 @@ mod tests {
             threshold: 2,
             window_us: 600_000_000,
             auto_remediate: false,
+            triage: false,
         });
         ingest(&store, 160..200, at(6));
         repeat(&store, (100..200).step_by(2), 1, at(7));

@@ -183,6 +183,7 @@ fn fill_every_table(store: &Store) {
         threshold: 1,
         window_us: 60_000_000,
         auto_remediate: true,
+        triage: false,
     });
     // incidents, incident_counts, incident_ids, recent, key_counts, totals,
     // incident_windows, incident_actioned, fix_jobs, fix_jobs_open, events, incident_events.

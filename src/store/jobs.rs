@@ -100,4 +100,7 @@ pub enum Action {
     Queued(u64),
     /// Escalated, with this resolution.
     Escalated(&'static str),
+    /// Its lines carry no PACT key: it waits (status `triaging`) for the daemon's LLM
+    /// triage, whose answer attributes it (and then acts) or escalates it.
+    Triage,
 }

@@ -30,6 +30,7 @@
 //! | `outbox_cursors` | sink name | newest event delivered to it (see [`cursors`]) |
 //! | `source_positions` | source-defined key | source-defined bytes: where a pull source (CloudWatch) stopped, committed with its counts (see [`IngestBatch::source_positions`]) |
 //! | `trend_*` | (fingerprint,) minute or hour | occurrences (see [`trend`]) |
+//! | `incident_triage` | fingerprint | the daemon's LLM triage answer (see [`triage`]) |
 //!
 //! The last four were added after schema version 1 without changing it: they are created
 //! on first use, and readers treat a missing one as empty.
@@ -57,6 +58,7 @@ mod read_tests;
 mod scan_all;
 mod schema;
 pub mod trend;
+pub mod triage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1631,6 +1633,10 @@ fn act(
     next_job: &mut u64,
     now: Timestamp,
 ) -> Result<Action, redb::StorageError> {
+    if policy.triage && inc.attribution == AttributionStatus::Unattributed {
+        inc.status = IncidentStatus::Triaging;
+        return Ok(Action::Triage);
+    }
     if !policy.auto_remediate {
         inc.status = IncidentStatus::Escalated;
         inc.resolution = "auto_remediate_disabled".into();
@@ -1653,7 +1659,7 @@ fn act(
 /// update: it is now waiting for a fixer); otherwise it was escalated.
 fn action_event(inc: &Incident, action: &Action) -> NewEvent {
     match action {
-        Action::Queued(_) => NewEvent::incident(EventKind::IncidentUpdated, inc),
+        Action::Queued(_) | Action::Triage => NewEvent::incident(EventKind::IncidentUpdated, inc),
         Action::Escalated(_) => NewEvent::incident(EventKind::IncidentEscalated, inc),
     }
 }
@@ -1661,7 +1667,7 @@ fn action_event(inc: &Incident, action: &Action) -> NewEvent {
 fn action_seq(a: &Action) -> u64 {
     match a {
         Action::Queued(seq) => *seq,
-        Action::Escalated(_) => 0,
+        Action::Escalated(_) | Action::Triage => 0,
     }
 }
 
@@ -1989,6 +1995,7 @@ mod tests {
             threshold: 1,
             window_us: 300_000_000,
             auto_remediate: true,
+            triage: false,
         });
         let now = ts("2026-01-01T00:00:00Z");
         let out = store.apply(&registered(7, 1), now).unwrap();
@@ -2031,6 +2038,7 @@ mod tests {
             threshold: 3,
             window_us: 60_000_000,
             auto_remediate: false,
+            triage: false,
         });
         let t0 = ts("2026-01-01T00:00:00Z");
         let at = |s: i64| t0.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
@@ -2065,6 +2073,7 @@ mod tests {
             threshold: 4,
             window_us: 60_000_000,
             auto_remediate: false,
+            triage: false,
         });
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let s2 = seen.clone();

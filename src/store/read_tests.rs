@@ -65,6 +65,7 @@ fn timeline_lists_an_incidents_events_oldest_first_and_pruning_drops_them() {
         threshold: 1000,
         window_us: 60_000_000,
         auto_remediate: false,
+        triage: false,
     });
     store.apply(&batch(&[1]), at(0)).unwrap();
     store.apply(&batch(&[2]), at(1)).unwrap();

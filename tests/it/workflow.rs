@@ -468,3 +468,128 @@ fn import_reference_brings_every_component_incident_and_spend_once() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Whether a recorded LLM request was a triage call (the `TriageResult` tool forced).
+fn is_triage(r: &sentinel::fix::fake_llm::Recorded) -> bool {
+    r.body.to_string().contains("\"TriageResult\"")
+}
+
+#[test]
+fn the_daemon_triages_an_unkeyed_incident_once_within_its_hourly_limit_and_it_is_then_fixed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeLlm::start());
+    fake.push(
+        Route::Anthropic,
+        Reply::anthropic_tool(
+            "TriageResult",
+            json!({"component_id": "auth_module", "confidence": 0.9,
+                   "reasoning": "validate_token is auth_module's function"}),
+            Usage {
+                input_tokens: 400,
+                output_tokens: 30,
+                ..Usage::default()
+            },
+        ),
+    );
+    fake.otherwise(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let ws = Workspace::with_config(&config_with(
+        fake.base_url(),
+        PRICED,
+        "",
+        "triage:\n  max_per_hour: 1\n",
+    ));
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let log = ws.file("logs/app.log", "");
+    let mut d = ws.spawn_env(&["watch"], &[("FAKE_LLM_KEY", "k")]);
+    let info = d.ready();
+    let append = |text: &str| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    // Three lines of one incident, without a PACT key.
+    append(
+        "ERROR IndexError in validate_token for request 17\n\
+         ERROR IndexError in validate_token for request 18\n\
+         ERROR IndexError in validate_token for request 19\n",
+    );
+    let incidents = |status: &str| -> Vec<Value> {
+        http()
+            .get(info.api_url(&format!("/incidents?status={status}")))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v["incidents"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let detail = |id: &str| -> Value {
+        http()
+            .get(info.api_url(&format!("/incidents/{id}")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    // Triage attributes it, a fix is queued like any keyed incident's, and it ends proven.
+    let fixed = crate::harness::eventually(Duration::from_secs(90), || {
+        let all = incidents("resolved");
+        let inc = all.first()?;
+        let v = detail(inc["id"].as_str()?);
+        (!v["fix_attempts"].as_array()?.is_empty()).then_some(v)
+    });
+    let v = fixed.unwrap_or_else(|| panic!("never fixed\n{}", d.log_text()));
+    assert_eq!(v["component_id"], "auth_module", "{v:#}");
+    assert_eq!(v["attribution"], "registered", "{v:#}");
+    assert_eq!(v["count"], 3, "{v:#}");
+    assert_eq!(v["triage"]["outcome"], "attributed", "{v:#}");
+    assert_eq!(v["triage"]["confidence"], 0.9, "{v:#}");
+    assert_eq!(v["fix_attempts"][0]["status"], "success", "{v:#}");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        fake.requests().iter().filter(|r| is_triage(r)).count(),
+        1,
+        "one triage call for one distinct incident"
+    );
+
+    // A second distinct unkeyed error waits: the hour's one triage call is spent.
+    append("ERROR disk quota exceeded on the token cache volume\n");
+    let waiting = crate::harness::eventually(Duration::from_secs(30), || {
+        incidents("triaging").first().cloned()
+    });
+    let waiting = waiting.unwrap_or_else(|| panic!("not waiting\n{}", d.log_text()));
+    assert_eq!(waiting["component_id"], "", "{waiting:#}");
+    // A repeat of the first one is counted, not triaged again.
+    append("ERROR IndexError in validate_token for request 20\n");
+    let counted = crate::harness::eventually(Duration::from_secs(30), || {
+        (detail(&id)["count"] == 4).then_some(())
+    });
+    assert!(counted.is_some(), "{}", d.log_text());
+    assert_eq!(fake.requests().iter().filter(|r| is_triage(r)).count(), 1);
+    assert!(d.term(Duration::from_secs(10)).success());
+
+    // The answer, its cost and the story are kept: `incident`, the spend log, the postmortem.
+    let out = ws.run(&["incident", &id]);
+    assert!(
+        stdout(&out).contains("triage     auth_module (confidence 0.90)"),
+        "{}",
+        stdout(&out)
+    );
+    let spend = ws
+        .store()
+        .unwrap()
+        .spend_since("2000-01-01T00:00:00Z".parse().unwrap())
+        .unwrap();
+    assert!(
+        spend.iter().filter(|(_, inc, _)| *inc == id).count() >= 2,
+        "triage and the fix are charged to the incident: {spend:?}"
+    );
+    let pm = std::fs::read_to_string(ws.path().join(format!("state/monitoring/reports/{id}.md")))
+        .unwrap();
+    assert!(
+        pm.contains("LLM triage attributed it to **auth_module**"),
+        "{pm}"
+    );
+}
