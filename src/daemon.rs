@@ -68,6 +68,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         crate::fix::policy::FixPolicy::new(&config.error_threshold, config.auto_remediate)
             .with_triage(triage_runs),
     );
+    store.set_cardinality_guard(store::CardinalityGuard::from_config(&config.grouping));
     store::write_owner(&db, options.command);
     let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {
@@ -80,6 +81,9 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
         );
     }
     let rules = LiveRules::new(rules);
+    rules.set_grouping_rules(
+        crate::scan::rules::Rules::new(&config.grouping.rules).map_err(anyhow::Error::msg)?,
+    );
     let follower = ManifestFollower::start(config.manifest_path(), rules.clone())
         .context("cannot start following the manifest")?;
     let ledger = crate::attribute::ledger::LedgerFollower::start(severity, rules.clone())

@@ -70,6 +70,8 @@
 //! to the second segment whenever the first is not a registered id, which is all a corpus
 //! needs to exercise.
 
+pub mod cardinality;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufWriter, Write};
 

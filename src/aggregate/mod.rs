@@ -8,6 +8,8 @@
 //! Memory is bounded by the caller: when [`LineAggregator::len`] passes its cap it takes the
 //! batch ([`LineAggregator::take_batch`]) and commits it.
 
+pub mod distinct;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::convert::Infallible;
@@ -89,10 +91,19 @@ pub struct LineAggregator {
 /// fingerprint describes it and the rest send counts. The store defers a count for an
 /// incident it does not know yet ([`crate::store::ApplyOutcome::deferred`]) until the
 /// description arrives, which it always does: every aggregator hands over all it gathered.
+///
+/// The set holds at most [`SHARED_FINGERPRINTS_MAX`] fingerprints, so that a run of a
+/// million distinct errors does not grow it without end: once full, a fingerprint it does
+/// not hold is described by every aggregator that meets it (the store keeps the first
+/// description), which costs batch space, never correctness. Only fingerprints in the set
+/// ever travel as counts alone.
 #[derive(Debug, Default)]
 pub struct SharedFingerprints {
     shards: [std::sync::Mutex<std::collections::HashSet<crate::scan::Fingerprint>>; 16],
 }
+
+/// The most fingerprints [`SharedFingerprints`] holds (about 2 MiB).
+pub const SHARED_FINGERPRINTS_MAX: usize = 1 << 17;
 
 impl SharedFingerprints {
     /// An empty set.
@@ -100,15 +111,30 @@ impl SharedFingerprints {
         SharedFingerprints::default()
     }
 
-    /// Records `fp`; true the first time it is seen.
-    pub fn first_sighting(&self, fp: crate::scan::Fingerprint) -> bool {
-        let shard = &self.shards[(fp.0 >> 60) as usize];
+    fn shard(
+        &self,
+        fp: crate::scan::Fingerprint,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<crate::scan::Fingerprint>> {
         // A poisoned shard only means another worker panicked mid-insert; the set is still
         // a valid set.
-        let mut set = shard
+        self.shards[(fp.0 >> 60) as usize]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `fp`; true the first time it is seen (and always when the set is full and
+    /// does not hold it).
+    pub fn first_sighting(&self, fp: crate::scan::Fingerprint) -> bool {
+        let mut set = self.shard(fp);
+        if set.len() >= SHARED_FINGERPRINTS_MAX / 16 {
+            return !set.contains(&fp);
+        }
         set.insert(fp)
+    }
+
+    /// Whether `fp` is held: only then may a count of it travel without its description.
+    pub fn contains(&self, fp: crate::scan::Fingerprint) -> bool {
+        self.shard(fp).contains(&fp)
     }
 }
 
@@ -193,7 +219,14 @@ impl LineAggregator {
                 }
             }
         }
-        let fp = self.fingerprinter.fingerprint_keyed(line, beside);
+        // `grouping.rules` rewrite the line before the normalisation (see `scan::rules`).
+        let fp = if self.rules.grouping.is_empty() {
+            self.fingerprinter.fingerprint_keyed(line, beside)
+        } else {
+            let grouping = self.rules.grouping.clone();
+            let text = grouping.apply(line);
+            self.fingerprinter.fingerprint_keyed(&text, beside)
+        };
         match self.incidents.entry(fp) {
             Entry::Occupied(mut e) => e.get_mut().count += 1,
             Entry::Vacant(e) => {
@@ -216,8 +249,10 @@ impl LineAggregator {
                         source: self.source.to_string(),
                     }
                 });
+                // Besides the text: six allocations (with the allocator's own overhead),
+                // the box, and the delta in the map.
                 self.held_bytes +=
-                    new.as_ref().map_or(0, |n| n.heap_bytes() + 200) + ENTRY_OVERHEAD;
+                    new.as_ref().map_or(0, |n| n.heap_bytes() + 480) + ENTRY_OVERHEAD;
                 let mut d = IncidentDelta::count_only(fp, 1);
                 d.new = new.map(Box::new);
                 e.insert(d);

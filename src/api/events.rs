@@ -176,7 +176,7 @@ fn parse_query(params: &[(String, String)], headers: &HeaderMap) -> Result<Strea
 }
 
 /// `GET /events`.
-#[utoipa::path(get, path = "/events", params(("after" = Option<u64>, Query, description = "replay the events after this sequence number"), ("kinds" = Option<String>, Query, description = "comma-separated event kinds")), responses((status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <kind>`, `data: <event JSON>`"), (status = 400, description = "bad after, kinds or Last-Event-ID"), (status = 503, description = "too many streams")))]
+#[utoipa::path(get, path = "/events", params(("after" = Option<u64>, Query, description = "replay the events after this sequence number"), ("kinds" = Option<String>, Query, description = "comma-separated event kinds")), responses((status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <kind>`, `data: <event JSON>`"), (status = 400, description = "bad after, kinds or Last-Event-ID", body = crate::api::schema::ErrorBody), (status = 503, description = "too many streams", body = crate::api::schema::ErrorBody)))]
 pub(crate) async fn events(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,

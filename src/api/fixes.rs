@@ -31,7 +31,7 @@ pub(super) struct FixQuery {
     wait: Option<String>,
 }
 
-#[utoipa::path(post, path = "/fix", params(("wait" = Option<bool>, Query, description = "wait up to 25 s for the fix to end")), responses((status = 202, description = "the fix, queued (`Location: /fixes/<id>`)"), (status = 200, description = "with `wait`: the ended FixResult"), (status = 400, description = "bad body"), (status = 409, description = "a fix of the incident is running"), (status = 422, description = "component not registered")))]
+#[utoipa::path(post, path = "/fix", request_body(content = crate::api::schema::FixRequest, content_type = "application/json"), params(("wait" = Option<bool>, Query, description = "wait up to 25 s for the fix to end")), responses((status = 202, description = "the fix, queued (`Location: /fixes/<id>`)", body = crate::store::FixResult), (status = 200, description = "with `wait`: the ended FixResult", body = crate::store::FixResult), (status = 400, description = "bad body", body = crate::api::schema::ErrorBody), (status = 409, description = "a fix of the incident is running", body = crate::api::schema::ErrorBody), (status = 422, description = "component not registered", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn post_fix(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<FixQuery>,
@@ -101,7 +101,7 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/fixes", params(("limit" = Option<usize>, Query, description = "at most this many (default 50, ≤ 1000)")), responses((status = 200, description = "FixResults, newest first")))]
+#[utoipa::path(get, path = "/fixes", operation_id = "list_fixes", params(("limit" = Option<usize>, Query, description = "at most this many (default 50, ≤ 1000)")), responses((status = 200, description = "FixResults, newest first", body = Vec<crate::store::FixResult>)))]
 pub(super) async fn list(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<ListQuery>,
@@ -115,7 +115,7 @@ pub(super) async fn list(
     Ok(Json(fixes).into_response())
 }
 
-#[utoipa::path(get, path = "/fixes/{id}", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "a FixResult"), (status = 404, description = "no such fix")))]
+#[utoipa::path(get, path = "/fixes/{id}", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "a FixResult", body = crate::store::FixResult), (status = 404, description = "no such fix", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn get_fix(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -132,7 +132,7 @@ pub(super) async fn get_fix(
     }
 }
 
-#[utoipa::path(post, path = "/fixes/{id}/approve", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "approved: merged (with fix.merge) and resolved"), (status = 404, description = "no such fix"), (status = 409, description = "not awaiting approval")))]
+#[utoipa::path(post, path = "/fixes/{id}/approve", operation_id = "approve_fix", params(("id" = String, Path, description = "fix id")), responses((status = 200, description = "approved: merged (with fix.merge) and resolved", body = crate::store::FixResult), (status = 404, description = "no such fix", body = crate::api::schema::ErrorBody), (status = 409, description = "not awaiting approval", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn approve(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -140,7 +140,7 @@ pub(super) async fn approve(
     review(s, id, true, None).await
 }
 
-#[utoipa::path(post, path = "/fixes/{id}/reject", params(("id" = String, Path, description = "fix id")), request_body(content = Option<String>, description = "optional JSON `{\"reason\": \"...\"}`: why (kept as the fix's error)", content_type = "application/json"), responses((status = 200, description = "rejected: branch deleted, incident escalated"), (status = 400, description = "a body that is not a JSON object with an optional string `reason`"), (status = 404, description = "no such fix"), (status = 409, description = "not awaiting approval")))]
+#[utoipa::path(post, path = "/fixes/{id}/reject", operation_id = "reject_fix", params(("id" = String, Path, description = "fix id")), request_body(content = Option<crate::api::schema::RejectRequest>, description = "optional: why (kept as the fix's error)", content_type = "application/json"), responses((status = 200, description = "rejected: branch deleted, incident escalated", body = crate::store::FixResult), (status = 400, description = "a body that is not a JSON object with an optional string `reason`", body = crate::api::schema::ErrorBody), (status = 404, description = "no such fix", body = crate::api::schema::ErrorBody), (status = 409, description = "not awaiting approval", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn reject(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,

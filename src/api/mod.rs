@@ -32,6 +32,7 @@ pub mod events;
 mod fixes;
 mod postmortem;
 mod register;
+pub mod schema;
 mod trend;
 pub mod triage;
 
@@ -267,7 +268,7 @@ async fn incident_totals(s: &ApiState) -> Result<IncidentTallies, ApiError> {
     blocking(move || store.incident_tallies(false)).await
 }
 
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`"), (status = 503, description = "the store cannot commit: `{\"status\": \"degraded\", \"reason\", \"since\"}`")))]
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "alive: `{\"status\": \"ok\"}`", body = crate::api::schema::Health), (status = 503, description = "the store cannot commit: `{\"status\": \"degraded\", \"reason\", \"since\"}`", body = crate::api::schema::Health)))]
 async fn health(State(s): State<Arc<ApiState>>) -> Response {
     match s.store.health().degraded() {
         None => Json(json!({ "status": "ok" })).into_response(),
@@ -288,7 +289,7 @@ fn store_health(s: &ApiState) -> Value {
     }
 }
 
-#[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status")))]
+#[utoipa::path(get, path = "/status", responses((status = 200, description = "the daemon's status", body = crate::api::schema::StatusDoc)))]
 async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     // Both reads, then one decision: the store may degrade (or be reopening) between them.
     let read = match incident_totals(&s).await {
@@ -386,10 +387,33 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
             &by_severity,
         );
     }
+    let store = s.store.clone();
+    if let Ok(overflows) = blocking(move || store.overflows()).await {
+        render_overflows(&mut text, &overflows);
+    }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
-#[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics")))]
+/// `sentinel_incidents_overflow_total{key}`: new fingerprints the cardinality guard folded
+/// into each key's overflow incident (read from the store at scrape time, so it survives
+/// restarts; one series per key that ever overflowed).
+fn render_overflows(out: &mut String, overflows: &[(String, u64)]) {
+    use std::fmt::Write;
+    let name = "sentinel_incidents_overflow_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} New fingerprints folded into the key's overflow incident by \
+         grouping.max_new_incidents_per_key."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (key, n) in overflows {
+        // PACT keys are [A-Za-z0-9_:]; the unattributed lines have the empty key.
+        let key = if key.is_empty() { "unattributed" } else { key };
+        let _ = writeln!(out, "{name}{{key=\"{key}\"}} {n}");
+    }
+}
+
+#[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics", body = crate::api::schema::StatusDoc)))]
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     let tallies = incident_totals(&s).await?;
     let (total, active) = (tallies.total(), tallies.active());
@@ -405,7 +429,7 @@ async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, Api
     })))
 }
 
-#[utoipa::path(get, path = "/incidents", responses((status = 200, description = "`{\"incidents\": [...], \"next_cursor\"}`, most recently seen first"), (status = 400, description = "bad query: `{\"error\": {\"code\", \"message\"}}`"), (status = 401, description = "no or wrong token")))]
+#[utoipa::path(get, path = "/incidents", operation_id = "list_incidents", params(("status" = Option<String>, Query, description = "a status (`detected`, `triaging`, …, `resolved`, `escalated`) or `active`"), ("component" = Option<String>, Query, description = "a component id, exactly"), ("severity" = Option<String>, Query, description = "a severity (`low` … `critical`)"), ("since" = Option<String>, Query, description = "last seen at or after this time (RFC 3339)"), ("cursor" = Option<String>, Query, description = "the previous page's `next_cursor`"), ("limit" = Option<usize>, Query, description = "at most this many (default 50, at most 1000)")), responses((status = 200, description = "`{\"incidents\": [...], \"next_cursor\"}`, most recently seen first", body = IncidentPage), (status = 400, description = "bad query: `{\"error\": {\"code\", \"message\"}}`", body = crate::api::schema::ErrorBody), (status = 401, description = "no or wrong token", body = crate::api::schema::ErrorBody)))]
 async fn incidents(
     State(s): State<Arc<ApiState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -423,7 +447,7 @@ async fn incidents(
 }
 
 /// The answer of `GET /incidents`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct IncidentPage {
     /// Most recently seen first.
     incidents: Vec<crate::store::Incident>,
@@ -540,7 +564,7 @@ pub const MAX_TIMELINE: usize = 1000;
 
 /// The answer of `GET /incidents/{id}`: the incident's fields, its timeline and its fix
 /// attempts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct IncidentDetail {
     #[serde(flatten)]
     incident: crate::store::Incident,
@@ -553,7 +577,7 @@ struct IncidentDetail {
     triage: Option<crate::store::triage::TriageRecord>,
 }
 
-#[utoipa::path(get, path = "/incidents/{id}", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer"), (status = 404, description = "no such incident")))]
+#[utoipa::path(get, path = "/incidents/{id}", operation_id = "get_incident", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer", body = IncidentDetail), (status = 404, description = "no such incident", body = crate::api::schema::ErrorBody)))]
 async fn incident(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, ApiState, clip};
 use crate::fix::postmortem::{Record, render};
 
-#[utoipa::path(get, path = "/incidents/{id}/report", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the postmortem: markdown, or HTML with `Accept: text/html`", content_type = "text/markdown"), (status = 404, description = "no such incident")))]
+#[utoipa::path(get, path = "/incidents/{id}/report", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the postmortem: markdown, or HTML with `Accept: text/html`", content_type = "text/markdown"), (status = 404, description = "no such incident", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn report(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,

@@ -22,12 +22,12 @@ use crate::attribute::register::LANGUAGES;
 use crate::attribute::register::{confine, register_project};
 use crate::attribute::{Manifest, ManifestEntry};
 
-#[utoipa::path(get, path = "/manifest", responses((status = 200, description = "`{\"components\": {...}}`")))]
+#[utoipa::path(get, path = "/manifest", responses((status = 200, description = "`{\"components\": {...}}`", body = crate::attribute::Manifest)))]
 pub(super) async fn manifest(State(s): State<Arc<ApiState>>) -> Json<Manifest> {
     Json(s.rules.snapshot().manifest.clone())
 }
 
-#[utoipa::path(post, path = "/register", responses((status = 200, description = "registered"), (status = 400, description = "bad body"), (status = 403, description = "not the write token")))]
+#[utoipa::path(post, path = "/register", request_body(content = crate::api::schema::RegisterRequest, content_type = "application/json"), responses((status = 200, description = "registered", body = crate::api::schema::Registered), (status = 400, description = "bad body", body = crate::api::schema::ErrorBody), (status = 403, description = "not the write token", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn register(
     State(s): State<Arc<ApiState>>,
     body: Bytes,

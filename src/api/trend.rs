@@ -24,7 +24,7 @@ use super::{ApiError, ApiState, blocking, clip};
 use crate::store::trend::{Bucket, TrendPoint};
 
 /// A trend answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TrendAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     incident_id: Option<String>,
@@ -81,7 +81,7 @@ pub(crate) fn parse_bucket(
     Ok(bucket)
 }
 
-#[utoipa::path(get, path = "/incidents/{id}/trend", params(("id" = String, Path, description = "incident id"), ("bucket" = Option<String>, Query, description = "`1m` (default: per minute, the last 24 h) or `1h` (per hour, the last 30 days)")), responses((status = 200, description = "`{\"incident_id\", \"bucket\", \"from\", \"to\", \"total\", \"points\": [{\"start\", \"count\"}]}`: the non-empty buckets, oldest first"), (status = 400, description = "bad bucket or unknown parameter"), (status = 404, description = "no such incident")))]
+#[utoipa::path(get, path = "/incidents/{id}/trend", params(("id" = String, Path, description = "incident id"), ("bucket" = Option<String>, Query, description = "`1m` (default: per minute, the last 24 h) or `1h` (per hour, the last 30 days)")), responses((status = 200, description = "`{\"incident_id\", \"bucket\", \"from\", \"to\", \"total\", \"points\": [{\"start\", \"count\"}]}`: the non-empty buckets, oldest first", body = TrendAnswer), (status = 400, description = "bad bucket or unknown parameter", body = crate::api::schema::ErrorBody), (status = 404, description = "no such incident", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn incident_trend(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -102,7 +102,7 @@ pub(super) async fn incident_trend(
     }
 }
 
-#[utoipa::path(get, path = "/trend", params(("bucket" = Option<String>, Query, description = "`1m` (default: per minute, the last 24 h) or `1h` (per hour, the last 30 days)")), responses((status = 200, description = "`{\"bucket\", \"from\", \"to\", \"total\", \"points\": [{\"start\", \"count\"}]}`: occurrences of all incidents, the non-empty buckets, oldest first"), (status = 400, description = "bad bucket or unknown parameter")))]
+#[utoipa::path(get, path = "/trend", params(("bucket" = Option<String>, Query, description = "`1m` (default: per minute, the last 24 h) or `1h` (per hour, the last 30 days)")), responses((status = 200, description = "`{\"bucket\", \"from\", \"to\", \"total\", \"points\": [{\"start\", \"count\"}]}`: occurrences of all incidents, the non-empty buckets, oldest first", body = TrendAnswer), (status = 400, description = "bad bucket or unknown parameter", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn total_trend(
     State(s): State<Arc<ApiState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,

@@ -31,7 +31,7 @@ pub struct TriageDesk {
     pub budget: Arc<crate::fix::budget::Budget>,
 }
 
-#[utoipa::path(post, path = "/triage", request_body(content = String, description = "`{\"error_text\": \"...\"}`", content_type = "application/json"), responses((status = 200, description = "`{component_id, confidence, reasoning, pact_key}`"), (status = 400, description = "bad body"), (status = 409, description = "no component registered"), (status = 413, description = "error_text too long")))]
+#[utoipa::path(post, path = "/triage", request_body(content = crate::api::schema::TriageRequest, content_type = "application/json"), responses((status = 200, description = "`{component_id, confidence, reasoning, pact_key}`", body = crate::cli::triage::Verdict), (status = 400, description = "bad body", body = crate::api::schema::ErrorBody), (status = 409, description = "no component registered", body = crate::api::schema::ErrorBody), (status = 413, description = "error_text too long", body = crate::api::schema::ErrorBody)))]
 pub(super) async fn triage(
     State(s): State<Arc<ApiState>>,
     body: Bytes,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// One registered component, as the reference writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct ManifestEntry {
     /// The component id (`[A-Za-z0-9_]+`).
@@ -57,6 +58,7 @@ impl ManifestEntry {
 
 /// The registered components.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 pub struct Manifest {
     /// By component id.
     pub components: BTreeMap<String, ManifestEntry>,

@@ -27,6 +27,7 @@ use crate::scan::PactKey;
 
 /// How an error line was attributed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AttributionStatus {
     /// The key names a component in the manifest.
@@ -111,6 +112,8 @@ pub struct Rules {
 pub struct LiveRules {
     version: AtomicU64,
     current: RwLock<Arc<Rules>>,
+    /// `grouping.rules` (set once at start-up, before the readers' caches are made).
+    grouping: RwLock<Arc<crate::scan::rules::Rules>>,
 }
 
 impl LiveRules {
@@ -119,7 +122,25 @@ impl LiveRules {
         Arc::new(LiveRules {
             version: AtomicU64::new(0),
             current: RwLock::new(Arc::new(rules)),
+            grouping: RwLock::new(Arc::new(crate::scan::rules::Rules::default())),
         })
+    }
+
+    /// Sets the `grouping.rules` every line is rewritten by before it is fingerprinted.
+    pub fn set_grouping_rules(&self, rules: crate::scan::rules::Rules) {
+        *self
+            .grouping
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The `grouping.rules` now.
+    pub fn grouping_rules(&self) -> Arc<crate::scan::rules::Rules> {
+        self.grouping
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// A shortcut for tests and one-shot tools: these components, built-in severity rules.
@@ -175,6 +196,7 @@ impl LiveRules {
         let version = self.version.load(Ordering::Acquire);
         RulesCache {
             rules: self.snapshot(),
+            grouping: self.grouping_rules(),
             version,
             live: self.clone(),
         }
@@ -188,6 +210,8 @@ pub struct RulesCache {
     version: u64,
     /// The rules as of the last refresh.
     pub rules: Arc<Rules>,
+    /// The `grouping.rules` as of the last refresh.
+    pub grouping: Arc<crate::scan::rules::Rules>,
 }
 
 impl RulesCache {
@@ -197,6 +221,7 @@ impl RulesCache {
         let v = self.live.version.load(Ordering::Acquire);
         if v != self.version {
             self.rules = self.live.snapshot();
+            self.grouping = self.live.grouping_rules();
             self.version = v;
         }
     }

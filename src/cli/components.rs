@@ -402,6 +402,18 @@ max_line_bytes: 1048576
 # Threads tailing files (default: the number of CPUs).
 # shards: 4
 
+# How error lines become incidents. Past `max_new_incidents_per_key` new incidents of one
+# key within `window_seconds`, its new fingerprints fold into one overflow incident (exact
+# counts, flagged high-cardinality). `rules` rewrite lines before the built-in
+# normalisation, in order (a regex and its replacement, `$1` for groups):
+#   rules:
+#     - pattern: 'user [a-z]+'
+#       replace: 'user <user>'
+grouping:
+  max_new_incidents_per_key: 10000
+  window_seconds: 3600
+  rules: []
+
 # An incident becomes actionable after `count` occurrences within `window_seconds`.
 error_threshold:
   count: 1

@@ -223,6 +223,9 @@ pub fn run(config: &Config, args: ImportArgs) -> Result<u8, CliError> {
         tracing::warn!("{w}");
     }
     let rules = LiveRules::new(rules);
+    rules.set_grouping_rules(
+        crate::scan::rules::Rules::new(&config.grouping.rules).map_err(anyhow::Error::msg)?,
+    );
     let marks: std::collections::HashMap<String, Vec<u8>> =
         store.source_positions(MARK)?.into_iter().collect();
     let mut ids: BTreeMap<String, String> = marks

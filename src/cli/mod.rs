@@ -144,8 +144,16 @@ pub struct GenCorpusArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Approximate size in bytes (suffixes K, M, G allowed: 1G = 1 GiB).
-    #[arg(long, value_parser = parse_size)]
-    size: u64,
+    #[arg(long, value_parser = parse_size, required_unless_present = "distinct_errors")]
+    size: Option<u64>,
+    /// Instead of the realistic corpus: this many error lines of one key
+    /// (`PACT:noisy:emit`), all different (six words and a random tag, nothing the
+    /// normaliser folds). The ground truth printed is `{bytes, lines, distinct}`.
+    #[arg(long, value_name = "LINES", conflicts_with = "size")]
+    distinct_errors: Option<u64>,
+    /// With `--distinct-errors`: repeat this many messages instead (the reference run).
+    #[arg(long, value_name = "N", requires = "distinct_errors")]
+    messages: Option<u64>,
     /// The corpus file to write.
     #[arg(long)]
     out: PathBuf,
@@ -264,9 +272,22 @@ fn load_config(explicit: Option<PathBuf>) -> Result<Config, CliError> {
 
 fn gen_corpus(args: GenCorpusArgs) -> Result<u8, CliError> {
     use anyhow::Context;
-    let spec = sentinel_corpus::CorpusSpec::new(args.seed, args.size);
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    if let Some(lines) = args.distinct_errors {
+        let w = sentinel_corpus::cardinality::write(
+            args.seed,
+            lines,
+            args.messages,
+            "PACT:noisy:emit",
+            std::io::BufWriter::with_capacity(1 << 20, file),
+        )
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+        let json = serde_json::json!({"bytes": w.bytes, "lines": w.lines, "distinct": w.distinct});
+        writeln!(std::io::stdout().lock(), "{json}").context("stdout")?;
+        return Ok(0);
+    }
+    let spec = sentinel_corpus::CorpusSpec::new(args.seed, args.size.unwrap_or(0));
     let truth = sentinel_corpus::generate(&spec, std::io::BufWriter::with_capacity(1 << 20, file))
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let json = serde_json::to_string_pretty(&truth).context("serialising the truth")?;

@@ -232,6 +232,22 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
             inc.severity
         )
         .context("stdout")?;
+        if let Some(o) = &inc.overflow {
+            // A key's overflow incident: its count is exact, its fingerprints folded.
+            writeln!(
+                out,
+                "        HIGH CARDINALITY: {} new fingerprints of {} folded here ({} lines); {}",
+                o.folded_fingerprints,
+                if o.key.is_empty() {
+                    "unattributed lines"
+                } else {
+                    o.key.as_str()
+                },
+                inc.count,
+                o.hint
+            )
+            .context("stdout")?;
+        }
         for f in fixes {
             let commit = f.git_fix_ref.get(..12).unwrap_or(&f.git_fix_ref);
             let at = match (f.branch.as_str(), commit) {

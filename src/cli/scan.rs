@@ -62,7 +62,17 @@ struct ScanReport {
     distinct_keys: u64,
     incidents_new: u64,
     incidents_updated: u64,
+    /// Distinct fingerprints seen, folded or not: exact up to
+    /// [`crate::aggregate::distinct::EXACT_DISTINCT`], a HyperLogLog estimate beyond (then
+    /// `distinct_fingerprints_estimated` is true, and so are `incidents_updated` and, in a
+    /// dry run, `incidents_new`).
     distinct_fingerprints: u64,
+    distinct_fingerprints_estimated: bool,
+    /// New fingerprints the cardinality guard folded into overflow incidents.
+    incidents_folded: u64,
+    /// Keys with an overflow incident, with the fingerprints each folded (over the store's
+    /// life).
+    overflow_keys: BTreeMap<String, u64>,
     elapsed_seconds: f64,
     gb_per_s: f64,
     dry_run: bool,
@@ -94,6 +104,9 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         tracing::warn!("{w}");
     }
     let rules = LiveRules::new(rules);
+    rules.set_grouping_rules(
+        crate::scan::rules::Rules::new(&config.grouping.rules).map_err(anyhow::Error::msg)?,
+    );
 
     let mut report = ScanReport {
         dry_run: args.dry_run,
@@ -121,7 +134,11 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         .max(1);
     // The store first: its file must not wait for descriptors the inputs hold.
     let store = if args.dry_run {
-        None
+        // Nothing is written: new and updated are judged against the store as it is.
+        match Store::open_read_only(&config.db_path()) {
+            Ok(s) => s,
+            Err(e) => return Err(anyhow::Error::from(e).into()),
+        }
     } else {
         config.state().create()?;
         Some({
@@ -129,6 +146,9 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
             s.set_fix_policy(crate::fix::policy::FixPolicy::new(
                 &config.error_threshold,
                 config.auto_remediate,
+            ));
+            s.set_cardinality_guard(crate::store::CardinalityGuard::from_config(
+                &config.grouping,
             ));
             s
         })
@@ -151,7 +171,17 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
         return Ok(1);
     }
 
-    report.store = store.as_ref().map(|s| s.path().to_path_buf());
+    report.store = (!args.dry_run)
+        .then(|| store.as_ref().map(|s| s.path().to_path_buf()))
+        .flatten();
+    let target = if args.dry_run {
+        batch::Target::DryRun(store)
+    } else {
+        match store {
+            Some(s) => batch::Target::Write(s),
+            None => batch::Target::DryRun(None),
+        }
+    };
 
     let total_bytes: u64 = work
         .iter()
@@ -165,7 +195,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
 
     let (results, outcome) = batch::run(
         work,
-        store,
+        target,
         &batch::Shared {
             scanner: &scanner,
             rules: &rules,
@@ -204,21 +234,21 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
     report.files_failed = (report.errors.len()) as u64;
     report.distinct_keys = outcome.key_counts.len() as u64;
     report.error_key_counts = outcome.key_counts;
-    report.distinct_fingerprints = outcome.fingerprints.len() as u64;
-    if args.dry_run {
-        // Nothing was written: compare with the store as it is, if there is one.
-        let existing = match Store::open_read_only(&config.db_path()) {
-            Ok(Some(s)) => s
-                .count_existing(&outcome.fingerprints)
-                .context("reading the store")?,
-            Ok(None) => 0,
-            Err(e) => return Err(anyhow::Error::from(e).into()),
-        };
-        report.incidents_updated = existing;
-        report.incidents_new = report.distinct_fingerprints - existing;
+    report.distinct_fingerprints = outcome.fingerprints.count();
+    report.distinct_fingerprints_estimated = !outcome.fingerprints.is_exact();
+    report.incidents_folded = outcome.folded;
+    if let Some(existing) = &outcome.existing {
+        // A dry run: nothing was written.
+        report.incidents_updated = existing.count().min(report.distinct_fingerprints);
+        report.incidents_new = report.distinct_fingerprints - report.incidents_updated;
     } else {
         report.incidents_new = outcome.created;
         report.incidents_updated = outcome.updated;
+        if let Ok(Some(s)) = Store::open_read_only(&config.db_path())
+            && let Ok(o) = s.overflows()
+        {
+            report.overflow_keys = o.into_iter().collect();
+        }
     }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.gb_per_s = report.bytes as f64 / report.elapsed_seconds.max(1e-9) / 1e9;
@@ -366,6 +396,29 @@ fn write_text(out: &mut impl Write, r: &ScanReport) -> std::io::Result<()> {
         thousands(r.incidents_updated),
         thousands(r.distinct_fingerprints)
     )?;
+    if r.distinct_fingerprints_estimated {
+        writeln!(
+            out,
+            "    (more than {} distinct fingerprints: counts estimated within about 1 %)",
+            thousands(crate::aggregate::distinct::EXACT_DISTINCT as u64)
+        )?;
+    }
+    if r.incidents_folded > 0 {
+        writeln!(
+            out,
+            "  overflow:       {} new fingerprints folded (over `grouping.max_new_incidents_per_key`): {}",
+            thousands(r.incidents_folded),
+            r.overflow_keys
+                .keys()
+                .map(|k| if k.is_empty() {
+                    "(unattributed)"
+                } else {
+                    k.as_str()
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     if r.files_failed > 0 {
         writeln!(
             out,

@@ -38,6 +38,7 @@ pub struct TriageArgs {
 
 /// A triage verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 pub struct Verdict {
     /// The component, or `unknown`.
     pub component_id: String,

@@ -29,6 +29,7 @@ mod api;
 mod error;
 mod fix;
 mod forward;
+mod grouping;
 mod llm;
 mod peers;
 mod source;
@@ -40,6 +41,10 @@ pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use error::ConfigError;
 pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, FixMode, FreezeWindow, PactConfig};
 pub use forward::ForwardNatsConfig;
+pub use grouping::{
+    DEFAULT_GROUPING_WINDOW_SECONDS, DEFAULT_MAX_NEW_INCIDENTS_PER_KEY, GroupingConfig,
+    GroupingRule, MAX_GROUPING_RULES,
+};
 pub use llm::{
     LlmConfig, LlmProvider, MAX_CONCURRENT_FIXES, MAX_LLM_MAX_TOKENS, MAX_LLM_PRICE_PER_MTOK,
     MAX_LLM_RETRIES, MAX_LLM_TIMEOUT_SECONDS,
@@ -58,6 +63,7 @@ pub use triage::{MAX_TRIAGE_PER_HOUR, TriageConfig};
 
 use api::{RawApi, resolve_api};
 use forward::{RawForward, resolve_forward};
+use grouping::{RawGrouping, resolve_grouping};
 use llm::{RawLlm, resolve_llm};
 use peers::{
     RawArbiter, RawChronicler, RawLedger, resolve_arbiter, resolve_chronicler, resolve_ledger,
@@ -130,6 +136,8 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// `forward.nats`: an edge's error lines go to NATS JetStream instead of its store.
     pub forward: Option<ForwardNatsConfig>,
+    /// `grouping`: rules and the per-key cardinality guard.
+    pub grouping: GroupingConfig,
     /// `triage`: the daemon's LLM triage of incidents without a PACT key.
     pub triage: TriageConfig,
 }
@@ -328,6 +336,7 @@ impl Config {
         let ledger = resolve_ledger(raw.ledger, base, home, &invalid)?;
         let chronicler = resolve_chronicler(&raw.chronicler, &invalid)?;
         let api = resolve_api(&raw.api, base, home, &invalid)?;
+        let grouping = resolve_grouping(&raw.grouping, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
         let triage = resolve_triage(&raw.triage, &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
@@ -409,6 +418,7 @@ impl Config {
             max_open_files,
             base_dir: base.to_path_buf(),
             forward,
+            grouping,
             triage,
         })
     }
@@ -511,6 +521,7 @@ struct RawConfig {
     shards: Option<Spanned<u64>>,
     max_open_files: Option<Spanned<u64>>,
     forward: RawForward,
+    grouping: RawGrouping,
     triage: RawTriage,
 }
 
@@ -538,6 +549,7 @@ impl Default for RawConfig {
             shards: None,
             max_open_files: None,
             forward: RawForward::default(),
+            grouping: RawGrouping::default(),
             triage: RawTriage::default(),
         }
     }

@@ -111,6 +111,7 @@ fn flags(inc: &Incident, now: Timestamp) -> Markup {
         @if new { span.badge.flag-new { "new" } }
         @if regressed { span.badge.flag-regressed { "regressed" } }
         @if fixing { span.badge.flag-fixing { "fixing" } }
+        @if inc.overflow.is_some() { span.badge.flag-overflow title="new fingerprints of this key folded here" { "high cardinality" } }
     }
 }
 
@@ -400,6 +401,13 @@ pub(super) fn incident(
             dt { "last seen" } dd { (time(inc.last_seen)) }
             dt { "source" } dd { (inc.source) }
             @if !inc.resolution.is_empty() { dt { "resolution" } dd { (inc.resolution) } }
+        }
+        @if let Some(o) = &inc.overflow {
+            h2 { "High cardinality" }
+            p #overflow { (o.folded_fingerprints) " new fingerprints folded into this incident. " (o.hint) }
+            @if !o.samples.is_empty() {
+                pre #overflow-samples { @for l in &o.samples { (l) "\n" } }
+            }
         }
         h2 { "Sample line" }
         pre #sample { (inc.sample) }

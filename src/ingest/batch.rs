@@ -9,7 +9,7 @@
 //! bounded by the batch cap, the channel depth and the per-worker read buffers, whatever the
 //! input size.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::aggregate::distinct::DistinctCounter;
 use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
 use crate::attribute::LiveRules;
 use crate::scan::framing::{ReadAt, split_segments};
 use crate::scan::{Fingerprint, LineReader, ScanStats, Scanner};
-use crate::store::{IngestBatch, Store};
+use crate::store::{IncidentDelta, IngestBatch, Store};
 
 /// Plain files above this size are split into segments of at least this size (more when the
 /// file is large: about four segments per thread keeps the cores evenly busy while each
@@ -42,7 +43,7 @@ const CHANNEL_DEPTH: usize = 2;
 /// fingerprint merge into one entry, so a long run of known errors does not force commits.
 /// Together with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the
 /// scan's memory whatever the input size.
-const COMMIT_BYTES: usize = 32 << 20;
+const COMMIT_BYTES: usize = 16 << 20;
 
 /// Bytes counted per pending entry (map slot, delta, key string).
 const PENDING_ENTRY_BYTES: usize = 96;
@@ -125,7 +126,7 @@ pub struct Shared<'a> {
 /// What each unit of work counted (per input path), in work order.
 pub type PerInput = Vec<(Arc<str>, Result<Counted, String>)>;
 
-/// Scans `work` on `threads` workers and commits to `store` (none: a dry run that only
+/// Scans `work` on `threads` workers and commits to the target's store (a dry run only
 /// counts).
 ///
 /// # Errors
@@ -133,7 +134,7 @@ pub type PerInput = Vec<(Arc<str>, Result<Counted, String>)>;
 /// Threads that cannot start, or a failed commit.
 pub fn run(
     work: Vec<Work>,
-    store: Option<Store>,
+    target: Target,
     shared: &Shared<'_>,
 ) -> anyhow::Result<(PerInput, StoreOutcome)> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -143,15 +144,17 @@ pub fn run(
         .context("starting worker threads")?;
 
     let (tx, rx) = crossbeam_channel::bounded::<IngestBatch>(CHANNEL_DEPTH);
+    let fingerprints = Arc::new(SharedFingerprints::new());
+    let for_store = fingerprints.clone();
     let writer = std::thread::Builder::new()
         .name("sentinel-store".into())
-        .spawn(move || store_thread(store, rx))
+        .spawn(move || store_thread(target, for_store, rx))
         .context("starting the store thread")?;
 
     let ctx = Ctx {
         scanner: shared.scanner,
         rules: shared.rules,
-        shared: Arc::new(SharedFingerprints::new()),
+        shared: fingerprints,
         tx: &tx,
         progress: shared.progress,
     };
@@ -286,79 +289,184 @@ fn scan_reader<R: Read>(
 /// What the store thread did.
 #[derive(Debug, Default)]
 pub struct StoreOutcome {
-    /// Incidents this run created.
+    /// Incidents this run created (overflow incidents included).
     pub created: u64,
     /// Incidents that existed before and were counted again.
     pub updated: u64,
-    /// Every fingerprint seen.
-    pub fingerprints: HashSet<Fingerprint>,
+    /// Every fingerprint seen, folded or not (exact up to
+    /// [`crate::aggregate::distinct::EXACT_DISTINCT`], estimated beyond).
+    pub fingerprints: DistinctCounter,
+    /// New fingerprints the cardinality guard folded into overflow incidents (a fingerprint
+    /// folded in two transactions counts twice).
+    pub folded: u64,
+    /// A dry run: the fingerprints seen that the store already has (exact while
+    /// `fingerprints` is).
+    pub existing: Option<DistinctCounter>,
     /// Error lines per PACT key.
     pub key_counts: BTreeMap<String, u64>,
 }
 
-/// Merges worker batches and commits them in large transactions.
+/// Where the store thread writes.
+#[derive(Debug)]
+pub enum Target {
+    /// Commit to this store.
+    Write(Store),
+    /// A dry run: write nothing; count the fingerprints this store (if any) already has.
+    DryRun(Option<Store>),
+}
+
+/// New incidents one write transaction creates at most: the transaction holds their pages
+/// in memory until it commits, so this bounds the memory a flood of new incidents takes
+/// (a few KiB each with their indexes and events).
+const NEW_PER_COMMIT: u64 = 2048;
+
+/// Pending flushes one write transaction takes at most. Flushes whose fingerprints the guard
+/// folds create almost nothing, so they share a commit (an fsync) instead of paying one each.
+const FLUSHES_PER_COMMIT: u32 = 16;
+
+/// Descriptions of new incidents pending before a flush (besides [`COMMIT_BYTES`]).
+const DESCRIBED_PER_FLUSH: usize = 4096;
+
+/// Merges worker batches and applies them in large transactions. Memory does not grow with
+/// the number of distinct fingerprints: pending batches are flushed by bytes and by
+/// descriptions, a transaction commits after [`NEW_PER_COMMIT`] creations, the distinct
+/// counts are [`DistinctCounter`]s, and the map of folded fingerprints only holds those
+/// that may still arrive as counts alone (members of the bounded `shared` set).
 fn store_thread(
-    store: Option<Store>,
+    target: Target,
+    shared: Arc<SharedFingerprints>,
     rx: crossbeam_channel::Receiver<IngestBatch>,
 ) -> Result<StoreOutcome, crate::store::StoreError> {
     let mut out = StoreOutcome::default();
-    let mut created: HashSet<Fingerprint> = HashSet::new();
-    let mut preexisting: HashSet<Fingerprint> = HashSet::new();
-    let mut pending = IngestBatch::new();
-    let mut described_bytes = 0usize;
-    let mut commit = |pending: &mut IngestBatch| {
-        let batch = std::mem::take(pending);
-        if batch.is_empty() {
-            return Ok(());
+    let (store, dry) = match target {
+        Target::Write(s) => (Some(s), None),
+        Target::DryRun(s) => {
+            out.existing = Some(DistinctCounter::default());
+            (None, s)
         }
-        if let Some(store) = &store {
-            let o = store.apply(&batch, jiff::Timestamp::now())?;
-            // Counts of incidents whose description is still on its way wait for it.
-            for d in o.deferred {
-                pending.incidents.insert(d.fingerprint, d);
-            }
-            for fp in o.created {
-                created.insert(fp);
-            }
-            for fp in o.updated {
-                // Created by an earlier commit of this run: still "new".
-                if !created.contains(&fp) {
-                    preexisting.insert(fp);
-                }
-            }
-        }
-        Ok(())
     };
-    for batch in rx {
+    let mut w = Flusher {
+        store: store.as_ref(),
+        shared,
+        txn: None,
+        txn_new: 0,
+        txn_flushes: 0,
+        touched: DistinctCounter::default(),
+        created: 0,
+        folded: HashMap::new(),
+        folded_n: 0,
+    };
+    let mut pending = IngestBatch::new();
+    let mut described = 0usize;
+    let mut described_bytes = 0usize;
+    for mut batch in rx {
         for fp in batch.incidents.keys() {
-            out.fingerprints.insert(*fp);
+            out.fingerprints.insert(fp.0);
+        }
+        if let (Some(dry), Some(existing)) = (&dry, &mut out.existing) {
+            for fp in dry.existing_of(batch.incidents.keys())? {
+                existing.insert(fp.0);
+            }
         }
         for (k, n) in &batch.key_counts {
             *out.key_counts.entry(k.clone()).or_default() += n;
         }
-        described_bytes += batch
-            .incidents
-            .values()
-            .filter_map(|d| d.new.as_ref())
-            .map(|n| n.heap_bytes())
-            .sum::<usize>();
+        // Counts of fingerprints folded earlier go to their overflow incident.
+        if !w.folded.is_empty() {
+            let moved: Vec<IncidentDelta> = batch
+                .incidents
+                .extract_if(|fp, d| d.new.is_none() && w.folded.contains_key(fp))
+                .map(|(fp, d)| IncidentDelta::count_only(w.folded[&fp], d.count))
+                .collect();
+            for d in moved {
+                let mut one = IngestBatch::new();
+                one.incidents.insert(d.fingerprint, d);
+                batch.merge(one);
+            }
+        }
+        for d in batch.incidents.values().filter_map(|d| d.new.as_ref()) {
+            described += 1;
+            described_bytes += d.heap_bytes();
+        }
         pending.merge(batch);
         let held = described_bytes
             + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
-        if held >= COMMIT_BYTES {
-            commit(&mut pending)?;
-            described_bytes = 0;
+        if held >= COMMIT_BYTES || described >= DESCRIBED_PER_FLUSH {
+            w.flush(&mut pending, false)?;
+            (described, described_bytes) = (0, 0);
         }
     }
-    commit(&mut pending)?;
+    w.flush(&mut pending, true)?;
     // Every worker has handed over everything, so every description has arrived.
     debug_assert!(
         pending.incidents.is_empty(),
         "counts left without a description"
     );
-    out.created = created.len() as u64;
-    out.updated = preexisting.len() as u64;
+    out.created = w.created;
+    out.updated = w.touched.count().saturating_sub(w.created);
+    out.folded = w.folded_n;
     Ok(out)
+}
+
+/// The store thread's writing half: one open transaction over several flushes.
+struct Flusher<'s> {
+    store: Option<&'s Store>,
+    shared: Arc<SharedFingerprints>,
+    txn: Option<crate::store::StoreTxn<'s>>,
+    /// Incidents created and flushes applied in the open transaction.
+    txn_new: u64,
+    txn_flushes: u32,
+    /// Fingerprints created or updated: their number minus the created is the preexisting.
+    touched: DistinctCounter,
+    created: u64,
+    /// Folded fingerprints that may still arrive as counts alone → their overflow incident.
+    folded: HashMap<Fingerprint, Fingerprint>,
+    folded_n: u64,
+}
+
+impl Flusher<'_> {
+    /// Applies `pending` (leaving in it the counts that wait for their description); commits
+    /// when the transaction is full or `last`.
+    fn flush(
+        &mut self,
+        pending: &mut IngestBatch,
+        last: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        let batch = std::mem::take(pending);
+        let Some(store) = self.store else {
+            return Ok(());
+        };
+        if !batch.is_empty() {
+            let t = match &mut self.txn {
+                Some(t) => t,
+                None => self.txn.insert(store.begin_write()?),
+            };
+            let o = t.apply(&batch, jiff::Timestamp::now())?;
+            // Counts of incidents whose description is still on its way wait for it.
+            for d in o.deferred {
+                pending.incidents.insert(d.fingerprint, d);
+            }
+            self.folded_n += o.folded.len() as u64;
+            for (fp, to) in o.folded {
+                if self.shared.contains(fp) {
+                    self.folded.insert(fp, to);
+                }
+            }
+            self.created += o.created.len() as u64;
+            self.txn_new += o.created.len() as u64;
+            self.txn_flushes += 1;
+            for fp in o.created.iter().chain(&o.updated) {
+                self.touched.insert(fp.0);
+            }
+        }
+        if last || self.txn_new >= NEW_PER_COMMIT || self.txn_flushes >= FLUSHES_PER_COMMIT {
+            if let Some(t) = self.txn.take() {
+                t.commit()?;
+            }
+            (self.txn_new, self.txn_flushes) = (0, 0);
+        }
+        Ok(())
+    }
 }
 
 /// Opens the files and cuts them into work units.

@@ -10,11 +10,13 @@
 //! - [`keys`]: PACT key extraction by hand over bytes.
 //! - [`fingerprint`]: the one-pass normaliser and xxh3 hash that decides which error lines
 //!   are "the same" incident.
+//! - [`rules`]: the user's `grouping.rules`, applied before the normalisation.
 
 pub mod fingerprint;
 pub mod framing;
 pub mod keys;
 pub mod matcher;
+pub mod rules;
 mod simd;
 
 pub use fingerprint::{Fingerprint, Fingerprinter};

@@ -32,6 +32,7 @@ pub const EVENTS_KEEP: u64 = 100_000;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
@@ -87,6 +88,7 @@ impl EventKind {
 
 /// One logged event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Position in the log (1, 2, …; never reused).
     pub seq: u64,

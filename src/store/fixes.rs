@@ -35,6 +35,7 @@ pub const MAX_JOB_STARTS: u32 = 2;
 
 /// A fix's state (the reference's `pending|running|success|failure`, plus the human gate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FixStatus {
@@ -69,6 +70,7 @@ impl FixStatus {
 
 /// One fix: the reference's `FixResult` (SPEC §2) plus where it went and what it cost.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(default)]
 #[non_exhaustive]
 pub struct FixResult {
@@ -136,6 +138,7 @@ pub struct FixResult {
 
 /// A guardrail's refusal (`fix.min_confidence`, `fix.max_files`, a freeze window, …).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(default)]
 #[non_exhaustive]
 pub struct Refusal {

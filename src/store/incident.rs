@@ -22,6 +22,7 @@ pub const SAMPLE_MAX_BYTES: usize = 4096;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum IncidentStatus {
@@ -80,12 +81,14 @@ impl IncidentStatus {
 
 /// One incident: every error line with the same normalised text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Incident {
     /// 12 lowercase hex characters, stable for the fingerprint.
     pub id: String,
     /// The fingerprint, as 16 hex characters in JSON.
     #[serde(with = "fingerprint_hex")]
+    #[cfg_attr(feature = "daemon", schema(value_type = String, example = "9160b499465c9c39"))]
     pub fingerprint: Fingerprint,
     /// The first 512 bytes of the normalised line (lossy UTF-8).
     pub normalized: String,
@@ -114,6 +117,28 @@ pub struct Incident {
     /// How it was closed, once it was.
     #[serde(default)]
     pub resolution: String,
+    /// Set on a key's overflow incident: the new fingerprints of the key that the
+    /// cardinality guard folded into it (see [`crate::store::guard`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<Overflow>,
+}
+
+/// What a key's overflow incident holds besides its exact line count.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+pub struct Overflow {
+    /// The key (`""`: the unattributed lines).
+    pub key: String,
+    /// Always true: the flag clients look for.
+    pub high_cardinality: bool,
+    /// New fingerprints folded in (one that recurs in a later commit counts again).
+    pub folded_fingerprints: u64,
+    /// The first few folded lines, at most [`super::guard::OVERFLOW_SAMPLES`] of at most
+    /// [`super::guard::OVERFLOW_SAMPLE_BYTES`] each.
+    pub samples: Vec<String>,
+    /// What to do about it.
+    pub hint: String,
 }
 
 impl Incident {
@@ -184,6 +209,7 @@ mod tests {
             sample: "ERROR x 1".into(),
             source: "/var/log/a.log".into(),
             resolution: String::new(),
+            overflow: None,
         }
     }
 

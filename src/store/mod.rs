@@ -35,6 +35,14 @@
 //! The last four were added after schema version 1 without changing it: they are created
 //! on first use, and readers treat a missing one as empty.
 //!
+//! The cardinality guard's two tables were added in schema version 3 the same way (created
+//! by the first transaction that needs them; a reader treats a missing one as empty):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `cardinality_windows` | PACT key | (window start µs, new incidents in it): the cardinality guard (see [`guard`]) |
+//! | `overflow_incidents` | overflow fingerprint | (key, new fingerprints folded) (see [`guard`]) |
+//!
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
 
@@ -46,6 +54,7 @@ pub mod events;
 pub mod fixes;
 #[cfg(test)]
 mod golden;
+pub mod guard;
 pub mod health;
 pub mod incident;
 mod index;
@@ -74,8 +83,9 @@ pub use codec::DecodeError;
 pub use counts::IncidentTallies;
 pub use events::{Event, EventHook, EventKind, NewEvent};
 pub use fixes::{FixResult, FixStatus, Refusal};
+pub use guard::CardinalityGuard;
 pub use health::{Degraded, Health};
-pub use incident::{Incident, IncidentStatus, SAMPLE_MAX_BYTES};
+pub use incident::{Incident, IncidentStatus, Overflow, SAMPLE_MAX_BYTES};
 pub use jobs::{Action, FixJob, JobState};
 use owner::read_owner;
 pub use owner::{OWNER_FILE, remove_owner, write_owner};
@@ -301,6 +311,9 @@ pub struct ApplyOutcome {
     pub deferred: Vec<IncidentDelta>,
     /// Incidents that turned actionable in this batch: (id, what was done).
     pub actions: Vec<(String, Action)>,
+    /// New fingerprints the cardinality guard folded, with the overflow incident each went
+    /// to (see [`guard`]).
+    pub folded: Vec<(Fingerprint, Fingerprint)>,
 }
 
 enum Handle {
@@ -334,6 +347,7 @@ pub struct Store {
     event_head: std::sync::atomic::AtomicU64,
     event_hook: std::sync::RwLock<Option<EventHook>>,
     throttle: std::sync::Mutex<events::UpdateThrottle>,
+    guard: std::sync::RwLock<CardinalityGuard>,
 }
 
 impl std::fmt::Debug for Store {
@@ -406,6 +420,7 @@ impl Store {
             event_head: std::sync::atomic::AtomicU64::new(0),
             event_hook: std::sync::RwLock::new(None),
             throttle: std::sync::Mutex::new(events::UpdateThrottle::default()),
+            guard: std::sync::RwLock::new(CardinalityGuard::default()),
         }
     }
 
@@ -539,6 +554,35 @@ impl Store {
             .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    /// Sets the cardinality guard (see [`guard`]).
+    pub fn set_cardinality_guard(&self, g: CardinalityGuard) {
+        *self
+            .guard
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = g;
+    }
+
+    fn cardinality_guard(&self) -> CardinalityGuard {
+        *self
+            .guard
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every key whose new fingerprints overflowed, with how many it folded (see [`guard`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn overflows(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.begin_read()?;
+        match txn.open_table(guard::OVERFLOWS) {
+            Ok(t) => guard::read_overflows(&t).map_err(self.storage()),
+            Err(TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(self.storage()(e)),
+        }
     }
 
     fn fix_policy(&self) -> FixPolicy {
@@ -823,24 +867,24 @@ impl Store {
         Ok(t.get(fp.0).map_err(self.storage())?.is_some())
     }
 
-    /// How many of `fps` have an incident, in one read transaction.
+    /// Those of `fps` that have an incident, in one read transaction.
     ///
     /// # Errors
     ///
     /// [`StoreError`] on storage errors.
-    pub fn count_existing<'a>(
+    pub fn existing_of<'a>(
         &self,
         fps: impl IntoIterator<Item = &'a Fingerprint>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<Fingerprint>, StoreError> {
         let txn = self.begin_read()?;
         let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let mut n = 0;
+        let mut out = Vec::new();
         for fp in fps {
             if t.get(fp.0).map_err(self.storage())?.is_some() {
-                n += 1;
+                out.push(*fp);
             }
         }
-        Ok(n)
+        Ok(out)
     }
 
     /// The number of incidents.
@@ -1187,6 +1231,10 @@ impl StoreTxn<'_> {
             .open_table(schema::REGRESSION_WATCH)
             .map_err(st.storage())?;
         let mut pending: Vec<NewEvent> = Vec::new();
+        let guard = st.cardinality_guard();
+        let mut guard_windows = txn.open_table(guard::GUARD_WINDOWS).map_err(st.storage())?;
+        let mut overflows = txn.open_table(guard::OVERFLOWS).map_err(st.storage())?;
+        let mut folds = guard::Folds::default();
         let mut throttle = st
             .throttle
             .lock()
@@ -1239,7 +1287,9 @@ impl StoreTxn<'_> {
                             pending.push(NewEvent::incident(EventKind::IncidentRegressed, &inc));
                         }
                     }
+                    // An overflow incident is never actionable (see `guard`).
                     let due = actioned.get(fp).map_err(st.storage())?.is_none()
+                        && overflows.get(fp).map_err(st.storage())?.is_none()
                         && window_reached(&mut windows, fp, d.count, now_us, &policy)
                             .map_err(st.storage())?;
                     let stored = if due {
@@ -1285,6 +1335,19 @@ impl StoreTxn<'_> {
                         outcome.deferred.push(d.clone());
                         continue;
                     };
+                    // A key refused once stays refused for the rest of the batch: no
+                    // look-up per folded fingerprint.
+                    let refused = folds.by_key.iter().any(|(k, _)| *k == new.pact_key)
+                        || !guard
+                            .admit(&mut guard_windows, &new.pact_key, now_us)
+                            .map_err(st.storage())?;
+                    if refused {
+                        // Past the key's budget: counted in its overflow incident instead.
+                        counted.pop();
+                        let to = folds.add(new, d.count);
+                        outcome.folded.push((d.fingerprint, to));
+                        continue;
+                    }
                     let id = free_id(&ids, d.fingerprint).map_err(st.storage())?;
                     ids.insert(id.as_str(), fp).map_err(st.storage())?;
                     outcome.created_ids.push(id.clone());
@@ -1304,6 +1367,7 @@ impl StoreTxn<'_> {
                         sample: new.sample.clone(),
                         source: new.source.clone(),
                         resolution: String::new(),
+                        overflow: None,
                     };
                     if window_reached(&mut windows, fp, d.count, now_us, &policy)
                         .map_err(st.storage())?
@@ -1338,6 +1402,60 @@ impl StoreTxn<'_> {
                 }
             }
         }
+        for (key, fold) in &folds.by_key {
+            let fp = fold.fp;
+            counted.push((fp, fold.lines));
+            let v = incidents
+                .get(fp)
+                .map_err(st.storage())?
+                .map(|v| v.value().to_vec());
+            let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
+            let total = match (v, existing) {
+                (Some(v), Some((count, last_us))) => {
+                    let mut inc = st.decode(fp, &v)?;
+                    guard::extend_overflow(&mut inc, key, fold, &guard);
+                    incidents
+                        .insert(fp, inc.encode().as_slice())
+                        .map_err(st.storage())?;
+                    let last = last_us.max(now_us);
+                    recent.remove((last_us, fp)).map_err(st.storage())?;
+                    recent.insert((last, fp), ()).map_err(st.storage())?;
+                    idx.touch(fp, last_us, last)?;
+                    counts
+                        .insert(fp, (count + fold.lines, last))
+                        .map_err(st.storage())?;
+                    outcome.updated.push(Fingerprint(fp));
+                    inc.count = count + fold.lines;
+                    inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
+                    if throttle.due(fp, now_us) {
+                        pending.push(NewEvent::incident(EventKind::IncidentUpdated, &inc));
+                    }
+                    inc_folded(&overflows, fp).map_err(st.storage())?
+                }
+                _ => {
+                    let id = free_id(&ids, Fingerprint(fp)).map_err(st.storage())?;
+                    ids.insert(id.as_str(), fp).map_err(st.storage())?;
+                    outcome.created_ids.push(id.clone());
+                    let inc = guard::new_overflow_incident(id, key, fold, &guard, now);
+                    incidents
+                        .insert(fp, inc.encode().as_slice())
+                        .map_err(st.storage())?;
+                    counts
+                        .insert(fp, (fold.lines, now_us))
+                        .map_err(st.storage())?;
+                    recent.insert((now_us, fp), ()).map_err(st.storage())?;
+                    idx.add(fp, now_us, &inc)?;
+                    throttle.due(fp, now_us);
+                    outcome.created.push(Fingerprint(fp));
+                    pending.push(NewEvent::incident(EventKind::IncidentDetected, &inc));
+                    0
+                }
+            };
+            overflows
+                .insert(fp, (key.as_str(), total + fold.fingerprints))
+                .map_err(st.storage())?;
+        }
+        drop((guard_windows, overflows));
         let mut keys = txn.open_table(KEY_COUNTS).map_err(st.storage())?;
         for (k, n) in &batch.key_counts {
             let old = keys
@@ -1704,6 +1822,11 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
             source: other.into(),
         },
     }
+}
+
+/// The folded fingerprints `overflow_incidents` holds for `fp` (0 when none).
+fn inc_folded(t: &redb::Table<u64, (&str, u64)>, fp: u64) -> Result<u64, redb::StorageError> {
+    Ok(t.get(fp)?.map_or(0, |v| v.value().1))
 }
 
 pub(crate) fn micros(t: Timestamp) -> u64 {

@@ -114,6 +114,7 @@ impl Bucket {
 
 /// One bucket of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 pub struct TrendPoint {
     /// The bucket index (minutes or hours since the epoch).
     #[serde(skip)]

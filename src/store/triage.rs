@@ -27,6 +27,7 @@ const TRIAGE_FORMAT: u8 = 1;
 
 /// What the triage of one incident concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TriageOutcome {
@@ -40,6 +41,7 @@ pub enum TriageOutcome {
 
 /// One incident's triage answer, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct TriageRecord {
     /// What it concluded.

@@ -2,6 +2,7 @@
 
 mod api;
 mod browser;
+mod cardinality;
 mod cloudwatch;
 mod components;
 mod dashboard;

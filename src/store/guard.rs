@@ -1,0 +1,381 @@
+//! The cardinality guard: at most `grouping.max_new_incidents_per_key` new incidents per
+//! key per window; past it, the key's new fingerprints fold into ONE overflow incident.
+//!
+//! Real logs carry user names, paths and words the normaliser does not know, and a key whose
+//! every line is different would otherwise open an incident per line: a store 40 times the
+//! size of the logs, one event and one fixer candidate per line. The guard keeps the count
+//! per key in the store (`cardinality_windows`: key → (window start µs, new incidents in
+//! it)), written in the transaction that creates the incidents, so it survives restarts and
+//! a crash never double-counts. A window starts at the first new incident after the previous
+//! one ended.
+//!
+//! The overflow incident of a key has the fingerprint of `<key>\0<overflow>` (deterministic,
+//! and no normalised line contains a NUL followed by that token by accident, as lines with
+//! NUL bytes are rare and the token is Sentinel's), the key's attribution, an exact line count, the first few
+//! lines that overflowed, and [`Overflow`] with a hint. It is never actionable: the fixer
+//! sees no fix job for it, nor for the fingerprints it absorbed. `overflow_incidents` (overflow
+//! fingerprint → (key, folded fingerprints)) lists them for `sentinel_incidents_overflow_total`.
+//!
+//! An incident that existed before its key overflowed keeps counting as itself: only
+//! fingerprints unknown to the store fold.
+
+use redb::{ReadableTable, Table, TableDefinition};
+
+use super::NewIncident;
+use super::incident::{Incident, IncidentStatus, Overflow, lossy_prefix};
+use crate::scan::Fingerprint;
+
+/// `cardinality_windows`: PACT key (`""`: unattributed) → (window start µs, new incidents
+/// opened in the window).
+pub(crate) const GUARD_WINDOWS: TableDefinition<&str, (u64, u64)> =
+    TableDefinition::new("cardinality_windows");
+
+/// `overflow_incidents`: overflow fingerprint → (key, new fingerprints folded).
+pub(crate) const OVERFLOWS: TableDefinition<u64, (&str, u64)> =
+    TableDefinition::new("overflow_incidents");
+
+/// Lines kept in an overflow incident's [`Overflow::samples`].
+pub const OVERFLOW_SAMPLES: usize = 5;
+
+/// The longest overflow sample kept, in bytes.
+pub const OVERFLOW_SAMPLE_BYTES: usize = 512;
+
+/// The guard's settings (`grouping.max_new_incidents_per_key`, `grouping.window_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardinalityGuard {
+    /// New incidents a key may open per window.
+    pub max_new_per_key: u64,
+    /// The window, in µs.
+    pub window_us: u64,
+}
+
+impl Default for CardinalityGuard {
+    fn default() -> Self {
+        CardinalityGuard::new(
+            crate::config::DEFAULT_MAX_NEW_INCIDENTS_PER_KEY,
+            crate::config::DEFAULT_GROUPING_WINDOW_SECONDS,
+        )
+    }
+}
+
+impl CardinalityGuard {
+    /// `max_new_per_key` new incidents per `window_seconds`.
+    pub fn new(max_new_per_key: u64, window_seconds: u64) -> CardinalityGuard {
+        CardinalityGuard {
+            max_new_per_key,
+            window_us: window_seconds.saturating_mul(1_000_000),
+        }
+    }
+
+    /// The guard of a config's `grouping` section.
+    pub fn from_config(g: &crate::config::GroupingConfig) -> CardinalityGuard {
+        CardinalityGuard::new(g.max_new_incidents_per_key, g.window_seconds)
+    }
+
+    /// Whether `key` may open one more incident at `now_us`; if so, counts it.
+    pub(crate) fn admit(
+        &self,
+        windows: &mut Table<&str, (u64, u64)>,
+        key: &str,
+        now_us: u64,
+    ) -> Result<bool, redb::StorageError> {
+        let (start, n) = match windows.get(key)?.map(|v| v.value()) {
+            Some((start, n)) if now_us.saturating_sub(start) < self.window_us => (start, n),
+            _ => (now_us, 0),
+        };
+        if n >= self.max_new_per_key {
+            return Ok(false);
+        }
+        windows.insert(key, (start, n + 1))?;
+        Ok(true)
+    }
+}
+
+/// The fingerprint of `key`'s overflow incident.
+pub fn overflow_fingerprint(key: &str) -> Fingerprint {
+    Fingerprint(xxhash_rust::xxh3::xxh3_64(overflow_text(key).as_bytes()))
+}
+
+/// The normalised text of `key`'s overflow incident (as its identity is hashed).
+fn overflow_text(key: &str) -> String {
+    format!("{key}\0<overflow>")
+}
+
+/// What one transaction folds into one key's overflow incident.
+#[derive(Debug)]
+pub(crate) struct Fold {
+    /// The overflow incident's fingerprint.
+    pub fp: u64,
+    /// Lines folded.
+    pub lines: u64,
+    /// New fingerprints folded.
+    pub fingerprints: u64,
+    /// The first folded lines.
+    pub samples: Vec<String>,
+    /// The first folded line's description (the overflow incident is created from it).
+    pub first: NewIncident,
+}
+
+/// The folds of one transaction, by key, in the order keys first overflowed.
+#[derive(Debug, Default)]
+pub(crate) struct Folds {
+    pub by_key: Vec<(String, Fold)>,
+}
+
+impl Folds {
+    /// Folds a new fingerprint's `lines` into its key's overflow incident; returns the
+    /// overflow fingerprint.
+    pub(crate) fn add(&mut self, new: &NewIncident, lines: u64) -> Fingerprint {
+        let key = new.pact_key.as_str();
+        let fold = match self.by_key.iter_mut().position(|(k, _)| k == key) {
+            Some(i) => &mut self.by_key[i].1,
+            None => {
+                self.by_key.push((
+                    key.to_string(),
+                    Fold {
+                        fp: overflow_fingerprint(key).0,
+                        lines: 0,
+                        fingerprints: 0,
+                        samples: Vec::new(),
+                        first: new.clone(),
+                    },
+                ));
+                &mut self.by_key.last_mut().expect("just pushed").1
+            }
+        };
+        fold.lines += lines;
+        fold.fingerprints += 1;
+        if fold.samples.len() < OVERFLOW_SAMPLES {
+            fold.samples
+                .push(lossy_prefix(new.sample.as_bytes(), OVERFLOW_SAMPLE_BYTES));
+        }
+        Fingerprint(fold.fp)
+    }
+}
+
+/// The hint an overflow incident carries.
+pub fn overflow_hint(key: &str, guard: &CardinalityGuard) -> String {
+    let who = if key.is_empty() {
+        "unattributed lines".to_string()
+    } else {
+        format!("key {key}")
+    };
+    format!(
+        "{who} opened more than {} new incidents within {} s: its messages carry variable \
+         parts the normaliser keeps (names, paths, words). Add a `grouping.rules` replacement \
+         for them; until then its new fingerprints are counted here",
+        guard.max_new_per_key,
+        guard.window_us / 1_000_000
+    )
+}
+
+/// A new overflow incident for `key`, created from its first folded line.
+pub(crate) fn new_overflow_incident(
+    id: String,
+    key: &str,
+    fold: &Fold,
+    guard: &CardinalityGuard,
+    now: jiff::Timestamp,
+) -> Incident {
+    let f = &fold.first;
+    Incident {
+        id,
+        fingerprint: Fingerprint(fold.fp),
+        normalized: lossy_prefix(
+            overflow_text(key).as_bytes(),
+            crate::scan::fingerprint::NORMALIZED_KEEP_BYTES,
+        ),
+        count: fold.lines,
+        first_seen: now,
+        last_seen: now,
+        attribution: f.attribution,
+        component_id: f.component_id.clone(),
+        method: f.method.clone(),
+        pact_key: f.pact_key.clone(),
+        severity: f.severity,
+        status: IncidentStatus::Detected,
+        sample: f.sample.clone(),
+        source: f.source.clone(),
+        resolution: String::new(),
+        overflow: Some(Overflow {
+            key: key.to_string(),
+            high_cardinality: true,
+            folded_fingerprints: fold.fingerprints,
+            samples: fold.samples.clone(),
+            hint: overflow_hint(key, guard),
+        }),
+    }
+}
+
+/// Adds `fold` to an existing overflow incident's record.
+pub(crate) fn extend_overflow(
+    inc: &mut Incident,
+    key: &str,
+    fold: &Fold,
+    guard: &CardinalityGuard,
+) {
+    let o = inc.overflow.get_or_insert_with(|| Overflow {
+        key: key.to_string(),
+        high_cardinality: true,
+        ..Overflow::default()
+    });
+    o.folded_fingerprints += fold.fingerprints;
+    for s in &fold.samples {
+        if o.samples.len() >= OVERFLOW_SAMPLES {
+            break;
+        }
+        o.samples.push(s.clone());
+    }
+    o.hint = overflow_hint(key, guard);
+}
+
+/// Every overflowing key with its folded fingerprints, by key.
+pub(crate) fn read_overflows(
+    t: &impl ReadableTable<u64, (&'static str, u64)>,
+) -> Result<Vec<(String, u64)>, redb::StorageError> {
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (_, v) = row?;
+        let (key, n) = v.value();
+        out.push((key.to_string(), n));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::{AttributionStatus, Severity};
+    use crate::store::{IncidentDelta, IngestBatch, Store};
+
+    fn new_line(fp: u64, key: &str, line: &str) -> IncidentDelta {
+        let mut d = IncidentDelta::new(
+            Fingerprint(fp),
+            1,
+            line,
+            AttributionStatus::Registered,
+            Severity::Medium,
+        );
+        if let Some(n) = d.new.as_mut() {
+            n.pact_key = key.to_string();
+        }
+        d
+    }
+
+    fn batch(deltas: impl IntoIterator<Item = IncidentDelta>) -> IngestBatch {
+        let mut b = IngestBatch::new();
+        for d in deltas {
+            b.incidents.insert(d.fingerprint, d);
+        }
+        b
+    }
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn past_the_budget_new_fingerprints_fold_and_the_window_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        store.set_cardinality_guard(CardinalityGuard::new(3, 3600));
+        store.set_fix_policy(crate::store::FixPolicy::new(
+            &crate::config::ErrorThreshold::default(),
+            true,
+        ));
+        let t0 = ts("2026-12-06T10:00:00Z");
+        // Five new fingerprints of one key, one of another: the first key opens three.
+        let o = store
+            .apply(
+                &batch(
+                    (1..=5)
+                        .map(|i| new_line(i, "PACT:a:b", &format!("a {i}")))
+                        .chain([new_line(99, "PACT:c:d", "c")]),
+                ),
+                t0,
+            )
+            .unwrap();
+        assert_eq!(o.folded.len(), 2);
+        let over = overflow_fingerprint("PACT:a:b");
+        assert!(o.folded.iter().all(|(_, to)| *to == over));
+        // Three of a:b, one of c:d, and the overflow incident.
+        assert_eq!(o.created.len(), 5);
+        assert_eq!(store.incident_count().unwrap(), 5);
+        let id = &o.created_ids[o.created.iter().position(|f| *f == over).unwrap()];
+        let inc = store.incident(id).unwrap().unwrap();
+        assert_eq!(inc.count, 2);
+        let ov = inc.overflow.as_ref().unwrap();
+        assert!(ov.high_cardinality);
+        assert_eq!(ov.folded_fingerprints, 2);
+        assert_eq!(ov.samples, ["a 4", "a 5"]);
+        assert!(ov.hint.contains("grouping.rules"), "{}", ov.hint);
+        assert_eq!(inc.pact_key, "PACT:a:b");
+        // No fix job for the overflow incident, whatever the threshold.
+        let jobs = store.fix_jobs().unwrap();
+        assert_eq!(jobs.len(), 4, "one per admitted incident: {jobs:?}");
+        assert!(jobs.iter().all(|j| j.incident_id != *id), "{jobs:?}");
+        assert_eq!(inc.status, IncidentStatus::Detected);
+        drop(store);
+
+        // After a restart, within the hour: the key is still full; an existing incident of
+        // it keeps counting as itself.
+        let store = Store::open(&path).unwrap();
+        store.set_cardinality_guard(CardinalityGuard::new(3, 3600));
+        store.set_fix_policy(crate::store::FixPolicy::new(
+            &crate::config::ErrorThreshold::default(),
+            true,
+        ));
+        let t1 = ts("2026-12-06T10:30:00Z");
+        let o = store
+            .apply(
+                &batch([
+                    new_line(1, "PACT:a:b", "a 1"),
+                    new_line(6, "PACT:a:b", "a 6"),
+                ]),
+                t1,
+            )
+            .unwrap();
+        assert_eq!(o.folded, [(Fingerprint(6), over)]);
+        assert!(o.created.is_empty());
+        let inc = store.incident(id).unwrap().unwrap();
+        assert_eq!(inc.count, 3);
+        assert_eq!(inc.overflow.as_ref().unwrap().folded_fingerprints, 3);
+        assert!(!store.contains(Fingerprint(6)).unwrap());
+        assert_eq!(store.overflows().unwrap(), [("PACT:a:b".to_string(), 3)]);
+        // A count alone for the overflow incident adds to it and queues nothing.
+        store
+            .apply(&batch([IncidentDelta::count_only(over, 10)]), t1)
+            .unwrap();
+        assert_eq!(store.incident(id).unwrap().unwrap().count, 13);
+        assert!(
+            store
+                .fix_jobs()
+                .unwrap()
+                .iter()
+                .all(|j| j.incident_id != *id)
+        );
+
+        // A new window: the key may open incidents again.
+        let t2 = ts("2026-12-06T11:00:01Z");
+        let o = store
+            .apply(&batch([new_line(7, "PACT:a:b", "a 7")]), t2)
+            .unwrap();
+        assert_eq!(o.created, [Fingerprint(7)]);
+        assert!(o.folded.is_empty());
+    }
+
+    #[test]
+    fn overflow_fingerprints_are_per_key_and_stable() {
+        assert_eq!(
+            overflow_fingerprint("PACT:a:b"),
+            overflow_fingerprint("PACT:a:b")
+        );
+        assert_ne!(
+            overflow_fingerprint("PACT:a:b"),
+            overflow_fingerprint("PACT:a:c")
+        );
+        assert_ne!(overflow_fingerprint(""), overflow_fingerprint("PACT:a:b"));
+    }
+}
