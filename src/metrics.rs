@@ -120,6 +120,12 @@ pub struct Metrics {
     pub fixes: IntCounterVec,
     /// `sentinel_fixes_running`: fixes in progress.
     pub fixes_running: IntGauge,
+    /// `sentinel_fix_refusals_total{guardrail}`: fixes held back or proposals refused by a
+    /// guardrail (`paused`, `freeze`, `cooldown`, `min_confidence`, `max_files`,
+    /// `max_changed_lines`, `flaky`).
+    pub fix_refusals: IntCounterVec,
+    /// `sentinel_fixes_paused`: 1 while the kill switch holds every fix.
+    pub fixes_paused: IntGauge,
     /// `sentinel_fix_duration_seconds`: wall time of a fix.
     pub fix_seconds: Histogram,
     /// `sentinel_llm_spend_usd_total`: what the fixer's LLM calls cost.
@@ -344,6 +350,19 @@ impl Metrics {
             "Fixes ended, by status (success, failure, awaiting_approval).",
             &["status"],
         );
+        let fix_refusals = counter(
+            "sentinel_fix_refusals_total",
+            "Fixes held back or proposals refused, by guardrail.",
+            &["guardrail"],
+        );
+        let fixes_paused = IntGauge::new(
+            "sentinel_fixes_paused",
+            "1 while the kill switch holds every fix.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(fixes_paused.clone()))
+            .expect("unique metric");
         let fixes_running =
             IntGauge::new("sentinel_fixes_running", "Fixes in progress.").expect("valid metric");
         registry
@@ -386,6 +405,8 @@ impl Metrics {
             sse_closed,
             fixes,
             fixes_running,
+            fix_refusals,
+            fixes_paused,
             fix_seconds,
             llm_spend_usd,
             lines,

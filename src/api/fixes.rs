@@ -191,3 +191,58 @@ async fn review(
     })?;
     Ok(Json(fix).into_response())
 }
+
+#[utoipa::path(post, path = "/fixes/pause", operation_id = "pause_fixes", request_body(content = Option<crate::api::schema::RejectRequest>, description = "optional: who or why", content_type = "application/json"), responses((status = 200, description = "`{paused, since, reason}`: no fix starts until resume (queued fixes wait; a running one finishes)", body = crate::fix::guard::PauseState), (status = 400, description = "a body that is not a JSON object with an optional string `reason`", body = crate::api::schema::ErrorBody), (status = 503, description = "the fixer does not run in this process", body = crate::api::schema::ErrorBody)))]
+pub(super) async fn pause(
+    State(s): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let reason = optional_reason(&body)?.unwrap_or_default();
+    switch(s, Some(reason)).await
+}
+
+#[utoipa::path(post, path = "/fixes/resume", operation_id = "resume_fixes", responses((status = 200, description = "`{paused: false}`: held fixes start now", body = crate::fix::guard::PauseState), (status = 503, description = "the fixer does not run in this process", body = crate::api::schema::ErrorBody)))]
+pub(super) async fn resume(State(s): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    switch(s, None).await
+}
+
+/// The kill switch: `Some(reason)` pauses, `None` resumes.
+async fn switch(s: Arc<ApiState>, pause: Option<String>) -> Result<Response, ApiError> {
+    let Some(fixer) = s.fixer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fixer_unavailable",
+            "the fixer does not run in this process",
+        ));
+    };
+    let state = tokio::task::spawn_blocking(move || {
+        let sw = fixer.pause_switch();
+        let r = match pause {
+            Some(reason) => sw.pause(&reason, jiff::Timestamp::now()),
+            None => sw.resume(),
+        };
+        fixer.wake();
+        r
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(format!("cannot write the pause switch: {e}")))?;
+    Ok(Json(state).into_response())
+}
+
+/// An empty body, or `{"reason": "..."}`.
+fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let doc: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+    match doc.get("reason") {
+        None | Some(Value::Null) if doc.is_object() => Ok(None),
+        Some(Value::String(r)) => Ok(Some(r.chars().take(2000).collect())),
+        _ => Err(ApiError::bad_request(
+            "invalid_body",
+            "expected {\"reason\": \"...\"} (reason optional, a string)",
+        )),
+    }
+}

@@ -230,6 +230,8 @@ fn api_routes() -> utoipa_axum::router::OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(fixes::get_fix))
         .routes(routes!(fixes::approve))
         .routes(routes!(fixes::reject))
+        .routes(routes!(fixes::pause))
+        .routes(routes!(fixes::resume))
         .routes(routes!(triage::triage))
         .routes(routes!(openapi))
 }

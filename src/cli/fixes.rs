@@ -20,7 +20,11 @@ use crate::store::{FixResult, FixStatus, Store, StoreError};
 
 /// `sentinel fixes`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct FixesArgs {
+    /// Pull or release the kill switch.
+    #[command(subcommand)]
+    action: Option<FixesAction>,
     /// One fix, whole (its id, as `fixes` lists them).
     id: Option<String>,
     /// Print JSON instead of text.
@@ -29,6 +33,20 @@ pub struct FixesArgs {
     /// How many fixes to list.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+}
+
+/// `sentinel fixes pause|resume`.
+#[derive(Debug, clap::Subcommand)]
+pub enum FixesAction {
+    /// The kill switch: no fix starts until `resume` (queued ones wait; a running one
+    /// finishes). Kept in the state directory, so it outlasts a restart.
+    Pause {
+        /// Why (shown with every held fix).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Let fixes start again; held ones start now.
+    Resume,
 }
 
 /// `sentinel approve`.
@@ -60,6 +78,9 @@ pub struct RejectArgs {
 ///
 /// [`CliError`] when the store cannot be read.
 pub fn run_fixes(config: &Config, args: FixesArgs) -> Result<u8, CliError> {
+    if let Some(action) = args.action {
+        return run_switch(config, action);
+    }
     let store = Store::open_read_only(&config.db_path()).context("opening the store")?;
     let mut out = std::io::stdout().lock();
     if let Some(id) = &args.id {
@@ -101,6 +122,46 @@ pub fn run_fixes(config: &Config, args: FixesArgs) -> Result<u8, CliError> {
     for f in &fixes {
         writeln!(out, "  {}", super::report::fix_line(f)).context("stdout")?;
     }
+    Ok(0)
+}
+
+/// `fixes pause|resume`: through the daemon while one runs (it wakes its fixer at once), else
+/// on the switch file directly — the same file either way.
+fn run_switch(config: &Config, action: FixesAction) -> Result<u8, CliError> {
+    let (path, body, reason) = match &action {
+        FixesAction::Pause { reason } => (
+            "/fixes/pause",
+            serde_json::json!({"reason": reason}),
+            Some(reason.clone().unwrap_or_default()),
+        ),
+        FixesAction::Resume => ("/fixes/resume", serde_json::json!({}), None),
+    };
+    let state = match DaemonClient::find(config)? {
+        Some(daemon) => daemon
+            .post(path, &body)
+            .and_then(|v| serde_json::from_value(v).context("the daemon's answer"))
+            .map_err(|e| match refusal(&e) {
+                Some(r) => CliError::Other(anyhow::anyhow!("{}", r.message)),
+                None => CliError::Other(e),
+            })?,
+        None => {
+            config.state().create()?;
+            let sw = crate::fix::guard::PauseSwitch::new(&config.state_dir);
+            match reason {
+                Some(r) => sw.pause(&r, jiff::Timestamp::now()),
+                None => sw.resume(),
+            }
+            .context("writing the pause switch")?
+        }
+    };
+    let state: crate::fix::guard::PauseState = state;
+    let mut out = std::io::stdout().lock();
+    match state.since {
+        Some(since) if state.paused => writeln!(out, "fixes paused since {since}"),
+        _ if state.paused => writeln!(out, "fixes paused"),
+        _ => writeln!(out, "fixes resumed"),
+    }
+    .context("stdout")?;
     Ok(0)
 }
 

@@ -138,9 +138,15 @@ fn write_text(out: &mut impl Write, v: &IncidentView) -> std::io::Result<()> {
         } else {
             format!("  fix {}", e.fix_id)
         };
+        let why = match (e.data["guardrail"].as_str(), e.data["reason"].as_str()) {
+            (Some(g), Some(r)) if e.kind == crate::store::EventKind::FixRefused => {
+                format!("  {g}: {r}")
+            }
+            _ => String::new(),
+        };
         writeln!(
             out,
-            "  {}  {}{fix}",
+            "  {}  {}{fix}{why}",
             e.at.strftime("%Y-%m-%dT%H:%M:%S"),
             e.kind.as_str()
         )?;

@@ -76,6 +76,8 @@ struct ReportRow<'a> {
     incident: &'a Incident,
     spend_usd: f64,
     fixes: Vec<FixSummary<'a>>,
+    /// The guardrails' refusals on record (`fix_refused` events), oldest first.
+    refusals: Vec<crate::store::Refusal>,
 }
 
 /// A fix attempt in a report.
@@ -86,6 +88,7 @@ struct FixSummary<'a> {
     branch: &'a str,
     commit: &'a str,
     merged: bool,
+    shadow: bool,
     spend_usd: f64,
     started_at: Option<String>,
     error: &'a str,
@@ -99,11 +102,29 @@ impl<'a> FixSummary<'a> {
             branch: &f.branch,
             commit: &f.git_fix_ref,
             merged: f.merged,
+            shadow: f.shadow,
             spend_usd: f.spend_usd,
             started_at: f.started_at.map(|t| t.to_string()),
             error: &f.error,
         }
     }
+}
+
+/// The guardrails' refusals of incident `id` on its timeline, oldest first (the timeline
+/// keeps the newest events; a refusal repeated per held job is shown once).
+fn refusals_of(store: &Store, id: &str) -> Result<Vec<crate::store::Refusal>, CliError> {
+    let mut out: Vec<crate::store::Refusal> = Vec::new();
+    for e in store.incident_events(id, 200).context("reading events")? {
+        if e.kind != crate::store::EventKind::FixRefused {
+            continue;
+        }
+        let field = |k: &str| e.data[k].as_str().unwrap_or_default().to_string();
+        let r = crate::store::Refusal::new(&field("guardrail"), field("reason"));
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 /// What the LLM cost per incident (micro-USD), summed over the whole spend log.
@@ -151,17 +172,19 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         component: args.component,
         severity: args.severity,
     };
-    let (incidents, spend, fixes, history) = match &store {
+    let (incidents, spend, fixes, history, refusals) = match &store {
         Some(s) => {
             let incidents = s
                 .find_incidents(&filter, args.limit)
                 .context("reading incidents")?;
             let mut fixes = Vec::with_capacity(incidents.len());
+            let mut refusals = Vec::with_capacity(incidents.len());
             for inc in &incidents {
                 fixes.push(s.fixes_of(&inc.id).context("reading fixes")?);
+                refusals.push(refusals_of(s, &inc.id)?);
             }
             let history = s.fixes(args.fixes).context("reading fixes")?;
-            (incidents, spend_by_incident(s)?, fixes, history)
+            (incidents, spend_by_incident(s)?, fixes, history, refusals)
         }
         None => Default::default(),
     };
@@ -171,10 +194,12 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         let rows: Vec<ReportRow<'_>> = incidents
             .iter()
             .zip(&fixes)
-            .map(|(inc, fixes)| ReportRow {
+            .zip(&refusals)
+            .map(|((inc, fixes), refusals)| ReportRow {
                 incident: inc,
                 spend_usd: spend_of(inc),
                 fixes: fixes.iter().map(FixSummary::of).collect(),
+                refusals: refusals.clone(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut out, &rows).context("writing JSON")?;
@@ -190,7 +215,7 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         writeln!(out, "{none}").context("stdout")?;
         return Ok(0);
     }
-    for (inc, fixes) in incidents.iter().zip(&fixes) {
+    for ((inc, fixes), refusals) in incidents.iter().zip(&fixes).zip(&refusals) {
         let mark = match inc.status {
             IncidentStatus::Resolved => "[OK]",
             IncidentStatus::Escalated => "[!!]",
@@ -234,7 +259,17 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
                 (b, "") => format!("  {b}"),
                 (b, c) => format!("  {b}@{c}"),
             };
-            writeln!(out, "        fix {}  {}{at}", f.id, f.status.as_str()).context("stdout")?;
+            let shadow = if f.shadow { "  (shadow)" } else { "" };
+            writeln!(
+                out,
+                "        fix {}  {}{at}{shadow}",
+                f.id,
+                f.status.as_str()
+            )
+            .context("stdout")?;
+        }
+        for r in refusals {
+            writeln!(out, "        refused by {}: {}", r.guardrail, r.reason).context("stdout")?;
         }
     }
     if !history.is_empty() {

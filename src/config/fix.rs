@@ -1,6 +1,7 @@
 //! `pact`, `fix`, `budget` and `error_threshold`: what the fixer may do and spend.
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 /// `error_threshold`.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +52,56 @@ pub struct FixConfig {
     pub max_attempts: u32,
     /// `test_timeout_seconds`: the limit of one test run; the whole process group is killed.
     pub test_timeout_seconds: u64,
+    /// `min_confidence` (0..=1, 0 = off): a proposal the model rates below this is refused
+    /// before its tests run — on top of the test proof, never instead of it.
+    pub min_confidence: f64,
+    /// `cooldown_seconds` (0 = off): after a fix of a component ends, the next fix of that
+    /// component waits this long (its job stays queued).
+    pub cooldown_seconds: u64,
+    /// `max_changed_lines` (0 = no limit): a proposal changing more lines (reproducer and fix,
+    /// added plus removed) is refused before any test runs.
+    pub max_changed_lines: u64,
+    /// `max_files` (0 = no limit): a proposal touching more files is refused likewise.
+    pub max_files: u64,
+    /// `mode`: `live` (default) or `shadow` — everything runs and is recorded, but no branch
+    /// is kept and nothing is merged or pushed.
+    pub mode: FixMode,
+    /// `freeze`: windows during which no fix starts (queued fixes wait).
+    pub freeze: Vec<Spanned<FreezeWindow>>,
+}
+
+/// `fix.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FixMode {
+    /// Fixes are kept on their branch (and merged or opened as pull requests when asked).
+    #[default]
+    Live,
+    /// Fixes run and are recorded; nothing is kept.
+    Shadow,
+}
+
+/// One `fix.freeze` entry: either a one-off window `{start, end}` (RFC 3339 instants) or a
+/// weekly one `{days, from, to, tz}` (`days`: `mon`..`sun`; `from`/`to`: `HH:MM` local time
+/// in `tz`, default UTC; `to` at or before `from` runs past midnight into the next day).
+/// Checked and compiled by [`crate::fix::guard::Freeze::compile`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct FreezeWindow {
+    /// `start` (one-off).
+    pub start: Option<String>,
+    /// `end` (one-off).
+    pub end: Option<String>,
+    /// `days` (weekly).
+    pub days: Vec<String>,
+    /// `from` (weekly).
+    pub from: Option<String>,
+    /// `to` (weekly).
+    pub to: Option<String>,
+    /// `tz` (weekly): an IANA time zone name.
+    pub tz: Option<String>,
 }
 
 impl Default for FixConfig {
@@ -60,6 +111,12 @@ impl Default for FixConfig {
             require_approval: false,
             max_attempts: 2,
             test_timeout_seconds: 300,
+            min_confidence: 0.0,
+            cooldown_seconds: 0,
+            max_changed_lines: 0,
+            max_files: 0,
+            mode: FixMode::Live,
+            freeze: Vec::new(),
         }
     }
 }

@@ -40,7 +40,7 @@ mod triage;
 
 pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use error::ConfigError;
-pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, PactConfig};
+pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, FixMode, FreezeWindow, PactConfig};
 pub use forward::ForwardNatsConfig;
 pub use grouping::{
     DEFAULT_GROUPING_WINDOW_SECONDS, DEFAULT_MAX_NEW_INCIDENTS_PER_KEY, GroupingConfig,
@@ -350,6 +350,20 @@ impl Config {
                 "fix.max_attempts".into(),
                 None,
                 format!("{} is out of range: expected 1..=5", raw.fix.max_attempts),
+            ));
+        }
+        if !(0.0..=1.0).contains(&raw.fix.min_confidence) {
+            return Err(invalid(
+                "fix.min_confidence".into(),
+                None,
+                format!("{} is out of range: expected 0..=1", raw.fix.min_confidence),
+            ));
+        }
+        if let Err((i, key, message)) = crate::fix::guard::Freeze::compile(&raw.fix.freeze) {
+            return Err(invalid(
+                format!("fix.freeze[{i}].{key}"),
+                raw.fix.freeze.get(i).map(|w| &w.referenced),
+                message,
             ));
         }
         if !(1..=86_400).contains(&raw.fix.test_timeout_seconds) {

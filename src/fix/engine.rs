@@ -48,7 +48,15 @@ pub mod resolution {
     pub const LLM_UNAVAILABLE: &str = "llm_unavailable";
     /// The component cannot be fixed here (no repository, no paths).
     pub const NOT_FIXABLE: &str = "not_fixable";
+    /// Every proposal was refused by a guardrail (`fix.min_confidence`, `fix.max_files`,
+    /// `fix.max_changed_lines`).
+    pub const GUARDRAIL_REFUSED: &str = "guardrail_refused";
+    /// `fix.mode: shadow`: the fix was proven and recorded, nothing was kept.
+    pub const SHADOW: &str = "shadow_fix_proven";
 }
+
+/// How a debrief of a proposal refused by a guardrail starts.
+const REFUSED: &str = "refused by fix.";
 
 /// What the fixer needs besides the LLM.
 #[derive(Debug, Clone)]
@@ -88,6 +96,12 @@ impl<L: Llm> Fixer<L> {
     /// A fixer calling `llm`.
     pub fn new(llm: L, env: FixerEnv) -> Fixer<L> {
         Fixer { llm, env }
+    }
+
+    /// The guardrails that hold jobs back before they start (`fix.freeze`,
+    /// `fix.cooldown_seconds`, the pause switch in the state directory).
+    pub fn guards(&self) -> super::guard::Guards {
+        super::guard::Guards::new(&self.env.config.fix, &self.env.config.state_dir)
     }
 
     /// Names where fix `fix` of `entry` will work — its branch and repository — before it
@@ -227,8 +241,14 @@ impl<L: Llm> Fixer<L> {
             .map(|d| format!("attempt {}: {}", d.attempt, d.failure))
             .collect::<Vec<_>>()
             .join("; ");
+        let refused = debriefs
+            .iter()
+            .filter(|d| d.failure.starts_with(REFUSED))
+            .count();
         let r = if llm_errors == config.fix.max_attempts {
             resolution::LLM_UNAVAILABLE
+        } else if refused == debriefs.len() && refused > 0 {
+            resolution::GUARDRAIL_REFUSED
         } else {
             resolution::FIX_FAILED
         };
@@ -329,6 +349,25 @@ impl<L: Llm> Fixer<L> {
                 );
             }
         }
+        // The guardrails on the proposal itself, before any test runs. Whole-file writes are
+        // measured against the file as the fix started (the gathered artifacts).
+        let edits: Vec<&super::worktree::Edit> =
+            proposal.reproducer.iter().chain(&proposal.fix).collect();
+        let before = |p: &Path| {
+            let p = p.to_string_lossy();
+            art.sources
+                .iter()
+                .chain(&art.tests)
+                .find(|(path, _)| *path == p)
+                .map(|(_, text)| text.clone())
+        };
+        if let Err(r) =
+            super::guard::check_proposal(&edits, proposal.confidence, &config.fix, before)
+        {
+            let msg = format!("{REFUSED}{}: {} (no test was run)", r.guardrail, r.reason);
+            fix.refusals.push(r);
+            return failed(msg, String::new());
+        }
         let Some(mut tree) = wt.take() else {
             return Attempt::Stop(resolution::FIX_FAILED, "worktree lost".into());
         };
@@ -376,7 +415,14 @@ impl<L: Llm> Fixer<L> {
             .as_deref()
             .map(|text| super::contract::tighten(text, layout.contract.as_deref()));
         let mut contract_files: Option<PathBuf> = None;
+        let shadow = config.fix.mode == crate::config::FixMode::Shadow;
         match contract {
+            // Shadow mode pushes nothing anywhere, Pact included; the document is recorded.
+            Some(Ok(doc)) if shadow => {
+                fix.contract_changed = true;
+                fix.contract_change = doc;
+                fix.contract_push = "not pushed: fix.mode is shadow".into();
+            }
             Some(Ok(doc)) => {
                 fix.contract_changed = true;
                 fix.contract_change = doc.clone();
@@ -436,6 +482,19 @@ impl<L: Llm> Fixer<L> {
         let root = layout.root.clone();
         let branch = fix.branch.clone();
         drop_worktree(Some(wt)).await;
+        if shadow {
+            // Proven and recorded (sources, reproducer, test output, commit id); the branch
+            // goes, so nothing of it is left to merge or push.
+            fix.shadow = true;
+            fix.status = FixStatus::Success;
+            let deleted = blocking(move || super::worktree::delete_branch(&root, &branch)).await;
+            match deleted {
+                Ok(Ok(())) => fix.branch.clear(),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete the shadow fix's branch"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete the shadow fix's branch"),
+            }
+            return Ok(resolution::SHADOW.to_string());
+        }
         if config.fix.require_approval {
             fix.status = FixStatus::AwaitingApproval;
             return Ok(resolution::AWAITING_APPROVAL.to_string());

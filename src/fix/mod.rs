@@ -29,6 +29,7 @@ pub mod engine;
 #[cfg(all(feature = "daemon", any(test, feature = "test-util")))]
 #[doc(hidden)]
 pub mod fake_llm;
+pub mod guard;
 #[cfg(all(unix, feature = "daemon"))]
 pub mod layout;
 #[cfg(feature = "daemon")]

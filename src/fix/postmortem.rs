@@ -130,7 +130,21 @@ pub fn render(r: &Record) -> String {
         } else {
             format!(" (fix `{}`)", e.fix_id)
         };
-        let _ = writeln!(md, "- {} {}{fix}", e.at, e.kind.as_str().replace('_', " "));
+        // A guardrail's refusal says which and why: that is what a reader needs from it.
+        let why = match (
+            e.kind,
+            e.data["guardrail"].as_str(),
+            e.data["reason"].as_str(),
+        ) {
+            (EventKind::FixRefused, Some(g), Some(r)) => format!(" by `{g}`: {}", one_line(r, 300)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "- {} {}{fix}{why}",
+            e.at,
+            e.kind.as_str().replace('_', " ")
+        );
     }
     let _ = writeln!(md, "- {} last seen\n", i.last_seen);
     let _ = writeln!(md, "## Root cause\n");

@@ -277,19 +277,20 @@ pub fn fix_tool() -> super::llm::ToolSpec {
         input_schema: json!({
             "type": "object",
             "additionalProperties": false,
-            "required": ["reproducer_edits", "fix_edits", "contract_change", "explanation"],
+            "required": ["reproducer_edits", "fix_edits", "contract_change", "explanation", "confidence"],
             "properties": {
                 "reproducer_edits": {"type": "array", "items": edit.clone()},
                 "fix_edits": {"type": "array", "items": edit},
                 "contract_change": {"type": ["string", "null"], "description": "The complete tightened contract JSON document, or null"},
-                "explanation": {"type": "string"}
+                "explanation": {"type": "string"},
+                "confidence": {"type": ["number", "null"], "description": "How sure you are, from 0 to 1, that the fix addresses the root cause without side effects"}
             }
         }),
     }
 }
 
 /// A parsed answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Proposal {
     /// Test edits that must make the tests fail.
     pub reproducer: Vec<Edit>,
@@ -299,6 +300,8 @@ pub struct Proposal {
     pub contract_change: Option<String>,
     /// The model's explanation.
     pub explanation: String,
+    /// The model's own confidence in the fix (0..=1), when it gave one.
+    pub confidence: Option<f64>,
 }
 
 /// Reads the tool's answer.
@@ -342,6 +345,13 @@ pub fn parse_proposal(v: &Value) -> Result<Proposal, String> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
+        // Out-of-range values are clamped rather than refused: the test proof decides, the
+        // confidence only adds a floor (`fix.min_confidence`).
+        confidence: v
+            .get("confidence")
+            .and_then(Value::as_f64)
+            .filter(|c| c.is_finite())
+            .map(|c| c.clamp(0.0, 1.0)),
     })
 }
 

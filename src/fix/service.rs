@@ -19,6 +19,7 @@ use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
 use super::engine::Fixer;
+use super::guard::{Guards, Refusal};
 use super::llm::Llm;
 use crate::aggregate::LineAggregator;
 use crate::attribute::LiveRules;
@@ -39,6 +40,7 @@ pub struct FixHandle {
     rules: Arc<LiveRules>,
     wake: Arc<Notify>,
     done: watch::Receiver<u64>,
+    guards: Arc<Guards>,
 }
 
 /// Why a fix could not be asked for.
@@ -78,6 +80,16 @@ impl FixHandle {
         request_fix(&self.store, &self.rules, pact_key, text, Timestamp::now()).inspect(|_| {
             self.wake.notify_one();
         })
+    }
+
+    /// The kill switch (`POST /fixes/pause`, `/resume`): held jobs start when it is released.
+    pub fn pause_switch(&self) -> &super::guard::PauseSwitch {
+        self.guards.pause_switch()
+    }
+
+    /// Wakes the fixer (after `resume`: held jobs start now, not at the next poll).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Waits until fix `id` has ended (success, failure or awaiting approval), or `timeout`.
@@ -191,6 +203,10 @@ pub struct FixService<L> {
     done: watch::Sender<u64>,
     active: Arc<Mutex<HashSet<String>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    guards: Arc<Guards>,
+    /// Holds already recorded: (job seq, guardrail) — a job held for an hour is one
+    /// `fix_refused` event, not one per poll.
+    announced: Mutex<HashSet<(u64, String)>>,
 }
 
 impl<L> std::fmt::Debug for FixService<L> {
@@ -252,7 +268,18 @@ impl<L: Llm + 'static> FixService<L> {
         fixer: Fixer<L>,
         max_concurrent: usize,
     ) -> FixService<L> {
+        let guards = Arc::new(fixer.guards());
+        // The cooldown survives a restart: it starts from the fixes already on record.
+        if let Ok(fixes) = store.fixes(1000) {
+            for f in fixes {
+                if let Some(at) = f.completed_at {
+                    guards.ended(&f.component_id, at);
+                }
+            }
+        }
         FixService {
+            guards,
+            announced: Mutex::new(HashSet::new()),
             store,
             rules,
             fixer: Arc::new(fixer),
@@ -270,6 +297,9 @@ impl<L: Llm + 'static> FixService<L> {
         for s in ["success", "failure", "awaiting_approval"] {
             metrics.fixes.with_label_values(&[s]);
         }
+        for g in super::guard::guardrail::ALL {
+            metrics.fix_refusals.with_label_values(&[g]);
+        }
         self.metrics = Some(metrics);
         self
     }
@@ -281,6 +311,7 @@ impl<L: Llm + 'static> FixService<L> {
             rules: self.rules.clone(),
             wake: self.wake.clone(),
             done: self.done.subscribe(),
+            guards: self.guards.clone(),
         }
     }
 
@@ -345,9 +376,48 @@ impl<L: Llm + 'static> FixService<L> {
         Ok(())
     }
 
+    /// Why `job` may not start now (recorded on its incident the first time), or None.
+    fn held(&self, job: &crate::store::FixJob) -> Result<Option<Refusal>, StoreError> {
+        let hold = match self.flaky(job)? {
+            Some(r) => Some(r),
+            None => self.guards.hold(&job.component_id, Timestamp::now()),
+        };
+        if let Some(m) = &self.metrics {
+            m.fixes_paused
+                .set(i64::from(self.guards.pause_switch().state().paused));
+        }
+        let Some(r) = hold else {
+            return Ok(None);
+        };
+        let first = self
+            .announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((job.seq, r.guardrail.clone()));
+        if first {
+            tracing::info!(incident = %job.incident_id, guardrail = %r.guardrail, reason = %r.reason, "fix held");
+            let mut txn = self.store.begin_write()?;
+            txn.emit(refusal_event(job, &job.fix_id, &r, true), Timestamp::now())?;
+            txn.commit()?;
+            if let Some(m) = &self.metrics {
+                m.fix_refusals.with_label_values(&[&r.guardrail]).inc();
+            }
+        }
+        Ok(Some(r))
+    }
+
+    /// A flaky CI failure never goes to the fixer: its job ends at once, refused.
+    fn flaky(&self, job: &crate::store::FixJob) -> Result<Option<Refusal>, StoreError> {
+        let _ = job;
+        Ok(None)
+    }
+
     fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> Result<(), StoreError> {
         let jobs = self.store.open_jobs()?;
         for job in jobs.into_iter().filter(|j| j.state == JobState::Queued) {
+            if self.held(&job)?.is_some() {
+                continue;
+            }
             {
                 let mut active = self
                     .active
@@ -389,7 +459,10 @@ impl<L: Llm + 'static> FixService<L> {
             .into_iter()
             .find(|j| j.fix_id == fix_id && j.state == JobState::Queued);
         if let Some(job) = job {
-            self.run_job(job).await?;
+            // Held (paused, frozen, cooling down): recorded, and left queued for the daemon.
+            if self.held(&job)?.is_none() {
+                self.run_job(job).await?;
+            }
         }
         self.store.fix(fix_id)
     }
@@ -413,7 +486,7 @@ impl<L: Llm + 'static> FixService<L> {
             .store
             .fixes_of(&incident.id)?
             .iter()
-            .filter(|f| f.status == FixStatus::Success)
+            .filter(|f| f.status == FixStatus::Success && !f.shadow)
             .count() as u32;
         let entry = self
             .rules
@@ -459,11 +532,40 @@ impl<L: Llm + 'static> FixService<L> {
             m.fixes.with_label_values(&[fix.status.as_str()]).inc();
             m.fix_seconds.observe(fix.duration_ms as f64 / 1000.0);
             m.llm_spend_usd.inc_by(fix.spend_usd);
+            for r in &fix.refusals {
+                m.fix_refusals.with_label_values(&[&r.guardrail]).inc();
+            }
         }
+        self.guards.ended(
+            &fix.component_id,
+            fix.completed_at.unwrap_or_else(Timestamp::now),
+        );
+        let now = Timestamp::now();
         let mut txn = self.store.begin_write()?;
-        txn.finish_fix(Some(job.seq), &fix, &resolution, Timestamp::now())?;
+        // The proposals the guardrails refused, on the incident's timeline before the end.
+        for r in &fix.refusals {
+            txn.emit(refusal_event(&job, &fix.id, r, false), now)?;
+        }
+        txn.finish_fix(Some(job.seq), &fix, &resolution, now)?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// The `fix_refused` event of refusal `r` of `job` (`held`: the job waits, else the
+/// proposal was refused).
+fn refusal_event(
+    job: &crate::store::FixJob,
+    fix_id: &str,
+    r: &Refusal,
+    held: bool,
+) -> crate::store::NewEvent {
+    crate::store::NewEvent {
+        kind: crate::store::EventKind::FixRefused,
+        incident_id: job.incident_id.clone(),
+        fix_id: fix_id.to_string(),
+        component_id: job.component_id.clone(),
+        data: serde_json::json!({"guardrail": r.guardrail, "reason": r.reason, "held": held}),
     }
 }
 

@@ -10,6 +10,7 @@
 //! Without the `daemon` feature only the pure webhook body decoder
 //! ([`webhook::decode`]) is built (the fuzz targets use it).
 
+pub mod ci;
 #[cfg(feature = "daemon")]
 pub mod cloudwatch;
 #[cfg(feature = "daemon")]

@@ -52,6 +52,8 @@ pub enum EventKind {
     FixCompleted,
     /// A fix attempt ended without a proven fix.
     FixFailed,
+    /// A guardrail refused or held back a fix (data: `guardrail`, `reason`).
+    FixRefused,
 }
 
 impl EventKind {
@@ -66,11 +68,12 @@ impl EventKind {
             EventKind::FixStarted => "fix_started",
             EventKind::FixCompleted => "fix_completed",
             EventKind::FixFailed => "fix_failed",
+            EventKind::FixRefused => "fix_refused",
         }
     }
 
     /// Every kind.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::IncidentDetected,
         EventKind::IncidentUpdated,
         EventKind::IncidentEscalated,
@@ -79,6 +82,7 @@ impl EventKind {
         EventKind::FixStarted,
         EventKind::FixCompleted,
         EventKind::FixFailed,
+        EventKind::FixRefused,
     ];
 }
 

@@ -130,6 +130,33 @@ pub struct FixResult {
     pub generation: u32,
     /// Asked for by hand (`sentinel fix`, `POST /fix`), not by the threshold.
     pub manual: bool,
+    /// Run in `fix.mode: shadow`: proven or not, nothing was kept, merged or pushed.
+    pub shadow: bool,
+    /// The guardrails that refused a proposal of this fix, in order.
+    pub refusals: Vec<Refusal>,
+}
+
+/// A guardrail's refusal (`fix.min_confidence`, `fix.max_files`, a freeze window, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// Which guardrail: `paused`, `freeze`, `cooldown`, `min_confidence`,
+    /// `max_changed_lines`, `max_files`, `flaky`.
+    pub guardrail: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal by `guardrail`.
+    pub fn new(guardrail: &str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            guardrail: guardrail.to_string(),
+            reason: reason.into(),
+        }
+    }
 }
 
 impl FixResult {
@@ -548,6 +575,10 @@ impl StoreTxn<'_> {
         }
         if let Some(mut inc) = self.incident(&fix.incident_id)? {
             let (status, event) = match fix.status {
+                // Shadow mode proved a fix but kept nothing: a person still has to act.
+                FixStatus::Success if fix.shadow => {
+                    (IncidentStatus::Escalated, EventKind::IncidentEscalated)
+                }
                 FixStatus::Success => (IncidentStatus::Resolved, EventKind::IncidentResolved),
                 FixStatus::AwaitingApproval => {
                     (IncidentStatus::Verifying, EventKind::IncidentUpdated)

@@ -85,7 +85,7 @@ pub use crate::fix::policy::FixPolicy;
 pub use codec::DecodeError;
 pub use counts::IncidentTallies;
 pub use events::{Event, EventHook, EventKind, NewEvent};
-pub use fixes::{FixResult, FixStatus};
+pub use fixes::{FixResult, FixStatus, Refusal};
 pub use guard::CardinalityGuard;
 pub use health::{Degraded, Health};
 pub use incident::{Incident, IncidentStatus, Overflow, SAMPLE_MAX_BYTES};

@@ -674,6 +674,8 @@ fn openapi_lists_every_route() {
         "/events",
         "/fix",
         "/fixes",
+        "/fixes/pause",
+        "/fixes/resume",
         "/fixes/{id}",
         "/fixes/{id}/approve",
         "/fixes/{id}/reject",
@@ -694,7 +696,15 @@ fn openapi_lists_every_route() {
     assert_eq!(paths, served.into_iter().collect(), "{v}");
     // Every listed GET route answers (not the fallback's 404).
     for p in served.iter().filter(|p| {
-        !["/register", "/events", "/fix", "/triage"].contains(p)
+        ![
+            "/register",
+            "/events",
+            "/fix",
+            "/triage",
+            "/fixes/pause",
+            "/fixes/resume",
+        ]
+        .contains(p)
             && !p.ends_with("/approve")
             && !p.ends_with("/reject")
     }) {

@@ -141,7 +141,8 @@ pub(crate) fn answer(reproducer: Value, fix: Value, contract: Value) -> Reply {
             "reproducer_edits": [reproducer],
             "fix_edits": [fix],
             "contract_change": contract,
-            "explanation": "A token with fewer than three parts must be rejected as malformed."
+            "explanation": "A token with fewer than three parts must be rejected as malformed.",
+            "confidence": 0.9
         }),
         Usage {
             input_tokens: 1200,
@@ -570,7 +571,7 @@ fn fifty_distinct_errors_make_fifty_fixes_never_more_than_two_at_once() {
         Route::Anthropic,
         Reply::anthropic_tool(
             "propose_fix",
-            json!({"reproducer_edits": [], "fix_edits": [], "contract_change": null, "explanation": ""}),
+            json!({"reproducer_edits": [], "fix_edits": [], "contract_change": null, "explanation": "", "confidence": null}),
             Usage::default(),
         )
         .after(Duration::from_millis(150)),
@@ -1079,7 +1080,8 @@ fn a_rust_component_is_fixed_and_proven_with_cargo_test() {
                     None,
                 )],
                 "contract_change": null,
-                "explanation": "A token without an expiry is malformed."
+                "explanation": "A token without an expiry is malformed.",
+                "confidence": 0.9
             }),
             Usage::default(),
         ),

@@ -9,6 +9,7 @@ mod dashboard;
 mod descriptors;
 mod faults;
 mod fix_e2e;
+mod fix_guardrails;
 mod fixer;
 mod ground_truth;
 mod harness;
