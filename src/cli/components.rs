@@ -445,6 +445,17 @@ triage:
   enabled: true
   max_per_hour: 30
 
+# What the store forgets, and when it is compacted (`sentinel gc` applies it by hand).
+retention:
+  incidents_days: 90                # resolved/escalated incidents not seen for this long (0: keep)
+  fixes_days: 90                    # ended fixes and their reports
+  events_days: 30                   # the event log by age (also capped at 100,000 events)
+  interval_seconds: 3600            # how often the daemon applies it
+  rows_per_transaction: 500         # small transactions: ingest never waits long
+  compact_free_percent: 25          # compact when this share of the file is free
+  # compact_window: "02:00-05:00"   # UTC; the daemon compacts only inside it, when idle
+  compact_idle_seconds: 60
+
 # Spending caps in USD over the durable spend log.
 budget:
   per_incident_cap: 5.0
@@ -530,5 +541,7 @@ mod tests {
         assert_eq!(c.pact_key_pattern, d.pact_key_pattern);
         assert!(c.sources.is_empty() && !c.auto_remediate);
         assert_eq!(c.state_dir, d.state_dir);
+        assert_eq!(format!("{:?}", c.retention), format!("{:?}", d.retention));
+        assert_eq!(c.triage, d.triage);
     }
 }
