@@ -199,10 +199,15 @@ fn write_fix(out: &mut impl Write, f: &FixResult) -> std::io::Result<()> {
     if !f.error.is_empty() {
         writeln!(out, "why        {}", f.error)?;
     }
-    for (path, text) in &f.fixed_source {
-        writeln!(out, "\n--- fixed {path}\n{text}")?;
+    if f.diff.is_empty() {
+        // Fixes recorded before diffs were kept: the fixed files whole.
+        for (path, text) in &f.fixed_source {
+            writeln!(out, "\n--- fixed {path}\n{text}")?;
+        }
+    } else {
+        writeln!(out, "\n--- change (unified diff)\n{}", f.diff.trim_end())?;
     }
-    if !f.reproducer_test.is_empty() {
+    if !f.reproducer_test.is_empty() && f.diff.is_empty() {
         writeln!(out, "\n--- reproducer\n{}", f.reproducer_test)?;
     }
     if !f.test_output_tail.is_empty() {

@@ -451,6 +451,8 @@ struct Row {
 struct ListPage {
     rows: Vec<Row>,
     next: Option<String>,
+    /// Set when a text search stopped at its budget: how many incidents it examined.
+    searched: Option<usize>,
 }
 
 fn store_filter(q: &ListQuery) -> crate::store::IncidentFilter {
@@ -481,21 +483,42 @@ fn text_matches(inc: &crate::store::Incident, text: &str) -> bool {
     .any(|f| f.to_lowercase().contains(&t))
 }
 
+/// Incidents a text search examines for one page before it answers with what it found and a
+/// cursor to search on: a rare word in a million incidents never holds a request for long.
+pub const TEXT_SCAN_BUDGET: usize = 50_000;
+
+/// The deepest row the non-recency orders page to: they keep the best `offset + limit` rows
+/// while reading every matching incident (memory bounded by this, not by the store).
+pub const MAX_SORTED_ROWS: usize = 10_000;
+
 /// Reads one page of the list (on the blocking pool).
 fn list_page(
     store: &crate::store::Store,
     q: &ListQuery,
     now: Timestamp,
 ) -> Result<ListPage, StoreError> {
+    list_page_within(store, q, now, TEXT_SCAN_BUDGET)
+}
+
+/// [`list_page`] with a text search examining at most about `budget` incidents.
+fn list_page_within(
+    store: &crate::store::Store,
+    q: &ListQuery,
+    now: Timestamp,
+    budget: usize,
+) -> Result<ListPage, StoreError> {
     let filter = store_filter(q);
     let text = q.text.as_deref();
+    let mut searched = None;
     let (incs, next) = if q.sort == Sort::LastSeen {
         // Walk the recency index from the cursor (a key: stable while incidents arrive).
         let mut before = q.cursor.as_deref().and_then(decode_key);
         let mut out = Vec::new();
         let mut next = None;
+        let mut examined = 0usize;
         loop {
             let (page, more) = store.incidents_page(&filter, None, before, 256)?;
+            examined += page.len();
             for inc in page {
                 if text.is_none_or(|t| text_matches(&inc, t)) {
                     out.push(inc);
@@ -511,47 +534,19 @@ fn list_page(
                 break;
             }
             match more {
+                Some(k) if text.is_some() && examined >= budget => {
+                    // Out of budget: answer with what matched so far and where to go on.
+                    searched = Some(examined);
+                    next = Some(encode_key(k));
+                    break;
+                }
                 Some(k) => before = Some(k),
                 None => break,
             }
         }
         (out, next)
     } else {
-        // Any other order: every matching incident, sorted, paged by offset.
-        let mut all = Vec::new();
-        store.for_each_incident(|inc| {
-            if filter.matches(&inc) && text.is_none_or(|t| text_matches(&inc, t)) {
-                all.push(inc);
-            }
-        })?;
-        let offset: usize = q
-            .cursor
-            .as_deref()
-            .and_then(|c| c.strip_prefix('o'))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let window = if q.sort == Sort::Window {
-            window_counts(store, &all, q.window, now)?
-        } else {
-            Vec::new()
-        };
-        let mut idx: Vec<usize> = (0..all.len()).collect();
-        match q.sort {
-            Sort::Window => idx.sort_by_key(|&i| std::cmp::Reverse(window[i])),
-            Sort::Count => idx.sort_by_key(|&i| std::cmp::Reverse(all[i].count)),
-            Sort::FirstSeen => idx.sort_by_key(|&i| std::cmp::Reverse(all[i].first_seen)),
-            Sort::Severity => idx.sort_by_key(|&i| std::cmp::Reverse(all[i].severity)),
-            Sort::LastSeen => {}
-        }
-        let more = idx.len() > offset + q.limit;
-        let mut slots: Vec<Option<crate::store::Incident>> = all.into_iter().map(Some).collect();
-        let page = idx
-            .iter()
-            .skip(offset)
-            .take(q.limit)
-            .filter_map(|&i| slots[i].take())
-            .collect();
-        (page, more.then(|| format!("o{}", offset + q.limit)))
+        sorted_page(store, &filter, q, text, now)?
     };
     let in_window = window_counts(store, &incs, q.window, now)?;
     let fps: Vec<_> = incs.iter().map(|i| i.fingerprint).collect();
@@ -577,7 +572,96 @@ fn list_page(
             }
         })
         .collect();
-    Ok(ListPage { rows, next })
+    Ok(ListPage {
+        rows,
+        next,
+        searched,
+    })
+}
+
+/// A page in an order other than recency: every matching incident is read (in chunks) and
+/// only the best `offset + limit` are kept, as (order key, fingerprint, id); the page's
+/// incidents are then read back by id. Paged by offset, up to [`MAX_SORTED_ROWS`].
+fn sorted_page(
+    store: &crate::store::Store,
+    filter: &crate::store::IncidentFilter,
+    q: &ListQuery,
+    text: Option<&str>,
+    now: Timestamp,
+) -> Result<(Vec<crate::store::Incident>, Option<String>), StoreError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let offset: usize = q
+        .cursor
+        .as_deref()
+        .and_then(|c| c.strip_prefix('o'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+        .min(MAX_SORTED_ROWS);
+    let keep = offset + q.limit;
+    // A min-heap of the best `keep` rows so far (the worst on top): larger key first, then
+    // the newer fingerprint order for ties, so pages are stable.
+    let mut best: BinaryHeap<Reverse<(u64, u64, String)>> = BinaryHeap::new();
+    let mut matched = 0usize;
+    let mut chunk: Vec<crate::store::Incident> = Vec::new();
+    let flush = |chunk: &mut Vec<crate::store::Incident>,
+                 best: &mut BinaryHeap<Reverse<(u64, u64, String)>>|
+     -> Result<(), StoreError> {
+        let window = if q.sort == Sort::Window {
+            window_counts(store, chunk, q.window, now)?
+        } else {
+            Vec::new()
+        };
+        for (i, inc) in chunk.drain(..).enumerate() {
+            let key = match q.sort {
+                Sort::Window => window[i],
+                Sort::Count => inc.count,
+                Sort::FirstSeen => micros(inc.first_seen),
+                Sort::Severity => inc.severity as u64,
+                Sort::LastSeen => micros(inc.last_seen),
+            };
+            let row = Reverse((key, inc.fingerprint.0, inc.id));
+            if best.len() < keep {
+                best.push(row);
+            } else if best.peek().is_some_and(|worst| row < *worst) {
+                best.pop();
+                best.push(row);
+            }
+        }
+        Ok(())
+    };
+    let mut failed = None;
+    store.for_each_incident(|inc| {
+        if failed.is_some() || !filter.matches(&inc) || !text.is_none_or(|t| text_matches(&inc, t))
+        {
+            return;
+        }
+        matched += 1;
+        chunk.push(inc);
+        if chunk.len() == 1024
+            && let Err(e) = flush(&mut chunk, &mut best)
+        {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    flush(&mut chunk, &mut best)?;
+    // Best first.
+    let ordered: Vec<(u64, u64, String)> = best
+        .into_sorted_vec()
+        .into_iter()
+        .map(|Reverse(r)| r)
+        .collect();
+    let mut page = Vec::new();
+    for (_, _, id) in ordered.into_iter().skip(offset).take(q.limit) {
+        if let Some(inc) = store.incident(&id)? {
+            page.push(inc);
+        }
+    }
+    let more = matched > keep && keep < MAX_SORTED_ROWS;
+    Ok((page, more.then(|| format!("o{keep}"))))
 }
 
 /// Occurrences of each incident in `window`.
@@ -893,6 +977,8 @@ struct ComponentRow {
     active: u64,
     occurrences: u64,
     last: Option<crate::store::Incident>,
+    /// Trust events Arbiter accepted for it.
+    trust: u64,
 }
 
 async fn components(
@@ -939,27 +1025,19 @@ async fn components(
                 }
             }
         }
-        Ok(rows.into_values().collect::<Vec<_>>())
+        // Trust events Arbiter accepted, per component (counted with the sink's cursor).
+        let delivered = store.delivered_by_component("arbiter")?;
+        let trust_total = delivered.values().sum::<u64>();
+        for (component, n) in delivered {
+            if let Some(r) = rows.get_mut(&component) {
+                r.trust = n;
+            }
+        }
+        Ok((rows.into_values().collect::<Vec<_>>(), trust_total))
     })
     .await;
-    let trust: u64 = {
-        use prometheus::core::Collector;
-        d.api
-            .metrics()
-            .outbox_delivered
-            .collect()
-            .iter()
-            .flat_map(|f| f.get_metric())
-            .filter(|m| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == "sink" && l.value() == "arbiter")
-            })
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum()
-    };
     match rows {
-        Ok(rows) => pages::components(&viewer, &rows, trust).into_response(),
+        Ok((rows, trust)) => pages::components(&viewer, &rows, trust).into_response(),
         Err(r) => r.into_response(),
     }
 }
@@ -1147,6 +1225,141 @@ mod tests {
     use super::*;
     use axum::http::Request as HttpRequest;
     use tower::ServiceExt;
+
+    /// A store with `n` incidents: incident `i` seen `i + 1` times, last at second `i` (so the
+    /// newest has the highest count), its line naming `word(i)`.
+    fn list_store(
+        dir: &std::path::Path,
+        n: u64,
+        word: impl Fn(u64) -> &'static str,
+    ) -> crate::store::Store {
+        use crate::attribute::{AttributionStatus, Severity};
+        use crate::scan::Fingerprint;
+        let store = crate::store::Store::open(&dir.join("list.redb")).unwrap();
+        for i in 0..n {
+            let mut b = crate::store::IngestBatch::new();
+            let line = format!("ERROR PACT:list:get {} item {i:05}", word(i));
+            b.incidents.insert(
+                Fingerprint(1000 + i),
+                crate::store::IncidentDelta::new(
+                    Fingerprint(1000 + i),
+                    i + 1,
+                    &line,
+                    AttributionStatus::Unregistered,
+                    Severity::Medium,
+                ),
+            );
+            store
+                .apply(
+                    &b,
+                    Timestamp::from_second(1_700_000_000 + i as i64).unwrap(),
+                )
+                .unwrap();
+        }
+        store
+    }
+
+    fn query(text: Option<&str>, sort: Sort, cursor: Option<String>, limit: usize) -> ListQuery {
+        ListQuery {
+            status: None,
+            component: None,
+            severity: None,
+            text: text.map(str::to_string),
+            sort,
+            window: Window::Day,
+            cursor,
+            limit,
+        }
+    }
+
+    #[test]
+    fn a_text_search_answers_within_its_budget_and_its_cursor_finds_every_match_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three needles among 1,200 incidents, far apart in recency.
+        let store = list_store(dir.path(), 1200, |i| {
+            if [5, 600, 1190].contains(&i) {
+                "needle"
+            } else {
+                "hay"
+            }
+        });
+        let now = Timestamp::from_second(1_700_010_000).unwrap();
+        let mut found = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let p = list_page_within(
+                &store,
+                &query(Some("NEEDLE"), Sort::LastSeen, cursor, 50),
+                now,
+                300,
+            )
+            .unwrap();
+            pages += 1;
+            found.extend(p.rows.iter().map(|r| r.inc.sample.clone()));
+            if let Some(n) = p.searched {
+                // Each answer read at most the budget (plus the rest of its last page).
+                assert!((300..300 + 256).contains(&n), "{n}");
+            }
+            match p.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            assert!(pages < 20, "the search does not end");
+        }
+        // Each answer stops after the index page that passes the budget (256 a page).
+        assert_eq!(pages, 3, "1,200 incidents at 512 an answer");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].contains("01190") && found[1].contains("00600") && found[2].contains("00005")
+        );
+        // Without a text filter, pages are full and never stop early.
+        let p = list_page_within(&store, &query(None, Sort::LastSeen, None, 50), now, 300).unwrap();
+        assert_eq!((p.rows.len(), p.searched), (50, None));
+    }
+
+    #[test]
+    fn other_orders_keep_only_the_best_rows_and_page_through_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = list_store(
+            dir.path(),
+            1500,
+            |i| if i % 2 == 0 { "even" } else { "odd" },
+        );
+        let now = Timestamp::from_second(1_700_010_000).unwrap();
+        let mut counts = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = list_page_within(
+                &store,
+                &query(Some("odd"), Sort::Count, cursor, 200),
+                now,
+                300,
+            )
+            .unwrap();
+            counts.extend(p.rows.iter().map(|r| r.inc.count));
+            match p.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        // Every odd incident once, most occurrences first.
+        let expected: Vec<u64> = (0..1500u64)
+            .rev()
+            .filter(|i| i % 2 == 1)
+            .map(|i| i + 1)
+            .collect();
+        assert_eq!(counts, expected);
+        // Deep pages stop at the cap.
+        let deep = query(
+            None,
+            Sort::FirstSeen,
+            Some(format!("o{MAX_SORTED_ROWS}")),
+            50,
+        );
+        let p = list_page_within(&store, &deep, now, 300).unwrap();
+        assert!(p.next.is_none());
+    }
 
     fn app(dir: &std::path::Path, tokens: bool) -> Router {
         let store = Arc::new(crate::store::Store::open(&dir.join("s.redb")).unwrap());

@@ -147,12 +147,9 @@ pub(super) fn overview(
     head: u64,
     now: Timestamp,
 ) -> Page {
-    let unfiltered = q.status.is_none()
-        && q.component.is_none()
-        && q.severity.is_none()
-        && q.text.is_none()
-        && q.cursor.is_none()
-        && q.sort == Sort::LastSeen;
+    // New incidents join the list live on its first page in recency order, whatever the
+    // filters: the script checks each against them (the data-filter-* attributes).
+    let live_first_page = q.cursor.is_none() && q.sort == Sort::LastSeen;
     let next_href = page.next.as_ref().map(|c| {
         let mut parts: Vec<(&str, String)> = Vec::new();
         if let Some(s) = &q.status {
@@ -249,7 +246,11 @@ pub(super) fn overview(
         div.grid {
             section.list {
                 div.scroll {
-                    table #incidents data-live=(if unfiltered { "1" } else { "0" }) {
+                    table #incidents data-live=(if live_first_page { "1" } else { "0" })
+                        data-filter-status=(q.status.as_deref().unwrap_or(""))
+                        data-filter-component=(q.component.as_deref().unwrap_or(""))
+                        data-filter-severity=(q.severity.map_or("", |s| s.as_str()))
+                        data-filter-q=(q.text.as_deref().unwrap_or("")) {
                         thead { tr {
                             th { "incident" } th { "component" } th { "severity" } th { "status" }
                             th { "in " (q.window.as_str()) } th { "total" } th { "24 h" }
@@ -275,8 +276,14 @@ pub(super) fn overview(
                         }
                     }
                 }
-                @if page.rows.is_empty() { p #empty.muted { "No incidents match." } }
-                @if let Some(href) = next_href { p { a #next href=(href) { "Next page →" } } }
+                @if let Some(n) = page.searched {
+                    p #searched.muted { "Searched " (n) " incidents; older ones were not read yet." }
+                } @else if page.rows.is_empty() {
+                    p #empty.muted { "No incidents match." }
+                }
+                @if let Some(href) = next_href {
+                    p { a #next href=(href) { @if page.searched.is_some() { "Search older incidents →" } @else { "Next page →" } } }
+                }
             }
             aside.feed {
                 h2 { "Live" }
@@ -451,8 +458,18 @@ pub(super) fn incident(
                 @if !f.reproducer_test.is_empty() {
                     details { summary { "Reproducer test" } pre { (f.reproducer_test) } }
                 }
+                @if !f.diff.is_empty() {
+                    details.change open {
+                        summary { "Change (unified diff)" }
+                        pre.diff {
+                            @for line in f.diff.lines() {
+                                span class=(diff_class(line)) { (line) } "\n"
+                            }
+                        }
+                    }
+                }
                 @for (path, text) in &f.fixed_source {
-                    details { summary { "Change: " code { (path) } } pre.diff { (text) } }
+                    details { summary { "Fixed file: " code { (path) } } pre.source { (text) } }
                 }
                 @if !f.contract_change.is_empty() {
                     details { summary { "Contract change" } pre { (f.contract_change) } }
@@ -486,15 +503,30 @@ pub(super) fn incident(
     layout(Some(viewer), &format!("Incident {}", inc.id), "", 0, body)
 }
 
+/// The CSS class of one line of a unified diff.
+fn diff_class(line: &str) -> &'static str {
+    if line.starts_with("+++") || line.starts_with("---") || line.starts_with("diff ") {
+        "d-file"
+    } else if line.starts_with("@@") {
+        "d-hunk"
+    } else if line.starts_with('+') {
+        "d-add"
+    } else if line.starts_with('-') {
+        "d-del"
+    } else {
+        "d-ctx"
+    }
+}
+
 /// The components page.
 pub(super) fn components(viewer: &Viewer, rows: &[ComponentRow], trust_sent: u64) -> Page {
     let body = html! {
         h1 { "Components" }
-        p.muted { "Trust events delivered to Arbiter (all components): " (trust_sent) }
+        p.muted { "Trust events accepted by Arbiter (all components): " span #trust-total { (trust_sent) } }
         @if rows.is_empty() { p.muted { "No component is registered (sentinel register <project>)." } }
         div.scroll {
             table #components {
-                thead { tr { th { "component" } th { "incidents" } th { "active" } th { "error lines" } th { "last error" } } }
+                thead { tr { th { "component" } th { "incidents" } th { "active" } th { "error lines" } th { "trust events" } th { "last error" } } }
                 tbody {
                     @for r in rows {
                         tr {
@@ -502,6 +534,7 @@ pub(super) fn components(viewer: &Viewer, rows: &[ComponentRow], trust_sent: u64
                             td.num { (r.incidents) }
                             td.num { (r.active) }
                             td.num { (r.occurrences) }
+                            td.num.trust { (r.trust) }
                             td {
                                 @if let Some(l) = &r.last {
                                     span.time { (time(l.last_seen)) } " "

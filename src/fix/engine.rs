@@ -468,10 +468,18 @@ impl<L: Llm> Fixer<L> {
                 wt_include(&mut wt, prefix);
             }
             let r = wt.commit(&message);
-            (r, wt)
+            // What was committed, for people to read (the dashboard, `fixes show`).
+            let diff = r.is_ok().then(|| wt.diff());
+            ((r, diff), wt)
         })
         .await
         .map_err(|e| (resolution::FIX_FAILED, e))?;
+        let (committed, diff) = committed;
+        match diff {
+            Some(Ok(d)) => fix.diff = crate::store::fixes::clip_diff(d),
+            Some(Err(e)) => tracing::warn!(error = %e, "cannot read the fix's diff"),
+            None => {}
+        }
         let commit = committed.map_err(|e| {
             (
                 resolution::FIX_FAILED,

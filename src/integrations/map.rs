@@ -70,7 +70,7 @@ fn rfc3339(t: Timestamp) -> String {
 }
 
 /// The event's component: the event's own field, else the one in its data.
-fn component(ev: &Event) -> &str {
+pub(crate) fn component(ev: &Event) -> &str {
     if ev.component_id.is_empty() {
         text(&ev.data, "component_id")
     } else {

@@ -44,6 +44,7 @@
 
 pub mod map;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -275,6 +276,7 @@ impl Outbox {
                     wake: wake.clone(),
                     stop: stop.clone(),
                     rng: seed(),
+                    delivered: BTreeMap::new(),
                 };
                 tokio::spawn(worker.run())
             })
@@ -361,6 +363,8 @@ struct Worker {
     wake: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
     rng: u64,
+    /// Events accepted since the last cursor commit, by component (committed with it).
+    delivered: BTreeMap<String, u64>,
 }
 
 /// The worker was told to stop.
@@ -464,18 +468,25 @@ impl Worker {
         }
     }
 
-    async fn commit(&self, cursor: u64, committed: &mut u64) {
+    async fn commit(&mut self, cursor: u64, committed: &mut u64) {
         if cursor == *committed {
             return;
         }
         let name = self.sink.name;
+        let delivered = std::mem::take(&mut self.delivered);
+        let counts = delivered.clone();
         match self
-            .blocking(move |s| s.set_outbox_cursor(name, cursor))
+            .blocking(move |s| s.commit_outbox(name, cursor, &counts))
             .await
         {
             Ok(()) => *committed = cursor,
             // The next delivery commits again; until then a restart repeats a few events.
-            Err(e) => tracing::warn!(sink = name, error = %e, "outbox: cannot commit the cursor"),
+            Err(e) => {
+                for (c, n) in delivered {
+                    *self.delivered.entry(c).or_default() += n;
+                }
+                tracing::warn!(sink = name, error = %e, "outbox: cannot commit the cursor");
+            }
         }
     }
 
@@ -511,6 +522,7 @@ impl Worker {
         bodies: Vec<serde_json::Value>,
     ) -> Result<(), Stopped> {
         let name = self.sink.name;
+        let mut accepted = false;
         for body in bodies {
             let mut attempt = 0u32;
             loop {
@@ -521,6 +533,7 @@ impl Worker {
                 };
                 match outcome {
                     Outcome::Accepted => {
+                        accepted = true;
                         self.metrics
                             .outbox_delivered
                             .with_label_values(&[name])
@@ -565,6 +578,10 @@ impl Worker {
                     }
                 }
             }
+        }
+        let component = map::component(ev);
+        if accepted && !component.is_empty() {
+            *self.delivered.entry(component.to_string()).or_default() += 1;
         }
         Ok(())
     }

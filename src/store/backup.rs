@@ -98,6 +98,7 @@ fn copy_all(
         EVENTS,
         INCIDENT_EVENTS,
         CURSORS,
+        DELIVERED,
         DELIVERY_LOG,
         LEGACY,
         LEGACY_BY_TIME,

@@ -12,7 +12,9 @@
 
 use redb::{ReadableTable, TableError};
 
-use super::schema::CURSORS;
+use std::collections::BTreeMap;
+
+use super::schema::{CURSORS, DELIVERED};
 use super::{Store, StoreError, StoreTxn};
 
 /// The most events the log keeps for a sink that lags behind (about 5 KiB each at worst).
@@ -58,12 +60,64 @@ impl Store {
     ///
     /// [`StoreError`] on storage errors or when the store is read-only.
     pub fn set_outbox_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.commit_outbox(sink, seq, &BTreeMap::new())
+    }
+
+    /// Sets the cursor of `sink` to `seq` and adds `delivered` (events accepted since the last
+    /// commit, by component) to the sink's per-component counts, in one transaction: the
+    /// counts move with the cursor, so a restart that repeats events repeats their counting
+    /// only as far as it repeats their delivery.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or when the store is read-only.
+    pub fn commit_outbox(
+        &self,
+        sink: &str,
+        seq: u64,
+        delivered: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
         let txn = self.begin_write()?;
         {
             let mut t = txn.txn.open_table(CURSORS).map_err(self.storage())?;
             t.insert(sink, seq).map_err(self.storage())?;
         }
+        if !delivered.is_empty() {
+            let mut t = txn.txn.open_table(DELIVERED).map_err(self.storage())?;
+            for (component, n) in delivered {
+                let before = t
+                    .get((sink, component.as_str()))
+                    .map_err(self.storage())?
+                    .map_or(0, |v| v.value());
+                t.insert((sink, component.as_str()), before.saturating_add(*n))
+                    .map_err(self.storage())?;
+            }
+        }
         txn.commit()
+    }
+
+    /// Events `sink` accepted, by component (components with none are absent).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn delivered_by_component(&self, sink: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(DELIVERED) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = BTreeMap::new();
+        for row in t.range((sink, "")..).map_err(self.storage())? {
+            let (k, v) = row.map_err(self.storage())?;
+            let (s, component) = k.value();
+            if s != sink {
+                break;
+            }
+            out.insert(component.to_string(), v.value());
+        }
+        Ok(out)
     }
 
     /// Forgets the cursors of every sink not in `keep` (sinks no longer configured, so that
@@ -129,6 +183,7 @@ impl StoreTxn<'_> {
 #[cfg(test)]
 mod tests {
     use crate::store::{EventKind, NewEvent, Store};
+    use std::collections::BTreeMap;
 
     fn emit(store: &Store, n: usize) {
         let mut txn = store.begin_write().unwrap();
@@ -171,6 +226,41 @@ mod tests {
         assert_eq!(
             txn.events_keep_from(super::EVENTS_HARD_CAP + 100).unwrap(),
             100
+        );
+    }
+
+    #[test]
+    fn delivered_counts_move_with_the_cursor_per_sink_and_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        assert!(store.delivered_by_component("arbiter").unwrap().is_empty());
+        let batch = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(c, n)| (c.to_string(), *n))
+                .collect::<BTreeMap<_, _>>()
+        };
+        store
+            .commit_outbox("arbiter", 2, &batch(&[("auth", 1), ("billing", 1)]))
+            .unwrap();
+        store
+            .commit_outbox("arbiter", 3, &batch(&[("auth", 1)]))
+            .unwrap();
+        store
+            .commit_outbox("arbitrary", 9, &batch(&[("auth", 5)]))
+            .unwrap();
+        store.set_outbox_cursor("arbiter", 4).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.outbox_cursor("arbiter").unwrap(), Some(4));
+        assert_eq!(
+            store.delivered_by_component("arbiter").unwrap(),
+            batch(&[("auth", 2), ("billing", 1)])
+        );
+        assert_eq!(
+            store.delivered_by_component("arbitrary").unwrap(),
+            batch(&[("auth", 5)])
         );
     }
 }

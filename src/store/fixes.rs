@@ -134,6 +134,28 @@ pub struct FixResult {
     pub shadow: bool,
     /// The guardrails that refused a proposal of this fix, in order.
     pub refusals: Vec<Refusal>,
+    /// The committed change as a unified diff against the commit it was made from (`git
+    /// diff`, fixed source, reproducer and contract together), cut at [`MAX_DIFF_BYTES`].
+    pub diff: String,
+}
+
+/// The most of a fix's diff kept with it.
+pub const MAX_DIFF_BYTES: usize = 256 << 10;
+
+/// `diff` cut at [`MAX_DIFF_BYTES`] (at a line's end), saying so when it was cut.
+pub fn clip_diff(mut diff: String) -> String {
+    if diff.len() <= MAX_DIFF_BYTES {
+        return diff;
+    }
+    let mut end = MAX_DIFF_BYTES;
+    while !diff.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = diff[..end].rfind('\n').map_or(end, |i| i + 1);
+    let cut = diff.len() - end;
+    diff.truncate(end);
+    diff.push_str(&format!("[… {cut} more bytes of the diff not kept]\n"));
+    diff
 }
 
 /// A guardrail's refusal (`fix.min_confidence`, `fix.max_files`, a freeze window, …).

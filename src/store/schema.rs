@@ -44,6 +44,10 @@ pub(crate) const INCIDENT_EVENTS: TableDefinition<(&str, u64), ()> =
 
 /// `outbox_cursors`: sink name → newest event sequence number delivered (or skipped).
 pub(crate) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("outbox_cursors");
+/// Events each sink accepted, by component: (sink, component) → count; written with the
+/// sink's cursor, so the figure moves with the cursor.
+pub(crate) const DELIVERED: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("outbox_delivered");
 
 /// (recorded at µs, ingest-log seq) → hashes, 8 bytes each, little-endian.
 pub(crate) const DELIVERY_LOG: TableDefinition<(u64, u64), &[u8]> =

@@ -193,6 +193,27 @@ fn a_new_incident_appears_in_the_list_and_the_live_feed_without_a_reload() {
         (r.status().as_u16(), ())
     };
     assert_eq!(st, 200);
+    // A filtered list stays live too: a new incident joins it only if it matches the filter.
+    b.goto(&format!("{}/?q=declined", base(&info)));
+    b.wait_js(
+        Duration::from_secs(5),
+        "return document.getElementById('live-status').textContent === 'live';",
+    )
+    .expect("the live feed connects");
+    append(
+        &log,
+        "ERROR PACT:shipping:label printer jammed on dock 4
+         ERROR PACT:billing:refund card declined twice for order 77
+",
+    );
+    b.wait_js(
+        Duration::from_secs(5),
+        "const t = Array.from(document.querySelectorAll('#feed tbody tr')).map(r => r.textContent);         return (t.some(x => x.includes('incident_detected') && x.includes('shipping'))           && t.some(x => x.includes('incident_detected') && x.includes('refund'))) || null;",
+    )
+    .expect("both new incidents in the live feed");
+    let rows = b.js(ROWS).as_str().unwrap().to_string();
+    assert!(rows.contains("refund card declined"), "{rows}");
+    assert!(!rows.contains("printer jammed"), "{rows}");
     // The screenshot of the README, from this very run (a fresh load shows the sparklines).
     b.goto(&base(&info));
     b.wait_js(
@@ -202,7 +223,7 @@ fn a_new_incident_appears_in_the_list_and_the_live_feed_without_a_reload() {
     .expect("the live feed connects");
     assert_eq!(
         b.js("return document.getElementById('total').textContent;"),
-        "5",
+        "7",
         "the totals of a small store are up to date"
     );
     let png = b.screenshot();

@@ -207,6 +207,14 @@ fn shadow_mode_proves_and_records_a_fix_and_keeps_nothing() {
             .contains("malformed token")
     );
     assert!(!fix["git_fix_ref"].as_str().unwrap().is_empty());
+    // The committed change, as a unified diff against the user's commit.
+    let diff = fix["diff"].as_str().unwrap();
+    assert!(diff.contains(&format!("+++ b/{SOURCE}")), "{diff}");
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with('+') && l.contains("malformed token")),
+        "{diff}"
+    );
     // Nothing is kept: no branch, the user's branch not moved.
     assert_eq!(fix["branch"], "", "{fix:#}");
     assert_eq!(fix["merged"], false);

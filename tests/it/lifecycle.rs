@@ -461,3 +461,113 @@ fn a_backup_taken_during_a_webhook_flood_is_consistent_readable_and_restores() {
         backup.recent_incidents(usize::MAX).unwrap()
     );
 }
+
+/// `retention.compact_window` as `"HH:MM-HH:MM"`, starting `from` minutes after now (UTC) and
+/// lasting `len` minutes (wrapping past midnight as the config allows).
+fn window_from_now(from: i64, len: i64) -> String {
+    let now = Timestamp::now().as_second().rem_euclid(DAY) / MINUTE;
+    let hm = |m: i64| {
+        let m = m.rem_euclid(1440);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    format!("{}-{}", hm(now + from), hm(now + from + len))
+}
+
+/// `/status`'s `storage` object.
+fn storage(c: &reqwest::blocking::Client, info: &crate::harness::DaemonInfo) -> Option<Value> {
+    let status: Value = c.get(info.api_url("/status")).send().ok()?.json().ok()?;
+    Some(status["storage"].clone())
+}
+
+#[test]
+fn the_daemon_compacts_only_inside_its_window_and_keeps_ingesting() {
+    const OLD: u64 = 5_000;
+    let config = |window: &str| {
+        format!(
+            "state_dir: state\napi:\n  listen: 127.0.0.1:0\nretention:\n  incidents_days: 30\n  \
+             interval_seconds: 1\n  compact_window: \"{window}\"\n  compact_idle_seconds: 1\n  \
+             compact_free_percent: 25\nsources:\n  - type: webhook\n    name: hook\n    port: 0\n"
+        )
+    };
+    // Outside the window: retention empties most of the file, but nothing compacts it.
+    let ws = Workspace::with_config(&config(&window_from_now(120, 60)));
+    let redb = ws.path().join("state/sentinel.redb");
+    {
+        std::fs::create_dir_all(ws.path().join("state")).unwrap();
+        let store = Store::open(&redb).unwrap();
+        let mut expect = BTreeMap::new();
+        let old = at(Timestamp::now(), -100 * DAY);
+        for chunk in (1..=OLD).collect::<Vec<_>>().chunks(1_000) {
+            store.apply(&batch(chunk, &mut expect), old).unwrap();
+        }
+    }
+    let full = std::fs::metadata(&redb).unwrap().len();
+    let c = http();
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    let first = eventually(Duration::from_secs(120), || {
+        let s = storage(&c, &info)?;
+        (s["incidents_removed_total"] == OLD).then(|| s["last_retention"]["at"].clone())
+    })
+    .unwrap_or_else(|| panic!("no retention run:\n{}", d.log_text()));
+    // Two more retention runs, each followed by the compaction check of the same tick.
+    let mut seen = first;
+    for _ in 0..2 {
+        seen = eventually(Duration::from_secs(20), || {
+            let at = storage(&c, &info)?["last_retention"]["at"].clone();
+            (at != seen).then_some(at)
+        })
+        .expect("retention runs every second");
+    }
+    let s = storage(&c, &info).unwrap();
+    assert!(
+        s["compacted_at"].is_null(),
+        "compacted outside its window: {s}"
+    );
+    assert!(
+        s["store_free_bytes"].as_u64().unwrap() * 100 >= 25 * s["store_bytes"].as_u64().unwrap(),
+        "retention should have freed most of the file: {s}"
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
+    // Removing rows writes pages too (copy on write): the file has not shrunk, it grew.
+    let full = std::fs::metadata(&redb).unwrap().len().max(full);
+
+    // Inside the window and idle: the daemon compacts the file, which shrinks on disk, and
+    // goes on ingesting afterwards.
+    ws.file("sentinel.yaml", config(&window_from_now(-1, 180)));
+    let mut d = ws.spawn(&["watch"]);
+    let info = d.ready();
+    let s = eventually(Duration::from_secs(60), || {
+        let s = storage(&c, &info)?;
+        s["compacted_at"].is_string().then_some(s)
+    })
+    .unwrap_or_else(|| panic!("never compacted in its window:\n{}", d.log_text()));
+    let after = std::fs::metadata(&redb).unwrap().len();
+    assert!(
+        after * 4 < full,
+        "the file should shrink: {full} -> {after} bytes ({s})"
+    );
+    eventually(Duration::from_secs(10), || {
+        d.log_text().contains("store compacted").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no log line of the compaction:\n{}", d.log_text()));
+    let url = info.webhook_url("hook");
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"error":"ERROR [PACT:after_compaction:get] still ingesting"}"#)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let found = eventually(Duration::from_secs(20), || {
+        let list: Value = c.get(info.api_url("/incidents")).send().ok()?.json().ok()?;
+        let text = list.to_string();
+        text.contains("after_compaction").then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "no incident after compaction:\n{}",
+        d.log_text()
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
+}

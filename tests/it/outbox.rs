@@ -278,7 +278,14 @@ fn arbiter_down_then_back_receives_every_event_once_in_order() {
         assert_eq!(kinds, ["error", "escalated"], "{notes:?}");
     }
     assert!(notes.iter().all(|n| n["source"] == "sentinel"));
-    d.term(Duration::from_secs(10));
+    assert!(d.term(Duration::from_secs(10)).success());
+    // What Arbiter accepted, per component, is kept with the sink's cursor (the components
+    // page shows it): one trust event each.
+    let store = ws.store().expect("store");
+    let per_component = store.delivered_by_component("arbiter").expect("delivered");
+    let expected: std::collections::BTreeMap<String, u64> =
+        NAMES.iter().map(|n| (n.to_string(), 1)).collect();
+    assert_eq!(per_component, expected);
 }
 
 #[test]

@@ -116,16 +116,43 @@
     if (last) { last.textContent = time(inc.last_seen); }
   }
 
+  // The list's filters, as the server applied them (status, component, severity, text).
+  function filter(name) { return (list && list.getAttribute('data-filter-' + name)) || ''; }
+  function matchesFilters(inc) {
+    var st = filter('status');
+    if (st === 'active') {
+      if (inc.status === 'resolved' || inc.status === 'escalated') { return false; }
+    } else if (st && inc.status !== st) { return false; }
+    var comp = filter('component');
+    if (comp && inc.component_id !== comp) { return false; }
+    var sev = filter('severity');
+    if (sev && inc.severity !== sev) { return false; }
+    var q = filter('q').toLowerCase();
+    if (q) {
+      var fields = [inc.sample, inc.normalized, inc.component_id, inc.pact_key, inc.id];
+      var hit = false;
+      for (var i = 0; i < fields.length; i++) {
+        if (typeof fields[i] === 'string' && fields[i].toLowerCase().indexOf(q) >= 0) { hit = true; }
+      }
+      if (!hit) { return false; }
+    }
+    return true;
+  }
+
   function onEvent(msg) {
     var e;
     try { e = JSON.parse(msg.data); } catch (err) { return; }
     if (feed) { addFeedRow(e); }
-    if (liveList && e.data && e.data.id) {
-      if (e.kind === 'incident_detected') { addIncidentRow(e.data); } else { updateIncidentRow(e.data); }
+    if (list && e.data && e.data.id) {
+      // Rows on any page and in any order follow their incident; new incidents join the
+      // first page of the recency order when they match its filters.
+      if (e.kind === 'incident_detected') {
+        if (liveList && matchesFilters(e.data)) { addIncidentRow(e.data); }
+      } else { updateIncidentRow(e.data); }
     }
   }
 
-  if (feed || liveList) {
+  if (feed || list) {
     var after = (feed && feed.getAttribute('data-after')) || document.body.getAttribute('data-after') || '';
     var source = new EventSource('/ui/events' + (after ? '?after=' + encodeURIComponent(after) : ''));
     var kinds = (document.body.getAttribute('data-kinds') || '').split(',');
