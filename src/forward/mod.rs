@@ -54,6 +54,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MESSAGE_BYTES: usize = 512 << 10;
 /// How long a webhook request waits for JetStream's acknowledgements before it answers 503.
 pub const WEBHOOK_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a webhook request waits for a connection to NATS being made before it answers
+/// 503.
+pub const CONNECT_GRACE: Duration = Duration::from_secs(1);
 /// The name the forwarder shows under in `/status`.
 pub const BOARD_NAME: &str = "forward.nats";
 
@@ -410,11 +413,19 @@ impl crate::ingest::ForwardEvents for EventForwarder {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>> {
         Box::pin(async move {
             use std::sync::atomic::Ordering;
-            if self.client.connection_state() != async_nats::connection::State::Connected {
-                return Err(format!(
-                    "the NATS server {} cannot be reached",
-                    self.cfg.url
-                ));
+            // A connection being (re)made gets a moment; a server that is down is said at
+            // once rather than after the acknowledgement timeout.
+            let connected =
+                || self.client.connection_state() == async_nats::connection::State::Connected;
+            let deadline = tokio::time::Instant::now() + CONNECT_GRACE;
+            while !connected() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "the NATS server {} cannot be reached",
+                        self.cfg.url
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let messages = self.messages(&source, &events);
             let attempt = async {
