@@ -255,11 +255,31 @@ async fn serve_all(
                 stop_streams.clone(),
                 board.clone(),
             )?;
-            (Some(fw), h)
+            // Webhook requests: 2xx once JetStream acknowledged their events, 503 while
+            // it cannot.
+            let events = crate::forward::EventForwarder::connect(f.clone(), rules.clone()).await?;
+            (Some(fw), h.redirect_events(events))
         }
         None => (None, handle),
     };
+    // The cluster (`cluster` set): answers the other nodes from this store from now on.
+    let cluster = match &config.cluster {
+        Some(c) => Some(
+            crate::cluster::Cluster::start(
+                c,
+                crate::cluster::Local {
+                    store: store.clone(),
+                    rules: rules.clone(),
+                    config: config.clone(),
+                },
+                stop_streams.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let cx = crate::source::SourceContext {
+        cluster: cluster.clone(),
         board: board.clone(),
         ingest: handle,
         rules: rules.clone(),
@@ -368,20 +388,24 @@ async fn serve_all(
             .local_addr()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         api_addr = Some(local.to_string());
+        let mut state = ApiState::new(
+            store.clone(),
+            metrics.clone(),
+            config.clone(),
+            rules.clone(),
+            infos.clone(),
+            started_at,
+        );
+        if let Some(c) = &cluster {
+            state = state.with_cluster(c.clone());
+        }
         let state = Arc::new(
-            ApiState::new(
-                store.clone(),
-                metrics.clone(),
-                config.clone(),
-                rules.clone(),
-                infos.clone(),
-                started_at,
-            )
-            .with_auth(auth)
-            .with_board(board.clone())
-            .with_fixer(fix_handle.clone())
-            .with_triage(triage_desk)
-            .with_stop(stop_streams),
+            state
+                .with_auth(auth)
+                .with_board(board.clone())
+                .with_fixer(fix_handle.clone())
+                .with_triage(triage_desk)
+                .with_stop(stop_streams),
         );
         // The store takes one hook (the outbox's channel): forward its moves to the streams.
         let hook = state.event_hook();

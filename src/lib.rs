@@ -17,6 +17,8 @@ pub mod aggregate;
 pub mod api;
 pub mod attribute;
 pub mod cli;
+#[cfg(feature = "daemon")]
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "daemon")]
 pub mod daemon;

@@ -81,6 +81,7 @@ pub struct ApiState {
     fixer: Option<crate::fix::service::FixHandle>,
     triage: Option<Arc<triage::TriageDesk>>,
     feed: events::EventFeed,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl ApiState {
@@ -111,7 +112,15 @@ impl ApiState {
             )))),
             fixer: None,
             triage: None,
+            cluster: None,
         }
+    }
+
+    /// Answers `GET /incidents`, `/incidents/{id}` and `/metrics.json` for every node of
+    /// the cluster (see [`crate::cluster`]).
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> ApiState {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Sets the access rules (the default: no tokens, loopback `Host` names only).
@@ -419,35 +428,276 @@ fn render_overflows(out: &mut String, overflows: &[(String, u64)]) {
     }
 }
 
-#[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics", body = crate::api::schema::StatusDoc)))]
+#[utoipa::path(get, path = "/metrics.json", responses((status = 200, description = "the reference's JSON metrics; with `cluster` set, the figures summed over the nodes that answered, plus `node` (this one), `nodes` (each node's own figures) and `missing_nodes` (the nodes that did not answer within `cluster.timeout_ms`)", body = crate::api::schema::MetricsDoc)))]
 async fn metrics_json(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let tallies = incident_totals(&s).await?;
+    let Some(cluster) = &s.cluster else {
+        return Ok(Json(
+            local_metrics(&s.store, &s.rules).await.map_err(refused)?,
+        ));
+    };
+    let (local, asked) = tokio::join!(
+        local_metrics(&s.store, &s.rules),
+        cluster.ask("metrics", json!({}), &[])
+    );
+    let local = local.map_err(refused)?;
+    let mut nodes = serde_json::Map::new();
+    nodes.insert(cluster.node().to_string(), local);
+    let mut missing = asked.missing;
+    for (node, answer) in asked.answers {
+        match answer {
+            Ok(v) => {
+                nodes.insert(node, v);
+            }
+            Err(e) => {
+                tracing::warn!(%node, code = %e.code, "cluster: {}", e.message);
+                missing.push(node);
+            }
+        }
+    }
+    missing.sort();
+    let mut totals = serde_json::Map::new();
+    for v in nodes.values() {
+        for (k, x) in v.as_object().into_iter().flatten() {
+            let sum = match (totals.get(k).and_then(Value::as_f64), x.as_f64()) {
+                (_, None) => continue,
+                (None, Some(b)) => b,
+                // Every node reads the same manifest: the most any node has.
+                (Some(a), Some(b)) if k == "components_registered" => a.max(b),
+                (Some(a), Some(b)) => a + b,
+            };
+            let sum = if x.is_u64() || x.is_i64() {
+                json!(sum as u64)
+            } else {
+                json!((sum * 100.0).round() / 100.0)
+            };
+            totals.insert(k.clone(), sum);
+        }
+    }
+    totals.insert("node".into(), json!(cluster.node()));
+    totals.insert("nodes".into(), Value::Object(nodes));
+    totals.insert("missing_nodes".into(), json!(missing));
+    Ok(Json(Value::Object(totals)))
+}
+
+/// A node's refusal as this API's error.
+fn refused(e: crate::cluster::Refused) -> ApiError {
+    let status = match e.code.as_str() {
+        "invalid_query" | "invalid_path" => axum::http::StatusCode::BAD_REQUEST,
+        "not_found" => axum::http::StatusCode::NOT_FOUND,
+        _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let code: &'static str = match e.code.as_str() {
+        "invalid_query" => "invalid_query",
+        "invalid_path" => "invalid_path",
+        "not_found" => "not_found",
+        _ => "store_unavailable",
+    };
+    let err = ApiError::new(status, code, e.message);
+    if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        err.with_retry_after(1)
+    } else {
+        err
+    }
+}
+
+fn refusal(e: &ApiError) -> crate::cluster::Refused {
+    crate::cluster::Refused {
+        code: e.code().to_string(),
+        message: e.message().to_string(),
+    }
+}
+
+/// This node's `/metrics.json` (also its answer to the cluster's `metrics`).
+pub(crate) async fn local_metrics(
+    store: &Arc<Store>,
+    rules: &LiveRules,
+) -> Result<Value, crate::cluster::Refused> {
+    let st = store.clone();
+    let tallies = blocking(move || st.incident_tallies(false))
+        .await
+        .map_err(|e| refusal(&e))?;
     let (total, active) = (tallies.total(), tallies.active());
-    let (attempted, succeeded, failed, micro) = fix_totals(&s).await?;
-    Ok(Json(json!({
+    let st = store.clone();
+    let (attempted, succeeded, failed, micro) = blocking(move || st.fix_totals())
+        .await
+        .map_err(|e| refusal(&e))?;
+    Ok(json!({
         "total_incidents": total,
         "active_incidents": active,
         "total_fixes_attempted": attempted,
         "fixes_succeeded": succeeded,
         "fixes_failed": failed,
         "total_spend_usd": (crate::fix::budget::usd(micro) * 100.0).round() / 100.0,
-        "components_registered": s.rules.snapshot().manifest.len(),
-    })))
+        "components_registered": rules.snapshot().manifest.len(),
+    }))
 }
 
-#[utoipa::path(get, path = "/incidents", operation_id = "list_incidents", params(("status" = Option<String>, Query, description = "a status (`detected`, `triaging`, …, `resolved`, `escalated`) or `active`"), ("component" = Option<String>, Query, description = "a component id, exactly"), ("severity" = Option<String>, Query, description = "a severity (`low` … `critical`)"), ("since" = Option<String>, Query, description = "last seen at or after this time (RFC 3339)"), ("cursor" = Option<String>, Query, description = "the previous page's `next_cursor`"), ("limit" = Option<usize>, Query, description = "at most this many (default 50, at most 1000)")), responses((status = 200, description = "`{\"incidents\": [...], \"next_cursor\"}`, most recently seen first", body = IncidentPage), (status = 400, description = "bad query: `{\"error\": {\"code\", \"message\"}}`", body = crate::api::schema::ErrorBody), (status = 401, description = "no or wrong token", body = crate::api::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/incidents", operation_id = "list_incidents", params(("status" = Option<String>, Query, description = "a status (`detected`, `triaging`, …, `resolved`, `escalated`) or `active`"), ("component" = Option<String>, Query, description = "a component id, exactly"), ("severity" = Option<String>, Query, description = "a severity (`low` … `critical`)"), ("since" = Option<String>, Query, description = "last seen at or after this time (RFC 3339)"), ("cursor" = Option<String>, Query, description = "the previous page's `next_cursor` (with `cluster` set: a position per node, opaque)"), ("limit" = Option<usize>, Query, description = "at most this many (default 100, at most 1000)")), responses((status = 200, description = "`{\"incidents\": [...], \"next_cursor\"}`, most recently seen first; with `cluster` set, the pages of every node merged by last seen, each incident with its `node`, plus `nodes` (those that answered) and `missing_nodes` (those that did not answer within `cluster.timeout_ms`)", body = IncidentPage), (status = 400, description = "bad query: `{\"error\": {\"code\", \"message\"}}`", body = crate::api::schema::ErrorBody), (status = 401, description = "no or wrong token", body = crate::api::schema::ErrorBody)))]
 async fn incidents(
     State(s): State<Arc<ApiState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(cluster) = &s.cluster {
+        return cluster_incidents(&s, cluster, params).await;
+    }
     let q = incident_query(&params)?;
     let store = s.store.clone();
     let (found, next) =
         blocking(move || store.incidents_page(&q.filter, q.since, q.cursor, q.limit)).await?;
     Ok(Json(IncidentPage {
-        incidents: found,
+        incidents: found
+            .into_iter()
+            .map(|incident| PagedIncident {
+                incident,
+                node: None,
+            })
+            .collect(),
         next_cursor: next.map(encode_cursor),
+        nodes: None,
+        missing_nodes: None,
+    })
+    .into_response())
+}
+
+/// This node's page of incidents as JSON (also its answer to the cluster's `incidents`).
+pub(crate) async fn local_incidents(
+    store: &Arc<Store>,
+    params: &[(String, String)],
+) -> Result<Value, crate::cluster::Refused> {
+    let q = incident_query(params).map_err(|e| refusal(&e))?;
+    let store = store.clone();
+    let (found, next) =
+        blocking(move || store.incidents_page(&q.filter, q.since, q.cursor, q.limit))
+            .await
+            .map_err(|e| refusal(&e))?;
+    Ok(json!({"incidents": found, "next_cursor": next.map(encode_cursor)}))
+}
+
+/// `GET /incidents` for the cluster: this node's page and every other node's, merged by
+/// last seen; the cursor keeps a position per node.
+async fn cluster_incidents(
+    s: &ApiState,
+    cluster: &crate::cluster::Cluster,
+    params: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    use crate::cluster::END;
+    let bad = |m: String| ApiError::bad_request("invalid_query", m);
+    let mut cursors = std::collections::BTreeMap::new();
+    let mut base = Vec::with_capacity(params.len());
+    for (k, v) in params {
+        if k == "cursor" {
+            cursors = crate::cluster::decode_cursor(&v).ok_or_else(|| {
+                bad(format!(
+                    "cursor {:?} is not a cursor from a previous answer's next_cursor",
+                    clip(&v)
+                ))
+            })?;
+        } else {
+            base.push((k, v));
+        }
+    }
+    let limit = incident_query(&base)?.limit;
+    let me = cluster.node().to_string();
+    let local = async {
+        match cursors.get(&me).map(String::as_str) {
+            Some(END) => Ok(json!({"incidents": [], "next_cursor": null})),
+            Some(c) => {
+                let mut p = base.clone();
+                p.push(("cursor".into(), c.to_string()));
+                local_incidents(&s.store, &p).await
+            }
+            None => local_incidents(&s.store, &base).await,
+        }
+    };
+    let also: Vec<String> = cursors.keys().cloned().collect();
+    let (local, asked) = tokio::join!(
+        local,
+        cluster.ask(
+            "incidents",
+            json!({"params": base, "cursors": cursors}),
+            &also
+        )
+    );
+    let mut pages = vec![(me.clone(), local.map_err(refused)?)];
+    let mut missing = asked.missing;
+    for (node, answer) in asked.answers {
+        match answer {
+            Ok(v) => pages.push((node, v)),
+            Err(e) => {
+                tracing::warn!(%node, code = %e.code, "cluster: {}", e.message);
+                missing.push(node);
+            }
+        }
+    }
+    missing.sort();
+    // Every answered page, by (last seen, fingerprint) descending as each store pages.
+    let mut all: Vec<(crate::store::RecentKey, String, crate::store::Incident)> = Vec::new();
+    let mut more: std::collections::BTreeMap<String, bool> = Default::default();
+    let mut nodes = Vec::new();
+    for (node, page) in pages {
+        let found: Vec<crate::store::Incident> = serde_json::from_value(page["incidents"].clone())
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "node {node:?} answered a page that does not parse: {e}"
+                ))
+            })?;
+        more.insert(node.clone(), !page["next_cursor"].is_null());
+        for inc in found {
+            all.push((
+                (crate::store::micros(inc.last_seen), inc.fingerprint.0),
+                node.clone(),
+                inc,
+            ));
+        }
+        nodes.push(node);
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let returned: std::collections::BTreeMap<String, usize> =
+        all.iter().fold(Default::default(), |mut m, (_, n, _)| {
+            *m.entry(n.clone()).or_default() += 1;
+            m
+        });
+    all.truncate(limit);
+    let mut taken: std::collections::BTreeMap<String, (usize, crate::store::RecentKey)> =
+        Default::default();
+    for (key, node, _) in &all {
+        let e = taken.entry(node.clone()).or_insert((0, *key));
+        e.0 += 1;
+        e.1 = *key;
+    }
+    // The next position of each node that answered; a missing node keeps its own.
+    let mut next = cursors.clone();
+    for node in &nodes {
+        let got = returned.get(node).copied().unwrap_or(0);
+        let has_more = more.get(node).copied().unwrap_or(false);
+        match taken.get(node) {
+            Some((n, _)) if *n == got && !has_more => {
+                next.insert(node.clone(), END.into());
+            }
+            Some((_, key)) => {
+                next.insert(node.clone(), encode_cursor(*key));
+            }
+            None if got == 0 && !has_more => {
+                next.insert(node.clone(), END.into());
+            }
+            None => {}
+        }
+    }
+    let done = nodes
+        .iter()
+        .all(|n| next.get(n).map(String::as_str) == Some(END));
+    Ok(Json(IncidentPage {
+        incidents: all
+            .into_iter()
+            .map(|(_, node, incident)| PagedIncident {
+                incident,
+                node: Some(node),
+            })
+            .collect(),
+        next_cursor: (!done).then(|| crate::cluster::encode_cursor(&next)),
+        nodes: Some(nodes),
+        missing_nodes: Some(missing),
     })
     .into_response())
 }
@@ -456,9 +706,26 @@ async fn incidents(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct IncidentPage {
     /// Most recently seen first.
-    incidents: Vec<crate::store::Incident>,
+    incidents: Vec<PagedIncident>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
+    /// With `cluster` set: the nodes that answered (this one first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<String>>,
+    /// With `cluster` set: the nodes that did not answer within `cluster.timeout_ms` (their
+    /// incidents are not in this page; the cursor keeps their position).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_nodes: Option<Vec<String>>,
+}
+
+/// An incident in a page.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct PagedIncident {
+    #[serde(flatten)]
+    incident: crate::store::Incident,
+    /// With `cluster` set: the node whose store holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 /// A parsed `GET /incidents` query.
@@ -581,17 +848,94 @@ struct IncidentDetail {
     /// The daemon's LLM triage answer, for an incident without a PACT key that was triaged.
     #[serde(skip_serializing_if = "Option::is_none")]
     triage: Option<crate::store::triage::TriageRecord>,
+    /// With `cluster` set: the node whose store holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    /// With `cluster` set: the nodes that did not answer within `cluster.timeout_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_nodes: Option<Vec<String>>,
 }
 
-#[utoipa::path(get, path = "/incidents/{id}", operation_id = "get_incident", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer", body = IncidentDetail), (status = 404, description = "no such incident", body = crate::api::schema::ErrorBody)))]
+#[utoipa::path(get, path = "/incidents/{id}", operation_id = "get_incident", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer; with `cluster` set, asked of every node, the one that has it answers, with its `node` and the `missing_nodes`", body = IncidentDetail), (status = 404, description = "no such incident (with `cluster` set: on no node that answered; the message names the nodes that did not)", body = crate::api::schema::ErrorBody)))]
 async fn incident(
     State(s): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
-    let store = s.store.clone();
-    let key = id.clone();
-    let found = blocking(move || {
+    let found = local_detail(&s.store, &id).await?;
+    let Some(cluster) = &s.cluster else {
+        return match found {
+            Some(detail) => Ok(Json(detail).into_response()),
+            None => Err(ApiError::not_found(format!(
+                "no incident with id {:?}",
+                clip(&id)
+            ))),
+        };
+    };
+    if let Some(mut detail) = found {
+        detail.node = Some(cluster.node().to_string());
+        detail.missing_nodes = Some(Vec::new());
+        return Ok(Json(detail).into_response());
+    }
+    let asked = cluster.ask("incident", json!({"id": id}), &[]).await;
+    let mut missing = asked.missing;
+    let mut best: Option<(String, Value)> = None;
+    for (node, answer) in asked.answers {
+        match answer {
+            Ok(Value::Null) => {}
+            Ok(v) => {
+                let newer = best
+                    .as_ref()
+                    .is_none_or(|(_, b)| v["last_seen"].as_str() > b["last_seen"].as_str());
+                if newer {
+                    best = Some((node, v));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%node, code = %e.code, "cluster: {}", e.message);
+                missing.push(node);
+            }
+        }
+    }
+    missing.sort();
+    match best {
+        Some((node, mut v)) => {
+            v["node"] = json!(node);
+            v["missing_nodes"] = json!(missing);
+            Ok(Json(v).into_response())
+        }
+        None if missing.is_empty() => Err(ApiError::not_found(format!(
+            "no incident with id {:?} on any node",
+            clip(&id)
+        ))),
+        None => Err(ApiError::not_found(format!(
+            "no incident with id {:?} on the nodes that answered; missing_nodes (no answer \
+             within the timeout): {}",
+            clip(&id),
+            missing.join(", ")
+        ))),
+    }
+}
+
+/// This node's incident with its timeline (also its answer to the cluster's `incident`:
+/// `null` when it has none).
+pub(crate) async fn local_incident(
+    store: &Arc<Store>,
+    id: &str,
+) -> Result<Value, crate::cluster::Refused> {
+    match local_detail(store, id).await.map_err(|e| refusal(&e))? {
+        Some(d) => serde_json::to_value(d).map_err(|e| crate::cluster::Refused {
+            code: "internal".into(),
+            message: e.to_string(),
+        }),
+        None => Ok(Value::Null),
+    }
+}
+
+async fn local_detail(store: &Arc<Store>, id: &str) -> Result<Option<IncidentDetail>, ApiError> {
+    let store = store.clone();
+    let key = id.to_string();
+    blocking(move || {
         let Some(inc) = store.incident(&key)? else {
             return Ok(None);
         };
@@ -603,16 +947,11 @@ async fn incident(
             timeline,
             fix_attempts,
             triage,
+            node: None,
+            missing_nodes: None,
         }))
     })
-    .await?;
-    match found {
-        Some(detail) => Ok(Json(detail).into_response()),
-        None => Err(ApiError::not_found(format!(
-            "no incident with id {:?}",
-            clip(&id)
-        ))),
-    }
+    .await
 }
 
 /// Runs a store read on the blocking pool. Store errors are logged (they name the file)

@@ -100,3 +100,31 @@ pub struct Health {
 /// README (*HTTP API*); open-ended, so that adding a figure never breaks a client.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusDoc(pub BTreeMap<String, serde_json::Value>);
+
+/// `GET /metrics.json`: the reference's JSON metrics. With `cluster` set the figures are
+/// summed over the nodes that answered (`components_registered`: the most any node has),
+/// and `node`, `nodes` and `missing_nodes` say who answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricsDoc {
+    /// Incidents in the store (uncapped).
+    pub total_incidents: u64,
+    /// Incidents not resolved or escalated.
+    pub active_incidents: u64,
+    /// Fix attempts.
+    pub total_fixes_attempted: u64,
+    /// Fixes that succeeded.
+    pub fixes_succeeded: u64,
+    /// Fixes that failed.
+    pub fixes_failed: u64,
+    /// What the LLM cost, in USD.
+    pub total_spend_usd: f64,
+    /// Registered components.
+    pub components_registered: u64,
+    /// With `cluster` set: the node that answered this request.
+    pub node: Option<String>,
+    /// With `cluster` set: each node's own figures, by node name.
+    pub nodes: Option<BTreeMap<String, serde_json::Value>>,
+    /// With `cluster` set: the nodes that did not answer within `cluster.timeout_ms`
+    /// (their figures are not in the sums).
+    pub missing_nodes: Option<Vec<String>>,
+}

@@ -26,6 +26,7 @@ use serde_saphyr::Spanned;
 use crate::scan::matcher::{DEFAULT_ERROR_PATTERNS, DEFAULT_MAX_LINE_BYTES};
 
 mod api;
+mod cluster;
 mod error;
 mod fix;
 mod forward;
@@ -39,6 +40,7 @@ mod tests;
 mod triage;
 
 pub use api::{ApiConfig, DEFAULT_API_PORT};
+pub use cluster::{ClusterConfig, DEFAULT_CLUSTER_SUBJECT_PREFIX, DEFAULT_CLUSTER_TIMEOUT_MS};
 pub use error::ConfigError;
 pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, FixMode, FreezeWindow, PactConfig};
 pub use forward::ForwardNatsConfig;
@@ -64,6 +66,7 @@ pub use source::{
 pub use triage::{MAX_TRIAGE_PER_HOUR, TriageConfig};
 
 use api::{RawApi, resolve_api};
+use cluster::{RawCluster, resolve_cluster};
 use forward::{RawForward, resolve_forward};
 use grouping::{RawGrouping, resolve_grouping};
 use llm::{RawLlm, resolve_llm};
@@ -145,6 +148,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `triage`: the daemon's LLM triage of incidents without a PACT key.
     pub triage: TriageConfig,
+    /// `cluster`: the API answers for every node of a scale-out cluster (see
+    /// `crate::cluster`); `None`: this daemon answers for itself only.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -298,13 +304,18 @@ impl Config {
         };
 
         let sources = resolve_sources(raw.sources, &invalid, &check_patterns)?;
-        let forward = resolve_forward(
-            &raw.forward,
-            || {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty())
+        let hostname = || {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        };
+        let forward = resolve_forward(&raw.forward, hostname, &invalid)?;
+        let cluster = resolve_cluster(
+            raw.cluster.as_ref(),
+            || match &forward {
+                Some(f) => f.edge.clone(),
+                None => hostname().unwrap_or_else(|| "sentinel".into()),
             },
             &invalid,
         )?;
@@ -427,6 +438,7 @@ impl Config {
             grouping,
             retention,
             triage,
+            cluster,
         })
     }
 
@@ -531,6 +543,7 @@ struct RawConfig {
     grouping: RawGrouping,
     retention: RawRetention,
     triage: RawTriage,
+    cluster: Option<RawCluster>,
 }
 
 impl Default for RawConfig {
@@ -560,6 +573,7 @@ impl Default for RawConfig {
             grouping: RawGrouping::default(),
             retention: RawRetention::default(),
             triage: RawTriage::default(),
+            cluster: None,
         }
     }
 }

@@ -22,8 +22,17 @@
 //! it are dropped: their positions were never committed, so their lines are read again at
 //! the next start.
 //!
-//! Webhook, CloudWatch, process and stdin sources of an edge still count locally: only file
-//! sources forward.
+//! **Webhooks.** An edge's webhook sources forward too ([`EventForwarder`]): a request's
+//! events are published (one message per partition, `unpositioned`: an aggregator applies
+//! its lines once per stream sequence, without an edge position) and the webhook answers
+//! 2xx only **after JetStream acknowledged** every message; while the server cannot be
+//! reached (or does not acknowledge within [`WEBHOOK_ACK_TIMEOUT`]) it answers 503 with
+//! `Retry-After` and counts nothing locally. The message id is made of the request's event
+//! ids when every event has one (a retry within the server's duplicate window is then
+//! dropped there and reported as `duplicates`); a request without ids may, after a 503
+//! whose messages the server stored but did not acknowledge in time, count again on retry.
+//!
+//! CloudWatch, process and stdin sources of an edge still count locally.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +52,11 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages are cut at about this many bytes of lines (the server's default `max_payload`
 /// is 1 MiB).
 pub const MESSAGE_BYTES: usize = 512 << 10;
+/// How long a webhook request waits for JetStream's acknowledgements before it answers 503.
+pub const WEBHOOK_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a webhook request waits for a connection to NATS being made before it answers
+/// 503.
+pub const CONNECT_GRACE: Duration = Duration::from_secs(1);
 /// The name the forwarder shows under in `/status`.
 pub const BOARD_NAME: &str = "forward.nats";
 
@@ -213,6 +227,7 @@ fn messages(cfg: &ForwardNatsConfig, lines: &[ForwardLine]) -> Vec<Outgoing> {
             let msg = EdgeMessage {
                 v: VERSION,
                 edge: edge.clone(),
+                unpositioned: false,
                 lines: chunk
                     .iter()
                     .map(|l| EdgeLine {
@@ -279,4 +294,195 @@ async fn publish_all(js: &jetstream::Context, messages: &[Outgoing]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// An edge's webhook events to JetStream (see the module docs): installed on the writer
+/// handle the webhook sources get ([`WriterHandle::redirect_events`]).
+#[derive(Debug)]
+pub struct EventForwarder {
+    cfg: ForwardNatsConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    rules: Arc<crate::attribute::LiveRules>,
+    stream_ready: std::sync::atomic::AtomicBool,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl EventForwarder {
+    /// Connects (in the background: the connection is made and remade forever).
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL.
+    pub async fn connect(
+        cfg: ForwardNatsConfig,
+        rules: Arc<crate::attribute::LiveRules>,
+    ) -> anyhow::Result<Arc<EventForwarder>> {
+        let client =
+            crate::source::nats::connect(&cfg.url, &format!("sentinel edge {} webhooks", cfg.edge))
+                .await
+                .map_err(|e| anyhow::anyhow!("forward.nats: {e}"))?;
+        Ok(Arc::new(EventForwarder {
+            js: jetstream::new(client.clone()),
+            client,
+            cfg,
+            rules,
+            stream_ready: std::sync::atomic::AtomicBool::new(false),
+            requests: std::sync::atomic::AtomicU64::new(0),
+        }))
+    }
+
+    /// The messages of one request's events.
+    fn messages(&self, source: &Arc<str>, events: &[crate::aggregate::Event]) -> Vec<Outgoing> {
+        let mut agg = crate::aggregate::LineAggregator::new(&self.rules, source.clone());
+        let edge = format!("{}/{source}/webhook", self.cfg.edge);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut parts: std::collections::BTreeMap<u32, Vec<EdgeLine>> = Default::default();
+        for e in events {
+            let fp = agg.add_text(&e.line, e.key.as_deref()).0;
+            parts
+                .entry(partition_of(fp, self.cfg.partitions))
+                .or_default()
+                .push(EdgeLine {
+                    at: 0,
+                    t: now,
+                    fp: format!("{fp:016x}"),
+                    key: e
+                        .key
+                        .as_deref()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    line: String::from_utf8_lossy(&e.line).into_owned(),
+                });
+        }
+        // The request's identity: its event ids when every event has one (a retry is then
+        // the same message), else unique to this request.
+        let ids: Option<Vec<&str>> = events.iter().map(|e| e.id.as_deref()).collect();
+        let request = match ids {
+            Some(ids) => format!(
+                "id{:016x}",
+                xxhash_rust::xxh3::xxh3_64(ids.join("\u{1f}").as_bytes())
+            ),
+            None => format!(
+                "rq{}-{}-{}",
+                std::process::id(),
+                jiff::Timestamp::now().as_nanosecond(),
+                self.requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        };
+        let mut out = Vec::new();
+        for (p, lines) in parts {
+            let mut chunk: Vec<EdgeLine> = Vec::new();
+            let mut bytes = 0;
+            let mut n = 0;
+            let mut flush = |chunk: Vec<EdgeLine>, n: &mut u32| {
+                let msg = EdgeMessage {
+                    v: VERSION,
+                    edge: edge.clone(),
+                    unpositioned: true,
+                    lines: chunk,
+                };
+                out.push((
+                    format!("{}.{p}", self.cfg.subject_prefix),
+                    format!("{edge}/{request}#{p}.{n}"),
+                    bytes::Bytes::from(msg.encode()),
+                ));
+                *n += 1;
+            };
+            for l in lines {
+                if !chunk.is_empty() && bytes + l.line.len() > MESSAGE_BYTES {
+                    flush(std::mem::take(&mut chunk), &mut n);
+                    bytes = 0;
+                }
+                bytes += l.line.len() + 64;
+                chunk.push(l);
+            }
+            if !chunk.is_empty() {
+                flush(chunk, &mut n);
+            }
+        }
+        out
+    }
+}
+
+impl crate::ingest::ForwardEvents for EventForwarder {
+    fn forward(
+        self: Arc<Self>,
+        source: Arc<str>,
+        events: Vec<crate::aggregate::Event>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>> {
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            // A connection being (re)made gets a moment; a server that is down is said at
+            // once rather than after the acknowledgement timeout.
+            let connected =
+                || self.client.connection_state() == async_nats::connection::State::Connected;
+            let deadline = tokio::time::Instant::now() + CONNECT_GRACE;
+            while !connected() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "the NATS server {} cannot be reached",
+                        self.cfg.url
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let messages = self.messages(&source, &events);
+            let attempt = async {
+                if !self.stream_ready.load(Ordering::Acquire) {
+                    crate::source::nats::ensure_stream(
+                        &self.js,
+                        &self.cfg.stream,
+                        &self.cfg.subject_prefix,
+                        Duration::from_secs(self.cfg.max_age_hours.saturating_mul(3600)),
+                    )
+                    .await
+                    .map_err(|e| format!("stream {}: {e}", self.cfg.stream))?;
+                    self.stream_ready.store(true, Ordering::Release);
+                }
+                let mut acks = Vec::with_capacity(messages.len());
+                for (subject, id, body) in &messages {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                    let ack = self
+                        .js
+                        .publish_with_headers(subject.clone(), headers, body.clone())
+                        .await
+                        .map_err(|e| format!("publish to {subject}: {e}"))?;
+                    acks.push(ack);
+                }
+                let mut duplicate_messages = Vec::new();
+                for (i, ack) in acks.into_iter().enumerate() {
+                    let a = ack.await.map_err(|e| format!("not acknowledged: {e}"))?;
+                    if a.duplicate {
+                        duplicate_messages.push(i);
+                    }
+                }
+                Ok::<_, String>(duplicate_messages)
+            };
+            match tokio::time::timeout(WEBHOOK_ACK_TIMEOUT, attempt).await {
+                Ok(Ok(dups)) => {
+                    // A message the server had already: its events were counted before.
+                    let dup_events: usize = dups
+                        .iter()
+                        .filter_map(|&i| messages.get(i))
+                        .filter_map(|(_, _, body)| EdgeMessage::decode(body).ok())
+                        .map(|m| m.lines.len())
+                        .sum();
+                    Ok((events.len() - dup_events, dup_events))
+                }
+                Ok(Err(e)) => {
+                    self.stream_ready.store(false, Ordering::Release);
+                    Err(e)
+                }
+                Err(_) => {
+                    self.stream_ready.store(false, Ordering::Release);
+                    Err(format!(
+                        "not acknowledged within {} s",
+                        WEBHOOK_ACK_TIMEOUT.as_secs()
+                    ))
+                }
+            }
+        })
+    }
 }

@@ -94,3 +94,16 @@ pub enum SubmitError {
     /// is accepted meanwhile (503 with `Retry-After`); the reason.
     Degraded(Box<EventBatch>, String),
 }
+
+/// Where an edge's webhook events go instead of the local store (`forward.nats`): the
+/// future resolves once every event is durable there (JetStream acknowledged it), with the
+/// number accepted and the number the server knew already (duplicates), or fails with why
+/// (the webhook then answers 503 and nothing was counted locally).
+pub trait ForwardEvents: Send + Sync + std::fmt::Debug {
+    /// Forwards the events of one request.
+    fn forward(
+        self: Arc<Self>,
+        source: Arc<str>,
+        events: Vec<Event>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>>;
+}

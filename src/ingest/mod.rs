@@ -27,6 +27,8 @@ pub mod wal;
 pub mod writer;
 
 #[cfg(feature = "daemon")]
-pub use message::{EventAck, EventBatch, FileBatch, ForwardLine, Hold, SubmitError, WriteError};
+pub use message::{
+    EventAck, EventBatch, FileBatch, ForwardEvents, ForwardLine, Hold, SubmitError, WriteError,
+};
 #[cfg(feature = "daemon")]
 pub use writer::{NewIncidentNote, Writer, WriterHandle};

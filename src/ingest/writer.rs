@@ -81,6 +81,8 @@ pub struct WriterHandle {
     /// File batches go to an edge's forwarder ([`crate::forward`]), which wants their
     /// error lines one by one ([`FileBatch::forward`]).
     forwards: bool,
+    /// An edge's webhook events go here instead of the store.
+    events_forward: Option<Arc<dyn super::message::ForwardEvents>>,
 }
 
 impl WriterHandle {
@@ -130,6 +132,20 @@ impl WriterHandle {
             forwards: true,
             ..self.clone()
         }
+    }
+
+    /// A handle whose webhook events go to `to` (an edge's JetStream publisher) instead of
+    /// the store: see [`WriterHandle::event_forwarder`].
+    pub fn redirect_events(&self, to: Arc<dyn super::message::ForwardEvents>) -> WriterHandle {
+        WriterHandle {
+            events_forward: Some(to),
+            ..self.clone()
+        }
+    }
+
+    /// Where webhook events go instead of [`WriterHandle::try_send_events`], on an edge.
+    pub fn event_forwarder(&self) -> Option<&Arc<dyn super::message::ForwardEvents>> {
+        self.events_forward.as_ref()
     }
 
     /// Whether file batches must carry their error lines ([`FileBatch::forward`]).
@@ -281,6 +297,7 @@ impl Writer {
             alive: Arc::new(()),
             stopping: Arc::default(),
             forwards: false,
+            events_forward: None,
         };
         let handles = handle.alive.clone();
         let commits = store.meta_value(COMMITS)?.unwrap_or(0);

@@ -113,6 +113,22 @@ impl Folder {
         }
     }
 
+    /// [`Folder::add_error`] with the key to use when the line carries none (a webhook
+    /// event's key field).
+    pub(crate) fn add_error_keyed(&mut self, line: &[u8], key: Option<&[u8]>) {
+        let Some(key) = key else {
+            return self.add_error(line);
+        };
+        self.stats.lines += 1;
+        self.bytes += line.len() as u64 + 1;
+        if line.len() > self.scanner.max_line_bytes() {
+            self.stats.long_lines += 1;
+            return;
+        }
+        self.stats.error_lines += 1;
+        self.agg.add_text(line, Some(key));
+    }
+
     /// Approximate memory held by what was folded since the last [`Folder::take`].
     pub(crate) fn held_bytes(&self) -> usize {
         self.agg.held_bytes()

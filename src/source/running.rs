@@ -50,6 +50,9 @@ pub struct SourceContext {
     pub defaults: SourceDefaults,
     /// Where sources publish their live state for `/status` (failing, a child's pid ...).
     pub board: Arc<SourceBoard>,
+    /// The cluster (`cluster` set): NATS sources ask it where a partition they take over
+    /// was left (see `crate::source::nats`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl SourceContext {

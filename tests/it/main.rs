@@ -4,6 +4,7 @@ mod api;
 mod browser;
 mod cardinality;
 mod cloudwatch;
+mod cluster;
 mod components;
 mod dashboard;
 mod descriptors;

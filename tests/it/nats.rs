@@ -489,6 +489,7 @@ fn nats_throughput() {
             let msg = EdgeMessage {
                 v: VERSION,
                 edge: "bench/app/1:1/0".into(),
+                unpositioned: false,
                 lines: (0..per)
                     .map(|i| EdgeLine {
                         at: m * per + i,

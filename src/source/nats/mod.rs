@@ -145,6 +145,7 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
         let mut partitions = Vec::new();
         for token in &src.partitions {
             let key = position::partition_key(&name, token);
+            let known = saved.contains_key(&key);
             let seq = match saved.get(&key).map(|v| position::decode(v)) {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
@@ -168,6 +169,9 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
                 subject: format!("{}.{token}", src.subject_prefix),
                 key,
                 seq,
+                known,
+                cluster: cx.cluster.clone(),
+                force: false,
                 edges,
                 changed: BTreeMap::new(),
                 folder: Folder::new(
@@ -254,6 +258,13 @@ struct Partition {
     key: String,
     /// The last stream sequence applied (committed, or in a batch handed to the writer).
     seq: u64,
+    /// Whether the store had a sequence for it (else it may be taken over from another
+    /// node: see [`Partition::take_over`]).
+    known: bool,
+    /// The cluster, asked where the partition was left by another node.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The next flush writes the positions even without messages (a take-over's).
+    force: bool,
     /// The last position applied per edge source (`format: sentinel`).
     edges: HashMap<String, u64>,
     /// Edge positions moved since the last batch.
@@ -279,6 +290,12 @@ impl Partition {
         max_age: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        if let Some(cluster) = self.cluster.clone() {
+            match self.take_over(&cluster, &stream, &prefix, &mut stop).await {
+                Ok(()) => {}
+                Err(End::Stopped | End::WriterGone) => return,
+            }
+        }
         let mut backoff = BACKOFF_MIN;
         let mut failing: Option<String> = None;
         loop {
@@ -302,6 +319,102 @@ impl Partition {
                 }
                 Err(End::Stopped | End::WriterGone) => return,
             }
+        }
+    }
+
+    /// The hand-off of a partition between aggregators: asks the cluster where the other
+    /// nodes left this partition and starts after the highest sequence any of them applied
+    /// (with their edge positions), so that a partition moved from one aggregator's
+    /// `partitions` to another's is applied exactly once. While another node still reads
+    /// the partition (it is in its `partitions`), or, for a partition this store never
+    /// read, while an expected node does not answer, it waits: reading from the start then
+    /// could apply again what that node applied.
+    async fn take_over(
+        &mut self,
+        cluster: &crate::cluster::Cluster,
+        stream: &str,
+        prefix: &str,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), End> {
+        let mut backoff = BACKOFF_MIN;
+        let mut said: Option<String> = None;
+        loop {
+            let asked = cluster
+                .ask(
+                    "position",
+                    json!({"stream": stream, "subject_prefix": prefix, "partition": self.token}),
+                    &[],
+                )
+                .await;
+            let mut owners = Vec::new();
+            let mut best: Option<(String, u64, serde_json::Value)> = None;
+            for (node, answer) in &asked.answers {
+                let Ok(v) = answer else { continue };
+                if v["owns"].as_bool() == Some(true) {
+                    owners.push(node.clone());
+                }
+                let seq = v["sequence"].as_u64().unwrap_or(0);
+                if seq > best.as_ref().map_or(0, |b| b.1) {
+                    best = Some((node.clone(), seq, v["edges"].clone()));
+                }
+            }
+            let refused: Vec<&String> = asked
+                .answers
+                .iter()
+                .filter(|(_, a)| a.is_err())
+                .map(|(n, _)| n)
+                .collect();
+            let wait = if !owners.is_empty() {
+                Some(format!(
+                    "partition {} is still read by {} (remove it from its partitions first)",
+                    self.token,
+                    owners.join(", ")
+                ))
+            } else if !self.known && (!asked.missing.is_empty() || !refused.is_empty()) {
+                Some(format!(
+                    "partition {} was never read here: waiting for {} to say where they left it",
+                    self.token,
+                    asked
+                        .missing
+                        .iter()
+                        .chain(refused.iter().copied())
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = wait {
+                if said.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(source = %self.name, "NATS: {why}");
+                    said = Some(why.clone());
+                }
+                self.publish("waiting", Some(&why));
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stopped(stop) => return Err(End::Stopped),
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            if let Some((node, seq, edges)) = best
+                && seq > self.seq
+            {
+                tracing::info!(source = %self.name, partition = %self.token, from = %node,
+                    "NATS: taking the partition over after sequence {seq} (was {})", self.seq);
+                self.seq = seq;
+                for (edge, at) in edges.as_object().into_iter().flatten() {
+                    let Some(at) = at.as_u64() else { continue };
+                    if self.edges.get(edge).is_none_or(|&mine| at > mine) {
+                        self.edges.insert(edge.clone(), at);
+                        self.changed.insert(edge.clone(), at);
+                    }
+                }
+                self.force = true;
+                self.flush().await?;
+            }
+            return Ok(());
         }
     }
 
@@ -417,6 +530,13 @@ impl Partition {
                 return;
             }
         };
+        if msg.unpositioned {
+            for l in &msg.lines {
+                self.folder
+                    .add_error_keyed(l.line.as_bytes(), l.key.as_deref().map(str::as_bytes));
+            }
+            return;
+        }
         let last = self.edges.get(&msg.edge).copied();
         let mut reached = last;
         for l in &msg.lines {
@@ -438,7 +558,7 @@ impl Partition {
     /// Sends what was folded, with the partition's sequence and the edge positions moved,
     /// to the writer (one transaction).
     async fn flush(&mut self) -> Result<(), End> {
-        if self.pending_messages == 0 {
+        if self.pending_messages == 0 && !std::mem::take(&mut self.force) {
             self.first_pending = None;
             return Ok(());
         }
@@ -502,6 +622,48 @@ impl Partition {
             json!({"state": worst, "error": error, "partitions": parts}),
         );
     }
+}
+
+/// This node's answer to the cluster's `position` question (see
+/// [`crate::cluster`]): the last sequence applied of partition `partition` of the NATS
+/// sources reading `stream` / `prefix`, their edge positions there, and whether one of them
+/// reads it now (`owns`).
+///
+/// # Errors
+///
+/// An unreadable store or position.
+pub fn local_position(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    stream: &str,
+    prefix: &str,
+    partition: &str,
+) -> Result<serde_json::Value, String> {
+    let mut sequence = 0u64;
+    let mut edges: BTreeMap<String, u64> = BTreeMap::new();
+    let mut owns = false;
+    for src in &config.sources {
+        let SourceConfig::Nats(src) = src else {
+            continue;
+        };
+        if src.stream != stream || src.subject_prefix != prefix {
+            continue;
+        }
+        owns |= src.partitions.iter().any(|p| p == partition);
+        let key = position::partition_key(&src.common.name, partition);
+        for (k, v) in store.source_positions(&key).map_err(|e| e.to_string())? {
+            let at = position::decode(&v)?;
+            match k.strip_prefix(&key) {
+                Some("") => sequence = sequence.max(at),
+                Some(edge) => {
+                    let e = edges.entry(edge.to_string()).or_default();
+                    *e = (*e).max(at);
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(json!({"sequence": sequence, "edges": edges, "owns": owns}))
 }
 
 /// Completes when the daemon stops (the guard `wait_for` returns is not held across awaits).

@@ -26,6 +26,11 @@ pub struct EdgeMessage {
     pub v: u8,
     /// The edge source's identity (host, source, file).
     pub edge: String,
+    /// The lines have no position at their edge source (webhook events an edge forwarded):
+    /// each is applied once with its message (the stream sequence), without the position
+    /// check; `key` is then the event's key field, used when the line carries none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpositioned: bool,
     /// The error lines, in read order.
     pub lines: Vec<EdgeLine>,
 }
@@ -85,6 +90,7 @@ mod tests {
         let m = EdgeMessage {
             v: VERSION,
             edge: "h/app/1".into(),
+            unpositioned: false,
             lines: vec![EdgeLine {
                 at: 10,
                 t: 5,

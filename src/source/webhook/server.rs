@@ -555,6 +555,45 @@ impl Hook {
                 ignored,
             });
         }
+        // An edge: the events go to JetStream, and 2xx means JetStream acknowledged them;
+        // while NATS cannot take them, 503 (nothing was kept: the sender retries).
+        if let Some(forward) = self.writer.event_forwarder() {
+            let outcome = forward.clone().forward(self.name.clone(), p.events).await;
+            drop(held);
+            return match outcome {
+                Ok((accepted, duplicates)) => {
+                    counted(accepted);
+                    m.webhook_events
+                        .with_label_values(&[s, "accepted"])
+                        .inc_by(accepted as u64);
+                    if duplicates > 0 {
+                        m.webhook_events
+                            .with_label_values(&[s, "duplicate"])
+                            .inc_by(duplicates as u64);
+                    }
+                    Ok(IngestReply {
+                        accepted,
+                        duplicates,
+                        ignored,
+                    })
+                }
+                Err(e) => {
+                    m.rejected.with_label_values(&[s, "nats_unavailable"]).inc();
+                    m.webhook_events
+                        .with_label_values(&[s, "rejected"])
+                        .inc_by(n as u64);
+                    Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "nats_unavailable",
+                        format!(
+                            "this edge forwards to NATS JetStream, which did not acknowledge the \
+                             events ({e}); nothing of this request was kept: retry later"
+                        ),
+                    )
+                    .with_retry_after(RETRY_AFTER_SECS))
+                }
+            };
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let batch = EventBatch {
             source: self.name.clone(),
