@@ -46,6 +46,10 @@ pub struct ScanArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Read regular files into buffers instead of mapping them (mapping is the default:
+    /// no copy; a file truncated while mapped is handled, see `sentinel scan --help`).
+    #[arg(long)]
+    no_mmap: bool,
 }
 
 /// The summary `scan` prints.
@@ -79,6 +83,9 @@ struct ScanReport {
     store: Option<PathBuf>,
     error_key_counts: BTreeMap<String, u64>,
     errors: Vec<FileError>,
+    /// Inputs scanned with a caveat (truncated while being read: counted what was read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<FileError>,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +208,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
             rules: &rules,
             threads,
             progress: progress.as_ref(),
+            mmap: !args.no_mmap,
         },
     )?;
     if let Some(p) = &progress {
@@ -209,9 +217,19 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
 
     let mut failed: HashSet<Arc<str>> = HashSet::new();
     let mut scanned: HashSet<Arc<str>> = HashSet::new();
+    let mut warned: HashSet<Arc<str>> = HashSet::new();
     for (path, r) in results {
         match r {
             Ok(c) => {
+                if let Some(w) = c.warning
+                    && warned.insert(path.clone())
+                {
+                    let _ = writeln!(std::io::stderr(), "sentinel: {path}: {w}");
+                    report.warnings.push(FileError {
+                        path: path.to_string(),
+                        error: w,
+                    });
+                }
                 report.bytes += c.bytes;
                 report.lines += c.stats.lines;
                 report.error_lines += c.stats.error_lines;

@@ -1,13 +1,17 @@
 //! The batch pipeline `sentinel scan` runs: existing files scanned on every core, their
 //! counts committed in large transactions.
 //!
-//! Plain files larger than [`SEGMENT_BYTES`] are cut into newline-aligned segments read with
-//! positional reads, so one big file keeps every core busy; `.gz` files are one stream each.
-//! rayon runs the segments; each worker scans with the shared [`Scanner`] into its own
-//! [`LineAggregator`] and hands full batches over a bounded channel to ONE store thread,
+//! Plain files larger than [`SEGMENT_BYTES`] are cut into newline-aligned segments, so one
+//! big file keeps every core busy; `.gz` files are one stream each. A segment of a regular
+//! file is mapped ([`crate::ingest::mmap`]) and scanned in place, chunk by chunk: no read
+//! copy, and every byte is touched by the scanner's one fused pass (lines, long lines, error
+//! markers) and nothing else. Special files, and every file with `--no-mmap`, are read with
+//! positional reads into a per-worker buffer instead; standard input and `.gz` files are
+//! streams. rayon runs the segments; each worker scans with the shared [`Scanner`] into its
+//! own [`LineAggregator`] and hands full batches over a bounded channel to ONE store thread,
 //! which merges them and commits in large transactions (never one per line). Memory is
 //! bounded by the batch cap, the channel depth and the per-worker read buffers, whatever the
-//! input size.
+//! input size (mapped pages are page cache, not the process's own memory).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -21,7 +25,8 @@ use crate::aggregate::distinct::DistinctCounter;
 use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
 use crate::attribute::LiveRules;
 use crate::scan::framing::{ReadAt, split_segments};
-use crate::scan::{Fingerprint, LineReader, ScanStats, Scanner};
+use crate::ingest::mmap::MappedRange;
+use crate::scan::{ErrorLine, Fingerprint, LineReader, ScanStats, Scanner, Sink};
 use crate::store::{IncidentDelta, IngestBatch, Store};
 
 /// Plain files above this size are split into segments of at least this size (more when the
@@ -34,6 +39,11 @@ pub const STDIN_NAME: &str = "<stdin>";
 
 /// The read buffer of each worker.
 pub const READ_BUFFER_BYTES: usize = 512 << 10;
+
+/// A mapped segment is scanned in newline-aligned chunks of about this size: between two
+/// chunks the worker hands full batches on, advances the progress bar and checks the
+/// truncation guard; a chunk is still in cache when its error lines are aggregated.
+pub const MAPPED_CHUNK_BYTES: usize = 1 << 20;
 
 /// Batches waiting for the store thread; workers block when it is full.
 const CHANNEL_DEPTH: usize = 2;
@@ -79,6 +89,8 @@ pub struct Input {
     /// (device, inode) at planning time: a different file at the path is not read.
     id: (u64, u64),
     len: u64,
+    /// A regular file (mappable); not a FIFO, device or the like.
+    regular: bool,
 }
 
 impl Input {
@@ -108,6 +120,9 @@ pub struct Counted {
     pub counts: LineCounts,
     /// Bytes read.
     pub bytes: u64,
+    /// Something the user should know about the input that did not stop its scan (it was
+    /// truncated while being read: the counts cover what was read).
+    pub warning: Option<String>,
 }
 
 /// What the workers share.
@@ -121,6 +136,8 @@ pub struct Shared<'a> {
     pub threads: usize,
     /// Advanced by the bytes scanned.
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// Map regular files and scan them in place (else read them into buffers).
+    pub mmap: bool,
 }
 
 /// What each unit of work counted (per input path), in work order.
@@ -157,6 +174,7 @@ pub fn run(
         shared: fingerprints,
         tx: &tx,
         progress: shared.progress,
+        mmap: shared.mmap,
     };
     let results: PerInput = pool.install(|| {
         use rayon::prelude::*;
@@ -186,6 +204,7 @@ struct Ctx<'a> {
     shared: Arc<SharedFingerprints>,
     tx: &'a crossbeam_channel::Sender<IngestBatch>,
     progress: Option<&'a indicatif::ProgressBar>,
+    mmap: bool,
 }
 
 /// Scans one unit of work, sending full batches to the store thread.
@@ -194,6 +213,13 @@ fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
         Work::Segment { input, range } => {
             let len = range.end - range.start;
             let file = input.open()?;
+            if ctx.mmap && input.regular && len > 0 {
+                match MappedRange::map(&file, range.clone()) {
+                    Ok(Some(map)) => return scan_mapped(&map, range.start, &input.path, ctx),
+                    // No guard slot, or a file system that cannot map: read it.
+                    Ok(None) | Err(_) => {}
+                }
+            }
             let rdr = ReadAt::new(&file, range.clone());
             let counted =
                 scan_reader(rdr, range.start, &input.path, ctx, true).map_err(|e| e.to_string())?;
@@ -225,6 +251,127 @@ fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
             }
             r
         }
+    }
+}
+
+/// Collects a chunk's error lines (offset and length in the chunk) until the chunk is known
+/// to be sound (no truncation fault while it was scanned).
+struct Deferred<'v>(&'v mut Vec<(usize, usize)>);
+
+impl Sink for Deferred<'_> {
+    type Error = std::convert::Infallible;
+
+    fn error_line(&mut self, line: &ErrorLine<'_>) -> Result<bool, Self::Error> {
+        self.0.push((line.offset(), line.line().len()));
+        Ok(true)
+    }
+}
+
+/// Scans a mapped segment in place (see the module docs and [`crate::ingest::mmap`]): in
+/// newline-aligned chunks of about [`MAPPED_CHUNK_BYTES`]; a chunk's error lines reach the
+/// aggregator only once no truncation fault happened while it was scanned. After a fault the
+/// chunk is rescanned up to the file's new end and the segment stops there, with a warning.
+fn scan_mapped(
+    map: &MappedRange,
+    start: u64,
+    path: &Arc<str>,
+    ctx: &Ctx<'_>,
+) -> Result<Counted, String> {
+    let scanner = ctx.scanner;
+    let bytes = map.bytes();
+    let mut agg = LineAggregator::new(ctx.rules, path.clone()).with_shared(ctx.shared.clone());
+    let mut stats = ScanStats::default();
+    let mut lines: Vec<(usize, usize)> = Vec::new();
+    let mut cut = bytes.len();
+    let mut seen_faults = 0u64;
+    let mut truncated = false;
+    let mut pos = 0usize;
+    while pos < cut {
+        let mut end = if cut - pos <= MAPPED_CHUNK_BYTES {
+            cut
+        } else {
+            // The probe touches the chunk's end first: a truncation before it faults here,
+            // before anything of the chunk is counted.
+            let probe = &bytes[pos..pos + MAPPED_CHUNK_BYTES];
+            match memchr::memrchr(b'\n', probe) {
+                Some(i) => pos + i + 1,
+                None => match memchr::memchr(b'\n', &bytes[pos + MAPPED_CHUNK_BYTES..cut]) {
+                    Some(i) => pos + MAPPED_CHUNK_BYTES + i + 1,
+                    None => cut,
+                },
+            }
+        };
+        lines.clear();
+        let chunk = &bytes[pos..end.min(cut)];
+        let Ok(s) = scanner.scan(chunk, &mut Deferred(&mut lines));
+        let faults = map.faults();
+        if faults != seen_faults {
+            // Some of what was just scanned may be zeros standing in for truncated pages:
+            // forget it, and scan again only what still is the file.
+            seen_faults = faults;
+            truncated = true;
+            cut = cut.min(
+                map.valid_end()
+                    .map_err(|e| format!("after a truncation: {}", describe_io(&e)))?,
+            );
+            continue;
+        }
+        end = end.min(cut);
+        for &(at, len) in &lines {
+            let _ = agg.error_line(&ErrorLine::at(chunk, at, len));
+        }
+        stats.add(&s);
+        if let Some(p) = ctx.progress {
+            p.inc((end - pos) as u64);
+        }
+        if agg.held_bytes() >= DEFAULT_BATCH_BYTES {
+            let _ = ctx.tx.send(agg.take_batch());
+        }
+        pos = end;
+        #[cfg(feature = "test-util")]
+        if start == 0 && pos == end {
+            test_pause(path);
+        }
+    }
+    let counts = agg.counts();
+    let _ = ctx.tx.send(agg.take_batch());
+    let warning = truncated.then(|| {
+        format!(
+            "truncated while being scanned (to {} bytes or less): counted what was read, \
+             up to offset {}",
+            start + cut as u64,
+            start + pos as u64
+        )
+    });
+    if let (Some(p), true) = (ctx.progress, truncated) {
+        p.inc((bytes.len() - pos) as u64);
+    }
+    Ok(Counted {
+        stats,
+        counts,
+        bytes: pos as u64,
+        warning,
+    })
+}
+
+/// Test support: with `SENTINEL_TEST_SCAN_PAUSE=DIR`, the worker scanning the first segment
+/// of a mapped file creates `DIR/paused` after its first chunk and waits (up to a minute)
+/// for `DIR/resume`, so a test can truncate or rewrite the file in the middle of its scan.
+#[cfg(feature = "test-util")]
+fn test_pause(path: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let Some(dir) = std::env::var_os("SENTINEL_TEST_SCAN_PAUSE") else {
+        return;
+    };
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let dir = std::path::PathBuf::from(dir);
+    let _ = std::fs::write(dir.join("paused"), path);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("resume").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -283,6 +430,7 @@ fn scan_reader<R: Read>(
         stats,
         counts,
         bytes: lines.offset() - start,
+        warning: None,
     })
 }
 
@@ -497,6 +645,7 @@ pub fn plan(files: &[PathBuf], threads: usize) -> (Vec<Work>, Vec<(String, Strin
             os_path: p.clone(),
             id: (meta.dev(), meta.ino()),
             len,
+            regular: meta.is_file(),
         });
         let mut magic = [0u8; 2];
         let is_gz = p.extension().is_some_and(|e| e == "gz")

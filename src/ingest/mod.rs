@@ -9,6 +9,7 @@
 //!   core, their batches merged by one store thread and committed in large transactions.
 //! - [`writer`]: the one thread that commits counts, positions and delivery ids to the
 //!   store in group commits.
+//! - [`mmap`]: regular files mapped and scanned in place, guarded against truncation.
 //!
 //! Folding error lines into deltas is pure and lives apart, in [`crate::aggregate`].
 
@@ -21,6 +22,7 @@ mod fault_tests;
 pub mod logger;
 #[cfg(feature = "daemon")]
 pub mod message;
+pub mod mmap;
 #[cfg(feature = "daemon")]
 pub mod wal;
 #[cfg(feature = "daemon")]

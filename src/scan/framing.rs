@@ -343,6 +343,27 @@ impl<R: Read> LineReader<R> {
     }
 }
 
+impl<R: io::Seek> LineReader<R> {
+    /// Moves to the line start `offset`, when nothing is held (no partial line, no long line
+    /// being skipped): for a caller that consumed `position()..offset` by other means (a
+    /// mapped catch-up). Returns `false`, changing nothing, if something is held.
+    ///
+    /// # Errors
+    ///
+    /// The seek's.
+    pub fn seek_to(&mut self, offset: u64) -> io::Result<bool> {
+        if self.skipping || self.start != self.end || self.pos != self.offset {
+            return Ok(false);
+        }
+        self.rdr.seek(io::SeekFrom::Start(offset))?;
+        self.start = 0;
+        self.end = 0;
+        self.offset = offset;
+        self.pos = offset;
+        Ok(true)
+    }
+}
+
 /// A [`Read`] over the byte range `pos..end` of a file, using positional reads
 /// ([`FileExt::read_at`]), so several threads can read segments of one file at once without
 /// sharing a cursor.

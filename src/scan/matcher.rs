@@ -740,6 +740,15 @@ pub struct ErrorLine<'a> {
 }
 
 impl<'a> ErrorLine<'a> {
+    /// The line `region[offset..offset + len]`: an error line reported from `region`,
+    /// rebuilt later (e.g. after deferring it) with the region's own lifetime.
+    pub(crate) fn at(region: &'a [u8], offset: usize, len: usize) -> ErrorLine<'a> {
+        ErrorLine {
+            line: &region[offset..offset + len],
+            offset,
+        }
+    }
+
     /// The line, without `\n` and without a trailing `\r`.
     pub fn line(&self) -> &'a [u8] {
         self.line

@@ -65,7 +65,8 @@ fn generated_corpus_matches_ground_truth_exactly() {
         manifest_json(&spec, "/nonexistent/project"),
     );
 
-    // Two threads, so the file (> one segment) is split and scanned in parallel.
+    // Two threads, so the file (> one segment) is split and its segments are mapped and
+    // scanned in parallel.
     let (out, v) = ws.scan_json(&["--threads", "2", "corpus.log"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_matches_truth(&v, &truth);
@@ -78,6 +79,15 @@ fn generated_corpus_matches_ground_truth_exactly() {
     assert_matches_truth(&v, &truth);
     assert_eq!(v["incidents_new"], 0);
     assert_eq!(v["incidents_updated"], truth.distinct_fingerprints);
+
+    // The read path (`--no-mmap`: positional reads into buffers instead of the mapping the
+    // scans above use) gives the same answer, on one thread and on two.
+    for threads in ["1", "2"] {
+        let (out, v) = ws.scan_json(&["--threads", threads, "--no-mmap", "--dry-run", "corpus.log"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_matches_truth(&v, &truth);
+        assert_eq!(v["incidents_updated"], truth.distinct_fingerprints);
+    }
 
     // A real rescan updates, never duplicates; the store holds every line twice.
     let (_, v) = ws.scan_json(&["corpus.log"]);

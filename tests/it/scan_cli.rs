@@ -325,3 +325,122 @@ fn scan_dash_reads_standard_input_like_a_file() {
     assert_eq!(f["incidents_new"], 0);
     assert_eq!(f["incidents_updated"], 3);
 }
+
+/// A 64-byte log line (`\n` included) saying `level`, numbered `i`.
+fn line64(level: &str, i: usize) -> String {
+    let head = format!("2026-11-23T10:00:01Z {level} [PACT:auth:login] failed user {i} ");
+    format!("{head:.<63}\n")
+}
+
+#[test]
+fn mapped_and_read_paths_count_the_same() {
+    let ws = Workspace::new();
+    // Long lines (one longer than a read buffer), CRLF, NUL bytes, invalid UTF-8, no
+    // trailing newline, and enough of it for several chunks of a mapping.
+    let mut log = Vec::new();
+    for i in 0..60_000 {
+        log.extend_from_slice(line64(if i % 7 == 0 { "ERROR" } else { "INFO" }, i).as_bytes());
+        if i % 9_999 == 0 {
+            log.extend_from_slice(b"FATAL \xff\x00 crlf\r\n");
+            log.extend(std::iter::repeat_n(b'y', 1 << 21));
+            log.extend_from_slice(b" ERROR in a long line\n");
+        }
+    }
+    log.extend_from_slice(b"ERROR [PACT:billing:charge] last line, unterminated");
+    ws.file("big.log", &log);
+    let (out, mapped) = ws.scan_json(&["--dry-run", "--threads", "2", "big.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (out, read) = ws.scan_json(&["--dry-run", "--threads", "2", "--no-mmap", "big.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for field in [
+        "bytes",
+        "lines",
+        "error_lines",
+        "long_lines",
+        "keyed_lines",
+        "distinct_fingerprints",
+        "error_key_counts",
+    ] {
+        assert_eq!(mapped[field], read[field], "{field}");
+    }
+    assert_eq!(mapped["bytes"], log.len() as u64);
+    assert_eq!(mapped["long_lines"], 7);
+    assert!(mapped.get("warnings").is_none(), "{mapped}");
+}
+
+/// Runs `scan --json` on `file` (one mapped segment), pausing after its first 1 MiB chunk
+/// to let `change` alter the file, and returns the report.
+fn scan_changing(ws: &Workspace, file: &str, change: impl FnOnce(&std::path::Path)) -> serde_json::Value {
+    use std::process::{Command, Stdio};
+    let pause = ws.path().join("pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    let child = Command::new(crate::harness::BIN)
+        .current_dir(ws.path())
+        .env_remove("SENTINEL_CONFIG")
+        .env("HOME", ws.path())
+        .env("SENTINEL_TEST_SCAN_PAUSE", &pause)
+        .args(["scan", "--json", "--threads", "2", file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sentinel");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !pause.join("paused").exists() {
+        assert!(std::time::Instant::now() < deadline, "the scan never paused");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    change(&ws.path().join(file));
+    std::fs::write(pause.join("resume"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    // Exits normally: no SIGBUS.
+    assert!(out.status.success(), "{:?} {}", out.status, stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("truncated while being scanned"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"], 1, "{v}");
+    assert_eq!(v["files_failed"], 0, "{v}");
+    assert_eq!(v["warnings"][0]["path"], file, "{v}");
+    v
+}
+
+#[test]
+fn a_file_truncated_while_mapped_is_counted_up_to_its_new_end() {
+    let ws = Workspace::new();
+    // 4 MiB of error lines: one segment, four chunks.
+    let log: String = (0..65_536).map(|i| line64("ERROR", i)).collect();
+    ws.file("app.log", &log);
+    let cut = 2_621_440u64; // 2.5 MiB: inside the third chunk, on a line boundary
+    let v = scan_changing(&ws, "app.log", |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+    });
+    assert_eq!(v["bytes"], cut);
+    assert_eq!(v["lines"], cut / 64);
+    assert_eq!(v["error_lines"], cut / 64);
+    assert_eq!(v["error_key_counts"]["PACT:auth:login"], cut / 64);
+    // What the store holds is what was counted.
+    let out = ws.run(&["report", "--json"]);
+    let incidents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let total: u64 = incidents.iter().map(|i| i["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, cut / 64);
+}
+
+#[test]
+fn a_file_rewritten_while_mapped_counts_what_was_read() {
+    let ws = Workspace::new();
+    let log: String = (0..65_536).map(|i| line64("ERROR", i)).collect();
+    ws.file("app.log", &log);
+    // Rewritten in place, shorter: 3 MiB of INFO lines where the errors were.
+    let v = scan_changing(&ws, "app.log", |p| {
+        let new: String = (0..49_152).map(|i| line64("INFO", i)).collect();
+        std::fs::write(p, new).unwrap();
+    });
+    // The first chunk (1 MiB) was read before the rewrite, the rest after it.
+    assert_eq!(v["bytes"], 3 << 20);
+    assert_eq!(v["lines"], 49_152);
+    assert_eq!(v["error_lines"], (1 << 20) / 64);
+}

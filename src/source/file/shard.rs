@@ -46,6 +46,9 @@ use crate::scan::framing::LineReader;
 use crate::scan::{ErrorLine, ScanStats, Sink};
 use crate::store::{EndedGeneration, FileKey, FilePosition};
 
+/// A file at least this far behind its end is caught up mapped (see [`catch_up`]), a turn's
+/// worth at a time; closer to its end it is read in chunks.
+const CATCH_UP_BYTES: u64 = 4 << 20;
 /// Bytes read per read call.
 const READ_BYTES: usize = 256 * 1024;
 /// Bytes read from one file per turn before the shard moves to its next file.
@@ -675,6 +678,26 @@ impl Shard {
             .into()
         });
         let mut eof = false;
+        // Far behind (files already on disk at start, a burst): map and scan in place.
+        if size.saturating_sub(start) >= CATCH_UP_BYTES
+            && let Some(s) = catch_up(reader, size, &f.spec.scanner, &mut |region, base, lines| {
+                let mut sink = JsonAware {
+                    agg: &mut acc.agg,
+                    format: json,
+                    forward: origin.as_ref().map(|o| Forwarding {
+                        lines: &mut acc.forward,
+                        bytes: &mut acc.forward_bytes,
+                        origin: o,
+                        base,
+                    }),
+                };
+                for &(at, len) in lines {
+                    let _ = sink.error_line(&ErrorLine::at(region, at, len));
+                }
+            })?
+        {
+            acc.stats.add(&s);
+        }
         loop {
             if reader.position() - start >= TURN_BYTES {
                 break;
@@ -1206,6 +1229,60 @@ impl Sink for JsonAware<'_> {
                 line: line.to_vec(),
             });
         }
+        Ok(true)
+    }
+}
+
+/// Catches `reader` up by one turn ([`TURN_BYTES`], to a line end) without copying: maps
+/// the bytes from its position (the guard of [`crate::ingest::mmap`] makes a truncation
+/// harmless), scans them in place, hands the chunk and its error lines (offset, length in
+/// the chunk) with the chunk's file offset to `deliver`, and moves the reader past them.
+/// Returns `None`, having consumed nothing, when the reader holds a partial line, the range
+/// has no line end, or the file cannot be mapped or shrank while mapped: the caller reads
+/// (and notices a truncation) as usual. Positions stay line starts, so committed offsets and
+/// exactly-once counting are unchanged.
+fn catch_up(
+    reader: &mut LineReader<File>,
+    size: u64,
+    scanner: &crate::scan::Scanner,
+    deliver: &mut dyn FnMut(&[u8], u64, &[(usize, usize)]),
+) -> std::io::Result<Option<ScanStats>> {
+    use crate::ingest::mmap::MappedRange;
+    let from = reader.position();
+    if from != reader.offset() || reader.is_skipping() {
+        return Ok(None);
+    }
+    let to = size.min(from + TURN_BYTES);
+    let Ok(Some(map)) = MappedRange::map(reader.get_ref(), from..to) else {
+        return Ok(None);
+    };
+    let bytes = map.bytes();
+    let Some(nl) = memchr::memrchr(b'\n', bytes) else {
+        return Ok(None);
+    };
+    let region = &bytes[..=nl];
+    let mut lines = Vec::new();
+    let Ok(s) = scanner.scan(region, &mut DeferLines(&mut lines));
+    if map.faults() != 0 {
+        // Truncated while mapped: forget what was scanned.
+        return Ok(None);
+    }
+    // Moved first: a failed seek delivers nothing (and changes nothing).
+    if !reader.seek_to(from + region.len() as u64)? {
+        return Ok(None);
+    }
+    deliver(region, from, &lines);
+    Ok(Some(s))
+}
+
+/// Collects error lines (offset and length in the region) until the scan is known sound.
+struct DeferLines<'v>(&'v mut Vec<(usize, usize)>);
+
+impl Sink for DeferLines<'_> {
+    type Error = std::convert::Infallible;
+
+    fn error_line(&mut self, line: &ErrorLine<'_>) -> Result<bool, Self::Error> {
+        self.0.push((line.offset(), line.line().len()));
         Ok(true)
     }
 }
