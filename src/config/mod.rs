@@ -32,6 +32,7 @@ mod forward;
 mod grouping;
 mod llm;
 mod peers;
+mod forge;
 mod retention;
 mod source;
 #[cfg(test)]
@@ -54,12 +55,15 @@ pub use peers::{
     ArbiterConfig, ArbiterEventMap, ChroniclerConfig, DEFAULT_LEDGER_REFRESH_SECONDS, LedgerConfig,
     NotifyConfig, StigmergyConfig, TrustEventType, TrustMapping,
 };
+pub use forge::{
+    DEFAULT_ISSUES_PER_HOUR, DEFAULT_MAX_OPEN, ForgeProvider, IssuesConfig, PullRequestConfig,
+};
 pub use retention::RetentionConfig;
 pub use source::{
     CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
     DEFAULT_NATS_MAX_AGE_HOURS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, FileSourceConfig,
     LogFormat, NatsFormat, NatsSourceConfig, ProcessSourceConfig, RestartPolicy, SourceCommon,
-    SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
+    CiSourceConfig, SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
 };
 pub use triage::{MAX_TRIAGE_PER_HOUR, TriageConfig};
 
@@ -145,6 +149,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `triage`: the daemon's LLM triage of incidents without a PACT key.
     pub triage: TriageConfig,
+    /// `issues`: escalated incidents filed as issues (GitHub or GitLab).
+    pub issues: Option<IssuesConfig>,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -345,6 +351,8 @@ impl Config {
         let retention = resolve_retention(&raw.retention, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
         let triage = resolve_triage(&raw.triage, &invalid)?;
+        let issues = forge::resolve_issues(raw.issues.clone(), &invalid)?;
+        let pull_request = forge::resolve_pull_request(raw.fix.pull_request.clone(), &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
             return Err(invalid(
                 "fix.max_attempts".into(),
@@ -415,7 +423,10 @@ impl Config {
             notify: raw.notify,
             ledger,
             budget: raw.budget,
-            fix: raw.fix,
+            fix: crate::config::FixConfig {
+                pull_request,
+                ..raw.fix
+            },
             auto_remediate: raw.auto_remediate,
             state_dir,
             max_line_bytes: max_line_bytes as usize,
@@ -427,6 +438,7 @@ impl Config {
             grouping,
             retention,
             triage,
+            issues,
         })
     }
 
@@ -531,6 +543,7 @@ struct RawConfig {
     grouping: RawGrouping,
     retention: RawRetention,
     triage: RawTriage,
+    issues: Option<IssuesConfig>,
 }
 
 impl Default for RawConfig {
@@ -560,6 +573,7 @@ impl Default for RawConfig {
             grouping: RawGrouping::default(),
             retention: RawRetention::default(),
             triage: RawTriage::default(),
+            issues: None,
         }
     }
 }

@@ -41,3 +41,5 @@ pub use server::{
 };
 #[cfg(feature = "daemon")]
 pub use start::start;
+#[cfg(feature = "daemon")]
+pub(crate) use server::drain;

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
 use super::schema::*;
+use super::ci::{CI_INCIDENTS, FORGE_LINKS};
 use super::triage::TRIAGE;
 use super::{Store, StoreError, builder, open_error};
 
@@ -116,6 +117,8 @@ fn copy_all(
         GUARD_WINDOWS,
         OVERFLOWS,
         TRIAGE,
+        CI_INCIDENTS,
+        FORGE_LINKS,
     );
     for t in src.list_tables()? {
         let name = t.name().to_string();
