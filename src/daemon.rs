@@ -361,6 +361,14 @@ async fn serve_all(
         tokio::spawn(t.run(api_events.clone(), stopped()))
     });
 
+    // Pull requests of proven fixes, issues of escalated incidents (issue 19).
+    let forge = crate::forge::Forge::new(
+        store.clone(),
+        config.fix.pull_request.as_ref(),
+        config.issues.as_ref(),
+    )?
+    .map(|f| tokio::spawn(f.run(api_events.clone(), stopped())));
+
     // The API.
     let mut api_addr = None;
     if let Some((auth, listener)) = api {
@@ -461,6 +469,9 @@ async fn serve_all(
         Err(_) => tracing::warn!("the fixer did not stop in time"),
     }
     if let Some(t) = autotriage {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    if let Some(t) = forge {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     // The postmortem writer stops between two reads and lets go of the store.

@@ -581,6 +581,12 @@ struct IncidentDetail {
     /// The daemon's LLM triage answer, for an incident without a PACT key that was triaged.
     #[serde(skip_serializing_if = "Option::is_none")]
     triage: Option<crate::store::triage::TriageRecord>,
+    /// A CI failure's repository, workflow, job, step, occurrences and flaky mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ci: Option<crate::store::ci::CiRecord>,
+    /// The pull request and issue opened for it (`fix.pull_request`, `issues`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forge: Option<crate::store::ci::ForgeLinks>,
 }
 
 #[utoipa::path(get, path = "/incidents/{id}", operation_id = "get_incident", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer", body = IncidentDetail), (status = 404, description = "no such incident", body = crate::api::schema::ErrorBody)))]
@@ -598,11 +604,15 @@ async fn incident(
         let timeline = store.incident_events(&key, MAX_TIMELINE)?;
         let fix_attempts = store.fixes_of(&key)?;
         let triage = store.triage_of(inc.fingerprint)?;
+        let ci = store.ci_record(inc.fingerprint.0)?;
+        let forge = store.forge_links(inc.fingerprint.0)?;
         Ok(Some(IncidentDetail {
             incident: inc,
             timeline,
             fix_attempts,
             triage,
+            ci,
+            forge,
         }))
     })
     .await?;

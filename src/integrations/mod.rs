@@ -222,7 +222,9 @@ pub fn init_cursors(store: &Store, sinks: &[Sink]) -> Result<(), StoreError> {
     {
         event_id_salt(store)?;
     }
-    let names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
+    let mut names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
+    // The forge (pull requests, issues) follows the event log with its own cursor.
+    names.push(crate::forge::CURSOR);
     store.retain_outbox_cursors(&names)?;
     let head = store.event_head();
     for s in sinks {

@@ -40,6 +40,8 @@ pub mod log;
 mod payload;
 
 #[cfg(feature = "daemon")]
+pub(crate) use fetch::segment;
+#[cfg(feature = "daemon")]
 pub use fetch::{ATTEMPTS, BACKOFF, MAX_LOG_BYTES};
 #[cfg(feature = "daemon")]
 pub use hook::{
