@@ -23,7 +23,7 @@ mod api;
 mod push;
 
 pub use api::{ForgeApi, ForgeError, Opened};
-pub use push::{PushError, push};
+pub use push::{PUSH_TIMEOUT, PushError, push};
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
