@@ -199,7 +199,14 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
                 ));
             }
             let history = s.fixes(args.fixes).context("reading fixes")?;
-            (incidents, spend_by_incident(s)?, fixes, history, refusals, extras)
+            (
+                incidents,
+                spend_by_incident(s)?,
+                fixes,
+                history,
+                refusals,
+                extras,
+            )
         }
         None => Default::default(),
     };
@@ -234,11 +241,8 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         writeln!(out, "{none}").context("stdout")?;
         return Ok(0);
     }
-    for (((inc, fixes), refusals), (ci, forge)) in incidents
-        .iter()
-        .zip(&fixes)
-        .zip(&refusals)
-        .zip(&extras)
+    for (((inc, fixes), refusals), (ci, forge)) in
+        incidents.iter().zip(&fixes).zip(&refusals).zip(&extras)
     {
         let mark = match inc.status {
             IncidentStatus::Resolved => "[OK]",
@@ -327,8 +331,12 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         }
         if let Some(f) = forge {
             if let Some(p) = &f.pull_request {
-                writeln!(out, "        pull request #{} ({}): {}", p.number, p.state, p.url)
-                    .context("stdout")?;
+                writeln!(
+                    out,
+                    "        pull request #{} ({}): {}",
+                    p.number, p.state, p.url
+                )
+                .context("stdout")?;
             }
             if let Some(i) = &f.issue {
                 writeln!(out, "        issue #{} ({}): {}", i.number, i.state, i.url)

@@ -331,7 +331,11 @@ fn describe(s: &crate::config::SourceConfig) -> String {
             "http://{}:{}{} (logs from {})",
             c.host,
             c.port,
-            if c.secret_env.is_some() { ", signed" } else { "" },
+            if c.secret_env.is_some() {
+                ", signed"
+            } else {
+                ""
+            },
             c.api_url
         ),
         S::Nats(n) => format!(

@@ -28,11 +28,11 @@ use crate::scan::matcher::{DEFAULT_ERROR_PATTERNS, DEFAULT_MAX_LINE_BYTES};
 mod api;
 mod error;
 mod fix;
+mod forge;
 mod forward;
 mod grouping;
 mod llm;
 mod peers;
-mod forge;
 mod retention;
 mod source;
 #[cfg(test)]
@@ -42,6 +42,9 @@ mod triage;
 pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use error::ConfigError;
 pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, FixMode, FreezeWindow, PactConfig};
+pub use forge::{
+    DEFAULT_ISSUES_PER_HOUR, DEFAULT_MAX_OPEN, ForgeProvider, IssuesConfig, PullRequestConfig,
+};
 pub use forward::ForwardNatsConfig;
 pub use grouping::{
     DEFAULT_GROUPING_WINDOW_SECONDS, DEFAULT_MAX_NEW_INCIDENTS_PER_KEY, GroupingConfig,
@@ -55,15 +58,12 @@ pub use peers::{
     ArbiterConfig, ArbiterEventMap, ChroniclerConfig, DEFAULT_LEDGER_REFRESH_SECONDS, LedgerConfig,
     NotifyConfig, StigmergyConfig, TrustEventType, TrustMapping,
 };
-pub use forge::{
-    DEFAULT_ISSUES_PER_HOUR, DEFAULT_MAX_OPEN, ForgeProvider, IssuesConfig, PullRequestConfig,
-};
 pub use retention::RetentionConfig;
 pub use source::{
-    CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
+    CiSourceConfig, CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
     DEFAULT_NATS_MAX_AGE_HOURS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, FileSourceConfig,
     LogFormat, NatsFormat, NatsSourceConfig, ProcessSourceConfig, RestartPolicy, SourceCommon,
-    CiSourceConfig, SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
+    SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
 };
 pub use triage::{MAX_TRIAGE_PER_HOUR, TriageConfig};
 

@@ -3,7 +3,8 @@
 //! The [`Forge`] task follows the event log (its cursor `forge` is durable, so nothing is
 //! missed across a restart and nothing is done twice):
 //!
-//! - **`fix_completed`** of a proven, kept fix (`fix.pull_request`): the fix's branch is
+//! - **`fix_completed`** of a proven, kept fix (`fix.pull_request`; an approved fix at its
+//!   `incident_resolved`): the fix's branch is
 //!   pushed ([`push`]: HTTPS credentials passed to git through its environment as an
 //!   `http.extraHeader`, never in a URL, an argument or a log) and a pull (merge) request is
 //!   opened with the postmortem as its body. One open pull request per incident: the fix of
@@ -187,8 +188,24 @@ impl Forge {
             EventKind::IncidentEscalated if self.issues.is_some() => {
                 self.escalated(&e.incident_id).await
             }
-            EventKind::IncidentResolved if self.issues.is_some() => {
-                self.resolved(&e.incident_id).await
+            EventKind::IncidentResolved => {
+                // An approved fix ends here (its fix_completed came when it was proven, before
+                // the approval): its pull request is opened now. Done twice, it is a no-op.
+                if self.pull_request.is_some() {
+                    let approved = self
+                        .store
+                        .fixes_of(&e.incident_id)?
+                        .into_iter()
+                        .rev()
+                        .find(|f| f.status == FixStatus::Success && !f.shadow);
+                    if let Some(f) = approved {
+                        self.fix_completed(&f.id).await?;
+                    }
+                }
+                if self.issues.is_some() {
+                    self.resolved(&e.incident_id).await?;
+                }
+                Ok(())
             }
             EventKind::IncidentUpdated | EventKind::IncidentRegressed if self.issues.is_some() => {
                 self.recurred(&e.incident_id).await
@@ -240,10 +257,7 @@ impl Forge {
             return Ok(());
         };
         let mut links = self.links(&inc)?;
-        let open = links
-            .pull_request
-            .clone()
-            .filter(|p| p.state == "open");
+        let open = links.pull_request.clone().filter(|p| p.state == "open");
         if open.as_ref().is_some_and(|p| p.fix_id == fix.id) {
             return Ok(()); // done before a restart
         }
@@ -257,10 +271,7 @@ impl Forge {
             },
             first_chars(&inc.normalized, 60)
         );
-        let remote = cfg
-            .remote
-            .clone()
-            .unwrap_or_else(|| api.default_remote());
+        let remote = cfg.remote.clone().unwrap_or_else(|| api.default_remote());
         if open.is_none() {
             match api.open_pull_requests().await {
                 Ok(n) if n >= cfg.max_open as usize => {
@@ -344,9 +355,8 @@ impl Forge {
                 self.save(&inc, &links, &note)
             }
             Err(e) => {
-                links.error = format!(
-                    "the branch {target} was pushed but no pull request was opened: {e}"
-                );
+                links.error =
+                    format!("the branch {target} was pushed but no pull request was opened: {e}");
                 let note = links.error.clone();
                 self.save(&inc, &links, &note)
             }

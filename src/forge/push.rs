@@ -73,7 +73,10 @@ pub fn push(
         );
         cmd.env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"));
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: Basic {basic}"),
+            );
     }
     let mut child = cmd.spawn().map_err(|e| PushError::Git(e.to_string()))?;
     let mut stderr = child.stderr.take();
@@ -138,18 +141,34 @@ mod tests {
         git(&work, &["commit", "--quiet", "-m", "c"]);
         git(&work, &["branch", "sentinel/fix-1"]);
         let remote = bare.to_string_lossy();
-        push(&work, &remote, "sentinel/fix-1", "sentinel/fix-1", "t0k", ForgeProvider::Github)
-            .unwrap();
-        assert!(bare.join("refs/heads/sentinel/fix-1").exists() || {
-            let out = Command::new("git")
-                .current_dir(&bare)
-                .args(["show-ref"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).contains("sentinel/fix-1")
-        });
-        let e = push(&work, "/nonexistent/x.git", "sentinel/fix-1", "x", "t0k", ForgeProvider::Github)
-            .unwrap_err();
+        push(
+            &work,
+            &remote,
+            "sentinel/fix-1",
+            "sentinel/fix-1",
+            "t0k",
+            ForgeProvider::Github,
+        )
+        .unwrap();
+        assert!(
+            bare.join("refs/heads/sentinel/fix-1").exists() || {
+                let out = Command::new("git")
+                    .current_dir(&bare)
+                    .args(["show-ref"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("sentinel/fix-1")
+            }
+        );
+        let e = push(
+            &work,
+            "/nonexistent/x.git",
+            "sentinel/fix-1",
+            "x",
+            "t0k",
+            ForgeProvider::Github,
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("t0k"), "{e}");
     }
 }

@@ -19,9 +19,9 @@ use redb::{
 };
 use serde::Serialize;
 
+use super::ci::{CI_INCIDENTS, FORGE_LINKS};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
 use super::schema::*;
-use super::ci::{CI_INCIDENTS, FORGE_LINKS};
 use super::triage::TRIAGE;
 use super::{Store, StoreError, builder, open_error};
 

@@ -265,7 +265,10 @@ impl StoreTxn<'_> {
         {
             let mut ev = NewEvent::incident(EventKind::IncidentUpdated, &inc);
             if let serde_json::Value::Object(m) = &mut ev.data {
-                m.insert("ci".into(), serde_json::json!({"note": note, "record": record}));
+                m.insert(
+                    "ci".into(),
+                    serde_json::json!({"note": note, "record": record}),
+                );
             }
             self.emit(ev, now)?;
         }
@@ -334,5 +337,31 @@ mod tests {
         assert_eq!(store.ci_records().unwrap(), vec![(7, r)]);
         assert_eq!(store.forge_links(7).unwrap(), Some(links.clone()));
         assert_eq!(store.all_forge_links().unwrap(), vec![(7, links)]);
+    }
+
+    #[test]
+    fn backups_copy_both_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r = CiRecord {
+            flaky: true,
+            ..CiRecord::default()
+        };
+        let links = ForgeLinks {
+            error: "push refused".into(),
+            ..ForgeLinks::default()
+        };
+        let mut txn = store.begin_write().unwrap();
+        txn.put_ci_record(9, &r, Some("note"), Timestamp::now())
+            .unwrap();
+        txn.put_forge_links(9, &links).unwrap();
+        txn.commit().unwrap();
+        let dest = dir.path().join("copy.redb");
+        let summary = store.backup(&dest).unwrap();
+        assert_eq!(summary.tables["ci_incidents"], 1, "{summary:?}");
+        assert_eq!(summary.tables["forge_links"], 1, "{summary:?}");
+        let copy = Store::open_read_only(&dest).unwrap().unwrap();
+        assert_eq!(copy.ci_record(9).unwrap(), Some(r));
+        assert_eq!(copy.forge_links(9).unwrap(), Some(links));
     }
 }

@@ -226,14 +226,23 @@ fn github_and_gitlab_failures_become_attributed_incidents() {
         .find(|r| r.path.ends_with("/actions/jobs/29679449/logs"))
         .expect("the log was asked for");
     assert_eq!(log_req.auth, format!("Bearer {GH_TOKEN}"));
-    assert!(reqs.iter().any(|r| r.path.starts_with("/_download/29679449")));
+    assert!(
+        reqs.iter()
+            .any(|r| r.path.starts_with("/_download/29679449"))
+    );
     assert!(!d.log_text().contains(DOWNLOAD_SECRET));
 
     // A replayed delivery is acknowledged and not counted again; the same job under another
     // delivery id is not counted again either (the job's id is durable in the store); the
     // same failure on another commit is the same incident, one more occurrence.
     let body = job_event(29679449, SHA1, 1, "failure");
-    let (code, v) = post_github(&gh, "workflow_job", "d-1", &body, Some(sign(GH_SECRET, &body)));
+    let (code, v) = post_github(
+        &gh,
+        "workflow_job",
+        "d-1",
+        &body,
+        Some(sign(GH_SECRET, &body)),
+    );
     assert_eq!((code, &v["duplicate"]), (200, &json!(true)), "{v}");
     send_job(&gh, "d-1-again", 29679449, SHA1, 1, "failure");
     send_job(&gh, "d-2", 29679450, SHA2, 1, "failure");
@@ -247,21 +256,40 @@ fn github_and_gitlab_failures_become_attributed_incidents() {
     assert_eq!(
         incidents(&api)
             .iter()
-            .filter(|i| i["sample"].as_str().unwrap().contains("IndexError")
-                && i["source"] == "gh")
+            .filter(|i| i["sample"].as_str().unwrap().contains("IndexError") && i["source"] == "gh")
             .count(),
         1
     );
 
     // Refusals: a bad or missing signature is 401, an oversized body 413, bad JSON 400
     // naming the position.
-    let (code, v) = post_github(&gh, "workflow_job", "x-1", &body, Some(sign("wrong", &body)));
-    assert_eq!((code, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    let (code, v) = post_github(
+        &gh,
+        "workflow_job",
+        "x-1",
+        &body,
+        Some(sign("wrong", &body)),
+    );
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
     let (code, _) = post_github(&gh, "workflow_job", "x-2", &body, None);
     assert_eq!(code, 401);
     let big = vec![b' '; sentinel::source::ci::MAX_BODY_BYTES + 1];
-    let (code, v) = post_github(&gh, "workflow_job", "x-3", &big, Some(sign(GH_SECRET, &big)));
-    assert_eq!((code, v["error"]["code"].as_str()), (413, Some("payload_too_large")), "{v}");
+    let (code, v) = post_github(
+        &gh,
+        "workflow_job",
+        "x-3",
+        &big,
+        Some(sign(GH_SECRET, &big)),
+    );
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
     let bad = b"{\"action\": \"completed\",\n  \"workflow_job\": {\"id\": 1,,}}";
     let (code, v) = post_github(&gh, "workflow_job", "x-4", bad, Some(sign(GH_SECRET, bad)));
     assert_eq!(code, 400, "{v}");
@@ -273,7 +301,10 @@ fn github_and_gitlab_failures_become_attributed_incidents() {
     let unread = wait_incident(&api, "its log could not be read");
     let doc = detail_ci(&api, unread["id"].as_str().unwrap());
     assert!(
-        doc["ci"]["log_error"].as_str().unwrap().contains("HTTP 404"),
+        doc["ci"]["log_error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 404"),
         "{doc:#}"
     );
     assert_eq!(doc["ci"]["occurrences"][0]["log_read"], false);
@@ -290,7 +321,10 @@ fn github_and_gitlab_failures_become_attributed_incidents() {
             rb = rb.header(*k, v);
         }
         let r = rb.send().unwrap();
-        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
     };
     let (code, v) = post_gitlab(&hook, &[("x-gitlab-token", "nope".into())]);
     assert_eq!(code, 401, "{v}");
@@ -314,8 +348,11 @@ fn github_and_gitlab_failures_become_attributed_incidents() {
             .unwrap()
             .ends_with("/acme/app/-/jobs/1977")
     );
-    assert!(fake.requests().iter().any(|r| r.path == "/api/v4/projects/380/jobs/1977/trace"
-        && r.auth == GL_TOKEN));
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path == "/api/v4/projects/380/jobs/1977/trace" && r.auth == GL_TOKEN)
+    );
     // The signed form (webhook-signature), the same failure on another commit: one incident.
     let mut v: Value = serde_json::from_str(&hook).unwrap();
     v["build_id"] = json!(1978);
@@ -407,7 +444,11 @@ fn a_flaky_failure_is_never_sent_to_the_fixer() {
             .any(|e| e["kind"] == "fix_refused" && e["data"]["guardrail"] == "flaky"),
         "{doc:#}"
     );
-    assert_eq!(llm.request_count(), 0, "a flaky failure never reaches the LLM");
+    assert_eq!(
+        llm.request_count(),
+        0,
+        "a flaky failure never reaches the LLM"
+    );
     let out = ws.run(&["report", "--json"]);
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     let row = rows

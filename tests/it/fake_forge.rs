@@ -25,7 +25,6 @@ pub(crate) struct Recorded {
     /// `Authorization` or `PRIVATE-TOKEN`.
     pub(crate) auth: String,
     /// The JSON body (Null when none).
-    #[allow(dead_code)]
     pub(crate) body: Value,
 }
 
@@ -68,7 +67,9 @@ impl FakeForge {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let app = axum::Router::new().fallback(handle).with_state(inner.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -121,7 +122,10 @@ fn text(v: &Value, keys: &[&str]) -> String {
 
 fn labels(v: &Value) -> Vec<String> {
     match &v["labels"] {
-        Value::Array(a) => a.iter().filter_map(|l| l.as_str().map(String::from)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect(),
         Value::String(s) if !s.is_empty() => s.split(',').map(String::from).collect(),
         _ => Vec::new(),
     }

@@ -37,7 +37,12 @@ fn pull_request_section(fake: &FakeForge, remote: &Path) -> String {
 
 fn wait_fix(api: &str) -> Value {
     eventually(Duration::from_secs(120), || {
-        let fixes: Value = http().get(format!("{api}/fixes")).send().ok()?.json().ok()?;
+        let fixes: Value = http()
+            .get(format!("{api}/fixes"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
         let f = fixes.as_array()?.first()?.clone();
         (f["status"] != "pending" && f["status"] != "running").then_some(f)
     })
@@ -48,7 +53,10 @@ fn wait_fix(api: &str) -> Value {
 fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let llm = rt.block_on(FakeLlm::start());
-    llm.push(Route::Anthropic, answer(reproducer(), the_fix(), Value::Null));
+    llm.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
     let fake = rt.block_on(FakeForge::start());
     fake.set_log(601, &fixture("github_job_log.txt"));
     let ws = Workspace::new();
@@ -93,7 +101,10 @@ fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
     let pulls = fake.pulls();
     assert_eq!(pulls.len(), 1, "{pulls:#?}");
     let pr = &pulls[0];
-    assert_eq!((pr.head.as_str(), pr.base.as_str()), (branch.as_str(), "main"));
+    assert_eq!(
+        (pr.head.as_str(), pr.base.as_str()),
+        (branch.as_str(), "main")
+    );
     assert_eq!(pr.labels, ["sentinel"]);
     assert!(pr.title.contains(KEY), "{}", pr.title);
     // The body is the incident's report (the postmortem, as the API renders it).
@@ -119,7 +130,10 @@ fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
         assert_eq!(section(&pr.body, name), section(&report, name), "{name}");
     }
     assert!(pr.body.contains(&branch));
-    assert_eq!(links["pull_request"]["url"], "https://github.example/acme/app/pull/1");
+    assert_eq!(
+        links["pull_request"]["url"],
+        "https://github.example/acme/app/pull/1"
+    );
     assert_eq!(links["pull_request"]["state"], "open");
     let created = fake
         .requests()
@@ -127,6 +141,7 @@ fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
         .find(|r| r.method == "POST" && r.path == "/repos/acme/app/pulls")
         .unwrap();
     assert_eq!(created.auth, format!("Bearer {GH_TOKEN}"));
+    assert_eq!(created.body["head"], branch.as_str());
     // Shown by `incident` and `report`; the token is in no log.
     let text = stdout(&ws.run(&["incident", &id]));
     assert!(
@@ -143,7 +158,10 @@ fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
 fn shadow_mode_pushes_nothing_and_opens_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let llm = rt.block_on(FakeLlm::start());
-    llm.push(Route::Anthropic, answer(reproducer(), the_fix(), Value::Null));
+    llm.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
     let fake = rt.block_on(FakeForge::start());
     fake.set_log(701, &fixture("github_job_log.txt"));
     let ws = Workspace::new();
@@ -166,7 +184,10 @@ fn shadow_mode_pushes_nothing_and_opens_nothing() {
     send_job(&info.webhook_url("gh"), "s-1", 701, SHA1, 1, "failure");
     let inc = wait_incident(&api, "IndexError");
     let fix = wait_fix(&api);
-    assert_eq!((fix["status"].as_str(), fix["shadow"].as_bool()), (Some("success"), Some(true)));
+    assert_eq!(
+        (fix["status"].as_str(), fix["shadow"].as_bool()),
+        (Some("success"), Some(true))
+    );
     // The forge saw the fix end (its cursor is past it) and did nothing.
     let id = inc["id"].as_str().unwrap();
     let store_head = || {
@@ -175,8 +196,10 @@ fn shadow_mode_pushes_nothing_and_opens_nothing() {
             .unwrap_or(0)
     };
     let ended = ws.store().unwrap().event_head();
-    eventually(Duration::from_secs(30), || (store_head() >= ended).then_some(()))
-        .expect("the forge followed the log past the fix");
+    eventually(Duration::from_secs(30), || {
+        (store_head() >= ended).then_some(())
+    })
+    .expect("the forge followed the log past the fix");
     assert_eq!(remote_refs(&remote), "", "nothing pushed in shadow mode");
     assert!(fake.pulls().is_empty());
     assert!(detail(&api, id)["forge"].is_null());
@@ -195,7 +218,10 @@ fn an_escalated_incident_opens_one_issue_commented_on_and_closed_when_resolved()
         "contents": null,
     });
     llm.push(Route::Anthropic, answer(reproducer(), no_fix, Value::Null));
-    llm.push(Route::Anthropic, answer(reproducer(), the_fix(), Value::Null));
+    llm.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
     let fake = rt.block_on(FakeForge::start());
     fake.set_log(801, &fixture("github_job_log.txt"));
     fake.set_log(802, &fixture("github_job_log.txt"));
@@ -256,7 +282,11 @@ fn an_escalated_incident_opens_one_issue_commented_on_and_closed_when_resolved()
     })
     .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &id), d.log_text()));
     assert!(
-        closed.comments.last().unwrap().starts_with("Resolved by Sentinel"),
+        closed
+            .comments
+            .last()
+            .unwrap()
+            .starts_with("Resolved by Sentinel"),
         "{:?}",
         closed.comments
     );

@@ -130,10 +130,7 @@ impl Api {
                 &format!("/repos/{}/actions/jobs/{}", job.project, job.id),
             )
             .await?;
-        let v: Value = r
-            .json()
-            .await
-            .map_err(|e| describe("reading the job", e))?;
+        let v: Value = r.json().await.map_err(|e| describe("reading the job", e))?;
         let mut full = payload::github_job(&job.repo, &v);
         if full.url.is_empty() {
             full.url = std::mem::take(&mut job.url);

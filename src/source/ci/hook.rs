@@ -92,8 +92,9 @@ impl Secret {
         };
         let mut mac = Secret::hmac(key);
         mac.update(body);
-        mac.verify_slice(&want)
-            .map_err(|_| ApiError::unauthorized("X-Hub-Signature-256 does not match the body", None))
+        mac.verify_slice(&want).map_err(|_| {
+            ApiError::unauthorized("X-Hub-Signature-256 does not match the body", None)
+        })
     }
 
     /// GitLab: `X-Gitlab-Token` equal to the secret, or the signed form (`webhook-id`,
@@ -138,7 +139,8 @@ impl Secret {
                 let Some(b64) = sig.strip_prefix("v1,") else {
                     continue;
                 };
-                let Ok(want) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                let Ok(want) =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
                 else {
                     continue;
                 };
@@ -335,7 +337,10 @@ impl CiHook {
                     .map(|(j, o)| Work::Job(j, o))
                     .collect();
                 if work.is_empty() {
-                    (StatusCode::OK, json!({"ignored": "a job passed on its first attempt"}))
+                    (
+                        StatusCode::OK,
+                        json!({"ignored": "a job passed on its first attempt"}),
+                    )
                 } else {
                     let n = work.len();
                     self.enqueue(work)?;
@@ -515,7 +520,13 @@ impl Worker {
         }
         let mut agg = LineAggregator::new(self.writer.rules(), self.name.clone());
         let fp = agg.add_text(line.as_bytes(), None).0;
-        let id = format!("{}:{}:{}:{}", self.provider.as_str(), job.repo, job.id, job.attempt);
+        let id = format!(
+            "{}:{}:{}:{}",
+            self.provider.as_str(),
+            job.repo,
+            job.id,
+            job.attempt
+        );
         let accepted = self.submit(line.into_bytes(), id).await;
         if accepted.is_none() {
             return;
@@ -523,7 +534,11 @@ impl Worker {
         // The writer's ack means durable in the ingest log; the incident is in the store a
         // commit later (bounded wait: the record is written either way).
         for _ in 0..200 {
-            if self.store.contains(crate::scan::Fingerprint(fp)).unwrap_or(false) {
+            if self
+                .store
+                .contains(crate::scan::Fingerprint(fp))
+                .unwrap_or(false)
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -560,8 +575,12 @@ impl Worker {
         .await;
         match done {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(source = %self.name, error = %e, "cannot record a CI occurrence"),
-            Err(e) => tracing::warn!(source = %self.name, error = %e, "cannot record a CI occurrence"),
+            Ok(Err(e)) => {
+                tracing::warn!(source = %self.name, error = %e, "cannot record a CI occurrence")
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.name, error = %e, "cannot record a CI occurrence")
+            }
         }
     }
 
@@ -668,7 +687,11 @@ mod tests {
             StatusCode::UNAUTHORIZED
         );
         assert!(s.check_github(&HeaderMap::new(), b"x").is_err());
-        assert!(Secret::new(None).check_github(&HeaderMap::new(), b"x").is_ok());
+        assert!(
+            Secret::new(None)
+                .check_github(&HeaderMap::new(), b"x")
+                .is_ok()
+        );
     }
 
     #[test]

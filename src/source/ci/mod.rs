@@ -89,7 +89,9 @@ mod start {
             let (info, addr, tasks) = serve(src, cx)?;
             running.infos.push(info);
             running.listening.push((src.common.name.clone(), addr));
-            running.stoppers.extend(tasks.into_iter().map(Stopper::Task));
+            running
+                .stoppers
+                .extend(tasks.into_iter().map(Stopper::Task));
         }
         Ok(running)
     }

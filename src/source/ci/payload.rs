@@ -339,7 +339,11 @@ mod tests {
                              "conclusion": "failure"}});
         assert!(matches!(
             github("workflow_run", &body),
-            Hook::Run { run_id: 9, outcome: Outcome::Failed, .. }
+            Hook::Run {
+                run_id: 9,
+                outcome: Outcome::Failed,
+                ..
+            }
         ));
     }
 
