@@ -296,3 +296,61 @@ fn an_escalated_incident_opens_one_issue_commented_on_and_closed_when_resolved()
     assert_eq!(doc["forge"]["issue"]["state"], "closed");
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn a_push_that_fails_leaves_the_branch_local_and_says_so() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(FakeLlm::start());
+    llm.push(
+        Route::Anthropic,
+        answer(reproducer(), the_fix(), Value::Null),
+    );
+    let fake = rt.block_on(FakeForge::start());
+    fake.set_log(901, &fixture("github_job_log.txt"));
+    let ws = Workspace::new();
+    let missing = ws.path().join("no-such-remote.git");
+    std::fs::write(
+        ws.path().join("sentinel.yaml"),
+        config(
+            llm.base_url(),
+            &fake.github_url(),
+            &pull_request_section(&fake, &missing),
+            "",
+        ),
+    )
+    .unwrap();
+    let project = project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let mut d = ws.spawn_env(&["watch"], &env());
+    let info = d.ready();
+    let api = info.api_url("");
+    send_job(&info.webhook_url("gh"), "pf-1", 901, SHA1, 1, "failure");
+    let id = wait_incident(&api, "IndexError")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fix = wait_fix(&api);
+    assert_eq!(fix["status"], "success", "{fix:#}");
+    let branch = fix["branch"].as_str().unwrap();
+    let error = eventually(Duration::from_secs(30), || {
+        detail(&api, &id)["forge"]["error"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+    })
+    .unwrap_or_else(|| panic!("{:#}", detail(&api, &id)));
+    assert!(error.contains("was not pushed"), "{error}");
+    assert!(error.contains(branch), "{error}");
+    assert!(fake.pulls().is_empty());
+    // The branch is still there, in the user's repository.
+    assert_eq!(
+        git(&project, &["branch", "--list", branch]).trim_start_matches("* "),
+        branch
+    );
+    let text = stdout(&ws.run(&["incident", &id]));
+    assert!(
+        text.contains("forge      the fix branch was not pushed"),
+        "{text}"
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
+}

@@ -432,26 +432,35 @@ impl Worker {
                 () = &mut stop => return,
                 w = rx.recv() => match w { Some(w) => w, None => return },
             };
-            match work {
-                Work::Job(job, o) => self.job(job, o).await,
-                Work::Run(template, run_id, outcome) => {
-                    match self.api.run_jobs(&template, run_id).await {
-                        Ok(jobs) => {
-                            for (j, o) in jobs {
-                                match o {
-                                    Some(Outcome::Failed) if outcome == Outcome::Failed => {
-                                        self.job(j, Outcome::Failed).await;
-                                    }
-                                    Some(Outcome::Passed) if j.attempt > 1 => {
-                                        self.job(j, Outcome::Passed).await;
-                                    }
-                                    _ => {}
+            // A job in the works is abandoned at stop. The queue is in memory: jobs answered
+            // 202 and not yet read are lost at a stop (redelivered from the forge, they count).
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.work(work) => {}
+            }
+        }
+    }
+
+    async fn work(&self, work: Work) {
+        match work {
+            Work::Job(job, o) => self.job(job, o).await,
+            Work::Run(template, run_id, outcome) => {
+                match self.api.run_jobs(&template, run_id).await {
+                    Ok(jobs) => {
+                        for (j, o) in jobs {
+                            match o {
+                                Some(Outcome::Failed) if outcome == Outcome::Failed => {
+                                    self.job(j, Outcome::Failed).await;
                                 }
+                                Some(Outcome::Passed) if j.attempt > 1 => {
+                                    self.job(j, Outcome::Passed).await;
+                                }
+                                _ => {}
                             }
                         }
-                        Err(e) => {
-                            tracing::warn!(source = %self.name, run = run_id, error = %e, "cannot list a failed run's jobs");
-                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, run = run_id, error = %e, "cannot list a run's jobs");
                     }
                 }
             }
@@ -527,18 +536,17 @@ impl Worker {
             job.id,
             job.attempt
         );
-        let accepted = self.submit(line.into_bytes(), id).await;
-        if accepted.is_none() {
+        let count = |store: &Store| store.incident_of(fp).ok().flatten().map_or(0, |i| i.count);
+        let before = count(&self.store);
+        let Some(accepted) = self.submit(line.into_bytes(), id).await else {
             return;
-        }
-        // The writer's ack means durable in the ingest log; the incident is in the store a
-        // commit later (bounded wait: the record is written either way).
+        };
+        // The writer's ack means durable in the ingest log; the store has the count a commit
+        // later. The occurrence is recorded (and announced) once it has, so that what follows
+        // the announcement (an issue comment) sees the new count; bounded: it is recorded
+        // either way.
         for _ in 0..200 {
-            if self
-                .store
-                .contains(crate::scan::Fingerprint(fp))
-                .unwrap_or(false)
-            {
+            if accepted == 0 || count(&self.store) > before {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -569,7 +577,7 @@ impl Worker {
             });
             let now = jiff::Timestamp::now();
             let mut txn = store.begin_write()?;
-            txn.put_ci_record(fp, &rec, Some("occurrence"), now)?;
+            txn.put_ci_record(fp, &rec, (accepted > 0).then_some("occurrence"), now)?;
             txn.commit()
         })
         .await;
