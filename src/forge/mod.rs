@@ -208,7 +208,8 @@ impl Forge {
                 Ok(())
             }
             EventKind::IncidentUpdated | EventKind::IncidentRegressed if self.issues.is_some() => {
-                self.recurred(&e.incident_id).await
+                self.recurred(&e.incident_id, e.data.get("ci").is_some())
+                    .await
             }
             _ => Ok(()),
         }
@@ -442,10 +443,16 @@ impl Forge {
         }
     }
 
-    async fn recurred(&mut self, id: &str) -> Result<(), StoreError> {
+    /// `from_ci`: the event announces a CI occurrence (a CI incident's recurrence is commented
+    /// on from that one, which names the commit, not from the count's update before it).
+    async fn recurred(&mut self, id: &str, from_ci: bool) -> Result<(), StoreError> {
         let Some(inc) = self.store.incident(id)? else {
             return Ok(());
         };
+        let ci = self.store.ci_record(inc.fingerprint.0)?;
+        if ci.is_some() && !from_ci {
+            return Ok(());
+        }
         let links = self.links(&inc)?;
         let Some(issue) = links.issue.clone() else {
             return Ok(());
@@ -460,7 +467,7 @@ impl Forge {
             issue.count,
             inc.last_seen
         );
-        if let Some(ci) = self.store.ci_record(inc.fingerprint.0)?
+        if let Some(ci) = ci
             && let Some(o) = ci.occurrences.last()
         {
             text.push_str(&format!(

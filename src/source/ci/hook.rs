@@ -352,7 +352,7 @@ impl CiHook {
                 run_id,
                 outcome,
             } => {
-                self.enqueue(vec![Work::Run(template, run_id, outcome)])?;
+                self.enqueue(vec![Work::Run(*template, run_id, outcome)])?;
                 (StatusCode::ACCEPTED, json!({"queued": 1}))
             }
         };

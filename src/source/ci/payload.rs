@@ -53,7 +53,7 @@ pub(crate) enum Hook {
     /// A whole run ended (GitHub `workflow_run`): its jobs are listed through the API.
     Run {
         /// A job template: repository, project, commit, branch, attempt.
-        template: Job,
+        template: Box<Job>,
         /// The run's id.
         run_id: u64,
         /// How the run ended.
@@ -165,7 +165,7 @@ pub(crate) fn github(event: &str, body: &Value) -> Hook {
                 return Hook::Ignored("workflow_run passed on its first attempt".into());
             }
             Hook::Run {
-                template: Job {
+                template: Box::new(Job {
                     repo: repo.clone(),
                     project: repo,
                     workflow: s(r, "name"),
@@ -175,7 +175,7 @@ pub(crate) fn github(event: &str, body: &Value) -> Hook {
                     url: s(r, "html_url"),
                     complete: true,
                     ..Job::default()
-                },
+                }),
                 run_id: n(r, "id"),
                 outcome: o,
             }
