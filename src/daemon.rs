@@ -130,8 +130,12 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
     // store's commit hook. Everything that follows the log (the outbox tasks; the API's
     // event stream) subscribes to this channel: the store takes a single hook.
     let sinks = crate::integrations::Sink::enabled(crate::integrations::Peers::of(&config));
-    crate::integrations::init_cursors(&store, &sinks)
-        .context("cannot set up the integrations outbox")?;
+    crate::integrations::init_cursors(
+        &store,
+        &sinks,
+        config.fix.pull_request.is_some() || config.issues.is_some(),
+    )
+    .context("cannot set up the integrations outbox")?;
     let (event_tx, events) = tokio::sync::watch::channel(store.event_head());
     store.set_event_hook(Arc::new(move |head| {
         event_tx.send_if_modified(|h| {
@@ -381,6 +385,14 @@ async fn serve_all(
         tokio::spawn(t.run(api_events.clone(), stopped()))
     });
 
+    // Pull requests of proven fixes, issues of escalated incidents (issue 19).
+    let forge = crate::forge::Forge::new(
+        store.clone(),
+        config.fix.pull_request.as_ref(),
+        config.issues.as_ref(),
+    )?
+    .map(|f| tokio::spawn(f.run(api_events.clone(), stopped())));
+
     // The API.
     let mut api_addr = None;
     if let Some((auth, listener)) = api {
@@ -485,6 +497,9 @@ async fn serve_all(
         Err(_) => tracing::warn!("the fixer did not stop in time"),
     }
     if let Some(t) = autotriage {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    if let Some(t) = forge {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     // The postmortem writer stops between two reads and lets go of the store.

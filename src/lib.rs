@@ -27,6 +27,8 @@ pub mod dashboard;
 pub mod episode;
 pub mod fix;
 #[cfg(feature = "daemon")]
+pub mod forge;
+#[cfg(feature = "daemon")]
 pub mod forward;
 #[cfg(feature = "daemon")]
 pub mod http;

@@ -854,6 +854,12 @@ struct IncidentDetail {
     /// With `cluster` set: the nodes that did not answer within `cluster.timeout_ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     missing_nodes: Option<Vec<String>>,
+    /// A CI failure's repository, workflow, job, step, occurrences and flaky mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ci: Option<crate::store::ci::CiRecord>,
+    /// The pull request and issue opened for it (`fix.pull_request`, `issues`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forge: Option<crate::store::ci::ForgeLinks>,
 }
 
 #[utoipa::path(get, path = "/incidents/{id}", operation_id = "get_incident", params(("id" = String, Path, description = "incident id")), responses((status = 200, description = "the incident with its timeline, fix attempts and (when the daemon triaged it) its triage answer; with `cluster` set, asked of every node, the one that has it answers, with its `node` and the `missing_nodes`", body = IncidentDetail), (status = 404, description = "no such incident (with `cluster` set: on no node that answered; the message names the nodes that did not)", body = crate::api::schema::ErrorBody)))]
@@ -942,6 +948,8 @@ async fn local_detail(store: &Arc<Store>, id: &str) -> Result<Option<IncidentDet
         let timeline = store.incident_events(&key, MAX_TIMELINE)?;
         let fix_attempts = store.fixes_of(&key)?;
         let triage = store.triage_of(inc.fingerprint)?;
+        let ci = store.ci_record(inc.fingerprint.0)?;
+        let forge = store.forge_links(inc.fingerprint.0)?;
         Ok(Some(IncidentDetail {
             incident: inc,
             timeline,
@@ -949,6 +957,8 @@ async fn local_detail(store: &Arc<Store>, id: &str) -> Result<Option<IncidentDet
             triage,
             node: None,
             missing_nodes: None,
+            ci,
+            forge,
         }))
     })
     .await

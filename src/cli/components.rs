@@ -376,6 +376,11 @@ state_dir: .sentinel
 #     token_env: SENTINEL_WEBHOOK_TOKEN      # optional bearer token, read from this variable
 #     hmac_secret_env: SENTINEL_HMAC_SECRET  # optional HMAC-SHA256 signature secret
 #     error_patterns: [ERROR]    # omit: every posted event is an error
+#   - type: github               # failed CI jobs (workflow_job, workflow_run, check_run); or
+#     port: 9100                 # type: gitlab (Job and Pipeline Hooks)
+#     secret_env: GITHUB_WEBHOOK_SECRET      # X-Hub-Signature-256 (GitLab: X-Gitlab-Token)
+#     token_env: GITHUB_TOKEN    # reads the failed jobs' logs
+#     # api_url: https://api.github.com      # gitlab: https://gitlab.com/api/v4
 sources: []
 
 # A line is an error line when one of these regexes matches anywhere in it (case-sensitive
@@ -484,6 +489,21 @@ fix:
   require_approval: false           # wait for POST /fixes/{id}/approve first
   max_attempts: 2
   test_timeout_seconds: 300
+  # pull_request:                   # push a proven fix's branch, open a pull request
+  #   provider: github              # github | gitlab
+  #   repo: acme/app
+  #   base: main
+  #   token_env: GITHUB_TOKEN
+  #   labels: [sentinel]
+  #   max_open: 5
+
+# Escalated incidents filed as issues (one per incident, closed when it is resolved).
+# issues:
+#   provider: github
+#   repo: acme/app
+#   token_env: GITHUB_TOKEN
+#   labels: [sentinel]
+#   max_per_hour: 10
 
 # Trust events after fixes (Arbiter).
 arbiter:

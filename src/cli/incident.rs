@@ -38,6 +38,12 @@ struct IncidentView {
     /// The daemon's LLM triage answer (incidents without a PACT key).
     #[serde(skip_serializing_if = "Option::is_none")]
     triage: Option<crate::store::triage::TriageRecord>,
+    /// A CI failure's repository, workflow, job, step, occurrences and flaky mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ci: Option<crate::store::ci::CiRecord>,
+    /// The pull request and issue opened for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forge: Option<crate::store::ci::ForgeLinks>,
 }
 
 /// Runs `sentinel incident`.
@@ -63,7 +69,15 @@ pub fn run(config: &Config, args: IncidentArgs) -> Result<u8, CliError> {
     let triage = store
         .triage_of(incident.fingerprint)
         .context("reading the triage answer")?;
+    let ci = store
+        .ci_record(incident.fingerprint.0)
+        .context("reading the CI record")?;
+    let forge = store
+        .forge_links(incident.fingerprint.0)
+        .context("reading the forge links")?;
     let view = IncidentView {
+        ci,
+        forge,
         triage,
         spend_usd: spend.get(&incident.id).copied().unwrap_or(0) as f64 / 1e6,
         incident,
@@ -125,6 +139,46 @@ fn write_text(out: &mut impl Write, v: &IncidentView) -> std::io::Result<()> {
             _ => "no answer".into(),
         };
         writeln!(out, "triage     {verdict} at {}: {}", t.at, t.reasoning)?;
+    }
+    if let Some(c) = &v.ci {
+        writeln!(
+            out,
+            "ci         {} {} · {} · {} · {}{}",
+            c.provider,
+            c.repository,
+            c.workflow,
+            c.job,
+            c.step,
+            if c.flaky { "  FLAKY" } else { "" }
+        )?;
+        if c.flaky {
+            writeln!(out, "flaky      {}", c.flaky_reason)?;
+        }
+        if !c.log_error.is_empty() {
+            writeln!(out, "log        not read: {}", c.log_error)?;
+        }
+        for o in &c.occurrences {
+            writeln!(
+                out,
+                "  failed   {} on {} attempt {} at {}: {}",
+                o.commit.get(..12).unwrap_or(&o.commit),
+                o.branch,
+                o.attempt,
+                o.at,
+                o.run_url
+            )?;
+        }
+    }
+    if let Some(f) = &v.forge {
+        if let Some(p) = &f.pull_request {
+            writeln!(out, "pull req   #{} {} ({})", p.number, p.url, p.state)?;
+        }
+        if let Some(i) = &f.issue {
+            writeln!(out, "issue      #{} {} ({})", i.number, i.url, i.state)?;
+        }
+        if !f.error.is_empty() {
+            writeln!(out, "forge      {}", f.error)?;
+        }
     }
     writeln!(out, "normalised {}", i.normalized)?;
     writeln!(out, "sample     {}", i.sample)?;

@@ -82,6 +82,15 @@ struct ReportRow<'a> {
     fixes: Vec<FixSummary<'a>>,
     /// The guardrails' refusals on record (`fix_refused` events), oldest first.
     refusals: Vec<crate::store::Refusal>,
+    /// A CI failure: `flaky`, and where it failed (repository, workflow, job, step, the
+    /// latest occurrences).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ci: Option<crate::store::ci::CiRecord>,
+    /// Whether it is a flaky CI failure (never sent to the fixer).
+    flaky: bool,
+    /// The pull request and issue opened for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forge: Option<crate::store::ci::ForgeLinks>,
 }
 
 /// A fix attempt in a report.
@@ -184,19 +193,32 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         component: args.component,
         severity: args.severity,
     };
-    let (incidents, spend, fixes, history, refusals) = match &store {
+    let (incidents, spend, fixes, history, refusals, extras) = match &store {
         Some(s) => {
             let incidents = s
                 .find_incidents(&filter, args.limit)
                 .context("reading incidents")?;
             let mut fixes = Vec::with_capacity(incidents.len());
             let mut refusals = Vec::with_capacity(incidents.len());
+            let mut extras = Vec::with_capacity(incidents.len());
             for inc in &incidents {
                 fixes.push(s.fixes_of(&inc.id).context("reading fixes")?);
                 refusals.push(refusals_of(s, &inc.id)?);
+                let fp = inc.fingerprint.0;
+                extras.push((
+                    s.ci_record(fp).context("reading CI records")?,
+                    s.forge_links(fp).context("reading forge links")?,
+                ));
             }
             let history = s.fixes(args.fixes).context("reading fixes")?;
-            (incidents, spend_by_incident(s)?, fixes, history, refusals)
+            (
+                incidents,
+                spend_by_incident(s)?,
+                fixes,
+                history,
+                refusals,
+                extras,
+            )
         }
         None => Default::default(),
     };
@@ -207,11 +229,15 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
             .iter()
             .zip(&fixes)
             .zip(&refusals)
-            .map(|((inc, fixes), refusals)| ReportRow {
+            .zip(&extras)
+            .map(|(((inc, fixes), refusals), (ci, forge))| ReportRow {
                 incident: inc,
                 spend_usd: spend_of(inc),
                 fixes: fixes.iter().map(FixSummary::of).collect(),
                 refusals: refusals.clone(),
+                flaky: ci.as_ref().is_some_and(|c| c.flaky),
+                ci: ci.clone(),
+                forge: forge.clone(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut out, &rows).context("writing JSON")?;
@@ -227,7 +253,9 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         writeln!(out, "{none}").context("stdout")?;
         return Ok(0);
     }
-    for ((inc, fixes), refusals) in incidents.iter().zip(&fixes).zip(&refusals) {
+    for (((inc, fixes), refusals), (ci, forge)) in
+        incidents.iter().zip(&fixes).zip(&refusals).zip(&extras)
+    {
         let mark = match inc.status {
             IncidentStatus::Resolved => "[OK]",
             IncidentStatus::Escalated => "[!!]",
@@ -282,6 +310,53 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
         }
         for r in refusals {
             writeln!(out, "        refused by {}: {}", r.guardrail, r.reason).context("stdout")?;
+        }
+        if let Some(c) = ci {
+            writeln!(
+                out,
+                "        CI {}: {} · {} · {}{}",
+                c.repository,
+                c.workflow,
+                c.job,
+                c.step,
+                if c.flaky {
+                    format!("  FLAKY ({})", c.flaky_reason)
+                } else {
+                    String::new()
+                }
+            )
+            .context("stdout")?;
+            if let Some(o) = c.occurrences.last() {
+                writeln!(
+                    out,
+                    "        last failed at {} on {} (attempt {}): {}",
+                    o.commit.get(..12).unwrap_or(&o.commit),
+                    o.branch,
+                    o.attempt,
+                    o.run_url
+                )
+                .context("stdout")?;
+            }
+            if !c.log_error.is_empty() {
+                writeln!(out, "        log not read: {}", c.log_error).context("stdout")?;
+            }
+        }
+        if let Some(f) = forge {
+            if let Some(p) = &f.pull_request {
+                writeln!(
+                    out,
+                    "        pull request #{} ({}): {}",
+                    p.number, p.state, p.url
+                )
+                .context("stdout")?;
+            }
+            if let Some(i) = &f.issue {
+                writeln!(out, "        issue #{} ({}): {}", i.number, i.state, i.url)
+                    .context("stdout")?;
+            }
+            if !f.error.is_empty() {
+                writeln!(out, "        forge: {}", f.error).context("stdout")?;
+            }
         }
     }
     if !history.is_empty() {

@@ -306,6 +306,7 @@ fn kind_name(s: &crate::config::SourceConfig) -> &'static str {
         S::Process(_) => "process",
         S::Stdin(_) => "stdin",
         S::Nats(_) => "nats",
+        S::Ci(c) => c.provider.as_str(),
     }
 }
 
@@ -326,6 +327,17 @@ fn describe(s: &crate::config::SourceConfig) -> String {
         S::Cloudwatch(c) => format!("{} in {}", c.log_groups.join(", "), c.region),
         S::Process(p) => p.command.join(" "),
         S::Stdin(_) => "standard input".into(),
+        S::Ci(c) => format!(
+            "http://{}:{}{} (logs from {})",
+            c.host,
+            c.port,
+            if c.secret_env.is_some() {
+                ", signed"
+            } else {
+                ""
+            },
+            c.api_url
+        ),
         S::Nats(n) => format!(
             "{} stream {} ({}.*, partitions {})",
             n.url,

@@ -68,6 +68,8 @@ pub struct FixConfig {
     pub mode: FixMode,
     /// `freeze`: windows during which no fix starts (queued fixes wait).
     pub freeze: Vec<Spanned<FreezeWindow>>,
+    /// `pull_request`: push a proven fix's branch and open a pull (merge) request.
+    pub pull_request: Option<super::forge::PullRequestConfig>,
 }
 
 /// `fix.mode`.
@@ -117,6 +119,7 @@ impl Default for FixConfig {
             max_files: 0,
             mode: FixMode::Live,
             freeze: Vec::new(),
+            pull_request: None,
         }
     }
 }

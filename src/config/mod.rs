@@ -29,6 +29,7 @@ mod api;
 mod cluster;
 mod error;
 mod fix;
+mod forge;
 mod forward;
 mod grouping;
 mod llm;
@@ -43,6 +44,9 @@ pub use api::{ApiConfig, DEFAULT_API_PORT};
 pub use cluster::{ClusterConfig, DEFAULT_CLUSTER_SUBJECT_PREFIX, DEFAULT_CLUSTER_TIMEOUT_MS};
 pub use error::ConfigError;
 pub use fix::{BudgetConfig, ErrorThreshold, FixConfig, FixMode, FreezeWindow, PactConfig};
+pub use forge::{
+    DEFAULT_ISSUES_PER_HOUR, DEFAULT_MAX_OPEN, ForgeProvider, IssuesConfig, PullRequestConfig,
+};
 pub use forward::ForwardNatsConfig;
 pub use grouping::{
     DEFAULT_GROUPING_WINDOW_SECONDS, DEFAULT_MAX_NEW_INCIDENTS_PER_KEY, GroupingConfig,
@@ -58,7 +62,7 @@ pub use peers::{
 };
 pub use retention::RetentionConfig;
 pub use source::{
-    CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
+    CiSourceConfig, CloudwatchSourceConfig, DEFAULT_CLOUDWATCH_RPS, DEFAULT_LOOKBACK_SECONDS,
     DEFAULT_NATS_MAX_AGE_HOURS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX, FileSourceConfig,
     LogFormat, NatsFormat, NatsSourceConfig, ProcessSourceConfig, RestartPolicy, SourceCommon,
     SourceConfig, SourceKind, StartAt, StdinSourceConfig, WebhookSourceConfig,
@@ -151,6 +155,8 @@ pub struct Config {
     /// `cluster`: the API answers for every node of a scale-out cluster (see
     /// `crate::cluster`); `None`: this daemon answers for itself only.
     pub cluster: Option<ClusterConfig>,
+    /// `issues`: escalated incidents filed as issues (GitHub or GitLab).
+    pub issues: Option<IssuesConfig>,
 }
 
 /// Where a configuration is looked for; see [`Config::load`].
@@ -356,6 +362,8 @@ impl Config {
         let retention = resolve_retention(&raw.retention, &invalid)?;
         let llm = resolve_llm(&raw.llm, &invalid)?;
         let triage = resolve_triage(&raw.triage, &invalid)?;
+        let issues = forge::resolve_issues(raw.issues.clone(), &invalid)?;
+        let pull_request = forge::resolve_pull_request(raw.fix.pull_request.clone(), &invalid)?;
         if !(1..=5).contains(&raw.fix.max_attempts) {
             return Err(invalid(
                 "fix.max_attempts".into(),
@@ -426,7 +434,10 @@ impl Config {
             notify: raw.notify,
             ledger,
             budget: raw.budget,
-            fix: raw.fix,
+            fix: crate::config::FixConfig {
+                pull_request,
+                ..raw.fix
+            },
             auto_remediate: raw.auto_remediate,
             state_dir,
             max_line_bytes: max_line_bytes as usize,
@@ -439,6 +450,7 @@ impl Config {
             retention,
             triage,
             cluster,
+            issues,
         })
     }
 
@@ -544,6 +556,7 @@ struct RawConfig {
     retention: RawRetention,
     triage: RawTriage,
     cluster: Option<RawCluster>,
+    issues: Option<IssuesConfig>,
 }
 
 impl Default for RawConfig {
@@ -574,6 +587,7 @@ impl Default for RawConfig {
             retention: RawRetention::default(),
             triage: RawTriage::default(),
             cluster: None,
+            issues: None,
         }
     }
 }

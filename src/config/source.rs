@@ -35,6 +35,10 @@ pub enum SourceKind {
     Stdout,
     /// NATS JetStream partitions (an aggregator of a scale-out cluster).
     Nats,
+    /// GitHub webhooks: failed Actions jobs (their logs read through the API).
+    Github,
+    /// GitLab webhooks: failed pipeline jobs (their traces read through the API).
+    Gitlab,
 }
 
 /// How the lines of a source are read.
@@ -109,6 +113,8 @@ pub enum SourceConfig {
     Stdin(StdinSourceConfig),
     /// `type: nats`.
     Nats(NatsSourceConfig),
+    /// `type: github` and `type: gitlab`.
+    Ci(CiSourceConfig),
 }
 
 impl SourceConfig {
@@ -121,6 +127,7 @@ impl SourceConfig {
             SourceConfig::Process(s) => &s.common,
             SourceConfig::Stdin(s) => &s.common,
             SourceConfig::Nats(s) => &s.common,
+            SourceConfig::Ci(s) => &s.common,
         }
     }
 
@@ -138,6 +145,10 @@ impl SourceConfig {
             SourceConfig::Process(_) => SourceKind::Process,
             SourceConfig::Stdin(_) => SourceKind::Stdin,
             SourceConfig::Nats(_) => SourceKind::Nats,
+            SourceConfig::Ci(s) => match s.provider {
+                crate::config::ForgeProvider::Gitlab => SourceKind::Gitlab,
+                _ => SourceKind::Github,
+            },
         }
     }
 }
@@ -243,6 +254,37 @@ impl WebhookSourceConfig {
             token_env: raw.token_env.clone(),
             hmac_secret_env: raw.hmac_secret_env.clone(),
         }
+    }
+}
+
+/// `type: github` / `type: gitlab`: a listener for the forge's webhooks; a failed job's log
+/// is fetched through the API and its failing step's error lines become incidents.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CiSourceConfig {
+    /// Name, format, error patterns (`error_patterns` pick the failing step's error lines).
+    pub common: SourceCommon,
+    /// Which forge.
+    pub provider: crate::config::ForgeProvider,
+    /// `host`, default `127.0.0.1`.
+    pub host: String,
+    /// `port` (0 picks a free one).
+    pub port: u16,
+    /// `secret_env`: the variable holding the webhook secret (GitHub: the HMAC key of
+    /// `X-Hub-Signature-256`; GitLab: the `X-Gitlab-Token`, or the `whsec_` signing token).
+    pub secret_env: Option<String>,
+    /// `token_env`: the variable holding the API token the logs are read with.
+    pub token_env: Option<String>,
+    /// `api_url` (default: the public API).
+    pub api_url: String,
+}
+
+impl CiSourceConfig {
+    /// Whether it listens on a loopback address only.
+    pub fn is_loopback(&self) -> bool {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .map_or(self.host == "localhost", |ip| ip.is_loopback())
     }
 }
 
@@ -622,6 +664,8 @@ pub(super) fn resolve_sources(
                     format!("process:{}", s.command.first().map_or("", String::as_str))
                 }
                 SourceKind::Stdin | SourceKind::Stdout => "stdin".into(),
+                SourceKind::Github => format!("github:{}", s.port),
+                SourceKind::Gitlab => format!("gitlab:{}", s.port),
                 SourceKind::Nats => format!(
                     "nats:{}",
                     Some(s.stream.trim())
@@ -690,6 +734,33 @@ pub(super) fn resolve_sources(
             SourceKind::Nats => {
                 SourceConfig::Nats(NatsSourceConfig::from_raw(&s, common, i, invalid)?)
             }
+            SourceKind::Github | SourceKind::Gitlab => {
+                let provider = if s.kind == SourceKind::Gitlab {
+                    crate::config::ForgeProvider::Gitlab
+                } else {
+                    crate::config::ForgeProvider::Github
+                };
+                let api_url = match &s.api_url {
+                    Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                        return Err(invalid(
+                            format!("sources[{i}].api_url"),
+                            None,
+                            format!("{u:?} is not an http(s) URL"),
+                        ));
+                    }
+                    Some(u) => u.trim_end_matches('/').to_string(),
+                    None => provider.default_api_url().to_string(),
+                };
+                SourceConfig::Ci(CiSourceConfig {
+                    common,
+                    provider,
+                    host: s.host.clone(),
+                    port: s.port,
+                    secret_env: s.secret_env.clone(),
+                    token_env: s.token_env.clone(),
+                    api_url,
+                })
+            }
             SourceKind::Stdin | SourceKind::Stdout => {
                 if sources.iter().any(|o| matches!(o, SourceConfig::Stdin(_))) {
                     return Err(invalid(
@@ -739,6 +810,8 @@ pub(super) struct RawSource {
     follow_symlinks: bool,
     token_env: Option<String>,
     hmac_secret_env: Option<String>,
+    secret_env: Option<String>,
+    api_url: Option<String>,
     url: String,
     stream: String,
     subject_prefix: String,
@@ -774,6 +847,8 @@ impl Default for RawSource {
             follow_symlinks: false,
             token_env: None,
             hmac_secret_env: None,
+            secret_env: None,
+            api_url: None,
             url: String::new(),
             stream: String::new(),
             subject_prefix: String::new(),

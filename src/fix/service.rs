@@ -378,10 +378,10 @@ impl<L: Llm + 'static> FixService<L> {
 
     /// Why `job` may not start now (recorded on its incident the first time), or None.
     fn held(&self, job: &crate::store::FixJob) -> Result<Option<Refusal>, StoreError> {
-        let hold = match self.flaky(job)? {
-            Some(r) => Some(r),
-            None => self.guards.hold(&job.component_id, Timestamp::now()),
-        };
+        if self.flaky(job)?.is_some() {
+            return Ok(Some(Refusal::new(super::guard::guardrail::FLAKY, "ended")));
+        }
+        let hold = self.guards.hold(&job.component_id, Timestamp::now());
         if let Some(m) = &self.metrics {
             m.fixes_paused
                 .set(i64::from(self.guards.pause_switch().state().paused));
@@ -406,10 +406,50 @@ impl<L: Llm + 'static> FixService<L> {
         Ok(Some(r))
     }
 
-    /// A flaky CI failure never goes to the fixer: its job ends at once, refused.
+    /// A flaky CI failure never goes to the fixer: its job ends at once, refused (the
+    /// incident is escalated with resolution `flaky`).
     fn flaky(&self, job: &crate::store::FixJob) -> Result<Option<Refusal>, StoreError> {
-        let _ = job;
-        Ok(None)
+        let Some(inc) = self.store.incident(&job.incident_id)? else {
+            return Ok(None);
+        };
+        let Some(rec) = self.store.ci_record(inc.fingerprint.0)? else {
+            return Ok(None);
+        };
+        if !rec.flaky {
+            return Ok(None);
+        }
+        let r = Refusal::new(
+            super::guard::guardrail::FLAKY,
+            format!(
+                "a flaky CI failure ({}): flaky failures are never sent to the fixer",
+                rec.flaky_reason
+            ),
+        );
+        let now = Timestamp::now();
+        let mut fix = match self.store.fix(&job.fix_id)? {
+            Some(f) if !job.fix_id.is_empty() => f,
+            _ => FixResult {
+                id: new_fix_id(),
+                incident_id: inc.id.clone(),
+                component_id: inc.component_id.clone(),
+                pact_key: inc.pact_key.clone(),
+                error_summary: summary(&inc),
+                ..FixResult::default()
+            },
+        };
+        fix.status = FixStatus::Failure;
+        fix.error = r.reason.clone();
+        fix.completed_at = Some(now);
+        fix.refusals.push(r.clone());
+        let mut txn = self.store.begin_write()?;
+        txn.emit(refusal_event(job, &fix.id, &r, false), now)?;
+        txn.finish_fix(Some(job.seq), &fix, "flaky", now)?;
+        txn.commit()?;
+        tracing::info!(incident = %inc.id, "a flaky CI failure: its fix job ended, refused");
+        if let Some(m) = &self.metrics {
+            m.fix_refusals.with_label_values(&[&r.guardrail]).inc();
+        }
+        Ok(Some(r))
     }
 
     fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> Result<(), StoreError> {

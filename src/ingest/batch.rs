@@ -24,8 +24,8 @@ use anyhow::Context;
 use crate::aggregate::distinct::DistinctCounter;
 use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
 use crate::attribute::LiveRules;
-use crate::scan::framing::{ReadAt, split_segments};
 use crate::ingest::mmap::MappedRange;
+use crate::scan::framing::{ReadAt, split_segments};
 use crate::scan::{ErrorLine, Fingerprint, LineReader, ScanStats, Scanner, Sink};
 use crate::store::{IncidentDelta, IngestBatch, Store};
 

@@ -144,9 +144,7 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: PREVIOUS was written before any mapping could fault (see `install`).
     let previous = unsafe { *std::ptr::addr_of!(PREVIOUS) };
     match previous {
-        Some(old)
-            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN =>
-        {
+        Some(old) if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN => {
             // SAFETY: the previous handler was installed with these flags and signature.
             unsafe {
                 if old.sa_flags & libc::SA_SIGINFO != 0 {
@@ -332,10 +330,17 @@ mod tests {
         let end = m.valid_end().unwrap();
         assert_eq!(end, page + 10);
         assert!(sum < (page * 4) as u64 * u64::from(b'x'));
-        assert!(b[end..].iter().skip(PAGE.load(Ordering::Relaxed)).all(|&x| x == 0));
+        assert!(
+            b[end..]
+                .iter()
+                .skip(PAGE.load(Ordering::Relaxed))
+                .all(|&x| x == 0)
+        );
         drop(m);
         // The slot is free again and a new mapping starts clean.
-        let m = MappedRange::map(&f, 0..(page as u64 + 10)).unwrap().unwrap();
+        let m = MappedRange::map(&f, 0..(page as u64 + 10))
+            .unwrap()
+            .unwrap();
         assert_eq!(m.faults(), 0);
         assert_eq!(m.bytes()[page + 9], b'x');
     }

@@ -216,14 +216,20 @@ fn random_u64() -> u64 {
 /// # Errors
 ///
 /// [`StoreError`] on storage errors.
-pub fn init_cursors(store: &Store, sinks: &[Sink]) -> Result<(), StoreError> {
+/// `forge`: the forge (pull requests, issues) is configured; its cursor is kept only then,
+/// so an unused one never holds back the pruning of the event log.
+pub fn init_cursors(store: &Store, sinks: &[Sink], forge: bool) -> Result<(), StoreError> {
     if sinks
         .iter()
         .any(|s| matches!(s.rules, Rules::Chronicler { .. }))
     {
         event_id_salt(store)?;
     }
-    let names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
+    let mut names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
+    // The forge (pull requests, issues) follows the event log with its own cursor.
+    if forge {
+        names.push(crate::forge::CURSOR);
+    }
     store.retain_outbox_cursors(&names)?;
     let head = store.event_head();
     for s in sinks {

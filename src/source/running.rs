@@ -184,6 +184,8 @@ pub const SOURCE_TYPES: &[(SourceKind, StartFn)] = &[
     (SourceKind::Process, crate::source::process::start),
     (SourceKind::Stdin, crate::source::process::start_stdin),
     (SourceKind::Nats, crate::source::nats::start),
+    (SourceKind::Github, crate::source::ci::start),
+    (SourceKind::Gitlab, crate::source::ci::start),
 ];
 
 /// Starts every configured source whose type is registered, in [`SOURCE_TYPES`] order;

@@ -34,6 +34,8 @@ mod server;
 mod start;
 
 #[cfg(feature = "daemon")]
+pub(crate) use server::drain;
+#[cfg(feature = "daemon")]
 pub use server::{
     DEFAULT_INGEST_BUDGET, DRAIN_TIME, EVENT_OVERHEAD, INLINE_DECODE_BYTES, IngestBudget,
     IngestReply, RETRY_AFTER_SECS, Reservation, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECS,

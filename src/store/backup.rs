@@ -19,6 +19,7 @@ use redb::{
 };
 use serde::Serialize;
 
+use super::ci::{CI_INCIDENTS, FORGE_LINKS};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
 use super::schema::*;
 use super::triage::TRIAGE;
@@ -117,6 +118,8 @@ fn copy_all(
         GUARD_WINDOWS,
         OVERFLOWS,
         TRIAGE,
+        CI_INCIDENTS,
+        FORGE_LINKS,
     );
     for t in src.list_tables()? {
         let name = t.name().to_string();

@@ -47,6 +47,7 @@
 //! is an error naming the file; it is never silently reset.
 
 pub mod backup;
+pub mod ci;
 mod codec;
 pub mod counts;
 pub mod cursors;

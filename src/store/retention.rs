@@ -476,6 +476,12 @@ impl StoreTxn<'_> {
             .map_err(st.storage())?
             .remove(fp)
             .map_err(st.storage())?;
+        for table in [super::ci::CI_INCIDENTS, super::ci::FORGE_LINKS] {
+            txn.open_table(table)
+                .map_err(st.storage())?
+                .remove(fp)
+                .map_err(st.storage())?;
+        }
         for table in [MINUTES, HOURS] {
             txn.open_table(table)
                 .map_err(st.storage())?

@@ -83,7 +83,8 @@ fn generated_corpus_matches_ground_truth_exactly() {
     // The read path (`--no-mmap`: positional reads into buffers instead of the mapping the
     // scans above use) gives the same answer, on one thread and on two.
     for threads in ["1", "2"] {
-        let (out, v) = ws.scan_json(&["--threads", threads, "--no-mmap", "--dry-run", "corpus.log"]);
+        let (out, v) =
+            ws.scan_json(&["--threads", threads, "--no-mmap", "--dry-run", "corpus.log"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_matches_truth(&v, &truth);
         assert_eq!(v["incidents_updated"], truth.distinct_fingerprints);

@@ -370,7 +370,11 @@ fn mapped_and_read_paths_count_the_same() {
 
 /// Runs `scan --json` on `file` (one mapped segment), pausing after its first 1 MiB chunk
 /// to let `change` alter the file, and returns the report.
-fn scan_changing(ws: &Workspace, file: &str, change: impl FnOnce(&std::path::Path)) -> serde_json::Value {
+fn scan_changing(
+    ws: &Workspace,
+    file: &str,
+    change: impl FnOnce(&std::path::Path),
+) -> serde_json::Value {
     use std::process::{Command, Stdio};
     let pause = ws.path().join("pause");
     std::fs::create_dir_all(&pause).unwrap();
@@ -386,7 +390,10 @@ fn scan_changing(ws: &Workspace, file: &str, change: impl FnOnce(&std::path::Pat
         .expect("run sentinel");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !pause.join("paused").exists() {
-        assert!(std::time::Instant::now() < deadline, "the scan never paused");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan never paused"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     change(&ws.path().join(file));

@@ -202,16 +202,44 @@ const GITLAB_HOUSEKEEPING: [&str; 6] = [
     "cleanup_file_variables",
 ];
 
+/// A trace's lines, timestamps stripped, with the section markers each on a line of their
+/// own: the runner writes a section's end and the next one's start on ONE line, each marker
+/// followed by the `\r\x1b[0K` that erases it on a terminal (and a section start by its
+/// header, dropped here). The runner's `ERROR: Job failed` often follows the last marker on
+/// its line.
+fn gitlab_lines(trace: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for raw in trace.lines() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let raw = &raw[timestamp_len(raw)..];
+        if !raw.contains("section_") {
+            out.push(raw.to_string());
+            continue;
+        }
+        let mut header = false;
+        for piece in raw.split('\r') {
+            let text = strip_ansi(piece);
+            if text.starts_with("section_start:") {
+                out.push(text);
+                header = true;
+            } else if text.starts_with("section_end:") {
+                out.push(text);
+                header = false;
+            } else if !header && !text.trim().is_empty() {
+                out.push(piece.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// The failing section of a GitLab job trace.
 pub fn gitlab(trace: &str) -> FailedStep {
     let mut steps: Vec<Step> = vec![Step::default()];
     let mut failed_at = None;
     let mut failure = String::new();
-    for raw in trace.lines() {
-        // The section markers sit before the `\r\x1b[0K` that erases them on a terminal.
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let line = &line[timestamp_len(line)..];
-        let line = strip_ansi(line);
+    for raw in gitlab_lines(trace) {
+        let line = strip_ansi(&raw);
         if let Some(rest) = line.strip_prefix("section_start:") {
             let mut parts = rest.splitn(3, ':');
             let _ts = parts.next();
@@ -367,5 +395,23 @@ section_end:1733479207:cleanup_file_variables\r\x1b[0K\n\
             "2026-12-06 10:00:00 hello"
         );
         assert_eq!(clean("progress 10%\rprogress 100%"), "progress 100%");
+    }
+
+    #[test]
+    fn gitlab_markers_sharing_a_line_are_read() {
+        let trace = "Running with gitlab-runner 17.6.0\n\x1b[0Ksection_start:1:prepare_executor\r\x1b[0K\x1b[0K\x1b[36;1mPreparing\x1b[0;m\nUsing Docker\n\x1b[0Ksection_end:2:prepare_executor\r\x1b[0K\x1b[0Ksection_start:3:step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \"step_script\"\x1b[0;m\n$ make test\nERROR [PACT:a:b] boom\n\x1b[0Ksection_end:4:step_script\r\x1b[0K\x1b[0Ksection_start:5:cleanup_file_variables\r\x1b[0K\x1b[0K\x1b[36;1mCleaning up\x1b[0;m\n\x1b[0Ksection_end:6:cleanup_file_variables\r\x1b[0K\x1b[31;1mERROR: Job failed: exit code 1\n\x1b[0;m\n";
+        let f = gitlab(trace);
+        assert_eq!(f.step, "step_script");
+        assert_eq!(f.failure, "Job failed: exit code 1");
+        assert!(
+            f.lines.iter().any(|l| l == "ERROR [PACT:a:b] boom"),
+            "{:?}",
+            f.lines
+        );
+        assert!(
+            !f.lines.iter().any(|l| l.contains("Executing")),
+            "{:?}",
+            f.lines
+        );
     }
 }

@@ -738,7 +738,7 @@ enum BodyError {
 /// or 429 it is about to receive: a server that closes a connection with unread data
 /// makes the kernel reset it, and the client then sees a reset instead of the answer.
 /// Memory stays bounded: every frame is dropped as it comes.
-async fn drain(mut body: Body, limit: usize) {
+pub(crate) async fn drain(mut body: Body, limit: usize) {
     let discard = async {
         let mut seen = 0usize;
         while let Some(Ok(frame)) = body.frame().await {

@@ -1,0 +1,546 @@
+//! Pull requests and issues (issue 19): what leaves Sentinel for a code forge.
+//!
+//! The [`Forge`] task follows the event log (its cursor `forge` is durable, so nothing is
+//! missed across a restart and nothing is done twice):
+//!
+//! - **`fix_completed`** of a proven, kept fix (`fix.pull_request`; an approved fix at its
+//!   `incident_resolved`): the fix's branch is
+//!   pushed ([`push`]: HTTPS credentials passed to git through its environment as an
+//!   `http.extraHeader`, never in a URL, an argument or a log) and a pull (merge) request is
+//!   opened with the postmortem as its body. One open pull request per incident: the fix of
+//!   a regression is force-pushed onto that pull request's branch and its body updated. At
+//!   most `max_open` of Sentinel's pull requests (head branches `sentinel/…`) are open at
+//!   once (counted on the forge). A push or API failure leaves the branch local and says so
+//!   on the incident. Shadow fixes keep no branch: nothing is pushed.
+//! - **`incident_escalated`** (`issues`): one issue per incident with its postmortem, at
+//!   most `max_per_hour` opened in any hour (the rest wait and are retried); an escalation
+//!   or a recurrence (the incident's count grew) of an incident with an open issue comments
+//!   on it. **`incident_resolved`** closes the issue with a comment.
+//!
+//! The numbers and URLs are kept in the store ([`crate::store::ci::ForgeLinks`]), shown by
+//! the API, `sentinel incident` and `report`, and announced on the incident's timeline.
+
+mod api;
+mod push;
+
+pub use api::{ForgeApi, ForgeError, Opened};
+pub use push::{PUSH_TIMEOUT, PushError, push};
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::{IssuesConfig, PullRequestConfig};
+use crate::store::ci::{ForgeLink, ForgeLinks};
+use crate::store::{EventKind, FixStatus, Incident, NewEvent, Store, StoreError};
+
+/// The forge's cursor in the event log (kept among the outbox cursors).
+pub const CURSOR: &str = "forge";
+/// How often escalations waiting for the issue rate limit are retried.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// Events read per step.
+const PAGE: usize = 256;
+
+/// What the forge works with.
+#[derive(Debug)]
+pub struct Forge {
+    store: Arc<Store>,
+    pull_request: Option<(PullRequestConfig, ForgeApi, String)>,
+    issues: Option<(IssuesConfig, ForgeApi)>,
+    /// When issues were opened in the last hour.
+    opened: VecDeque<Timestamp>,
+    /// Escalated incidents whose issue waits for the rate limit.
+    waiting: BTreeSet<String>,
+}
+
+/// Why the forge cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForgeSetupError {
+    /// A token variable is unset.
+    #[error(
+        "{section}.token_env: the environment variable {var} is not set or empty (set it, or \
+         remove `{section}`)"
+    )]
+    MissingToken {
+        /// `fix.pull_request` or `issues`.
+        section: &'static str,
+        /// The variable.
+        var: String,
+    },
+    /// The HTTP client cannot be built.
+    #[error("{0}")]
+    Client(String),
+}
+
+fn token(section: &'static str, var: &str) -> Result<String, ForgeSetupError> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(ForgeSetupError::MissingToken {
+            section,
+            var: var.to_string(),
+        }),
+    }
+}
+
+impl Forge {
+    /// The forge of `fix.pull_request` and `issues` (None when neither is configured).
+    ///
+    /// # Errors
+    ///
+    /// [`ForgeSetupError`] when a token is missing.
+    pub fn new(
+        store: Arc<Store>,
+        pull_request: Option<&PullRequestConfig>,
+        issues: Option<&IssuesConfig>,
+    ) -> Result<Option<Forge>, ForgeSetupError> {
+        if pull_request.is_none() && issues.is_none() {
+            return Ok(None);
+        }
+        let pull_request = match pull_request {
+            Some(c) => {
+                let t = token("fix.pull_request", &c.token_env)?;
+                let api = ForgeApi::new(c.provider, c.api_url.as_deref(), &c.repo, &t)
+                    .map_err(|e| ForgeSetupError::Client(e.to_string()))?;
+                Some((c.clone(), api, t))
+            }
+            None => None,
+        };
+        let issues = match issues {
+            Some(c) => {
+                let t = token("issues", &c.token_env)?;
+                let api = ForgeApi::new(c.provider, c.api_url.as_deref(), &c.repo, &t)
+                    .map_err(|e| ForgeSetupError::Client(e.to_string()))?;
+                Some((c.clone(), api))
+            }
+            None => None,
+        };
+        Ok(Some(Forge {
+            store,
+            pull_request,
+            issues,
+            opened: VecDeque::new(),
+            waiting: BTreeSet::new(),
+        }))
+    }
+
+    /// Follows the event log until `stop`: `heads` changes when events are logged.
+    pub async fn run(
+        mut self,
+        mut heads: tokio::sync::watch::Receiver<u64>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut after = match self.store.outbox_cursor(CURSOR) {
+            Ok(Some(c)) => c,
+            _ => {
+                let head = self.store.event_head();
+                let _ = self.store.set_outbox_cursor(CURSOR, head);
+                head
+            }
+        };
+        loop {
+            loop {
+                let events = match self.store.events_after(after, PAGE) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "forge: cannot read the event log");
+                        break;
+                    }
+                };
+                let Some(last) = events.last().map(|e| e.seq) else {
+                    break;
+                };
+                for e in events {
+                    if let Err(err) = self.on_event(&e).await {
+                        tracing::warn!(error = %err, incident = %e.incident_id, "forge: cannot record");
+                    }
+                }
+                after = last;
+                if let Err(e) = self.store.set_outbox_cursor(CURSOR, after) {
+                    tracing::warn!(error = %e, "forge: cannot save its cursor");
+                }
+            }
+            let waiting: Vec<String> = self.waiting.iter().cloned().collect();
+            for id in waiting {
+                if let Err(e) = self.escalated(&id).await {
+                    tracing::warn!(error = %e, incident = %id, "forge: cannot record");
+                }
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                r = heads.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(RETRY_EVERY) => {}
+            }
+        }
+    }
+
+    async fn on_event(&mut self, e: &crate::store::Event) -> Result<(), StoreError> {
+        if e.incident_id.is_empty() || e.data.get("forge").is_some() {
+            return Ok(());
+        }
+        match e.kind {
+            EventKind::FixCompleted if self.pull_request.is_some() => {
+                self.fix_completed(&e.fix_id).await
+            }
+            EventKind::IncidentEscalated if self.issues.is_some() => {
+                self.escalated(&e.incident_id).await
+            }
+            EventKind::IncidentResolved => {
+                // An approved fix ends here (its fix_completed came when it was proven, before
+                // the approval): its pull request is opened now. Done twice, it is a no-op.
+                if self.pull_request.is_some() {
+                    let approved = self
+                        .store
+                        .fixes_of(&e.incident_id)?
+                        .into_iter()
+                        .rev()
+                        .find(|f| f.status == FixStatus::Success && !f.shadow);
+                    if let Some(f) = approved {
+                        self.fix_completed(&f.id).await?;
+                    }
+                }
+                if self.issues.is_some() {
+                    self.resolved(&e.incident_id).await?;
+                }
+                Ok(())
+            }
+            EventKind::IncidentUpdated | EventKind::IncidentRegressed if self.issues.is_some() => {
+                self.recurred(&e.incident_id, e.data.get("ci").is_some())
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn links(&self, inc: &Incident) -> Result<ForgeLinks, StoreError> {
+        Ok(self
+            .store
+            .forge_links(inc.fingerprint.0)?
+            .unwrap_or_default())
+    }
+
+    /// Stores `links` and says what happened on the incident's timeline.
+    fn save(&self, inc: &Incident, links: &ForgeLinks, note: &str) -> Result<(), StoreError> {
+        let mut ev = NewEvent::incident(EventKind::IncidentUpdated, inc);
+        if let serde_json::Value::Object(m) = &mut ev.data {
+            m.insert(
+                "forge".into(),
+                serde_json::json!({"note": note, "links": links}),
+            );
+        }
+        let now = Timestamp::now();
+        let mut txn = self.store.begin_write()?;
+        txn.put_forge_links(inc.fingerprint.0, links)?;
+        txn.emit(ev, now)?;
+        txn.commit()
+    }
+
+    fn report(&self, id: &str) -> Result<String, StoreError> {
+        Ok(crate::fix::postmortem::Record::read(&self.store, id)?
+            .map(|r| crate::fix::postmortem::render(&r))
+            .unwrap_or_default())
+    }
+
+    async fn fix_completed(&mut self, fix_id: &str) -> Result<(), StoreError> {
+        let Some((cfg, api, token)) = &self.pull_request else {
+            return Ok(());
+        };
+        let Some(fix) = self.store.fix(fix_id)? else {
+            return Ok(());
+        };
+        if fix.status != FixStatus::Success || fix.shadow || fix.branch.is_empty() {
+            return Ok(());
+        }
+        let Some(inc) = self.store.incident(&fix.incident_id)? else {
+            return Ok(());
+        };
+        let mut links = self.links(&inc)?;
+        let open = links.pull_request.clone().filter(|p| p.state == "open");
+        if open.as_ref().is_some_and(|p| p.fix_id == fix.id) {
+            return Ok(()); // done before a restart
+        }
+        let body = self.report(&inc.id)?;
+        let title = format!(
+            "sentinel: fix {} ({})",
+            if inc.pact_key.is_empty() {
+                &inc.id
+            } else {
+                &inc.pact_key
+            },
+            first_chars(&inc.normalized, 60)
+        );
+        let remote = cfg.remote.clone().unwrap_or_else(|| api.default_remote());
+        if open.is_none() {
+            match api.open_pull_requests().await {
+                Ok(n) if n >= cfg.max_open as usize => {
+                    links.error = format!(
+                        "no pull request opened: {n} of Sentinel's are open (fix.pull_request.max_open \
+                         {}); the fix stays on its local branch {}",
+                        cfg.max_open, fix.branch
+                    );
+                    let note = links.error.clone();
+                    return self.save(&inc, &links, &note);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    links.error = format!(
+                        "no pull request opened: {e}; the fix stays on its local branch {}",
+                        fix.branch
+                    );
+                    let note = links.error.clone();
+                    return self.save(&inc, &links, &note);
+                }
+            }
+        }
+        // A regression's fix goes onto the open pull request's branch.
+        let target = open
+            .as_ref()
+            .map_or_else(|| fix.branch.clone(), |p| p.branch.clone());
+        let pushed = {
+            let (repo, local, target, remote, token, provider) = (
+                std::path::PathBuf::from(&fix.repo),
+                fix.branch.clone(),
+                target.clone(),
+                remote.clone(),
+                token.clone(),
+                cfg.provider,
+            );
+            tokio::task::spawn_blocking(move || {
+                push(&repo, &remote, &local, &target, &token, provider)
+            })
+            .await
+            .unwrap_or_else(|e| Err(PushError::Git(e.to_string())))
+        };
+        if let Err(e) = pushed {
+            links.error = format!(
+                "the fix branch was not pushed ({e}); it stays local: {}",
+                fix.branch
+            );
+            let note = links.error.clone();
+            return self.save(&inc, &links, &note);
+        }
+        let result = match &open {
+            Some(p) => api
+                .update_pull_request(p.number, &title, &body)
+                .await
+                .map(|()| Opened {
+                    number: p.number,
+                    url: p.url.clone(),
+                }),
+            None => {
+                api.open_pull_request(&title, &target, &cfg.base, &body, &cfg.labels)
+                    .await
+            }
+        };
+        match result {
+            Ok(o) => {
+                let updated = open.is_some();
+                links.pull_request = Some(ForgeLink {
+                    number: o.number,
+                    url: o.url.clone(),
+                    state: "open".into(),
+                    branch: target,
+                    fix_id: fix.id.clone(),
+                    count: inc.count,
+                });
+                links.error.clear();
+                tracing::info!(incident = %inc.id, pull_request = o.number, "fix pushed, pull request {}", if updated { "updated" } else { "opened" });
+                let note = format!(
+                    "pull request {} {}",
+                    o.url,
+                    if updated { "updated" } else { "opened" }
+                );
+                self.save(&inc, &links, &note)
+            }
+            Err(e) => {
+                links.error =
+                    format!("the branch {target} was pushed but no pull request was opened: {e}");
+                let note = links.error.clone();
+                self.save(&inc, &links, &note)
+            }
+        }
+    }
+
+    fn may_open_issue(&mut self, per_hour: u32) -> bool {
+        let now = Timestamp::now();
+        let hour_ago = now - jiff::SignedDuration::from_hours(1);
+        while self.opened.front().is_some_and(|t| *t < hour_ago) {
+            self.opened.pop_front();
+        }
+        self.opened.len() < per_hour as usize
+    }
+
+    async fn escalated(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(inc) = self.store.incident(id)? else {
+            self.waiting.remove(id);
+            return Ok(());
+        };
+        if inc.status != crate::store::IncidentStatus::Escalated {
+            self.waiting.remove(id);
+            return Ok(());
+        }
+        let Some((cfg, _)) = &self.issues else {
+            return Ok(());
+        };
+        let per_hour = cfg.max_per_hour;
+        let mut links = self.links(&inc)?;
+        if let Some(issue) = links.issue.clone() {
+            self.waiting.remove(id);
+            if issue.state != "open" {
+                return Ok(());
+            }
+            let text = format!(
+                "Escalated again ({}): {} occurrence{} now.",
+                inc.resolution,
+                inc.count,
+                if inc.count == 1 { "" } else { "s" }
+            );
+            return self.comment(&inc, links, issue, &text, false).await;
+        }
+        if !self.may_open_issue(per_hour) {
+            if self.waiting.insert(id.to_string()) {
+                tracing::info!(incident = %id, "issue waits: issues.max_per_hour reached");
+            }
+            return Ok(());
+        }
+        self.waiting.remove(id);
+        let body = self.report(id)?;
+        let title = format!(
+            "Sentinel: {} ({}): {}",
+            if inc.pact_key.is_empty() {
+                &inc.id
+            } else {
+                &inc.pact_key
+            },
+            inc.resolution,
+            first_chars(&inc.normalized, 80)
+        );
+        let Some((cfg, api)) = &self.issues else {
+            return Ok(());
+        };
+        match api.open_issue(&title, &body, &cfg.labels).await {
+            Ok(o) => {
+                self.opened.push_back(Timestamp::now());
+                links.issue = Some(ForgeLink {
+                    number: o.number,
+                    url: o.url.clone(),
+                    state: "open".into(),
+                    count: inc.count,
+                    ..ForgeLink::default()
+                });
+                links.error.clear();
+                self.save(&inc, &links, &format!("issue {} opened", o.url))
+            }
+            Err(e) => {
+                links.error = format!("no issue opened: {e}");
+                self.waiting.insert(id.to_string());
+                let note = links.error.clone();
+                self.save(&inc, &links, &note)
+            }
+        }
+    }
+
+    /// `from_ci`: the event announces a CI occurrence (a CI incident's recurrence is commented
+    /// on from that one, which names the commit, not from the count's update before it).
+    async fn recurred(&mut self, id: &str, from_ci: bool) -> Result<(), StoreError> {
+        let Some(inc) = self.store.incident(id)? else {
+            return Ok(());
+        };
+        let ci = self.store.ci_record(inc.fingerprint.0)?;
+        if ci.is_some() && !from_ci {
+            return Ok(());
+        }
+        let links = self.links(&inc)?;
+        let Some(issue) = links.issue.clone() else {
+            return Ok(());
+        };
+        if issue.state != "open" || inc.count <= issue.count {
+            return Ok(());
+        }
+        let mut text = format!(
+            "It happened again: {} occurrence{} now (was {} when last noted), last seen {}.",
+            inc.count,
+            if inc.count == 1 { "" } else { "s" },
+            issue.count,
+            inc.last_seen
+        );
+        if let Some(ci) = ci
+            && let Some(o) = ci.occurrences.last()
+        {
+            text.push_str(&format!(
+                "\n\nLatest CI failure: commit `{}` on `{}`, attempt {}: {}",
+                o.commit, o.branch, o.attempt, o.run_url
+            ));
+        }
+        self.comment(&inc, links, issue, &text, false).await
+    }
+
+    async fn resolved(&mut self, id: &str) -> Result<(), StoreError> {
+        self.waiting.remove(id);
+        let Some(inc) = self.store.incident(id)? else {
+            return Ok(());
+        };
+        let links = self.links(&inc)?;
+        let Some(issue) = links.issue.clone() else {
+            return Ok(());
+        };
+        if issue.state != "open" {
+            return Ok(());
+        }
+        let mut text = format!("Resolved by Sentinel ({}).", inc.resolution);
+        if let Some(pr) = &links.pull_request {
+            text.push_str(&format!(" The fix: {}", pr.url));
+        }
+        self.comment(&inc, links, issue, &text, true).await
+    }
+
+    async fn comment(
+        &mut self,
+        inc: &Incident,
+        mut links: ForgeLinks,
+        mut issue: ForgeLink,
+        text: &str,
+        close: bool,
+    ) -> Result<(), StoreError> {
+        let Some((_, api)) = &self.issues else {
+            return Ok(());
+        };
+        let mut r = api.comment_issue(issue.number, text).await;
+        if close && r.is_ok() {
+            r = api.close_issue(issue.number).await;
+        }
+        match r {
+            Ok(()) => {
+                issue.count = inc.count;
+                if close {
+                    issue.state = "closed".into();
+                }
+                let note = format!(
+                    "issue {} {}",
+                    issue.url,
+                    if close { "closed" } else { "commented on" }
+                );
+                links.issue = Some(issue);
+                links.error.clear();
+                self.save(inc, &links, &note)
+            }
+            Err(e) => {
+                links.error = format!("issue #{} not updated: {e}", issue.number);
+                let note = links.error.clone();
+                self.save(inc, &links, &note)
+            }
+        }
+    }
+}
+
+fn first_chars(s: &str, n: usize) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(n)
+        .collect();
+    t.trim().to_string()
+}

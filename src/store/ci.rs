@@ -1,0 +1,367 @@
+//! What CI sources and the forge (pull requests, issues) keep beside an incident.
+//!
+//! - `ci_incidents`: fingerprint → [`CiRecord`]: the repository, workflow, job and step of a
+//!   CI failure, its recent occurrences (commit, branch, run URL, attempt; at most
+//!   [`CI_OCCURRENCES_MAX`], newest kept), whether it proved flaky and whether its log could
+//!   be read.
+//! - `forge_links`: fingerprint → [`ForgeLinks`]: the pull request and the issue opened for
+//!   the incident (numbers, URLs, states) and what went wrong with them, so that a restart
+//!   never opens a second one.
+//!
+//! Both are versioned JSON (see `codec`), created on first use and read as empty when
+//! missing (added after schema version 3 without changing it, as `incident_triage`). Backups
+//! copy them; retention removes them with their incident.
+
+use jiff::Timestamp;
+use redb::{ReadableTable, TableDefinition, TableError};
+use serde::{Deserialize, Serialize};
+
+use super::codec;
+use super::schema::{COUNTS, INCIDENTS};
+use super::{EventKind, Incident, NewEvent, Store, StoreError, StoreTxn};
+
+pub(crate) const CI_INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ci_incidents");
+pub(crate) const FORGE_LINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("forge_links");
+
+const CI_FORMAT: u8 = 1;
+const FORGE_FORMAT: u8 = 1;
+
+/// The most occurrences a [`CiRecord`] keeps (the newest).
+pub const CI_OCCURRENCES_MAX: usize = 20;
+/// The most error lines of the failing step a [`CiRecord`] keeps.
+pub const CI_ERRORS_MAX: usize = 20;
+
+/// One failed (or, for the flaky check, passed) run of a CI job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct CiOccurrence {
+    /// The commit (`head_sha`, GitLab's `sha`).
+    pub commit: String,
+    /// The branch (or ref).
+    pub branch: String,
+    /// The run's (or job's) web page.
+    pub run_url: String,
+    /// The attempt: GitHub's `run_attempt`, GitLab's retries + 1.
+    pub attempt: u64,
+    /// The provider's job id.
+    pub job_id: u64,
+    /// When it was received.
+    pub at: Timestamp,
+    /// Whether the job's log was read (false: the incident is from the webhook alone).
+    pub log_read: bool,
+}
+
+/// A CI failure's identity and history, beside its incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct CiRecord {
+    /// `github` or `gitlab`.
+    pub provider: String,
+    /// `owner/name` (GitLab: the project's path with namespace).
+    pub repository: String,
+    /// The workflow (GitLab: the stage).
+    pub workflow: String,
+    /// The job.
+    pub job: String,
+    /// The failing step (GitLab: the section), empty when the log said none.
+    pub step: String,
+    /// The failing step's error lines, as the scanner found them (at most
+    /// [`CI_ERRORS_MAX`]).
+    pub errors: Vec<String>,
+    /// The latest occurrences, oldest first (at most [`CI_OCCURRENCES_MAX`]).
+    pub occurrences: Vec<CiOccurrence>,
+    /// Failed, then passed on a rerun of the same commit: never sent to the fixer.
+    pub flaky: bool,
+    /// Why it is flaky (which commit, which attempts), when it is.
+    #[serde(default)]
+    pub flaky_reason: String,
+    /// Set when the latest occurrence's log could not be fetched: why.
+    #[serde(default)]
+    pub log_error: String,
+}
+
+impl CiRecord {
+    /// Adds `o`, keeping the newest [`CI_OCCURRENCES_MAX`].
+    pub fn push(&mut self, o: CiOccurrence) {
+        if self
+            .occurrences
+            .iter()
+            .any(|p| p.job_id == o.job_id && p.attempt == o.attempt && o.job_id != 0)
+        {
+            return;
+        }
+        self.occurrences.push(o);
+        let n = self.occurrences.len();
+        if n > CI_OCCURRENCES_MAX {
+            self.occurrences.drain(..n - CI_OCCURRENCES_MAX);
+        }
+    }
+}
+
+/// A pull request or an issue opened for an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct ForgeLink {
+    /// The number (GitLab: the `iid`).
+    pub number: u64,
+    /// Its web page.
+    pub url: String,
+    /// `open` or `closed`.
+    pub state: String,
+    /// The pull request's head branch (empty for an issue).
+    #[serde(default)]
+    pub branch: String,
+    /// The fix it carries (a pull request), updated by a regression's fix.
+    #[serde(default)]
+    pub fix_id: String,
+    /// The incident's count when it was opened or last commented on (an issue).
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// What the forge did for an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct ForgeLinks {
+    /// The pull (merge) request of its fix.
+    pub pull_request: Option<ForgeLink>,
+    /// The issue opened when it was escalated.
+    pub issue: Option<ForgeLink>,
+    /// The last thing that went wrong (a push refused, an API error), empty once it worked.
+    #[serde(default)]
+    pub error: String,
+}
+
+impl Store {
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        format: u8,
+        fp: u64,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let Some(v) = t.get(fp).map_err(self.storage())? else {
+            return Ok(None);
+        };
+        codec::decode(format, v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("{} {fp:016x}: {e}", redb::TableHandle::name(&table)),
+            })
+    }
+
+    /// The CI record of the incident with fingerprint `fp`, if it came from CI.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn ci_record(&self, fp: u64) -> Result<Option<CiRecord>, StoreError> {
+        self.read_json(CI_INCIDENTS, CI_FORMAT, fp)
+    }
+
+    /// Every CI record: `(fingerprint, record)` (one per CI incident; the flaky check).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn ci_records(&self) -> Result<Vec<(u64, CiRecord)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(CI_INCIDENTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(self.storage())? {
+            let (k, v) = row.map_err(self.storage())?;
+            if let Ok(r) = codec::decode::<CiRecord>(CI_FORMAT, v.value()) {
+                out.push((k.value(), r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the forge did for the incident with fingerprint `fp`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn forge_links(&self, fp: u64) -> Result<Option<ForgeLinks>, StoreError> {
+        self.read_json(FORGE_LINKS, FORGE_FORMAT, fp)
+    }
+
+    /// Every incident's forge links (`max_open` counts the open pull requests).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn all_forge_links(&self) -> Result<Vec<(u64, ForgeLinks)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(FORGE_LINKS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(self.storage())? {
+            let (k, v) = row.map_err(self.storage())?;
+            if let Ok(r) = codec::decode::<ForgeLinks>(FORGE_FORMAT, v.value()) {
+                out.push((k.value(), r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The incident with fingerprint `fp`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn incident_of(&self, fp: u64) -> Result<Option<Incident>, StoreError> {
+        let txn = self.begin_read()?;
+        let incidents = match txn.open_table(INCIDENTS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        self.load(&incidents, &counts, fp)
+    }
+}
+
+impl StoreTxn<'_> {
+    /// Stores `record` as the CI record of `fp`; with `note`, logs an `incident_updated`
+    /// event carrying the incident and the record (a new occurrence, a flaky mark), so
+    /// followers (the issue tracker, the streams) see it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn put_ci_record(
+        &mut self,
+        fp: u64,
+        record: &CiRecord,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let st = self.store;
+        {
+            let mut t = self.txn.open_table(CI_INCIDENTS).map_err(st.storage())?;
+            t.insert(fp, codec::encode(CI_FORMAT, record).as_slice())
+                .map_err(st.storage())?;
+        }
+        if let Some(note) = note
+            && let Some(inc) = self.incident_by_fingerprint(fp)?
+        {
+            let mut ev = NewEvent::incident(EventKind::IncidentUpdated, &inc);
+            if let serde_json::Value::Object(m) = &mut ev.data {
+                m.insert(
+                    "ci".into(),
+                    serde_json::json!({"note": note, "record": record}),
+                );
+            }
+            self.emit(ev, now)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `links` as what the forge did for `fp`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn put_forge_links(&mut self, fp: u64, links: &ForgeLinks) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(FORGE_LINKS).map_err(st.storage())?;
+        t.insert(fp, codec::encode(FORGE_FORMAT, links).as_slice())
+            .map_err(st.storage())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_occurrences_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert_eq!(store.ci_record(7).unwrap(), None);
+        assert!(store.ci_records().unwrap().is_empty());
+        let mut r = CiRecord {
+            provider: "github".into(),
+            repository: "acme/app".into(),
+            ..CiRecord::default()
+        };
+        for i in 0..30 {
+            r.push(CiOccurrence {
+                commit: format!("c{i}"),
+                attempt: 1,
+                job_id: i + 1,
+                ..CiOccurrence::default()
+            });
+        }
+        // The same job and attempt again: kept once.
+        r.push(CiOccurrence {
+            commit: "c29".into(),
+            attempt: 1,
+            job_id: 30,
+            ..CiOccurrence::default()
+        });
+        assert_eq!(r.occurrences.len(), CI_OCCURRENCES_MAX);
+        assert_eq!(r.occurrences[0].commit, "c10");
+        let links = ForgeLinks {
+            issue: Some(ForgeLink {
+                number: 3,
+                state: "open".into(),
+                ..ForgeLink::default()
+            }),
+            ..ForgeLinks::default()
+        };
+        let mut txn = store.begin_write().unwrap();
+        txn.put_ci_record(7, &r, None, Timestamp::now()).unwrap();
+        txn.put_forge_links(7, &links).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(store.ci_record(7).unwrap(), Some(r.clone()));
+        assert_eq!(store.ci_records().unwrap(), vec![(7, r)]);
+        assert_eq!(store.forge_links(7).unwrap(), Some(links.clone()));
+        assert_eq!(store.all_forge_links().unwrap(), vec![(7, links)]);
+    }
+
+    #[test]
+    fn backups_copy_both_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r = CiRecord {
+            flaky: true,
+            ..CiRecord::default()
+        };
+        let links = ForgeLinks {
+            error: "push refused".into(),
+            ..ForgeLinks::default()
+        };
+        let mut txn = store.begin_write().unwrap();
+        txn.put_ci_record(9, &r, Some("note"), Timestamp::now())
+            .unwrap();
+        txn.put_forge_links(9, &links).unwrap();
+        txn.commit().unwrap();
+        let dest = dir.path().join("copy.redb");
+        let summary = store.backup(&dest).unwrap();
+        assert_eq!(summary.tables["ci_incidents"], 1, "{summary:?}");
+        assert_eq!(summary.tables["forge_links"], 1, "{summary:?}");
+        let copy = Store::open_read_only(&dest).unwrap().unwrap();
+        assert_eq!(copy.ci_record(9).unwrap(), Some(r));
+        assert_eq!(copy.forge_links(9).unwrap(), Some(links));
+    }
+}

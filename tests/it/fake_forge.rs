@@ -1,0 +1,304 @@
+//! A small fake of the GitHub and GitLab APIs on loopback, recording what it receives: job
+//! logs (GitHub's answer is a 302 to a short-lived download URL carrying its own token, as
+//! the real API's), GitLab job traces, pull (merge) requests (create, list, update) and
+//! issues (create, comment, close).
+//!
+//! GitHub's API is at the root (`api_url: http://<addr>`), GitLab's under `/api/v4`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// The secret a download URL carries (it must never show in Sentinel's log).
+pub(crate) const DOWNLOAD_SECRET: &str = "sig-5f1e0c2d9b";
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    /// `Authorization` or `PRIVATE-TOKEN`.
+    pub(crate) auth: String,
+    /// The JSON body (Null when none).
+    pub(crate) body: Value,
+}
+
+/// A pull request or an issue.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Item {
+    pub(crate) number: u64,
+    pub(crate) title: String,
+    pub(crate) body: String,
+    pub(crate) head: String,
+    pub(crate) base: String,
+    pub(crate) state: String,
+    pub(crate) labels: Vec<String>,
+    pub(crate) comments: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: Vec<Recorded>,
+    /// job id → (status, log text).
+    logs: HashMap<u64, (u16, String)>,
+    pulls: Vec<Item>,
+    issues: Vec<Item>,
+    next: u64,
+}
+
+/// The running fake.
+#[derive(Debug, Clone)]
+pub(crate) struct FakeForge {
+    addr: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeForge {
+    /// Starts it on `127.0.0.1:0` in the current runtime.
+    pub(crate) async fn start() -> FakeForge {
+        let inner = Arc::new(Mutex::new(Inner {
+            next: 1,
+            ..Inner::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(inner.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeForge { addr, inner }
+    }
+
+    /// GitHub's API URL.
+    pub(crate) fn github_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// GitLab's API URL.
+    pub(crate) fn gitlab_url(&self) -> String {
+        format!("http://{}/api/v4", self.addr)
+    }
+
+    /// Serves `text` as job `id`'s log (GitHub) or trace (GitLab).
+    pub(crate) fn set_log(&self, id: u64, text: &str) {
+        self.lock().logs.insert(id, (200, text.to_string()));
+    }
+
+    /// Answers `status` for job `id`'s log.
+    pub(crate) fn fail_log(&self, id: u64, status: u16) {
+        self.lock().logs.insert(id, (status, String::new()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap()
+    }
+
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    pub(crate) fn pulls(&self) -> Vec<Item> {
+        self.lock().pulls.clone()
+    }
+
+    pub(crate) fn issues(&self) -> Vec<Item> {
+        self.lock().issues.clone()
+    }
+}
+
+fn text(v: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .find_map(|k| v[*k].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    match &v["labels"] {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect(),
+        Value::String(s) if !s.is_empty() => s.split(',').map(String::from).collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .or_else(|| headers.get("private-token"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let path = uri.path().to_string();
+    let mut st = inner.lock().unwrap();
+    st.requests.push(Recorded {
+        method: method.to_string(),
+        path: uri.to_string(),
+        auth: auth.clone(),
+        body: body.clone(),
+    });
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let gitlab = seg.first() == Some(&"api");
+    let seg: &[&str] = if gitlab { &seg[2..] } else { &seg };
+    let json_of = |code: StatusCode, v: Value| (code, axum::Json(v)).into_response();
+    let item_json = |it: &Item| {
+        if gitlab {
+            json!({"iid": it.number, "web_url": format!("https://gitlab.example/acme/app/-/items/{}", it.number),
+                   "source_branch": it.head, "target_branch": it.base, "state": it.state,
+                   "description": it.body, "title": it.title})
+        } else {
+            json!({"number": it.number, "html_url": format!("https://github.example/acme/app/pull/{}", it.number),
+                   "head": {"ref": it.head}, "base": {"ref": it.base}, "state": it.state,
+                   "body": it.body, "title": it.title})
+        }
+    };
+    if auth.is_empty() && seg.first() != Some(&"_download") {
+        return json_of(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Requires authentication"}),
+        );
+    }
+    match (method.as_str(), seg) {
+        // GitHub: the log answers a redirect to a short-lived URL.
+        ("GET", ["repos", _, _, "actions", "jobs", id, "logs"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            match st.logs.get(&id) {
+                Some((200, _)) => (
+                    StatusCode::FOUND,
+                    [(
+                        "location",
+                        format!("/_download/{id}?token={DOWNLOAD_SECRET}&expires=60"),
+                    )],
+                )
+                    .into_response(),
+                Some((code, _)) => json_of(
+                    StatusCode::from_u16(*code).unwrap(),
+                    json!({"message": "Not Found"}),
+                ),
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        ("GET", ["_download", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            match st.logs.get(&id) {
+                Some((200, t)) if uri.query().is_some_and(|q| q.contains(DOWNLOAD_SECRET)) => {
+                    (StatusCode::OK, t.clone()).into_response()
+                }
+                _ => StatusCode::FORBIDDEN.into_response(),
+            }
+        }
+        // GitLab: the trace itself.
+        ("GET", ["projects", _, "jobs", id, "trace"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            match st.logs.get(&id) {
+                Some((200, t)) => (StatusCode::OK, t.clone()).into_response(),
+                Some((code, _)) => StatusCode::from_u16(*code).unwrap().into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        ("POST", ["repos", _, _, "pulls"]) | ("POST", ["projects", _, "merge_requests"]) => {
+            let n = st.next;
+            st.next += 1;
+            let it = Item {
+                number: n,
+                title: text(&body, &["title"]),
+                body: text(&body, &["body", "description"]),
+                head: text(&body, &["head", "source_branch"]),
+                base: text(&body, &["base", "target_branch"]),
+                state: "open".into(),
+                labels: labels(&body),
+                comments: Vec::new(),
+            };
+            let v = item_json(&it);
+            st.pulls.push(it);
+            json_of(StatusCode::CREATED, v)
+        }
+        ("GET", ["repos", _, _, "pulls"]) | ("GET", ["projects", _, "merge_requests"]) => {
+            let v: Vec<Value> = st
+                .pulls
+                .iter()
+                .filter(|p| p.state == "open")
+                .map(item_json)
+                .collect();
+            json_of(StatusCode::OK, Value::Array(v))
+        }
+        ("PATCH", ["repos", _, _, "pulls", n]) | ("PUT", ["projects", _, "merge_requests", n]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match st.pulls.iter_mut().find(|p| p.number == n) {
+                Some(p) => {
+                    p.body = text(&body, &["body", "description"]);
+                    p.title = text(&body, &["title"]);
+                    let v = item_json(p);
+                    json_of(StatusCode::OK, v)
+                }
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        ("POST", ["repos", _, _, "issues", n, "labels"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            if let Some(p) = st.pulls.iter_mut().find(|p| p.number == n) {
+                p.labels.extend(labels(&body));
+            }
+            json_of(StatusCode::OK, json!([]))
+        }
+        ("POST", ["repos", _, _, "issues"]) | ("POST", ["projects", _, "issues"]) => {
+            let n = st.next;
+            st.next += 1;
+            let it = Item {
+                number: n,
+                title: text(&body, &["title"]),
+                body: text(&body, &["body", "description"]),
+                state: "open".into(),
+                labels: labels(&body),
+                ..Item::default()
+            };
+            let v = if gitlab {
+                json!({"iid": n, "web_url": format!("https://gitlab.example/acme/app/-/issues/{n}")})
+            } else {
+                json!({"number": n, "html_url": format!("https://github.example/acme/app/issues/{n}")})
+            };
+            st.issues.push(it);
+            json_of(StatusCode::CREATED, v)
+        }
+        ("POST", ["repos", _, _, "issues", n, "comments"])
+        | ("POST", ["projects", _, "issues", n, "notes"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match st.issues.iter_mut().find(|i| i.number == n) {
+                Some(i) => {
+                    i.comments.push(text(&body, &["body"]));
+                    json_of(StatusCode::CREATED, json!({"id": i.comments.len()}))
+                }
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        ("PATCH", ["repos", _, _, "issues", n]) | ("PUT", ["projects", _, "issues", n]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match st.issues.iter_mut().find(|i| i.number == n) {
+                Some(i) => {
+                    if body["state"] == "closed" || body["state_event"] == "close" {
+                        i.state = "closed".into();
+                    }
+                    json_of(StatusCode::OK, json!({"number": n, "state": i.state}))
+                }
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        _ => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+    }
+}
