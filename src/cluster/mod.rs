@@ -209,10 +209,7 @@ impl Cluster {
 
     /// This node's answer to `q`, encoded.
     async fn answer(&self, q: &Value, local: &Local) -> Vec<u8> {
-        let max = usize::try_from(self.client.server_info().max_payload)
-            .unwrap_or(1 << 20)
-            .max(64 << 10)
-            - 1024;
+        let max = self.client.server_info().max_payload.max(64 << 10) - 1024;
         let args = &q["args"];
         let result = match q["op"].as_str().unwrap_or_default() {
             "incidents" => {

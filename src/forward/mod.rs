@@ -410,7 +410,7 @@ impl crate::ingest::ForwardEvents for EventForwarder {
         self: Arc<Self>,
         source: Arc<str>,
         events: Vec<crate::aggregate::Event>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>> {
+    ) -> crate::ingest::message::Forwarding {
         Box::pin(async move {
             use std::sync::atomic::Ordering;
             // A connection being (re)made gets a moment; a server that is down is said at

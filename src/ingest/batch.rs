@@ -214,10 +214,9 @@ fn scan_work(work: Work, ctx: &Ctx<'_>) -> Result<Counted, String> {
             let len = range.end - range.start;
             let file = input.open()?;
             if ctx.mmap && input.regular && len > 0 {
-                match MappedRange::map(&file, range.clone()) {
-                    Ok(Some(map)) => return scan_mapped(&map, range.start, &input.path, ctx),
-                    // No guard slot, or a file system that cannot map: read it.
-                    Ok(None) | Err(_) => {}
+                // No guard slot, or a file system that cannot map: read it.
+                if let Ok(Some(map)) = MappedRange::map(&file, range.clone()) {
+                    return scan_mapped(&map, range.start, &input.path, ctx);
                 }
             }
             let rdr = ReadAt::new(&file, range.clone());

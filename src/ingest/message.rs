@@ -101,9 +101,9 @@ pub enum SubmitError {
 /// (the webhook then answers 503 and nothing was counted locally).
 pub trait ForwardEvents: Send + Sync + std::fmt::Debug {
     /// Forwards the events of one request.
-    fn forward(
-        self: Arc<Self>,
-        source: Arc<str>,
-        events: Vec<Event>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>>;
+    fn forward(self: Arc<Self>, source: Arc<str>, events: Vec<Event>) -> Forwarding;
 }
+
+/// What [`ForwardEvents::forward`] returns: (accepted, duplicates) or why not.
+pub type Forwarding =
+    std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>>;

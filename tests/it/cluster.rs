@@ -29,10 +29,8 @@ fn node_config(url: &str, node: &str, partitions: &str, api: bool) -> String {
 fn publish(
     rt: &tokio::runtime::Runtime,
     url: &str,
-    p: u32,
-    edge: &str,
-    from: u64,
-    n: u64,
+    (p, edge): (u32, &str),
+    (from, n): (u64, u64),
     svc: &str,
     expected: &mut BTreeMap<String, u64>,
 ) {
@@ -101,14 +99,19 @@ fn cluster_api_answers_for_every_node_and_names_a_killed_one() {
     publish(
         &rt,
         &server.url,
-        0,
-        "e/app/1",
-        0,
-        30,
+        (0, "e/app/1"),
+        (0, 30),
         "alpha",
         &mut expected,
     );
-    publish(&rt, &server.url, 2, "e/app/2", 0, 40, "beta", &mut expected);
+    publish(
+        &rt,
+        &server.url,
+        (2, "e/app/2"),
+        (0, 40),
+        "beta",
+        &mut expected,
+    );
     let a = Workspace::with_config(&node_config(&server.url, "agg-a", "[0, 1]", true));
     let b = Workspace::with_config(&node_config(&server.url, "agg-b", "[2, 3]", true));
     let mut da = a.spawn(&["watch"]);
@@ -260,20 +263,16 @@ fn a_partition_handed_to_another_aggregator_is_applied_exactly_once() {
     publish(
         &rt,
         &server.url,
-        1,
-        "e/app/1",
-        0,
-        50,
+        (1, "e/app/1"),
+        (0, 50),
         "moved",
         &mut expected,
     );
     publish(
         &rt,
         &server.url,
-        2,
-        "e/app/2",
-        0,
-        20,
+        (2, "e/app/2"),
+        (0, 20),
         "stays",
         &mut expected,
     );
@@ -306,10 +305,8 @@ fn a_partition_handed_to_another_aggregator_is_applied_exactly_once() {
     publish(
         &rt,
         &server.url,
-        1,
-        "e/app/1",
-        50,
-        25,
+        (1, "e/app/1"),
+        (50, 25),
         "moved",
         &mut expected,
     );
@@ -329,10 +326,8 @@ fn a_partition_handed_to_another_aggregator_is_applied_exactly_once() {
     publish(
         &rt,
         &server.url,
-        1,
-        "e/app/1",
-        75,
-        25,
+        (1, "e/app/1"),
+        (75, 25),
         "moved",
         &mut expected,
     );

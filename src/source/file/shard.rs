@@ -1241,11 +1241,14 @@ impl Sink for JsonAware<'_> {
 /// has no line end, or the file cannot be mapped or shrank while mapped: the caller reads
 /// (and notices a truncation) as usual. Positions stay line starts, so committed offsets and
 /// exactly-once counting are unchanged.
+/// Receives a caught-up range: its bytes, its file offset, and its error lines' spans.
+type Deliver<'a> = dyn FnMut(&[u8], u64, &[(usize, usize)]) + 'a;
+
 fn catch_up(
     reader: &mut LineReader<File>,
     size: u64,
     scanner: &crate::scan::Scanner,
-    deliver: &mut dyn FnMut(&[u8], u64, &[(usize, usize)]),
+    deliver: &mut Deliver<'_>,
 ) -> std::io::Result<Option<ScanStats>> {
     use crate::ingest::mmap::MappedRange;
     let from = reader.position();
