@@ -388,14 +388,10 @@ fn scan_changing(
         .stderr(Stdio::piped())
         .spawn()
         .expect("run sentinel");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !pause.join("paused").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scan never paused"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    crate::harness::eventually(std::time::Duration::from_secs(60), || {
+        pause.join("paused").exists().then_some(())
+    })
+    .expect("the scan never paused");
     change(&ws.path().join(file));
     std::fs::write(pause.join("resume"), "").unwrap();
     let out = child.wait_with_output().unwrap();
