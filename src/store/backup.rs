@@ -19,7 +19,7 @@ use redb::{
 };
 use serde::Serialize;
 
-use super::ci::{CI_INCIDENTS, FORGE_LINKS};
+use super::ci::{CI_DELIVERIES, CI_INCIDENTS, CI_QUEUE, FORGE_LINKS, FORGE_STATE};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
 use super::schema::*;
 use super::triage::TRIAGE;
@@ -120,6 +120,9 @@ fn copy_all(
         TRIAGE,
         CI_INCIDENTS,
         FORGE_LINKS,
+        CI_QUEUE,
+        CI_DELIVERIES,
+        FORGE_STATE,
     );
     for t in src.list_tables()? {
         let name = t.name().to_string();

@@ -8,12 +8,23 @@
 //!   the incident (numbers, URLs, states) and what went wrong with them, so that a restart
 //!   never opens a second one.
 //!
-//! Both are versioned JSON (see `codec`), created on first use and read as empty when
-//! missing (added after schema version 3 without changing it, as `incident_triage`). Backups
-//! copy them; retention removes them with their incident.
+//! - `ci_queue`: sequence → [`PendingFetch`]: the durable log-fetch queue of the CI
+//!   sources. A failed job's row is written in the same transaction as its webhook's
+//!   delivery id (`ci_deliveries`), before the webhook is answered 202, and removed in the
+//!   transaction that records the fetch's result; its retry state (`tries`, `not_before_ms`)
+//!   is rewritten after each failed attempt, so a restart resumes where the last run stopped.
+//! - `ci_deliveries`: (received at µs, xxh3 of `source \0 delivery id`) → (): the webhook
+//!   delivery ids of the CI sources, oldest first, bounded by whoever writes them.
+//! - `forge_state`: name → versioned JSON: the forge's own state that must outlive a
+//!   process, today the issue rate limit ([`IssueLimit`]).
+//!
+//! The per-incident tables are versioned JSON (see `codec`), created on first use and read
+//! as empty when missing (added after schema version 3 without changing it, as
+//! `incident_triage`). Backups copy all five; retention removes the first two with their
+//! incident.
 
 use jiff::Timestamp;
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
 use super::codec;
@@ -22,6 +33,15 @@ use super::{EventKind, Incident, NewEvent, Store, StoreError, StoreTxn};
 
 pub(crate) const CI_INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ci_incidents");
 pub(crate) const FORGE_LINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("forge_links");
+pub(crate) const CI_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("ci_queue");
+pub(crate) const CI_DELIVERIES: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("ci_deliveries");
+pub(crate) const FORGE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("forge_state");
+
+const QUEUE_FORMAT: u8 = 1;
+const STATE_FORMAT: u8 = 1;
+/// The `forge_state` key of [`IssueLimit`].
+const ISSUE_LIMIT: &str = "issue_limit";
 
 const CI_FORMAT: u8 = 1;
 const FORGE_FORMAT: u8 = 1;
@@ -136,7 +156,110 @@ pub struct ForgeLinks {
     pub error: String,
 }
 
+/// One job log (or run's job list) waiting to be read, in the durable queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct PendingFetch {
+    /// The CI source's name.
+    pub source: String,
+    /// What to fetch, as the source wrote it (opaque to the store).
+    pub work: serde_json::Value,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub tries: u32,
+    /// Not to be tried again before this (unix milliseconds; 0: at once).
+    #[serde(default)]
+    pub not_before_ms: u64,
+}
+
+impl PendingFetch {
+    /// A fetch of `work` for `source`, not tried yet.
+    pub fn new(source: &str, work: serde_json::Value) -> PendingFetch {
+        PendingFetch {
+            source: source.to_string(),
+            work,
+            tries: 0,
+            not_before_ms: 0,
+        }
+    }
+}
+
+/// The issue rate limit's state (`issues.max_per_hour`), kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct IssueLimit {
+    /// When issues were opened (the last hour's matter).
+    pub opened: Vec<Timestamp>,
+    /// Escalated incidents (ids) whose issue waits for the limit.
+    pub waiting: Vec<String>,
+}
+
 impl Store {
+    /// The durable CI log-fetch queue, in order: `(sequence, fetch)`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable row.
+    pub fn ci_pending(&self) -> Result<Vec<(u64, PendingFetch)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(CI_QUEUE) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(self.storage())? {
+            let (k, v) = row.map_err(self.storage())?;
+            let p = codec::decode(QUEUE_FORMAT, v.value()).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("ci_queue {}: {e}", k.value()),
+            })?;
+            out.push((k.value(), p));
+        }
+        Ok(out)
+    }
+
+    /// The remembered CI webhook delivery hashes, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn ci_deliveries(&self) -> Result<Vec<u64>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(CI_DELIVERIES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(self.storage())? {
+            let (k, _) = row.map_err(self.storage())?;
+            out.push(k.value().1);
+        }
+        Ok(out)
+    }
+
+    /// The issue rate limit's state (empty when none was saved).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable row.
+    pub fn issue_limit(&self) -> Result<IssueLimit, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(FORGE_STATE) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(IssueLimit::default()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let Some(v) = t.get(ISSUE_LIMIT).map_err(self.storage())? else {
+            return Ok(IssueLimit::default());
+        };
+        codec::decode(STATE_FORMAT, v.value()).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("forge_state {ISSUE_LIMIT}: {e}"),
+        })
+    }
+
     fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         table: TableDefinition<u64, &[u8]>,
@@ -287,6 +410,82 @@ impl StoreTxn<'_> {
             .map_err(st.storage())?;
         Ok(())
     }
+
+    /// Appends `fetches` to the durable CI queue and, with `delivery` (`(received at µs,
+    /// hash)`), remembers the webhook delivery, keeping the newest `keep_deliveries`.
+    /// Returns the fetches' sequence numbers.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn enqueue_ci_fetches(
+        &mut self,
+        delivery: Option<(u64, u64)>,
+        keep_deliveries: usize,
+        fetches: &[PendingFetch],
+    ) -> Result<Vec<u64>, StoreError> {
+        let st = self.store;
+        if let Some(key) = delivery {
+            let mut t = self.txn.open_table(CI_DELIVERIES).map_err(st.storage())?;
+            t.insert(key, ()).map_err(st.storage())?;
+            let mut n = t.len().map_err(st.storage())?;
+            while n > keep_deliveries as u64 {
+                t.pop_first().map_err(st.storage())?;
+                n -= 1;
+            }
+        }
+        let mut t = self.txn.open_table(CI_QUEUE).map_err(st.storage())?;
+        let mut next = t
+            .last()
+            .map_err(st.storage())?
+            .map_or(1, |(k, _)| k.value() + 1);
+        let mut seqs = Vec::with_capacity(fetches.len());
+        for f in fetches {
+            t.insert(next, codec::encode(QUEUE_FORMAT, f).as_slice())
+                .map_err(st.storage())?;
+            seqs.push(next);
+            next += 1;
+        }
+        Ok(seqs)
+    }
+
+    /// Rewrites the queued fetch `seq` (its retry state).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn update_ci_fetch(&mut self, seq: u64, fetch: &PendingFetch) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(CI_QUEUE).map_err(st.storage())?;
+        t.insert(seq, codec::encode(QUEUE_FORMAT, fetch).as_slice())
+            .map_err(st.storage())?;
+        Ok(())
+    }
+
+    /// Removes the queued fetch `seq` (its result is committed in this transaction).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn remove_ci_fetch(&mut self, seq: u64) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(CI_QUEUE).map_err(st.storage())?;
+        t.remove(seq).map_err(st.storage())?;
+        Ok(())
+    }
+
+    /// Saves the issue rate limit's state.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn put_issue_limit(&mut self, limit: &IssueLimit) -> Result<(), StoreError> {
+        let st = self.store;
+        let mut t = self.txn.open_table(FORGE_STATE).map_err(st.storage())?;
+        t.insert(ISSUE_LIMIT, codec::encode(STATE_FORMAT, limit).as_slice())
+            .map_err(st.storage())?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +536,53 @@ mod tests {
         assert_eq!(store.ci_records().unwrap(), vec![(7, r)]);
         assert_eq!(store.forge_links(7).unwrap(), Some(links.clone()));
         assert_eq!(store.all_forge_links().unwrap(), vec![(7, links)]);
+    }
+
+    #[test]
+    fn the_fetch_queue_deliveries_and_issue_limit_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            assert!(store.ci_pending().unwrap().is_empty());
+            let mut txn = store.begin_write().unwrap();
+            let a = PendingFetch::new("gh", serde_json::json!({"job": 1}));
+            let b = PendingFetch::new("gh", serde_json::json!({"job": 2}));
+            let seqs = txn
+                .enqueue_ci_fetches(Some((10, 77)), 2, &[a.clone(), b])
+                .unwrap();
+            assert_eq!(seqs, [1, 2]);
+            txn.enqueue_ci_fetches(Some((11, 78)), 2, &[]).unwrap();
+            txn.enqueue_ci_fetches(Some((12, 79)), 2, &[]).unwrap();
+            let mut retried = a;
+            retried.tries = 2;
+            retried.not_before_ms = 1_700_000_000_000;
+            txn.update_ci_fetch(1, &retried).unwrap();
+            txn.remove_ci_fetch(2).unwrap();
+            txn.put_issue_limit(&IssueLimit {
+                opened: vec![Timestamp::from_second(1_700_000_000).unwrap()],
+                waiting: vec!["inc-1".into()],
+            })
+            .unwrap();
+            txn.commit().unwrap();
+        }
+        // Reopened: the retry state, the newest deliveries, the limit are there.
+        let store = Store::open(&path).unwrap();
+        let pending = store.ci_pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].0, pending[0].1.tries), (1, 2));
+        assert_eq!(pending[0].1.not_before_ms, 1_700_000_000_000);
+        assert_eq!(store.ci_deliveries().unwrap(), [78, 79]);
+        let limit = store.issue_limit().unwrap();
+        assert_eq!(limit.waiting, ["inc-1"]);
+        assert_eq!(limit.opened.len(), 1);
+        // Sequence numbers keep growing after the last row.
+        let mut txn = store.begin_write().unwrap();
+        let seqs = txn
+            .enqueue_ci_fetches(None, 2, &[PendingFetch::default()])
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(seqs, [2]);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! the real API's), GitLab job traces, pull (merge) requests (create, list, update) and
 //! issues (create, comment, close).
 //!
+//! For GitHub Actions it also serves a job (`GET …/actions/jobs/{id}`) and a run's jobs
+//! (`GET …/actions/runs/{run_id}/jobs`), and a job's log can be scripted: answer a status,
+//! or hold the request open until the log is set ([`FakeForge::script_log`]).
+//!
 //! GitHub's API is at the root (`api_url: http://<addr>`), GitLab's under `/api/v4`.
 
 use std::collections::HashMap;
@@ -28,6 +32,9 @@ pub(crate) struct Recorded {
     pub(crate) body: Value,
 }
 
+/// In a log script: hold the request open until the log is set.
+pub(crate) const HOLD: u16 = 0;
+
 /// A pull request or an issue.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Item {
@@ -46,6 +53,15 @@ struct Inner {
     requests: Vec<Recorded>,
     /// job id → (status, log text).
     logs: HashMap<u64, (u16, String)>,
+    /// job id → the answers to its next log requests ([`HOLD`]: held open until the log
+    /// is set); when empty, `logs` answers.
+    scripts: HashMap<u64, std::collections::VecDeque<u16>>,
+    /// Bumped when a log is set: wakes held requests.
+    wake: Option<tokio::sync::watch::Sender<u64>>,
+    /// job id → the job object (`GET …/actions/jobs/{id}`).
+    jobs: HashMap<u64, Value>,
+    /// run id → the jobs listing (`GET …/actions/runs/{run_id}/jobs`).
+    runs: HashMap<u64, Value>,
     pulls: Vec<Item>,
     issues: Vec<Item>,
     next: u64,
@@ -63,6 +79,7 @@ impl FakeForge {
     pub(crate) async fn start() -> FakeForge {
         let inner = Arc::new(Mutex::new(Inner {
             next: 1,
+            wake: Some(tokio::sync::watch::channel(0).0),
             ..Inner::default()
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -86,9 +103,41 @@ impl FakeForge {
         format!("http://{}/api/v4", self.addr)
     }
 
-    /// Serves `text` as job `id`'s log (GitHub) or trace (GitLab).
+    /// Serves `text` as job `id`'s log (GitHub) or trace (GitLab); ends its script and
+    /// releases the requests held open.
     pub(crate) fn set_log(&self, id: u64, text: &str) {
-        self.lock().logs.insert(id, (200, text.to_string()));
+        let mut st = self.lock();
+        st.logs.insert(id, (200, text.to_string()));
+        st.scripts.remove(&id);
+        if let Some(w) = &st.wake {
+            w.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Answers job `id`'s next log requests with `steps` in turn (a status, or [`HOLD`]: held
+    /// open until [`FakeForge::set_log`]; a hold stays until then).
+    pub(crate) fn script_log(&self, id: u64, steps: &[u16]) {
+        self.lock().scripts.insert(id, steps.iter().copied().collect());
+    }
+
+    /// Serves `job` as `GET …/actions/jobs/{its id}`.
+    pub(crate) fn set_job(&self, job: Value) {
+        let id = job["id"].as_u64().unwrap();
+        self.lock().jobs.insert(id, job);
+    }
+
+    /// Serves `listing` as `GET …/actions/runs/{run_id}/jobs`.
+    pub(crate) fn set_run_jobs(&self, run_id: u64, listing: Value) {
+        self.lock().runs.insert(run_id, listing);
+    }
+
+    /// The requests received for `path` (without the query).
+    pub(crate) fn count(&self, path: &str) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.path.split('?').next() == Some(path))
+            .count()
     }
 
     /// Answers `status` for job `id`'s log.
@@ -146,6 +195,58 @@ async fn handle(
         .to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let path = uri.path().to_string();
+    // A scripted log: a status in turn, or held open until the log is set.
+    let log_id = match path.trim_start_matches('/').split('/').collect::<Vec<_>>()[..] {
+        ["repos", _, _, "actions", "jobs", id, "logs"] => id.parse::<u64>().ok(),
+        _ => None,
+    };
+    if let Some(id) = log_id {
+        let held = {
+            let mut st = inner.lock().unwrap();
+            match st.scripts.get(&id).and_then(|q| q.front().copied()) {
+                Some(HOLD) => {
+                    st.requests.push(Recorded {
+                        method: method.to_string(),
+                        path: uri.to_string(),
+                        auth: auth.clone(),
+                        body: body.clone(),
+                    });
+                    st.wake.as_ref().map(tokio::sync::watch::Sender::subscribe)
+                }
+                Some(code) => {
+                    st.scripts.get_mut(&id).map(std::collections::VecDeque::pop_front);
+                    st.requests.push(Recorded {
+                        method: method.to_string(),
+                        path: uri.to_string(),
+                        auth: auth.clone(),
+                        body: body.clone(),
+                    });
+                    return (
+                        StatusCode::from_u16(code).unwrap(),
+                        axum::Json(json!({"message": "scripted"})),
+                    )
+                        .into_response();
+                }
+                None => None,
+            }
+        };
+        if let Some(mut rx) = held {
+            loop {
+                if rx.changed().await.is_err() {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                if !inner.lock().unwrap().scripts.contains_key(&id) {
+                    break;
+                }
+            }
+            // Released: a client still waiting is answered, after a redirect, as usual.
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"message": "held, then released"})),
+            )
+                .into_response();
+        }
+    }
     let mut st = inner.lock().unwrap();
     st.requests.push(Recorded {
         method: method.to_string(),
@@ -191,6 +292,20 @@ async fn handle(
                     StatusCode::from_u16(*code).unwrap(),
                     json!({"message": "Not Found"}),
                 ),
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        ("GET", ["repos", _, _, "actions", "jobs", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            match st.jobs.get(&id) {
+                Some(j) => json_of(StatusCode::OK, j.clone()),
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        ("GET", ["repos", _, _, "actions", "runs", id, "jobs"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            match st.runs.get(&id) {
+                Some(j) => json_of(StatusCode::OK, j.clone()),
                 None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
             }
         }

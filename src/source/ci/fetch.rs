@@ -90,37 +90,26 @@ impl Api {
         rb
     }
 
-    /// GETs `path` with retries (network errors, 404 while a log is not yet there, 429,
-    /// 5xx); `what` names the request in errors.
-    async fn fetch(&self, what: &str, path: &str) -> Result<reqwest::Response, String> {
-        let mut wait = BACKOFF;
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
+    /// GETs `path` once; `what` names the request in errors. Network errors, 404 (a log
+    /// not there yet), 408, 429 and 5xx are worth a retry; the caller schedules it (the
+    /// queue keeps the retry state durable: [`ATTEMPTS`], [`BACKOFF`]).
+    async fn fetch(&self, what: &str, path: &str) -> Result<reqwest::Response, Failure> {
+        match self.get(path).send().await {
+            Ok(r) if r.status().is_success() => Ok(r),
+            Ok(r) => {
+                let code = r.status();
+                let retry = code.is_server_error() || matches!(code.as_u16(), 404 | 408 | 429);
+                Err(Failure {
+                    message: format!("{what}: HTTP {}", code.as_u16()),
+                    retry,
+                })
             }
-            match self.get(path).send().await {
-                Ok(r) if r.status().is_success() => return Ok(r),
-                Ok(r) => {
-                    let code = r.status();
-                    last = format!("{what}: HTTP {}", code.as_u16());
-                    let retry = code.is_server_error()
-                        || code.as_u16() == 429
-                        || code.as_u16() == 404
-                        || code.as_u16() == 408;
-                    if !retry {
-                        break;
-                    }
-                }
-                Err(e) => last = describe(what, e),
-            }
+            Err(e) => Err(Failure::retry(describe(what, e))),
         }
-        Err(format!("{last} (after {ATTEMPTS} attempts at most)"))
     }
 
     /// Fills a job the payload described only in part (a GitHub `check_run`).
-    pub(crate) async fn complete(&self, job: &mut Job) -> Result<(), String> {
+    pub(crate) async fn complete(&self, job: &mut Job) -> Result<(), Failure> {
         if job.complete || self.provider == ForgeProvider::Gitlab {
             return Ok(());
         }
@@ -130,7 +119,10 @@ impl Api {
                 &format!("/repos/{}/actions/jobs/{}", job.project, job.id),
             )
             .await?;
-        let v: Value = r.json().await.map_err(|e| describe("reading the job", e))?;
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| Failure::retry(describe("reading the job", e)))?;
         let mut full = payload::github_job(&job.repo, &v);
         if full.url.is_empty() {
             full.url = std::mem::take(&mut job.url);
@@ -139,25 +131,28 @@ impl Api {
         Ok(())
     }
 
-    /// The jobs of attempt `attempt` of GitHub run `run_id` (a `workflow_run` event).
+    /// The jobs of GitHub run `run_id` (a `workflow_run` event): `GET
+    /// /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`, the latest attempt's (GitHub's
+    /// default `filter=latest`); each job says its own `run_attempt`.
     pub(crate) async fn run_jobs(
         &self,
         template: &Job,
         run_id: u64,
-    ) -> Result<Vec<(Job, Option<payload::Outcome>)>, String> {
+    ) -> Result<Vec<(Job, Option<payload::Outcome>)>, Failure> {
+        let what = "listing the run's jobs";
         let r = self
             .fetch(
-                "listing the run's jobs",
+                what,
                 &format!(
-                    "/repos/{}/actions/runs/{run_id}/attempts/{}/jobs?per_page=100",
-                    template.project, template.attempt
+                    "/repos/{}/actions/runs/{run_id}/jobs?filter=latest&per_page=100",
+                    template.project
                 ),
             )
             .await?;
         let v: Value = r
             .json()
             .await
-            .map_err(|e| describe("listing the run's jobs", e))?;
+            .map_err(|e| Failure::retry(describe(what, e)))?;
         Ok(v["jobs"]
             .as_array()
             .map(Vec::as_slice)
@@ -169,13 +164,20 @@ impl Api {
                     Some("success") => Some(payload::Outcome::Passed),
                     _ => None,
                 };
-                (payload::github_job(&template.repo, j), o)
+                let mut job = payload::github_job(&template.repo, j);
+                if job.workflow.is_empty() {
+                    job.workflow.clone_from(&template.workflow);
+                }
+                if job.branch.is_empty() {
+                    job.branch.clone_from(&template.branch);
+                }
+                (job, o)
             })
             .collect())
     }
 
     /// The job's log (its last [`MAX_LOG_BYTES`] when longer), lossy UTF-8.
-    pub(crate) async fn log(&self, job: &Job) -> Result<String, String> {
+    pub(crate) async fn log(&self, job: &Job) -> Result<String, Failure> {
         let (what, path) = match self.provider {
             ForgeProvider::Gitlab => (
                 "reading the job trace",
@@ -197,7 +199,7 @@ impl Api {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Err(describe(what, e)),
+                Err(e) => return Err(Failure::retry(describe(what, e))),
             }
         }
         if buf.len() > MAX_LOG_BYTES {
@@ -205,6 +207,30 @@ impl Api {
         }
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
+}
+
+/// A request that failed: why (no URL), and whether another attempt may do better.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) retry: bool,
+}
+
+impl Failure {
+    fn retry(message: String) -> Failure {
+        Failure {
+            message,
+            retry: true,
+        }
+    }
+}
+
+/// The wait before retry number `tries` (1-based): [`BACKOFF`] doubled each time, capped
+/// at a minute.
+pub(crate) fn backoff(tries: u32) -> Duration {
+    BACKOFF
+        .saturating_mul(1u32 << tries.saturating_sub(1).min(16))
+        .min(Duration::from_secs(60))
 }
 
 /// A reqwest error as words, without its URL (a redirect's URL carries credentials).
@@ -227,6 +253,14 @@ fn describe(what: &str, e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles() {
+        assert_eq!(backoff(1), BACKOFF);
+        assert_eq!(backoff(2), BACKOFF * 2);
+        assert_eq!(backoff(3), BACKOFF * 4);
+        assert_eq!(backoff(40), Duration::from_secs(60));
+    }
 
     #[test]
     fn project_paths_are_encoded() {

@@ -1,6 +1,7 @@
 //! The listener of a `type: github` / `type: gitlab` source and its log-reading queue.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -9,29 +10,34 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use super::fetch::Api;
+use super::fetch::{ATTEMPTS, Api, Failure, backoff};
 use super::payload::{self, Hook, Job, Outcome};
 use crate::aggregate::{Event, LineAggregator};
-use crate::config::{CiSourceConfig, ForgeProvider};
+use crate::config::ForgeProvider;
 use crate::http::ApiError;
 use crate::http::auth::TokenDigest;
 use crate::ingest::writer::{EventBatch, SubmitError, WriterHandle};
 use crate::metrics::Metrics;
 use crate::scan::Scanner;
 use crate::store::Store;
-use crate::store::ci::{CI_ERRORS_MAX, CiOccurrence, CiRecord};
+use crate::store::ci::{CI_ERRORS_MAX, CiOccurrence, CiRecord, PendingFetch};
+use crate::store::deliveries::delivery_hash;
 
 /// The largest webhook body accepted (GitHub caps its payloads at 25 MB; job and pipeline
 /// events are kilobytes).
 pub const MAX_BODY_BYTES: usize = 5 << 20;
-/// Jobs waiting for their log at most; past it a failed job is answered 429 (the sender
-/// redelivers).
+/// Fetches waiting in a source's durable queue at most (rows of `ci_queue`); past it a
+/// webhook that would add one is answered 503 with `Retry-After` (the sender redelivers),
+/// never acknowledged. A `workflow_run` listed into its failed jobs may pass it by the
+/// run's jobs (at most 100).
 pub const QUEUE_CAPACITY: usize = 256;
-/// Delivery ids remembered in memory (a redelivery of one is acknowledged at once).
+/// Delivery ids remembered (in memory, and durably for the deliveries that queued work); a
+/// redelivery of one is acknowledged at once.
 pub const RECENT_DELIVERIES: usize = 10_000;
 /// How far the `webhook-timestamp` of a signed GitLab hook may be from now, in seconds.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
@@ -184,30 +190,52 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Work for the log queue.
-#[derive(Debug)]
+/// Work for the log queue (serialised into its durable row).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum Work {
     /// A job that ended.
-    Job(Job, Outcome),
+    Job {
+        /// The job.
+        job: Job,
+        /// How.
+        outcome: Outcome,
+    },
     /// A GitHub run that ended: list its jobs first.
-    Run(Job, u64, Outcome),
+    Run {
+        /// Repository, commit, branch, workflow of its jobs.
+        template: Job,
+        /// The run's id.
+        run_id: u64,
+        /// How it ended.
+        outcome: Outcome,
+    },
 }
 
-/// Delivery ids seen lately (in memory; the counted jobs' ids are durable in the store).
+/// One row of the durable queue, in memory.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    seq: u64,
+    work: Work,
+    tries: u32,
+    not_before_ms: u64,
+}
+
+/// Delivery ids seen lately, as hashes ([`delivery_hash`] with the source's scope).
 #[derive(Debug, Default)]
 struct Recent {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
 }
 
 impl Recent {
-    fn seen(&self, id: &str) -> bool {
-        self.set.contains(id)
+    fn seen(&self, h: u64) -> bool {
+        self.set.contains(&h)
     }
 
-    fn insert(&mut self, id: &str) {
-        if self.set.insert(id.to_string()) {
-            self.order.push_back(id.to_string());
+    fn insert(&mut self, h: u64) {
+        if self.set.insert(h) {
+            self.order.push_back(h);
             if self.order.len() > RECENT_DELIVERIES
                 && let Some(old) = self.order.pop_front()
             {
@@ -217,31 +245,109 @@ impl Recent {
     }
 }
 
+/// The scope of a CI source's delivery hashes.
+fn scope(name: &str) -> String {
+    format!("ci\0{name}")
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+}
+
 /// One CI source's handler state.
 #[derive(Debug)]
 pub(crate) struct CiHook {
     pub(crate) name: Arc<str>,
     pub(crate) provider: ForgeProvider,
     pub(crate) secret: Secret,
-    pub(crate) queue: mpsc::Sender<Work>,
+    pub(crate) queue: mpsc::Sender<Queued>,
     pub(crate) metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    /// Rows of this source in the durable queue (shared with the worker).
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
     recent: Mutex<Recent>,
 }
 
-/// The router of one CI source: `POST` on any path.
+/// The durable queue of one source, as found at start.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    /// Its rows, in order.
+    pub(crate) rows: VecDeque<Queued>,
+    /// How many rows it holds: the hook adds, the worker takes away.
+    pub(crate) pending: Arc<AtomicUsize>,
+    /// The delivery hashes remembered.
+    recent: Vec<u64>,
+}
+
+/// Reads `name`'s rows of the durable queue and the remembered delivery ids (blocking: at
+/// start). Rows that no longer decode are dropped with a warning.
+///
+/// # Errors
+///
+/// The store cannot be read.
+pub(crate) fn backlog(store: &Store, name: &str) -> Result<Backlog, crate::store::StoreError> {
+    let mut rows = VecDeque::new();
+    let mut bad = Vec::new();
+    for (seq, p) in store.ci_pending()? {
+        if p.source != name {
+            continue;
+        }
+        match serde_json::from_value::<Work>(p.work) {
+            Ok(work) => rows.push_back(Queued {
+                seq,
+                work,
+                tries: p.tries,
+                not_before_ms: p.not_before_ms,
+            }),
+            Err(e) => {
+                tracing::warn!(source = %name, seq, error = %e, "dropping a queued CI fetch that does not decode");
+                bad.push(seq);
+            }
+        }
+    }
+    if !bad.is_empty() {
+        let mut txn = store.begin_write()?;
+        for seq in bad {
+            txn.remove_ci_fetch(seq)?;
+        }
+        txn.commit()?;
+    }
+    if !rows.is_empty() {
+        tracing::info!(source = %name, pending = rows.len(), "resuming queued CI log fetches");
+    }
+    Ok(Backlog {
+        pending: Arc::new(AtomicUsize::new(rows.len())),
+        rows,
+        recent: store.ci_deliveries()?,
+    })
+}
+
+/// The router of one CI source: `POST` on any path; `capacity` bounds its durable queue.
 pub(crate) fn router(
-    src: &CiSourceConfig,
+    name: &str,
+    provider: ForgeProvider,
     secret: Secret,
-    queue: mpsc::Sender<Work>,
+    queue: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    backlog: &Backlog,
+    capacity: usize,
 ) -> Router {
+    let mut recent = Recent::default();
+    for h in &backlog.recent {
+        recent.insert(*h);
+    }
     let hook = Arc::new(CiHook {
-        name: Arc::from(src.common.name.as_str()),
-        provider: src.provider,
+        name: Arc::from(name),
+        provider,
         secret,
         queue,
         metrics,
-        recent: Mutex::new(Recent::default()),
+        store,
+        pending: backlog.pending.clone(),
+        capacity,
+        recent: Mutex::new(recent),
     });
     Router::new().fallback(handle).with_state(hook)
 }
@@ -314,12 +420,13 @@ impl CiHook {
                 ),
             )
         })?;
-        if let Some(d) = &delivery
-            && self.recent().seen(d)
+        let delivery_key = delivery.as_deref().map(|d| delivery_hash(&scope(&self.name), d));
+        if let Some(h) = delivery_key
+            && self.recent().seen(h)
         {
             return Ok((
                 StatusCode::OK,
-                json!({"duplicate": true, "delivery": d, "note": "this delivery was received before; not counted again"}),
+                json!({"duplicate": true, "delivery": delivery, "note": "this delivery was received before; not counted again"}),
             ));
         }
         let hook = match self.provider {
@@ -334,7 +441,7 @@ impl CiHook {
                 let work: Vec<Work> = jobs
                     .into_iter()
                     .filter(|(j, o)| *o == Outcome::Failed || j.attempt > 1 || !j.complete)
-                    .map(|(j, o)| Work::Job(j, o))
+                    .map(|(job, outcome)| Work::Job { job, outcome })
                     .collect();
                 if work.is_empty() {
                     (
@@ -343,7 +450,7 @@ impl CiHook {
                     )
                 } else {
                     let n = work.len();
-                    self.enqueue(work)?;
+                    self.enqueue(work, delivery_key).await?;
                     (StatusCode::ACCEPTED, json!({"queued": n}))
                 }
             }
@@ -352,12 +459,20 @@ impl CiHook {
                 run_id,
                 outcome,
             } => {
-                self.enqueue(vec![Work::Run(*template, run_id, outcome)])?;
+                self.enqueue(
+                    vec![Work::Run {
+                        template: *template,
+                        run_id,
+                        outcome,
+                    }],
+                    delivery_key,
+                )
+                .await?;
                 (StatusCode::ACCEPTED, json!({"queued": 1}))
             }
         };
-        if let Some(d) = &delivery {
-            self.recent().insert(d);
+        if let Some(h) = delivery_key {
+            self.recent().insert(h);
         }
         Ok(reply)
     }
@@ -368,21 +483,78 @@ impl CiHook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn enqueue(&self, work: Vec<Work>) -> Result<(), ApiError> {
-        let permits = self.queue.try_reserve_many(work.len()).map_err(|_| {
+    /// Writes `work` into the durable queue, with the delivery's id, and hands it to the
+    /// worker: only then is the webhook answered 202. A full queue (or a store that cannot
+    /// take the rows) is 503 with `Retry-After`: nothing is acknowledged that is not kept.
+    async fn enqueue(&self, work: Vec<Work>, delivery: Option<u64>) -> Result<(), ApiError> {
+        let n = work.len();
+        let full = |what: &str| {
             self.metrics
                 .rejected
                 .with_label_values(&[&self.name, "queue_full"])
                 .inc();
             ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "queue_full",
-                "too many CI jobs wait for their logs; redeliver later",
+                format!(
+                    "{what}: {} CI log fetches wait at most (the queue holds {}); redeliver later",
+                    self.capacity,
+                    self.pending.load(Ordering::SeqCst)
+                ),
             )
-            .with_retry_after(5)
-        })?;
-        for (p, w) in permits.zip(work) {
-            p.send(w);
+            .with_retry_after(30)
+        };
+        let before = self.pending.fetch_add(n, Ordering::SeqCst);
+        if before + n > self.capacity {
+            self.pending.fetch_sub(n, Ordering::SeqCst);
+            return Err(full("the log-fetch queue is full"));
+        }
+        let Ok(permits) = self.queue.try_reserve_many(n) else {
+            self.pending.fetch_sub(n, Ordering::SeqCst);
+            return Err(full("the log-fetch queue is full"));
+        };
+        let fetches: Vec<PendingFetch> = work
+            .iter()
+            .map(|w| {
+                PendingFetch::new(
+                    &self.name,
+                    serde_json::to_value(w).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let at_us = u64::try_from(jiff::Timestamp::now().as_microsecond()).unwrap_or(0);
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut txn = store.begin_write()?;
+            let seqs = txn.enqueue_ci_fetches(
+                delivery.map(|h| (at_us, h)),
+                RECENT_DELIVERIES,
+                &fetches,
+            )?;
+            txn.commit()?;
+            Ok::<_, crate::store::StoreError>(seqs)
+        })
+        .await;
+        let seqs = match written {
+            Ok(Ok(seqs)) => seqs,
+            Ok(Err(e)) => {
+                self.pending.fetch_sub(n, Ordering::SeqCst);
+                tracing::warn!(source = %self.name, error = %e, "cannot queue a CI log fetch");
+                return Err(full("the log-fetch queue cannot be written"));
+            }
+            Err(e) => {
+                self.pending.fetch_sub(n, Ordering::SeqCst);
+                tracing::warn!(source = %self.name, error = %e, "cannot queue a CI log fetch");
+                return Err(full("the log-fetch queue cannot be written"));
+            }
+        };
+        for ((p, work), seq) in permits.zip(work).zip(seqs) {
+            p.send(Queued {
+                seq,
+                work,
+                tries: 0,
+                not_before_ms: 0,
+            });
         }
         Ok(())
     }
@@ -418,71 +590,226 @@ pub(crate) struct Worker {
     pub(crate) max_line_bytes: usize,
 }
 
+/// How one attempt at a queued fetch ended.
+enum Done {
+    /// A failed job's log (or why it could not be read: attempts spent).
+    Failed(Job, Result<String, String>),
+    /// A passed rerun.
+    Passed(Job),
+    /// A run's jobs, listed.
+    Run(Outcome, Vec<(Job, Option<Outcome>)>),
+    /// Nothing to record (attempts spent on a passed job or a run's listing).
+    Dropped,
+}
+
 impl Worker {
-    /// Takes work until the queue closes (or `stop`). One job at a time, in order: the
-    /// failure of a commit is recorded before a later rerun's pass is looked at.
+    /// Takes work until the queue closes (or `stop`): first the rows `backlog` found in
+    /// the durable queue at start, then what the hook hands over. One fetch at a time, in
+    /// order: the failure of a commit is recorded before a later rerun's pass is looked
+    /// at. A fetch in the works is abandoned at stop; its row stays and is resumed at the
+    /// next start (with its retry state).
     pub(crate) async fn run(
         self,
-        mut rx: mpsc::Receiver<Work>,
+        mut rx: mpsc::Receiver<Queued>,
+        mut backlog: VecDeque<Queued>,
+        pending: Arc<AtomicUsize>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
         loop {
-            let work = tokio::select! {
-                () = &mut stop => return,
-                w = rx.recv() => match w { Some(w) => w, None => return },
+            let q = match backlog.pop_front() {
+                Some(q) => q,
+                None => tokio::select! {
+                    () = &mut stop => return,
+                    w = rx.recv() => match w { Some(w) => w, None => return },
+                },
             };
-            // A job in the works is abandoned at stop. The queue is in memory: jobs answered
-            // 202 and not yet read are lost at a stop (redelivered from the forge, they count).
             tokio::select! {
                 () = &mut stop => return,
-                () = self.work(work) => {}
-            }
-        }
-    }
-
-    async fn work(&self, work: Work) {
-        match work {
-            Work::Job(job, o) => self.job(job, o).await,
-            Work::Run(template, run_id, outcome) => {
-                match self.api.run_jobs(&template, run_id).await {
-                    Ok(jobs) => {
-                        for (j, o) in jobs {
-                            match o {
-                                Some(Outcome::Failed) if outcome == Outcome::Failed => {
-                                    self.job(j, Outcome::Failed).await;
-                                }
-                                Some(Outcome::Passed) if j.attempt > 1 => {
-                                    self.job(j, Outcome::Passed).await;
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = %self.name, run = run_id, error = %e, "cannot list a run's jobs");
-                    }
+                n = self.process(q) => {
+                    // The rows the fetch removed (one; a run's listing adds its jobs first).
+                    let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                        Some(p.saturating_sub(1).saturating_add(n))
+                    });
                 }
             }
         }
     }
 
-    async fn job(&self, mut job: Job, outcome: Outcome) {
-        if let Err(e) = self.api.complete(&mut job).await {
-            tracing::warn!(source = %self.name, job = job.id, error = %e, "cannot read a CI job");
-            if outcome == Outcome::Passed {
-                return;
+    /// Works on one row until its result is committed (or its attempts are spent); returns
+    /// how many rows it added (a run's jobs, worked on here too).
+    async fn process(&self, mut q: Queued) -> usize {
+        loop {
+            let wait = q.not_before_ms.saturating_sub(now_ms());
+            if wait > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+            match self.attempt(&q.work).await {
+                Ok(done) => return self.finish(q.seq, done).await,
+                Err(f) if f.retry && q.tries + 1 < ATTEMPTS => {
+                    q.tries += 1;
+                    let pause = backoff(q.tries);
+                    q.not_before_ms =
+                        now_ms() + u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+                    tracing::info!(source = %self.name, seq = q.seq, tries = q.tries, error = %f.message, "a CI fetch failed; retried in {pause:?}");
+                    let row = PendingFetch {
+                        tries: q.tries,
+                        not_before_ms: q.not_before_ms,
+                        ..PendingFetch::new(
+                            &self.name,
+                            serde_json::to_value(&q.work).unwrap_or(Value::Null),
+                        )
+                    };
+                    let (store, seq) = (self.store.clone(), q.seq);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let mut txn = store.begin_write()?;
+                        txn.update_ci_fetch(seq, &row)?;
+                        txn.commit()
+                    })
+                    .await;
+                }
+                Err(f) => {
+                    let done = match &q.work {
+                        Work::Job {
+                            job,
+                            outcome: Outcome::Failed,
+                        } => {
+                            tracing::warn!(source = %self.name, job = job.id, error = %f.message, "cannot read a failed CI job's log");
+                            Done::Failed(job.clone(), Err(f.message))
+                        }
+                        Work::Job { job, .. } => {
+                            tracing::warn!(source = %self.name, job = job.id, error = %f.message, "cannot read a CI job");
+                            Done::Dropped
+                        }
+                        Work::Run { run_id, .. } => {
+                            tracing::warn!(source = %self.name, run = run_id, error = %f.message, "cannot list a run's jobs");
+                            Done::Dropped
+                        }
+                    };
+                    return self.finish(q.seq, done).await;
+                }
             }
         }
-        match outcome {
-            Outcome::Passed => self.passed(job).await,
-            Outcome::Failed => self.failed(job).await,
+    }
+
+    /// One attempt: the API requests a row needs.
+    async fn attempt(&self, work: &Work) -> Result<Done, Failure> {
+        match work {
+            Work::Job { job, outcome } => {
+                let mut job = job.clone();
+                self.api.complete(&mut job).await?;
+                match outcome {
+                    Outcome::Passed => Ok(Done::Passed(job)),
+                    Outcome::Failed => {
+                        let text = self.api.log(&job).await?;
+                        Ok(Done::Failed(job, Ok(text)))
+                    }
+                }
+            }
+            Work::Run {
+                template,
+                run_id,
+                outcome,
+            } => {
+                let jobs = self.api.run_jobs(template, *run_id).await?;
+                Ok(Done::Run(*outcome, jobs))
+            }
+        }
+    }
+
+    /// Commits what an attempt found, removing row `seq` in the same transaction.
+    async fn finish(&self, seq: u64, done: Done) -> usize {
+        match done {
+            Done::Failed(job, log) => {
+                self.failed(job, log, seq).await;
+                0
+            }
+            Done::Passed(job) => {
+                self.passed(job, seq).await;
+                0
+            }
+            Done::Dropped => {
+                self.remove(seq).await;
+                0
+            }
+            Done::Run(outcome, jobs) => {
+                let work: Vec<Work> = jobs
+                    .into_iter()
+                    .filter_map(|(job, o)| match o {
+                        Some(Outcome::Failed) if outcome == Outcome::Failed => Some(Work::Job {
+                            job,
+                            outcome: Outcome::Failed,
+                        }),
+                        Some(Outcome::Passed) if job.attempt > 1 => Some(Work::Job {
+                            job,
+                            outcome: Outcome::Passed,
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                // The run's row becomes its jobs' rows, in one transaction.
+                let rows: Vec<PendingFetch> = work
+                    .iter()
+                    .map(|w| {
+                        PendingFetch::new(
+                            &self.name,
+                            serde_json::to_value(w).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                let store = self.store.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let mut txn = store.begin_write()?;
+                    txn.remove_ci_fetch(seq)?;
+                    let seqs = txn.enqueue_ci_fetches(None, RECENT_DELIVERIES, &rows)?;
+                    txn.commit()?;
+                    Ok::<_, crate::store::StoreError>(seqs)
+                })
+                .await;
+                let seqs = match written {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(source = %self.name, error = %e, "cannot queue a run's jobs");
+                        return 0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, error = %e, "cannot queue a run's jobs");
+                        return 0;
+                    }
+                };
+                let n = seqs.len();
+                for (seq, work) in seqs.into_iter().zip(work) {
+                    // Boxed: a job's processing never lists a run again.
+                    Box::pin(self.process(Queued {
+                        seq,
+                        work,
+                        tries: 0,
+                        not_before_ms: 0,
+                    }))
+                    .await;
+                }
+                n
+            }
+        }
+    }
+
+    /// Removes row `seq` (nothing to record).
+    async fn remove(&self, seq: u64) {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut txn = store.begin_write()?;
+            txn.remove_ci_fetch(seq)?;
+            txn.commit()
+        })
+        .await;
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!(source = %self.name, seq, "cannot remove a CI fetch from the queue");
         }
     }
 
     /// The failure of `job`: its log read, its first error line counted as an incident.
-    async fn failed(&self, job: Job) {
-        let (step, errors, log_error) = match self.api.log(&job).await {
+    async fn failed(&self, job: Job, log: Result<String, String>, seq: u64) {
+        let (step, errors, log_error) = match log {
             Ok(text) => {
                 let parsed = match self.provider {
                     ForgeProvider::Gitlab => super::log::gitlab(&text),
@@ -511,10 +838,7 @@ impl Worker {
                 };
                 (step, errors, String::new())
             }
-            Err(e) => {
-                tracing::warn!(source = %self.name, job = job.id, error = %e, "cannot read a failed CI job's log");
-                (job.step.clone(), vec![LOG_UNREAD.to_string()], e)
-            }
+            Err(e) => (job.step.clone(), vec![LOG_UNREAD.to_string()], e),
         };
         let mut line = format!(
             "{} [ci {} · {} · {} · {}]",
@@ -578,6 +902,7 @@ impl Worker {
             let now = jiff::Timestamp::now();
             let mut txn = store.begin_write()?;
             txn.put_ci_record(fp, &rec, (accepted > 0).then_some("occurrence"), now)?;
+            txn.remove_ci_fetch(seq)?;
             txn.commit()
         })
         .await;
@@ -632,7 +957,7 @@ impl Worker {
 
     /// A rerun that passed: the same job's failure on the same commit (an earlier attempt)
     /// is flaky.
-    async fn passed(&self, job: Job) {
+    async fn passed(&self, job: Job, seq: u64) {
         let store = self.store.clone();
         let name = self.name.clone();
         let _ = tokio::task::spawn_blocking(move || -> Result<(), crate::store::StoreError> {
@@ -663,7 +988,9 @@ impl Worker {
                 txn.put_ci_record(fp, &rec, Some("flaky"), jiff::Timestamp::now())?;
                 txn.commit()?;
             }
-            Ok(())
+            let mut txn = store.begin_write()?;
+            txn.remove_ci_fetch(seq)?;
+            txn.commit()
         })
         .await;
     }
@@ -677,6 +1004,74 @@ fn short(sha: &str) -> &str {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    /// A failing `workflow_job` (unsigned: the source has no secret).
+    fn failing_job(id: u64) -> Request {
+        let body = json!({"action": "completed", "repository": {"full_name": "acme/app"},
+            "workflow_job": {"id": id, "name": "test", "workflow_name": "CI", "run_attempt": 1,
+                             "head_sha": "c", "conclusion": "failure"}});
+        Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("x-github-event", "workflow_job")
+            .header("x-github-delivery", format!("d-{id}"))
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_503_and_what_is_acknowledged_is_kept() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let found = backlog(&store, "gh").unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let app = router(
+            "gh",
+            ForgeProvider::Github,
+            Secret::new(None),
+            tx,
+            Arc::new(Metrics::new()),
+            store.clone(),
+            &found,
+            1,
+        );
+        let r = app.clone().oneshot(failing_job(1)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        // Acknowledged: in the store already, and handed to the worker.
+        let pending = store.ci_pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].1.source, "gh");
+        assert_eq!(rx.try_recv().unwrap().seq, pending[0].0);
+        // The bound: one more is refused, 503 with Retry-After and a JSON body, not kept.
+        let r = app.clone().oneshot(failing_job(2)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["retry-after"], "30");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "queue_full", "{v}");
+        assert_eq!(store.ci_pending().unwrap().len(), 1);
+        // The delivery id of the kept one is durable: a restarted source knows it.
+        let again = backlog(&store, "gh").unwrap();
+        assert_eq!(again.rows.len(), 1);
+        assert_eq!(again.pending.load(Ordering::SeqCst), 1);
+        let (tx, _rx) = mpsc::channel(4);
+        let app = router(
+            "gh",
+            ForgeProvider::Github,
+            Secret::new(None),
+            tx,
+            Arc::new(Metrics::new()),
+            store.clone(),
+            &again,
+            8,
+        );
+        let r = app.clone().oneshot(failing_job(1)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "a redelivery after a restart");
+        assert_eq!(store.ci_pending().unwrap().len(), 1);
+        // Another source's rows are not this one's.
+        assert!(backlog(&store, "other").unwrap().rows.is_empty());
+    }
 
     #[test]
     fn github_signatures_are_checked_over_the_raw_body() {

@@ -12,14 +12,23 @@
 //!    and Pipeline Hooks. `ping` is 200; other events are acknowledged (200) and ignored. A
 //!    redelivered delivery id (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`) is acknowledged
 //!    and not acted on again.
-//! 4. **The queue**: a failed job is answered 202 at once and queued (bounded:
-//!    [`QUEUE_CAPACITY`], then 429) for ONE worker per source, which reads the job's log
-//!    through the API with retries ([`fetch`]), finds the failing step and its error lines
+//! 4. **The queue**: a failed job is written to the durable queue (redb `ci_queue`, in the
+//!    transaction that remembers the delivery id) and only then answered 202; bounded:
+//!    [`QUEUE_CAPACITY`] rows per source, past it 503 with `Retry-After` (nothing is
+//!    acknowledged that is not kept). ONE worker per source resumes the rows it finds at
+//!    start (with their retry state: attempts spent, next attempt not before), then takes
+//!    new ones; it reads the job's log through the API, retrying with backoff ([`fetch`];
+//!    each failed attempt rewrites the row), finds the failing step and its error lines
 //!    ([`log`], then the same [`crate::scan::Scanner`] as every source: PACT keys attribute
 //!    them) and hands the first error line to the ingest writer as one event whose id is
 //!    the job's (`provider:repo:job id:attempt`): the writer's durable delivery ids make a
 //!    redelivery, or the same job reported by `workflow_job` and `check_run`, count once.
 //!    A log that cannot be read still makes an incident ([`LOG_UNREAD`]) that says why.
+//!    The row is removed in the transaction that records the CI occurrence: a stop before
+//!    it means a fetch again at start, which the job's id keeps from counting twice.
+//!    A `workflow_run` lists the run's jobs (`GET …/actions/runs/{run_id}/jobs`) and its row
+//!    becomes one row per failed job (or passed rerun); a `check_run` names its job by its
+//!    `details_url` (else its id) and the job is read from the API first.
 //! 5. **Identity**: the event's line is the first error line followed by
 //!    `[ci repository · workflow · job · step]`, so the incident is that failure of that
 //!    step (the same failure on every commit is one incident). Each occurrence's commit,
@@ -125,8 +134,19 @@ mod start {
             .with_context(|| format!("source {name:?}: error_patterns"))?;
         let api = Api::new(src.provider, &src.api_url, token)
             .with_context(|| format!("source {name:?}: cannot build the HTTP client"))?;
+        let backlog = super::hook::backlog(&cx.store, name)
+            .with_context(|| format!("source {name:?}: cannot read its queued log fetches"))?;
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
-        let router = router(src, Secret::new(secret.as_deref()), tx, cx.metrics.clone());
+        let router = router(
+            name,
+            src.provider,
+            Secret::new(secret.as_deref()),
+            tx,
+            cx.metrics.clone(),
+            cx.store.clone(),
+            &backlog,
+            QUEUE_CAPACITY,
+        );
         let router = crate::http::harden(router, crate::http::REQUEST_TIMEOUT);
         let addr = format!("{}:{}", src.host, src.port);
         let listener = std::net::TcpListener::bind(&addr)
@@ -146,7 +166,7 @@ mod start {
         };
         let stopped = cx.stopped();
         let work = tokio::spawn(async move {
-            worker.run(rx, stopped).await;
+            worker.run(rx, backlog.rows, backlog.pending, stopped).await;
             Ok(())
         });
         let info = SourceInfo {

@@ -4,10 +4,11 @@
 //! `workflow_run` and `check_run` events and GitLab's Job and Pipeline Hooks), so they are
 //! tested without a listener.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// One CI job, as far as a payload (or the API) describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One CI job, as far as a payload (or the API) describes it (kept in the durable queue).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Job {
     /// `owner/name` (GitLab: the project's path with namespace).
     pub repo: String,
@@ -35,7 +36,8 @@ pub(crate) struct Job {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Outcome {
     /// Failed: its log is read and it becomes (or recurs in) an incident.
     Failed,
@@ -113,6 +115,18 @@ pub(crate) fn github_job(repo: &str, j: &Value) -> Job {
     }
 }
 
+/// The Actions job of a check run: the id at the end of its `details_url`
+/// (`…/actions/runs/{run_id}/job/{job_id}`), else the check run's `id` (GitHub Actions gives
+/// a job's check run the job's id).
+fn check_run_job(c: &Value) -> u64 {
+    let url = s(c, "details_url");
+    url.split('?')
+        .next()
+        .and_then(|u| u.rsplit_once("/job/"))
+        .and_then(|(_, id)| id.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| n(c, "id"))
+}
+
 /// Reads a GitHub webhook of type `event` (`X-GitHub-Event`).
 pub(crate) fn github(event: &str, body: &Value) -> Hook {
     let repo = s(&body["repository"], "full_name");
@@ -138,11 +152,17 @@ pub(crate) fn github(event: &str, body: &Value) -> Hook {
             let Some(o) = outcome(&s(c, "conclusion")) else {
                 return Hook::Ignored(format!("check_run concluded {}", s(c, "conclusion")));
             };
+            let app = s(&c["app"], "slug");
+            if !app.is_empty() && app != "github-actions" {
+                return Hook::Ignored(format!(
+                    "check_run of the app {app:?}: only GitHub Actions jobs have logs to read"
+                ));
+            }
             let job = Job {
                 repo: repo.clone(),
                 project: repo,
                 name: s(c, "name"),
-                id: n(c, "id"),
+                id: check_run_job(c),
                 attempt: 1,
                 commit: s(c, "head_sha"),
                 branch: s(&c["check_suite"], "head_branch"),
@@ -334,6 +354,18 @@ mod tests {
         };
         assert!(!jobs[0].0.complete);
         assert_eq!(jobs[0].0.branch, "dev");
+        assert_eq!(jobs[0].0.id, 7);
+        // The job is the one its details_url names; another app's check run is not read.
+        let mut body = body;
+        body["check_run"]["details_url"] =
+            json!("https://github.com/a/b/actions/runs/5/job/71?pr=3");
+        body["check_run"]["app"] = json!({"slug": "github-actions"});
+        let Hook::Jobs(jobs) = github("check_run", &body) else {
+            panic!()
+        };
+        assert_eq!(jobs[0].0.id, 71);
+        body["check_run"]["app"] = json!({"slug": "circleci-checks"});
+        assert!(matches!(github("check_run", &body), Hook::Ignored(_)));
         let body = json!({"action": "completed", "repository": {"full_name": "a/b"},
             "workflow_run": {"id": 9, "name": "CI", "head_sha": "c", "run_attempt": 1,
                              "conclusion": "failure"}});
