@@ -13,7 +13,9 @@
 //!   once (counted on the forge). A push or API failure leaves the branch local and says so
 //!   on the incident. Shadow fixes keep no branch: nothing is pushed.
 //! - **`incident_escalated`** (`issues`): one issue per incident with its postmortem, at
-//!   most `max_per_hour` opened in any hour (the rest wait and are retried); an escalation
+//!   most `max_per_hour` opened in any hour (the rest wait and are retried, and the incident
+//!   says it waits); the limit's state (when issues were opened, which wait) is kept in the
+//!   store (`forge_state`), so a restart neither forgets the hour nor the waiting; an escalation
 //!   or a recurrence (the incident's count grew) of an incident with an open issue comments
 //!   on it. **`incident_resolved`** closes the issue with a comment.
 //!
@@ -33,7 +35,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::config::{IssuesConfig, PullRequestConfig};
-use crate::store::ci::{ForgeLink, ForgeLinks};
+use crate::store::ci::{ForgeLink, ForgeLinks, IssueLimit};
 use crate::store::{EventKind, FixStatus, Incident, NewEvent, Store, StoreError};
 
 /// The forge's cursor in the event log (kept among the outbox cursors).
@@ -117,12 +119,20 @@ impl Forge {
             }
             None => None,
         };
+        // The rate limit outlives the process: a restart does not reset the hour.
+        let limit = match store.issue_limit() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "forge: cannot read the issue rate limit's state; starting empty");
+                IssueLimit::default()
+            }
+        };
         Ok(Some(Forge {
             store,
             pull_request,
             issues,
-            opened: VecDeque::new(),
-            waiting: BTreeSet::new(),
+            opened: limit.opened.into_iter().collect(),
+            waiting: limit.waiting.into_iter().collect(),
         }))
     }
 
@@ -364,6 +374,28 @@ impl Forge {
         }
     }
 
+    /// Saves the issue rate limit's state (when issues were opened, which wait).
+    fn save_limit(&self) {
+        let limit = IssueLimit {
+            opened: self.opened.iter().copied().collect(),
+            waiting: self.waiting.iter().cloned().collect(),
+        };
+        let saved = self.store.begin_write().and_then(|mut txn| {
+            txn.put_issue_limit(&limit)?;
+            txn.commit()
+        });
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "forge: cannot save the issue rate limit's state");
+        }
+    }
+
+    /// Stops waiting for `id` (saved when it was waiting).
+    fn unwait(&mut self, id: &str) {
+        if self.waiting.remove(id) {
+            self.save_limit();
+        }
+    }
+
     fn may_open_issue(&mut self, per_hour: u32) -> bool {
         let now = Timestamp::now();
         let hour_ago = now - jiff::SignedDuration::from_hours(1);
@@ -375,11 +407,11 @@ impl Forge {
 
     async fn escalated(&mut self, id: &str) -> Result<(), StoreError> {
         let Some(inc) = self.store.incident(id)? else {
-            self.waiting.remove(id);
+            self.unwait(id);
             return Ok(());
         };
         if inc.status != crate::store::IncidentStatus::Escalated {
-            self.waiting.remove(id);
+            self.unwait(id);
             return Ok(());
         }
         let Some((cfg, _)) = &self.issues else {
@@ -388,7 +420,7 @@ impl Forge {
         let per_hour = cfg.max_per_hour;
         let mut links = self.links(&inc)?;
         if let Some(issue) = links.issue.clone() {
-            self.waiting.remove(id);
+            self.unwait(id);
             if issue.state != "open" {
                 return Ok(());
             }
@@ -402,11 +434,18 @@ impl Forge {
         }
         if !self.may_open_issue(per_hour) {
             if self.waiting.insert(id.to_string()) {
+                self.save_limit();
                 tracing::info!(incident = %id, "issue waits: issues.max_per_hour reached");
+                links.error = format!(
+                    "rate-limited: no issue opened yet, issues.max_per_hour ({per_hour}) were \
+                     opened in the last hour; it opens when the hour allows"
+                );
+                let note = links.error.clone();
+                return self.save(&inc, &links, &note);
             }
             return Ok(());
         }
-        self.waiting.remove(id);
+        self.unwait(id);
         let body = self.report(id)?;
         let title = format!(
             "Sentinel: {} ({}): {}",
@@ -424,6 +463,7 @@ impl Forge {
         match api.open_issue(&title, &body, &cfg.labels).await {
             Ok(o) => {
                 self.opened.push_back(Timestamp::now());
+                self.save_limit();
                 links.issue = Some(ForgeLink {
                     number: o.number,
                     url: o.url.clone(),
@@ -436,7 +476,9 @@ impl Forge {
             }
             Err(e) => {
                 links.error = format!("no issue opened: {e}");
-                self.waiting.insert(id.to_string());
+                if self.waiting.insert(id.to_string()) {
+                    self.save_limit();
+                }
                 let note = links.error.clone();
                 self.save(&inc, &links, &note)
             }
@@ -479,7 +521,7 @@ impl Forge {
     }
 
     async fn resolved(&mut self, id: &str) -> Result<(), StoreError> {
-        self.waiting.remove(id);
+        self.unwait(id);
         let Some(inc) = self.store.incident(id)? else {
             return Ok(());
         };

@@ -3,6 +3,7 @@
 mod api;
 mod browser;
 mod cardinality;
+mod ci_queue;
 mod ci_sources;
 mod cloudwatch;
 mod cluster;
@@ -13,6 +14,7 @@ mod fake_forge;
 mod faults;
 mod fix_e2e;
 mod fix_guardrails;
+mod forge_limits;
 mod fixer;
 mod ground_truth;
 mod harness;

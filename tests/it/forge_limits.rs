@@ -1,0 +1,238 @@
+//! The forge's limits against the real daemon: `fix.pull_request.max_open` holding back a
+//! second pull request (and saying why), a regression's fix updating the open pull request
+//! instead of opening another, and `issues.max_per_hour` holding across a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use sentinel::fix::fake_llm::{FakeLlm, Route};
+
+use crate::ci_sources::{
+    GH_SECRET, SHA1, SHA2, config, detail, env, fixture, job_event, post_github, sign,
+    wait_incident,
+};
+use crate::fake_forge::FakeForge;
+use crate::fix_e2e::{answer, git, project, reproducer, the_fix};
+use crate::harness::{Workspace, eventually, http, stdout};
+
+/// Posts a signed failing `workflow_job` of job `name` (another name: another incident).
+fn send_named(url: &str, delivery: &str, id: u64, sha: &str, name: &str) {
+    let mut v: Value = serde_json::from_slice(&job_event(id, sha, 1, "failure")).unwrap();
+    v["workflow_job"]["name"] = json!(name);
+    let body = serde_json::to_vec(&v).unwrap();
+    let (code, v) = post_github(
+        url,
+        "workflow_job",
+        delivery,
+        &body,
+        Some(sign(GH_SECRET, &body)),
+    );
+    assert_eq!(code, 202, "{v}");
+}
+
+/// The incident of job `name`, once there.
+fn incident_of_job(api: &str, name: &str) -> String {
+    let needle = format!("· {name} ·");
+    wait_incident(api, &needle)["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The ended fixes of incident `id`, once there are `n`.
+fn ended_fixes(api: &str, id: &str, n: usize) -> Vec<Value> {
+    eventually(Duration::from_secs(120), || {
+        let fixes: Value = http().get(format!("{api}/fixes")).send().ok()?.json().ok()?;
+        let mine: Vec<Value> = fixes
+            .as_array()?
+            .iter()
+            .filter(|f| f["incident_id"] == id)
+            .cloned()
+            .collect();
+        let ended = mine
+            .iter()
+            .filter(|f| f["status"] != "pending" && f["status"] != "running")
+            .count();
+        (mine.len() >= n && ended >= n).then_some(mine)
+    })
+    .unwrap_or_else(|| panic!("{n} ended fixes of {id}: {:#}", detail(api, id)))
+}
+
+fn remote_ref(bare: &Path, branch: &str) -> String {
+    git(bare, &["rev-parse", &format!("refs/heads/{branch}")])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn max_open_holds_back_a_second_pull_request_and_a_regression_updates_the_open_one() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(FakeLlm::start());
+    for _ in 0..3 {
+        llm.push(
+            Route::Anthropic,
+            answer(reproducer(), the_fix(), Value::Null),
+        );
+    }
+    let fake = rt.block_on(FakeForge::start());
+    for id in [1101, 1102, 1103] {
+        fake.set_log(id, &fixture("github_job_log.txt"));
+    }
+    let ws = Workspace::new();
+    git(ws.path(), &["init", "--quiet", "--bare", "remote.git"]);
+    let remote = ws.path().join("remote.git");
+    let section = format!(
+        "  pull_request:\n    provider: github\n    repo: acme/app\n    base: main\n    token_env: GH_TOKEN\n    api_url: {}\n    max_open: 1\n    remote: {}\n",
+        fake.github_url(),
+        remote.display()
+    );
+    std::fs::write(
+        ws.path().join("sentinel.yaml"),
+        config(llm.base_url(), &fake.github_url(), &section, ""),
+    )
+    .unwrap();
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let mut d = ws.spawn_env(&["watch"], &env());
+    let info = d.ready();
+    let api = info.api_url("");
+    let gh = info.webhook_url("gh");
+
+    // The first incident's proven fix: a pull request.
+    send_named(&gh, "m-1", 1101, SHA1, "test");
+    let first = incident_of_job(&api, "test");
+    let fix1 = ended_fixes(&api, &first, 1).remove(0);
+    assert_eq!(fix1["status"], "success", "{fix1:#}");
+    let pr = eventually(Duration::from_secs(30), || {
+        detail(&api, &first)["forge"]["pull_request"]["number"].as_u64()
+    })
+    .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &first), d.log_text()));
+    let branch1 = fix1["branch"].as_str().unwrap().to_string();
+
+    // Another incident's proven fix while that one is open: no second pull request, and
+    // the incident says why (API and report).
+    send_named(&gh, "m-2", 1102, SHA1, "test-py312");
+    let second = incident_of_job(&api, "test-py312");
+    assert_ne!(first, second);
+    let fix2 = ended_fixes(&api, &second, 1).remove(0);
+    assert_eq!(fix2["status"], "success", "{fix2:#}");
+    let error = eventually(Duration::from_secs(30), || {
+        detail(&api, &second)["forge"]["error"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+    })
+    .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &second), d.log_text()));
+    assert!(error.contains("max_open 1"), "{error}");
+    assert!(error.contains(fix2["branch"].as_str().unwrap()), "{error}");
+    assert!(detail(&api, &second)["forge"]["pull_request"].is_null());
+    assert_eq!(fake.pulls().len(), 1, "{:#?}", fake.pulls());
+    let text = stdout(&ws.run(&["report"]));
+    assert!(text.contains("forge: no pull request opened"), "{text}");
+    assert!(text.contains("max_open 1"), "{text}");
+
+    // The first incident regresses (its failure on the next commit): the new fix goes onto
+    // the open pull request's branch and the pull request is updated, not doubled.
+    send_named(&gh, "m-3", 1103, SHA2, "test");
+    let fixes = ended_fixes(&api, &first, 2);
+    let fix3 = fixes
+        .iter()
+        .find(|f| f["id"] != fix1["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(fix3["status"], "success", "{fix3:#}");
+    let commit3 = fix3["git_fix_ref"].as_str().unwrap().to_string();
+    let links = eventually(Duration::from_secs(30), || {
+        let doc = detail(&api, &first);
+        (doc["forge"]["pull_request"]["fix_id"] == fix3["id"]).then(|| doc["forge"].clone())
+    })
+    .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &first), d.log_text()));
+    assert_eq!(links["pull_request"]["number"], pr);
+    assert_eq!(links["pull_request"]["branch"], branch1.as_str());
+    assert_eq!(
+        remote_ref(&remote, &branch1),
+        commit3,
+        "the regression's fix is on the open pull request's branch"
+    );
+    let pulls = fake.pulls();
+    assert_eq!(pulls.len(), 1, "{pulls:#?}");
+    assert_eq!(pulls[0].head, branch1);
+    let patched = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path == format!("/repos/acme/app/pulls/{pr}"))
+        .count();
+    assert_eq!(patched, 1, "the pull request's body updated once");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_issue_rate_limit_holds_across_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let llm = rt.block_on(FakeLlm::start());
+    // Proposals that do not fix: each incident ends escalated (fix_failed).
+    let no_fix = json!({
+        "path": "src/auth_module/auth_module.py",
+        "old": "    user, expiry, signature = parts[0], parts[1], parts[2]",
+        "new": "    # looked at\n    user, expiry, signature = parts[0], parts[1], parts[2]",
+        "contents": null,
+    });
+    for _ in 0..2 {
+        llm.push(
+            Route::Anthropic,
+            answer(reproducer(), no_fix.clone(), Value::Null),
+        );
+    }
+    let fake = rt.block_on(FakeForge::start());
+    fake.set_log(1201, &fixture("github_job_log.txt"));
+    fake.set_log(1202, &fixture("github_job_log.txt"));
+    let ws = Workspace::with_config(&config(
+        llm.base_url(),
+        &fake.github_url(),
+        "",
+        &format!(
+            "issues:\n  provider: github\n  repo: acme/app\n  token_env: GH_TOKEN\n  api_url: {}\n  max_per_hour: 1\n",
+            fake.github_url()
+        ),
+    ));
+    project(&ws);
+    assert!(ws.run(&["register", "project"]).status.success());
+    let mut d = ws.spawn_env(&["watch"], &env());
+    let info = d.ready();
+    let api = info.api_url("");
+    send_named(&info.webhook_url("gh"), "r-1", 1201, SHA1, "test");
+    let first = incident_of_job(&api, "test");
+    eventually(Duration::from_secs(120), || {
+        detail(&api, &first)["forge"]["issue"]["number"].as_u64()
+    })
+    .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &first), d.log_text()));
+    assert_eq!(fake.issues().len(), 1);
+    assert!(d.term(Duration::from_secs(10)).success());
+
+    // Restarted within the hour: another escalation waits, and says so.
+    let mut d = ws.spawn_env(&["watch"], &env());
+    let info = d.ready();
+    let api = info.api_url("");
+    send_named(&info.webhook_url("gh"), "r-2", 1202, SHA1, "test-py312");
+    let second = incident_of_job(&api, "test-py312");
+    let error = eventually(Duration::from_secs(120), || {
+        detail(&api, &second)["forge"]["error"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+    })
+    .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &second), d.log_text()));
+    assert_eq!(detail(&api, &second)["status"], "escalated");
+    assert!(error.starts_with("rate-limited"), "{error}");
+    assert!(error.contains("max_per_hour (1)"), "{error}");
+    assert!(detail(&api, &second)["forge"]["issue"].is_null());
+    assert_eq!(fake.issues().len(), 1, "{:#?}", fake.issues());
+    let limit = ws.store().unwrap().issue_limit().unwrap();
+    assert_eq!(limit.opened.len(), 1, "{limit:?}");
+    assert_eq!(limit.waiting, [second.clone()], "{limit:?}");
+    let text = stdout(&ws.run(&["report"]));
+    assert!(text.contains("forge: rate-limited"), "{text}");
+    assert!(d.term(Duration::from_secs(10)).success());
+}
