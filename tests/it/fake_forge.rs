@@ -214,7 +214,9 @@ async fn handle(
                     st.wake.as_ref().map(tokio::sync::watch::Sender::subscribe)
                 }
                 Some(code) => {
-                    st.scripts.get_mut(&id).map(std::collections::VecDeque::pop_front);
+                    if let Some(q) = st.scripts.get_mut(&id) {
+                        q.pop_front();
+                    }
                     st.requests.push(Recorded {
                         method: method.to_string(),
                         path: uri.to_string(),

@@ -626,19 +626,19 @@ impl Worker {
             };
             tokio::select! {
                 () = &mut stop => return,
-                n = self.process(q) => {
-                    // The rows the fetch removed (one; a run's listing adds its jobs first).
+                () = self.process(q) => {
+                    // Its row is gone (a run's rows for its jobs too: worked on inline).
                     let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
-                        Some(p.saturating_sub(1).saturating_add(n))
+                        Some(p.saturating_sub(1))
                     });
                 }
             }
         }
     }
 
-    /// Works on one row until its result is committed (or its attempts are spent); returns
-    /// how many rows it added (a run's jobs, worked on here too).
-    async fn process(&self, mut q: Queued) -> usize {
+    /// Works on one row until its result is committed (or its attempts are spent); a run's
+    /// jobs are worked on here too.
+    async fn process(&self, mut q: Queued) {
         loop {
             let wait = q.not_before_ms.saturating_sub(now_ms());
             if wait > 0 {
@@ -718,20 +718,11 @@ impl Worker {
     }
 
     /// Commits what an attempt found, removing row `seq` in the same transaction.
-    async fn finish(&self, seq: u64, done: Done) -> usize {
+    async fn finish(&self, seq: u64, done: Done) {
         match done {
-            Done::Failed(job, log) => {
-                self.failed(job, log, seq).await;
-                0
-            }
-            Done::Passed(job) => {
-                self.passed(job, seq).await;
-                0
-            }
-            Done::Dropped => {
-                self.remove(seq).await;
-                0
-            }
+            Done::Failed(job, log) => self.failed(job, log, seq).await,
+            Done::Passed(job) => self.passed(job, seq).await,
+            Done::Dropped => self.remove(seq).await,
             Done::Run(outcome, jobs) => {
                 let work: Vec<Work> = jobs
                     .into_iter()
@@ -770,14 +761,13 @@ impl Worker {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::warn!(source = %self.name, error = %e, "cannot queue a run's jobs");
-                        return 0;
+                        return;
                     }
                     Err(e) => {
                         tracing::warn!(source = %self.name, error = %e, "cannot queue a run's jobs");
-                        return 0;
+                        return;
                     }
                 };
-                let n = seqs.len();
                 for (seq, work) in seqs.into_iter().zip(work) {
                     // Boxed: a job's processing never lists a run again.
                     Box::pin(self.process(Queued {
@@ -788,7 +778,6 @@ impl Worker {
                     }))
                     .await;
                 }
-                n
             }
         }
     }
