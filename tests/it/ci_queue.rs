@@ -36,8 +36,10 @@ fn pending(ws: &Workspace) -> Vec<(u64, sentinel::store::ci::PendingFetch)> {
 }
 
 fn wait_drained(ws: &Workspace) {
-    eventually(Duration::from_secs(30), || pending(ws).is_empty().then_some(()))
-        .unwrap_or_else(|| panic!("the queue did not drain: {:#?}", pending(ws)));
+    eventually(Duration::from_secs(30), || {
+        pending(ws).is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the queue did not drain: {:#?}", pending(ws)));
 }
 
 fn log_path(id: u64) -> String {
@@ -163,7 +165,11 @@ fn workflow_run_check_run_and_workflow_job_of_one_job_count_once() {
     let doc = detail_ci(&api, &id);
     let ci = &doc["ci"];
     assert_eq!(
-        (ci["workflow"].as_str(), ci["job"].as_str(), ci["step"].as_str()),
+        (
+            ci["workflow"].as_str(),
+            ci["job"].as_str(),
+            ci["step"].as_str()
+        ),
         (Some("CI"), Some("test"), Some(STEP)),
         "{doc:#}"
     );
@@ -200,10 +206,16 @@ fn workflow_run_check_run_and_workflow_job_of_one_job_count_once() {
     assert_eq!(fake.count(&log_path(job2)), 3);
 
     let doc = detail(&api, &id);
-    assert_eq!(doc["count"], 2, "one per job, whichever events came: {doc:#}");
+    assert_eq!(
+        doc["count"], 2,
+        "one per job, whichever events came: {doc:#}"
+    );
     let occ = doc["ci"]["occurrences"].as_array().unwrap();
     assert_eq!(occ.len(), 2, "{doc:#}");
-    assert_eq!((occ[0]["job_id"].as_u64(), occ[1]["job_id"].as_u64()), (Some(JOB), Some(job2)));
+    assert_eq!(
+        (occ[0]["job_id"].as_u64(), occ[1]["job_id"].as_u64()),
+        (Some(JOB), Some(job2))
+    );
     assert_eq!(incidents(&api).len(), 1, "{:#?}", incidents(&api));
     assert!(d.term(Duration::from_secs(20)).success());
 }

@@ -117,7 +117,9 @@ impl FakeForge {
     /// Answers job `id`'s next log requests with `steps` in turn (a status, or [`HOLD`]: held
     /// open until [`FakeForge::set_log`]; a hold stays until then).
     pub(crate) fn script_log(&self, id: u64, steps: &[u16]) {
-        self.lock().scripts.insert(id, steps.iter().copied().collect());
+        self.lock()
+            .scripts
+            .insert(id, steps.iter().copied().collect());
     }
 
     /// Serves `job` as `GET …/actions/jobs/{its id}`.

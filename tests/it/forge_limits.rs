@@ -1,6 +1,5 @@
 //! The forge's limits against the real daemon: `fix.pull_request.max_open` holding back a
-//! second pull request (and saying why), a regression's fix updating the open pull request
-//! instead of opening another, and `issues.max_per_hour` holding across a restart.
+//! second pull request (and saying why), and `issues.max_per_hour` holding across a restart.
 
 use std::path::Path;
 use std::time::Duration;
@@ -44,7 +43,12 @@ fn incident_of_job(api: &str, name: &str) -> String {
 /// The ended fixes of incident `id`, once there are `n`.
 fn ended_fixes(api: &str, id: &str, n: usize) -> Vec<Value> {
     eventually(Duration::from_secs(120), || {
-        let fixes: Value = http().get(format!("{api}/fixes")).send().ok()?.json().ok()?;
+        let fixes: Value = http()
+            .get(format!("{api}/fixes"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
         let mine: Vec<Value> = fixes
             .as_array()?
             .iter()
@@ -67,7 +71,7 @@ fn remote_ref(bare: &Path, branch: &str) -> String {
 }
 
 #[test]
-fn max_open_holds_back_a_second_pull_request_and_a_regression_updates_the_open_one() {
+fn max_open_holds_back_a_second_pull_request_and_says_why() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let llm = rt.block_on(FakeLlm::start());
     for _ in 0..3 {
@@ -133,38 +137,22 @@ fn max_open_holds_back_a_second_pull_request_and_a_regression_updates_the_open_o
     assert!(text.contains("forge: no pull request opened"), "{text}");
     assert!(text.contains("max_open 1"), "{text}");
 
-    // The first incident regresses (its failure on the next commit): the new fix goes onto
-    // the open pull request's branch and the pull request is updated, not doubled.
+    // The first incident's failure on the next commit, its pull request open: counted, and
+    // no second pull request (a recurrence before the fix is merged is no regression).
     send_named(&gh, "m-3", 1103, SHA2, "test");
-    let fixes = ended_fixes(&api, &first, 2);
-    let fix3 = fixes
-        .iter()
-        .find(|f| f["id"] != fix1["id"])
-        .unwrap()
-        .clone();
-    assert_eq!(fix3["status"], "success", "{fix3:#}");
-    let commit3 = fix3["git_fix_ref"].as_str().unwrap().to_string();
-    let links = eventually(Duration::from_secs(30), || {
-        let doc = detail(&api, &first);
-        (doc["forge"]["pull_request"]["fix_id"] == fix3["id"]).then(|| doc["forge"].clone())
+    eventually(Duration::from_secs(30), || {
+        (detail(&api, &first)["count"] == 2).then_some(())
     })
-    .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &first), d.log_text()));
-    assert_eq!(links["pull_request"]["number"], pr);
-    assert_eq!(links["pull_request"]["branch"], branch1.as_str());
+    .unwrap_or_else(|| panic!("{:#}", detail(&api, &first)));
+    assert_eq!(fake.pulls().len(), 1, "{:#?}", fake.pulls());
+    assert_eq!(
+        detail(&api, &first)["forge"]["pull_request"]["number"],
+        json!(pr)
+    );
     assert_eq!(
         remote_ref(&remote, &branch1),
-        commit3,
-        "the regression's fix is on the open pull request's branch"
+        fix1["git_fix_ref"].as_str().unwrap()
     );
-    let pulls = fake.pulls();
-    assert_eq!(pulls.len(), 1, "{pulls:#?}");
-    assert_eq!(pulls[0].head, branch1);
-    let patched = fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.path == format!("/repos/acme/app/pulls/{pr}"))
-        .count();
-    assert_eq!(patched, 1, "the pull request's body updated once");
     assert!(d.term(Duration::from_secs(10)).success());
 }
 

@@ -420,7 +420,9 @@ impl CiHook {
                 ),
             )
         })?;
-        let delivery_key = delivery.as_deref().map(|d| delivery_hash(&scope(&self.name), d));
+        let delivery_key = delivery
+            .as_deref()
+            .map(|d| delivery_hash(&scope(&self.name), d));
         if let Some(h) = delivery_key
             && self.recent().seen(h)
         {
@@ -515,22 +517,14 @@ impl CiHook {
         };
         let fetches: Vec<PendingFetch> = work
             .iter()
-            .map(|w| {
-                PendingFetch::new(
-                    &self.name,
-                    serde_json::to_value(w).unwrap_or(Value::Null),
-                )
-            })
+            .map(|w| PendingFetch::new(&self.name, serde_json::to_value(w).unwrap_or(Value::Null)))
             .collect();
         let at_us = u64::try_from(jiff::Timestamp::now().as_microsecond()).unwrap_or(0);
         let store = self.store.clone();
         let written = tokio::task::spawn_blocking(move || {
             let mut txn = store.begin_write()?;
-            let seqs = txn.enqueue_ci_fetches(
-                delivery.map(|h| (at_us, h)),
-                RECENT_DELIVERIES,
-                &fetches,
-            )?;
+            let seqs =
+                txn.enqueue_ci_fetches(delivery.map(|h| (at_us, h)), RECENT_DELIVERIES, &fetches)?;
             txn.commit()?;
             Ok::<_, crate::store::StoreError>(seqs)
         })
