@@ -435,16 +435,15 @@ impl StoreTxn<'_> {
             }
         }
         let mut t = self.txn.open_table(CI_QUEUE).map_err(st.storage())?;
-        let mut next = t
+        let first = t
             .last()
             .map_err(st.storage())?
             .map_or(1, |(k, _)| k.value() + 1);
         let mut seqs = Vec::with_capacity(fetches.len());
-        for f in fetches {
-            t.insert(next, codec::encode(QUEUE_FORMAT, f).as_slice())
+        for (seq, f) in (first..).zip(fetches) {
+            t.insert(seq, codec::encode(QUEUE_FORMAT, f).as_slice())
                 .map_err(st.storage())?;
-            seqs.push(next);
-            next += 1;
+            seqs.push(seq);
         }
         Ok(seqs)
     }

@@ -278,6 +278,8 @@ pub(crate) struct Backlog {
     pub(crate) pending: Arc<AtomicUsize>,
     /// The delivery hashes remembered.
     recent: Vec<u64>,
+    /// The most rows the source keeps ([`QUEUE_CAPACITY`]).
+    pub(crate) capacity: usize,
 }
 
 /// Reads `name`'s rows of the durable queue and the remembered delivery ids (blocking: at
@@ -320,10 +322,12 @@ pub(crate) fn backlog(store: &Store, name: &str) -> Result<Backlog, crate::store
         pending: Arc::new(AtomicUsize::new(rows.len())),
         rows,
         recent: store.ci_deliveries()?,
+        capacity: QUEUE_CAPACITY,
     })
 }
 
-/// The router of one CI source: `POST` on any path; `capacity` bounds its durable queue.
+/// The router of one CI source: `POST` on any path; `backlog.capacity` bounds its durable
+/// queue.
 pub(crate) fn router(
     name: &str,
     provider: ForgeProvider,
@@ -332,7 +336,6 @@ pub(crate) fn router(
     metrics: Arc<Metrics>,
     store: Arc<Store>,
     backlog: &Backlog,
-    capacity: usize,
 ) -> Router {
     let mut recent = Recent::default();
     for h in &backlog.recent {
@@ -346,7 +349,7 @@ pub(crate) fn router(
         metrics,
         store,
         pending: backlog.pending.clone(),
-        capacity,
+        capacity: backlog.capacity,
         recent: Mutex::new(recent),
     });
     Router::new().fallback(handle).with_state(hook)
@@ -1007,7 +1010,8 @@ mod tests {
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
-        let found = backlog(&store, "gh").unwrap();
+        let mut found = backlog(&store, "gh").unwrap();
+        found.capacity = 1;
         let (tx, mut rx) = mpsc::channel(4);
         let app = router(
             "gh",
@@ -1017,7 +1021,6 @@ mod tests {
             Arc::new(Metrics::new()),
             store.clone(),
             &found,
-            1,
         );
         let r = app.clone().oneshot(failing_job(1)).await.unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
@@ -1035,7 +1038,8 @@ mod tests {
         assert_eq!(v["error"]["code"], "queue_full", "{v}");
         assert_eq!(store.ci_pending().unwrap().len(), 1);
         // The delivery id of the kept one is durable: a restarted source knows it.
-        let again = backlog(&store, "gh").unwrap();
+        let mut again = backlog(&store, "gh").unwrap();
+        again.capacity = 8;
         assert_eq!(again.rows.len(), 1);
         assert_eq!(again.pending.load(Ordering::SeqCst), 1);
         let (tx, _rx) = mpsc::channel(4);
@@ -1047,7 +1051,6 @@ mod tests {
             Arc::new(Metrics::new()),
             store.clone(),
             &again,
-            8,
         );
         let r = app.clone().oneshot(failing_job(1)).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "a redelivery after a restart");

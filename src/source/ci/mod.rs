@@ -145,7 +145,6 @@ mod start {
             cx.metrics.clone(),
             cx.store.clone(),
             &backlog,
-            QUEUE_CAPACITY,
         );
         let router = crate::http::harden(router, crate::http::REQUEST_TIMEOUT);
         let addr = format!("{}:{}", src.host, src.port);
