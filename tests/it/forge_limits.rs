@@ -219,7 +219,7 @@ fn the_issue_rate_limit_holds_across_a_restart() {
     assert_eq!(fake.issues().len(), 1, "{:#?}", fake.issues());
     let limit = ws.store().unwrap().issue_limit().unwrap();
     assert_eq!(limit.opened.len(), 1, "{limit:?}");
-    assert_eq!(limit.waiting, [second.clone()], "{limit:?}");
+    assert_eq!(limit.waiting, std::slice::from_ref(&second), "{limit:?}");
     let text = stdout(&ws.run(&["report"]));
     assert!(text.contains("forge: rate-limited"), "{text}");
     assert!(d.term(Duration::from_secs(10)).success());
