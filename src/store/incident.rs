@@ -353,7 +353,10 @@ pub(crate) mod tests {
         );
         for cut in [1, 10, bytes.len() - 1] {
             assert!(
-                matches!(Incident::decode(&bytes[..cut]), Err(DecodeError::Invalid(_))),
+                matches!(
+                    Incident::decode(&bytes[..cut]),
+                    Err(DecodeError::Invalid(_))
+                ),
                 "cut at {cut}"
             );
         }
@@ -430,7 +433,12 @@ pub(crate) mod tests {
         assert_eq!(back.normalized, inc.normalized);
     }
 
-    const GOLDEN_V2_HEX: &str = "";
+    const GOLDEN_V2_HEX: &str = concat!(
+        "020c303132333435363738396162ef9bafcdf8acd1910103aaecbef7fcc2d7ea3180989b86bbc6d7ea3100",
+        "02060461757468056c6f67696e0f504143543a617574683a6c6f67696e010b4552524f522078203c6e3e09",
+        "4552524f52207820310e2f7661722f6c6f672f612e6c6f67176175746f5f72656d6564696174655f646973",
+        "61626c656400"
+    );
 
     #[test]
     fn lossy_prefix_does_not_split_characters() {
