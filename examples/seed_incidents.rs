@@ -58,8 +58,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut delta =
                 IncidentDelta::new(fp, 1 + j % 5, &line, AttributionStatus::Unregistered, sev);
             if let Some(new) = delta.new.as_mut() {
-                new.component_id = component.clone();
-                new.pact_key = format!("PACT:{component}:op_{}", j % 7);
+                new.set_component_id(&component);
+                new.set_pact_key(&format!("PACT:{component}:op_{}", j % 7));
             }
             batch.incidents.insert(fp, delta);
         }

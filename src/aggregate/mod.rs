@@ -21,7 +21,6 @@ use crate::attribute::{AttributionStatus, LiveRules, RulesCache, attribute};
 use crate::scan::fingerprint::NORMALIZED_KEEP_BYTES;
 use crate::scan::keys::{self, PactKey};
 use crate::scan::{ErrorLine, Fingerprinter, Sink};
-use crate::store::incident::lossy_prefix;
 use crate::store::{IncidentDelta, IngestBatch, NewIncident, SAMPLE_MAX_BYTES};
 
 /// The default memory, in bytes, a batch may hold (samples, normalised texts, keys and map
@@ -234,25 +233,22 @@ impl LineAggregator {
                 // creation fields; the others send counts (see `SharedFingerprints`).
                 let describe = self.shared.as_ref().is_none_or(|s| s.first_sighting(fp));
                 let new = describe.then(|| {
-                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                    NewIncident {
-                        normalized: lossy_prefix(
-                            self.fingerprinter.normalized(),
-                            NORMALIZED_KEEP_BYTES,
-                        ),
-                        sample: lossy_prefix(line, SAMPLE_MAX_BYTES),
-                        attribution: attr.status,
-                        component_id: text(attr.component),
-                        method: text(attr.method),
-                        pact_key: text(attr.pact_key),
-                        severity: self.rules.rules.severity.of_line(line),
-                        source: self.source.to_string(),
-                    }
+                    let text = String::from_utf8_lossy;
+                    NewIncident::new(
+                        &text(cut(self.fingerprinter.normalized(), NORMALIZED_KEEP_BYTES)),
+                        &text(cut(line, SAMPLE_MAX_BYTES)),
+                        attr.status,
+                        &text(attr.component),
+                        &text(attr.method),
+                        &text(attr.pact_key),
+                        self.rules.rules.severity.of_line(line),
+                        self.source.clone(),
+                    )
                 });
-                // Besides the text: six allocations (with the allocator's own overhead),
-                // the box, and the delta in the map.
+                // Besides the text: its one allocation and the box (with the allocator's
+                // own overhead), and the delta in the map.
                 self.held_bytes +=
-                    new.as_ref().map_or(0, |n| n.heap_bytes() + 480) + ENTRY_OVERHEAD;
+                    new.as_ref().map_or(0, |n| n.heap_bytes() + 160) + ENTRY_OVERHEAD;
                 let mut d = IncidentDelta::count_only(fp, 1);
                 d.new = new.map(Box::new);
                 e.insert(d);
@@ -303,6 +299,20 @@ impl LineAggregator {
             .collect();
         batch
     }
+}
+
+/// `bytes` cut to at most `max` bytes, backing off over up to three UTF-8 continuation
+/// bytes so a character is not split (as [`crate::store::incident::lossy_prefix`] does,
+/// without its allocation: valid UTF-8 then borrows).
+fn cut(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut end = max;
+    while end > 0 && max - end < 3 && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &bytes[..end]
 }
 
 /// A fallback key: the whole of `fk` must be one PACT key, `PACT:` prefix optional.
@@ -357,14 +367,14 @@ mod tests {
         assert_eq!(batch.incidents.len(), 3);
         let login = batch.incidents.values().find(|d| d.count == 2).unwrap();
         let login = login.new.as_ref().unwrap();
-        assert_eq!(login.component_id, "auth");
-        assert_eq!(login.method, "login");
-        assert_eq!(login.sample, "ERROR [PACT:auth:login] user 12 failed");
+        assert_eq!(login.component_id(), "auth");
+        assert_eq!(login.method(), "login");
+        assert_eq!(login.sample(), "ERROR [PACT:auth:login] user 12 failed");
         let gdpr = batch
             .incidents
             .values()
             .filter_map(|d| d.new.as_ref())
-            .find(|d| d.pact_key.is_empty());
+            .find(|d| d.pact_key().is_empty());
         let gdpr = gdpr.unwrap();
         assert_eq!(gdpr.severity, Severity::High);
         assert_eq!(gdpr.attribution, AttributionStatus::Unattributed);
@@ -395,10 +405,10 @@ mod tests {
             .incidents
             .values()
             .filter_map(|d| d.new.as_ref())
-            .find(|n| n.sample == "login failed")
+            .find(|n| n.sample() == "login failed")
             .unwrap();
-        assert_eq!(login.component_id, "auth");
-        assert_eq!(login.pact_key, "PACT:auth:login");
+        assert_eq!(login.component_id(), "auth");
+        assert_eq!(login.pact_key(), "PACT:auth:login");
     }
 
     #[test]

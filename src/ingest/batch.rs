@@ -474,9 +474,14 @@ const FLUSHES_PER_COMMIT: u32 = 16;
 /// Descriptions of new incidents pending before a flush (besides [`COMMIT_BYTES`]).
 const DESCRIBED_PER_FLUSH: usize = 4096;
 
-/// Merges worker batches and applies them in large transactions. Memory does not grow with
-/// the number of distinct fingerprints: pending batches are flushed by bytes and by
-/// descriptions, a transaction commits after [`NEW_PER_COMMIT`] creations, the distinct
+/// Merges worker batches and hands them, in flushes, to the committer thread, which applies
+/// them in large transactions (see [`commit_loop`]): while it applies and commits one flush
+/// (an fsync), this thread keeps taking the workers' batches and merging the next, so the
+/// workers keep scanning instead of waiting on a full channel.
+///
+/// Memory does not grow with the number of distinct fingerprints: pending batches are
+/// flushed by bytes and by descriptions, at most one flush waits for the committer while it
+/// applies another, a transaction commits after [`NEW_PER_COMMIT`] creations, the distinct
 /// counts are [`DistinctCounter`]s, and the map of folded fingerprints only holds those
 /// that may still arrive as counts alone (members of the bounded `shared` set).
 fn store_thread(
@@ -492,8 +497,111 @@ fn store_thread(
             (None, s)
         }
     };
+    let store = store.as_ref();
+    let committed = std::thread::scope(|scope| {
+        let (ftx, frx) = crossbeam_channel::bounded::<IngestBatch>(FLUSHES_WAITING);
+        let committer = std::thread::Builder::new()
+            .name("sentinel-commit".into())
+            .spawn_scoped(scope, move || commit_loop(store, shared, frx))
+            .map_err(|e| crate::store::StoreError::Storage {
+                path: store.map(|s| s.path().to_path_buf()).unwrap_or_default(),
+                source: redb::Error::Io(e),
+            })?;
+        let merged = merge_loop(&rx, &ftx, dry.as_ref(), &mut out);
+        drop(ftx);
+        // The committer's error first: when it stopped, merging stops with a closed channel.
+        let committed = committer
+            .join()
+            .map_err(|_| crate::store::StoreError::Storage {
+                path: store.map(|s| s.path().to_path_buf()).unwrap_or_default(),
+                source: redb::Error::Io(std::io::Error::other("the commit thread panicked")),
+            })??;
+        merged?;
+        Ok::<_, crate::store::StoreError>(committed)
+    })?;
+    out.created = committed.created;
+    out.updated = committed.touched.count().saturating_sub(committed.created);
+    out.folded = committed.folded_n;
+    Ok(out)
+}
+
+/// Flushes that may wait for the committer while it applies another.
+const FLUSHES_WAITING: usize = 1;
+
+/// The merging half of the store thread: takes the workers' batches, keeps the run's
+/// accounting, and sends a flush to the committer whenever what it holds passes
+/// [`COMMIT_BYTES`] or [`DESCRIBED_PER_FLUSH`] descriptions (and the rest at the end).
+fn merge_loop(
+    rx: &crossbeam_channel::Receiver<IngestBatch>,
+    ftx: &crossbeam_channel::Sender<IngestBatch>,
+    dry: Option<&Store>,
+    out: &mut StoreOutcome,
+) -> Result<(), crate::store::StoreError> {
+    let mut pending = IngestBatch::new();
+    let mut described = 0usize;
+    let mut described_bytes = 0usize;
+    for batch in rx {
+        for fp in batch.incidents.keys() {
+            out.fingerprints.insert(fp.0);
+        }
+        if let (Some(dry), Some(existing)) = (dry, &mut out.existing) {
+            for fp in dry.existing_of(batch.incidents.keys())? {
+                existing.insert(fp.0);
+            }
+        }
+        for (k, n) in &batch.key_counts {
+            match out.key_counts.get_mut(k.as_str()) {
+                Some(c) => *c += n,
+                None => {
+                    out.key_counts.insert(k.clone(), *n);
+                }
+            }
+        }
+        for d in batch.incidents.values().filter_map(|d| d.new.as_ref()) {
+            described += 1;
+            described_bytes += d.heap_bytes();
+        }
+        // Merge the smaller into the larger: a merge walks its argument.
+        if batch.incidents.len() > pending.incidents.len() {
+            let earlier = std::mem::replace(&mut pending, batch);
+            pending.merge_earlier(earlier);
+        } else {
+            pending.merge(batch);
+        }
+        let held = described_bytes
+            + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
+        if held >= COMMIT_BYTES || described >= DESCRIBED_PER_FLUSH {
+            if ftx.send(std::mem::take(&mut pending)).is_err() {
+                // The committer stopped on an error; it reports it.
+                return Ok(());
+            }
+            (described, described_bytes) = (0, 0);
+        }
+    }
+    if !pending.is_empty() {
+        let _ = ftx.send(pending);
+    }
+    Ok(())
+}
+
+/// What the committer did.
+#[derive(Default)]
+struct Committed {
+    created: u64,
+    touched: DistinctCounter,
+    folded_n: u64,
+}
+
+/// The committing half of the store thread: applies each flush in the open transaction
+/// (committing it when full), after sending the counts of fingerprints folded earlier to
+/// their overflow incident and adding the counts still waiting for their description.
+fn commit_loop(
+    store: Option<&Store>,
+    shared: Arc<SharedFingerprints>,
+    frx: crossbeam_channel::Receiver<IngestBatch>,
+) -> Result<Committed, crate::store::StoreError> {
     let mut w = Flusher {
-        store: store.as_ref(),
+        store,
         shared,
         txn: None,
         txn_new: 0,
@@ -503,22 +611,9 @@ fn store_thread(
         folded: HashMap::new(),
         folded_n: 0,
     };
-    let mut pending = IngestBatch::new();
-    let mut described = 0usize;
-    let mut described_bytes = 0usize;
-    for mut batch in rx {
-        for fp in batch.incidents.keys() {
-            out.fingerprints.insert(fp.0);
-        }
-        if let (Some(dry), Some(existing)) = (&dry, &mut out.existing) {
-            for fp in dry.existing_of(batch.incidents.keys())? {
-                existing.insert(fp.0);
-            }
-        }
-        for (k, n) in &batch.key_counts {
-            *out.key_counts.entry(k.clone()).or_default() += n;
-        }
-        // Counts of fingerprints folded earlier go to their overflow incident.
+    // Counts of incidents whose description has not arrived yet.
+    let mut waiting = IngestBatch::new();
+    for mut batch in frx {
         if !w.folded.is_empty() {
             let moved: Vec<IncidentDelta> = batch
                 .incidents
@@ -531,28 +626,21 @@ fn store_thread(
                 batch.merge(one);
             }
         }
-        for d in batch.incidents.values().filter_map(|d| d.new.as_ref()) {
-            described += 1;
-            described_bytes += d.heap_bytes();
-        }
-        pending.merge(batch);
-        let held = described_bytes
-            + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
-        if held >= COMMIT_BYTES || described >= DESCRIBED_PER_FLUSH {
-            w.flush(&mut pending, false)?;
-            (described, described_bytes) = (0, 0);
-        }
+        batch.merge(std::mem::take(&mut waiting));
+        waiting = batch;
+        w.flush(&mut waiting, false)?;
     }
-    w.flush(&mut pending, true)?;
+    w.flush(&mut waiting, true)?;
     // Every worker has handed over everything, so every description has arrived.
     debug_assert!(
-        pending.incidents.is_empty(),
+        waiting.incidents.is_empty(),
         "counts left without a description"
     );
-    out.created = w.created;
-    out.updated = w.touched.count().saturating_sub(w.created);
-    out.folded = w.folded_n;
-    Ok(out)
+    Ok(Committed {
+        created: w.created,
+        touched: w.touched,
+        folded_n: w.folded_n,
+    })
 }
 
 /// The store thread's writing half: one open transaction over several flushes.

@@ -759,8 +759,8 @@ impl WriterLoop {
                     if let Some(new) = batch.incidents.get(fp).and_then(|d| d.new.as_ref()) {
                         notes.push(NewIncidentNote {
                             id: id.clone(),
-                            component: new.component_id.clone(),
-                            method: new.method.clone(),
+                            component: new.component_id().to_string(),
+                            method: new.method().to_string(),
                             severity: new.severity.to_string(),
                             attribution: new.attribution.as_str().to_string(),
                             source: source.clone(),

@@ -1,7 +1,9 @@
-//! The versioned value encoding of every JSON-valued table (incidents, events, fix jobs,
-//! fixes): one format byte, then the value's JSON. A reader refuses a format byte newer than
-//! it knows (a newer Sentinel wrote it) instead of misreading it; a new format is a new byte
-//! and a decoder for the old one.
+//! The versioned value encoding of the stored records (incidents, events, fix jobs, fixes):
+//! one format byte, then the value — its JSON ([`encode`]), or for the hot records
+//! (incidents and events since format 2) a compact binary body ([`encode_bin`]: postcard,
+//! varint integers and length-prefixed strings, no field names). A reader refuses a format
+//! byte newer than it knows (a newer Sentinel wrote it) instead of misreading it; a new format
+//! is a new byte and a decoder for the old one.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,35 @@ pub(crate) fn encode<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
         out.truncate(1);
     }
     out
+}
+
+/// `format` then the postcard encoding of `value` (a plain struct: no `skip_serializing_if`,
+/// no untagged or flattened fields, which a format without field names cannot express).
+pub(crate) fn encode_bin<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.push(format);
+    match postcard::to_extend(value, out) {
+        Ok(out) => out,
+        // Plain data always serialises; an empty body decodes as invalid, never as wrong.
+        Err(_) => vec![format],
+    }
+}
+
+/// Decodes the body (after the format byte) of an [`encode_bin`] value: the whole body must
+/// be one `T`.
+///
+/// # Errors
+///
+/// [`DecodeError::Invalid`] when it is not.
+pub(crate) fn decode_bin<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes(body) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(DecodeError::Invalid(format!(
+            "{} bytes after the record",
+            rest.len()
+        ))),
+        Err(e) => Err(DecodeError::Invalid(e.to_string())),
+    }
 }
 
 /// Decodes [`encode`]'s output, written with format byte `format`.

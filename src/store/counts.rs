@@ -151,10 +151,10 @@ mod tests {
             let mut d =
                 IncidentDelta::new(Fingerprint(fp), 1, &format!("E {fp}"), attribution, sev);
             let new = d.new.as_mut().unwrap();
-            new.component_id = component.into();
+            new.set_component_id(component);
             if !component.is_empty() {
-                new.pact_key = format!("PACT:{component}:op");
-                new.method = "op".into();
+                new.set_pact_key(&format!("PACT:{component}:op"));
+                new.set_method("op");
             }
             b.incidents.insert(Fingerprint(fp), d);
         }

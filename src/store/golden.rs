@@ -86,10 +86,10 @@ fn golden_v2_batch() -> IngestBatch {
             Severity::Medium,
         );
         let new = d.new.as_mut().unwrap();
-        new.component_id = key[5..11].into();
-        new.method = "get".into();
-        new.pact_key = key.into();
-        new.sample = sample;
+        new.set_component_id(&key[5..11]);
+        new.set_method("get");
+        new.set_pact_key(key);
+        new.set_sample(&sample);
         new.source = "/var/log/app.log".into();
         b.incidents.insert(d.fingerprint, d);
         b.key_counts.insert(key.into(), count);

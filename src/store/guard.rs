@@ -126,7 +126,7 @@ impl Folds {
     /// Folds a new fingerprint's `lines` into its key's overflow incident; returns the
     /// overflow fingerprint.
     pub(crate) fn add(&mut self, new: &NewIncident, lines: u64) -> Fingerprint {
-        let key = new.pact_key.as_str();
+        let key = new.pact_key();
         let fold = match self.by_key.iter_mut().position(|(k, _)| k == key) {
             Some(i) => &mut self.by_key[i].1,
             None => {
@@ -147,7 +147,7 @@ impl Folds {
         fold.fingerprints += 1;
         if fold.samples.len() < OVERFLOW_SAMPLES {
             fold.samples
-                .push(lossy_prefix(new.sample.as_bytes(), OVERFLOW_SAMPLE_BYTES));
+                .push(lossy_prefix(new.sample().as_bytes(), OVERFLOW_SAMPLE_BYTES));
         }
         Fingerprint(fold.fp)
     }
@@ -189,13 +189,13 @@ pub(crate) fn new_overflow_incident(
         first_seen: now,
         last_seen: now,
         attribution: f.attribution,
-        component_id: f.component_id.clone(),
-        method: f.method.clone(),
-        pact_key: f.pact_key.clone(),
+        component_id: f.component_id().to_string(),
+        method: f.method().to_string(),
+        pact_key: f.pact_key().to_string(),
         severity: f.severity,
         status: IncidentStatus::Detected,
-        sample: f.sample.clone(),
-        source: f.source.clone(),
+        sample: f.sample().to_string(),
+        source: f.source.to_string(),
         resolution: String::new(),
         overflow: Some(Overflow {
             key: key.to_string(),
@@ -258,7 +258,7 @@ mod tests {
             Severity::Medium,
         );
         if let Some(n) = d.new.as_mut() {
-            n.pact_key = key.to_string();
+            n.set_pact_key(key);
         }
         d
     }

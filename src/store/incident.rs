@@ -1,9 +1,13 @@
 //! The incident record and its versioned on-disk encoding.
 //!
-//! An encoded value is one format byte followed by a JSON document. JSON keeps the file
-//! inspectable and tolerant of added optional fields; the format byte lets a later version
-//! change the encoding and lets this one refuse a value written by a newer Sentinel instead
-//! of misreading it.
+//! An encoded value is one format byte followed by the record. Format 2 (written since
+//! 2026-12-07, issue 23) is binary ([`super::codec::encode_bin`]): integers as varints, the
+//! fingerprint and timestamps as numbers, the three enums as one byte each, strings length-
+//! prefixed, the normalised text left out when it equals the sample, the sample capped at
+//! [`SAMPLE_MAX_BYTES`]. Format 1, the JSON record every earlier version wrote, is still read
+//! (stores are never rewritten just to change the encoding: a record is re-encoded when it
+//! changes). The format byte lets this version refuse a value written by a newer Sentinel
+//! instead of misreading it.
 
 use super::codec::{self, DecodeError};
 use jiff::Timestamp;
@@ -12,8 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::attribute::{AttributionStatus, Severity};
 use crate::scan::Fingerprint;
 
-/// The format byte of values written by this version.
-pub const INCIDENT_FORMAT: u8 = 1;
+/// The format byte of values written by this version: the binary record.
+pub const INCIDENT_FORMAT: u8 = 2;
+
+/// The format byte of the JSON record versions before 2026-12-07 wrote (still read).
+pub const INCIDENT_FORMAT_JSON: u8 = 1;
 
 /// The longest sample line kept, in bytes.
 pub const SAMPLE_MAX_BYTES: usize = 4096;
@@ -141,19 +148,138 @@ pub struct Overflow {
     pub hint: String,
 }
 
+/// The binary record (format 2). Field order is the format: append new fields at the end
+/// only with a new format byte. `S` is `&str` when encoding, `String` when decoding.
+#[derive(Serialize, Deserialize)]
+struct Wire<S> {
+    id: S,
+    fingerprint: u64,
+    count: u64,
+    first_seen_ns: i128,
+    last_seen_ns: i128,
+    /// [`attribution_code`].
+    attribution: u8,
+    /// The index in [`Severity::ALL`].
+    severity: u8,
+    /// The index in [`IncidentStatus::ALL`].
+    status: u8,
+    component_id: S,
+    method: S,
+    pact_key: S,
+    /// `None`: the same as the sample (nothing was normalised).
+    normalized: Option<S>,
+    sample: S,
+    source: S,
+    resolution: S,
+    overflow: Option<Overflow>,
+}
+
+fn attribution_code(a: AttributionStatus) -> u8 {
+    match a {
+        AttributionStatus::Registered => 0,
+        AttributionStatus::Unregistered => 1,
+        AttributionStatus::Unattributed => 2,
+    }
+}
+
+fn attribution_of(code: u8) -> Option<AttributionStatus> {
+    Some(match code {
+        0 => AttributionStatus::Registered,
+        1 => AttributionStatus::Unregistered,
+        2 => AttributionStatus::Unattributed,
+        _ => return None,
+    })
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn capped(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl Incident {
-    /// Encodes for the store.
+    /// Encodes for the store (format [`INCIDENT_FORMAT`]: binary; the sample capped at
+    /// [`SAMPLE_MAX_BYTES`]).
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(INCIDENT_FORMAT, self)
+        let sample = capped(&self.sample, SAMPLE_MAX_BYTES);
+        let wire = Wire::<&str> {
+            id: &self.id,
+            fingerprint: self.fingerprint.0,
+            count: self.count,
+            first_seen_ns: self.first_seen.as_nanosecond(),
+            last_seen_ns: self.last_seen.as_nanosecond(),
+            attribution: attribution_code(self.attribution),
+            severity: Severity::ALL
+                .iter()
+                .position(|s| *s == self.severity)
+                .unwrap_or(1) as u8,
+            status: IncidentStatus::ALL
+                .iter()
+                .position(|s| *s == self.status)
+                .unwrap_or(0) as u8,
+            component_id: &self.component_id,
+            method: &self.method,
+            pact_key: &self.pact_key,
+            normalized: (self.normalized != sample).then_some(self.normalized.as_str()),
+            sample,
+            source: &self.source,
+            resolution: &self.resolution,
+            overflow: self.overflow.clone(),
+        };
+        codec::encode_bin(INCIDENT_FORMAT, &wire)
     }
 
-    /// Decodes a stored value.
+    /// The JSON record (format 1) earlier versions wrote: for tests of the old format.
+    #[cfg(test)]
+    pub(crate) fn encode_json(&self) -> Vec<u8> {
+        codec::encode(INCIDENT_FORMAT_JSON, self)
+    }
+
+    /// Decodes a stored value of either format.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] when the value is from a newer format or is not a valid record.
     pub fn decode(bytes: &[u8]) -> Result<Incident, DecodeError> {
-        codec::decode(INCIDENT_FORMAT, bytes)
+        match bytes.split_first() {
+            Some((&INCIDENT_FORMAT_JSON, _)) => codec::decode(INCIDENT_FORMAT_JSON, bytes),
+            Some((&INCIDENT_FORMAT, body)) => Incident::from_wire(codec::decode_bin(body)?),
+            // Empty, newer, or unknown.
+            _ => codec::decode(INCIDENT_FORMAT, bytes),
+        }
+    }
+
+    fn from_wire(w: Wire<String>) -> Result<Incident, DecodeError> {
+        let bad = |what: &str| DecodeError::Invalid(format!("bad {what}"));
+        let ts = |ns: i128| Timestamp::from_nanosecond(ns).map_err(|_| bad("timestamp"));
+        Ok(Incident {
+            id: w.id,
+            fingerprint: Fingerprint(w.fingerprint),
+            normalized: w.normalized.unwrap_or_else(|| w.sample.clone()),
+            count: w.count,
+            first_seen: ts(w.first_seen_ns)?,
+            last_seen: ts(w.last_seen_ns)?,
+            attribution: attribution_of(w.attribution).ok_or_else(|| bad("attribution"))?,
+            component_id: w.component_id,
+            method: w.method,
+            pact_key: w.pact_key,
+            severity: *Severity::ALL
+                .get(usize::from(w.severity))
+                .ok_or_else(|| bad("severity"))?,
+            status: *IncidentStatus::ALL
+                .get(usize::from(w.status))
+                .ok_or_else(|| bad("status"))?,
+            sample: w.sample,
+            source: w.source,
+            resolution: w.resolution,
+            overflow: w.overflow,
+        })
     }
 }
 
@@ -189,7 +315,7 @@ mod fingerprint_hex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Incident {
@@ -219,20 +345,100 @@ mod tests {
         let bytes = inc.encode();
         assert_eq!(bytes[0], INCIDENT_FORMAT);
         assert_eq!(Incident::decode(&bytes).unwrap(), inc);
-        let json: serde_json::Value = serde_json::from_slice(&bytes[1..]).unwrap();
-        assert_eq!(json["fingerprint"], "0123456789abcdef");
         let mut newer = bytes.clone();
         newer[0] = INCIDENT_FORMAT + 1;
         assert_eq!(
             Incident::decode(&newer),
             Err(DecodeError::Newer(INCIDENT_FORMAT + 1, INCIDENT_FORMAT))
         );
+        for cut in [1, 10, bytes.len() - 1] {
+            assert!(
+                matches!(
+                    Incident::decode(&bytes[..cut]),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
         assert!(matches!(
-            Incident::decode(&bytes[..10]),
+            Incident::decode(&longer),
             Err(DecodeError::Invalid(_))
         ));
         assert_eq!(Incident::decode(&[]), Err(DecodeError::Empty));
+        assert!(matches!(
+            Incident::decode(&[0, 1, 2]),
+            Err(DecodeError::Invalid(_))
+        ));
     }
+
+    /// Format 1, the JSON record earlier versions wrote, still decodes to the same incident.
+    #[test]
+    fn the_json_format_is_still_read() {
+        let inc = sample();
+        let json = inc.encode_json();
+        assert_eq!(json[0], INCIDENT_FORMAT_JSON);
+        let v: serde_json::Value = serde_json::from_slice(&json[1..]).unwrap();
+        assert_eq!(v["fingerprint"], "0123456789abcdef");
+        assert_eq!(Incident::decode(&json).unwrap(), inc);
+        // Written by a version before format 2 (no `resolution`, no `overflow`).
+        let old = br#"{"id":"0123456789ab","fingerprint":"0123456789abcdef","normalized":"ERROR x <n>","count":3,"first_seen":"2026-11-23T13:17:47Z","last_seen":"2026-11-23T13:18:47Z","attribution":"registered","component_id":"auth","method":"login","pact_key":"PACT:auth:login","severity":"high","status":"detected","sample":"ERROR x 1","source":"/var/log/a.log"}"#;
+        let mut v1 = vec![INCIDENT_FORMAT_JSON];
+        v1.extend_from_slice(old);
+        assert_eq!(Incident::decode(&v1).unwrap(), inc);
+    }
+
+    /// The bytes of format 2 are the format: a change to them (field order, enum codes) must
+    /// be a new format byte, not a silent misreading of stored records.
+    #[test]
+    fn golden_binary_record() {
+        let mut inc = sample();
+        inc.first_seen = "2026-11-23T13:17:47.123456789Z".parse().unwrap();
+        inc.status = IncidentStatus::Escalated;
+        inc.resolution = "auto_remediate_disabled".into();
+        let hex: String = inc.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN_V2_HEX, "the binary incident record changed");
+        let bytes: Vec<u8> = (0..GOLDEN_V2_HEX.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&GOLDEN_V2_HEX[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(Incident::decode(&bytes).unwrap(), inc);
+        // Nothing normalised: the normalised text is not stored twice.
+        let mut same = sample();
+        same.normalized = same.sample.clone();
+        let short = same.encode();
+        // One byte (`None`) instead of a tag, a length and "ERROR x <n>".
+        assert_eq!(short.len() + 12, sample().encode().len());
+        assert_eq!(Incident::decode(&short).unwrap(), same);
+        // An overflow incident.
+        let mut over = sample();
+        over.overflow = Some(Overflow {
+            key: "PACT:auth:login".into(),
+            high_cardinality: true,
+            folded_fingerprints: 12,
+            samples: vec!["a".into(), "b".into()],
+            hint: "h".into(),
+        });
+        assert_eq!(Incident::decode(&over.encode()).unwrap(), over);
+    }
+
+    /// The sample is capped at [`SAMPLE_MAX_BYTES`] on a character boundary.
+    #[test]
+    fn the_sample_is_capped() {
+        let mut inc = sample();
+        inc.sample = format!("{}é", "x".repeat(SAMPLE_MAX_BYTES - 1));
+        let back = Incident::decode(&inc.encode()).unwrap();
+        assert_eq!(back.sample, "x".repeat(SAMPLE_MAX_BYTES - 1));
+        assert_eq!(back.normalized, inc.normalized);
+    }
+
+    const GOLDEN_V2_HEX: &str = concat!(
+        "020c303132333435363738396162ef9bafcdf8acd1910103aaecbef7fcc2d7ea3180989b86bbc6d7ea3100",
+        "02060461757468056c6f67696e0f504143543a617574683a6c6f67696e010b4552524f522078203c6e3e09",
+        "4552524f52207820310e2f7661722f6c6f672f612e6c6f67176175746f5f72656d6564696174655f646973",
+        "61626c656400"
+    );
 
     #[test]
     fn lossy_prefix_does_not_split_characters() {

@@ -284,10 +284,10 @@ mod tests {
             Severity::Medium,
         );
         let new = d.new.as_mut().unwrap();
-        new.component_id = "svc_v1".into();
-        new.method = "get".into();
-        new.pact_key = "PACT:svc_v1:get".into();
-        new.sample = "ERROR [PACT:svc_v1:get] timeout after 30 ms".into();
+        new.set_component_id("svc_v1");
+        new.set_method("get");
+        new.set_pact_key("PACT:svc_v1:get");
+        new.set_sample("ERROR [PACT:svc_v1:get] timeout after 30 ms");
         b.incidents.insert(old_fp, d);
         // A webhook event whose key came beside its text.
         let hook_fp = Fingerprint(xxhash_rust::xxh3::xxh3_64(b"charge failed"));
@@ -299,9 +299,9 @@ mod tests {
             Severity::Medium,
         );
         let new = d.new.as_mut().unwrap();
-        new.component_id = "pay".into();
-        new.pact_key = "PACT:pay:charge".into();
-        new.sample = "charge failed".into();
+        new.set_component_id("pay");
+        new.set_pact_key("PACT:pay:charge");
+        new.set_sample("charge failed");
         b.incidents.insert(hook_fp, d);
         b.key_counts.insert("PACT:svc_v1:get".into(), 6);
         b.key_counts.insert("PACT:svc_v2:get".into(), 4);

@@ -168,36 +168,132 @@ pub struct IncidentDelta {
 }
 
 /// The fields an incident is created with, taken from its first line.
+///
+/// The five texts live back to back in ONE allocation (a new fingerprint used to cost six
+/// strings, allocated by a scan worker and freed by the store thread; with a million
+/// distinct errors that traffic was most of the scan's CPU), and the source label is shared.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NewIncident {
-    /// The normalised text, at most 512 bytes.
-    pub normalized: String,
-    /// The first line, at most [`SAMPLE_MAX_BYTES`].
-    pub sample: String,
+    /// The normalised text, the sample, the component, the method and the key, back to back.
+    text: Box<str>,
+    /// Where the first four of them end in `text`.
+    ends: [u32; 4],
     /// Attribution of that line.
     pub attribution: AttributionStatus,
-    /// Its component.
-    pub component_id: String,
-    /// Its method.
-    pub method: String,
-    /// Its key.
-    pub pact_key: String,
     /// Severity of that line.
     pub severity: Severity,
     /// Where it came from.
-    pub source: String,
+    pub source: std::sync::Arc<str>,
 }
 
 impl NewIncident {
+    /// A description: the normalised text (at most 512 bytes), the first line (at most
+    /// [`SAMPLE_MAX_BYTES`]), its attribution, component, method and key, its severity and
+    /// where it came from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        normalized: &str,
+        sample: &str,
+        attribution: AttributionStatus,
+        component_id: &str,
+        method: &str,
+        pact_key: &str,
+        severity: Severity,
+        source: std::sync::Arc<str>,
+    ) -> NewIncident {
+        let parts = [normalized, sample, component_id, method, pact_key];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 4];
+        for (i, p) in parts.iter().enumerate() {
+            text.push_str(p);
+            if i < 4 {
+                ends[i] = text.len() as u32;
+            }
+        }
+        NewIncident {
+            text: text.into_boxed_str(),
+            ends,
+            attribution,
+            severity,
+            source,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = if i == 4 {
+            self.text.len()
+        } else {
+            self.ends[i] as usize
+        };
+        &self.text[start..end]
+    }
+
+    /// The normalised text, at most 512 bytes.
+    pub fn normalized(&self) -> &str {
+        self.part(0)
+    }
+
+    /// The first line, at most [`SAMPLE_MAX_BYTES`].
+    pub fn sample(&self) -> &str {
+        self.part(1)
+    }
+
+    /// Its component.
+    pub fn component_id(&self) -> &str {
+        self.part(2)
+    }
+
+    /// Its method.
+    pub fn method(&self) -> &str {
+        self.part(3)
+    }
+
+    /// Its key.
+    pub fn pact_key(&self) -> &str {
+        self.part(4)
+    }
+
+    fn set(&mut self, i: usize, value: &str) {
+        let mut p: [&str; 5] = std::array::from_fn(|j| self.part(j));
+        p[i] = value;
+        let source = self.source.clone();
+        *self = NewIncident::new(
+            p[0],
+            p[1],
+            self.attribution,
+            p[2],
+            p[3],
+            p[4],
+            self.severity,
+            source,
+        );
+    }
+
+    /// Replaces the sample.
+    pub fn set_sample(&mut self, v: &str) {
+        self.set(1, v);
+    }
+
+    /// Replaces the component.
+    pub fn set_component_id(&mut self, v: &str) {
+        self.set(2, v);
+    }
+
+    /// Replaces the method.
+    pub fn set_method(&mut self, v: &str) {
+        self.set(3, v);
+    }
+
+    /// Replaces the key.
+    pub fn set_pact_key(&mut self, v: &str) {
+        self.set(4, v);
+    }
+
     /// The approximate heap bytes this holds.
     pub fn heap_bytes(&self) -> usize {
-        self.normalized.len()
-            + self.sample.len()
-            + self.component_id.len()
-            + self.method.len()
-            + self.pact_key.len()
-            + self.source.len()
+        self.text.len()
     }
 }
 
@@ -214,16 +310,16 @@ impl IncidentDelta {
         IncidentDelta {
             fingerprint,
             count,
-            new: Some(Box::new(NewIncident {
-                normalized: line.to_string(),
-                sample: line.to_string(),
+            new: Some(Box::new(NewIncident::new(
+                line,
+                line,
                 attribution,
-                component_id: String::new(),
-                method: String::new(),
-                pact_key: String::new(),
+                "",
+                "",
+                "",
                 severity,
-                source: String::new(),
-            })),
+                std::sync::Arc::from(""),
+            ))),
         }
     }
 
@@ -277,6 +373,36 @@ impl IngestBatch {
             && self.key_counts.is_empty()
             && self.totals.is_empty()
             && self.source_positions.is_empty()
+    }
+
+    /// Folds `earlier`, a batch from before `self`, into `self`: the same result as
+    /// `earlier.merge(self)` (the earlier batch keeps its samples; `self`'s source positions
+    /// win), but walking `earlier`, for when it is the smaller of the two.
+    pub fn merge_earlier(&mut self, earlier: IngestBatch) {
+        for (fp, d) in earlier.incidents {
+            match self.incidents.entry(fp) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let later = e.get_mut();
+                    later.count += d.count;
+                    if d.new.is_some() {
+                        later.new = d.new;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(d);
+                }
+            }
+        }
+        for (k, n) in earlier.key_counts {
+            *self.key_counts.entry(k).or_default() += n;
+        }
+        for (k, n) in earlier.totals {
+            *self.totals.entry(k).or_default() += n;
+        }
+        for (k, v) in earlier.source_positions {
+            self.source_positions.entry(k).or_insert(v);
+        }
+        self.approx_bytes += earlier.approx_bytes;
     }
 
     /// Folds `other` into `self` (the earlier batch keeps its samples).
@@ -1341,9 +1467,9 @@ impl StoreTxn<'_> {
                     };
                     // A key refused once stays refused for the rest of the batch: no
                     // look-up per folded fingerprint.
-                    let refused = folds.by_key.iter().any(|(k, _)| *k == new.pact_key)
+                    let refused = folds.by_key.iter().any(|(k, _)| *k == new.pact_key())
                         || !guard
-                            .admit(&mut guard_windows, &new.pact_key, now_us)
+                            .admit(&mut guard_windows, new.pact_key(), now_us)
                             .map_err(st.storage())?;
                     if refused {
                         // Past the key's budget: counted in its overflow incident instead.
@@ -1358,18 +1484,18 @@ impl StoreTxn<'_> {
                     let mut incident = Incident {
                         id,
                         fingerprint: d.fingerprint,
-                        normalized: new.normalized.clone(),
+                        normalized: new.normalized().to_string(),
                         count: d.count,
                         first_seen: now,
                         last_seen: now,
                         attribution: new.attribution,
-                        component_id: new.component_id.clone(),
-                        method: new.method.clone(),
-                        pact_key: new.pact_key.clone(),
+                        component_id: new.component_id().to_string(),
+                        method: new.method().to_string(),
+                        pact_key: new.pact_key().to_string(),
                         severity: new.severity,
                         status: IncidentStatus::Detected,
-                        sample: new.sample.clone(),
-                        source: new.source.clone(),
+                        sample: new.sample().to_string(),
+                        source: new.source.to_string(),
                         resolution: String::new(),
                         overflow: None,
                     };
@@ -1927,7 +2053,7 @@ mod tests {
         ] {
             let mut d = delta(fp, 1);
             let new = d.new.as_mut().unwrap();
-            new.component_id = component.into();
+            new.set_component_id(component);
             new.severity = severity;
             let mut b = IngestBatch::new();
             b.incidents.insert(Fingerprint(fp), d);
@@ -2098,7 +2224,7 @@ mod tests {
     fn registered(fp: u64, count: u64) -> IngestBatch {
         let mut d = delta(fp, count);
         let new = d.new.as_mut().unwrap();
-        new.component_id = "auth".into();
+        new.set_component_id("auth");
         new.attribution = AttributionStatus::Registered;
         let mut b = IngestBatch::new();
         b.incidents.insert(Fingerprint(fp), d);
