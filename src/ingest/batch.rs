@@ -503,6 +503,9 @@ fn store_thread(
         folded: HashMap::new(),
         folded_n: 0,
     };
+    // With `grouping.templates` the new descriptions wait for one transaction (up to
+    // COMMIT_BYTES), so that they are mined in one fingerprint order (`store::templates`).
+    let templates = store.as_ref().is_some_and(|s| s.templates().is_some());
     let mut pending = IngestBatch::new();
     let mut described = 0usize;
     let mut described_bytes = 0usize;
@@ -538,7 +541,7 @@ fn store_thread(
         pending.merge(batch);
         let held = described_bytes
             + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
-        if held >= COMMIT_BYTES || described >= DESCRIBED_PER_FLUSH {
+        if held >= COMMIT_BYTES || (described >= DESCRIBED_PER_FLUSH && !templates) {
             w.flush(&mut pending, false)?;
             (described, described_bytes) = (0, 0);
         }

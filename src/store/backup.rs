@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::ci::{CI_INCIDENTS, FORGE_LINKS};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
+use super::templates::{TEMPLATE_KEYS, TEMPLATE_MEMBERS, TEMPLATES};
 use super::schema::*;
 use super::triage::TRIAGE;
 use super::{Store, StoreError, builder, open_error};
@@ -120,6 +121,9 @@ fn copy_all(
         TRIAGE,
         CI_INCIDENTS,
         FORGE_LINKS,
+        TEMPLATES,
+        TEMPLATE_MEMBERS,
+        TEMPLATE_KEYS,
     );
     for t in src.list_tables()? {
         let name = t.name().to_string();
