@@ -86,7 +86,8 @@ pub(super) struct RawGrouping {
     max_new_incidents_per_key: Option<Spanned<u64>>,
     window_seconds: Option<Spanned<u64>>,
     rules: Vec<RawRule>,
-    templates: Option<Spanned<bool>>,
+    /// Read as text so that a value that is not a boolean is refused with its key.
+    templates: Option<Spanned<String>>,
     template_similarity: Option<Spanned<f64>>,
     template_depth: Option<Spanned<u64>>,
 }
@@ -178,14 +179,24 @@ pub(super) fn resolve_grouping(
             format!("{depth} is out of range: expected 3..=16"),
         ));
     }
-    let templates = raw
-        .templates
-        .as_ref()
-        .is_some_and(|t| t.value)
-        .then_some(crate::scan::templates::TemplateSettings {
-            similarity,
-            depth: depth as usize,
-        });
+    let on = match &raw.templates {
+        None => false,
+        Some(t) => match t.value.as_str() {
+            "true" | "True" | "TRUE" => true,
+            "false" | "False" | "FALSE" => false,
+            other => {
+                return Err(invalid(
+                    "grouping.templates".into(),
+                    Some(&t.referenced),
+                    format!("{other:?} is not a boolean: expected true or false"),
+                ));
+            }
+        },
+    };
+    let templates = on.then_some(crate::scan::templates::TemplateSettings {
+        similarity,
+        depth: depth as usize,
+    });
     Ok(GroupingConfig {
         max_new_incidents_per_key,
         window_seconds,

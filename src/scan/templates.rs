@@ -67,9 +67,7 @@ pub fn is_pinned(token: &str) -> bool {
 /// The leaf of `tokens` under `depth`: the token count, then the prefix tokens (a token with
 /// a digit or a normaliser placeholder goes to `<*>`), separated by `\u{1f}`.
 pub fn leaf(tokens: &[&str], depth: usize) -> String {
-    let prefix = depth
-        .saturating_sub(3)
-        .min(tokens.len().saturating_sub(1));
+    let prefix = depth.saturating_sub(3).min(tokens.len().saturating_sub(1));
     let mut out = tokens.len().to_string();
     for t in &tokens[..prefix] {
         out.push('\u{1f}');
@@ -226,7 +224,10 @@ mod tests {
         assert_eq!(m.add("", "user alice logged in").0, 0);
         assert_eq!(m.add("", "user alice logged in twice").0, 1);
         assert_eq!(m.add("PACT:a:b", "user alice logged in").0, 2);
-        assert_eq!(m.add("", "user bob logged in twice").1, "user <*> logged in twice");
+        assert_eq!(
+            m.add("", "user bob logged in twice").1,
+            "user <*> logged in twice"
+        );
     }
 
     #[test]
@@ -240,7 +241,10 @@ mod tests {
         let (c, t) = m.add(k, "ERROR [PACT:svc_v1:get] timeout before <n> ms");
         assert_eq!(c, a);
         assert_eq!(t, "ERROR [PACT:svc_v1:get] timeout <*> <n> ms");
-        assert_eq!(similarity(&tokens("a PACT:x:y"), &tokens("a PACT:x:z")), None);
+        assert_eq!(
+            similarity(&tokens("a PACT:x:y"), &tokens("a PACT:x:z")),
+            None
+        );
         // Even at a threshold of 0, a differing key is never similar.
         assert_eq!(
             choose(&[tokens("a [PACT:x:y] b")], &tokens("c [PACT:x:z] d"), 0.0),
@@ -268,7 +272,10 @@ mod tests {
             choose(&[tokens("a b c d")], &tokens("a b x y"), 0.5),
             Choice::Similar(0)
         );
-        assert_eq!(choose(&[tokens("a b c d")], &tokens("a x y z"), 0.5), Choice::New);
+        assert_eq!(
+            choose(&[tokens("a b c d")], &tokens("a x y z"), 0.5),
+            Choice::New
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use serde::Serialize;
 
 use super::ci::{CI_INCIDENTS, FORGE_LINKS};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
-use super::templates::{TEMPLATE_KEYS, TEMPLATE_MEMBERS, TEMPLATES};
 use super::schema::*;
+use super::templates::{TEMPLATE_KEYS, TEMPLATE_MEMBERS, TEMPLATES};
 use super::triage::TRIAGE;
 use super::{Store, StoreError, builder, open_error};
 

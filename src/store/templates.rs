@@ -219,7 +219,10 @@ pub(crate) fn mine(
             continue;
         }
         if let Some(to) = members.get(fp).map_err(st.storage())?.map(|v| v.value()) {
-            put(&mut out, IncidentDelta::count_only(Fingerprint(to), d.count));
+            put(
+                &mut out,
+                IncidentDelta::count_only(Fingerprint(to), d.count),
+            );
             continue;
         }
         let Some(new) = &d.new else {
@@ -263,7 +266,10 @@ pub(crate) fn mine(
                 i
             }
             Choice::New => {
-                let n = keys.get(key).map_err(st.storage())?.map_or(0, |v| v.value());
+                let n = keys
+                    .get(key)
+                    .map_err(st.storage())?
+                    .map_or(0, |v| v.value());
                 if n >= cap {
                     // The key holds all the clusters it may: the line keeps its identity.
                     put(&mut out, d.clone());
@@ -377,13 +383,8 @@ mod tests {
 
     fn line(text: &str) -> IncidentDelta {
         let fp = Fingerprint(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
-        let mut d = IncidentDelta::new(
-            fp,
-            1,
-            text,
-            AttributionStatus::Registered,
-            Severity::Medium,
-        );
+        let mut d =
+            IncidentDelta::new(fp, 1, text, AttributionStatus::Registered, Severity::Medium);
         if let Some(n) = d.new.as_mut() {
             n.pact_key = KEY.to_string();
         }
@@ -431,7 +432,10 @@ mod tests {
         let path = dir.path().join("s.redb");
         let store = open(&path);
         store
-            .apply(&batch(&["user alice logged in", "user alice logged in"]), ts())
+            .apply(
+                &batch(&["user alice logged in", "user alice logged in"]),
+                ts(),
+            )
             .unwrap();
         let one = all(&store);
         assert_eq!(one.len(), 1);
@@ -462,7 +466,9 @@ mod tests {
         assert_eq!(three.iter().find(|r| r.0 == one[0].0).unwrap().2, 13);
         // Turned off: new messages are incidents of their own again.
         store.set_templates(None);
-        store.apply(&batch(&["user carol logged in"]), ts()).unwrap();
+        store
+            .apply(&batch(&["user carol logged in"]), ts())
+            .unwrap();
         assert_eq!(all(&store).len(), 3);
     }
 
@@ -510,7 +516,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("s.redb"));
         store
-            .apply(&batch(&["user alice logged in", "user bob logged in"]), ts())
+            .apply(
+                &batch(&["user alice logged in", "user bob logged in"]),
+                ts(),
+            )
             .unwrap();
         let dest = dir.path().join("copy.redb");
         let summary = store.backup(&dest).unwrap();

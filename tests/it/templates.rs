@@ -77,10 +77,7 @@ fn messages_varying_in_a_word_are_one_incident_per_template_and_off_one_per_mess
         .unwrap()
         .unwrap();
     assert_eq!(store.key_counts().unwrap()["PACT:auth:login"], 17);
-    assert_eq!(
-        store.template_clusters("PACT:auth:login").unwrap().len(),
-        2
-    );
+    assert_eq!(store.template_clusters("PACT:auth:login").unwrap().len(), 2);
     drop(store);
 
     // Templates off (the default): one incident per distinct message.
@@ -91,7 +88,10 @@ fn messages_varying_in_a_word_are_one_incident_per_template_and_off_one_per_mess
     assert_eq!(v["incidents_new"], 6);
     let all = incidents(&off);
     assert_eq!(all.len(), 6);
-    assert!(all.values().any(|(n, c)| n.contains("user erin") && *c == 5));
+    assert!(
+        all.values()
+            .any(|(n, c)| n.contains("user erin") && *c == 5)
+    );
 }
 
 #[test]
@@ -224,7 +224,9 @@ fn the_daemon_mines_file_and_webhook_lines_and_keeps_identities_across_a_restart
     };
     let mut d = ws.spawn(&["watch"]);
     let info = d.ready();
-    append("ERROR [PACT:auth:login] user alice logged in\nERROR [PACT:auth:login] user bob logged in\n");
+    append(
+        "ERROR [PACT:auth:login] user alice logged in\nERROR [PACT:auth:login] user bob logged in\n",
+    );
     assert!(key_count(2), "{}", d.log_text());
     // A webhook line of the same template.
     let r = http()
@@ -246,10 +248,15 @@ fn the_daemon_mines_file_and_webhook_lines_and_keeps_identities_across_a_restart
     // Restarted: new users count into the same incident.
     let mut d = ws.spawn(&["watch"]);
     d.ready();
-    append("ERROR [PACT:auth:login] user dave logged in\nERROR [PACT:auth:login] user alice logged in\n");
+    append(
+        "ERROR [PACT:auth:login] user dave logged in\nERROR [PACT:auth:login] user alice logged in\n",
+    );
     assert!(key_count(5), "{}", d.log_text());
     let after = incidents(&ws);
-    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
     assert_eq!(
         texts(&after),
         [("ERROR [PACT:auth:login] user <*> logged in".to_string(), 5)]
@@ -277,7 +284,7 @@ fn bad_template_settings_name_file_line_and_key() {
         ),
         (
             "state_dir: state\ngrouping:\n  templates: sometimes\n",
-            "templates",
+            "grouping.templates",
             "sentinel.yaml:3",
         ),
     ] {
