@@ -163,11 +163,14 @@ pub fn text<S: AsRef<str>>(template: &[S]) -> String {
     out
 }
 
+/// A leaf's clusters: (id, template tokens), oldest first.
+type Leaf = Vec<(u64, Vec<String>)>;
+
 /// The in-memory miner: clusters by (key, leaf), numbered in creation order.
 #[derive(Debug, Default)]
 pub struct Miner {
     settings: TemplateSettings,
-    leaves: BTreeMap<(String, String), Vec<(u64, Vec<String>)>>,
+    leaves: BTreeMap<(String, String), Leaf>,
     next: u64,
 }
 
