@@ -9,6 +9,9 @@
 
 use std::sync::OnceLock;
 
+mod lag;
+pub use lag::{FileBehind, FileLag, LagSummary};
+
 use prometheus::{
     Counter, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -77,6 +80,9 @@ pub struct Metrics {
     /// `sentinel_files_tracked{source}`: files tailed (their handle open or closed: see
     /// `sentinel_files_open`).
     pub files_tracked: IntGaugeVec,
+    /// `sentinel_file_lag_bytes{source}`, and per file: how far reading is behind the
+    /// tailed files' ends (see [`FileLag`]).
+    pub file_lag: FileLag,
     /// `sentinel_files_open`: descriptors the file sources hold (bounded by
     /// `max_open_files`).
     pub files_open: IntGauge,
@@ -320,6 +326,19 @@ impl Metrics {
         registry
             .register(Box::new(files_tracked.clone()))
             .expect("unique metric");
+        let file_lag_bytes = IntGaugeVec::new(
+            Opts::new(
+                "sentinel_file_lag_bytes",
+                "Bytes of tailed files not read yet (each file's size at its last poll minus \
+                 the offset read), summed per source.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(file_lag_bytes.clone()))
+            .expect("unique metric");
+        let file_lag = FileLag::new(file_lag_bytes);
         let commit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "sentinel_store_commit_duration_seconds",
@@ -432,6 +451,7 @@ impl Metrics {
             commit_errors,
             store_degraded,
             files_tracked,
+            file_lag,
             rotations,
             file_errors,
             glob_expansions,
@@ -477,6 +497,7 @@ impl Metrics {
     pub fn touch_file_source(&self, source: &str) {
         self.glob_expansions.with_label_values(&[source]);
         self.file_polls.with_label_values(&[source]);
+        self.file_lag.touch(source);
         for kind in INOTIFY_KINDS {
             self.inotify_events.with_label_values(&[kind]);
         }

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}`: the process serves requests (liveness) |
-//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `incidents_by_severity` (both read from the store's tallies: O(1), see [`crate::store::counts`]), `source_details` (`[{name, type, detail}]`, plus the live fields a source publishes: `state` (`ok`, `failing`, `running`, `exited` ...) and `error`; a process's `pid`, `restarts`, `last_exit`; a CloudWatch source's `log_groups` and `lag_seconds`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
+//! | `GET /status` | the reference's `/status` object (SPEC §11) plus `uptime_seconds`, `incidents`, `incidents_by_status`, `incidents_by_severity` (both read from the store's tallies: O(1), see [`crate::store::counts`]), `source_details` (`[{name, type, detail}]`, plus the live fields a source publishes: `state` (`ok`, `failing`, `running`, `exited` ...) and `error`; a process's `pid`, `restarts`, `last_exit`; a CloudWatch source's `log_groups` and `lag_seconds`; a file source's `files_behind`, `lag_bytes` and its ten files furthest behind, `most_behind`: `[{source, path, bytes_behind, behind_seconds}]`), `files_open` and `files_waiting_for_descriptor` (file sources' descriptors held, and tailed files waiting for one); `version` is the real one and `started_at` is RFC 3339 UTC |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`crate::metrics::CONTENT_TYPE`]), with the gauges `sentinel_incidents{status}` and `sentinel_incidents_by_severity{severity}` from the store's tallies |
 //! | `GET /metrics.json` | the reference's JSON metrics (its `/metrics`), `total_incidents` uncapped |
 //! | `GET /incidents` | `{"incidents": [...], "next_cursor": "..." or null}`, most recently seen first; `status` (a status name or `active`), `component`, `severity`, `since` (RFC 3339: last seen at or after), `limit` (default 100, 1..=1000), `cursor` (a previous answer's `next_cursor`; stable while new incidents arrive). Filters, alone or combined, read the store's secondary indexes: a page costs what an unfiltered one does, matches or none (see `store::index`) |
@@ -355,12 +355,38 @@ async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError>
         "incidents": tallies.total(),
         "incidents_by_status": by_status,
         "incidents_by_severity": by_severity,
-        "source_details": s.board.details(&s.sources),
+        "source_details": source_details(&s),
         "files_open": s.metrics.files_open.get(),
         "files_waiting_for_descriptor": s.metrics.files_waiting.get(),
         "store": store_health(&s),
         "storage": crate::lifecycle::store_facts(&s.store).ok(),
     })))
+}
+
+/// How many of a file source's files furthest behind `/status` lists.
+const STATUS_FILES_BEHIND: usize = 10;
+
+/// The sources with their live fields; a file source also with its lag (`files_behind`,
+/// `lag_bytes`, `most_behind`: see [`crate::metrics::FileLag`]).
+fn source_details(s: &ApiState) -> Value {
+    let mut details = s.board.details(&s.sources);
+    if let Value::Array(items) = &mut details {
+        for (item, info) in items.iter_mut().zip(&s.sources) {
+            if info.kind != "file" {
+                continue;
+            }
+            let lag = s
+                .metrics
+                .file_lag
+                .summary(Some(&info.name), STATUS_FILES_BEHIND);
+            if let Value::Object(m) = item {
+                m.insert("files_behind".into(), json!(lag.files_behind));
+                m.insert("lag_bytes".into(), json!(lag.bytes_behind));
+                m.insert("most_behind".into(), json!(lag.most_behind));
+            }
+        }
+    }
+    details
 }
 
 async fn fix_totals(s: &ApiState) -> Result<(u64, u64, u64, u64), ApiError> {

@@ -760,7 +760,14 @@ struct SourceStats {
     error_lines_per_s: f64,
     webhook_requests_per_s: f64,
     rejected_429_per_s: f64,
+    /// A file source's bytes not read yet (None: not a file source).
+    lag_bytes: Option<u64>,
+    /// A file source's files behind their end.
+    files_behind: Option<u64>,
 }
+
+/// How many files furthest behind the overview lists.
+const OVERVIEW_FILES_BEHIND: usize = 10;
 
 /// The live figures of the overview.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -770,6 +777,8 @@ struct Ingest {
     queue_depth: i64,
     /// Webhook events acknowledged but not in the store yet.
     unapplied_events: i64,
+    /// The tailed files furthest behind their end, most first.
+    most_behind: Vec<crate::metrics::FileBehind>,
 }
 
 /// Rates from two samples of the counters at least a second apart.
@@ -847,6 +856,7 @@ impl Dash {
             .enumerate()
             .map(|(i, (s, n))| {
                 let r = rates.get(i).copied().unwrap_or_default();
+                let lag = (s.kind == "file").then(|| m.file_lag.summary(Some(&s.name), 0));
                 SourceStats {
                     name: s.name.clone(),
                     kind: s.kind.clone(),
@@ -860,6 +870,8 @@ impl Dash {
                     error_lines_per_s: r[2],
                     webhook_requests_per_s: r[3],
                     rejected_429_per_s: r[4],
+                    lag_bytes: lag.as_ref().map(|l| l.bytes_behind),
+                    files_behind: lag.as_ref().map(|l| l.files_behind),
                 }
             })
             .collect();
@@ -867,6 +879,7 @@ impl Dash {
             sources,
             queue_depth: m.queue_depth.get(),
             unapplied_events: m.log_unapplied.get(),
+            most_behind: m.file_lag.summary(None, OVERVIEW_FILES_BEHIND).most_behind,
         }
     }
 }

@@ -87,6 +87,11 @@ fn layout(viewer: Option<&Viewer>, title: &str, active: &str, after: u64, body: 
     )
 }
 
+/// A count, or a dash where it does not apply.
+fn opt_count(v: Option<u64>) -> String {
+    v.map_or_else(|| "\u{2013}".to_string(), |n| n.to_string())
+}
+
 fn status_badge(s: IncidentStatus) -> Markup {
     html! { span class={ "badge st-" (s.as_str()) } { (s.as_str()) } }
 }
@@ -181,7 +186,7 @@ pub(super) fn overview(
                 h2 { "Ingest" }
                 div.scroll {
                     table #ingest {
-                        thead { tr { th { "source" } th { "lines/s" } th { "bytes/s" } th { "error lines/s" } th { "webhook req/s" } th { "429/s" } th { "error lines" } } }
+                        thead { tr { th { "source" } th { "lines/s" } th { "bytes/s" } th { "error lines/s" } th { "webhook req/s" } th { "429/s" } th { "error lines" } th title="bytes of tailed files not read yet" { "behind" } th { "files behind" } } }
                         tbody {
                             @for s in &ingest.sources {
                                 tr data-source=(s.name) {
@@ -192,12 +197,31 @@ pub(super) fn overview(
                                     td data-field="webhook_requests_per_s" { (format!("{:.1}", s.webhook_requests_per_s)) }
                                     td data-field="rejected_429_per_s" { (format!("{:.1}", s.rejected_429_per_s)) }
                                     td data-field="error_lines" { (s.error_lines) }
+                                    td data-field="lag_bytes" { (opt_count(s.lag_bytes)) }
+                                    td data-field="files_behind" { (opt_count(s.files_behind)) }
                                 }
                             }
                         }
                     }
                 }
                 p.muted { "lag: " span #lag-queue { (ingest.queue_depth) } " batches queued, " span #lag-unapplied { (ingest.unapplied_events) } " webhook events not committed yet" }
+                details #behind-files open[!ingest.most_behind.is_empty()] {
+                    summary { "Files furthest behind" }
+                    table #behind {
+                        thead { tr { th { "file" } th { "source" } th { "bytes behind" } th { "behind for" } } }
+                        tbody {
+                            @for b in &ingest.most_behind {
+                                tr {
+                                    td.mono { (b.path) }
+                                    td { (b.source) }
+                                    td { (b.bytes_behind) }
+                                    td { (b.behind_seconds) " s" }
+                                }
+                            }
+                        }
+                    }
+                    @if ingest.most_behind.is_empty() { p.muted #behind-none { "Every tailed file is read to its end." } }
+                }
             }
             div.card {
                 h2 { "Incidents " span.muted #total { (summary.total) } }

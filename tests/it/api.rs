@@ -110,6 +110,11 @@ fn health_status_and_metrics() {
     );
     let app = details.iter().find(|s| s["name"] == "app").expect("app");
     assert_eq!(app["type"], "file");
+    // A file source's lag (what is behind is tested in `source::file::lag_tests`).
+    assert!(app["lag_bytes"].is_u64(), "{app}");
+    assert!(app["files_behind"].is_u64(), "{app}");
+    assert!(app["most_behind"].is_array(), "{app}");
+    assert!(hook.get("lag_bytes").is_none(), "{hook}");
 
     // Prometheus text with its content type; counters move with ingestion.
     let scrape = |c: &Client| {

@@ -144,6 +144,18 @@ fn a_new_incident_appears_in_the_list_and_the_live_feed_without_a_reload() {
     b.goto(&base(&info));
     assert_eq!(b.js("return document.title;"), "Overview — Sentinel");
     assert!(b.js(ROWS).as_str().unwrap().contains("card declined"));
+    // The file source's lag: its one file is read to its end.
+    let lag = b.js(
+        "const r = document.querySelector('#ingest tr[data-source=\"app\"]');\
+           return [r.querySelector('[data-field=\"lag_bytes\"]').textContent,\
+                   r.querySelector('[data-field=\"files_behind\"]').textContent,\
+                   document.querySelectorAll('#behind tbody tr').length];",
+    );
+    assert_eq!(
+        lag,
+        serde_json::json!(["0", "0", 0]),
+        "lag of a caught-up file"
+    );
     // A marker that a reload would wipe.
     b.js("window.__noReload = 42; return 1;");
     let appended = std::time::Instant::now();

@@ -175,7 +175,8 @@
 
   var ingest = document.getElementById('ingest');
   if (ingest) {
-    var fields = ['lines_per_s', 'bytes_per_s', 'error_lines_per_s', 'webhook_requests_per_s', 'rejected_429_per_s', 'error_lines'];
+    var fields = ['lines_per_s', 'bytes_per_s', 'error_lines_per_s', 'webhook_requests_per_s', 'rejected_429_per_s', 'error_lines', 'lag_bytes', 'files_behind'];
+    var counts = { error_lines: true, lag_bytes: true, files_behind: true };
     var refresh = function () {
       fetch('/ui/stats.json', { credentials: 'same-origin' }).then(function (r) {
         return r.ok ? r.json() : null;
@@ -189,7 +190,8 @@
               var td = rows[i].querySelector('[data-field="' + f + '"]');
               if (!td) { return; }
               var v = src[f];
-              td.textContent = f === 'error_lines' ? String(v) : (f === 'bytes_per_s' ? v.toFixed(0) : v.toFixed(1));
+              if (v === null || v === undefined) { td.textContent = '\u2013'; return; }
+              td.textContent = counts[f] ? String(v) : (f === 'bytes_per_s' ? v.toFixed(0) : v.toFixed(1));
             });
           }
         });
@@ -197,6 +199,26 @@
         if (q) { q.textContent = String(s.queue_depth); }
         var u = document.getElementById('lag-unapplied');
         if (u) { u.textContent = String(s.unapplied_events); }
+        var behind = document.getElementById('behind');
+        if (behind && s.most_behind) {
+          // Paths are attacker-influenced text: cells are filled with textContent only.
+          var body = behind.tBodies[0];
+          while (body.firstChild) { body.removeChild(body.firstChild); }
+          s.most_behind.forEach(function (b) {
+            var tr = document.createElement('tr');
+            [b.path, b.source, String(b.bytes_behind), b.behind_seconds + ' s'].forEach(function (text, i) {
+              var td = document.createElement('td');
+              if (i === 0) { td.className = 'mono'; }
+              td.textContent = text;
+              tr.appendChild(td);
+            });
+            body.appendChild(tr);
+          });
+          var none = document.getElementById('behind-none');
+          if (none) { none.hidden = s.most_behind.length > 0; }
+          var det = document.getElementById('behind-files');
+          if (det && s.most_behind.length > 0) { det.open = true; }
+        }
       }).catch(function () {});
     };
     setInterval(refresh, 2000);

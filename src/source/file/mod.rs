@@ -1017,6 +1017,9 @@ pub fn starts_total(totals: &std::collections::BTreeMap<String, u64>) -> u64 {
 }
 
 #[cfg(test)]
+mod lag_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

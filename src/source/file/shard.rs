@@ -146,6 +146,8 @@ struct Tailed {
     ignored: bool,
     /// The generation this file had before its current one, ended.
     prev: Option<EndedGeneration>,
+    /// The lag last reported to [`crate::metrics::FileLag`] (bytes behind its end).
+    lag: u64,
 }
 
 /// A file waiting for its head to decide (see [`Tailed::deciding`]).
@@ -301,6 +303,7 @@ impl Shard {
             skip_to: None,
             ignored: false,
             prev: None,
+            lag: 0,
         };
         if let Some(Pinned { file, slot }) = o.file
             && let Err(e) = self.attach(&mut f, file, slot)
@@ -535,6 +538,13 @@ impl Shard {
     /// away); gone, or unchanged for the rotate wait, it is finished.
     fn changed_while_closed(&mut self, f: &mut Tailed) -> bool {
         if f.pending.is_some() && f.detached.is_none() {
+            // Waiting for a descriptor: show how far behind it is meanwhile.
+            if f.waiting
+                && let Some(from) = unread_from(f)
+                && let Ok(m) = stat_path(f)
+            {
+                self.note_lag(f, m.len().saturating_sub(from));
+            }
             return true;
         }
         let meta = if f.detached.is_some() {
@@ -547,6 +557,13 @@ impl Shard {
         let changed = meta.as_ref().is_some_and(|m| {
             f.pending.is_some() || m.len() != f.last_size || mtime(m) != f.closed_mtime
         });
+        // A closed file that grew is behind until it is reopened (it may wait for a
+        // descriptor), as is one never opened yet that starts before its end.
+        if let Some(m) = &meta
+            && let Some(from) = unread_from(f)
+        {
+            self.note_lag(f, m.len().saturating_sub(from));
+        }
         if let Some(since) = f.detached
             && !changed
             && (meta.is_none() || since.elapsed() >= self.p.rotate_wait)
@@ -767,7 +784,25 @@ impl Shard {
         // when it is complete, also across restarts.
         acc.bytes += offset - start_offset;
         self.note_position(f, offset);
+        self.note_lag(f, size.saturating_sub(offset));
         Ok(read)
+    }
+
+    /// Reports `f`'s lag (bytes behind its end) when it changed. A file that is not read
+    /// on purpose (compressed, a copy waiting for its head or its length) is not behind.
+    fn note_lag(&self, f: &mut Tailed, behind: u64) {
+        let behind = if f.ignored || f.deciding.is_some() || f.skip_to.is_some() {
+            0
+        } else {
+            behind
+        };
+        if behind != f.lag {
+            f.lag = behind;
+            self.p
+                .metrics
+                .file_lag
+                .set((f.key.dev, f.key.ino), &f.spec.name, &f.label, behind);
+        }
     }
 
     /// Queues `f`'s position at `offset` for the next send when it changed.
@@ -987,6 +1022,9 @@ impl Shard {
             }
             let mut f = self.files.swap_remove(i);
             self.close(&mut f);
+            if f.lag > 0 {
+                self.p.metrics.file_lag.remove((f.key.dev, f.key.ino));
+            }
             if f.waiting {
                 f.waiting = false;
                 self.waiting -= 1;
@@ -1019,6 +1057,17 @@ impl Shard {
             tracing::debug!(file = %f.path.display(), "closed after rotation");
             let _ = self.p.reports.send(Report::Closed(f.key, pos));
         }
+    }
+}
+
+/// Where closed `f`'s unread bytes start: the offset reached, or where a file never
+/// opened starts (None: at its end, or not known before its head is read).
+fn unread_from(f: &Tailed) -> Option<u64> {
+    match &f.pending {
+        None => Some(f.offset),
+        Some(Start::Beginning) => Some(0),
+        Some(Start::Resume(p)) => Some(p.offset),
+        Some(Start::End | Start::Copy) => None,
     }
 }
 
