@@ -69,6 +69,7 @@ pub fn run(config: Config, options: DaemonOptions) -> anyhow::Result<()> {
             .with_triage(triage_runs),
     );
     store.set_cardinality_guard(store::CardinalityGuard::from_config(&config.grouping));
+    store.set_templates(config.grouping.templates);
     store::write_owner(&db, options.command);
     let (rules, warnings, severity) = crate::attribute::ledger::load_rules_and_loader(&config)?;
     for w in &warnings {

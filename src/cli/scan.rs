@@ -157,6 +157,7 @@ pub(crate) fn run(config: &Config, args: ScanArgs) -> Result<u8, CliError> {
             s.set_cardinality_guard(crate::store::CardinalityGuard::from_config(
                 &config.grouping,
             ));
+            s.set_templates(config.grouping.templates);
             s
         })
     };

@@ -7,6 +7,9 @@
 //!   rules:                             # applied in order before the built-in normalisation
 //!     - pattern: 'user \w+'
 //!       replace: 'user <user>'
+//!   templates: true                    # the Drain-style template miner (default false)
+//!   template_similarity: 0.5           # 0..=1, drain3's sim_th
+//!   template_depth: 4                  # 3..=16, drain3's depth
 //! ```
 //!
 //! A bad rule is refused at load time with the file, line and key (`grouping.rules[2].pattern`),
@@ -29,7 +32,7 @@ pub const DEFAULT_GROUPING_WINDOW_SECONDS: u64 = 3600;
 pub const MAX_GROUPING_RULES: usize = 64;
 
 /// `grouping`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct GroupingConfig {
     /// `max_new_incidents_per_key`: new incidents a PACT key (or the unattributed lines) may
@@ -40,6 +43,9 @@ pub struct GroupingConfig {
     /// `rules`: ordered regex replacements applied to a line before the built-in
     /// normalisation.
     pub rules: Vec<GroupingRule>,
+    /// `templates` (with `template_similarity`, `template_depth`): the template miner's
+    /// settings when it is on (see [`crate::store::templates`]).
+    pub templates: Option<crate::scan::templates::TemplateSettings>,
 }
 
 impl Default for GroupingConfig {
@@ -48,6 +54,7 @@ impl Default for GroupingConfig {
             max_new_incidents_per_key: DEFAULT_MAX_NEW_INCIDENTS_PER_KEY,
             window_seconds: DEFAULT_GROUPING_WINDOW_SECONDS,
             rules: Vec::new(),
+            templates: None,
         }
     }
 }
@@ -79,6 +86,10 @@ pub(super) struct RawGrouping {
     max_new_incidents_per_key: Option<Spanned<u64>>,
     window_seconds: Option<Spanned<u64>>,
     rules: Vec<RawRule>,
+    /// Read as text so that a value that is not a boolean is refused with its key.
+    templates: Option<Spanned<String>>,
+    template_similarity: Option<Spanned<f64>>,
+    template_depth: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,9 +154,53 @@ pub(super) fn resolve_grouping(
             replace: r.replace.clone(),
         });
     }
+    let similarity = match &raw.template_similarity {
+        None => crate::scan::templates::DEFAULT_SIMILARITY,
+        Some(s) if (0.0..=1.0).contains(&s.value) => s.value,
+        Some(s) => {
+            return Err(invalid(
+                "grouping.template_similarity".into(),
+                Some(&s.referenced),
+                format!("{} is out of range: expected 0..=1", s.value),
+            ));
+        }
+    };
+    let depth = ranged(
+        "template_depth",
+        &raw.template_depth,
+        crate::scan::templates::DEFAULT_DEPTH as u64,
+        16,
+    )?;
+    if depth < 3 {
+        let at = raw.template_depth.as_ref().map(|s| &s.referenced);
+        return Err(invalid(
+            "grouping.template_depth".into(),
+            at,
+            format!("{depth} is out of range: expected 3..=16"),
+        ));
+    }
+    let on = match &raw.templates {
+        None => false,
+        Some(t) => match t.value.as_str() {
+            "true" | "True" | "TRUE" => true,
+            "false" | "False" | "FALSE" => false,
+            other => {
+                return Err(invalid(
+                    "grouping.templates".into(),
+                    Some(&t.referenced),
+                    format!("{other:?} is not a boolean: expected true or false"),
+                ));
+            }
+        },
+    };
+    let templates = on.then_some(crate::scan::templates::TemplateSettings {
+        similarity,
+        depth: depth as usize,
+    });
     Ok(GroupingConfig {
         max_new_incidents_per_key,
         window_seconds,
         rules,
+        templates,
     })
 }

@@ -507,7 +507,10 @@ fn store_thread(
                 path: store.map(|s| s.path().to_path_buf()).unwrap_or_default(),
                 source: redb::Error::Io(e),
             })?;
-        let merged = merge_loop(&rx, &ftx, dry.as_ref(), &mut out);
+        // With `grouping.templates` the new descriptions wait for one transaction (up to
+        // COMMIT_BYTES), so that they are mined in one fingerprint order (`store::templates`).
+        let templates = store.is_some_and(|s| s.templates().is_some());
+        let merged = merge_loop(&rx, &ftx, dry.as_ref(), templates, &mut out);
         drop(ftx);
         // The committer's error first: when it stopped, merging stops with a closed channel.
         let committed = committer
@@ -535,6 +538,7 @@ fn merge_loop(
     rx: &crossbeam_channel::Receiver<IngestBatch>,
     ftx: &crossbeam_channel::Sender<IngestBatch>,
     dry: Option<&Store>,
+    templates: bool,
     out: &mut StoreOutcome,
 ) -> Result<(), crate::store::StoreError> {
     let mut pending = IngestBatch::new();
@@ -570,7 +574,7 @@ fn merge_loop(
         }
         let held = described_bytes
             + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
-        if held >= COMMIT_BYTES || described >= DESCRIBED_PER_FLUSH {
+        if held >= COMMIT_BYTES || (described >= DESCRIBED_PER_FLUSH && !templates) {
             if ftx.send(std::mem::take(&mut pending)).is_err() {
                 // The committer stopped on an error; it reports it.
                 return Ok(());

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod matcher;
 pub mod rules;
 mod simd;
+pub mod templates;
 
 pub use fingerprint::{Fingerprint, Fingerprinter};
 pub use framing::LineReader;

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::ci::{CI_DELIVERIES, CI_INCIDENTS, CI_QUEUE, FORGE_LINKS, FORGE_STATE};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
 use super::schema::*;
+use super::templates::{TEMPLATE_KEYS, TEMPLATE_MEMBERS, TEMPLATES};
 use super::triage::TRIAGE;
 use super::{Store, StoreError, builder, open_error};
 
@@ -123,6 +124,9 @@ fn copy_all(
         CI_QUEUE,
         CI_DELIVERIES,
         FORGE_STATE,
+        TEMPLATES,
+        TEMPLATE_MEMBERS,
+        TEMPLATE_KEYS,
     );
     for t in src.list_tables()? {
         let name = t.name().to_string();

@@ -43,6 +43,9 @@
 //! | `cardinality_windows` | PACT key | (window start µs, new incidents in it): the cardinality guard (see [`guard`]) |
 //! | `overflow_incidents` | overflow fingerprint | (key, new fingerprints folded) (see [`guard`]) |
 //!
+//! The template miner's three tables (`grouping.templates`) were added the same way:
+//! `templates`, `template_members` and `template_keys` (see [`templates`]).
+//!
 //! A database written by a newer Sentinel (schema version or value format) or a corrupt file
 //! is an error naming the file; it is never silently reset.
 
@@ -70,6 +73,7 @@ pub mod retention;
 mod scan_all;
 mod schema;
 pub mod space;
+pub mod templates;
 pub mod trend;
 pub mod triage;
 
@@ -478,6 +482,8 @@ pub struct Store {
     event_hook: std::sync::RwLock<Option<EventHook>>,
     throttle: std::sync::Mutex<events::UpdateThrottle>,
     guard: std::sync::RwLock<CardinalityGuard>,
+    /// `grouping.templates` (see [`templates`]).
+    templates: std::sync::RwLock<Option<crate::scan::templates::TemplateSettings>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -551,6 +557,7 @@ impl Store {
             event_hook: std::sync::RwLock::new(None),
             throttle: std::sync::Mutex::new(events::UpdateThrottle::default()),
             guard: std::sync::RwLock::new(CardinalityGuard::default()),
+            templates: std::sync::RwLock::new(None),
         }
     }
 
@@ -1341,6 +1348,18 @@ impl StoreTxn<'_> {
     ) -> Result<ApplyOutcome, StoreError> {
         let st = self.store;
         let txn = &self.txn;
+        // `grouping.templates`: new fingerprints mined into clusters first (see `templates`).
+        let mined = match st.templates() {
+            Some(t) => Some(templates::mine(
+                st,
+                txn,
+                batch,
+                &t,
+                st.cardinality_guard().max_new_per_key,
+            )?),
+            None => None,
+        };
+        let batch = mined.as_ref().map_or(batch, |m| &m.batch);
         let mut outcome = ApplyOutcome::default();
         let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
         let mut counts = txn.open_table(COUNTS).map_err(st.storage())?;
@@ -1617,6 +1636,9 @@ impl StoreTxn<'_> {
         self.record_trend(&counted, now_us)?;
         for ev in pending {
             self.emit(ev, now)?;
+        }
+        if let Some(m) = &mined {
+            templates::settle(st, &self.txn, m, &outcome)?;
         }
         Ok(outcome)
     }

@@ -28,6 +28,7 @@ mod process;
 mod pull_requests;
 mod scan_cli;
 mod serve;
+mod templates;
 mod watch;
 mod webhook;
 mod workflow;
