@@ -275,6 +275,11 @@ impl NewIncident {
         );
     }
 
+    /// Replaces the normalised text (a template's, see [`templates`]).
+    pub fn set_normalized(&mut self, v: &str) {
+        self.set(0, v);
+    }
+
     /// Replaces the sample.
     pub fn set_sample(&mut self, v: &str) {
         self.set(1, v);

@@ -230,12 +230,12 @@ pub(crate) fn mine(
             put(&mut out, d.clone());
             continue;
         };
-        let msg = tokens(&new.normalized);
+        let msg = tokens(new.normalized());
         if msg.is_empty() {
             put(&mut out, d.clone());
             continue;
         }
-        let key = new.pact_key.as_str();
+        let key = new.pact_key();
         let leaf = leaf(&msg, settings.depth);
         let mut leaf_clusters: Vec<(u64, Cluster)> = Vec::new();
         for row in clusters
@@ -305,7 +305,7 @@ pub(crate) fn mine(
             // The description creates the cluster's incident (or recreates one retention
             // removed); shown with the template.
             let mut new = new.clone();
-            new.normalized = text(&c.template);
+            new.set_normalized(&text(&c.template));
             nd.new = Some(new);
         }
         put(&mut out, nd);
@@ -317,7 +317,7 @@ pub(crate) fn mine(
         if let Some(d) = out.incidents.get_mut(&Fingerprint(fp))
             && let Some(new) = d.new.as_mut()
         {
-            new.normalized.clone_from(&template);
+            new.set_normalized(&template);
         }
         let stored = incidents
             .get(fp)
@@ -386,7 +386,7 @@ mod tests {
         let mut d =
             IncidentDelta::new(fp, 1, text, AttributionStatus::Registered, Severity::Medium);
         if let Some(n) = d.new.as_mut() {
-            n.pact_key = KEY.to_string();
+            n.set_pact_key(KEY);
         }
         d
     }

@@ -41,7 +41,7 @@ fn a_file_is_behind_while_its_reads_wait_and_caught_up_after() {
     let mut size = 0u64;
     for i in 0..(3 << 20) / 128 {
         if i % 1000 == 0 {
-            write!(w, "{:<127}\n", "ERROR [PACT:lag:read] failed").unwrap();
+            writeln!(w, "{:<127}", "ERROR [PACT:lag:read] failed").unwrap();
         } else {
             w.write_all(line.as_bytes()).unwrap();
         }
