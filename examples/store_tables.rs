@@ -6,6 +6,8 @@
 //! table, largest first, then the file's size: what `sentinel status` summarises as one
 //! figure, per table, for sizing the store and finding what grows.
 
+#![allow(clippy::print_stdout)] // A report on standard output is its job.
+
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTableMetadata, TableHandle};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

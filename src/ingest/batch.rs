@@ -58,6 +58,13 @@ const COMMIT_BYTES: usize = 16 << 20;
 /// Bytes counted per pending entry (map slot, delta, key string).
 const PENDING_ENTRY_BYTES: usize = 96;
 
+/// Pending counts the merger holds at most before it flushes them all: counts of
+/// fingerprints described earlier wait for the end of the run (each incident is then
+/// rewritten once, not at every flush), but a run of mostly new fingerprints past the
+/// cardinality guard would otherwise hold [`COMMIT_BYTES`] of them (~170,000 map entries
+/// and a table twice that while it grows).
+const PENDING_COUNTS: usize = 65_536;
+
 /// One unit of work.
 #[derive(Debug)]
 ///
@@ -574,7 +581,7 @@ fn merge_loop(
         }
         let held = described_bytes
             + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
-        let flush = if held >= COMMIT_BYTES {
+        let flush = if held >= COMMIT_BYTES || pending.incidents.len() >= PENDING_COUNTS {
             Some(std::mem::take(&mut pending))
         } else if described >= DESCRIBED_PER_FLUSH && !templates {
             // Only the new descriptions (with their counts) and the per-key sums go now; the
