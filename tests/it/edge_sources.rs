@@ -49,7 +49,8 @@ const P3: u64 = 303_000;
 /// Every third line is an error line with a key with digits; the child's script writes the
 /// same lines (`child.sh`).
 fn key_of(i: u64) -> Option<String> {
-    (i % 3 == 0).then(|| format!("PACT:svc_{}:op{}", (i / 3) % 7, i % 5))
+    i.is_multiple_of(3)
+        .then(|| format!("PACT:svc_{}:op{}", (i / 3) % 7, i % 5))
 }
 
 fn expected_until(end: u64) -> BTreeMap<String, u64> {
