@@ -6,7 +6,8 @@ use serde::Deserialize;
 use super::ConfigError;
 use super::source::{DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX};
 
-/// `forward.nats`: publish the error lines of the file sources to a JetStream stream.
+/// `forward.nats`: publish the error lines of the sources (files, CloudWatch, processes,
+/// standard input, webhooks) to a JetStream stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ForwardNatsConfig {

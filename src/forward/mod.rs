@@ -32,7 +32,47 @@
 //! dropped there and reported as `duplicates`); a request without ids may, after a 503
 //! whose messages the server stored but did not acknowledge in time, count again on retry.
 //!
-//! CloudWatch, process and stdin sources of an edge still count locally.
+//! **CloudWatch, process and stdin sources** of an edge forward through the same thread:
+//! their batches carry their error lines ([`crate::ingest::ForwardKind::Unpositioned`],
+//! recorded by the sources' line folder, `src/source/lines.rs`), which are published
+//! `unpositioned` (an aggregator applies them once per stream sequence) and, once
+//! JetStream acknowledged them, the batch goes on to the local writer without its counts —
+//! with a CloudWatch group's position ([`crate::source::cloudwatch::position`]), committed
+//! only then. While NATS is down these sources wait as the files do: a CloudWatch poller's
+//! send waits (its position does not move; it reads on when the send returns); a process
+//! source's folding thread waits, its readers' channel fills, then the child's pipe, and the
+//! child blocks on its next write (backpressure). Nothing is dropped or counted locally.
+//!
+//! *Process and stdin* lines have no position to re-read from (a pipe cannot be re-read),
+//! so their messages (one per source and partition, cut at [`MESSAGE_BYTES`]) get ids
+//! unique to this run of the daemon: `<edge>/<source>/<pid>-<start ns>.<batch>#<p>.<n>`. A
+//! retry after a failed or unacknowledged publish resends the same messages with the same
+//! ids, so one the server stored before an outage is dropped as a duplicate when retried.
+//! Their lines read but not yet acknowledged when the daemon is killed, or stops while NATS
+//! is down, are lost (counting them is at most once, with or without an edge).
+//!
+//! *CloudWatch* events are not positioned the way a file's lines are: the aggregators'
+//! skip is a high-water mark per edge source (`at` beyond the last applied), which needs a
+//! total order of the source that a re-read reproduces. A log group's order is the event
+//! timestamp, with no defined order among the events of one millisecond and with late
+//! arrivals landing behind what was read; a high-water mark over it could skip an event
+//! that was never applied — a loss. So each event's error line is published **alone**,
+//! `unpositioned`, under a message id made of the event's identity,
+//! `<edge>/<source>/<log group>/<log stream>/<event id>` (the same whatever page or sweep
+//! reads it), and the group's position is committed only after the acknowledgement. The
+//! exactly-once argument: (1) an event is published before the position that covers it is
+//! committed, so a crash loses nothing — the restarted edge reads it again from the
+//! committed position; (2) what it publishes again was published with the same id, which
+//! the server drops within its duplicate window (two minutes, [`DUPLICATE_WINDOW`]); (3) an
+//! event is republished only if the edge died between JetStream's acknowledgement and the
+//! local commit of the position (the writer's next transaction, milliseconds), or if the
+//! server stored it but its acknowledgement was lost in an outage. So a count twice needs
+//! such a crash (or outage) **and** the edge (or server) staying away for longer than the
+//! duplicate window before the retry: that case, unlike a file's, is not covered by the
+//! aggregators' per-edge skip. The same holds for process and stdin messages retried after
+//! an outage longer than the window.
+//!
+//! [`DUPLICATE_WINDOW`]: crate::source::nats::DUPLICATE_WINDOW
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +82,8 @@ use crossbeam_channel::{Receiver, bounded};
 use serde_json::json;
 
 use crate::config::ForwardNatsConfig;
-use crate::ingest::ForwardLine;
 use crate::ingest::writer::{FILE_QUEUE_CAPACITY, FileBatch, WriterHandle};
+use crate::ingest::{ForwardKind, ForwardLine};
 use crate::source::SourceBoard;
 use crate::source::nats::wire::{EdgeLine, EdgeMessage, VERSION, partition_of};
 
@@ -67,8 +107,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts the forwarder: returns it and the handle the sources must send to (file
-    /// batches come to the forwarder; everything else goes to `writer`).
+    /// Starts the forwarder: returns it and the handle the sources must send to (the
+    /// batches of files, CloudWatch, processes and standard input come to the forwarder;
+    /// everything else goes to `writer`).
     ///
     /// # Errors
     ///
@@ -126,6 +167,15 @@ fn run(
     let max_age = Duration::from_secs(cfg.max_age_hours.saturating_mul(3600));
     let mut stream_ready = false;
     let mut published: u64 = 0;
+    // Lines forwarded per source (the `/status` row's `sources`).
+    let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
+    // This run's identity, for the ids of messages without a position (see the module docs).
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    );
+    let mut batches: u64 = 0;
     // Once a batch was given up (the daemon stopping while NATS is down), no later batch
     // may commit a position past its lines: everything after it is dropped too.
     let mut gave_up = false;
@@ -135,7 +185,8 @@ fn run(
         }
         let lines = std::mem::take(&mut fb.forward);
         if !lines.is_empty() {
-            let messages = messages(&cfg, &lines);
+            batches += 1;
+            let messages = messages(&cfg, &lines, &format!("{run_id}.{batches}"));
             let mut backoff = crate::source::nats::BACKOFF_MIN;
             let mut failing: Option<String> = None;
             loop {
@@ -163,7 +214,7 @@ fn run(
                     Err(e) => {
                         stream_ready = false;
                         if failing.as_deref() != Some(e.as_str()) {
-                            tracing::warn!("forward.nats: {e}; the files wait");
+                            tracing::warn!("forward.nats: {e}; the sources wait");
                             failing = Some(e.clone());
                         }
                         board.set(BOARD_NAME, json!({"state": "waiting", "error": e}));
@@ -181,9 +232,15 @@ fn run(
                 continue;
             }
             published += lines.len() as u64;
+            *by_source.entry(fb.source.to_string()).or_default() += lines.len() as u64;
             board.set(
                 BOARD_NAME,
-                json!({"state": "ok", "error": null, "forwarded_lines": published}),
+                json!({
+                    "state": "ok",
+                    "error": null,
+                    "forwarded_lines": published,
+                    "sources": by_source,
+                }),
             );
             // The aggregators count these lines: the edge keeps its positions only.
             fb.batch.incidents.clear();
@@ -204,11 +261,23 @@ type Outgoing = (String, String, bytes::Bytes);
 /// The lines of one file (origin) and partition.
 type Group<'a> = ((Arc<str>, u32), Vec<&'a ForwardLine>);
 
-/// Groups `lines` by file and partition, in read order, into messages of at most about
-/// [`MESSAGE_BYTES`].
-fn messages(cfg: &ForwardNatsConfig, lines: &[ForwardLine]) -> Vec<Outgoing> {
+/// Groups `lines` by origin (a file, a source) and partition, in read order, into messages
+/// of at most about [`MESSAGE_BYTES`]; a line with an id of its own
+/// ([`ForwardKind::Unpositioned`] `id`) is a message alone. `batch` makes the ids of
+/// unpositioned messages without one unique (this run and batch).
+fn messages(cfg: &ForwardNatsConfig, lines: &[ForwardLine], batch: &str) -> Vec<Outgoing> {
+    let (positioned, unpositioned): (Vec<&ForwardLine>, Vec<&ForwardLine>) = lines
+        .iter()
+        .partition(|l| l.kind == ForwardKind::Positioned);
+    let mut out = positioned_messages(cfg, &positioned);
+    out.extend(unpositioned_messages(cfg, &unpositioned, batch));
+    out
+}
+
+/// The messages of a file's lines: see [`messages`].
+fn positioned_messages(cfg: &ForwardNatsConfig, lines: &[&ForwardLine]) -> Vec<Outgoing> {
     let mut groups: Vec<Group<'_>> = Vec::new();
-    for l in lines {
+    for &l in lines {
         let p = partition_of(l.fingerprint, cfg.partitions);
         match groups
             .iter_mut()
@@ -244,6 +313,68 @@ fn messages(cfg: &ForwardNatsConfig, lines: &[ForwardLine]) -> Vec<Outgoing> {
                 format!("{}.{p}", cfg.subject_prefix),
                 format!("{edge}@{first}-{last}#{p}"),
                 bytes::Bytes::from(msg.encode()),
+            ));
+        }
+    }
+    out
+}
+
+/// The messages of lines without a position: see [`messages`] and the module docs.
+fn unpositioned_messages(
+    cfg: &ForwardNatsConfig,
+    lines: &[&ForwardLine],
+    batch: &str,
+) -> Vec<Outgoing> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let edge_line = |l: &ForwardLine| {
+        let key = match &l.kind {
+            ForwardKind::Unpositioned { key: Some(k), .. } => Some(k.clone()),
+            _ => crate::scan::keys::first_key(&l.line)
+                .map(|k| String::from_utf8_lossy(k.as_bytes()).into_owned()),
+        };
+        EdgeLine {
+            at: 0,
+            t: now,
+            fp: format!("{:016x}", l.fingerprint),
+            key,
+            line: String::from_utf8_lossy(&l.line).into_owned(),
+        }
+    };
+    let message = |edge: &str, chunk: &[&ForwardLine]| EdgeMessage {
+        v: VERSION,
+        edge: edge.to_string(),
+        unpositioned: true,
+        lines: chunk.iter().map(|l| edge_line(l)).collect(),
+    };
+    let mut out = Vec::new();
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for &l in lines {
+        let p = partition_of(l.fingerprint, cfg.partitions);
+        if let ForwardKind::Unpositioned { id: Some(id), .. } = &l.kind {
+            // Alone, under its own identity: the same message whoever reads it again.
+            let edge = format!("{}/{}", cfg.edge, l.origin);
+            out.push((
+                format!("{}.{p}", cfg.subject_prefix),
+                format!("{edge}/{id}"),
+                bytes::Bytes::from(message(&edge, &[l]).encode()),
+            ));
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|((o, q), _)| *q == p && **o == *l.origin)
+        {
+            Some((_, v)) => v.push(l),
+            None => groups.push(((l.origin.clone(), p), vec![l])),
+        }
+    }
+    for ((origin, p), group) in groups {
+        let edge = format!("{}/{origin}", cfg.edge);
+        for (n, chunk) in chunks(&group).into_iter().enumerate() {
+            out.push((
+                format!("{}.{p}", cfg.subject_prefix),
+                format!("{edge}/{batch}#{p}.{n}"),
+                bytes::Bytes::from(message(&edge, chunk).encode()),
             ));
         }
     }
@@ -484,5 +615,77 @@ impl crate::ingest::ForwardEvents for EventForwarder {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ForwardNatsConfig {
+        ForwardNatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "SENTINEL".into(),
+            subject_prefix: "sentinel.errors".into(),
+            partitions: 4,
+            edge: "web-1".into(),
+            max_age_hours: 1,
+        }
+    }
+
+    fn line(origin: &str, fp: u64, text: &str, kind: ForwardKind) -> ForwardLine {
+        ForwardLine {
+            origin: Arc::from(origin),
+            at: 0,
+            fingerprint: fp,
+            line: text.as_bytes().to_vec(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn unpositioned_lines_are_published_alone_under_their_id_or_grouped_per_run() {
+        let event = |id: &str| ForwardKind::Unpositioned {
+            id: Some(Arc::from(id)),
+            key: Some("PACT:a:b".into()),
+        };
+        let run = ForwardKind::Unpositioned {
+            id: None,
+            key: None,
+        };
+        let lines = [
+            line("cw", 1, "ERROR x", event("/g/s/1")),
+            line("cw", 1, "ERROR y", event("/g/s/2")),
+            line("job", 2, "ERROR [PACT:c:d] one", run.clone()),
+            line("job", 6, "ERROR two", run.clone()),
+            line("job", 3, "ERROR three", run),
+            line("app/1:2/0", 1, "ERROR file", ForwardKind::Positioned),
+        ];
+        let out = messages(&cfg(), &lines, "77-5.9");
+        let ids: Vec<&str> = out.iter().map(|(_, id, _)| id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "web-1/app/1:2/0@0-0#1",
+                "web-1/cw//g/s/1",
+                "web-1/cw//g/s/2",
+                "web-1/job/77-5.9#2.0",
+                "web-1/job/77-5.9#3.0",
+            ]
+        );
+        let subjects: Vec<&str> = out.iter().map(|(s, _, _)| s.as_str()).collect();
+        assert_eq!(subjects[1], "sentinel.errors.1");
+        assert_eq!(subjects[3], "sentinel.errors.2");
+        let cw = EdgeMessage::decode(&out[1].2).unwrap();
+        assert!(cw.unpositioned);
+        assert_eq!(cw.edge, "web-1/cw");
+        assert_eq!(cw.lines.len(), 1);
+        assert_eq!(cw.lines[0].key.as_deref(), Some("PACT:a:b"));
+        let job = EdgeMessage::decode(&out[3].2).unwrap();
+        assert!(job.unpositioned);
+        assert_eq!(job.lines.len(), 2, "partition 2: fingerprints 2 and 6");
+        assert_eq!(job.lines[0].key.as_deref(), Some("PACT:c:d"));
+        assert_eq!(job.lines[1].key, None);
+        assert!(!EdgeMessage::decode(&out[0].2).unwrap().unpositioned);
     }
 }

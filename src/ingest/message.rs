@@ -33,6 +33,28 @@ pub struct ForwardLine {
     pub fingerprint: u64,
     /// The line, without its newline.
     pub line: Vec<u8>,
+    /// How it is published: with its position (a file's line), or without one.
+    pub kind: ForwardKind,
+}
+
+/// How an edge publishes a [`ForwardLine`] (see [`crate::forward`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ForwardKind {
+    /// `at` is the line's position at its origin (a file's offset): published positioned,
+    /// and an aggregator skips it when it applied that position of that origin already.
+    #[default]
+    Positioned,
+    /// No position an aggregator could skip by: published `unpositioned` (applied once per
+    /// stream sequence) with `key`, the key the edge used when the line carries none (a JSON
+    /// record's `pact_key` field).
+    Unpositioned {
+        /// The line's own message id (a CloudWatch event's identity: published alone, so
+        /// that a republish after a crash is the same message); `None`: messages with ids
+        /// unique to this run of the daemon (a command's output, standard input).
+        id: Option<Arc<str>>,
+        /// The key when the line carries none.
+        key: Option<String>,
+    },
 }
 
 /// The events of one webhook request.

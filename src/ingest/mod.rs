@@ -30,7 +30,8 @@ pub mod writer;
 
 #[cfg(feature = "daemon")]
 pub use message::{
-    EventAck, EventBatch, FileBatch, ForwardEvents, ForwardLine, Hold, SubmitError, WriteError,
+    EventAck, EventBatch, FileBatch, ForwardEvents, ForwardKind, ForwardLine, Hold, SubmitError,
+    WriteError,
 };
 #[cfg(feature = "daemon")]
 pub use writer::{NewIncidentNote, Writer, WriterHandle};

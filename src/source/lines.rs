@@ -4,6 +4,10 @@
 //! `format` decides whether a line is JSON (whose `pact_key` / `log_key` field is the key
 //! when the text carries none), and the per-source line counters move when a batch is
 //! handed on.
+//!
+//! On an edge (`forward.nats`) a folder also records each error line it folds
+//! ([`Folder::forward_unpositioned`]), for the forwarder to publish instead of counting
+//! (see [`crate::forward`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use std::sync::Arc;
 use crate::aggregate::LineAggregator;
 use crate::attribute::LiveRules;
 use crate::config::{LogFormat, SourceCommon};
+use crate::ingest::{ForwardKind, ForwardLine};
 use crate::metrics::Metrics;
 use crate::scan::{ErrorLine, ScanStats, Scanner, ScannerBuilder, Sink};
 use crate::store::IngestBatch;
@@ -47,6 +52,34 @@ pub(crate) struct Folder {
     bytes: u64,
     keyed_sent: u64,
     metrics: Arc<Metrics>,
+    /// On an edge: the error lines folded since the last [`Folder::take_forward`].
+    forward: Option<Recorder>,
+}
+
+/// Where a folder records its error lines on an edge.
+#[derive(Debug)]
+struct Recorder {
+    origin: Arc<str>,
+    lines: Vec<ForwardLine>,
+    bytes: usize,
+    /// The message id of the lines folded next (see [`Folder::set_event_id`]).
+    event: Option<Arc<str>>,
+}
+
+impl Recorder {
+    fn record(&mut self, line: &[u8], fingerprint: u64, key: Option<&[u8]>) {
+        self.bytes += line.len() + 64;
+        self.lines.push(ForwardLine {
+            origin: self.origin.clone(),
+            at: 0,
+            fingerprint,
+            line: line.to_vec(),
+            kind: ForwardKind::Unpositioned {
+                id: self.event.clone(),
+                key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            },
+        });
+    }
 }
 
 impl Folder {
@@ -68,6 +101,43 @@ impl Folder {
             bytes: 0,
             keyed_sent: 0,
             metrics,
+            forward: None,
+        }
+    }
+
+    /// On an edge (`yes`): records every error line folded from now on, to be published
+    /// `unpositioned` ([`ForwardKind::Unpositioned`]) under the origin `origin`, and taken
+    /// with [`Folder::take_forward`]. Off by default.
+    pub(crate) fn forward_unpositioned(&mut self, yes: bool, origin: &str) {
+        self.forward = yes.then(|| Recorder {
+            origin: Arc::from(origin),
+            lines: Vec::new(),
+            bytes: 0,
+            event: None,
+        });
+    }
+
+    /// Whether error lines are recorded for an edge's forwarder.
+    pub(crate) fn is_forwarding(&self) -> bool {
+        self.forward.is_some()
+    }
+
+    /// The message id of the lines folded from now on (each then published alone under
+    /// it): a CloudWatch event's identity. `None` (the default): ids unique to this run.
+    pub(crate) fn set_event_id(&mut self, id: Option<Arc<str>>) {
+        if let Some(r) = &mut self.forward {
+            r.event = id;
+        }
+    }
+
+    /// The error lines recorded since the last call (empty when not forwarding).
+    pub(crate) fn take_forward(&mut self) -> Vec<ForwardLine> {
+        match &mut self.forward {
+            Some(r) => {
+                r.bytes = 0;
+                std::mem::take(&mut r.lines)
+            }
+            None => Vec::new(),
         }
     }
 
@@ -81,6 +151,7 @@ impl Folder {
         let mut sink = JsonAware {
             agg: &mut self.agg,
             format: self.format,
+            forward: self.forward.as_mut(),
         };
         let Ok(s) = self.scanner.scan(region, &mut sink);
         self.stats.add(&s);
@@ -104,12 +175,15 @@ impl Folder {
             return;
         }
         self.stats.error_lines += 1;
-        let json = is_json(self.format, line);
-        if json {
-            let key = json_key(line);
-            self.agg.add_text(line, key.as_deref().map(str::as_bytes));
+        let key = if is_json(self.format, line) {
+            json_key(line)
         } else {
-            self.agg.add_text(line, None);
+            None
+        };
+        let key = key.as_deref().map(str::as_bytes);
+        let fp = self.agg.add_text(line, key);
+        if let Some(r) = &mut self.forward {
+            r.record(line, fp.0, key);
         }
     }
 
@@ -126,12 +200,15 @@ impl Folder {
             return;
         }
         self.stats.error_lines += 1;
-        self.agg.add_text(line, Some(key));
+        let fp = self.agg.add_text(line, Some(key));
+        if let Some(r) = &mut self.forward {
+            r.record(line, fp.0, Some(key));
+        }
     }
 
     /// Approximate memory held by what was folded since the last [`Folder::take`].
     pub(crate) fn held_bytes(&self) -> usize {
-        self.agg.held_bytes()
+        self.agg.held_bytes() + self.forward.as_ref().map_or(0, |r| r.bytes)
     }
 
     /// Whether anything was read since the last [`Folder::take`].
@@ -217,6 +294,8 @@ fn json_key(line: &[u8]) -> Option<Cow<'_, str>> {
 struct JsonAware<'a> {
     agg: &'a mut LineAggregator,
     format: LogFormat,
+    /// On an edge: where each error line is also recorded.
+    forward: Option<&'a mut Recorder>,
 }
 
 impl Sink for JsonAware<'_> {
@@ -224,11 +303,18 @@ impl Sink for JsonAware<'_> {
 
     fn error_line(&mut self, hit: &ErrorLine<'_>) -> Result<bool, Self::Error> {
         let line = hit.line();
-        if is_json(self.format, line) && hit.first_key().is_none() {
-            let key = json_key(line);
-            self.agg.add_text(line, key.as_deref().map(str::as_bytes));
+        let key = if is_json(self.format, line) && hit.first_key().is_none() {
+            json_key(line)
         } else {
-            self.agg.add_line(hit);
+            None
+        };
+        let key = key.as_deref().map(str::as_bytes);
+        let fp = match key {
+            Some(_) => self.agg.add_text(line, key),
+            None => self.agg.add_line(hit),
+        };
+        if let Some(r) = &mut self.forward {
+            r.record(line, fp.0, key);
         }
         Ok(true)
     }

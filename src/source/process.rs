@@ -20,6 +20,19 @@
 //! Counting is at most once: lines read but not committed when the daemon is killed are not
 //! read again (a pipe cannot be re-read).
 //!
+//! **On an edge** (`forward.nats`) the folding thread's batches carry their error lines
+//! ([`super::lines::Folder::forward_unpositioned`]) and the forwarder publishes them to
+//! JetStream `unpositioned` (there is no position to skip by: an aggregator applies them
+//! once per stream sequence), with message ids unique to the daemon's run that a retry
+//! reuses, so a publish the server stored but did not acknowledge before an outage is
+//! dropped as a duplicate when retried. Nothing is counted on the edge. While NATS is down
+//! the forwarder waits, and with it this source: the folding thread's send waits, the
+//! readers' channel fills, then the child's pipe, and the child blocks on its next write
+//! (backpressure, as when the store is slow); nothing is dropped or counted locally, and
+//! the child goes on once JetStream acknowledges again. Lines read but not yet
+//! acknowledged when the daemon is killed (or stopped while NATS is down) are lost, as
+//! above.
+//!
 //! A stdin source (`type: stdin`; `type: stdout`, the reference's name, is accepted with a
 //! deprecation note) reads the daemon's standard input to its end (`app 2>&1 | sentinel
 //! watch`), then stays `ended`.
@@ -74,13 +87,15 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
         let SourceConfig::Process(src) = src else {
             continue;
         };
-        let folder = Folder::new(
+        let mut folder = Folder::new(
             &src.common.name,
             scanner_of(&src.common, &cx.defaults)?,
             src.common.format,
             &cx.rules,
             cx.metrics.clone(),
         );
+        // On an edge its error lines are published, not counted (see the module docs).
+        folder.forward_unpositioned(cx.ingest.forwards(), &src.common.name);
         let (chunks_tx, chunks_rx) = bounded(CHUNK_QUEUE);
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let fold = spawn_folder(folder, chunks_rx, stop_rx.clone(), cx.ingest.clone())?;
@@ -142,13 +157,14 @@ pub fn start_stdin(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Res
                 "`type: stdout` is deprecated: it reads standard input; write `type: stdin`"
             );
         }
-        let folder = Folder::new(
+        let mut folder = Folder::new(
             &name,
             scanner_of(&src.common, &cx.defaults)?,
             src.common.format,
             &cx.rules,
             cx.metrics.clone(),
         );
+        folder.forward_unpositioned(cx.ingest.forwards(), &name);
         let (chunks_tx, chunks_rx) = bounded(CHUNK_QUEUE);
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let fold = spawn_folder(folder, chunks_rx, stop_rx, cx.ingest.clone())?;
@@ -292,7 +308,8 @@ fn send(folder: &mut Folder, writer: &WriterHandle) -> bool {
         batch: folder.take(),
         positions: Vec::new(),
         forget: Vec::new(),
-        forward: Vec::new(),
+        // On an edge: the error lines to publish (the forwarder drops the counts).
+        forward: folder.take_forward(),
     };
     writer.send_files(batch).is_ok()
 }

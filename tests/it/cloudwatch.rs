@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::harness::{Rng, Workspace, eventually, free_port, http, seed};
 
 /// Credentials moto accepts (any).
-const AWS_ENV: [(&str, &str); 3] = [
+pub(crate) const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
     ("AWS_SECRET_ACCESS_KEY", "secret"),
     ("AWS_REGION", "us-east-1"),
@@ -31,14 +31,14 @@ fn moto_binary() -> Option<PathBuf> {
 }
 
 /// A moto server on a free loopback port, stopped (by its pid) on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Moto {
     /// Starts one, or says why not and returns None (in CI a missing moto is a failure).
-    fn start(test: &str) -> Option<Moto> {
+    pub(crate) fn start(test: &str) -> Option<Moto> {
         let Some(bin) = moto_binary() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -98,7 +98,7 @@ impl Moto {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
-    fn create(&self, group: &str, streams: &[&str]) {
+    pub(crate) fn create(&self, group: &str, streams: &[&str]) {
         self.call("CreateLogGroup", &json!({"logGroupName": group}));
         for s in streams {
             self.call(
@@ -108,7 +108,7 @@ impl Moto {
         }
     }
 
-    fn put(&self, group: &str, stream: &str, events: &[(i64, String)]) {
+    pub(crate) fn put(&self, group: &str, stream: &str, events: &[(i64, String)]) {
         for chunk in events.chunks(500) {
             let evs: Vec<Value> = chunk
                 .iter()
@@ -129,7 +129,7 @@ impl Drop for Moto {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -138,7 +138,7 @@ fn now_ms() -> i64 {
 
 /// Events for one stream: error lines with keys, some plain lines; several at the same
 /// millisecond (so that one millisecond's events straddle pages). Adds to `expected`.
-fn events(
+pub(crate) fn events(
     rng: &mut Rng,
     n: usize,
     t0: i64,

@@ -10,6 +10,7 @@ mod cluster;
 mod components;
 mod dashboard;
 mod descriptors;
+mod edge_sources;
 mod fake_forge;
 mod faults;
 mod fix_e2e;

@@ -17,6 +17,12 @@
 //! the ids it holds. Killed at any moment, the daemon resumes after the last committed
 //! page; a `nextToken` is never stored (it expires).
 //!
+//! **On an edge** (`forward.nats`) the same batches carry the pages' error lines, one per
+//! event, and the forwarder publishes each alone, `unpositioned`, with the message id
+//! `<edge>/<source>/<log group>/<log stream>/<event id>`; only once JetStream acknowledged
+//! them does the batch reach the writer, with the group's position and without counts (the
+//! aggregators count; see [`crate::forward`] for why this is exactly once).
+//!
 //! **Rate.** Requests go through a limiter shared by every cloudwatch source of one access
 //! key, region and endpoint, spacing them `1 / max_requests_per_second` apart (default 4
 //! per second, under the account's 5 per second `FilterLogEvents` quota).
@@ -95,13 +101,15 @@ pub fn start(sources: &[&SourceConfig], cx: &SourceContext) -> anyhow::Result<Ru
             anyhow::bail!("source {name:?}: no region: set `region` in the source, or AWS_REGION");
         };
         let endpoint = endpoint_of(src.endpoint.as_deref(), &region);
-        let folder = Folder::new(
+        let mut folder = Folder::new(
             &name,
             scanner_of(&src.common, &cx.defaults)?,
             src.common.format,
             &cx.rules,
             cx.metrics.clone(),
         );
+        // On an edge its error lines are published, not counted (see the module docs).
+        folder.forward_unpositioned(cx.ingest.forwards(), &name);
         for outcome in ["ok", "throttled", "error", "denied"] {
             cx.metrics
                 .cloudwatch_requests
@@ -370,6 +378,7 @@ impl Poller {
     /// Folds the page's new events and sends them with the group's new position.
     async fn take_page(&mut self, gi: usize, page: &FilterPage) -> Result<(), SweepEnd> {
         let every_event = !self.src.filter_pattern.is_empty();
+        let forwarding = self.folder.is_forwarding();
         let g = &mut self.groups[gi];
         let mut region: Vec<u8> = Vec::new();
         let mut new = 0usize;
@@ -381,7 +390,24 @@ impl Poller {
             g.pos.record(ev.timestamp, h);
             new += 1;
             let msg = ev.message.trim_end();
-            if every_event {
+            if forwarding {
+                // On an edge, one event at a time: its error line is published alone under
+                // the event's identity (see `crate::forward`).
+                self.folder.set_event_id(Some(Arc::from(
+                    forward_id(&g.name, &ev.log_stream_name, &ev.event_id).as_str(),
+                )));
+                let mut line: Vec<u8> = msg
+                    .bytes()
+                    .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                    .collect();
+                if every_event {
+                    self.folder.add_error(&line);
+                } else {
+                    line.push(b'\n');
+                    self.folder.scan_region(&line);
+                }
+                self.folder.set_event_id(None);
+            } else if every_event {
                 let line: Vec<u8> = msg
                     .bytes()
                     .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b })
@@ -409,7 +435,8 @@ impl Poller {
             batch,
             positions: Vec::new(),
             forget: Vec::new(),
-            forward: Vec::new(),
+            // On an edge: published before the position is committed (without counts).
+            forward: self.folder.take_forward(),
         };
         let writer = self.writer.clone();
         // The writer's queue is bounded: a blocking send, off the async workers.
@@ -474,6 +501,16 @@ impl Poller {
             }),
         );
     }
+}
+
+/// The message id part of an event an edge forwards: its log group, log stream and event
+/// id (the forwarder puts the edge and source before it). Control characters (which a
+/// header cannot hold, and which no valid name has) are replaced.
+fn forward_id(group: &str, stream: &str, event_id: &str) -> String {
+    format!("{group}/{stream}/{event_id}")
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect()
 }
 
 /// Half to all of `d`, at random.

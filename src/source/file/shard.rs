@@ -1276,6 +1276,7 @@ impl Sink for JsonAware<'_> {
                 at: fw.base + hit.offset() as u64,
                 fingerprint: fp.0,
                 line: line.to_vec(),
+                kind: crate::ingest::ForwardKind::Positioned,
             });
         }
         Ok(true)

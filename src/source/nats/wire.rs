@@ -26,7 +26,8 @@ pub struct EdgeMessage {
     pub v: u8,
     /// The edge source's identity (host, source, file).
     pub edge: String,
-    /// The lines have no position at their edge source (webhook events an edge forwarded):
+    /// The lines have no position at their edge source (webhook events, CloudWatch events,
+    /// a command's output or standard input that an edge forwarded):
     /// each is applied once with its message (the stream sequence), without the position
     /// check; `key` is then the event's key field, used when the line carries none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
