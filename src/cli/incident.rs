@@ -173,6 +173,9 @@ fn write_text(out: &mut impl Write, v: &IncidentView) -> std::io::Result<()> {
         if let Some(p) = &f.pull_request {
             writeln!(out, "pull req   #{} {} ({})", p.number, p.url, p.state)?;
         }
+        for p in f.earlier_pull_requests.iter().rev() {
+            writeln!(out, "earlier    #{} {} ({})", p.number, p.url, p.state)?;
+        }
         if let Some(i) = &f.issue {
             writeln!(out, "issue      #{} {} ({})", i.number, i.url, i.state)?;
         }

@@ -350,6 +350,14 @@ pub(crate) fn run(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
                 )
                 .context("stdout")?;
             }
+            for p in f.earlier_pull_requests.iter().rev() {
+                writeln!(
+                    out,
+                    "        earlier pull request #{} ({}): {}",
+                    p.number, p.state, p.url
+                )
+                .context("stdout")?;
+            }
             if let Some(i) = &f.issue {
                 writeln!(out, "        issue #{} ({}): {}", i.number, i.state, i.url)
                     .context("stdout")?;

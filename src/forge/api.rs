@@ -1,5 +1,5 @@
-//! The few GitHub and GitLab API calls the forge makes: open, update and count pull (merge)
-//! requests; open, comment on and close issues.
+//! The few GitHub and GitLab API calls the forge makes: open, read, update, comment on and
+//! count pull (merge) requests; open, comment on and close issues.
 
 use std::time::Duration;
 
@@ -24,6 +24,30 @@ pub struct Opened {
     pub number: u64,
     /// Its web page.
     pub url: String,
+}
+
+/// Where a pull (merge) request stands on the forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullRequestState {
+    /// Open (GitLab: `opened`; its short-lived `locked`, a merge under way, is answered as
+    /// an error: neither pushed onto nor replaced).
+    Open,
+    /// Merged (GitHub: closed with a `merged_at`).
+    Merged,
+    /// Closed without being merged.
+    Closed,
+}
+
+impl PullRequestState {
+    /// `open`, `merged` or `closed` (as [`crate::store::ci::ForgeLink::state`] keeps it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullRequestState::Open => "open",
+            PullRequestState::Merged => "merged",
+            PullRequestState::Closed => "closed",
+        }
+    }
 }
 
 /// The API of one repository on one forge.
@@ -267,6 +291,56 @@ impl ForgeApi {
             .map(|_| ())
     }
 
+    /// Reads pull (merge) request `number`'s state: GitHub `GET /repos/{owner}/{repo}/pulls/{n}`
+    /// (`state`, `merged_at`), GitLab `GET /projects/:id/merge_requests/:iid` (`state`).
+    ///
+    /// # Errors
+    ///
+    /// [`ForgeError`] when the forge cannot be asked or answers a state it does not document.
+    pub async fn pull_request_state(&self, number: u64) -> Result<PullRequestState, ForgeError> {
+        let what = "reading the pull request's state";
+        let path = match self.provider {
+            ForgeProvider::Gitlab => format!("/merge_requests/{number}"),
+            _ => format!("/pulls/{number}"),
+        };
+        let v = self.call(reqwest::Method::GET, &path, None, what).await?;
+        let state = v["state"].as_str().unwrap_or_default();
+        let merged = !v["merged_at"].is_null();
+        match (self.provider, state) {
+            (ForgeProvider::Gitlab, "opened") => Ok(PullRequestState::Open),
+            (ForgeProvider::Gitlab, "merged") => Ok(PullRequestState::Merged),
+            (ForgeProvider::Gitlab, "closed") => Ok(PullRequestState::Closed),
+            (ForgeProvider::Gitlab, _) => {
+                Err(ForgeError(format!("{what}: unknown state {state:?}")))
+            }
+            (_, "open") => Ok(PullRequestState::Open),
+            (_, "closed") if merged => Ok(PullRequestState::Merged),
+            (_, "closed") => Ok(PullRequestState::Closed),
+            _ => Err(ForgeError(format!("{what}: unknown state {state:?}"))),
+        }
+    }
+
+    /// Comments on pull (merge) request `number`.
+    ///
+    /// # Errors
+    ///
+    /// [`ForgeError`].
+    pub async fn comment_pull_request(&self, number: u64, body: &str) -> Result<(), ForgeError> {
+        // GitHub: a pull request's conversation is its issue's.
+        let path = match self.provider {
+            ForgeProvider::Gitlab => format!("/merge_requests/{number}/notes"),
+            _ => format!("/issues/{number}/comments"),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &path,
+            Some(&json!({ "body": body })),
+            "commenting on the pull request",
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Opens an issue.
     ///
     /// # Errors
@@ -333,5 +407,75 @@ impl ForgeApi {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forge answering `GET …/pulls/{n}` (GitHub) and `GET …/merge_requests/{n}` (GitLab)
+    /// with `pulls[n]`, and 404 otherwise.
+    async fn serve(pulls: Vec<Value>) -> String {
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let pulls = pulls.clone();
+            async move {
+                let n: usize = uri
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(usize::MAX);
+                match pulls.get(n) {
+                    Some(v) => (axum::http::StatusCode::OK, axum::Json(v.clone())),
+                    None => (
+                        axum::http::StatusCode::NOT_FOUND,
+                        axum::Json(json!({"message": "Not Found"})),
+                    ),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn reads_a_pull_requests_state_on_github_and_gitlab() {
+        use PullRequestState::{Closed, Merged, Open};
+        let url = serve(vec![
+            json!({"state": "open", "merged_at": null}),
+            json!({"state": "closed", "merged_at": "2026-01-02T03:04:05Z"}),
+            json!({"state": "closed", "merged_at": null}),
+            json!({"state": "draft?"}),
+        ])
+        .await;
+        let gh = ForgeApi::new(ForgeProvider::Github, Some(&url), "acme/app", "t").unwrap();
+        for (n, want) in [(0, Open), (1, Merged), (2, Closed)] {
+            assert_eq!(gh.pull_request_state(n).await.unwrap(), want, "{n}");
+        }
+        let e = gh.pull_request_state(3).await.unwrap_err().to_string();
+        assert!(e.contains("unknown state \"draft?\""), "{e}");
+        let e = gh.pull_request_state(9).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "reading the pull request's state: HTTP 404 \"Not Found\""
+        );
+        let url = serve(vec![
+            json!({"state": "opened"}),
+            json!({"state": "merged"}),
+            json!({"state": "closed"}),
+            json!({"state": "locked"}),
+        ])
+        .await;
+        let gl = ForgeApi::new(ForgeProvider::Gitlab, Some(&url), "acme/app", "t").unwrap();
+        for (n, want) in [(0, Open), (1, Merged), (2, Closed)] {
+            assert_eq!(gl.pull_request_state(n).await.unwrap(), want, "{n}");
+        }
+        // A merge under way is neither pushed onto nor replaced.
+        assert!(gl.pull_request_state(3).await.is_err());
     }
 }

@@ -7,11 +7,30 @@
 //!   `incident_resolved`): the fix's branch is
 //!   pushed ([`push`]: HTTPS credentials passed to git through its environment as an
 //!   `http.extraHeader`, never in a URL, an argument or a log) and a pull (merge) request is
-//!   opened with the postmortem as its body. One open pull request per incident: the fix of
-//!   a regression is force-pushed onto that pull request's branch and its body updated. At
-//!   most `max_open` of Sentinel's pull requests (head branches `sentinel/…`) are open at
-//!   once (counted on the forge). A push or API failure leaves the branch local and says so
-//!   on the incident. Shadow fixes keep no branch: nothing is pushed.
+//!   opened with the postmortem as its body. At most `max_open` of Sentinel's pull requests
+//!   (head branches `sentinel/…`) are open at once (counted on the forge). A push or API
+//!   failure leaves the branch local and says so on the incident. Shadow fixes keep no
+//!   branch: nothing is pushed.
+//!
+//!   **One open pull request per incident.** A newer proven fix of an incident that has one
+//!   reaches here in three ways: a regression of a merged fix (`fix.merge`: the reopened
+//!   incident's new fix ends in `fix_completed`), the same with `fix.require_approval` (at
+//!   the approval's `incident_resolved`), and a fix requested by hand (`POST /fix`, `sentinel
+//!   fix`) while the pull request is open. The stored state is only what Sentinel last saw,
+//!   so the forge is asked first (GitHub `GET …/pulls/{n}`: `state`, `merged_at`; GitLab
+//!   `GET …/merge_requests/{iid}`: `state`). Still open: the new fix is force-pushed onto the
+//!   pull request's branch, its title and body replaced, and a comment says which fix
+//!   replaced which. Merged or closed: that state is recorded on the old link (kept in
+//!   `earlier_pull_requests`) and a new pull request is opened, counted against `max_open`
+//!   — a merged pull request's branch is never rewritten. The state cannot be read: nothing
+//!   is pushed, the fix stays on its local branch, and the incident says why.
+//!
+//!   **A recurrence while the pull request is open** (its fix not merged, so not deployed:
+//!   the incident stays resolved, `fix_ready_for_review`, and only its count grows) does
+//!   nothing on the forge but, at most once an hour per pull request ([`NOTE_EVERY`]), one
+//!   comment: "Seen N more times since this pull request's fix was pushed". Its state is read
+//!   first; one merged or closed meanwhile is recorded so, without a comment. A merged fix's
+//!   recurrence is a regression: it reopens the incident, and its new fix does the above.
 //! - **`incident_escalated`** (`issues`): one issue per incident with its postmortem, at
 //!   most `max_per_hour` opened in any hour (the rest wait and are retried, and the incident
 //!   says it waits); the limit's state (when issues were opened, which wait) is kept in the
@@ -25,10 +44,10 @@
 mod api;
 mod push;
 
-pub use api::{ForgeApi, ForgeError, Opened};
+pub use api::{ForgeApi, ForgeError, Opened, PullRequestState};
 pub use push::{PUSH_TIMEOUT, PushError, push};
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +55,7 @@ use jiff::Timestamp;
 
 use crate::config::{IssuesConfig, PullRequestConfig};
 use crate::store::ci::{ForgeLink, ForgeLinks, IssueLimit};
-use crate::store::{EventKind, FixStatus, Incident, NewEvent, Store, StoreError};
+use crate::store::{EventKind, FixStatus, Incident, IncidentStatus, NewEvent, Store, StoreError};
 
 /// The forge's cursor in the event log (kept among the outbox cursors).
 pub const CURSOR: &str = "forge";
@@ -44,6 +63,8 @@ pub const CURSOR: &str = "forge";
 const RETRY_EVERY: Duration = Duration::from_secs(30);
 /// Events read per step.
 const PAGE: usize = 256;
+/// At most one comment per pull request in this time noting recurrences while it is open.
+const NOTE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// What the forge works with.
 #[derive(Debug)]
@@ -55,6 +76,9 @@ pub struct Forge {
     opened: VecDeque<Timestamp>,
     /// Escalated incidents whose issue waits for the rate limit.
     waiting: BTreeSet<String>,
+    /// Pull request number → when a recurrence was last to be noted on it (tried, whatever
+    /// came of it: a forge that fails is not asked at every count).
+    noting: HashMap<u64, Timestamp>,
 }
 
 /// Why the forge cannot start.
@@ -133,6 +157,7 @@ impl Forge {
             issues,
             opened: limit.opened.into_iter().collect(),
             waiting: limit.waiting.into_iter().collect(),
+            noting: HashMap::new(),
         }))
     }
 
@@ -217,9 +242,15 @@ impl Forge {
                 }
                 Ok(())
             }
-            EventKind::IncidentUpdated | EventKind::IncidentRegressed if self.issues.is_some() => {
-                self.recurred(&e.incident_id, e.data.get("ci").is_some())
-                    .await
+            EventKind::IncidentUpdated | EventKind::IncidentRegressed => {
+                if self.pull_request.is_some() {
+                    self.pull_request_recurred(&e.incident_id).await?;
+                }
+                if self.issues.is_some() {
+                    self.recurred(&e.incident_id, e.data.get("ci").is_some())
+                        .await?;
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -268,10 +299,44 @@ impl Forge {
             return Ok(());
         };
         let mut links = self.links(&inc)?;
-        let open = links.pull_request.clone().filter(|p| p.state == "open");
-        if open.as_ref().is_some_and(|p| p.fix_id == fix.id) {
-            return Ok(()); // done before a restart
+        if links
+            .pull_request
+            .iter()
+            .chain(&links.earlier_pull_requests)
+            .any(|p| p.fix_id == fix.id)
+        {
+            return Ok(()); // done before (a restart, or an approved fix's incident_resolved)
         }
+        let mut before = String::new();
+        // The stored state is what Sentinel last saw; a person may have merged or closed the
+        // pull request since. Ask before pushing onto its branch or replacing its body.
+        let stored = links.pull_request.clone().filter(|p| p.state == "open");
+        if let Some(p) = stored {
+            match api.pull_request_state(p.number).await {
+                Ok(PullRequestState::Open) => {}
+                Ok(state) => {
+                    before = format!(
+                        "pull request {} was {} on the forge; ",
+                        p.url,
+                        state.as_str()
+                    );
+                    links.pull_request = Some(ForgeLink {
+                        state: state.as_str().into(),
+                        ..p
+                    });
+                }
+                Err(e) => {
+                    links.error = format!(
+                        "the fix stays on its local branch {}: pull request #{}'s state could \
+                         not be read ({e}), so it was neither updated nor replaced",
+                        fix.branch, p.number
+                    );
+                    let note = links.error.clone();
+                    return self.save(&inc, &links, &note);
+                }
+            }
+        }
+        let open = links.pull_request.clone().filter(|p| p.state == "open");
         let body = self.report(&inc.id)?;
         let title = format!(
             "sentinel: fix {} ({})",
@@ -291,7 +356,7 @@ impl Forge {
                          {}); the fix stays on its local branch {}",
                         cfg.max_open, fix.branch
                     );
-                    let note = links.error.clone();
+                    let note = format!("{before}{}", links.error);
                     return self.save(&inc, &links, &note);
                 }
                 Ok(_) => {}
@@ -300,12 +365,12 @@ impl Forge {
                         "no pull request opened: {e}; the fix stays on its local branch {}",
                         fix.branch
                     );
-                    let note = links.error.clone();
+                    let note = format!("{before}{}", links.error);
                     return self.save(&inc, &links, &note);
                 }
             }
         }
-        // A regression's fix goes onto the open pull request's branch.
+        // A newer fix of the incident goes onto its open pull request's branch.
         let target = open
             .as_ref()
             .map_or_else(|| fix.branch.clone(), |p| p.branch.clone());
@@ -329,17 +394,23 @@ impl Forge {
                 "the fix branch was not pushed ({e}); it stays local: {}",
                 fix.branch
             );
-            let note = links.error.clone();
+            let note = format!("{before}{}", links.error);
             return self.save(&inc, &links, &note);
         }
         let result = match &open {
-            Some(p) => api
-                .update_pull_request(p.number, &title, &body)
-                .await
-                .map(|()| Opened {
-                    number: p.number,
-                    url: p.url.clone(),
-                }),
+            Some(p) => match api.update_pull_request(p.number, &title, &body).await {
+                Ok(()) => {
+                    let text = self.replaced_text(p, &fix)?;
+                    if let Err(e) = api.comment_pull_request(p.number, &text).await {
+                        tracing::warn!(error = %e, incident = %inc.id, "forge: the pull request was updated but not commented on");
+                    }
+                    Ok(Opened {
+                        number: p.number,
+                        url: p.url.clone(),
+                    })
+                }
+                Err(e) => Err(e),
+            },
             None => {
                 api.open_pull_request(&title, &target, &cfg.base, &body, &cfg.labels)
                     .await
@@ -348,6 +419,10 @@ impl Forge {
         match result {
             Ok(o) => {
                 let updated = open.is_some();
+                // A merged or closed one is kept, below the new one.
+                if let Some(old) = links.pull_request.take().filter(|_| !updated) {
+                    links.earlier_pull_requests.push(old);
+                }
                 links.pull_request = Some(ForgeLink {
                     number: o.number,
                     url: o.url.clone(),
@@ -355,21 +430,125 @@ impl Forge {
                     branch: target,
                     fix_id: fix.id.clone(),
                     count: inc.count,
+                    noted_at: open.as_ref().and_then(|p| p.noted_at),
+                    noted_count: open.as_ref().map_or(0, |p| p.noted_count),
                 });
                 links.error.clear();
                 tracing::info!(incident = %inc.id, pull_request = o.number, "fix pushed, pull request {}", if updated { "updated" } else { "opened" });
                 let note = format!(
-                    "pull request {} {}",
+                    "{before}pull request {} {}",
                     o.url,
-                    if updated { "updated" } else { "opened" }
+                    if updated {
+                        "updated: it carries the newer fix"
+                    } else {
+                        "opened"
+                    }
                 );
                 self.save(&inc, &links, &note)
             }
             Err(e) => {
-                links.error =
-                    format!("the branch {target} was pushed but no pull request was opened: {e}");
-                let note = links.error.clone();
+                links.error = match &open {
+                    Some(p) => format!(
+                        "the branch {target} was pushed but pull request #{} was not updated: {e}",
+                        p.number
+                    ),
+                    None => format!(
+                        "the branch {target} was pushed but no pull request was opened: {e}"
+                    ),
+                };
+                let note = format!("{before}{}", links.error);
                 self.save(&inc, &links, &note)
+            }
+        }
+    }
+
+    /// The comment on a pull request whose fix was replaced by `fix`.
+    fn replaced_text(
+        &self,
+        pr: &ForgeLink,
+        fix: &crate::store::FixResult,
+    ) -> Result<String, StoreError> {
+        let merged = self.store.fix(&pr.fix_id)?.is_some_and(|f| f.merged);
+        Ok(format!(
+            "Sentinel replaced this pull request's fix with a newer proven one: fix `{}` \
+             (commit `{}`) replaces fix `{}`{}. The description is the incident's postmortem, \
+             updated.",
+            fix.id,
+            first_chars(&fix.git_fix_ref, 12),
+            pr.fix_id,
+            if merged {
+                ": the error came back after that fix was merged (a regression)"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// A recurrence of an incident whose pull request is open and whose fix is not merged
+    /// (it is not deployed yet: a recurrence is expected, not a regression). Nothing is
+    /// pushed or opened; at most once an hour per pull request ([`NOTE_EVERY`]), a comment
+    /// says how often the error was seen since the fix was pushed. The pull request's state
+    /// is read first: one merged or closed meanwhile is recorded so, without a comment.
+    async fn pull_request_recurred(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(inc) = self.store.incident(id)? else {
+            return Ok(());
+        };
+        if inc.status != IncidentStatus::Resolved {
+            return Ok(()); // reopened (a regression): a new fix answers it
+        }
+        let mut links = self.links(&inc)?;
+        let Some(mut pr) = links.pull_request.clone() else {
+            return Ok(());
+        };
+        if pr.state != "open" || inc.count <= pr.count.max(pr.noted_count) {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let recent = |t: Option<&Timestamp>| t.is_some_and(|t| now < *t + NOTE_EVERY);
+        if recent(pr.noted_at.as_ref()) || recent(self.noting.get(&pr.number)) {
+            return Ok(());
+        }
+        if self.store.fix(&pr.fix_id)?.is_none_or(|f| f.merged) {
+            return Ok(());
+        }
+        self.noting.retain(|_, t| now < *t + NOTE_EVERY);
+        self.noting.insert(pr.number, now);
+        let Some((_, api, _)) = &self.pull_request else {
+            return Ok(());
+        };
+        match api.pull_request_state(pr.number).await {
+            Ok(PullRequestState::Open) => {}
+            Ok(state) => {
+                pr.state = state.as_str().into();
+                let note = format!("pull request {} was {} on the forge", pr.url, pr.state);
+                links.pull_request = Some(pr);
+                return self.save(&inc, &links, &note);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, incident = %inc.id, "forge: a recurrence was not noted on the pull request");
+                return Ok(());
+            }
+        }
+        let more = inc.count - pr.count;
+        let text = format!(
+            "Seen {more} more time{} since this pull request's fix was pushed ({} occurrences \
+             in all, the latest at {}). The fix is not deployed yet: Sentinel opens no other \
+             pull request for it.",
+            if more == 1 { "" } else { "s" },
+            inc.count,
+            inc.last_seen
+        );
+        match api.comment_pull_request(pr.number, &text).await {
+            Ok(()) => {
+                pr.noted_at = Some(now);
+                pr.noted_count = inc.count;
+                let note = format!("pull request {}: the recurrence noted on it", pr.url);
+                links.pull_request = Some(pr);
+                self.save(&inc, &links, &note)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, incident = %inc.id, "forge: a recurrence was not noted on the pull request");
+                Ok(())
             }
         }
     }

@@ -129,7 +129,7 @@ pub struct ForgeLink {
     pub number: u64,
     /// Its web page.
     pub url: String,
-    /// `open` or `closed`.
+    /// `open`, `merged` (a pull request) or `closed`.
     pub state: String,
     /// The pull request's head branch (empty for an issue).
     #[serde(default)]
@@ -137,9 +137,16 @@ pub struct ForgeLink {
     /// The fix it carries (a pull request), updated by a regression's fix.
     #[serde(default)]
     pub fix_id: String,
-    /// The incident's count when it was opened or last commented on (an issue).
+    /// The incident's count when it was opened or last commented on (an issue), or when
+    /// its fix was pushed (a pull request).
     #[serde(default)]
     pub count: u64,
+    /// A pull request: when a recurrence was last noted on it (at most one comment an hour).
+    #[serde(default)]
+    pub noted_at: Option<Timestamp>,
+    /// A pull request: the incident's count when a recurrence was last noted on it.
+    #[serde(default)]
+    pub noted_count: u64,
 }
 
 /// What the forge did for an incident.
@@ -147,8 +154,12 @@ pub struct ForgeLink {
 #[cfg_attr(feature = "daemon", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct ForgeLinks {
-    /// The pull (merge) request of its fix.
+    /// The pull (merge) request of its latest fix.
     pub pull_request: Option<ForgeLink>,
+    /// Its earlier pull requests, oldest first: merged or closed on the forge before a
+    /// regression's fix needed a new one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_pull_requests: Vec<ForgeLink>,
     /// The issue opened when it was escalated.
     pub issue: Option<ForgeLink>,
     /// The last thing that went wrong (a push refused, an API error), empty once it worked.
@@ -535,6 +546,21 @@ mod tests {
         assert_eq!(store.ci_records().unwrap(), vec![(7, r)]);
         assert_eq!(store.forge_links(7).unwrap(), Some(links.clone()));
         assert_eq!(store.all_forge_links().unwrap(), vec![(7, links)]);
+    }
+
+    #[test]
+    fn forge_links_written_before_earlier_pull_requests_still_read() {
+        let mut bytes = vec![FORGE_FORMAT];
+        bytes.extend_from_slice(
+            br#"{"pull_request":{"number":1,"url":"u","state":"open","branch":"b","fix_id":"f","count":2},"issue":null,"error":""}"#,
+        );
+        let links: ForgeLinks = codec::decode(FORGE_FORMAT, &bytes).unwrap();
+        let pr = links.pull_request.unwrap();
+        assert_eq!(
+            (pr.number, pr.count, pr.noted_at, pr.noted_count),
+            (1, 2, None, 0)
+        );
+        assert!(links.earlier_pull_requests.is_empty());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A small fake of the GitHub and GitLab APIs on loopback, recording what it receives: job
 //! logs (GitHub's answer is a 302 to a short-lived download URL carrying its own token, as
-//! the real API's), GitLab job traces, pull (merge) requests (create, list, update) and
-//! issues (create, comment, close).
+//! the real API's), GitLab job traces, pull (merge) requests (create, list, read, update,
+//! comment; a test may merge or close one as a person would: [`FakeForge::set_pull_state`])
+//! and issues (create, comment, close). Any request may be made to fail
+//! ([`FakeForge::fail`]).
 //!
 //! For GitHub Actions it also serves a job (`GET …/actions/jobs/{id}`) and a run's jobs
 //! (`GET …/actions/runs/{run_id}/jobs`), and a job's log can be scripted: answer a status,
@@ -65,6 +67,8 @@ struct Inner {
     pulls: Vec<Item>,
     issues: Vec<Item>,
     next: u64,
+    /// "METHOD path" → the status answered instead.
+    failing: HashMap<String, u16>,
 }
 
 /// The running fake.
@@ -140,6 +144,26 @@ impl FakeForge {
             .iter()
             .filter(|r| r.path.split('?').next() == Some(path))
             .count()
+    }
+
+    /// Sets pull request `number`'s state (`open`, `merged` or `closed`), as a person on the
+    /// forge would.
+    pub(crate) fn set_pull_state(&self, number: u64, state: &str) {
+        let mut st = self.lock();
+        let p = st.pulls.iter_mut().find(|p| p.number == number).unwrap();
+        p.state = state.to_string();
+    }
+
+    /// Answers `status` to every `method` request for `path` (GitLab's with its `/api/v4`)
+    /// from now on; 0: answers it again.
+    pub(crate) fn fail(&self, method: &str, path: &str, status: u16) {
+        let key = format!("{method} {path}");
+        let mut st = self.lock();
+        if status == 0 {
+            st.failing.remove(&key);
+        } else {
+            st.failing.insert(key, status);
+        }
     }
 
     /// Answers `status` for job `id`'s log.
@@ -258,18 +282,35 @@ async fn handle(
         auth: auth.clone(),
         body: body.clone(),
     });
+    if let Some(code) = st.failing.get(&format!("{method} {path}")) {
+        return (
+            StatusCode::from_u16(*code).unwrap(),
+            axum::Json(json!({"message": "scripted failure"})),
+        )
+            .into_response();
+    }
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let gitlab = seg.first() == Some(&"api");
     let seg: &[&str] = if gitlab { &seg[2..] } else { &seg };
     let json_of = |code: StatusCode, v: Value| (code, axum::Json(v)).into_response();
+    // As the forges say it: GitLab `opened`/`merged`/`closed`; GitHub `open`/`closed`, merged
+    // when `merged_at` is set.
     let item_json = |it: &Item| {
+        let merged = it.state == "merged";
         if gitlab {
+            let state = if it.state == "open" {
+                "opened"
+            } else {
+                it.state.as_str()
+            };
             json!({"iid": it.number, "web_url": format!("https://gitlab.example/acme/app/-/items/{}", it.number),
-                   "source_branch": it.head, "target_branch": it.base, "state": it.state,
+                   "source_branch": it.head, "target_branch": it.base, "state": state,
                    "description": it.body, "title": it.title})
         } else {
+            let state = if merged { "closed" } else { it.state.as_str() };
             json!({"number": it.number, "html_url": format!("https://github.example/acme/app/pull/{}", it.number),
-                   "head": {"ref": it.head}, "base": {"ref": it.base}, "state": it.state,
+                   "head": {"ref": it.head}, "base": {"ref": it.base}, "state": state,
+                   "merged_at": if merged { json!("2026-01-01T00:00:00Z") } else { Value::Null },
                    "body": it.body, "title": it.title})
         }
     };
@@ -357,6 +398,23 @@ async fn handle(
                 .collect();
             json_of(StatusCode::OK, Value::Array(v))
         }
+        ("GET", ["repos", _, _, "pulls", n]) | ("GET", ["projects", _, "merge_requests", n]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match st.pulls.iter().find(|p| p.number == n) {
+                Some(p) => json_of(StatusCode::OK, item_json(p)),
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
+        ("POST", ["projects", _, "merge_requests", n, "notes"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match st.pulls.iter_mut().find(|p| p.number == n) {
+                Some(p) => {
+                    p.comments.push(text(&body, &["body"]));
+                    json_of(StatusCode::CREATED, json!({"id": p.comments.len()}))
+                }
+                None => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
+            }
+        }
         ("PATCH", ["repos", _, _, "pulls", n]) | ("PUT", ["projects", _, "merge_requests", n]) => {
             let n: u64 = n.parse().unwrap_or(0);
             match st.pulls.iter_mut().find(|p| p.number == n) {
@@ -398,7 +456,10 @@ async fn handle(
         ("POST", ["repos", _, _, "issues", n, "comments"])
         | ("POST", ["projects", _, "issues", n, "notes"]) => {
             let n: u64 = n.parse().unwrap_or(0);
-            match st.issues.iter_mut().find(|i| i.number == n) {
+            // On GitHub a pull request's comments are its issue's.
+            let Inner { issues, pulls, .. } = &mut *st;
+            let pulls = pulls.iter_mut().filter(|_| !gitlab);
+            match issues.iter_mut().chain(pulls).find(|i| i.number == n) {
                 Some(i) => {
                     i.comments.push(text(&body, &["body"]));
                     json_of(StatusCode::CREATED, json!({"id": i.comments.len()}))
@@ -420,4 +481,124 @@ async fn handle(
         }
         _ => json_of(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
     }
+}
+
+/// A forge test's bench: the fake LLM, the fake GitHub API serving the CI fixture's log for
+/// some jobs, a workspace with the test project (git) and a real bare repository,
+/// `remote.git`, as the push remote. The runtime serving both fakes lives as long as it.
+pub(crate) struct Bench {
+    pub(crate) llm: sentinel::fix::fake_llm::FakeLlm,
+    pub(crate) forge: FakeForge,
+    pub(crate) ws: crate::harness::Workspace,
+    /// The bare repository the fixes are pushed to.
+    pub(crate) remote: std::path::PathBuf,
+    /// The user's project (a git repository).
+    pub(crate) project: std::path::PathBuf,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    /// The fakes, the LLM's `answers` queued in turn, the fixture's log served for `jobs`.
+    pub(crate) fn new(answers: Vec<sentinel::fix::fake_llm::Reply>, jobs: &[u64]) -> Bench {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let llm = rt.block_on(sentinel::fix::fake_llm::FakeLlm::start());
+        for a in answers {
+            llm.push(sentinel::fix::fake_llm::Route::Anthropic, a);
+        }
+        let forge = rt.block_on(FakeForge::start());
+        for id in jobs {
+            forge.set_log(*id, &crate::ci_sources::fixture("github_job_log.txt"));
+        }
+        let ws = crate::harness::Workspace::new();
+        crate::fix_e2e::git(ws.path(), &["init", "--quiet", "--bare", "remote.git"]);
+        let remote = ws.path().join("remote.git");
+        let project = crate::fix_e2e::project(&ws);
+        Bench {
+            llm,
+            forge,
+            ws,
+            remote,
+            project,
+            _rt: rt,
+        }
+    }
+
+    /// Discards the user's uncommitted work, so that `fix.merge` may move their branch.
+    pub(crate) fn clean_tree(&self) -> &Bench {
+        crate::fix_e2e::git(&self.project, &["checkout", "--quiet", "--", "NOTES.md"]);
+        std::fs::remove_file(self.project.join("scratch.txt")).unwrap();
+        self
+    }
+
+    /// `fix.pull_request` to the fake GitHub API and the bare remote (indented, for `fix`).
+    pub(crate) fn pull_request_section(&self, labels: &str, max_open: u32) -> String {
+        format!(
+            "  pull_request:\n    provider: github\n    repo: acme/app\n    base: main\n    token_env: GH_TOKEN\n    api_url: {}\n{labels}    max_open: {max_open}\n    remote: {}\n",
+            self.forge.github_url(),
+            self.remote.display()
+        )
+    }
+
+    /// Writes the daemon's config (the GitHub source, `fix_extra` and `extra` as in
+    /// [`crate::ci_sources::config`]) and registers the project.
+    pub(crate) fn configure(&self, fix_extra: &str, extra: &str) -> &Bench {
+        std::fs::write(
+            self.ws.path().join("sentinel.yaml"),
+            crate::ci_sources::config(
+                self.llm.base_url(),
+                &self.forge.github_url(),
+                fix_extra,
+                extra,
+            ),
+        )
+        .unwrap();
+        assert!(self.ws.run(&["register", "project"]).status.success());
+        self
+    }
+
+    /// Starts `sentinel watch` with the tokens in its environment.
+    pub(crate) fn watch(&self) -> (crate::harness::Daemon, crate::harness::DaemonInfo) {
+        let mut d = self.ws.spawn_env(&["watch"], &crate::ci_sources::env());
+        let info = d.ready();
+        (d, info)
+    }
+
+    /// The bare remote's branches and commits, one `refs/heads/… <commit>` a line.
+    pub(crate) fn remote_refs(&self) -> String {
+        crate::fix_e2e::git(
+            &self.remote,
+            &["for-each-ref", "--format=%(refname) %(objectname)"],
+        )
+    }
+}
+
+/// The ended fixes (success, failure or awaiting approval) of incident `id`, oldest first,
+/// once there are `n`.
+pub(crate) fn ended_fixes(api: &str, id: &str, n: usize) -> Vec<Value> {
+    crate::harness::eventually(std::time::Duration::from_secs(120), || {
+        let fixes: Value = crate::harness::http()
+            .get(format!("{api}/fixes"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let mut mine: Vec<Value> = fixes
+            .as_array()?
+            .iter()
+            .filter(|f| f["incident_id"] == id)
+            .cloned()
+            .collect();
+        mine.reverse();
+        let ended = mine
+            .iter()
+            .filter(|f| f["status"] != "pending" && f["status"] != "running")
+            .count();
+        (mine.len() >= n && ended >= n).then_some(mine)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{n} ended fixes of {id}: {:#}",
+            crate::ci_sources::detail(api, id)
+        )
+    })
 }

@@ -6,15 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use sentinel::fix::fake_llm::{FakeLlm, Route};
-
 use crate::ci_sources::{
-    GH_SECRET, SHA1, SHA2, config, detail, env, fixture, job_event, post_github, sign,
-    wait_incident,
+    GH_SECRET, SHA1, SHA2, detail, job_event, post_github, sign, wait_incident,
 };
-use crate::fake_forge::FakeForge;
-use crate::fix_e2e::{answer, git, project, reproducer, the_fix};
-use crate::harness::{Workspace, eventually, http, stdout};
+use crate::fake_forge::{Bench, ended_fixes};
+use crate::fix_e2e::{answer, git, reproducer, the_fix};
+use crate::harness::{eventually, stdout};
 
 /// Posts a signed failing `workflow_job` of job `name` (another name: another incident).
 fn send_named(url: &str, delivery: &str, id: u64, sha: &str, name: &str) {
@@ -40,30 +37,6 @@ fn incident_of_job(api: &str, name: &str) -> String {
         .to_string()
 }
 
-/// The ended fixes of incident `id`, once there are `n`.
-fn ended_fixes(api: &str, id: &str, n: usize) -> Vec<Value> {
-    eventually(Duration::from_secs(120), || {
-        let fixes: Value = http()
-            .get(format!("{api}/fixes"))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        let mine: Vec<Value> = fixes
-            .as_array()?
-            .iter()
-            .filter(|f| f["incident_id"] == id)
-            .cloned()
-            .collect();
-        let ended = mine
-            .iter()
-            .filter(|f| f["status"] != "pending" && f["status"] != "running")
-            .count();
-        (mine.len() >= n && ended >= n).then_some(mine)
-    })
-    .unwrap_or_else(|| panic!("{n} ended fixes of {id}: {:#}", detail(api, id)))
-}
-
 fn remote_ref(bare: &Path, branch: &str) -> String {
     git(bare, &["rev-parse", &format!("refs/heads/{branch}")])
         .trim()
@@ -72,35 +45,13 @@ fn remote_ref(bare: &Path, branch: &str) -> String {
 
 #[test]
 fn max_open_holds_back_a_second_pull_request_and_says_why() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let llm = rt.block_on(FakeLlm::start());
-    for _ in 0..3 {
-        llm.push(
-            Route::Anthropic,
-            answer(reproducer(), the_fix(), Value::Null),
-        );
-    }
-    let fake = rt.block_on(FakeForge::start());
-    for id in [1101, 1102, 1103] {
-        fake.set_log(id, &fixture("github_job_log.txt"));
-    }
-    let ws = Workspace::new();
-    git(ws.path(), &["init", "--quiet", "--bare", "remote.git"]);
-    let remote = ws.path().join("remote.git");
-    let section = format!(
-        "  pull_request:\n    provider: github\n    repo: acme/app\n    base: main\n    token_env: GH_TOKEN\n    api_url: {}\n    max_open: 1\n    remote: {}\n",
-        fake.github_url(),
-        remote.display()
+    let b = Bench::new(
+        vec![answer(reproducer(), the_fix(), Value::Null); 3],
+        &[1101, 1102, 1103],
     );
-    std::fs::write(
-        ws.path().join("sentinel.yaml"),
-        config(llm.base_url(), &fake.github_url(), &section, ""),
-    )
-    .unwrap();
-    project(&ws);
-    assert!(ws.run(&["register", "project"]).status.success());
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+    b.configure(&b.pull_request_section("", 1), "");
+    let (fake, ws, remote) = (&b.forge, &b.ws, &b.remote);
+    let (d, info) = b.watch();
     let api = info.api_url("");
     let gh = info.webhook_url("gh");
 
@@ -150,7 +101,7 @@ fn max_open_holds_back_a_second_pull_request_and_says_why() {
         json!(pr)
     );
     assert_eq!(
-        remote_ref(&remote, &branch1),
+        remote_ref(remote, &branch1),
         fix1["git_fix_ref"].as_str().unwrap()
     );
     assert!(d.term(Duration::from_secs(10)).success());
@@ -158,8 +109,6 @@ fn max_open_holds_back_a_second_pull_request_and_says_why() {
 
 #[test]
 fn the_issue_rate_limit_holds_across_a_restart() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let llm = rt.block_on(FakeLlm::start());
     // Proposals that do not fix: each incident ends escalated (fix_failed).
     let no_fix = json!({
         "path": "src/auth_module/auth_module.py",
@@ -167,28 +116,19 @@ fn the_issue_rate_limit_holds_across_a_restart() {
         "new": "    # looked at\n    user, expiry, signature = parts[0], parts[1], parts[2]",
         "contents": null,
     });
-    for _ in 0..2 {
-        llm.push(
-            Route::Anthropic,
-            answer(reproducer(), no_fix.clone(), Value::Null),
-        );
-    }
-    let fake = rt.block_on(FakeForge::start());
-    fake.set_log(1201, &fixture("github_job_log.txt"));
-    fake.set_log(1202, &fixture("github_job_log.txt"));
-    let ws = Workspace::with_config(&config(
-        llm.base_url(),
-        &fake.github_url(),
+    let b = Bench::new(
+        vec![answer(reproducer(), no_fix, Value::Null); 2],
+        &[1201, 1202],
+    );
+    b.configure(
         "",
         &format!(
             "issues:\n  provider: github\n  repo: acme/app\n  token_env: GH_TOKEN\n  api_url: {}\n  max_per_hour: 1\n",
-            fake.github_url()
+            b.forge.github_url()
         ),
-    ));
-    project(&ws);
-    assert!(ws.run(&["register", "project"]).status.success());
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+    );
+    let (fake, ws) = (&b.forge, &b.ws);
+    let (d, info) = b.watch();
     let api = info.api_url("");
     send_named(&info.webhook_url("gh"), "r-1", 1201, SHA1, "test");
     let first = incident_of_job(&api, "test");
@@ -200,8 +140,7 @@ fn the_issue_rate_limit_holds_across_a_restart() {
     assert!(d.term(Duration::from_secs(10)).success());
 
     // Restarted within the hour: another escalation waits, and says so.
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+    let (d, info) = b.watch();
     let api = info.api_url("");
     send_named(&info.webhook_url("gh"), "r-2", 1202, SHA1, "test-py312");
     let second = incident_of_job(&api, "test-py312");

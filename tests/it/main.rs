@@ -26,6 +26,7 @@ mod nats;
 mod outbox;
 mod peers;
 mod process;
+mod pull_request_updates;
 mod pull_requests;
 mod scan_cli;
 mod serve;

@@ -2,37 +2,18 @@
 //! real daemon, a signed `workflow_job`, the fake GitHub API (`fake_forge`), the fake LLM, a
 //! real git project and a real bare repository as the push remote.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use sentinel::fix::fake_llm::{FakeLlm, Route};
+use crate::ci_sources::{GH_TOKEN, SHA1, SHA2, detail, send_job, wait_incident};
+use crate::fake_forge::Bench;
+use crate::fix_e2e::{KEY, answer, git, reproducer, the_fix};
+use crate::harness::{eventually, http, stdout};
 
-use crate::ci_sources::{
-    GH_TOKEN, SHA1, SHA2, config, detail, env, fixture, send_job, wait_incident,
-};
-use crate::fake_forge::FakeForge;
-use crate::fix_e2e::{KEY, answer, git, project, reproducer, the_fix};
-use crate::harness::{Workspace, eventually, http, stdout};
-
-/// A bare repository in the workspace: the push remote.
-fn bare(ws: &Workspace) -> std::path::PathBuf {
-    let p = ws.path().join("remote.git");
-    git(ws.path(), &["init", "--quiet", "--bare", "remote.git"]);
-    p
-}
-
-fn remote_refs(bare: &Path) -> String {
-    git(bare, &["for-each-ref", "--format=%(refname) %(objectname)"])
-}
-
-fn pull_request_section(fake: &FakeForge, remote: &Path) -> String {
-    format!(
-        "  pull_request:\n    provider: github\n    repo: acme/app\n    base: main\n    token_env: GH_TOKEN\n    api_url: {}\n    labels: [sentinel]\n    max_open: 3\n    remote: {}\n",
-        fake.github_url(),
-        remote.display()
-    )
+/// `fix.pull_request` with the label `sentinel` and `max_open: 3`.
+fn pull_request_section(b: &Bench) -> String {
+    b.pull_request_section("    labels: [sentinel]\n", 3)
 }
 
 fn wait_fix(api: &str) -> Value {
@@ -51,30 +32,10 @@ fn wait_fix(api: &str) -> Value {
 
 #[test]
 fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let llm = rt.block_on(FakeLlm::start());
-    llm.push(
-        Route::Anthropic,
-        answer(reproducer(), the_fix(), Value::Null),
-    );
-    let fake = rt.block_on(FakeForge::start());
-    fake.set_log(601, &fixture("github_job_log.txt"));
-    let ws = Workspace::new();
-    let remote = bare(&ws);
-    std::fs::write(
-        ws.path().join("sentinel.yaml"),
-        config(
-            llm.base_url(),
-            &fake.github_url(),
-            &pull_request_section(&fake, &remote),
-            "",
-        ),
-    )
-    .unwrap();
-    project(&ws);
-    assert!(ws.run(&["register", "project"]).status.success());
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+    let b = Bench::new(vec![answer(reproducer(), the_fix(), Value::Null)], &[601]);
+    b.configure(&pull_request_section(&b), "");
+    let (fake, ws) = (&b.forge, &b.ws);
+    let (d, info) = b.watch();
     let api = info.api_url("");
     send_job(&info.webhook_url("gh"), "pr-1", 601, SHA1, 1, "failure");
     let inc = wait_incident(&api, "IndexError");
@@ -94,7 +55,7 @@ fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
     })
     .unwrap_or_else(|| panic!("{:#}\n{}", detail(&api, &id), d.log_text()));
     assert_eq!(
-        remote_refs(&remote),
+        b.remote_refs(),
         format!("refs/heads/{branch} {commit}"),
         "the proven fix's branch, and only it, is in the remote"
     );
@@ -156,30 +117,10 @@ fn a_failing_job_ends_as_a_pull_request_whose_body_is_the_report() {
 
 #[test]
 fn shadow_mode_pushes_nothing_and_opens_nothing() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let llm = rt.block_on(FakeLlm::start());
-    llm.push(
-        Route::Anthropic,
-        answer(reproducer(), the_fix(), Value::Null),
-    );
-    let fake = rt.block_on(FakeForge::start());
-    fake.set_log(701, &fixture("github_job_log.txt"));
-    let ws = Workspace::new();
-    let remote = bare(&ws);
-    std::fs::write(
-        ws.path().join("sentinel.yaml"),
-        config(
-            llm.base_url(),
-            &fake.github_url(),
-            &format!("  mode: shadow\n{}", pull_request_section(&fake, &remote)),
-            "",
-        ),
-    )
-    .unwrap();
-    project(&ws);
-    assert!(ws.run(&["register", "project"]).status.success());
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+    let b = Bench::new(vec![answer(reproducer(), the_fix(), Value::Null)], &[701]);
+    b.configure(&format!("  mode: shadow\n{}", pull_request_section(&b)), "");
+    let (fake, ws) = (&b.forge, &b.ws);
+    let (d, info) = b.watch();
     let api = info.api_url("");
     send_job(&info.webhook_url("gh"), "s-1", 701, SHA1, 1, "failure");
     let inc = wait_incident(&api, "IndexError");
@@ -200,7 +141,7 @@ fn shadow_mode_pushes_nothing_and_opens_nothing() {
         (store_head() >= ended).then_some(())
     })
     .expect("the forge followed the log past the fix");
-    assert_eq!(remote_refs(&remote), "", "nothing pushed in shadow mode");
+    assert_eq!(b.remote_refs(), "", "nothing pushed in shadow mode");
     assert!(fake.pulls().is_empty());
     assert!(detail(&api, id)["forge"].is_null());
     assert!(d.term(Duration::from_secs(10)).success());
@@ -208,8 +149,6 @@ fn shadow_mode_pushes_nothing_and_opens_nothing() {
 
 #[test]
 fn an_escalated_incident_opens_one_issue_commented_on_and_closed_when_resolved() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let llm = rt.block_on(FakeLlm::start());
     // The first proposal does not fix: the incident ends escalated (fix_failed).
     let no_fix = json!({
         "path": "src/auth_module/auth_module.py",
@@ -217,27 +156,22 @@ fn an_escalated_incident_opens_one_issue_commented_on_and_closed_when_resolved()
         "new": "    # looked at\n    user, expiry, signature = parts[0], parts[1], parts[2]",
         "contents": null,
     });
-    llm.push(Route::Anthropic, answer(reproducer(), no_fix, Value::Null));
-    llm.push(
-        Route::Anthropic,
-        answer(reproducer(), the_fix(), Value::Null),
+    let b = Bench::new(
+        vec![
+            answer(reproducer(), no_fix, Value::Null),
+            answer(reproducer(), the_fix(), Value::Null),
+        ],
+        &[801, 802],
     );
-    let fake = rt.block_on(FakeForge::start());
-    fake.set_log(801, &fixture("github_job_log.txt"));
-    fake.set_log(802, &fixture("github_job_log.txt"));
-    let ws = Workspace::with_config(&config(
-        llm.base_url(),
-        &fake.github_url(),
+    b.configure(
         "",
         &format!(
             "issues:\n  provider: github\n  repo: acme/app\n  token_env: GH_TOKEN\n  api_url: {}\n  labels: [sentinel, ci]\n  max_per_hour: 5\n",
-            fake.github_url()
+            b.forge.github_url()
         ),
-    ));
-    project(&ws);
-    assert!(ws.run(&["register", "project"]).status.success());
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+    );
+    let fake = &b.forge;
+    let (d, info) = b.watch();
     let api = info.api_url("");
     let gh = info.webhook_url("gh");
     send_job(&gh, "i-1", 801, SHA1, 1, "failure");
@@ -303,30 +237,17 @@ fn an_escalated_incident_opens_one_issue_commented_on_and_closed_when_resolved()
 
 #[test]
 fn a_push_that_fails_leaves_the_branch_local_and_says_so() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let llm = rt.block_on(FakeLlm::start());
-    llm.push(
-        Route::Anthropic,
-        answer(reproducer(), the_fix(), Value::Null),
-    );
-    let fake = rt.block_on(FakeForge::start());
-    fake.set_log(901, &fixture("github_job_log.txt"));
-    let ws = Workspace::new();
-    let missing = ws.path().join("no-such-remote.git");
-    std::fs::write(
-        ws.path().join("sentinel.yaml"),
-        config(
-            llm.base_url(),
-            &fake.github_url(),
-            &pull_request_section(&fake, &missing),
-            "",
+    let b = Bench::new(vec![answer(reproducer(), the_fix(), Value::Null)], &[901]);
+    let missing = b.ws.path().join("no-such-remote.git");
+    b.configure(
+        &pull_request_section(&b).replace(
+            &b.remote.display().to_string(),
+            &missing.display().to_string(),
         ),
-    )
-    .unwrap();
-    let project = project(&ws);
-    assert!(ws.run(&["register", "project"]).status.success());
-    let mut d = ws.spawn_env(&["watch"], &env());
-    let info = d.ready();
+        "",
+    );
+    let (fake, ws, project) = (&b.forge, &b.ws, &b.project);
+    let (d, info) = b.watch();
     let api = info.api_url("");
     send_job(&info.webhook_url("gh"), "pf-1", 901, SHA1, 1, "failure");
     let id = wait_incident(&api, "IndexError")["id"]
@@ -348,7 +269,7 @@ fn a_push_that_fails_leaves_the_branch_local_and_says_so() {
     assert!(fake.pulls().is_empty());
     // The branch is still there, in the user's repository.
     assert_eq!(
-        git(&project, &["branch", "--list", branch]).trim_start_matches("* "),
+        git(project, &["branch", "--list", branch]).trim_start_matches("* "),
         branch
     );
     let text = stdout(&ws.run(&["incident", &id]));
