@@ -271,6 +271,30 @@ impl Store {
         })
     }
 
+    /// Every row of `table` that decodes: `(fingerprint, value)`; none when the table was
+    /// never created. A row that does not decode is left out (these lists feed checks that
+    /// read the one record again through [`Store::read_json`], which names the problem).
+    fn read_all_decodable<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        format: u8,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage()(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(self.storage())? {
+            let (k, v) = row.map_err(self.storage())?;
+            if let Ok(r) = codec::decode::<T>(format, v.value()) {
+                out.push((k.value(), r));
+            }
+        }
+        Ok(out)
+    }
+
     fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         table: TableDefinition<u64, &[u8]>,
@@ -309,20 +333,7 @@ impl Store {
     ///
     /// [`StoreError`] on storage errors.
     pub fn ci_records(&self) -> Result<Vec<(u64, CiRecord)>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = match txn.open_table(CI_INCIDENTS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(self.storage())? {
-            let (k, v) = row.map_err(self.storage())?;
-            if let Ok(r) = codec::decode::<CiRecord>(CI_FORMAT, v.value()) {
-                out.push((k.value(), r));
-            }
-        }
-        Ok(out)
+        self.read_all_decodable(CI_INCIDENTS, CI_FORMAT)
     }
 
     /// What the forge did for the incident with fingerprint `fp`.
@@ -340,20 +351,7 @@ impl Store {
     ///
     /// [`StoreError`] on storage errors.
     pub fn all_forge_links(&self) -> Result<Vec<(u64, ForgeLinks)>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = match txn.open_table(FORGE_LINKS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(self.storage())? {
-            let (k, v) = row.map_err(self.storage())?;
-            if let Ok(r) = codec::decode::<ForgeLinks>(FORGE_FORMAT, v.value()) {
-                out.push((k.value(), r));
-            }
-        }
-        Ok(out)
+        self.read_all_decodable(FORGE_LINKS, FORGE_FORMAT)
     }
 
     /// The incident with fingerprint `fp`.
