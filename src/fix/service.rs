@@ -606,6 +606,7 @@ fn refusal_event(
         fix_id: fix_id.to_string(),
         component_id: job.component_id.clone(),
         data: serde_json::json!({"guardrail": r.guardrail, "reason": r.reason, "held": held}),
+        incident: None,
     }
 }
 

@@ -195,6 +195,7 @@ mod tests {
                     fix_id: String::new(),
                     component_id: String::new(),
                     data: serde_json::Value::Null,
+                    incident: None,
                 },
                 jiff::Timestamp::UNIX_EPOCH,
             )

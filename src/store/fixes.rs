@@ -203,6 +203,7 @@ impl FixResult {
             fix_id: self.id.clone(),
             component_id: self.component_id.clone(),
             data: serde_json::to_value(self).unwrap_or_default(),
+            incident: None,
         }
     }
 }

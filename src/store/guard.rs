@@ -72,22 +72,60 @@ impl CardinalityGuard {
         CardinalityGuard::new(g.max_new_incidents_per_key, g.window_seconds)
     }
 
-    /// Whether `key` may open one more incident at `now_us`; if so, counts it.
+    /// Whether `key` may open one more incident at `now_us`; if so, counts it (in
+    /// `windows`, written back by [`Windows::store`]).
     pub(crate) fn admit(
         &self,
-        windows: &mut Table<&str, (u64, u64)>,
+        windows: &mut Windows<'_>,
         key: &str,
         now_us: u64,
     ) -> Result<bool, redb::StorageError> {
-        let (start, n) = match windows.get(key)?.map(|v| v.value()) {
+        let slot = match windows.read.get_mut(key) {
+            Some(slot) => slot,
+            None => {
+                let stored = windows.table.get(key)?.map(|v| v.value());
+                windows.read.entry(key.to_string()).or_insert(stored)
+            }
+        };
+        let (start, n) = match *slot {
             Some((start, n)) if now_us.saturating_sub(start) < self.window_us => (start, n),
             _ => (now_us, 0),
         };
         if n >= self.max_new_per_key {
             return Ok(false);
         }
-        windows.insert(key, (start, n + 1))?;
+        *slot = Some((start, n + 1));
+        windows.dirty.insert(key.to_string());
         Ok(true)
+    }
+}
+
+/// The keys' windows as one transaction reads and moves them: each key's row is read once
+/// and written once ([`Windows::store`]), not at every new incident.
+pub(crate) struct Windows<'t> {
+    table: Table<'t, &'static str, (u64, u64)>,
+    read: std::collections::HashMap<String, Option<(u64, u64)>>,
+    dirty: std::collections::HashSet<String>,
+}
+
+impl<'t> Windows<'t> {
+    /// The windows of `txn`.
+    pub(crate) fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(Windows {
+            table: txn.open_table(GUARD_WINDOWS)?,
+            read: std::collections::HashMap::new(),
+            dirty: std::collections::HashSet::new(),
+        })
+    }
+
+    /// Writes back the windows that moved.
+    pub(crate) fn store(mut self) -> Result<(), redb::StorageError> {
+        for key in &self.dirty {
+            if let Some(Some(w)) = self.read.get(key) {
+                self.table.insert(key.as_str(), *w)?;
+            }
+        }
+        Ok(())
     }
 }
 

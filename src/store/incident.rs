@@ -174,7 +174,7 @@ struct Wire<S> {
     overflow: Option<Overflow>,
 }
 
-fn attribution_code(a: AttributionStatus) -> u8 {
+pub(crate) fn attribution_code(a: AttributionStatus) -> u8 {
     match a {
         AttributionStatus::Registered => 0,
         AttributionStatus::Unregistered => 1,
@@ -182,13 +182,26 @@ fn attribution_code(a: AttributionStatus) -> u8 {
     }
 }
 
-fn attribution_of(code: u8) -> Option<AttributionStatus> {
+pub(crate) fn attribution_of(code: u8) -> Option<AttributionStatus> {
     Some(match code {
         0 => AttributionStatus::Registered,
         1 => AttributionStatus::Unregistered,
         2 => AttributionStatus::Unattributed,
         _ => return None,
     })
+}
+
+/// The one-byte code of a severity (its index in [`Severity::ALL`]).
+pub(crate) fn severity_code(s: Severity) -> u8 {
+    Severity::ALL.iter().position(|x| *x == s).unwrap_or(1) as u8
+}
+
+/// The one-byte code of a status (its index in [`IncidentStatus::ALL`]).
+pub(crate) fn status_code(s: IncidentStatus) -> u8 {
+    IncidentStatus::ALL
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(0) as u8
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -215,14 +228,8 @@ impl Incident {
             first_seen_ns: self.first_seen.as_nanosecond(),
             last_seen_ns: self.last_seen.as_nanosecond(),
             attribution: attribution_code(self.attribution),
-            severity: Severity::ALL
-                .iter()
-                .position(|s| *s == self.severity)
-                .unwrap_or(1) as u8,
-            status: IncidentStatus::ALL
-                .iter()
-                .position(|s| *s == self.status)
-                .unwrap_or(0) as u8,
+            severity: severity_code(self.severity),
+            status: status_code(self.status),
             component_id: &self.component_id,
             method: &self.method,
             pact_key: &self.pact_key,

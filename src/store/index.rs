@@ -154,6 +154,14 @@ impl<'s, 't> Indexer<'s, 't> {
         self.entries.put(st, fp, to_us, n)
     }
 
+    /// The component incident `fp` is indexed under.
+    pub(crate) fn component(&self, fp: u64) -> Result<String, StoreError> {
+        match self.attrs.get(fp).map_err(self.st.storage())? {
+            Some(v) => Ok(v.value().2.to_string()),
+            None => Err(not_indexed(self.st, fp)),
+        }
+    }
+
     /// `inc` (last seen at `last_us`) is stored with its status, severity and component as
     /// they are now: entries and tallies follow what changed.
     pub(crate) fn update(

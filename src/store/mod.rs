@@ -619,6 +619,7 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(self.storage()(e)),
         };
+        let incidents = self.open_incidents(&txn)?;
         let mut out = Vec::new();
         for row in t
             .range(after.saturating_add(1)..)
@@ -626,12 +627,7 @@ impl Store {
             .take(limit)
         {
             let (_, v) = row.map_err(self.storage())?;
-            out.push(
-                Event::decode(v.value()).map_err(|detail| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail,
-                })?,
-            );
+            out.push(self.read_event(incidents.as_ref(), v.value())?);
         }
         Ok(out)
     }
@@ -651,6 +647,7 @@ impl Store {
             }
             (Err(e), _) | (_, Err(e)) => return Err(self.storage()(e)),
         };
+        let incidents = self.open_incidents(&txn)?;
         let mut out = Vec::new();
         for row in index
             .range((id, 0)..=(id, u64::MAX))
@@ -661,16 +658,48 @@ impl Store {
             let (k, _) = row.map_err(self.storage())?;
             let seq = k.value().1;
             if let Some(v) = events.get(seq).map_err(self.storage())? {
-                out.push(
-                    Event::decode(v.value()).map_err(|detail| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        detail,
-                    })?,
-                );
+                out.push(self.read_event(incidents.as_ref(), v.value())?);
             }
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The incidents table of `txn` (`None` before the first incident).
+    fn open_incidents(
+        &self,
+        txn: &ReadTransaction,
+    ) -> Result<Option<redb::ReadOnlyTable<u64, &'static [u8]>>, StoreError> {
+        match txn.open_table(INCIDENTS) {
+            Ok(t) => Ok(Some(t)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.storage()(e)),
+        }
+    }
+
+    /// Decodes a logged event; an incident event's summary is built from the incident's
+    /// record in `incidents` (see [`events::IncidentState`]).
+    fn read_event(
+        &self,
+        incidents: Option<&redb::ReadOnlyTable<u64, &'static [u8]>>,
+        bytes: &[u8],
+    ) -> Result<Event, StoreError> {
+        let corrupt = |detail| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        let stored = Event::decode_stored(bytes).map_err(corrupt)?;
+        let record = match (&stored.incident, incidents) {
+            (Some(state), Some(t)) => {
+                let fp = state.fingerprint.0;
+                match t.get(fp).map_err(self.storage())? {
+                    Some(v) => Some(self.decode(fp, v.value())?),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(stored.complete(record.as_ref()))
     }
 
     /// The sequence number of the oldest event still logged (0: none).
@@ -1386,7 +1415,7 @@ impl StoreTxn<'_> {
             .map_err(st.storage())?;
         let mut pending: Vec<NewEvent> = Vec::new();
         let guard = st.cardinality_guard();
-        let mut guard_windows = txn.open_table(guard::GUARD_WINDOWS).map_err(st.storage())?;
+        let mut guard_windows = guard::Windows::open(txn).map_err(st.storage())?;
         let mut overflows = txn.open_table(guard::OVERFLOWS).map_err(st.storage())?;
         let mut folds = guard::Folds::default();
         let mut throttle = st
@@ -1475,12 +1504,16 @@ impl StoreTxn<'_> {
                         pending.push(action_event(&inc, &action));
                         outcome.actions.push((inc.id.clone(), action));
                     } else if throttle.due(fp, now_us) {
-                        let v = incidents.get(fp).map_err(st.storage())?;
-                        if let Some(v) = v {
-                            let mut inc = st.decode(fp, v.value())?;
-                            inc.count = count + d.count;
-                            inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
-                            pending.push(NewEvent::incident(EventKind::IncidentUpdated, &inc));
+                        // The count moved: logged from the index's attributes, without
+                        // reading (and decoding) the record (see `events::IncidentState`).
+                        if let Some(id) = stored_id(&ids, d.fingerprint).map_err(st.storage())? {
+                            pending.push(NewEvent::count_moved(
+                                id,
+                                idx.component(fp)?,
+                                d.fingerprint,
+                                count + d.count,
+                                Timestamp::from_microsecond(last as i64).unwrap_or(now),
+                            ));
                         }
                     }
                 }
@@ -1609,7 +1642,8 @@ impl StoreTxn<'_> {
                 .insert(fp, (key.as_str(), total + fold.fingerprints))
                 .map_err(st.storage())?;
         }
-        drop((guard_windows, overflows));
+        guard_windows.store().map_err(st.storage())?;
+        drop(overflows);
         let mut keys = txn.open_table(KEY_COUNTS).map_err(st.storage())?;
         for (k, n) in &batch.key_counts {
             let old = keys
@@ -1812,21 +1846,12 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?
                 .map_or(1, |(k, _)| k.value() + 1),
         };
-        let event = Event {
-            seq,
-            at: now,
-            kind: ev.kind,
-            incident_id: ev.incident_id,
-            fix_id: ev.fix_id,
-            component_id: ev.component_id,
-            data: ev.data,
-        };
-        t.insert(seq, event.encode().as_slice())
+        t.insert(seq, events::encode(seq, now, &ev).as_slice())
             .map_err(st.storage())?;
-        if !event.incident_id.is_empty() {
+        if !ev.incident_id.is_empty() {
             let mut by_incident = self.txn.open_table(INCIDENT_EVENTS).map_err(st.storage())?;
             by_incident
-                .insert((event.incident_id.as_str(), seq), ())
+                .insert((ev.incident_id.as_str(), seq), ())
                 .map_err(st.storage())?;
         }
         self.next_event = Some(seq + 1);
@@ -1992,6 +2017,22 @@ pub(crate) fn micros(t: Timestamp) -> u64 {
 
 /// The id of a new incident: the first 12 hex characters of its fingerprint, or (in the
 /// astronomically rare case that another fingerprint has them) the next free 48-bit value.
+/// The id of the stored incident `fp` (see [`free_id`]); `None` if it has none.
+fn stored_id(
+    ids: &redb::Table<&str, u64>,
+    fp: Fingerprint,
+) -> Result<Option<String>, redb::StorageError> {
+    let mut candidate = fp.0 >> 16;
+    loop {
+        let id = format!("{candidate:012x}");
+        match ids.get(id.as_str())? {
+            Some(owner) if owner.value() == fp.0 => return Ok(Some(id)),
+            Some(_) => candidate = (candidate + 1) & 0xffff_ffff_ffff,
+            None => return Ok(None),
+        }
+    }
+}
+
 fn free_id(ids: &redb::Table<&str, u64>, fp: Fingerprint) -> Result<String, redb::StorageError> {
     let mut candidate = fp.0 >> 16;
     loop {

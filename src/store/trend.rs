@@ -251,8 +251,12 @@ impl StoreTxn<'_> {
                 let old = t.get((fp, at)).map_err(st.storage())?.map(|v| v.value());
                 t.insert((fp, at), old.unwrap_or(0) + n)
                     .map_err(st.storage())?;
-                t.retain_in((fp, 0)..(fp, oldest), |_, _| false)
-                    .map_err(st.storage())?;
+                // The incident's buckets older than the span go when a new bucket starts
+                // (the `oldest` of a bucket is fixed): not again at every count.
+                if old.is_none() {
+                    t.retain_in((fp, 0)..(fp, oldest), |_, _| false)
+                        .map_err(st.storage())?;
+                }
             }
             let mut t = self.txn.open_table(all).map_err(st.storage())?;
             let old = t.get(at).map_err(st.storage())?.map(|v| v.value());
