@@ -60,6 +60,9 @@ pub(crate) struct Indexer<'s, 't> {
     attrs: redb::Table<'t, u64, (&'static str, &'static str, &'static str)>,
     entries: Entries<'t>,
     tallies: redb::Table<'t, (&'static str, &'static str), u64>,
+    /// Tally changes held until [`Indexer::finish`] (an indexer opened with
+    /// [`Indexer::open_batched`]); `None`: each change is written at once.
+    held: Option<std::collections::HashMap<(&'static str, String), i64>>,
 }
 
 /// The two secondary indexes (apart from `incident_attrs`, so that an entry can be moved
@@ -126,7 +129,31 @@ impl<'s, 't> Indexer<'s, 't> {
                 by_severity: txn.open_table(BY_SEVERITY).map_err(st.storage())?,
             },
             tallies: txn.open_table(TALLIES).map_err(st.storage())?,
+            held: None,
         })
+    }
+
+    /// Like [`Indexer::open`], but the tallies are summed in memory and written by
+    /// [`Indexer::finish`], once per value instead of once per incident: for the ingest
+    /// writer, which creates thousands of incidents of a few components per transaction.
+    pub(crate) fn open_batched(
+        st: &'s Store,
+        txn: &'t WriteTransaction,
+    ) -> Result<Self, StoreError> {
+        let mut idx = Indexer::open(st, txn)?;
+        idx.held = Some(std::collections::HashMap::new());
+        Ok(idx)
+    }
+
+    /// Writes the tallies held (see [`Indexer::open_batched`]).
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+        let held = self.held.take().unwrap_or_default();
+        for ((dim, value), delta) in held {
+            if delta != 0 {
+                self.write_tally(dim, &value, delta)?;
+            }
+        }
+        Ok(())
     }
 
     /// A new incident, last seen at `last_us`: indexed and counted.
@@ -215,8 +242,24 @@ impl<'s, 't> Indexer<'s, 't> {
         }
     }
 
-    /// Adds `delta` to the tally of `(dim, value)`; a tally that reaches 0 is removed.
-    fn tally(&mut self, dim: &str, value: &str, delta: i64) -> Result<(), StoreError> {
+    /// Adds `delta` to the tally of `(dim, value)` (or holds it: [`Indexer::open_batched`]).
+    fn tally(&mut self, dim: &'static str, value: &str, delta: i64) -> Result<(), StoreError> {
+        match &mut self.held {
+            Some(held) => {
+                match held.get_mut(&(dim, value.to_string())) {
+                    Some(d) => *d += delta,
+                    None => {
+                        held.insert((dim, value.to_string()), delta);
+                    }
+                }
+                Ok(())
+            }
+            None => self.write_tally(dim, value, delta),
+        }
+    }
+
+    /// Adds `delta` to the stored tally of `(dim, value)`; a tally that reaches 0 is removed.
+    fn write_tally(&mut self, dim: &str, value: &str, delta: i64) -> Result<(), StoreError> {
         let old = self
             .tallies
             .get((dim, value))
@@ -236,6 +279,17 @@ impl<'s, 't> Indexer<'s, 't> {
                 .map_err(self.st.storage())?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Indexer<'_, '_> {
+    fn drop(&mut self) {
+        // A batched indexer dropped without `finish` would lose its tallies; dropped on an
+        // error path, its transaction is dropped (rolled back) too.
+        debug_assert!(
+            self.held.as_ref().is_none_or(|h| h.is_empty()) || std::thread::panicking(),
+            "a batched indexer dropped with tallies held"
+        );
     }
 }
 

@@ -1399,7 +1399,7 @@ impl StoreTxn<'_> {
         let mut counts = txn.open_table(COUNTS).map_err(st.storage())?;
         let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
         let mut recent = txn.open_table(RECENT).map_err(st.storage())?;
-        let mut idx = index::Indexer::open(st, txn)?;
+        let mut idx = index::Indexer::open_batched(st, txn)?;
         let now_us = micros(now);
         let policy = st.fix_policy();
         let mut windows = txn.open_table(WINDOWS).map_err(st.storage())?;
@@ -1660,8 +1660,9 @@ impl StoreTxn<'_> {
                 .insert(*k, old.unwrap_or(0) + n)
                 .map_err(st.storage())?;
         }
+        idx.finish()?;
         drop((
-            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open, idx,
+            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
         ));
         drop(throttle);
         if !batch.source_positions.is_empty() {
@@ -1673,9 +1674,7 @@ impl StoreTxn<'_> {
             }
         }
         self.record_trend(&counted, now_us)?;
-        for ev in pending {
-            self.emit(ev, now)?;
-        }
+        self.emit_all(pending, now)?;
         if let Some(m) = &mined {
             templates::settle(st, &self.txn, m, &outcome)?;
         }
@@ -1837,25 +1836,42 @@ impl StoreTxn<'_> {
     ///
     /// [`StoreError`] on storage errors.
     pub fn emit(&mut self, ev: NewEvent, now: Timestamp) -> Result<u64, StoreError> {
+        let seq = self.emit_all(vec![ev], now)?;
+        Ok(seq)
+    }
+
+    /// Logs `evs` in order (see [`StoreTxn::emit`]), opening the log's tables once; returns
+    /// the sequence number of the last (0: none).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn emit_all(&mut self, evs: Vec<NewEvent>, now: Timestamp) -> Result<u64, StoreError> {
+        if evs.is_empty() {
+            return Ok(0);
+        }
         let st = self.store;
         let mut t = self.txn.open_table(EVENTS).map_err(st.storage())?;
-        let seq = match self.next_event {
+        let mut by_incident = self.txn.open_table(INCIDENT_EVENTS).map_err(st.storage())?;
+        let mut seq = match self.next_event {
             Some(n) => n,
             None => t
                 .last()
                 .map_err(st.storage())?
                 .map_or(1, |(k, _)| k.value() + 1),
         };
-        t.insert(seq, events::encode(seq, now, &ev).as_slice())
-            .map_err(st.storage())?;
-        if !ev.incident_id.is_empty() {
-            let mut by_incident = self.txn.open_table(INCIDENT_EVENTS).map_err(st.storage())?;
-            by_incident
-                .insert((ev.incident_id.as_str(), seq), ())
+        for ev in &evs {
+            t.insert(seq, events::encode(seq, now, ev).as_slice())
                 .map_err(st.storage())?;
+            if !ev.incident_id.is_empty() {
+                by_incident
+                    .insert((ev.incident_id.as_str(), seq), ())
+                    .map_err(st.storage())?;
+            }
+            seq += 1;
         }
-        self.next_event = Some(seq + 1);
-        Ok(seq)
+        self.next_event = Some(seq);
+        Ok(seq - 1)
     }
 
     /// Drops up to `max` events with sequence numbers below `before`; returns how many.
