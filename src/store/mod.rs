@@ -1425,13 +1425,13 @@ impl StoreTxn<'_> {
         // Apply in fingerprint order: deterministic ids when two collide.
         let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
         deltas.sort_unstable_by_key(|d| d.fingerprint);
-        // What was counted, for the trend counters.
-        let mut counted: Vec<(u64, u64)> = Vec::with_capacity(deltas.len());
+        // What was counted, for the trend counters (and whether the incident is new here).
+        let mut counted: Vec<(u64, u64, bool)> = Vec::with_capacity(deltas.len());
         for d in deltas {
             let fp = d.fingerprint.0;
             let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
             if existing.is_some() || d.new.is_some() {
-                counted.push((fp, d.count));
+                counted.push((fp, d.count, existing.is_none()));
             }
             match existing {
                 Some((count, last_us)) => {
@@ -1591,7 +1591,7 @@ impl StoreTxn<'_> {
         }
         for (key, fold) in &folds.by_key {
             let fp = fold.fp;
-            counted.push((fp, fold.lines));
+            counted.push((fp, fold.lines, false));
             let v = incidents
                 .get(fp)
                 .map_err(st.storage())?

@@ -231,23 +231,30 @@ impl Store {
 }
 
 impl StoreTxn<'_> {
-    /// Adds `counts` (fingerprint, occurrences) to the buckets of `now_us` and prunes the
-    /// counted incidents' buckets that fell out of their span. Called by [`StoreTxn::apply`].
+    /// Adds `counts` (fingerprint, occurrences, created in this transaction) to the buckets
+    /// of `now_us` and prunes the counted incidents' buckets that fell out of their span.
+    /// Called by [`StoreTxn::apply`].
     pub(super) fn record_trend(
         &mut self,
-        counts: &[(u64, u64)],
+        counts: &[(u64, u64, bool)],
         now_us: u64,
     ) -> Result<(), StoreError> {
         if counts.is_empty() {
             return Ok(());
         }
         let st = self.store;
-        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        let total: u64 = counts.iter().map(|(_, n, _)| n).sum();
         for bucket in Bucket::ALL {
             let (per_incident, all, _) = bucket.tables();
             let (at, oldest) = (bucket.index(now_us), bucket.oldest_kept(now_us));
             let mut t = self.txn.open_table(per_incident).map_err(st.storage())?;
-            for &(fp, n) in counts {
+            for &(fp, n, created) in counts {
+                if created {
+                    // An incident created in this transaction has no buckets yet (retention,
+                    // the only way an incident goes, takes its buckets with it).
+                    t.insert((fp, at), n).map_err(st.storage())?;
+                    continue;
+                }
                 let old = t.get((fp, at)).map_err(st.storage())?.map(|v| v.value());
                 t.insert((fp, at), old.unwrap_or(0) + n)
                     .map_err(st.storage())?;
