@@ -330,7 +330,16 @@ pub fn write(store: &Store, reports: &Path, id: &str) -> anyhow::Result<Option<P
 pub struct Follower {
     after: u64,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Postmortems that could not be written (a full disk): tried again at the next call,
+    /// at most [`RETRY_MAX`] of them.
+    failed: std::collections::BTreeSet<String>,
+    /// Whether writing fails: said once when it starts and once when it ends, not once per
+    /// incident (a full disk under a flood of escalations would otherwise log a line each).
+    failing: bool,
 }
+
+/// Postmortems kept to be tried again after a failed write.
+const RETRY_MAX: usize = 10_000;
 
 impl Follower {
     /// A follower from the log's head now (what ended before was written then); it gives up
@@ -341,11 +350,15 @@ impl Follower {
         Follower {
             after: store.event_head(),
             stop,
+            failed: std::collections::BTreeSet::new(),
+            failing: false,
         }
     }
 
     /// Writes the postmortems the events after the last call call for.
     pub fn catch_up(&mut self, store: &Store, reports: &Path) {
+        let retry: Vec<String> = std::mem::take(&mut self.failed).into_iter().collect();
+        self.write_all(store, reports, retry.iter().map(String::as_str));
         loop {
             if self.stop.load(std::sync::atomic::Ordering::Acquire) {
                 return;
@@ -375,11 +388,85 @@ impl Follower {
                 .collect();
             due.sort_unstable();
             due.dedup();
-            for id in due {
-                if let Err(e) = write(store, reports, id) {
-                    tracing::warn!(incident = id, error = %e, "cannot write the postmortem");
+            self.write_all(store, reports, due.into_iter());
+        }
+    }
+
+    /// Writes the postmortems of `ids`, keeping those that fail for the next call.
+    fn write_all<'a>(&mut self, store: &Store, reports: &Path, ids: impl Iterator<Item = &'a str>) {
+        let mut first_error = None;
+        let mut failed = 0usize;
+        let mut written = 0usize;
+        for id in ids {
+            match write(store, reports, id) {
+                Ok(_) => written += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                    if self.failed.len() < RETRY_MAX {
+                        self.failed.insert(id.to_string());
+                    }
                 }
             }
         }
+        if let Some(e) = first_error
+            && !self.failing
+        {
+            self.failing = true;
+            tracing::warn!(
+                postmortems = failed,
+                error = %e,
+                "cannot write postmortems; they are tried again as the event log moves"
+            );
+        } else if self.failing && failed == 0 && written > 0 && self.failed.is_empty() {
+            self.failing = false;
+            tracing::info!("postmortems are written again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::{AttributionStatus, Severity};
+    use crate::scan::Fingerprint;
+    use crate::store::{IncidentDelta, IngestBatch};
+
+    /// A postmortem that cannot be written (the reports directory is not one: as good as a
+    /// full disk) is kept and written at the next call once it can be.
+    #[test]
+    fn a_postmortem_that_fails_is_written_at_the_next_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sentinel.redb")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut follower = Follower::new(&store, stop);
+        let mut batch = IngestBatch::new();
+        batch.incidents.insert(
+            Fingerprint(0xabcdef0123456789),
+            IncidentDelta::new(
+                Fingerprint(0xabcdef0123456789),
+                3,
+                "ERROR boom",
+                AttributionStatus::Unattributed,
+                Severity::High,
+            ),
+        );
+        let outcome = store.apply(&batch, jiff::Timestamp::now()).unwrap();
+        let id = outcome.created_ids[0].clone();
+        let escalated = store
+            .events_after(0, 10)
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == EventKind::IncidentEscalated);
+        assert!(escalated, "the default policy escalates a new incident");
+        let reports = dir.path().join("reports");
+        std::fs::write(&reports, "not a directory").unwrap();
+        follower.catch_up(&store, &reports);
+        assert!(follower.failing);
+        assert!(follower.failed.contains(&id));
+        std::fs::remove_file(&reports).unwrap();
+        follower.catch_up(&store, &reports);
+        assert!(path(&reports, &id).exists());
+        assert!(!follower.failing && follower.failed.is_empty());
     }
 }
