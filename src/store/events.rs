@@ -498,49 +498,53 @@ impl Event {
             serde_json::from_str(t).map_err(|e| format!("invalid value: {e}"))
         };
         let at = |ns: i128| Timestamp::from_nanosecond(ns).map_err(|e| e.to_string());
-        match b.split_first() {
-            Some((&EVENT_FORMAT_JSON, _)) => Ok(Stored {
-                event: super::codec::decode(EVENT_FORMAT_JSON, b).map_err(|e| e.to_string())?,
-                incident: None,
-            }),
+        let w: Wire<String> = match b.split_first() {
+            Some((&EVENT_FORMAT_JSON, _)) => {
+                return Ok(Stored {
+                    event: super::codec::decode(EVENT_FORMAT_JSON, b).map_err(|e| e.to_string())?,
+                    incident: None,
+                });
+            }
             Some((&EVENT_FORMAT_V2, body)) => {
                 let w: WireV2<String> =
                     super::codec::decode_bin(body).map_err(|e| e.to_string())?;
-                Ok(Stored {
-                    event: Event {
-                        seq: w.seq,
-                        at: at(w.at_ns)?,
-                        kind: kind_of(w.kind)?,
-                        incident_id: w.incident_id,
-                        fix_id: w.fix_id,
-                        component_id: w.component_id,
-                        data: json(&w.data)?,
-                    },
+                // Format 2 is format 3 without an incident state (its data is whole).
+                Wire {
+                    seq: w.seq,
+                    at_ns: w.at_ns,
+                    kind: w.kind,
+                    incident_id: w.incident_id,
+                    fix_id: w.fix_id,
+                    component_id: w.component_id,
+                    data: w.data,
                     incident: None,
-                })
+                }
             }
             Some((&EVENT_FORMAT, body)) => {
-                let w: Wire<String> = super::codec::decode_bin(body).map_err(|e| e.to_string())?;
-                Ok(Stored {
-                    event: Event {
-                        seq: w.seq,
-                        at: at(w.at_ns)?,
-                        kind: kind_of(w.kind)?,
-                        incident_id: w.incident_id,
-                        fix_id: w.fix_id,
-                        component_id: w.component_id,
-                        data: json(&w.data)?,
-                    },
-                    incident: w.incident.map(StateWire::state).transpose()?,
-                })
+                super::codec::decode_bin(body).map_err(|e| e.to_string())?
             }
-            _ => super::codec::decode(EVENT_FORMAT, b)
-                .map(|event| Stored {
-                    event,
-                    incident: None,
-                })
-                .map_err(|e| e.to_string()),
-        }
+            // Empty, newer, or unknown: the codec says which.
+            _ => {
+                return super::codec::decode(EVENT_FORMAT, b)
+                    .map(|event| Stored {
+                        event,
+                        incident: None,
+                    })
+                    .map_err(|e| e.to_string());
+            }
+        };
+        Ok(Stored {
+            event: Event {
+                seq: w.seq,
+                at: at(w.at_ns)?,
+                kind: kind_of(w.kind)?,
+                incident_id: w.incident_id,
+                fix_id: w.fix_id,
+                component_id: w.component_id,
+                data: json(&w.data)?,
+            },
+            incident: w.incident.map(StateWire::state).transpose()?,
+        })
     }
 }
 
