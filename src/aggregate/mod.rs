@@ -30,6 +30,10 @@ pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
 /// Bytes of map and struct overhead counted per incident delta or key.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Bytes counted per undescribed line ([`crate::store::Undescribed`]): its fingerprint,
+/// in a vector that may be twice its length.
+const UNDESCRIBED_LINE_BYTES: usize = 16;
+
 /// One event of a push source (a webhook), decoded: counted as one error line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -80,6 +84,10 @@ pub struct LineAggregator {
     held_bytes: usize,
     /// Fingerprints already described by some aggregator of this run.
     shared: Option<Arc<SharedFingerprints>>,
+    /// The shared keys over their budget as last read, and the list's version then.
+    overflowing: (usize, Vec<Arc<str>>),
+    /// Lines of new fingerprints of those keys (see [`crate::store::Undescribed`]).
+    undescribed: Vec<crate::store::Undescribed>,
 }
 
 /// The fingerprints the aggregators of one run have already described.
@@ -96,9 +104,17 @@ pub struct LineAggregator {
 /// not hold is described by every aggregator that meets it (the store keeps the first
 /// description), which costs batch space, never correctness. Only fingerprints in the set
 /// ever travel as counts alone.
+///
+/// It also carries the keys the store has found over the cardinality guard's budget in this
+/// run ([`SharedFingerprints::mark_overflowing`]): a new fingerprint of such a key travels
+/// without a description ([`crate::store::Undescribed`]).
 #[derive(Debug, Default)]
 pub struct SharedFingerprints {
     shards: [std::sync::Mutex<std::collections::HashSet<crate::scan::Fingerprint>>; 16],
+    /// Keys over their budget, and how many times the list changed (read without the lock
+    /// by every new fingerprint: the aggregators keep a copy).
+    overflowing: std::sync::RwLock<Vec<Arc<str>>>,
+    overflowing_version: std::sync::atomic::AtomicUsize,
 }
 
 /// The most fingerprints [`SharedFingerprints`] holds (about 2 MiB).
@@ -135,6 +151,43 @@ impl SharedFingerprints {
     pub fn contains(&self, fp: crate::scan::Fingerprint) -> bool {
         self.shard(fp).contains(&fp)
     }
+
+    /// The store folded new fingerprints of `key` (see
+    /// [`crate::store::ApplyOutcome::overflowing`]): its new fingerprints may travel
+    /// without a description from now on. True the first time.
+    pub fn mark_overflowing(&self, key: &str) -> bool {
+        let mut list = self
+            .overflowing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.iter().any(|k| &**k == key) {
+            return false;
+        }
+        list.push(Arc::from(key));
+        self.overflowing_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        true
+    }
+
+    /// The keys over their budget, when the list changed since `version` (and its new
+    /// version).
+    fn overflowing_since(&self, version: usize) -> Option<(usize, Vec<Arc<str>>)> {
+        let now = self
+            .overflowing_version
+            .load(std::sync::atomic::Ordering::Acquire);
+        if now == version {
+            return None;
+        }
+        let list = self
+            .overflowing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some((
+            self.overflowing_version
+                .load(std::sync::atomic::Ordering::Acquire),
+            list.clone(),
+        ))
+    }
 }
 
 impl LineAggregator {
@@ -151,6 +204,8 @@ impl LineAggregator {
             line_keys: Vec::new(),
             held_bytes: 0,
             shared: None,
+            overflowing: (0, Vec::new()),
+            undescribed: Vec::new(),
         }
     }
 
@@ -229,6 +284,18 @@ impl LineAggregator {
         match self.incidents.entry(fp) {
             Entry::Occupied(mut e) => e.get_mut().count += 1,
             Entry::Vacant(e) => {
+                if let Some(shared) = &self.shared {
+                    if let Some(list) = shared.overflowing_since(self.overflowing.0) {
+                        self.overflowing = list;
+                    }
+                    let key = attr.pact_key;
+                    if let Some(k) = self.overflowing.1.iter().find(|k| k.as_bytes() == key) {
+                        // Over its key's budget: a line, not described (nor in the map).
+                        self.held_bytes += UNDESCRIBED_LINE_BYTES;
+                        crate::store::Undescribed::push(&mut self.undescribed, k, fp);
+                        return fp;
+                    }
+                }
                 // Only the first aggregator of a run to meet a fingerprint carries the
                 // creation fields; the others send counts (see `SharedFingerprints`).
                 let describe = self.shared.as_ref().is_none_or(|s| s.first_sighting(fp));
@@ -269,7 +336,7 @@ impl LineAggregator {
 
     /// Distinct fingerprints plus distinct keys held.
     pub fn len(&self) -> usize {
-        self.incidents.len() + self.keys.len()
+        self.incidents.len() + self.keys.len() + self.undescribed.len()
     }
 
     /// The approximate memory the batch takes, in bytes: compare with
@@ -280,7 +347,7 @@ impl LineAggregator {
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.incidents.is_empty() && self.keys.is_empty()
+        self.incidents.is_empty() && self.keys.is_empty() && self.undescribed.is_empty()
     }
 
     /// The line counts so far (not reset by [`LineAggregator::take_batch`]).
@@ -293,6 +360,7 @@ impl LineAggregator {
         let mut batch = IngestBatch::new();
         batch.approx_bytes = std::mem::take(&mut self.held_bytes);
         batch.incidents = std::mem::take(&mut self.incidents);
+        batch.undescribed = std::mem::take(&mut self.undescribed);
         batch.key_counts = std::mem::take(&mut self.keys)
             .into_iter()
             .map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
@@ -424,5 +492,32 @@ mod tests {
         assert!(a.incidents.values().all(|d| d.new.is_some()));
         let described = b.incidents.values().filter(|d| d.new.is_some()).count();
         assert_eq!(described, 1, "only `ERROR z` is new to b");
+    }
+
+    #[test]
+    fn a_new_fingerprint_of_a_key_over_its_budget_travels_without_a_description() {
+        let shared = Arc::new(SharedFingerprints::new());
+        let m = LiveRules::with_manifest(Manifest::default());
+        let mut a = LineAggregator::new(&m, Arc::from("a")).with_shared(shared.clone());
+        // Described before the key overflowed: counted in the map as before.
+        let known = a.add_text(b"ERROR [PACT:noisy:emit] alpha", None);
+        shared.mark_overflowing("PACT:noisy:emit");
+        shared.mark_overflowing("PACT:noisy:emit");
+        a.add_text(b"ERROR [PACT:noisy:emit] alpha", None);
+        let x = a.add_text(b"ERROR [PACT:noisy:emit] bravo", None);
+        let y = a.add_text(b"ERROR [PACT:noisy:emit] charlie", None);
+        a.add_text(b"ERROR [PACT:noisy:emit] bravo", None);
+        // Another key is described as usual.
+        a.add_text(b"ERROR [PACT:calm:emit] delta", None);
+        let batch = a.take_batch();
+        assert_eq!(batch.incidents[&known].count, 2);
+        assert_eq!(batch.incidents.len(), 2, "alpha and delta");
+        assert!(batch.incidents.values().all(|d| d.new.is_some()));
+        assert_eq!(batch.undescribed.len(), 1);
+        let u = &batch.undescribed[0];
+        assert_eq!(&*u.key, "PACT:noisy:emit");
+        assert_eq!(u.lines, [x, y, x], "a fingerprint per line");
+        assert_eq!(batch.key_counts["PACT:noisy:emit"], 5);
+        assert!(a.is_empty());
     }
 }

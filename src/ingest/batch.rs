@@ -486,6 +486,9 @@ const FLUSHES_PER_COMMIT: u32 = 16;
 /// Descriptions of new incidents pending before a flush (besides [`COMMIT_BYTES`]).
 const DESCRIBED_PER_FLUSH: usize = 4096;
 
+/// Undescribed lines ([`crate::store::Undescribed`]) pending before a flush.
+const UNDESCRIBED_PER_FLUSH: usize = 1 << 17;
+
 /// Merges worker batches and hands them, in flushes, to the committer thread, which applies
 /// them in large transactions (see [`commit_loop`]): while it applies and commits one flush
 /// (an fsync), this thread keeps taking the workers' batches and merging the next, so the
@@ -560,6 +563,9 @@ fn merge_loop(
         for fp in batch.incidents.keys() {
             out.fingerprints.insert(fp.0);
         }
+        for fp in batch.undescribed.iter().flat_map(|u| &u.lines) {
+            out.fingerprints.insert(fp.0);
+        }
         if let (Some(dry), Some(existing)) = (dry, &mut out.existing) {
             for fp in dry.existing_of(batch.incidents.keys())? {
                 existing.insert(fp.0);
@@ -588,7 +594,10 @@ fn merge_loop(
             + (pending.incidents.len() + pending.key_counts.len()) * PENDING_ENTRY_BYTES;
         let flush = if held >= COMMIT_BYTES || pending.incidents.len() >= PENDING_COUNTS {
             Some(std::mem::take(&mut pending))
-        } else if described >= DESCRIBED_PER_FLUSH && !templates {
+        } else if (described >= DESCRIBED_PER_FLUSH
+            || pending.undescribed_lines() >= UNDESCRIBED_PER_FLUSH)
+            && !templates
+        {
             // Only the new descriptions (with their counts) and the per-key sums go now; the
             // counts of fingerprints described before stay until COMMIT_BYTES or the end.
             // Sending them too would rewrite every incident seen so far (its record and its
@@ -640,6 +649,7 @@ fn commit_loop(
         created: 0,
         folded: HashMap::new(),
         folded_n: 0,
+        now: jiff::Timestamp::now(),
     };
     // Counts of incidents whose description has not arrived yet.
     let mut waiting = IngestBatch::new();
@@ -687,6 +697,11 @@ struct Flusher<'s> {
     /// Folded fingerprints that may still arrive as counts alone → their overflow incident.
     folded: HashMap<Fingerprint, Fingerprint>,
     folded_n: u64,
+    /// The run's time: every incident the scan creates or sees again is first or last seen
+    /// at the same moment, so that the counts of an incident that arrive in several flushes
+    /// move its recency entries once, not at every flush (which, on a rescan, moved every
+    /// incident twice).
+    now: jiff::Timestamp,
 }
 
 impl Flusher<'_> {
@@ -706,12 +721,21 @@ impl Flusher<'_> {
                 Some(t) => t,
                 None => self.txn.insert(store.begin_write()?),
             };
-            let o = t.apply(&batch, jiff::Timestamp::now())?;
+            let o = t.apply(&batch, self.now)?;
             // Counts of incidents whose description is still on its way wait for it.
             for d in o.deferred {
                 pending.incidents.insert(d.fingerprint, d);
             }
-            self.folded_n += o.folded.len() as u64;
+            self.folded_n += o.folded.len() as u64 + o.folded_undescribed;
+            for key in &o.overflowing {
+                if self.shared.mark_overflowing(key) {
+                    tracing::debug!(
+                        key = %key,
+                        "over its budget of new incidents: its new fingerprints are sent \
+                         without descriptions for the rest of the scan"
+                    );
+                }
+            }
             for (fp, to) in o.folded {
                 if self.shared.contains(fp) {
                     self.folded.insert(fp, to);

@@ -150,8 +150,9 @@ pub(crate) struct Fold {
     pub fingerprints: u64,
     /// The first folded lines.
     pub samples: Vec<String>,
-    /// The first folded line's description (the overflow incident is created from it).
-    pub first: NewIncident,
+    /// The first folded line's description (the overflow incident is created from it);
+    /// `None` when every fingerprint folded came without one ([`Folds::add_undescribed`]).
+    pub first: Option<NewIncident>,
 }
 
 /// The folds of one transaction, by key, in the order keys first overflowed.
@@ -164,9 +165,27 @@ impl Folds {
     /// Folds a new fingerprint's `lines` into its key's overflow incident; returns the
     /// overflow fingerprint.
     pub(crate) fn add(&mut self, new: &NewIncident, lines: u64) -> Fingerprint {
-        let key = new.pact_key();
-        let fold = match self.by_key.iter_mut().position(|(k, _)| k == key) {
-            Some(i) => &mut self.by_key[i].1,
+        let fold = self.fold(new.pact_key(), lines);
+        if fold.first.is_none() {
+            fold.first = Some(new.clone());
+        }
+        if fold.samples.len() < OVERFLOW_SAMPLES {
+            fold.samples
+                .push(lossy_prefix(new.sample().as_bytes(), OVERFLOW_SAMPLE_BYTES));
+        }
+        Fingerprint(fold.fp)
+    }
+
+    /// Folds the `lines` of a new fingerprint of `key` that came without a description (see
+    /// [`super::IncidentDelta::fold`]): counted, with no sample.
+    pub(crate) fn add_undescribed(&mut self, key: &str, lines: u64) {
+        self.fold(key, lines);
+    }
+
+    /// `key`'s fold, with one more fingerprint of `lines` lines.
+    fn fold(&mut self, key: &str, lines: u64) -> &mut Fold {
+        let i = match self.by_key.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
             None => {
                 self.by_key.push((
                     key.to_string(),
@@ -175,19 +194,16 @@ impl Folds {
                         lines: 0,
                         fingerprints: 0,
                         samples: Vec::new(),
-                        first: new.clone(),
+                        first: None,
                     },
                 ));
-                &mut self.by_key.last_mut().expect("just pushed").1
+                self.by_key.len() - 1
             }
         };
+        let fold = &mut self.by_key[i].1;
         fold.lines += lines;
         fold.fingerprints += 1;
-        if fold.samples.len() < OVERFLOW_SAMPLES {
-            fold.samples
-                .push(lossy_prefix(new.sample().as_bytes(), OVERFLOW_SAMPLE_BYTES));
-        }
-        Fingerprint(fold.fp)
+        fold
     }
 }
 
@@ -215,7 +231,34 @@ pub(crate) fn new_overflow_incident(
     guard: &CardinalityGuard,
     now: jiff::Timestamp,
 ) -> Incident {
-    let f = &fold.first;
+    // A key is said to be over its budget only after a transaction folded a described
+    // fingerprint of it, which created its overflow incident: a fold without any
+    // description finds it unless it went in between (then it is recreated from the key).
+    let (attribution, severity, component, method, sample, source) = match &fold.first {
+        Some(f) => (
+            f.attribution,
+            f.severity,
+            f.component_id(),
+            f.method(),
+            f.sample(),
+            &*f.source,
+        ),
+        None => {
+            let mut parts = key.strip_prefix("PACT:").unwrap_or("").splitn(2, ':');
+            (
+                if key.is_empty() {
+                    crate::attribute::AttributionStatus::Unattributed
+                } else {
+                    crate::attribute::AttributionStatus::Unregistered
+                },
+                crate::attribute::Severity::Medium,
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                "",
+                "",
+            )
+        }
+    };
     Incident {
         id,
         fingerprint: Fingerprint(fold.fp),
@@ -226,14 +269,14 @@ pub(crate) fn new_overflow_incident(
         count: fold.lines,
         first_seen: now,
         last_seen: now,
-        attribution: f.attribution,
-        component_id: f.component_id().to_string(),
-        method: f.method().to_string(),
-        pact_key: f.pact_key().to_string(),
-        severity: f.severity,
+        attribution,
+        component_id: component.to_string(),
+        method: method.to_string(),
+        pact_key: key.to_string(),
+        severity,
         status: IncidentStatus::Detected,
-        sample: f.sample().to_string(),
-        source: f.source.to_string(),
+        sample: sample.to_string(),
+        source: source.to_string(),
         resolution: String::new(),
         overflow: Some(Overflow {
             key: key.to_string(),
@@ -402,6 +445,77 @@ mod tests {
             .unwrap();
         assert_eq!(o.created, [Fingerprint(7)]);
         assert!(o.folded.is_empty());
+    }
+
+    /// Lines of a full key sent without descriptions ([`crate::store::Undescribed`]): a
+    /// fingerprint the store knows counts as itself, the others fold, with exact counts.
+    #[test]
+    fn undescribed_lines_fold_unless_their_fingerprint_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.set_cardinality_guard(CardinalityGuard::new(3, 3600));
+        let t0 = ts("2026-12-06T10:00:00Z");
+        let o = store
+            .apply(
+                &batch((1..=5).map(|i| new_line(i << 32, "PACT:a:b", &format!("a {i}")))),
+                t0,
+            )
+            .unwrap();
+        assert_eq!(o.overflowing, ["PACT:a:b"]);
+        let over = overflow_fingerprint("PACT:a:b");
+        let mut b = batch([new_line(20 << 32, "PACT:a:b", "a 20")]);
+        let key: std::sync::Arc<str> = std::sync::Arc::from("PACT:a:b");
+        for fp in [1, 8, 1, 9, 8, 8, 3] {
+            crate::store::Undescribed::push(&mut b.undescribed, &key, Fingerprint(fp << 32));
+        }
+        let o = store.apply(&b, t0).unwrap();
+        assert_eq!(
+            o.folded,
+            [(Fingerprint(20 << 32), over)],
+            "the described one"
+        );
+        assert_eq!(o.folded_undescribed, 2, "8 and 9");
+        assert!(o.created.is_empty());
+        // (Ids are the fingerprint's top 48 bits.)
+        let count = |fp: u64| {
+            let id = format!("{:012x}", (fp << 32) >> 16);
+            store.incident(&id).unwrap().map(|i| i.count)
+        };
+        assert_eq!(count(1), Some(3));
+        assert_eq!(count(3), Some(2));
+        assert!(!store.contains(Fingerprint(8 << 32)).unwrap());
+        let inc = store
+            .incident(&format!("{:012x}", over.0 >> 16))
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc.count, 2 + 1 + 4, "a 4, a 5; a 20; 8 ×3 and 9");
+        let ov = inc.overflow.unwrap();
+        assert_eq!(ov.folded_fingerprints, 2 + 1 + 2);
+        assert_eq!(ov.samples, ["a 4", "a 5", "a 20"]);
+        assert_eq!(store.overflows().unwrap(), [("PACT:a:b".to_string(), 5)]);
+    }
+
+    /// Undescribed lines of a key whose overflow incident is gone recreate it from the key.
+    #[test]
+    fn undescribed_lines_alone_make_an_overflow_incident_from_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut b = IngestBatch::new();
+        let key: std::sync::Arc<str> = std::sync::Arc::from("PACT:noisy:emit");
+        for fp in [5, 6, 5] {
+            crate::store::Undescribed::push(&mut b.undescribed, &key, Fingerprint(fp));
+        }
+        let o = store.apply(&b, ts("2026-12-06T10:00:00Z")).unwrap();
+        let over = overflow_fingerprint("PACT:noisy:emit");
+        assert_eq!(o.created, [over]);
+        let inc = store.incident(&o.created_ids[0]).unwrap().unwrap();
+        assert_eq!(inc.count, 3);
+        assert_eq!(
+            (inc.component_id.as_str(), inc.method.as_str()),
+            ("noisy", "emit")
+        );
+        assert_eq!(inc.pact_key, "PACT:noisy:emit");
+        assert_eq!(inc.overflow.unwrap().folded_fingerprints, 2);
     }
 
     #[test]

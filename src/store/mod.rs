@@ -171,6 +171,34 @@ pub struct IncidentDelta {
     pub new: Option<Box<NewIncident>>,
 }
 
+/// Lines of new fingerprints of one key that the producer met while the key was over the
+/// cardinality guard's budget ([`ApplyOutcome::overflowing`]), sent without descriptions:
+/// a fingerprint per line, 8 bytes. Those no incident has fold into the key's overflow
+/// incident (see [`guard`]), the others count as themselves. A scan of a million distinct
+/// errors thus builds, hands between threads and frees no million descriptions, and holds
+/// no map entry per fingerprint.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Undescribed {
+    /// The key.
+    pub key: std::sync::Arc<str>,
+    /// A fingerprint per line (repeated when lines repeat).
+    pub lines: Vec<Fingerprint>,
+}
+
+impl Undescribed {
+    /// Adds a line of fingerprint `fp` of `key` to `list`.
+    pub fn push(list: &mut Vec<Undescribed>, key: &std::sync::Arc<str>, fp: Fingerprint) {
+        match list.iter_mut().find(|u| u.key == *key) {
+            Some(u) => u.lines.push(fp),
+            None => list.push(Undescribed {
+                key: key.clone(),
+                lines: vec![fp],
+            }),
+        }
+    }
+}
+
 /// The fields an incident is created with, taken from its first line.
 ///
 /// The five texts live back to back in ONE allocation (a new fingerprint used to cost six
@@ -368,6 +396,8 @@ pub struct IngestBatch {
     /// counts of the events before them, so that a restart resumes exactly after the last
     /// counted event. Merging keeps the later batch's value of a key.
     pub source_positions: BTreeMap<String, Vec<u8>>,
+    /// Lines of new fingerprints of keys over their budget, by key (see [`Undescribed`]).
+    pub undescribed: Vec<Undescribed>,
 }
 
 impl IngestBatch {
@@ -382,6 +412,26 @@ impl IngestBatch {
             && self.key_counts.is_empty()
             && self.totals.is_empty()
             && self.source_positions.is_empty()
+            && self.undescribed.is_empty()
+    }
+
+    /// Lines held in [`IngestBatch::undescribed`].
+    pub fn undescribed_lines(&self) -> usize {
+        self.undescribed.iter().map(|u| u.lines.len()).sum()
+    }
+
+    fn merge_undescribed(&mut self, other: Vec<Undescribed>) {
+        for u in other {
+            match self.undescribed.iter_mut().find(|m| m.key == u.key) {
+                Some(m) if m.lines.len() >= u.lines.len() => m.lines.extend(u.lines),
+                Some(m) => {
+                    let mut lines = u.lines;
+                    lines.append(&mut m.lines);
+                    m.lines = lines;
+                }
+                None => self.undescribed.push(u),
+            }
+        }
     }
 
     /// Folds `earlier`, a batch from before `self`, into `self`: the same result as
@@ -411,6 +461,7 @@ impl IngestBatch {
         for (k, v) in earlier.source_positions {
             self.source_positions.entry(k).or_insert(v);
         }
+        self.merge_undescribed(earlier.undescribed);
         self.approx_bytes += earlier.approx_bytes;
     }
 
@@ -431,6 +482,7 @@ impl IngestBatch {
             *self.totals.entry(k).or_default() += n;
         }
         self.source_positions.extend(other.source_positions);
+        self.merge_undescribed(other.undescribed);
         self.approx_bytes += other.approx_bytes;
     }
 }
@@ -453,6 +505,33 @@ pub struct ApplyOutcome {
     /// New fingerprints the cardinality guard folded, with the overflow incident each went
     /// to (see [`guard`]).
     pub folded: Vec<(Fingerprint, Fingerprint)>,
+    /// The keys whose new fingerprints this batch folded: over their budget for the rest of
+    /// the window, so a producer may send their new fingerprints without a description
+    /// ([`IncidentDelta::folding`]). Empty with `grouping.templates`, whose miner may still
+    /// match a new fingerprint to a known template.
+    pub overflowing: Vec<String>,
+    /// New fingerprints folded that came without a description ([`Undescribed`]): not in
+    /// [`ApplyOutcome::folded`].
+    pub folded_undescribed: u64,
+}
+
+/// What [`StoreTxn::apply`] applies to one fingerprint.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Delta(&'a IncidentDelta),
+    Undescribed { count: u64, key: &'a str },
+}
+
+impl<'a> Item<'a> {
+    /// The delta (a count-only one for undescribed lines).
+    fn delta(self, fp: u64) -> std::borrow::Cow<'a, IncidentDelta> {
+        match self {
+            Item::Delta(d) => std::borrow::Cow::Borrowed(d),
+            Item::Undescribed { count, .. } => {
+                std::borrow::Cow::Owned(IncidentDelta::count_only(Fingerprint(fp), count))
+            }
+        }
+    }
 }
 
 enum Handle {
@@ -1423,12 +1502,33 @@ impl StoreTxn<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Apply in fingerprint order: deterministic ids when two collide.
-        let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
-        deltas.sort_unstable_by_key(|d| d.fingerprint);
+        // (Sorted with the key beside the reference: a million deltas sorted through their
+        // references missed the cache at every comparison.)
+        let mut deltas: Vec<(u64, Item<'_>)> = batch
+            .incidents
+            .iter()
+            .map(|(fp, d)| (fp.0, Item::Delta(d)))
+            .collect();
+        // Undescribed lines: one item per fingerprint with its line count.
+        for u in &batch.undescribed {
+            let mut lines: Vec<u64> = u.lines.iter().map(|fp| fp.0).collect();
+            lines.sort_unstable();
+            for run in lines.chunk_by(|a, b| a == b) {
+                deltas.push((
+                    run[0],
+                    Item::Undescribed {
+                        count: run.len() as u64,
+                        key: &u.key,
+                    },
+                ));
+            }
+        }
+        // A described delta before undescribed lines of the same fingerprint.
+        deltas.sort_unstable_by_key(|&(fp, ref d)| (fp, matches!(d, Item::Undescribed { .. })));
         // What was counted, for the trend counters (and whether the incident is new here).
         let mut counted: Vec<(u64, u64, bool)> = Vec::with_capacity(deltas.len());
-        for d in deltas {
-            let fp = d.fingerprint.0;
+        for (fp, item) in deltas {
+            let d = item.delta(fp);
             let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
             if existing.is_some() || d.new.is_some() {
                 counted.push((fp, d.count, existing.is_none()));
@@ -1436,9 +1536,11 @@ impl StoreTxn<'_> {
             match existing {
                 Some((count, last_us)) => {
                     let last = last_us.max(now_us);
-                    recent.remove((last_us, fp)).map_err(st.storage())?;
-                    recent.insert((last, fp), ()).map_err(st.storage())?;
-                    idx.touch(fp, last_us, last)?;
+                    if last != last_us {
+                        recent.remove((last_us, fp)).map_err(st.storage())?;
+                        recent.insert((last, fp), ()).map_err(st.storage())?;
+                        idx.touch(fp, last_us, last)?;
+                    }
                     counts
                         .insert(fp, (count + d.count, last))
                         .map_err(st.storage())?;
@@ -1519,7 +1621,13 @@ impl StoreTxn<'_> {
                 }
                 None => {
                     let Some(new) = &d.new else {
-                        outcome.deferred.push(d.clone());
+                        match item {
+                            Item::Undescribed { key, .. } => {
+                                folds.add_undescribed(key, d.count);
+                                outcome.folded_undescribed += 1;
+                            }
+                            Item::Delta(d) => outcome.deferred.push(d.clone()),
+                        }
                         continue;
                     };
                     // A key refused once stays refused for the rest of the batch: no
@@ -1605,9 +1713,11 @@ impl StoreTxn<'_> {
                         .insert(fp, inc.encode().as_slice())
                         .map_err(st.storage())?;
                     let last = last_us.max(now_us);
-                    recent.remove((last_us, fp)).map_err(st.storage())?;
-                    recent.insert((last, fp), ()).map_err(st.storage())?;
-                    idx.touch(fp, last_us, last)?;
+                    if last != last_us {
+                        recent.remove((last_us, fp)).map_err(st.storage())?;
+                        recent.insert((last, fp), ()).map_err(st.storage())?;
+                        idx.touch(fp, last_us, last)?;
+                    }
                     counts
                         .insert(fp, (count + fold.lines, last))
                         .map_err(st.storage())?;
@@ -1644,6 +1754,9 @@ impl StoreTxn<'_> {
         }
         guard_windows.store().map_err(st.storage())?;
         drop(overflows);
+        if mined.is_none() {
+            outcome.overflowing = folds.by_key.iter().map(|(k, _)| k.clone()).collect();
+        }
         let mut keys = txn.open_table(KEY_COUNTS).map_err(st.storage())?;
         for (k, n) in &batch.key_counts {
             let old = keys

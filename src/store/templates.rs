@@ -196,6 +196,8 @@ pub(crate) fn mine(
         totals: batch.totals.clone(),
         approx_bytes: batch.approx_bytes,
         source_positions: batch.source_positions.clone(),
+        // Never with templates (see `ApplyOutcome::overflowing`).
+        undescribed: batch.undescribed.clone(),
     };
     let put = |out: &mut IngestBatch, d: IncidentDelta| match out.incidents.entry(d.fingerprint) {
         std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(d),

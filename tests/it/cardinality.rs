@@ -92,6 +92,38 @@ fn a_key_past_its_budget_folds_into_one_overflow_incident_with_exact_counts() {
     assert_eq!(overflow.unwrap().count, 9800);
 }
 
+/// Past the first flushes of a long scan the key is known to be over its budget, and its
+/// new fingerprints travel without descriptions (`store::Undescribed`): the counts stay
+/// exact, and the incidents the key opened before keep counting as themselves.
+#[test]
+fn a_long_scan_of_distinct_errors_counts_exactly_once_the_key_is_full() {
+    let ws =
+        Workspace::with_config("state_dir: state\ngrouping:\n  max_new_incidents_per_key: 100\n");
+    let lines = 200_000;
+    distinct_corpus(&ws, "noisy.log", lines, None);
+    let (out, v) = ws.scan_json(&["--threads", "2", "noisy.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["error_key_counts"][KEY], lines);
+    assert_eq!(v["incidents_new"], 101);
+    assert_eq!(v["incidents_folded"], lines - 100);
+    let (total, n, overflow) = stored(&ws, KEY);
+    assert_eq!((total, n), (lines, 101), "every line counted, exactly");
+    let overflow = overflow.expect("an overflow incident");
+    assert_eq!(overflow.count, lines - 100);
+    let o = overflow.overflow.as_ref().unwrap();
+    assert_eq!(o.folded_fingerprints, lines - 100);
+    assert_eq!(o.samples.len(), sentinel::store::guard::OVERFLOW_SAMPLES);
+
+    // Again, with the key full from the start: the 100 count as themselves.
+    let (out, v) = ws.scan_json(&["--threads", "2", "noisy.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["incidents_new"], 0);
+    assert_eq!(v["incidents_updated"], 101);
+    let (total, n, overflow) = stored(&ws, KEY);
+    assert_eq!((total, n), (2 * lines, 101));
+    assert_eq!(overflow.unwrap().count, 2 * (lines - 100));
+}
+
 #[test]
 fn ordinary_logs_never_meet_the_default_budget() {
     let ws = Workspace::new();
