@@ -169,6 +169,15 @@ impl SharedFingerprints {
         true
     }
 
+    /// Whether `key` is said to be over its budget.
+    pub fn is_overflowing(&self, key: &str) -> bool {
+        self.overflowing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|k| &**k == key)
+    }
+
     /// The keys over their budget, when the list changed since `version` (and its new
     /// version).
     fn overflowing_since(&self, version: usize) -> Option<(usize, Vec<Arc<str>>)> {

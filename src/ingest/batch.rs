@@ -650,6 +650,7 @@ fn commit_loop(
         folded: HashMap::new(),
         folded_n: 0,
         now: jiff::Timestamp::now(),
+        known: None,
     };
     // Counts of incidents whose description has not arrived yet.
     let mut waiting = IngestBatch::new();
@@ -702,7 +703,15 @@ struct Flusher<'s> {
     /// move its recency entries once, not at every flush (which, on a rescan, moved every
     /// incident twice).
     now: jiff::Timestamp,
+    /// Every incident's fingerprint, taken when a key last went over its budget (see
+    /// [`KNOWN_MAX`]), so that the undescribed lines of such keys are checked here, not
+    /// looked up one by one in the store.
+    known: Option<Vec<u64>>,
 }
+
+/// The most incidents whose fingerprints [`Flusher::known`] holds (8 MiB): past it,
+/// undescribed lines are looked up in the store.
+const KNOWN_MAX: u64 = 1 << 20;
 
 impl Flusher<'_> {
     /// Applies `pending` (leaving in it the counts that wait for their description); commits
@@ -721,12 +730,23 @@ impl Flusher<'_> {
                 Some(t) => t,
                 None => self.txn.insert(store.begin_write()?),
             };
+            let mut batch = batch;
+            if let Some(known) = &self.known {
+                check_absent(&mut batch, known);
+            }
             let o = t.apply(&batch, self.now)?;
             // Counts of incidents whose description is still on its way wait for it.
             for d in o.deferred {
                 pending.incidents.insert(d.fingerprint, d);
             }
             self.folded_n += o.folded.len() as u64 + o.folded_undescribed;
+            if o.overflowing.iter().any(|k| !self.shared.is_overflowing(k)) {
+                // Taken before the key is said to be over its budget: its undescribed lines
+                // come after, and no incident of it is created later in the run (the run
+                // has one time, so its window is spent for the rest of it). Another key's
+                // incidents have other fingerprints (the key is part of the line).
+                self.known = t.fingerprints(KNOWN_MAX)?;
+            }
             for key in &o.overflowing {
                 if self.shared.mark_overflowing(key) {
                     tracing::debug!(
@@ -755,6 +775,30 @@ impl Flusher<'_> {
             (self.txn_new, self.txn_flushes) = (0, 0);
         }
         Ok(())
+    }
+}
+
+/// Splits the undescribed lines of `batch` by `known` (every incident's fingerprint,
+/// sorted): a known one becomes a count of its incident, the rest are marked absent (see
+/// [`crate::store::Undescribed::absent`]).
+fn check_absent(batch: &mut IngestBatch, known: &[u64]) {
+    for u in &mut batch.undescribed {
+        if u.absent {
+            continue;
+        }
+        u.lines.retain(|fp| {
+            if known.binary_search(&fp.0).is_err() {
+                return true;
+            }
+            match batch.incidents.entry(*fp) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().count += 1,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(IncidentDelta::count_only(*fp, 1));
+                }
+            }
+            false
+        });
+        u.absent = true;
     }
 }
 
@@ -824,5 +868,29 @@ pub fn describe_io(e: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "no such file or directory".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Undescribed;
+
+    #[test]
+    fn undescribed_lines_of_known_fingerprints_become_their_counts_and_the_rest_absent() {
+        let mut b = IngestBatch::new();
+        b.incidents
+            .insert(Fingerprint(3), IncidentDelta::count_only(Fingerprint(3), 5));
+        let key: Arc<str> = Arc::from("PACT:a:b");
+        for fp in [1, 2, 1, 3, 4] {
+            Undescribed::push(&mut b.undescribed, &key, Fingerprint(fp));
+        }
+        check_absent(&mut b, &[1, 3, 7]);
+        assert_eq!(b.incidents[&Fingerprint(1)].count, 2);
+        assert_eq!(b.incidents[&Fingerprint(3)].count, 6);
+        assert!(b.incidents.values().all(|d| d.new.is_none()));
+        let u = &b.undescribed[0];
+        assert!(u.absent);
+        assert_eq!(u.lines, [Fingerprint(2), Fingerprint(4)]);
     }
 }

@@ -165,7 +165,7 @@ impl Folds {
     /// Folds a new fingerprint's `lines` into its key's overflow incident; returns the
     /// overflow fingerprint.
     pub(crate) fn add(&mut self, new: &NewIncident, lines: u64) -> Fingerprint {
-        let fold = self.fold(new.pact_key(), lines);
+        let fold = self.fold(new.pact_key(), lines, 1);
         if fold.first.is_none() {
             fold.first = Some(new.clone());
         }
@@ -176,14 +176,14 @@ impl Folds {
         Fingerprint(fold.fp)
     }
 
-    /// Folds the `lines` of a new fingerprint of `key` that came without a description (see
-    /// [`super::IncidentDelta::fold`]): counted, with no sample.
-    pub(crate) fn add_undescribed(&mut self, key: &str, lines: u64) {
-        self.fold(key, lines);
+    /// Folds `lines` lines of `fingerprints` new fingerprints of `key` that came without a
+    /// description (see [`super::Undescribed`]): counted, with no sample.
+    pub(crate) fn add_undescribed(&mut self, key: &str, lines: u64, fingerprints: u64) {
+        self.fold(key, lines, fingerprints);
     }
 
-    /// `key`'s fold, with one more fingerprint of `lines` lines.
-    fn fold(&mut self, key: &str, lines: u64) -> &mut Fold {
+    /// `key`'s fold, with `fingerprints` more fingerprints of `lines` lines.
+    fn fold(&mut self, key: &str, lines: u64, fingerprints: u64) -> &mut Fold {
         let i = match self.by_key.iter().position(|(k, _)| k == key) {
             Some(i) => i,
             None => {
@@ -202,7 +202,7 @@ impl Folds {
         };
         let fold = &mut self.by_key[i].1;
         fold.lines += lines;
-        fold.fingerprints += 1;
+        fold.fingerprints += fingerprints;
         fold
     }
 }
@@ -493,6 +493,21 @@ mod tests {
         assert_eq!(ov.folded_fingerprints, 2 + 1 + 2);
         assert_eq!(ov.samples, ["a 4", "a 5", "a 20"]);
         assert_eq!(store.overflows().unwrap(), [("PACT:a:b".to_string(), 5)]);
+
+        // Checked absent by the producer: folded without a look-up.
+        let mut b = IngestBatch::new();
+        for fp in [30, 31, 30] {
+            crate::store::Undescribed::push(&mut b.undescribed, &key, Fingerprint(fp << 32));
+        }
+        b.undescribed[0].absent = true;
+        let o = store.apply(&b, t0).unwrap();
+        assert_eq!(o.folded_undescribed, 2);
+        let inc = store
+            .incident(&format!("{:012x}", over.0 >> 16))
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc.count, 7 + 3);
+        assert_eq!(inc.overflow.unwrap().folded_fingerprints, 5 + 2);
     }
 
     /// Undescribed lines of a key whose overflow incident is gone recreate it from the key.

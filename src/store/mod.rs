@@ -184,6 +184,10 @@ pub struct Undescribed {
     pub key: std::sync::Arc<str>,
     /// A fingerprint per line (repeated when lines repeat).
     pub lines: Vec<Fingerprint>,
+    /// The producer checked that no incident has any of these fingerprints (against
+    /// [`StoreTxn::fingerprints`], taken after the key went over its budget): they fold
+    /// without a look-up each.
+    pub absent: bool,
 }
 
 impl Undescribed {
@@ -194,6 +198,7 @@ impl Undescribed {
             None => list.push(Undescribed {
                 key: key.clone(),
                 lines: vec![fp],
+                absent: false,
             }),
         }
     }
@@ -422,7 +427,11 @@ impl IngestBatch {
 
     fn merge_undescribed(&mut self, other: Vec<Undescribed>) {
         for u in other {
-            match self.undescribed.iter_mut().find(|m| m.key == u.key) {
+            match self
+                .undescribed
+                .iter_mut()
+                .find(|m| m.key == u.key && m.absent == u.absent)
+            {
                 Some(m) if m.lines.len() >= u.lines.len() => m.lines.extend(u.lines),
                 Some(m) => {
                     let mut lines = u.lines;
@@ -519,7 +528,11 @@ pub struct ApplyOutcome {
 #[derive(Clone, Copy)]
 enum Item<'a> {
     Delta(&'a IncidentDelta),
-    Undescribed { count: u64, key: &'a str },
+    /// Lines of a fingerprint of `batch.undescribed[group]`.
+    Undescribed {
+        count: u64,
+        group: usize,
+    },
 }
 
 impl<'a> Item<'a> {
@@ -1449,6 +1462,25 @@ impl std::fmt::Debug for StoreTxn<'_> {
 }
 
 impl StoreTxn<'_> {
+    /// The fingerprints of every incident, in order, as this transaction sees them; `None`
+    /// when there are more than `max`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors.
+    pub fn fingerprints(&self, max: u64) -> Result<Option<Vec<u64>>, StoreError> {
+        let st = self.store;
+        let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
+        if counts.len().map_err(st.storage())? > max {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for row in counts.iter().map_err(st.storage())? {
+            out.push(row.map_err(st.storage())?.0.value());
+        }
+        Ok(Some(out))
+    }
+
     /// Folds a batch in: incident deltas, per-key counters and totals.
     ///
     /// # Errors
@@ -1509,18 +1541,25 @@ impl StoreTxn<'_> {
             .iter()
             .map(|(fp, d)| (fp.0, Item::Delta(d)))
             .collect();
-        // Undescribed lines: one item per fingerprint with its line count.
-        for u in &batch.undescribed {
+        // Undescribed lines: one item per fingerprint with its line count, unless the
+        // producer knows none has an incident; (lines, fingerprints) folded per group.
+        let mut group_folds = vec![(0u64, 0u64); batch.undescribed.len()];
+        for (group, u) in batch.undescribed.iter().enumerate() {
             let mut lines: Vec<u64> = u.lines.iter().map(|fp| fp.0).collect();
             lines.sort_unstable();
             for run in lines.chunk_by(|a, b| a == b) {
-                deltas.push((
-                    run[0],
-                    Item::Undescribed {
-                        count: run.len() as u64,
-                        key: &u.key,
-                    },
-                ));
+                if u.absent {
+                    group_folds[group].0 += run.len() as u64;
+                    group_folds[group].1 += 1;
+                } else {
+                    deltas.push((
+                        run[0],
+                        Item::Undescribed {
+                            count: run.len() as u64,
+                            group,
+                        },
+                    ));
+                }
             }
         }
         // A described delta before undescribed lines of the same fingerprint.
@@ -1622,9 +1661,9 @@ impl StoreTxn<'_> {
                 None => {
                     let Some(new) = &d.new else {
                         match item {
-                            Item::Undescribed { key, .. } => {
-                                folds.add_undescribed(key, d.count);
-                                outcome.folded_undescribed += 1;
+                            Item::Undescribed { group, .. } => {
+                                group_folds[group].0 += d.count;
+                                group_folds[group].1 += 1;
                             }
                             Item::Delta(d) => outcome.deferred.push(d.clone()),
                         }
@@ -1695,6 +1734,12 @@ impl StoreTxn<'_> {
                     idx.add(fp, now_us, &incident)?;
                     outcome.created.push(d.fingerprint);
                 }
+            }
+        }
+        for (u, &(lines, fps)) in batch.undescribed.iter().zip(&group_folds) {
+            if fps > 0 {
+                folds.add_undescribed(&u.key, lines, fps);
+                outcome.folded_undescribed += fps;
             }
         }
         for (key, fold) in &folds.by_key {

@@ -124,6 +124,37 @@ fn a_long_scan_of_distinct_errors_counts_exactly_once_the_key_is_full() {
     assert_eq!(overflow.unwrap().count, 2 * (lines - 100));
 }
 
+/// A second key that goes over its budget later in the run: the incidents it opened before
+/// (after the first key's overflow) still count as themselves when their lines come back.
+#[test]
+fn a_key_that_overflows_later_in_the_run_keeps_counting_its_incidents() {
+    let ws =
+        Workspace::with_config("state_dir: state\ngrouping:\n  max_new_incidents_per_key: 100\n");
+    const OTHER: &str = "PACT:loud:emit";
+    let (a, b) = (50_000, 50_000);
+    let mut body = Vec::new();
+    sentinel_corpus::cardinality::write(7, a, None, KEY, &mut body).unwrap();
+    let mut second = Vec::new();
+    sentinel_corpus::cardinality::write(8, b, None, OTHER, &mut second).unwrap();
+    // The second key's lines twice: by the second pass it is over its budget.
+    body.extend_from_slice(&second);
+    body.extend_from_slice(&second);
+    std::fs::write(ws.path().join("two.log"), &body).unwrap();
+    let (out, v) = ws.scan_json(&["--threads", "2", "two.log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["error_key_counts"][OTHER], 2 * b);
+    let (total, n, overflow) = stored(&ws, KEY);
+    assert_eq!((total, n), (a, 101));
+    assert_eq!(overflow.unwrap().count, a - 100);
+    let (total, n, overflow) = stored(&ws, OTHER);
+    assert_eq!((total, n), (2 * b, 101), "every line counted, exactly");
+    assert_eq!(
+        overflow.unwrap().count,
+        2 * (b - 100),
+        "the 100 incidents of the key count their lines of the second pass"
+    );
+}
+
 #[test]
 fn ordinary_logs_never_meet_the_default_budget() {
     let ws = Workspace::new();
