@@ -126,13 +126,41 @@ pub fn choose<T: AsRef<[S]>, S: AsRef<str>>(
     if let Some(i) = templates.iter().position(|t| covers(t.as_ref(), msg)) {
         return Choice::Covered(i);
     }
-    let mut best: Option<(usize, f64)> = None;
-    for (i, t) in templates.iter().enumerate() {
-        if let Some(s) = similarity(t.as_ref(), msg)
-            && s >= threshold
-            && best.is_none_or(|(_, b)| s > b)
-        {
-            best = Some((i, s));
+    // The most similar template at or above the threshold, the first of equals: what
+    // `similarity` would choose, counting equal tokens and giving up on a template as soon
+    // as it can no longer reach the threshold nor beat the best so far (a leaf may hold
+    // thousands of templates, every one compared with every new message).
+    let n = msg.len();
+    if n == 0 {
+        return Choice::New;
+    }
+    let at_threshold = (0..=n)
+        .find(|&k| k as f64 / n as f64 >= threshold)
+        .unwrap_or(n + 1);
+    let msg_pinned: Vec<bool> = msg.iter().map(|m| is_pinned(m)).collect();
+    let mut best: Option<(usize, usize)> = None;
+    'templates: for (i, t) in templates.iter().enumerate() {
+        let t = t.as_ref();
+        if t.len() != n {
+            continue;
+        }
+        let need = best.map_or(at_threshold, |(_, b)| (b + 1).max(at_threshold));
+        let mut same = 0usize;
+        for (j, (t, m)) in t.iter().zip(msg).enumerate() {
+            let t = t.as_ref();
+            if t == *m {
+                if t != PARAM {
+                    same += 1;
+                }
+            } else if msg_pinned[j] || is_pinned(t) {
+                continue 'templates;
+            }
+            if same + (n - j - 1) < need {
+                continue 'templates;
+            }
+        }
+        if same >= need {
+            best = Some((i, same));
         }
     }
     best.map_or(Choice::New, |(i, _)| Choice::Similar(i))
@@ -306,5 +334,53 @@ mod tests {
         m.add("", "a x y d"); // a <*> <*> d
         // Similarity to `a <*> <*> d` is 0.5 without parameters; covered, it joins as it is.
         assert_eq!(m.add("", "a q r d"), (0, "a <*> <*> d".into()));
+    }
+
+    /// `choose` prunes templates that cannot win; it chooses what comparing every
+    /// template's whole `similarity` chooses.
+    #[test]
+    fn choose_agrees_with_the_whole_similarity_of_every_template() {
+        fn naive(templates: &[Vec<String>], msg: &[&str], threshold: f64) -> Choice {
+            if let Some(i) = templates.iter().position(|t| covers(t, msg)) {
+                return Choice::Covered(i);
+            }
+            let mut best: Option<(usize, f64)> = None;
+            for (i, t) in templates.iter().enumerate() {
+                if let Some(s) = similarity(t, msg)
+                    && s >= threshold
+                    && best.is_none_or(|(_, b)| s > b)
+                {
+                    best = Some((i, s));
+                }
+            }
+            best.map_or(Choice::New, |(i, _)| Choice::Similar(i))
+        }
+        let vocab = ["a", "b", "c", PARAM, "PACT:x:y", "PACT:x:z"];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..5000 {
+            let len = 1 + next(5);
+            let templates: Vec<Vec<String>> = (0..next(8))
+                .map(|_| {
+                    let l = if next(4) == 0 { 1 + next(5) } else { len };
+                    (0..l)
+                        .map(|_| vocab[next(vocab.len())].to_string())
+                        .collect()
+                })
+                .collect();
+            let msg: Vec<&str> = (0..len).map(|_| vocab[next(vocab.len() - 1)]).collect();
+            for threshold in [0.0, 0.3, 0.4, 0.5, 0.7, 1.0] {
+                assert_eq!(
+                    choose(&templates, &msg, threshold),
+                    naive(&templates, &msg, threshold),
+                    "{templates:?} {msg:?} {threshold}"
+                );
+            }
+        }
     }
 }
