@@ -516,7 +516,7 @@ pub struct ApplyOutcome {
     pub folded: Vec<(Fingerprint, Fingerprint)>,
     /// The keys whose new fingerprints this batch folded: over their budget for the rest of
     /// the window, so a producer may send their new fingerprints without a description
-    /// ([`IncidentDelta::folding`]). Empty with `grouping.templates`, whose miner may still
+    /// ([`Undescribed`]). Empty with `grouping.templates`, whose miner may still
     /// match a new fingerprint to a known template.
     pub overflowing: Vec<String>,
     /// New fingerprints folded that came without a description ([`Undescribed`]): not in
