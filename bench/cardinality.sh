@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # High cardinality (issue 23), both sides in one go:
 #  1. `scan` of 1,000,000 error lines of one key that are all different, vs the same number
-#     of lines repeating 50 messages: wall and CPU time, peak RSS, store size, counts.
+#     of lines repeating 50 messages: wall and CPU time, peak RSS, store size, counts; then
+#     the distinct lines with the template miner on.
 #  2. the webhook flooded with distinct errors vs repeated ones (wrk, single-event POSTs):
 #     req/s, every 2xx counted, the daemon's log lines.
 #
@@ -24,11 +25,17 @@ cd "$TMP"
 
 "$BIN" gen-corpus --distinct-errors "$LINES" --out distinct.log >/dev/null
 "$BIN" gen-corpus --distinct-errors "$LINES" --messages 50 --out repeat.log >/dev/null
-for c in repeat distinct; do
+# `templates`: the distinct lines again with `grouping.templates: true`.
+for c in repeat distinct templates; do
+  input=$c.log
   printf 'state_dir: st-%s\n' "$c" >"$c.yaml"
-  /usr/bin/time -f "%e %U %S %M" -o "$c.time" "$BIN" --config "$c.yaml" scan --json --no-progress "$c.log" >"$c.json"
+  if [ "$c" = templates ]; then
+    input=distinct.log
+    printf 'grouping:\n  templates: true\n' >>"$c.yaml"
+  fi
+  /usr/bin/time -f "%e %U %S %M" -o "$c.time" "$BIN" --config "$c.yaml" scan --json --no-progress "$input" >"$c.json"
   read -r wall user sys rss <"$c.time"
-  python3 - "$c" "$wall" "$user" "$sys" "$rss" "$(stat -c %s "$c.log")" "$(stat -c %s "st-$c/sentinel.redb")" <<'PY'
+  python3 - "$c" "$wall" "$user" "$sys" "$rss" "$(stat -c %s "$input")" "$(stat -c %s "st-$c/sentinel.redb")" <<'PY'
 import json, sys
 c, wall, user, sys_, rss, inp, db = sys.argv[1:]
 d = json.load(open(f"{c}.json"))

@@ -9,8 +9,8 @@
 //! the batch's deltas are applied: it sees each new fingerprint's normalised text once, and
 //! takes them **in ascending fingerprint order** within a transaction, an order no thread
 //! count changes. `sentinel scan` with templates on holds its new descriptions until the
-//! end of the run (up to the store thread's 16 MiB buffer, some 20,000 distinct new
-//! messages) and mines them in one transaction: the same input gives the same incidents,
+//! end of the run (up to 8,192 distinct new messages, `TEMPLATE_DESCRIBED_PER_FLUSH` in
+//! `ingest::batch`) and mines them in one transaction: the same input gives the same incidents,
 //! whatever `--threads` and the segments. A run with more distinct new messages than that is
 //! mined buffer by buffer, each in fingerprint order; the daemon mines each group commit in
 //! fingerprint order. Their templates can then depend on which messages shared a buffer,
@@ -53,7 +53,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use super::schema::{COUNTS, INCIDENTS};
 use super::{ApplyOutcome, IncidentDelta, IngestBatch, Store, StoreError};
 use crate::scan::Fingerprint;
-use crate::scan::templates::{Choice, TemplateSettings, choose, leaf, merge, text, tokens};
+use crate::scan::templates::{Choice, LeafIndex, TemplateSettings, leaf, text, tokens};
 
 /// `templates`: (PACT key, leaf, ordinal) → encoded cluster (see the module docs).
 pub(crate) const TEMPLATES: TableDefinition<(&str, &str, u64), &[u8]> =
@@ -115,6 +115,13 @@ pub fn cluster_id(key: &str, leaf: &str, ordinal: u64) -> Fingerprint {
     h.update(b"\0");
     h.update(&ordinal.to_le_bytes());
     Fingerprint(h.digest())
+}
+
+/// A leaf's clusters met in a transaction: (ordinal, id, target) by index, and their
+/// templates.
+struct Leaf {
+    clusters: Vec<(u64, u64, u64)>,
+    index: LeafIndex,
 }
 
 /// A cluster created by this transaction, with the fingerprints that joined it.
@@ -217,7 +224,7 @@ pub(crate) fn mine(
     // The clusters of each leaf met in this transaction, read and decoded once: reading a
     // leaf of hundreds of clusters for every new fingerprint made a run of distinct
     // messages quadratic (10,000 lines took 16 s, 30,000 took 143 s).
-    let mut leaves: HashMap<(String, String), Vec<(u64, Cluster)>> = HashMap::new();
+    let mut leaves: HashMap<(String, String), Leaf> = HashMap::new();
     let mut deltas: Vec<&IncidentDelta> = batch.incidents.values().collect();
     deltas.sort_unstable_by_key(|d| d.fingerprint);
     for d in deltas {
@@ -245,35 +252,41 @@ pub(crate) fn mine(
         }
         let key = new.pact_key();
         let leaf = leaf(&msg, settings.depth);
-        let leaf_clusters = match leaves.entry((key.to_string(), leaf.clone())) {
+        let lf = match leaves.entry((key.to_string(), leaf.clone())) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let mut read: Vec<(u64, Cluster)> = Vec::new();
+                let mut read = Leaf {
+                    clusters: Vec::new(),
+                    index: LeafIndex::new(),
+                };
                 for row in clusters
                     .range((key, leaf.as_str(), 0)..=(key, leaf.as_str(), u64::MAX))
                     .map_err(st.storage())?
                 {
                     let (k, v) = row.map_err(st.storage())?;
                     let k = k.value();
-                    read.push((k.2, st.cluster(k, v.value())?));
+                    let c = st.cluster(k, v.value())?;
+                    read.index.push(&c.template);
+                    read.clusters.push((k.2, c.id, c.target));
                 }
                 e.insert(read)
             }
         };
-        let templates: Vec<&[String]> = leaf_clusters
-            .iter()
-            .map(|(_, c)| c.template.as_slice())
-            .collect();
-        let i = match choose(&templates, &msg, settings.similarity) {
+        let i = match lf.index.choose(&msg, settings.similarity) {
             Choice::Covered(i) => i,
             Choice::Similar(i) => {
-                let (ordinal, c) = &mut leaf_clusters[i];
-                if merge(&mut c.template, &msg) {
+                if lf.index.merge(i, &msg) {
+                    let (ordinal, id, target) = lf.clusters[i];
+                    let c = Cluster {
+                        id,
+                        target,
+                        template: lf.index.template(i).into_iter().map(String::from).collect(),
+                    };
                     clusters
-                        .insert((key, leaf.as_str(), *ordinal), c.encode().as_slice())
+                        .insert((key, leaf.as_str(), ordinal), c.encode().as_slice())
                         .map_err(st.storage())?;
-                    if c.target == c.id {
-                        generalised.insert(c.id, text(&c.template));
+                    if target == id {
+                        generalised.insert(id, text(&c.template));
                     }
                 }
                 i
@@ -288,7 +301,7 @@ pub(crate) fn mine(
                     put(&mut out, d.clone());
                     continue;
                 }
-                let ordinal = leaf_clusters.last().map_or(0, |(o, _)| o + 1);
+                let ordinal = lf.clusters.last().map_or(0, |(o, _, _)| o + 1);
                 let id = cluster_id(key, &leaf, ordinal).0;
                 let c = Cluster {
                     id,
@@ -305,21 +318,21 @@ pub(crate) fn mine(
                     id,
                     members: Vec::new(),
                 });
-                leaf_clusters.push((ordinal, c));
-                leaf_clusters.len() - 1
+                lf.clusters.push((ordinal, id, id));
+                lf.index.push(&msg)
             }
         };
-        let c = &leaf_clusters[i].1;
-        members.insert(fp, c.target).map_err(st.storage())?;
-        if let Some(&at) = created_at.get(&c.target) {
+        let (_, id, target) = lf.clusters[i];
+        members.insert(fp, target).map_err(st.storage())?;
+        if let Some(&at) = created_at.get(&target) {
             created[at].members.push(fp);
         }
-        let mut nd = IncidentDelta::count_only(Fingerprint(c.target), d.count);
-        if c.target == c.id {
+        let mut nd = IncidentDelta::count_only(Fingerprint(target), d.count);
+        if target == id {
             // The description creates the cluster's incident (or recreates one retention
             // removed); shown with the template.
             let mut new = new.clone();
-            new.set_normalized(&text(&c.template));
+            new.set_normalized(&lf.index.text(i));
             nd.new = Some(new);
         }
         put(&mut out, nd);
