@@ -29,8 +29,10 @@
 //!   the incident stays resolved, `fix_ready_for_review`, and only its count grows) does
 //!   nothing on the forge but, at most once an hour per pull request ([`NOTE_EVERY`]), one
 //!   comment: "Seen N more times since this pull request's fix was pushed". Its state is read
-//!   first; one merged or closed meanwhile is recorded so, without a comment. A merged fix's
-//!   recurrence is a regression: it reopens the incident, and its new fix does the above.
+//!   first; one merged or closed meanwhile is recorded so, without a comment. One a person
+//!   merged is deployed from then: its fix is marked merged and the incident watched for a
+//!   regression (as when Sentinel merges). A merged fix's recurrence is a regression: it
+//!   reopens the incident, and its new fix does the above.
 //! - **`incident_escalated`** (`issues`): one issue per incident with its postmortem, at
 //!   most `max_per_hour` opened in any hour (the rest wait and are retried, and the incident
 //!   says it waits); the limit's state (when issues were opened, which wait) is kept in the
@@ -265,17 +267,33 @@ impl Forge {
 
     /// Stores `links` and says what happened on the incident's timeline.
     fn save(&self, inc: &Incident, links: &ForgeLinks, note: &str) -> Result<(), StoreError> {
-        let mut ev = NewEvent::incident(EventKind::IncidentUpdated, inc);
-        if let serde_json::Value::Object(m) = &mut ev.data {
-            m.insert(
-                "forge".into(),
-                serde_json::json!({"note": note, "links": links}),
-            );
-        }
-        let now = Timestamp::now();
         let mut txn = self.store.begin_write()?;
-        txn.put_forge_links(inc.fingerprint.0, links)?;
-        txn.emit(ev, now)?;
+        save_in(&mut txn, inc, links, note)?;
+        txn.commit()
+    }
+
+    /// The incident's pull request was merged on the forge (by a person: Sentinel did not
+    /// merge its fix). Recorded so, its fix marked merged, and, the incident being resolved,
+    /// watched for a regression as when Sentinel merges a fix: a merged fix is deployed, so
+    /// the error's next occurrence reopens the incident and asks for a new fix (which opens
+    /// a new pull request: a merged one's branch is never rewritten).
+    fn save_merged(
+        &self,
+        inc: &Incident,
+        links: &ForgeLinks,
+        pr: &ForgeLink,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.store.begin_write()?;
+        let note = if txn.merged_on_forge(&pr.fix_id)? {
+            format!(
+                "pull request {} was merged on the forge: the error's next occurrence reopens \
+                 the incident as a regression",
+                pr.url
+            )
+        } else {
+            format!("pull request {} was merged on the forge", pr.url)
+        };
+        save_in(&mut txn, inc, links, &note)?;
         txn.commit()
     }
 
@@ -520,8 +538,11 @@ impl Forge {
             Ok(PullRequestState::Open) => {}
             Ok(state) => {
                 pr.state = state.as_str().into();
+                links.pull_request = Some(pr.clone());
+                if state == PullRequestState::Merged {
+                    return self.save_merged(&inc, &links, &pr);
+                }
                 let note = format!("pull request {} was {} on the forge", pr.url, pr.state);
-                links.pull_request = Some(pr);
                 return self.save(&inc, &links, &note);
             }
             Err(e) => {
@@ -764,4 +785,23 @@ fn first_chars(s: &str, n: usize) -> String {
         .take(n)
         .collect();
     t.trim().to_string()
+}
+
+/// Saves `links` and announces them on the incident's timeline with `note`, in `txn`.
+fn save_in(
+    txn: &mut crate::store::StoreTxn<'_>,
+    inc: &Incident,
+    links: &ForgeLinks,
+    note: &str,
+) -> Result<(), StoreError> {
+    let mut ev = NewEvent::incident(EventKind::IncidentUpdated, inc);
+    if let serde_json::Value::Object(m) = &mut ev.data {
+        m.insert(
+            "forge".into(),
+            serde_json::json!({"note": note, "links": links}),
+        );
+    }
+    txn.put_forge_links(inc.fingerprint.0, links)?;
+    txn.emit(ev, Timestamp::now())?;
+    Ok(())
 }

@@ -371,6 +371,44 @@ impl StoreTxn<'_> {
         Ok(())
     }
 
+    /// A fix's pull request was seen merged on the forge (merged by a person, not by
+    /// Sentinel): the fix is marked merged and, while its incident is resolved, the incident
+    /// is watched for a regression as one whose fix Sentinel merged is (see `record_fix`):
+    /// its next occurrence reopens it. Returns whether the watch was armed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] on storage errors or an undecodable record.
+    pub fn merged_on_forge(&mut self, fix_id: &str) -> Result<bool, StoreError> {
+        let st = self.store;
+        let mut fix = {
+            let fixes = self.txn.open_table(FIXES).map_err(st.storage())?;
+            let v = fixes.get(fix_id).map_err(st.storage())?;
+            match v {
+                Some(v) => st.decode_fix(v.value())?,
+                None => return Ok(false),
+            }
+        };
+        if !fix.merged {
+            fix.merged = true;
+            self.put_fix(&fix)?;
+        }
+        let Some(inc) = self.incident(&fix.incident_id)? else {
+            return Ok(false);
+        };
+        if inc.status != IncidentStatus::Resolved {
+            return Ok(false);
+        }
+        let mut watch = self
+            .txn
+            .open_table(REGRESSION_WATCH)
+            .map_err(st.storage())?;
+        watch
+            .insert(inc.fingerprint.0, fix.generation.max(1))
+            .map_err(st.storage())?;
+        Ok(true)
+    }
+
     /// The incident `id` (with its current count), for update in this transaction.
     ///
     /// # Errors

@@ -416,3 +416,88 @@ fn while_the_pull_request_is_open_recurrences_comment_and_a_forge_failure_keeps_
     assert!(!replaced.contains("regression"), "{replaced}");
     assert!(d.term(Duration::from_secs(10)).success());
 }
+
+/// A pull request a person merges on the forge (Sentinel did not merge its fix): the next
+/// recurrence finds it merged and records so, and from then on the fix counts as deployed:
+/// the occurrence after that reopens the incident as a regression, whose fix opens a new
+/// pull request.
+#[test]
+fn a_pull_request_a_person_merges_makes_the_next_recurrence_a_regression() {
+    let b = Bench::new(
+        vec![
+            answer(reproducer(), the_fix(), Value::Null),
+            answer(reproducer(), the_fix(), Value::Null),
+        ],
+        &[1701, 1702, 1703],
+    );
+    // No merge by Sentinel: the fix waits for review on its pull request.
+    b.configure(&b.pull_request_section("", 3), "");
+    let (d, info) = b.watch();
+    let api = info.api_url("");
+    let gh = info.webhook_url("gh");
+    send_job(&gh, "m-1", 1701, SHA1, 1, "failure");
+    let id = wait_incident(&api, "IndexError")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fix1 = ended_fixes(&api, &id, 1).remove(0);
+    assert_eq!(
+        (fix1["status"].as_str(), fix1["merged"].as_bool()),
+        (Some("success"), Some(false)),
+        "{fix1:#}"
+    );
+    let first = wait_links(&api, &id, "a pull request", |f| {
+        f["pull_request"]["number"].is_u64()
+    })["pull_request"]["number"]
+        .as_u64()
+        .unwrap();
+    b.forge.set_pull_state(first, "merged");
+
+    // A recurrence: the forge says merged. Recorded, the fix marked merged; no comment, no
+    // new fix, the incident still resolved.
+    send_job(&gh, "m-2", 1702, SHA2, 1, "failure");
+    wait_links(&api, &id, "the merge seen", |f| {
+        f["pull_request"]["state"] == "merged"
+    });
+    let doc = detail(&api, &id);
+    assert_eq!(
+        (doc["status"].as_str(), doc["count"].as_u64()),
+        (Some("resolved"), Some(2)),
+        "{doc:#}"
+    );
+    assert!(b.forge.pulls()[0].comments.is_empty());
+    let fixes = ended_fixes(&api, &id, 1);
+    assert_eq!(fixes.len(), 1, "no new fix");
+    assert_eq!(fixes[0]["merged"], true, "{:#}", fixes[0]);
+
+    // The next occurrence is a regression: a new generation, a new pull request beside the
+    // merged one.
+    send_job(&gh, "m-3", 1703, SHA2, 1, "failure");
+    let fix2 = ended_fixes(&api, &id, 2)[1].clone();
+    assert_eq!(
+        (fix2["status"].as_str(), fix2["generation"].as_u64()),
+        (Some("success"), Some(2)),
+        "{fix2:#}"
+    );
+    let fix2_id = fix2["id"].as_str().unwrap();
+    let links = wait_links(&api, &id, "a second pull request", |f| {
+        f["pull_request"]["fix_id"] == fix2_id
+    });
+    let pulls = b.forge.pulls();
+    assert_eq!(pulls.len(), 2, "{pulls:#?}");
+    assert_eq!(
+        (pulls[0].number, pulls[0].state.as_str()),
+        (first, "merged")
+    );
+    assert_eq!(links["earlier_pull_requests"][0]["number"], first);
+    assert_eq!(links["earlier_pull_requests"][0]["state"], "merged");
+    let text = stdout(&b.ws.run(&["incident", &id]));
+    assert_eq!(text.matches("incident_regressed").count(), 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "earlier    #{first} https://github.example/acme/app/pull/{first} (merged)"
+        )),
+        "{text}"
+    );
+    assert!(d.term(Duration::from_secs(10)).success());
+}
