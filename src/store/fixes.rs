@@ -399,6 +399,13 @@ impl StoreTxn<'_> {
         if inc.status != IncidentStatus::Resolved {
             return Ok(false);
         }
+        self.watch_for_regression(&inc, &fix)?;
+        Ok(true)
+    }
+
+    /// Puts `inc`, whose `fix` is merged, under regression watch: seen again, it reopens.
+    fn watch_for_regression(&mut self, inc: &Incident, fix: &FixResult) -> Result<(), StoreError> {
+        let st = self.store;
         let mut watch = self
             .txn
             .open_table(REGRESSION_WATCH)
@@ -406,7 +413,7 @@ impl StoreTxn<'_> {
         watch
             .insert(inc.fingerprint.0, fix.generation.max(1))
             .map_err(st.storage())?;
-        Ok(true)
+        Ok(())
     }
 
     /// The incident `id` (with its current count), for update in this transaction.
@@ -650,14 +657,7 @@ impl StoreTxn<'_> {
             inc.resolution = resolution.to_string();
             self.update_incident(&inc, event, now)?;
             if fix.merged {
-                let st = self.store;
-                let mut watch = self
-                    .txn
-                    .open_table(REGRESSION_WATCH)
-                    .map_err(st.storage())?;
-                watch
-                    .insert(inc.fingerprint.0, fix.generation.max(1))
-                    .map_err(st.storage())?;
+                self.watch_for_regression(&inc, fix)?;
             }
         }
         Ok(())

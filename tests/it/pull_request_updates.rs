@@ -272,22 +272,24 @@ fn a_pull_request_merged_on_the_forge_gets_a_successor_for_a_regression() {
     assert!(d.term(Duration::from_secs(10)).success());
 }
 
-#[test]
-fn while_the_pull_request_is_open_recurrences_comment_and_a_forge_failure_keeps_a_fix_local() {
-    let b = Bench::new(
-        vec![
-            answer(reproducer(), the_fix(), Value::Null),
-            answer(reproducer(), the_fix(), Value::Null),
-            answer(reproducer(), the_fix(), Value::Null),
-        ],
-        &[1501, 1502, 1503],
-    );
-    // No merge: the fix waits for review on its pull request (the user's tree is dirty too).
+/// A daemon whose first fix of an incident waits for review on its pull request.
+struct Reviewed {
+    d: crate::harness::Daemon,
+    api: String,
+    gh: String,
+    id: String,
+    fix1: Value,
+    number: u64,
+}
+
+/// Configures `b` with pull requests and no merge, starts the daemon and sends the failed
+/// CI job `job` (run `run`): its incident's first fix is proven and its pull request opened.
+fn awaiting_review(b: &Bench, run: &str, job: u64) -> Reviewed {
     b.configure(&b.pull_request_section("", 3), "");
     let (d, info) = b.watch();
     let api = info.api_url("");
     let gh = info.webhook_url("gh");
-    send_job(&gh, "o-1", 1501, SHA1, 1, "failure");
+    send_job(&gh, run, job, SHA1, 1, "failure");
     let id = wait_incident(&api, "IndexError")["id"]
         .as_str()
         .unwrap()
@@ -299,6 +301,35 @@ fn while_the_pull_request_is_open_recurrences_comment_and_a_forge_failure_keeps_
     })["pull_request"]["number"]
         .as_u64()
         .unwrap();
+    Reviewed {
+        d,
+        api,
+        gh,
+        id,
+        fix1,
+        number,
+    }
+}
+
+#[test]
+fn while_the_pull_request_is_open_recurrences_comment_and_a_forge_failure_keeps_a_fix_local() {
+    let b = Bench::new(
+        vec![
+            answer(reproducer(), the_fix(), Value::Null),
+            answer(reproducer(), the_fix(), Value::Null),
+            answer(reproducer(), the_fix(), Value::Null),
+        ],
+        &[1501, 1502, 1503],
+    );
+    // No merge: the fix waits for review on its pull request (the user's tree is dirty too).
+    let Reviewed {
+        d,
+        api,
+        gh,
+        id,
+        fix1,
+        number,
+    } = awaiting_review(&b, "o-1", 1501);
     let branch1 = fix1["branch"].as_str().unwrap().to_string();
     let commit1 = fix1["git_fix_ref"].as_str().unwrap().to_string();
     let body1 = b.forge.pulls()[0].body.clone();
@@ -431,26 +462,15 @@ fn a_pull_request_a_person_merges_makes_the_next_recurrence_a_regression() {
         &[1701, 1702, 1703],
     );
     // No merge by Sentinel: the fix waits for review on its pull request.
-    b.configure(&b.pull_request_section("", 3), "");
-    let (d, info) = b.watch();
-    let api = info.api_url("");
-    let gh = info.webhook_url("gh");
-    send_job(&gh, "m-1", 1701, SHA1, 1, "failure");
-    let id = wait_incident(&api, "IndexError")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let fix1 = ended_fixes(&api, &id, 1).remove(0);
-    assert_eq!(
-        (fix1["status"].as_str(), fix1["merged"].as_bool()),
-        (Some("success"), Some(false)),
-        "{fix1:#}"
-    );
-    let first = wait_links(&api, &id, "a pull request", |f| {
-        f["pull_request"]["number"].is_u64()
-    })["pull_request"]["number"]
-        .as_u64()
-        .unwrap();
+    let Reviewed {
+        d,
+        api,
+        gh,
+        id,
+        fix1,
+        number: first,
+    } = awaiting_review(&b, "m-1", 1701);
+    assert_eq!(fix1["merged"], false, "{fix1:#}");
     b.forge.set_pull_state(first, "merged");
 
     // A recurrence: the forge says merged. Recorded, the fix marked merged; no comment, no
