@@ -136,6 +136,10 @@ impl<'s, 't> Indexer<'s, 't> {
     /// Like [`Indexer::open`], but the tallies are summed in memory and written by
     /// [`Indexer::finish`], once per value instead of once per incident: for the ingest
     /// writer, which creates thousands of incidents of a few components per transaction.
+    /// `finish` must be called before the transaction commits (tests check the tallies); one
+    /// dropped without it on an error path loses nothing, since its transaction is dropped
+    /// (rolled back) too. (A debug assertion in `Drop` said so, and fired on exactly that
+    /// error path when a storage fault struck between an incident and `finish`.)
     pub(crate) fn open_batched(
         st: &'s Store,
         txn: &'t WriteTransaction,
@@ -279,17 +283,6 @@ impl<'s, 't> Indexer<'s, 't> {
                 .map_err(self.st.storage())?;
         }
         Ok(())
-    }
-}
-
-impl Drop for Indexer<'_, '_> {
-    fn drop(&mut self) {
-        // A batched indexer dropped without `finish` would lose its tallies; dropped on an
-        // error path, its transaction is dropped (rolled back) too.
-        debug_assert!(
-            self.held.as_ref().is_none_or(|h| h.is_empty()) || std::thread::panicking(),
-            "a batched indexer dropped with tallies held"
-        );
     }
 }
 
