@@ -11,6 +11,9 @@
 //! command line ([`cli`]) and the daemon sit at the edge. Each module's docs say what it owns
 //! and why it is built so; the README's Architecture section draws the whole.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// The module docs link to private items on purpose: they are for Sentinel's developers,
+// who read them with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod aggregate;
 #[cfg(feature = "daemon")]

@@ -6,7 +6,7 @@
 //! words come from a list of 64 and the tag's letters from `g`-`z` (never a hex run), so
 //! two lines share a fingerprint only when they are equal. The ground truth is therefore
 //! simple: `lines` error lines of `key`, and `distinct` fingerprints (all of them, or
-//! `messages`), which [`write`] returns.
+//! `messages`), which [`write()`] returns.
 
 use std::io::{self, Write};
 
@@ -20,7 +20,7 @@ const WORDS: [&str; 64] = [
     "spring", "torque", "winch",
 ];
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     /// Bytes.

@@ -11,7 +11,7 @@
 //!    FAIL; apply the fix — the tests must PASS. Anything else is debriefed into the next
 //!    attempt, and the worktree is reset.
 //! 4. Success: commit the edited files on the fix branch; push a tightened contract (see
-//!    [`contract`]); with `fix.merge` fast-forward the user's branch when their tree is clean.
+//!    [`crate::fix::contract`]); with `fix.merge` fast-forward the user's branch when their tree is clean.
 //!
 //! The caller stores the [`FixResult`] and moves the incident (see `store::fixes`); the
 //! postmortem is written from the store once that is committed ([`super::postmortem`]).

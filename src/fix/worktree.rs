@@ -186,7 +186,7 @@ pub enum EditError {
 /// Serialises this process's `git worktree add`, `remove` and `prune`. They are not safe
 /// against each other in one repository: `prune` deletes the administrative directory of a
 /// worktree that `add` is still creating (its checkout does not exist yet), and `add` then
-/// fails ("could not open '.git/worktrees/<name>/locked'"). Two fixes run at once
+/// fails (`could not open '.git/worktrees/<name>/locked'`). Two fixes run at once
 /// (`llm.max_concurrent_fixes`), so one ending must not prune under another starting.
 static WORKTREE_ADMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

@@ -5,7 +5,7 @@
 //!
 //! - **`fix_completed`** of a proven, kept fix (`fix.pull_request`; an approved fix at its
 //!   `incident_resolved`): the fix's branch is
-//!   pushed ([`push`]: HTTPS credentials passed to git through its environment as an
+//!   pushed ([`push()`]: HTTPS credentials passed to git through its environment as an
 //!   `http.extraHeader`, never in a URL, an argument or a log) and a pull (merge) request is
 //!   opened with the postmortem as its body. At most `max_open` of Sentinel's pull requests
 //!   (head branches `sentinel/…`) are open at once (counted on the forge). A push or API

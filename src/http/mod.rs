@@ -1,5 +1,5 @@
 //! HTTP pieces every listener shares — the API and the webhook sources alike: serving with
-//! limits and a graceful stop ([`serve`], [`harden`]), the one error shape ([`ApiError`]),
+//! limits and a graceful stop ([`serve()`], [`harden`]), the one error shape ([`ApiError`]),
 //! and request authentication ([`auth`]: bearer tokens, HMAC signatures).
 
 pub mod auth;

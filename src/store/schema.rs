@@ -21,14 +21,14 @@ pub(crate) const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("tota
 /// written with the counts (see `IngestBatch::source_positions`).
 pub(crate) const SOURCE_POSITIONS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("source_positions");
-/// File positions by (device, inode); see [`FilePosition`].
+/// File positions by (device, inode); see [`super::FilePosition`].
 pub(crate) const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("files");
 /// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).
 pub(crate) const WINDOWS: TableDefinition<u64, (u64, u64)> =
     TableDefinition::new("incident_windows");
 /// Incidents that turned actionable: fingerprint → fix job sequence (0: escalated instead).
 pub(crate) const ACTIONED: TableDefinition<u64, u64> = TableDefinition::new("incident_actioned");
-/// The fix-job queue: sequence → encoded [`FixJob`].
+/// The fix-job queue: sequence → encoded [`super::FixJob`].
 pub(crate) const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
 /// The jobs still queued or running: sequence → () (so the fixer never scans them all).
 pub(crate) const JOBS_OPEN: TableDefinition<u64, ()> = TableDefinition::new("fix_jobs_open");
@@ -36,7 +36,7 @@ pub(crate) const JOBS_OPEN: TableDefinition<u64, ()> = TableDefinition::new("fix
 /// within the 30-day window the caps look at (older entries may be dropped).
 pub(crate) const SPEND: TableDefinition<(u64, u64), (&str, u64)> =
     TableDefinition::new("spend_log");
-/// The event log: sequence → encoded [`Event`] (see [`events`]).
+/// The event log: sequence → encoded [`super::Event`] (see [`super::events`]).
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// (incident id, event seq): each incident's events, for its timeline.
 pub(crate) const INCIDENT_EVENTS: TableDefinition<(&str, u64), ()> =
