@@ -213,10 +213,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable row.
     pub fn ci_pending(&self) -> Result<Vec<(u64, PendingFetch)>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(CI_QUEUE) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, CI_QUEUE)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(self.storage())? {
@@ -237,10 +235,8 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn ci_deliveries(&self) -> Result<Vec<u64>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(CI_DELIVERIES) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, CI_DELIVERIES)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(self.storage())? {
@@ -257,10 +253,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable row.
     pub fn issue_limit(&self) -> Result<IssueLimit, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(FORGE_STATE) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(IssueLimit::default()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, FORGE_STATE)? else {
+            return Ok(IssueLimit::default());
         };
         let Some(v) = t.get(ISSUE_LIMIT).map_err(self.storage())? else {
             return Ok(IssueLimit::default());
@@ -280,10 +274,8 @@ impl Store {
         format: u8,
     ) -> Result<Vec<(u64, T)>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(table) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, table)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(self.storage())? {
@@ -302,10 +294,8 @@ impl Store {
         fp: u64,
     ) -> Result<Option<T>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(table) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, table)? else {
+            return Ok(None);
         };
         let Some(v) = t.get(fp).map_err(self.storage())? else {
             return Ok(None);

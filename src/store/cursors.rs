@@ -28,10 +28,8 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn outbox_cursors(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(CURSORS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, CURSORS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(self.storage())? {
@@ -103,10 +101,8 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn delivered_by_component(&self, sink: &str) -> Result<BTreeMap<String, u64>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(DELIVERED) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, DELIVERED)? else {
+            return Ok(BTreeMap::new());
         };
         let mut out = BTreeMap::new();
         for row in t.range((sink, "")..).map_err(self.storage())? {

@@ -56,10 +56,8 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn delivery_rows(&self) -> Result<Vec<(u64, Vec<u64>)>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(DELIVERY_LOG) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, DELIVERY_LOG)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for e in t.iter().map_err(self.storage())? {

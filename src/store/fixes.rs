@@ -216,10 +216,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable record.
     pub fn fix(&self, id: &str) -> Result<Option<FixResult>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(FIXES) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, FIXES)? else {
+            return Ok(None);
         };
         let Some(v) = t.get(id).map_err(self.storage())? else {
             return Ok(None);

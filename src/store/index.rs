@@ -36,7 +36,7 @@
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 
-use redb::{ReadTransaction, ReadableTable, TableError, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::counts::{COMPONENT, SEVERITY, STATUS};
 use super::schema::{ATTRS, BY_COMPONENT, BY_SEVERITY, COUNTS, INCIDENTS, TALLIES};
@@ -386,10 +386,8 @@ impl Store {
             None => (u64::MAX, u64::MAX, true),
         };
         if let Some(c) = filter.component.as_deref() {
-            let t = match txn.open_table(BY_COMPONENT) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(self.storage()(e)),
+            let Some(t) = self.read_table(txn, BY_COMPONENT)? else {
+                return Ok(None);
             };
             let mut ranges: Vec<Keys<'_>> = Vec::with_capacity(sevs.len() * stats.len());
             for &sev in &sevs {
@@ -407,10 +405,8 @@ impl Store {
             }
             merge(ranges, limit).map(Some).map_err(self.storage())
         } else {
-            let t = match txn.open_table(BY_SEVERITY) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(self.storage()(e)),
+            let Some(t) = self.read_table(txn, BY_SEVERITY)? else {
+                return Ok(None);
             };
             let mut ranges: Vec<Keys<'_>> = Vec::with_capacity(sevs.len() * stats.len());
             for &sev in &sevs {

@@ -706,10 +706,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable event.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(EVENTS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, EVENTS)? else {
+            return Ok(Vec::new());
         };
         let incidents = self.open_incidents(&txn)?;
         let mut out = Vec::new();
@@ -862,10 +860,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable job.
     pub fn fix_jobs(&self) -> Result<Vec<FixJob>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(FIX_JOBS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, FIX_JOBS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(self.storage())? {
@@ -948,6 +944,20 @@ impl Store {
                     .degraded()
                     .map_or_else(|| "reopening".to_string(), |d| d.reason),
             })
+    }
+
+    /// `def` in the read transaction `txn`; `None` when no write has created it yet (a
+    /// store that never held such rows reads as empty).
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &ReadTransaction,
+        def: TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+        match txn.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.storage()(e)),
+        }
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
@@ -1077,10 +1087,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable record.
     pub fn file_positions(&self) -> Result<HashMap<FileKey, FilePosition>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(FILES) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, FILES)? else {
+            return Ok(HashMap::new());
         };
         let mut out = HashMap::new();
         for e in t.iter().map_err(self.storage())? {
@@ -1103,10 +1111,8 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn source_positions(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(schema::SOURCE_POSITIONS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, schema::SOURCE_POSITIONS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for e in t.range(prefix..).map_err(self.storage())? {
@@ -1301,10 +1307,8 @@ impl Store {
         since: Timestamp,
     ) -> Result<Vec<(Timestamp, String, u64)>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(SPEND) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, SPEND)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.range((micros(since), 0)..).map_err(self.storage())? {

@@ -164,10 +164,8 @@ impl Store {
     /// [`StoreError`] on storage errors or a cluster this Sentinel cannot read.
     pub fn template_clusters(&self, key: &str) -> Result<Vec<Cluster>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(TEMPLATES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, TEMPLATES)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t

@@ -25,7 +25,7 @@
 //! readers treat a missing one as empty.
 
 use jiff::Timestamp;
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, TableDefinition};
 
 use super::{META, RECENT, Store, StoreError, StoreTxn, micros};
 use crate::scan::Fingerprint;
@@ -173,10 +173,8 @@ impl Store {
         now_us: u64,
     ) -> Result<Vec<Vec<TrendPoint>>, StoreError> {
         let (per_incident, _, _) = bucket.tables();
-        let t = match txn.open_table(per_incident) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![Vec::new(); fps.len()]),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(txn, per_incident)? else {
+            return Ok(vec![Vec::new(); fps.len()]);
         };
         let (from, to) = (bucket.oldest_kept(now_us), bucket.index(now_us));
         let mut out = Vec::with_capacity(fps.len());
@@ -208,10 +206,8 @@ impl Store {
     ) -> Result<Vec<TrendPoint>, StoreError> {
         let txn = self.begin_read()?;
         let (_, all, _) = bucket.tables();
-        let t = match txn.open_table(all) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, all)? else {
+            return Ok(Vec::new());
         };
         let now_us = micros(now);
         let mut out = Vec::new();

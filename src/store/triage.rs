@@ -9,7 +9,7 @@
 //! missing. One record per incident: triage runs once per distinct incident.
 
 use jiff::Timestamp;
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::codec;
@@ -83,10 +83,8 @@ impl Store {
     /// [`StoreError`] on storage errors or an undecodable record.
     pub fn triage_of(&self, fp: Fingerprint) -> Result<Option<TriageRecord>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(TRIAGE) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, TRIAGE)? else {
+            return Ok(None);
         };
         let Some(v) = t.get(fp.0).map_err(self.storage())? else {
             return Ok(None);
@@ -107,10 +105,8 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn triage_times_since(&self, since: Timestamp) -> Result<Vec<Timestamp>, StoreError> {
         let txn = self.begin_read()?;
-        let t = match txn.open_table(TRIAGE) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.storage()(e)),
+        let Some(t) = self.read_table(&txn, TRIAGE)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(self.storage())? {
