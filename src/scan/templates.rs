@@ -181,16 +181,6 @@ impl LeafIndex {
         l
     }
 
-    /// The templates it holds.
-    pub fn len(&self) -> usize {
-        self.templates.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.templates.is_empty()
-    }
-
     fn intern(&mut self, token: &str) -> TokenId {
         if let Some(&id) = self.ids.get(token) {
             return id;

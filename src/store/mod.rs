@@ -524,6 +524,26 @@ pub struct ApplyOutcome {
     pub folded_undescribed: u64,
 }
 
+/// Incident `fp`, last seen at `last_us`, is seen at `now_us`: its recency entries move when
+/// that is later (never on a second flush of the same scan, which has one time). Returns
+/// its last seen now.
+fn seen_again(
+    st: &Store,
+    recent: &mut redb::Table<'_, (u64, u64), ()>,
+    idx: &mut index::Indexer<'_, '_>,
+    fp: u64,
+    last_us: u64,
+    now_us: u64,
+) -> Result<u64, StoreError> {
+    let last = last_us.max(now_us);
+    if last != last_us {
+        recent.remove((last_us, fp)).map_err(st.storage())?;
+        recent.insert((last, fp), ()).map_err(st.storage())?;
+        idx.touch(fp, last_us, last)?;
+    }
+    Ok(last)
+}
+
 /// What [`StoreTxn::apply`] applies to one fingerprint.
 #[derive(Clone, Copy)]
 enum Item<'a> {
@@ -1578,12 +1598,7 @@ impl StoreTxn<'_> {
             }
             match existing {
                 Some((count, last_us)) => {
-                    let last = last_us.max(now_us);
-                    if last != last_us {
-                        recent.remove((last_us, fp)).map_err(st.storage())?;
-                        recent.insert((last, fp), ()).map_err(st.storage())?;
-                        idx.touch(fp, last_us, last)?;
-                    }
+                    let last = seen_again(st, &mut recent, &mut idx, fp, last_us, now_us)?;
                     counts
                         .insert(fp, (count + d.count, last))
                         .map_err(st.storage())?;
@@ -1761,12 +1776,7 @@ impl StoreTxn<'_> {
                     incidents
                         .insert(fp, inc.encode().as_slice())
                         .map_err(st.storage())?;
-                    let last = last_us.max(now_us);
-                    if last != last_us {
-                        recent.remove((last_us, fp)).map_err(st.storage())?;
-                        recent.insert((last, fp), ()).map_err(st.storage())?;
-                        idx.touch(fp, last_us, last)?;
-                    }
+                    let last = seen_again(st, &mut recent, &mut idx, fp, last_us, now_us)?;
                     counts
                         .insert(fp, (count + fold.lines, last))
                         .map_err(st.storage())?;
