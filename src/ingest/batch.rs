@@ -164,6 +164,7 @@ pub fn run(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(shared.threads)
         .thread_name(|i| format!("sentinel-scan-{i}"))
+        .start_handler(|_| yield_to_the_committer())
         .build()
         .context("starting worker threads")?;
 
@@ -212,6 +213,18 @@ struct Ctx<'a> {
     tx: &'a crossbeam_channel::Sender<IngestBatch>,
     progress: Option<&'a indicatif::ProgressBar>,
     mmap: bool,
+}
+
+/// Lowers the calling scan worker's priority (nice 5, Linux) below the committer's. The
+/// committer is one thread and, on a first scan with many new incidents, the bound: with
+/// every core scanning, the scheduler shared the cores three ways and the committer got
+/// two thirds of one until the scan ended, then worked alone (1 GiB, 28,638 new
+/// incidents, 2 cores: the committer ran 0.39 s past the scan's end). Below it, the
+/// workers take what it leaves, and they wait on it anyway once a flush is queued. Where
+/// the priority cannot be set nothing changes.
+fn yield_to_the_committer() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 5);
 }
 
 /// Scans one unit of work, sending full batches to the store thread.

@@ -1,13 +1,17 @@
 //! The incident record and its versioned on-disk encoding.
 //!
-//! An encoded value is one format byte followed by the record. Format 2 (written since
-//! 2026-12-07, issue 23) is binary ([`super::codec::encode_bin`]): integers as varints, the
+//! An encoded value is one format byte followed by the record. Format 3 (written since
+//! 2026-12-08, issue 14) is binary ([`super::codec::encode_bin`]): integers as varints, the
 //! fingerprint and timestamps as numbers, the three enums as one byte each, strings length-
-//! prefixed, the normalised text left out when it equals the sample, the sample capped at
-//! [`SAMPLE_MAX_BYTES`]. Format 1, the JSON record every earlier version wrote, is still read
-//! (stores are never rewritten just to change the encoding: a record is re-encoded when it
-//! changes). The format byte lets this version refuse a value written by a newer Sentinel
-//! instead of misreading it.
+//! prefixed, the sample capped at [`SAMPLE_MAX_BYTES`], and the normalised text as the edits
+//! that make it from the sample ([`Normalized`]): it is the sample with its numbers, hex runs
+//! and UUIDs replaced, so storing it whole (as format 2 did) doubled the record. The record
+//! is the largest row a new incident writes, and its size is what the first scan of a large
+//! corpus pays for in B-tree page splits and page writes. Format 2 (binary, the normalised
+//! text whole unless equal to the sample) and format 1 (the JSON record versions before
+//! 2026-12-07 wrote) are still read: stores are never rewritten just to change the encoding
+//! (a record is re-encoded when it changes). The format byte lets this version refuse a
+//! value written by a newer Sentinel instead of misreading it.
 
 use super::codec::{self, DecodeError};
 use jiff::Timestamp;
@@ -16,8 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::attribute::{AttributionStatus, Severity};
 use crate::scan::Fingerprint;
 
-/// The format byte of values written by this version: the binary record.
-pub const INCIDENT_FORMAT: u8 = 2;
+/// The format byte of values written by this version: the binary record, the normalised
+/// text as edits of the sample.
+pub const INCIDENT_FORMAT: u8 = 3;
+
+/// The format byte of the binary record with the normalised text whole (2026-12-07; still
+/// read).
+pub const INCIDENT_FORMAT_V2: u8 = 2;
 
 /// The format byte of the JSON record versions before 2026-12-07 wrote (still read).
 pub const INCIDENT_FORMAT_JSON: u8 = 1;
@@ -148,10 +157,11 @@ pub struct Overflow {
     pub hint: String,
 }
 
-/// The binary record (format 2). Field order is the format: append new fields at the end
-/// only with a new format byte. `S` is `&str` when encoding, `String` when decoding.
+/// The binary record. Field order is the format: append new fields at the end only with a
+/// new format byte. `S` is `&str` when encoding, `String` when decoding; `N`, the normalised
+/// text, is [`Normalized`] in format 3 and `Option<S>` (`None`: the sample) in format 2.
 #[derive(Serialize, Deserialize)]
-struct Wire<S> {
+struct Wire<S, N> {
     id: S,
     fingerprint: u64,
     count: u64,
@@ -166,12 +176,117 @@ struct Wire<S> {
     component_id: S,
     method: S,
     pact_key: S,
-    /// `None`: the same as the sample (nothing was normalised).
-    normalized: Option<S>,
+    normalized: N,
     sample: S,
     source: S,
     resolution: S,
     overflow: Option<Overflow>,
+}
+
+/// The normalised text in format 3.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Normalized<S> {
+    /// The sample itself (nothing was normalised).
+    Same,
+    /// The sample with runs replaced: for each `(copy, skip, token)`, the next `copy` bytes
+    /// of the sample, then [`TOKENS`]`[token]` in place of its next `skip` bytes; then the
+    /// next `tail` bytes of the sample (the normalised text is kept to 512 bytes, so it may
+    /// stop before the sample does).
+    Edits { ops: Vec<(u32, u32, u8)>, tail: u32 },
+    /// Stored whole: not found to be an edit of the sample (a keyed webhook event's
+    /// `<key> <line>`, a normalised text cut inside a token, a hex run cut at a UUID).
+    Text(S),
+}
+
+/// What normalisation writes in place of a run (see `scan::fingerprint`): the three tokens,
+/// then what the 512-byte cut of the normalised text leaves of one at its end.
+const TOKENS: [&str; 12] = [
+    "<n>", "<hex>", "<uuid>", "<", "<n", "<h", "<he", "<hex", "<u", "<uu", "<uui", "<uuid",
+];
+
+/// The whole tokens: the first three of [`TOKENS`].
+const WHOLE_TOKENS: usize = 3;
+
+/// `normalized` as [`Normalized::Edits`] of `sample`, when it is one: found greedily (copy
+/// the common prefix, then a token replacing the longest run of its class) and checked by
+/// applying the edits, so a text the greedy reading gets wrong is stored whole, never
+/// stored wrong.
+fn edits<'a>(sample: &str, normalized: &'a str) -> Normalized<&'a str> {
+    if normalized == sample {
+        return Normalized::Same;
+    }
+    let (s, n) = (sample.as_bytes(), normalized.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut ops = Vec::new();
+    loop {
+        let c = s[i..]
+            .iter()
+            .zip(&n[j..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        let rest = &n[j + c..];
+        if rest.is_empty() {
+            let e = Normalized::Edits {
+                ops,
+                tail: c as u32,
+            };
+            return match apply(s, &e) {
+                Some(back) if back == n => e,
+                _ => Normalized::Text(normalized),
+            };
+        }
+        let whole = TOKENS[..WHOLE_TOKENS]
+            .iter()
+            .position(|t| rest.starts_with(t.as_bytes()));
+        // A token cut at the end of the text: nothing follows it.
+        let cut = || {
+            TOKENS[WHOLE_TOKENS..]
+                .iter()
+                .position(|t| rest == t.as_bytes())
+        };
+        let (t, skip) = match (whole, cut()) {
+            (Some(t), _) => {
+                let run = &s[i + c..];
+                let skip = match t {
+                    0 => run.iter().take_while(|b| b.is_ascii_digit()).count(),
+                    1 => {
+                        // A hex run cut where a UUID starts in it (its last 8 digits).
+                        let r = run.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                        let uuid = rest[TOKENS[1].len()..].starts_with(TOKENS[2].as_bytes());
+                        if uuid && r > 8 { r - 8 } else { r }
+                    }
+                    _ => 36.min(run.len()),
+                };
+                if skip == 0 {
+                    return Normalized::Text(normalized);
+                }
+                (t, skip)
+            }
+            (None, Some(t)) => (WHOLE_TOKENS + t, 0),
+            (None, None) => return Normalized::Text(normalized),
+        };
+        ops.push((c as u32, skip as u32, t as u8));
+        i += c + skip;
+        j += c + TOKENS[t].len();
+    }
+}
+
+/// The text [`Normalized::Edits`] make of `sample`; `None` when they reach past its end or
+/// name no token.
+fn apply<S>(sample: &[u8], e: &Normalized<S>) -> Option<Vec<u8>> {
+    let Normalized::Edits { ops, tail } = e else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(sample.len());
+    let mut i = 0usize;
+    for &(copy, skip, token) in ops {
+        let end = i.checked_add(copy as usize)?;
+        out.extend_from_slice(sample.get(i..end)?);
+        out.extend_from_slice(TOKENS.get(usize::from(token))?.as_bytes());
+        i = end.checked_add(skip as usize)?;
+    }
+    out.extend_from_slice(sample.get(i..i.checked_add(*tail as usize)?)?);
+    Some(out)
 }
 
 pub(crate) fn attribution_code(a: AttributionStatus) -> u8 {
@@ -221,7 +336,7 @@ impl Incident {
     /// [`SAMPLE_MAX_BYTES`]).
     pub fn encode(&self) -> Vec<u8> {
         let sample = capped(&self.sample, SAMPLE_MAX_BYTES);
-        let wire = Wire::<&str> {
+        let wire = Wire::<&str, Normalized<&str>> {
             id: &self.id,
             fingerprint: self.fingerprint.0,
             count: self.count,
@@ -233,7 +348,7 @@ impl Incident {
             component_id: &self.component_id,
             method: &self.method,
             pact_key: &self.pact_key,
-            normalized: (self.normalized != sample).then_some(self.normalized.as_str()),
+            normalized: edits(sample, &self.normalized),
             sample,
             source: &self.source,
             resolution: &self.resolution,
@@ -256,19 +371,34 @@ impl Incident {
     pub fn decode(bytes: &[u8]) -> Result<Incident, DecodeError> {
         match bytes.split_first() {
             Some((&INCIDENT_FORMAT_JSON, _)) => codec::decode(INCIDENT_FORMAT_JSON, bytes),
-            Some((&INCIDENT_FORMAT, body)) => Incident::from_wire(codec::decode_bin(body)?),
+            Some((&INCIDENT_FORMAT, body)) => {
+                let w: Wire<String, Normalized<String>> = codec::decode_bin(body)?;
+                let normalized = match &w.normalized {
+                    Normalized::Same => w.sample.clone(),
+                    Normalized::Text(t) => t.clone(),
+                    e @ Normalized::Edits { .. } => apply(w.sample.as_bytes(), e)
+                        .and_then(|v| String::from_utf8(v).ok())
+                        .ok_or_else(|| DecodeError::Invalid("bad normalised edits".into()))?,
+                };
+                Incident::from_wire(w, normalized)
+            }
+            Some((&INCIDENT_FORMAT_V2, body)) => {
+                let w: Wire<String, Option<String>> = codec::decode_bin(body)?;
+                let normalized = w.normalized.clone().unwrap_or_else(|| w.sample.clone());
+                Incident::from_wire(w, normalized)
+            }
             // Empty, newer, or unknown.
             _ => codec::decode(INCIDENT_FORMAT, bytes),
         }
     }
 
-    fn from_wire(w: Wire<String>) -> Result<Incident, DecodeError> {
+    fn from_wire<N>(w: Wire<String, N>, normalized: String) -> Result<Incident, DecodeError> {
         let bad = |what: &str| DecodeError::Invalid(format!("bad {what}"));
         let ts = |ns: i128| Timestamp::from_nanosecond(ns).map_err(|_| bad("timestamp"));
         Ok(Incident {
             id: w.id,
             fingerprint: Fingerprint(w.fingerprint),
-            normalized: w.normalized.unwrap_or_else(|| w.sample.clone()),
+            normalized,
             count: w.count,
             first_seen: ts(w.first_seen_ns)?,
             last_seen: ts(w.last_seen_ns)?,
@@ -405,19 +535,22 @@ pub(crate) mod tests {
         inc.status = IncidentStatus::Escalated;
         inc.resolution = "auto_remediate_disabled".into();
         let hex: String = inc.encode().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, GOLDEN_V2_HEX, "the binary incident record changed");
-        let bytes: Vec<u8> = (0..GOLDEN_V2_HEX.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&GOLDEN_V2_HEX[i..i + 2], 16).unwrap())
-            .collect();
-        assert_eq!(Incident::decode(&bytes).unwrap(), inc);
+        assert_eq!(hex, GOLDEN_V3_HEX, "the binary incident record changed");
+        assert_eq!(Incident::decode(&unhex(GOLDEN_V3_HEX)).unwrap(), inc);
+        // Format 2, the normalised text whole, is still read.
+        assert_eq!(Incident::decode(&unhex(GOLDEN_V2_HEX)).unwrap(), inc);
         // Nothing normalised: the normalised text is not stored twice.
         let mut same = sample();
         same.normalized = same.sample.clone();
         let short = same.encode();
-        // One byte (`None`) instead of a tag, a length and "ERROR x <n>".
-        assert_eq!(short.len() + 12, sample().encode().len());
+        // One byte (`Same`) instead of six: the tag, one edit (copy 8, skip 1, `<n>`) and
+        // the tail (format 2 stored a tag, a length and "ERROR x <n>": 13).
+        assert_eq!(short.len() + 5, sample().encode().len());
         assert_eq!(Incident::decode(&short).unwrap(), same);
+        // Not an edit of the sample: stored whole.
+        let mut keyed = sample();
+        keyed.normalized = "PACT:auth:login ERROR x <n>".into();
+        assert_eq!(Incident::decode(&keyed.encode()).unwrap(), keyed);
         // An overflow incident.
         let mut over = sample();
         over.overflow = Some(Overflow {
@@ -439,6 +572,76 @@ pub(crate) mod tests {
         assert_eq!(back.sample, "x".repeat(SAMPLE_MAX_BYTES - 1));
         assert_eq!(back.normalized, inc.normalized);
     }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The normalised text of lines like the ones users log (numbers, hex runs, UUIDs, PACT
+    /// keys, `<` and `>` of their own, multi-byte characters, lines longer than the 512
+    /// bytes of normalised text kept and than the sample) comes back exactly, and is
+    /// stored as edits unless the greedy reading cannot make it from the sample.
+    #[test]
+    fn the_normalised_text_is_stored_as_edits_of_the_sample_and_read_back_exactly() {
+        use crate::scan::fingerprint::{NORMALIZED_KEEP_BYTES, normalize_into};
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just("ERROR ".to_string()),
+            Just("<".to_string()),
+            Just(">".to_string()),
+            Just("<n>".to_string()),
+            Just("<he".to_string()),
+            Just("é".to_string()),
+            Just("-".to_string()),
+            Just("PACT:svc_v2:get ".to_string()),
+            "[a-z ]{1,12}",
+            "[0-9]{1,12}",
+            "[0-9a-fA-F]{1,20}",
+            "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[0-9a-f]{300}",
+        ];
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (edited, whole) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        runner
+            .run(&proptest::collection::vec(piece, 0..60), |pieces| {
+                let line = pieces.concat();
+                let mut buf = Vec::new();
+                normalize_into(line.as_bytes(), &mut buf);
+                let mut inc = sample();
+                inc.sample = line.clone();
+                inc.normalized = lossy_prefix(&buf, NORMALIZED_KEEP_BYTES);
+                let back = Incident::decode(&inc.encode()).unwrap();
+                prop_assert_eq!(&back.normalized, &inc.normalized);
+                prop_assert_eq!(back.sample, capped(&line, SAMPLE_MAX_BYTES));
+                match edits(capped(&line, SAMPLE_MAX_BYTES), &inc.normalized) {
+                    Normalized::Text(_) => whole.set(whole.get() + 1),
+                    _ => edited.set(edited.get() + 1),
+                }
+                Ok(())
+            })
+            .unwrap();
+        // Whole only where the sample is cut before the normalised text ends (a line of
+        // more than 4,096 bytes whose long hex runs shrank to `<hex>`).
+        let (edited, whole) = (edited.get(), whole.get());
+        assert!(edited > 20 * whole, "{edited} as edits, {whole} whole");
+        // Edits that reach past the sample are an invalid record, not a panic.
+        let mut bad = sample().encode();
+        let at = bad.windows(3).position(|w| w == [1, 1, 8]).unwrap();
+        bad[at + 2] = 100;
+        assert!(matches!(
+            Incident::decode(&bad),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    const GOLDEN_V3_HEX: &str = concat!(
+        "030c303132333435363738396162ef9bafcdf8acd1910103aaecbef7fcc2d7ea3180989b86bbc6d7ea3100",
+        "02060461757468056c6f67696e0f504143543a617574683a6c6f67696e010108010000094552524f522078",
+        "20310e2f7661722f6c6f672f612e6c6f67176175746f5f72656d6564696174655f64697361626c656400",
+    );
 
     const GOLDEN_V2_HEX: &str = concat!(
         "020c303132333435363738396162ef9bafcdf8acd1910103aaecbef7fcc2d7ea3180989b86bbc6d7ea3100",
