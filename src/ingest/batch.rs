@@ -578,6 +578,9 @@ fn merge_loop(
     let mut pending = IngestBatch::new();
     let mut described = 0usize;
     let mut described_bytes = 0usize;
+    // The first descriptions go at once (a worker's first batch), so the committer starts
+    // while the workers scan on instead of waiting for a whole flush of them.
+    let mut first = true;
     for batch in rx {
         for fp in batch.incidents.keys() {
             out.fingerprints.insert(fp.0);
@@ -617,6 +620,7 @@ fn merge_loop(
         {
             Some(std::mem::take(&mut pending))
         } else if (described >= DESCRIBED_PER_FLUSH
+            || (first && described > 0)
             || pending.undescribed_lines() >= UNDESCRIBED_PER_FLUSH)
             && !templates
         {
@@ -637,6 +641,7 @@ fn merge_loop(
                 return Ok(());
             }
             (described, described_bytes) = (0, 0);
+            first = false;
         }
     }
     if !pending.is_empty() {

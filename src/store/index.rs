@@ -62,7 +62,8 @@ pub(crate) struct Indexer<'s, 't> {
     tallies: redb::Table<'t, (&'static str, &'static str), u64>,
     /// Tally changes held until [`Indexer::finish`] (an indexer opened with
     /// [`Indexer::open_batched`]); `None`: each change is written at once.
-    held: Option<std::collections::HashMap<(&'static str, String), i64>>,
+    /// Per dimension, then per value (looked up by `&str`: no allocation per incident).
+    held: Option<std::collections::HashMap<&'static str, std::collections::HashMap<String, i64>>>,
 }
 
 /// The two secondary indexes (apart from `incident_attrs`, so that an entry can be moved
@@ -152,9 +153,11 @@ impl<'s, 't> Indexer<'s, 't> {
     /// Writes the tallies held (see [`Indexer::open_batched`]).
     pub(crate) fn finish(mut self) -> Result<(), StoreError> {
         let held = self.held.take().unwrap_or_default();
-        for ((dim, value), delta) in held {
-            if delta != 0 {
-                self.write_tally(dim, &value, delta)?;
+        for (dim, values) in held {
+            for (value, delta) in values {
+                if delta != 0 {
+                    self.write_tally(dim, &value, delta)?;
+                }
             }
         }
         Ok(())
@@ -250,10 +253,11 @@ impl<'s, 't> Indexer<'s, 't> {
     fn tally(&mut self, dim: &'static str, value: &str, delta: i64) -> Result<(), StoreError> {
         match &mut self.held {
             Some(held) => {
-                match held.get_mut(&(dim, value.to_string())) {
+                let values = held.entry(dim).or_default();
+                match values.get_mut(value) {
                     Some(d) => *d += delta,
                     None => {
-                        held.insert((dim, value.to_string()), delta);
+                        values.insert(value.to_string(), delta);
                     }
                 }
                 Ok(())

@@ -1588,13 +1588,14 @@ impl StoreTxn<'_> {
         }
         // A described delta before undescribed lines of the same fingerprint.
         deltas.sort_unstable_by_key(|&(fp, ref d)| (fp, matches!(d, Item::Undescribed { .. })));
-        // What was counted, for the trend counters (and whether the incident is new here).
-        let mut counted: Vec<(u64, u64, bool)> = Vec::with_capacity(deltas.len());
+        // What was counted, for the trend counters, with when the incident was last seen
+        // before (`None`: new here).
+        let mut counted: Vec<(u64, u64, Option<u64>)> = Vec::with_capacity(deltas.len());
         for (fp, item) in deltas {
             let d = item.delta(fp);
             let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
             if existing.is_some() || d.new.is_some() {
-                counted.push((fp, d.count, existing.is_none()));
+                counted.push((fp, d.count, existing.map(|(_, last_us)| last_us)));
             }
             match existing {
                 Some((count, last_us)) => {
@@ -1701,8 +1702,7 @@ impl StoreTxn<'_> {
                         outcome.folded.push((d.fingerprint, to));
                         continue;
                     }
-                    let id = free_id(&ids, d.fingerprint).map_err(st.storage())?;
-                    ids.insert(id.as_str(), fp).map_err(st.storage())?;
+                    let id = claim_id(&mut ids, d.fingerprint).map_err(st.storage())?;
                     outcome.created_ids.push(id.clone());
                     let mut incident = Incident {
                         id,
@@ -1763,12 +1763,12 @@ impl StoreTxn<'_> {
         }
         for (key, fold) in &folds.by_key {
             let fp = fold.fp;
-            counted.push((fp, fold.lines, false));
             let v = incidents
                 .get(fp)
                 .map_err(st.storage())?
                 .map(|v| v.value().to_vec());
             let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
+            counted.push((fp, fold.lines, existing.map(|(_, last_us)| last_us)));
             let total = match (v, existing) {
                 (Some(v), Some((count, last_us))) => {
                     let mut inc = st.decode(fp, &v)?;
@@ -1789,8 +1789,7 @@ impl StoreTxn<'_> {
                     inc_folded(&overflows, fp).map_err(st.storage())?
                 }
                 _ => {
-                    let id = free_id(&ids, Fingerprint(fp)).map_err(st.storage())?;
-                    ids.insert(id.as_str(), fp).map_err(st.storage())?;
+                    let id = claim_id(&mut ids, Fingerprint(fp)).map_err(st.storage())?;
                     outcome.created_ids.push(id.clone());
                     let inc = guard::new_overflow_incident(id, key, fold, &guard, now);
                     incidents
@@ -2205,7 +2204,7 @@ pub(crate) fn micros(t: Timestamp) -> u64 {
 
 /// The id of a new incident: the first 12 hex characters of its fingerprint, or (in the
 /// astronomically rare case that another fingerprint has them) the next free 48-bit value.
-/// The id of the stored incident `fp` (see [`free_id`]); `None` if it has none.
+/// The id of the stored incident `fp` (see [`claim_id`]); `None` if it has none.
 fn stored_id(
     ids: &redb::Table<&str, u64>,
     fp: Fingerprint,
@@ -2221,12 +2220,22 @@ fn stored_id(
     }
 }
 
-fn free_id(ids: &redb::Table<&str, u64>, fp: Fingerprint) -> Result<String, redb::StorageError> {
+/// Claims the id of the new incident `fp` (see the id rule above) in `ids`, with one insert
+/// where no other incident has it (a look-up first would cost a second B-tree descent per
+/// new incident): a displaced owner is put back and the next value tried.
+fn claim_id(
+    ids: &mut redb::Table<&str, u64>,
+    fp: Fingerprint,
+) -> Result<String, redb::StorageError> {
     let mut candidate = fp.0 >> 16;
     loop {
         let id = format!("{candidate:012x}");
-        match ids.get(id.as_str())? {
-            Some(owner) if owner.value() != fp.0 => candidate = (candidate + 1) & 0xffff_ffff_ffff,
+        let owner = ids.insert(id.as_str(), fp.0)?.map(|v| v.value());
+        match owner {
+            Some(other) if other != fp.0 => {
+                ids.insert(id.as_str(), other)?;
+                candidate = (candidate + 1) & 0xffff_ffff_ffff;
+            }
             _ => return Ok(id),
         }
     }

@@ -227,12 +227,13 @@ impl Store {
 }
 
 impl StoreTxn<'_> {
-    /// Adds `counts` (fingerprint, occurrences, created in this transaction) to the buckets
+    /// Adds `counts` (fingerprint, occurrences, when it was last seen before: `None` when
+    /// created in this transaction) to the buckets
     /// of `now_us` and prunes the counted incidents' buckets that fell out of their span.
     /// Called by [`StoreTxn::apply`].
     pub(super) fn record_trend(
         &mut self,
-        counts: &[(u64, u64, bool)],
+        counts: &[(u64, u64, Option<u64>)],
         now_us: u64,
     ) -> Result<(), StoreError> {
         if counts.is_empty() {
@@ -244,14 +245,20 @@ impl StoreTxn<'_> {
             let (per_incident, all, _) = bucket.tables();
             let (at, oldest) = (bucket.index(now_us), bucket.oldest_kept(now_us));
             let mut t = self.txn.open_table(per_incident).map_err(st.storage())?;
-            for &(fp, n, created) in counts {
-                if created {
+            for &(fp, n, before) in counts {
+                let Some(before_us) = before else {
                     // An incident created in this transaction has no buckets yet (retention,
                     // the only way an incident goes, takes its buckets with it).
                     t.insert((fp, at), n).map_err(st.storage())?;
                     continue;
-                }
-                let old = t.get((fp, at)).map_err(st.storage())?.map(|v| v.value());
+                };
+                // No bucket of an incident is newer than the one it was last seen in: when
+                // that is older, this bucket is new (no look-up; a rescan's every incident).
+                let old = if bucket.index(before_us) < at {
+                    None
+                } else {
+                    t.get((fp, at)).map_err(st.storage())?.map(|v| v.value())
+                };
                 t.insert((fp, at), old.unwrap_or(0) + n)
                     .map_err(st.storage())?;
                 // The incident's buckets older than the span go when a new bucket starts
