@@ -1,7 +1,7 @@
 //! The incident record and its versioned on-disk encoding.
 //!
 //! An encoded value is one format byte followed by the record. Format 3 (written since
-//! 2026-12-08, issue 14) is binary ([`super::codec::encode_bin`]): integers as varints, the
+//! 2026-12-07, session 17, issue 14) is binary ([`super::codec::encode_bin`]): integers as varints, the
 //! fingerprint and timestamps as numbers, the three enums as one byte each, strings length-
 //! prefixed, the sample capped at [`SAMPLE_MAX_BYTES`], and the normalised text as the edits
 //! that make it from the sample ([`Normalized`]): it is the sample with its numbers, hex runs
@@ -193,8 +193,8 @@ enum Normalized<S> {
     /// next `tail` bytes of the sample (the normalised text is kept to 512 bytes, so it may
     /// stop before the sample does).
     Edits { ops: Vec<(u32, u32, u8)>, tail: u32 },
-    /// Stored whole: not found to be an edit of the sample (a keyed webhook event's
-    /// `<key> <line>`, a normalised text cut inside a token, a hex run cut at a UUID).
+    /// Stored whole: not an edit of the sample (a keyed webhook event's `<key> <line>`, or
+    /// a sample cut at [`SAMPLE_MAX_BYTES`] before its normalised text ends).
     Text(S),
 }
 
@@ -380,19 +380,19 @@ impl Incident {
         match bytes.split_first() {
             Some((&INCIDENT_FORMAT_JSON, _)) => codec::decode(INCIDENT_FORMAT_JSON, bytes),
             Some((&INCIDENT_FORMAT, body)) => {
-                let w: Wire<String, Normalized<String>> = codec::decode_bin(body)?;
-                let normalized = match &w.normalized {
+                let mut w: Wire<String, Normalized<String>> = codec::decode_bin(body)?;
+                let normalized = match std::mem::replace(&mut w.normalized, Normalized::Same) {
                     Normalized::Same => w.sample.clone(),
-                    Normalized::Text(t) => t.clone(),
-                    e @ Normalized::Edits { .. } => apply(w.sample.as_bytes(), e)
+                    Normalized::Text(t) => t,
+                    e @ Normalized::Edits { .. } => apply(w.sample.as_bytes(), &e)
                         .and_then(|v| String::from_utf8(v).ok())
                         .ok_or_else(|| DecodeError::Invalid("bad normalised edits".into()))?,
                 };
                 Incident::from_wire(w, normalized)
             }
             Some((&INCIDENT_FORMAT_V2, body)) => {
-                let w: Wire<String, Option<String>> = codec::decode_bin(body)?;
-                let normalized = w.normalized.clone().unwrap_or_else(|| w.sample.clone());
+                let mut w: Wire<String, Option<String>> = codec::decode_bin(body)?;
+                let normalized = w.normalized.take().unwrap_or_else(|| w.sample.clone());
                 Incident::from_wire(w, normalized)
             }
             // Empty, newer, or unknown.
