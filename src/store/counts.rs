@@ -174,8 +174,8 @@ mod tests {
     }
 
     /// Every page of `filter` (`limit` at a time, following the cursors) through the
-    /// indexes, and every matching incident by a scan of the recency index: the same
-    /// incidents in the same order.
+    /// indexes, and every matching incident by a scan of every incident sorted by recency:
+    /// the same incidents in the same order.
     fn assert_pages_match_a_scan(store: &Store, filter: &IncidentFilter, limit: usize) {
         let mut paged = Vec::new();
         let mut before: Option<RecentKey> = None;
@@ -188,11 +188,16 @@ mod tests {
                 None => break,
             }
         }
-        let txn = store.begin_read().unwrap();
-        let (all, _) = store
-            .recent_page(&txn, filter, 0, None, usize::MAX)
+        let mut all = Vec::new();
+        store
+            .for_each_incident(|i| {
+                if filter.matches(&i) {
+                    all.push((crate::store::micros(i.last_seen), i.fingerprint.0));
+                }
+            })
             .unwrap();
-        let scanned: Vec<u64> = all.iter().map(|i| i.fingerprint.0).collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        let scanned: Vec<u64> = all.iter().map(|&(_, fp)| fp).collect();
         assert_eq!(paged, scanned, "{filter:?}");
     }
 
@@ -229,11 +234,22 @@ mod tests {
         }
     }
 
-    /// Turns `store` into what schema version 2 wrote: no tallies, no secondary indexes.
+    /// Turns `store` into what schema version 2 wrote: no tallies, no secondary indexes,
+    /// the recency index (`recent`) instead.
     fn downgrade_to_v2(path: &std::path::Path) {
         let db = redb::Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
-        use crate::store::schema::{ATTRS, BY_COMPONENT, BY_SEVERITY};
+        use crate::store::schema::{ATTRS, BY_COMPONENT, BY_SEVERITY, RECENT};
+        use redb::ReadableTable;
+        {
+            let by_severity = txn.open_table(BY_SEVERITY).unwrap();
+            let mut recent = txn.open_table(RECENT).unwrap();
+            for row in by_severity.iter().unwrap() {
+                let (k, _) = row.unwrap();
+                let (_, _, us, fp) = k.value();
+                recent.insert((us, fp), ()).unwrap();
+            }
+        }
         assert!(txn.delete_table(ATTRS).unwrap());
         assert!(txn.delete_table(BY_COMPONENT).unwrap());
         assert!(txn.delete_table(BY_SEVERITY).unwrap());
@@ -335,7 +351,10 @@ mod tests {
         drop(old);
         let store = Store::open(&path).unwrap();
         assert!(dir.path().join("sentinel.redb.v2-backup").exists());
-        assert_eq!(store.meta_value("schema_version").unwrap(), Some(3));
+        assert_eq!(
+            store.meta_value("schema_version").unwrap(),
+            Some(crate::store::SCHEMA_VERSION)
+        );
         assert_eq!(store.incident_tallies(true).unwrap(), before);
         assert_exact(&store);
         // And it keeps them from then on.

@@ -1,12 +1,13 @@
 //! Format compatibility: a store written by an older schema version is migrated by the
 //! first writer that opens it, and one written by this version stays readable (redb's own
 //! `backward_compatibility.rs` idea). `store-v1.redb`, `store-v2.redb` and
-//! `store-v2-all-tables.redb` were written by schema versions 1 and 2 and can no longer be
-//! regenerated; each is migrated to this version here. `store-v3-all-tables.redb` holds a
-//! row in every table of version 3 (incidents and their recency index, the tallies and
-//! secondary indexes, counters, windows, fix jobs, fixes, spend, file positions, deliveries,
-//! cursors, the event log, trend counters, pull-source positions); regenerate it only on
-//! purpose, with `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib golden`.
+//! `store-v2-all-tables.redb` were written by schema versions 1 and 2, `store-v3-all-tables.redb`
+//! by version 3, and can no longer be regenerated; each is migrated to this version here.
+//! `store-v4-all-tables.redb` holds a row in every table of version 4 (incidents, the
+//! tallies and secondary indexes, counters, windows, fix jobs, fixes, spend, file
+//! positions, deliveries, cursors, the event log, trend counters, pull-source positions);
+//! regenerate it only on purpose, with `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib
+//! golden`.
 
 use super::*;
 use crate::scan::Fingerprinter;
@@ -185,7 +186,7 @@ fn fill_every_table(store: &Store) {
         auto_remediate: true,
         triage: false,
     });
-    // incidents, incident_counts, incident_ids, recent, key_counts, totals,
+    // incidents, incident_counts, incident_ids, the indexes, key_counts, totals,
     // incident_windows, incident_actioned, fix_jobs, fix_jobs_open, events, incident_events.
     store.apply(&golden_v2_batch(), t0).unwrap();
     let job = store.open_jobs().unwrap().remove(0);
@@ -238,39 +239,64 @@ fn golden_v2_every_table_is_migrated() {
     check_every_table(&store);
 }
 
-/// Every table of schema version 3, written once and committed: each must keep reading.
+/// The names of the tables in `store`.
+fn table_names(store: &Store) -> Vec<String> {
+    let txn = store.begin_read().unwrap();
+    txn.list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect()
+}
+
+/// Every table of schema version 3, written once and committed: migrated (its `recent`
+/// table dropped), each keeps reading, and a reader of the old file still pages it.
 #[test]
-fn golden_v3_every_table_still_reads() {
+fn golden_v3_every_table_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V3_ALL, &path).unwrap();
+    let old = Store::open_read_only(&path).unwrap().unwrap();
+    assert_eq!(old.recent_incidents(10).unwrap().len(), 2);
+    drop(old);
+    let store = Store::open(&path).unwrap();
+    assert!(dir.path().join("store.redb.v3-backup").exists());
+    let names = table_names(&store);
+    assert!(!names.iter().any(|n| n == "recent"), "{names:?}");
+    check_every_table(&store);
+}
+
+const GOLDEN_V4_ALL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/golden/store-v4-all-tables.redb"
+);
+
+/// Every table of schema version 4, written once and committed: each must keep reading.
+#[test]
+fn golden_v4_every_table_still_reads() {
     if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(GOLDEN_V3_ALL);
-        let store = Store::open(std::path::Path::new(GOLDEN_V3_ALL)).unwrap();
+        let _ = std::fs::remove_file(GOLDEN_V4_ALL);
+        let store = Store::open(std::path::Path::new(GOLDEN_V4_ALL)).unwrap();
         fill_every_table(&store);
         drop(store);
-        let mut db = Database::open(GOLDEN_V3_ALL).unwrap();
+        let mut db = Database::open(GOLDEN_V4_ALL).unwrap();
         db.compact().unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V3_ALL, &path).unwrap();
+    std::fs::copy(GOLDEN_V4_ALL, &path).unwrap();
     let store = Store::open(&path).unwrap();
-    assert!(!dir.path().join("store.redb.v3-backup").exists());
-    // The version 3 tables as written: not rebuilt on open.
-    {
-        let txn = store.begin_read().unwrap();
-        let names: Vec<String> = txn
-            .list_tables()
-            .unwrap()
-            .map(|t| redb::TableHandle::name(&t).to_string())
-            .collect();
-        for t in [
-            "incident_attrs",
-            "incidents_by_component",
-            "incidents_by_severity",
-            "incident_tallies",
-        ] {
-            assert!(names.iter().any(|n| n == t), "{t} in {names:?}");
-        }
+    assert!(!dir.path().join("store.redb.v4-backup").exists());
+    // The version 4 tables as written: not rebuilt on open.
+    let names = table_names(&store);
+    for t in [
+        "incident_attrs",
+        "incidents_by_component",
+        "incidents_by_severity",
+        "incident_tallies",
+    ] {
+        assert!(names.iter().any(|n| n == t), "{t} in {names:?}");
     }
+    assert!(!names.iter().any(|n| n == "recent"), "{names:?}");
     check_every_table(&store);
 }
 

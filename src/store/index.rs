@@ -17,12 +17,16 @@
 //! entries ([`merge`]: a heap, one key read per row returned plus one range seek per
 //! range), so it costs `O(ranges · log n + limit · log ranges)` whatever the filter, how
 //! many incidents match it (none included) and however they are combined. Two indexes, not
-//! three, so that the ingest writer moves two entries (plus the recency index's) when an
-//! incident is seen again.
+//! three, so that the ingest writer moves two entries when an incident is seen again.
 //!
-//! The recency key inside each range is the recency index's own, `(last_seen µs,
-//! fingerprint)`, so the cursor of a filtered page is the same [`RecentKey`] as today's and
-//! keeps its promise: incidents that arrive or move while a client pages sort before it.
+//! The recency key inside each range is `(last_seen µs, fingerprint)`, so a page's cursor
+//! is a [`RecentKey`] and keeps its promise: incidents that arrive or move while a client
+//! pages sort before it. Since version 4 there is no recency index apart: the empty filter
+//! reads all 35 ranges of `incidents_by_severity` (every incident is in it once), and the
+//! sweeps that walk incidents oldest first (retention, the trend counters) merge the same
+//! ranges upwards ([`oldest_keys`]). A separate `recent` table cost every new incident an
+//! insert and every recency move a removal and an insert, for pages that cost about the
+//! same either way.
 //!
 //! Every write that creates an incident, moves its `last_seen` or changes its status,
 //! severity or component goes through an [`Indexer`] opened in the same write transaction:
@@ -314,19 +318,22 @@ pub(super) fn build(st: &Store, txn: &WriteTransaction) -> Result<u64, StoreErro
 /// A page of recency keys, and the key to continue after when more follow.
 type KeyPage = (Vec<RecentKey>, Option<RecentKey>);
 
-/// The recency keys of one range, newest first.
-type Keys<'a> = Box<dyn Iterator<Item = Result<RecentKey, redb::StorageError>> + 'a>;
+/// The recency keys of one range, newest first (or, wrapped in `Reverse`, oldest first).
+type Keys<'a, K = RecentKey> = Box<dyn Iterator<Item = Result<K, redb::StorageError>> + 'a>;
 
-/// The newest `limit` keys of the union of `ranges` (each newest first, disjoint), and the
-/// key to continue after when more follow.
-fn merge(mut ranges: Vec<Keys<'_>>, limit: usize) -> Result<KeyPage, redb::StorageError> {
+/// The `limit` greatest keys of the union of `ranges` (each greatest first, disjoint), and
+/// the key to continue after when more follow.
+fn merge<K: Ord + Copy>(
+    mut ranges: Vec<Keys<'_, K>>,
+    limit: usize,
+) -> Result<(Vec<K>, Option<K>), redb::StorageError> {
     let mut heads = BinaryHeap::with_capacity(ranges.len());
     for (i, r) in ranges.iter_mut().enumerate() {
         if let Some(k) = r.next().transpose()? {
             heads.push((k, i));
         }
     }
-    let mut out: Vec<RecentKey> = Vec::with_capacity(limit.min(1024));
+    let mut out: Vec<K> = Vec::with_capacity(limit.min(1024));
     while let Some((k, i)) = heads.pop() {
         if out.len() >= limit {
             let next = out.last().copied();
@@ -370,11 +377,50 @@ fn statuses(filter: &IncidentFilter) -> Vec<&'static str> {
         .collect()
 }
 
+/// Every incident's recency key in `[from, below)`, oldest first, at most `max` of them:
+/// the 35 (severity, status) ranges of `incidents_by_severity` merged. Version 4 keeps no
+/// recency index of its own (it cost every new incident an insert and every recency move
+/// two): the severity index holds every incident once, at its `(last_seen µs,
+/// fingerprint)`. For the sweeps that walk incidents oldest first (retention, the trend
+/// counters), with a cursor.
+pub(super) fn oldest_keys<T>(
+    st: &Store,
+    t: &T,
+    from: RecentKey,
+    below: RecentKey,
+    max: usize,
+) -> Result<Vec<RecentKey>, StoreError>
+where
+    T: ReadableTable<(&'static str, &'static str, u64, u64), ()>,
+{
+    if from >= below {
+        return Ok(Vec::new());
+    }
+    let all = IncidentFilter::default();
+    let mut ranges: Vec<Keys<'_, std::cmp::Reverse<RecentKey>>> = Vec::with_capacity(35);
+    for sev in severities(&all) {
+        for status in statuses(&all) {
+            let r = t
+                .range((sev, status, from.0, from.1)..(sev, status, below.0, below.1))
+                .map_err(st.storage())?;
+            ranges.push(Box::new(r.map(|e| {
+                e.map(|(k, _)| {
+                    let k = k.value();
+                    std::cmp::Reverse((k.2, k.3))
+                })
+            })));
+        }
+    }
+    let (keys, _) = merge(ranges, max).map_err(st.storage())?;
+    Ok(keys.into_iter().map(|k| k.0).collect())
+}
+
 impl Store {
-    /// The recency keys of one page of incidents matching `filter` (at least one field
-    /// set), read from the secondary indexes: those last seen at or after `since_us` and
-    /// strictly before `before`. `None` when the store has no indexes (an older schema,
-    /// read as it is by a read-only handle).
+    /// The recency keys of one page of incidents matching `filter` (any filter, the empty
+    /// one included: every incident is in `incidents_by_severity`), read from the
+    /// secondary indexes: those last seen at or after `since_us` and strictly before
+    /// `before`. `None` when the store has no indexes (an older schema, read as it is by a
+    /// read-only handle).
     pub(super) fn indexed_page(
         &self,
         txn: &ReadTransaction,

@@ -34,6 +34,14 @@
 //! incidents. A version 1 store takes both steps in the same transaction (re-keyed first,
 //! then indexed). Nothing else changes. With a million incidents this takes a while once,
 //! on the first writer's start.
+//!
+//! # Version 3 → 4: no `recent` table
+//!
+//! `incidents_by_severity` holds every incident once at the same `(last_seen µs,
+//! fingerprint)` as `recent` did, so unfiltered pages and the oldest-first sweeps
+//! (retention, the trend counters) merge its 35 ranges instead (`index::oldest_keys`), and
+//! `recent` is deleted: one insert fewer for every new incident, two for every recency move.
+//! Nothing else changes.
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +72,8 @@ pub struct Migration {
     pub merged: u64,
     /// Incidents entered into the tallies and secondary indexes (version 3).
     pub indexed: u64,
+    /// The `recent` table was dropped (version 4).
+    pub recent_dropped: bool,
 }
 
 impl std::fmt::Display for Migration {
@@ -80,13 +90,21 @@ impl std::fmt::Display for Migration {
                 self.incidents, self.rekeyed, self.merged
             )?;
         }
-        write!(
-            f,
-            "{} incidents indexed and counted by status, severity and component; the old file \
-             is kept at {}",
-            self.indexed,
-            self.backup.display()
-        )
+        if self.from < 3 {
+            write!(
+                f,
+                "{} incidents indexed and counted by status, severity and component; ",
+                self.indexed
+            )?;
+        }
+        if self.recent_dropped {
+            write!(
+                f,
+                "the recency index folded into the severity index (one write fewer per \
+                 incident); "
+            )?;
+        }
+        write!(f, "the old file is kept at {}", self.backup.display())
     }
 }
 
@@ -135,6 +153,9 @@ impl Store {
         }
         if from < 3 {
             report.indexed = super::index::build(self, &txn)?;
+        }
+        if from < 4 {
+            report.recent_dropped = txn.delete_table(RECENT).map_err(self.storage())?;
         }
         {
             let mut meta = txn.open_table(META).map_err(self.storage())?;

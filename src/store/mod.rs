@@ -19,8 +19,7 @@
 //! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
 //! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
 //! | `incident_ids` | incident id | fingerprint |
-//! | `recent` | (last_seen µs, fingerprint) | () — newest-first index |
-//! | `incident_attrs`, `incidents_by_component`, `incidents_by_severity` | see `store/index.rs` | the secondary indexes (version 3): a filtered page costs what an unfiltered one does |
+//! | `incident_attrs`, `incidents_by_component`, `incidents_by_severity` | see `store/index.rs` | the secondary indexes (version 3): a filtered page costs what an unfiltered one does; since version 4 they are the only recency index (`recent`, a `(last_seen µs, fingerprint)` table, is gone) |
 //! | `incident_tallies` | (`status`/`severity`/`component`, value) | incidents (version 3, see [`counts`]): kept in the transactions that change them |
 //! | `key_counts` | PACT key | error lines carrying it |
 //! | `totals` | counter name | u64 |
@@ -524,12 +523,10 @@ pub struct ApplyOutcome {
     pub folded_undescribed: u64,
 }
 
-/// Incident `fp`, last seen at `last_us`, is seen at `now_us`: its recency entries move when
+/// Incident `fp`, last seen at `last_us`, is seen at `now_us`: its index entries move when
 /// that is later (never on a second flush of the same scan, which has one time). Returns
 /// its last seen now.
 fn seen_again(
-    st: &Store,
-    recent: &mut redb::Table<'_, (u64, u64), ()>,
     idx: &mut index::Indexer<'_, '_>,
     fp: u64,
     last_us: u64,
@@ -537,8 +534,6 @@ fn seen_again(
 ) -> Result<u64, StoreError> {
     let last = last_us.max(now_us);
     if last != last_us {
-        recent.remove((last_us, fp)).map_err(st.storage())?;
-        recent.insert((last, fp), ()).map_err(st.storage())?;
         idx.touch(fp, last_us, last)?;
     }
     Ok(last)
@@ -1026,7 +1021,6 @@ impl Store {
                     txn.open_table(INCIDENTS).map_err(self.storage())?;
                     txn.open_table(COUNTS).map_err(self.storage())?;
                     txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
-                    txn.open_table(RECENT).map_err(self.storage())?;
                     txn.open_table(KEY_COUNTS).map_err(self.storage())?;
                     txn.open_table(TOTALS).map_err(self.storage())?;
                     index::Indexer::open(self, &txn)?;
@@ -1193,22 +1187,9 @@ impl Store {
     ///
     /// [`StoreError`] on storage errors or an undecodable record.
     pub fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
-        let txn = self.begin_read()?;
-        let recent = txn.open_table(RECENT).map_err(self.storage())?;
-        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
-        let mut out = Vec::new();
-        for entry in recent.iter().map_err(self.storage())?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = entry.map_err(self.storage())?;
-            let (_, fp) = k.value();
-            if let Some(inc) = self.load(&incidents, &counts, fp)? {
-                out.push(inc);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .incidents_page(&IncidentFilter::default(), None, None, limit)?
+            .0)
     }
 
     /// Up to `limit` incidents matching `filter`, most recently seen first (the first page
@@ -1226,16 +1207,17 @@ impl Store {
     }
 
     /// One page of incidents matching `filter`, most recently seen first: those strictly
-    /// older than `before` (a key of the recency index, `(last_seen µs, fingerprint)`; from
+    /// older than `before` (a recency key, `(last_seen µs, fingerprint)`; from
     /// the newest when `None`) and last seen at or after `since`. Returns the page and,
     /// when more may follow, the key to pass as `before` for the next page.
     ///
     /// The position is a key, not an offset: incidents that arrive or move while a client
     /// pages sort before the position and do not shift the pages behind it (no duplicates).
     ///
-    /// Without a filter the page walks the recency index; with one, the secondary indexes
-    /// (`store/index.rs`): either way a page costs about `limit` index reads and record loads,
-    /// whether many, few or no incidents match, and for any combination of filters.
+    /// The page merges the ranges of the secondary indexes (`store/index.rs`) the filter
+    /// admits (without one, all 35 of the severity index): a page costs about `limit` index
+    /// reads and record loads, whether many, few or no incidents match, and for any
+    /// combination of filters.
     ///
     /// # Errors
     ///
@@ -1249,8 +1231,8 @@ impl Store {
     ) -> Result<(Vec<Incident>, Option<RecentKey>), StoreError> {
         let txn = self.begin_read()?;
         let since_us = since.map_or(0, micros);
-        if filter.is_empty() || limit == 0 {
-            return self.recent_page(&txn, filter, since_us, before, limit);
+        if limit == 0 {
+            return Ok((Vec::new(), None));
         }
         let Some((keys, next)) = self.indexed_page(&txn, filter, since_us, before, limit)? else {
             // A store without indexes (an older schema, read as it is).
@@ -1268,8 +1250,8 @@ impl Store {
         Ok((out, next))
     }
 
-    /// [`Store::incidents_page`] along the recency index, testing each incident against
-    /// `filter` (every incident for a filter that matches none).
+    /// [`Store::incidents_page`] along the recency index of a store older than version 3
+    /// (read as it is by a read-only handle), testing each incident against `filter`.
     fn recent_page(
         &self,
         txn: &ReadTransaction,
@@ -1278,7 +1260,9 @@ impl Store {
         before: Option<RecentKey>,
         limit: usize,
     ) -> Result<(Vec<Incident>, Option<RecentKey>), StoreError> {
-        let recent = txn.open_table(RECENT).map_err(self.storage())?;
+        let Some(recent) = self.read_table(txn, RECENT)? else {
+            return Ok((Vec::new(), None));
+        };
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
         let counts = txn.open_table(COUNTS).map_err(self.storage())?;
         let rows = match before {
@@ -1421,7 +1405,7 @@ impl Store {
     }
 }
 
-/// A position in the recency index: (last seen µs, fingerprint).
+/// A recency position: (last seen µs, fingerprint), the tail of every index key.
 pub type RecentKey = (u64, u64);
 
 /// Which incidents [`Store::find_incidents`] returns; every set field must match.
@@ -1533,7 +1517,6 @@ impl StoreTxn<'_> {
         let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
         let mut counts = txn.open_table(COUNTS).map_err(st.storage())?;
         let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
-        let mut recent = txn.open_table(RECENT).map_err(st.storage())?;
         let mut idx = index::Indexer::open_batched(st, txn)?;
         let now_us = micros(now);
         let policy = st.fix_policy();
@@ -1599,7 +1582,7 @@ impl StoreTxn<'_> {
             }
             match existing {
                 Some((count, last_us)) => {
-                    let last = seen_again(st, &mut recent, &mut idx, fp, last_us, now_us)?;
+                    let last = seen_again(&mut idx, fp, last_us, now_us)?;
                     counts
                         .insert(fp, (count + d.count, last))
                         .map_err(st.storage())?;
@@ -1749,7 +1732,6 @@ impl StoreTxn<'_> {
                         .insert(fp, incident.encode().as_slice())
                         .map_err(st.storage())?;
                     counts.insert(fp, (d.count, now_us)).map_err(st.storage())?;
-                    recent.insert((now_us, fp), ()).map_err(st.storage())?;
                     idx.add(fp, now_us, &incident)?;
                     outcome.created.push(d.fingerprint);
                 }
@@ -1776,7 +1758,7 @@ impl StoreTxn<'_> {
                     incidents
                         .insert(fp, inc.encode().as_slice())
                         .map_err(st.storage())?;
-                    let last = seen_again(st, &mut recent, &mut idx, fp, last_us, now_us)?;
+                    let last = seen_again(&mut idx, fp, last_us, now_us)?;
                     counts
                         .insert(fp, (count + fold.lines, last))
                         .map_err(st.storage())?;
@@ -1798,7 +1780,6 @@ impl StoreTxn<'_> {
                     counts
                         .insert(fp, (fold.lines, now_us))
                         .map_err(st.storage())?;
-                    recent.insert((now_us, fp), ()).map_err(st.storage())?;
                     idx.add(fp, now_us, &inc)?;
                     throttle.due(fp, now_us);
                     outcome.created.push(Fingerprint(fp));
@@ -1833,7 +1814,7 @@ impl StoreTxn<'_> {
         }
         idx.finish()?;
         drop((
-            incidents, counts, ids, recent, windows, actioned, jobs, keys, totals, watch, open,
+            incidents, counts, ids, windows, actioned, jobs, keys, totals, watch, open,
         ));
         drop(throttle);
         if !batch.source_positions.is_empty() {

@@ -11,7 +11,7 @@
 //!   awaiting approval leaves its incident `verifying`), one under regression watch, one with
 //!   a queued or running fix job, or one with a fix that is pending, running or awaiting
 //!   approval. An incident goes from every table that knows it in the same transaction:
-//!   `incidents`, `incident_counts`, `incident_ids`, `recent`, the secondary indexes and
+//!   `incidents`, `incident_counts`, `incident_ids`, the secondary indexes and
 //!   tallies (`index.rs`), its occurrence window and actioned mark, its trend rows and its
 //!   event index. Per-key counters (`key_counts`) and `totals` are never touched, so
 //!   `scan --json`'s figures and the `/metrics` counters never go backwards; the number
@@ -46,8 +46,8 @@ use redb::{ReadableTable, TableError};
 use serde::Serialize;
 
 use super::schema::{
-    ACTIONED, ATTRS, COUNTS, CURSORS, EVENTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS,
-    INCIDENT_EVENTS, INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES, RECENT,
+    ACTIONED, ATTRS, BY_SEVERITY, COUNTS, CURSORS, EVENTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS,
+    INCIDENT_EVENTS, INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES,
     REGRESSION_WATCH, SPEND, WINDOWS,
 };
 use super::{FixJob, FixResult, FixStatus, IncidentStatus, Store, StoreError, StoreTxn, micros};
@@ -302,14 +302,8 @@ impl StoreTxn<'_> {
         let st = self.store;
         let txn = &self.txn;
         let rows: Vec<(u64, u64)> = {
-            let recent = txn.open_table(RECENT).map_err(st.storage())?;
-            recent
-                .range(cursor.recent..(cutoff_us, 0))
-                .map_err(st.storage())?
-                .take(max)
-                .map(|r| r.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()
-                .map_err(st.storage())?
+            let by_severity = txn.open_table(BY_SEVERITY).map_err(st.storage())?;
+            super::index::oldest_keys(st, &by_severity, cursor.recent, (cutoff_us, 0), max)?
         };
         let Some(&last) = rows.last() else {
             return Ok(false);
@@ -459,10 +453,6 @@ impl StoreTxn<'_> {
                 ids.remove(inc.id.as_str()).map_err(st.storage())?;
             }
         }
-        txn.open_table(RECENT)
-            .map_err(st.storage())?
-            .remove((last_us, fp))
-            .map_err(st.storage())?;
         super::index::Indexer::open(st, txn)?.remove(fp, last_us)?;
         txn.open_table(WINDOWS)
             .map_err(st.storage())?

@@ -5,8 +5,9 @@ use redb::TableDefinition;
 
 /// The schema version this Sentinel writes and understands. Version 2: incident identity
 /// keeps PACT keys verbatim. Version 3: incident tallies and secondary indexes
-/// (`store/index.rs`). [`super::migrate`] moves an older store on.
-pub const SCHEMA_VERSION: u64 = 3;
+/// (`store/index.rs`). Version 4: no `recent` table (the severity index is the recency
+/// index). [`super::migrate`] moves an older store on.
+pub const SCHEMA_VERSION: u64 = 4;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
@@ -14,6 +15,9 @@ pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// decoding or re-encoding the record.
 pub(crate) const COUNTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_counts");
 pub(crate) const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_ids");
+/// The recency index of versions 1 to 3: (last_seen µs, fingerprint) → (). Version 4
+/// dropped it (`incidents_by_severity` holds the same keys, see `store/index.rs`); read only
+/// from older stores (a read-only handle, the migrations, a backup's copy).
 pub(crate) const RECENT: TableDefinition<(u64, u64), ()> = TableDefinition::new("recent");
 pub(crate) const KEY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("key_counts");
 pub(crate) const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");

@@ -27,7 +27,7 @@
 use jiff::Timestamp;
 use redb::{ReadableTable, TableDefinition};
 
-use super::{META, RECENT, Store, StoreError, StoreTxn, micros};
+use super::{META, Store, StoreError, StoreTxn, micros};
 use crate::scan::Fingerprint;
 
 use super::schema::{ALL_HOURS, ALL_MINUTES, HOURS, MINUTES};
@@ -304,15 +304,12 @@ impl StoreTxn<'_> {
             if from.0 >= cutoff_us {
                 continue;
             }
-            let recent = self.txn.open_table(RECENT).map_err(st.storage())?;
-            let aged: Vec<(u64, u64)> = recent
-                .range(from..(cutoff_us, 0))
-                .map_err(st.storage())?
-                .take(max)
-                .map(|r| r.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()
+            let by_severity = self
+                .txn
+                .open_table(super::schema::BY_SEVERITY)
                 .map_err(st.storage())?;
-            drop(recent);
+            let aged = super::index::oldest_keys(st, &by_severity, from, (cutoff_us, 0), max)?;
+            drop(by_severity);
             let mut t = self.txn.open_table(per_incident).map_err(st.storage())?;
             for &(_, fp) in &aged {
                 t.retain_in((fp, 0)..(fp, oldest), |_, _| false)
