@@ -31,7 +31,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Every level, ascending.
+    /// Every level, ascending. The order is part of a file format (a severity is stored as
+    /// its place here in the store's `incident_state`): append only.
     pub const ALL: [Severity; 5] = [
         Severity::Low,
         Severity::Medium,

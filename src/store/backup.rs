@@ -85,6 +85,7 @@ fn copy_all(
     each!(
         META,
         INCIDENTS,
+        STATE,
         COUNTS,
         INCIDENT_IDS,
         RECENT,

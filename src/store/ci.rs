@@ -28,7 +28,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
 use super::codec;
-use super::schema::{COUNTS, INCIDENTS};
+use super::schema::INCIDENTS;
 use super::{EventKind, Incident, NewEvent, Store, StoreError, StoreTxn};
 
 pub(crate) const CI_INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ci_incidents");
@@ -356,7 +356,7 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(self.storage()(e)),
         };
-        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let counts = super::state::ReadCounts::open(self, &txn)?;
         self.load(&incidents, &counts, fp)
     }
 }

@@ -235,22 +235,30 @@ mod tests {
     }
 
     /// Turns `store` into what schema version 2 wrote: no tallies, no secondary indexes,
-    /// the recency index (`recent`) instead.
+    /// the recency index (`recent`), the counts (`incident_counts`) and the actioned marks
+    /// (`incident_actioned`) instead of `incident_state`.
     fn downgrade_to_v2(path: &std::path::Path) {
         let db = redb::Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
-        use crate::store::schema::{ATTRS, BY_COMPONENT, BY_SEVERITY, RECENT};
+        use crate::store::schema::{ACTIONED, BY_COMPONENT, BY_SEVERITY, COUNTS, RECENT, STATE};
         use redb::ReadableTable;
         {
-            let by_severity = txn.open_table(BY_SEVERITY).unwrap();
+            let rows = txn.open_table(STATE).unwrap();
             let mut recent = txn.open_table(RECENT).unwrap();
-            for row in by_severity.iter().unwrap() {
-                let (k, _) = row.unwrap();
-                let (_, _, us, fp) = k.value();
-                recent.insert((us, fp), ()).unwrap();
+            let mut counts = txn.open_table(COUNTS).unwrap();
+            let mut actioned = txn.open_table(ACTIONED).unwrap();
+            for row in rows.iter().unwrap() {
+                let (k, v) = row.unwrap();
+                let fp = k.value();
+                let hot = crate::store::state::hot(v.value()).unwrap();
+                recent.insert((hot.last_us, fp), ()).unwrap();
+                counts.insert(fp, (hot.count, hot.last_us)).unwrap();
+                if let Some(a) = hot.actioned {
+                    actioned.insert(fp, a).unwrap();
+                }
             }
         }
-        assert!(txn.delete_table(ATTRS).unwrap());
+        assert!(txn.delete_table(STATE).unwrap());
         assert!(txn.delete_table(BY_COMPONENT).unwrap());
         assert!(txn.delete_table(BY_SEVERITY).unwrap());
         assert!(txn.delete_table(TALLIES).unwrap());

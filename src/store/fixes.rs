@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::{FIXES, FIXES_BY_TIME, INCIDENT_FIXES, REGRESSION_WATCH};
 use super::{
-    COUNTS, EventKind, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, Incident, IncidentStatus,
-    JOBS_OPEN, JobState, NewEvent, Store, StoreError, StoreTxn, micros,
+    EventKind, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, Incident, IncidentStatus, JOBS_OPEN,
+    JobState, NewEvent, Store, StoreError, StoreTxn, micros,
 };
 
 /// The format byte of encoded fix results.
@@ -439,7 +439,10 @@ impl StoreTxn<'_> {
     pub fn incident_by_fingerprint(&mut self, fp: u64) -> Result<Option<Incident>, StoreError> {
         let st = self.store;
         let incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
-        let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
+        let counts = self
+            .txn
+            .open_table(super::schema::STATE)
+            .map_err(st.storage())?;
         st.load(&incidents, &counts, fp)
     }
 
@@ -500,12 +503,7 @@ impl StoreTxn<'_> {
                 .insert(fp, inc.encode().as_slice())
                 .map_err(st.storage())?;
             // The indexes and tallies follow its status (in this transaction).
-            let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
-            let last_us = counts
-                .get(fp)
-                .map_err(st.storage())?
-                .map_or_else(|| micros(inc.last_seen), |c| c.value().1);
-            super::index::Indexer::open(st, &self.txn)?.update(fp, last_us, inc)?;
+            super::index::Indexer::open(st, &self.txn)?.update(fp, inc)?;
         }
         self.emit(NewEvent::incident(kind, inc), now)?;
         Ok(())

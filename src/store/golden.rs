@@ -1,9 +1,10 @@
 //! Format compatibility: a store written by an older schema version is migrated by the
 //! first writer that opens it, and one written by this version stays readable (redb's own
 //! `backward_compatibility.rs` idea). `store-v1.redb`, `store-v2.redb` and
-//! `store-v2-all-tables.redb` were written by schema versions 1 and 2, `store-v3-all-tables.redb`
-//! by version 3, and can no longer be regenerated; each is migrated to this version here.
-//! `store-v4-all-tables.redb` holds a row in every table of version 4 (incidents, the
+//! `store-v2-all-tables.redb` were written by schema versions 1 and 2,
+//! `store-v3-all-tables.redb` and `store-v4-all-tables.redb` by versions 3 and 4, and can no
+//! longer be regenerated; each is migrated to this version here.
+//! `store-v5-all-tables.redb` holds a row in every table of version 5 (incidents, the
 //! tallies and secondary indexes, counters, windows, fix jobs, fixes, spend, file
 //! positions, deliveries, cursors, the event log, trend counters, pull-source positions);
 //! regenerate it only on purpose, with `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib
@@ -270,26 +271,64 @@ const GOLDEN_V4_ALL: &str = concat!(
     "/testdata/golden/store-v4-all-tables.redb"
 );
 
-/// Every table of schema version 4, written once and committed: each must keep reading.
+/// Every table of schema version 4, written once and committed: migrated (its counts,
+/// index names and actioned marks folded into `incident_state`), each keeps reading, and a
+/// reader of the old file still reads it.
 #[test]
-fn golden_v4_every_table_still_reads() {
+fn golden_v4_every_table_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V4_ALL, &path).unwrap();
+    let old = Store::open_read_only(&path).unwrap().unwrap();
+    let before = old.recent_incidents(10).unwrap();
+    assert_eq!(before.len(), 2);
+    drop(old);
+    let store = Store::open(&path).unwrap();
+    assert!(dir.path().join("store.redb.v4-backup").exists());
+    let names = table_names(&store);
+    for gone in [
+        "recent",
+        "incident_counts",
+        "incident_attrs",
+        "incident_actioned",
+    ] {
+        assert!(!names.iter().any(|n| n == gone), "{gone} in {names:?}");
+    }
+    // The same incidents, counts and recency as the old file said.
+    let after = store.recent_incidents(10).unwrap();
+    let key = |i: &Incident| (i.id.clone(), i.count, i.last_seen, i.status);
+    assert_eq!(
+        after.iter().map(key).collect::<Vec<_>>(),
+        before.iter().map(key).collect::<Vec<_>>()
+    );
+    check_every_table(&store);
+}
+
+const GOLDEN_V5_ALL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/golden/store-v5-all-tables.redb"
+);
+
+/// Every table of schema version 5, written once and committed: each must keep reading.
+#[test]
+fn golden_v5_every_table_still_reads() {
     if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(GOLDEN_V4_ALL);
-        let store = Store::open(std::path::Path::new(GOLDEN_V4_ALL)).unwrap();
+        let _ = std::fs::remove_file(GOLDEN_V5_ALL);
+        let store = Store::open(std::path::Path::new(GOLDEN_V5_ALL)).unwrap();
         fill_every_table(&store);
         drop(store);
-        let mut db = Database::open(GOLDEN_V4_ALL).unwrap();
+        let mut db = Database::open(GOLDEN_V5_ALL).unwrap();
         db.compact().unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V4_ALL, &path).unwrap();
+    std::fs::copy(GOLDEN_V5_ALL, &path).unwrap();
     let store = Store::open(&path).unwrap();
-    assert!(!dir.path().join("store.redb.v4-backup").exists());
-    // The version 4 tables as written: not rebuilt on open.
+    assert!(!dir.path().join("store.redb.v5-backup").exists());
+    // The version 5 tables as written: not rebuilt on open.
     let names = table_names(&store);
     for t in [
-        "incident_attrs",
+        "incident_state",
         "incidents_by_component",
         "incidents_by_severity",
         "incident_tallies",

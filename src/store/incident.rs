@@ -73,7 +73,8 @@ impl IncidentStatus {
         }
     }
 
-    /// Every status, in lifecycle order.
+    /// Every status, in lifecycle order. The order is part of a file format (a status is
+    /// stored as its place here in `incident_state`): append only.
     pub const ALL: [IncidentStatus; 7] = [
         IncidentStatus::Detected,
         IncidentStatus::Triaging,

@@ -3,7 +3,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `incident_attrs` | fingerprint | (status, severity, component) as indexed |
+//! | `incident_state` | fingerprint | (status, severity, component) as indexed, with the hot fields (see `store/state.rs`) |
 //! | `incidents_by_component` | (component, severity, status, last_seen µs, fingerprint) | () |
 //! | `incidents_by_severity` | (severity, status, last_seen µs, fingerprint) | () |
 //! | `incident_tallies` | (`status` / `severity` / `component`, value) | incidents (see [`super::counts`]) |
@@ -33,9 +33,9 @@
 //! the ingest writer ([`super::StoreTxn::apply`]: creation, recency, escalation,
 //! regressions), the fixer's and the approvals' transitions
 //! ([`super::StoreTxn::update_incident`]), re-attribution
-//! ([`super::StoreTxn::reattribute`]) and the migration ([`build`]). `incident_attrs` is
-//! what the index holds for each incident, so moving its entries needs no decoding of the
-//! incident's record.
+//! ([`super::StoreTxn::reattribute`]) and the migrations ([`build`], [`fold_state`]). An
+//! incident's `incident_state` row names what the index holds for it, so moving its entries
+//! needs no decoding of its record; the ingest writer reads that row anyway for the count.
 
 use std::collections::BinaryHeap;
 use std::ops::Bound;
@@ -43,12 +43,11 @@ use std::ops::Bound;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::counts::{COMPONENT, SEVERITY, STATUS};
-use super::schema::{ATTRS, BY_COMPONENT, BY_SEVERITY, COUNTS, INCIDENTS, TALLIES};
+use super::schema::{ACTIONED, ATTRS, BY_COMPONENT, BY_SEVERITY, COUNTS, INCIDENTS, TALLIES};
 use super::{Incident, IncidentFilter, IncidentStatus, RecentKey, StatusFilter, Store, StoreError};
 use crate::attribute::Severity;
 
-/// (status, severity, component) as the indexes spell them.
-type Names<'a> = (&'a str, &'a str, &'a str);
+use super::state::{self, Hot, Names};
 
 fn names(inc: &Incident) -> Names<'_> {
     (
@@ -58,20 +57,23 @@ fn names(inc: &Incident) -> Names<'_> {
     )
 }
 
-/// The index tables of one write transaction. See the module docs.
+/// The index tables of one write transaction, with `incident_state` (the row that says
+/// where an incident's entries are). See the module docs.
 pub(crate) struct Indexer<'s, 't> {
     st: &'s Store,
-    attrs: redb::Table<'t, u64, (&'static str, &'static str, &'static str)>,
+    state: redb::Table<'t, u64, &'static [u8]>,
     entries: Entries<'t>,
     tallies: redb::Table<'t, (&'static str, &'static str), u64>,
     /// Tally changes held until [`Indexer::finish`] (an indexer opened with
     /// [`Indexer::open_batched`]); `None`: each change is written at once.
     /// Per dimension, then per value (looked up by `&str`: no allocation per incident).
     held: Option<std::collections::HashMap<&'static str, std::collections::HashMap<String, i64>>>,
+    /// The row being read or written (reused: no allocation per incident).
+    row: Vec<u8>,
 }
 
-/// The two secondary indexes (apart from `incident_attrs`, so that an entry can be moved
-/// while the attributes it is read from are borrowed).
+/// The two secondary indexes (apart from `incident_state`, so that an entry can be moved
+/// while the row it is read from is held).
 struct Entries<'t> {
     by_component: redb::Table<'t, (&'static str, &'static str, &'static str, u64, u64), ()>,
     by_severity: redb::Table<'t, (&'static str, &'static str, u64, u64), ()>,
@@ -113,13 +115,21 @@ impl Entries<'_> {
     }
 }
 
-/// A stored incident without `incident_attrs` is a broken invariant: an error (and a panic
-/// in debug builds), never a silently wrong index.
+/// A stored incident without a row in `incident_state` is a broken invariant: an error (and
+/// a panic in debug builds), never a silently wrong index.
 fn not_indexed(st: &Store, fp: u64) -> StoreError {
     debug_assert!(false, "incident {fp:016x} is not indexed");
     StoreError::Corrupt {
         path: st.path.clone(),
-        detail: format!("incident {fp:016x} has no entry in incident_attrs"),
+        detail: format!("incident {fp:016x} has no row in incident_state"),
+    }
+}
+
+/// A row of `incident_state` this version cannot read (or a name it cannot write).
+pub(super) fn bad_row(st: &Store, fp: u64) -> StoreError {
+    StoreError::Corrupt {
+        path: st.path.clone(),
+        detail: format!("incident {fp:016x}: unreadable incident_state row"),
     }
 }
 
@@ -128,13 +138,14 @@ impl<'s, 't> Indexer<'s, 't> {
     pub(crate) fn open(st: &'s Store, txn: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Indexer {
             st,
-            attrs: txn.open_table(ATTRS).map_err(st.storage())?,
+            state: txn.open_table(super::schema::STATE).map_err(st.storage())?,
             entries: Entries {
                 by_component: txn.open_table(BY_COMPONENT).map_err(st.storage())?,
                 by_severity: txn.open_table(BY_SEVERITY).map_err(st.storage())?,
             },
             tallies: txn.open_table(TALLIES).map_err(st.storage())?,
             held: None,
+            row: Vec::with_capacity(64),
         })
     }
 
@@ -167,60 +178,107 @@ impl<'s, 't> Indexer<'s, 't> {
         Ok(())
     }
 
-    /// A new incident, last seen at `last_us`: indexed and counted.
-    pub(crate) fn add(&mut self, fp: u64, last_us: u64, inc: &Incident) -> Result<(), StoreError> {
+    /// Reads `fp`'s row into `self.row`; false when it has none.
+    fn read(&mut self, fp: u64) -> Result<bool, StoreError> {
+        match self.state.get(fp).map_err(self.st.storage())? {
+            Some(v) => {
+                self.row.clear();
+                self.row.extend_from_slice(v.value());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Writes `self.row` as `fp`'s row.
+    fn write(&mut self, fp: u64) -> Result<(), StoreError> {
+        self.state
+            .insert(fp, self.row.as_slice())
+            .map_err(self.st.storage())?;
+        Ok(())
+    }
+
+    /// A new incident, with its hot fields: its row written, indexed and counted.
+    pub(crate) fn add(&mut self, fp: u64, hot: Hot, inc: &Incident) -> Result<(), StoreError> {
         let n = names(inc);
-        self.attrs.insert(fp, n).map_err(self.st.storage())?;
-        self.entries.put(self.st, fp, last_us, n)?;
+        state::encode(&mut self.row, hot, n).map_err(|_| bad_row(self.st, fp))?;
+        self.write(fp)?;
+        self.entries.put(self.st, fp, hot.last_us, n)?;
         self.tally(STATUS, n.0, 1)?;
         self.tally(SEVERITY, n.1, 1)?;
         self.tally(COMPONENT, n.2, 1)
     }
 
-    /// The incident was seen again: its entries move from `from_us` to `to_us` (the ingest
-    /// writer's hot path: no decoding, no allocation).
-    pub(crate) fn touch(&mut self, fp: u64, from_us: u64, to_us: u64) -> Result<(), StoreError> {
-        if from_us == to_us {
-            return Ok(());
+    /// The hot fields of incident `fp` (None: no such incident).
+    pub(crate) fn hot(&mut self, fp: u64) -> Result<Option<Hot>, StoreError> {
+        if !self.read(fp)? {
+            return Ok(None);
         }
-        let st = self.st;
-        let Some(attrs) = self.attrs.get(fp).map_err(st.storage())? else {
-            return Err(not_indexed(st, fp));
+        state::hot(&self.row)
+            .map(Some)
+            .map_err(|_| bad_row(self.st, fp))
+    }
+
+    /// Incident `fp`, read by the last [`Indexer::hot`], gets `to` as its hot fields: its
+    /// entries move when its last seen did (the ingest writer's hot path: one write, no
+    /// decoding, no allocation).
+    pub(crate) fn set_hot(&mut self, fp: u64, from: Hot, to: Hot) -> Result<(), StoreError> {
+        debug_assert_eq!(state::hot(&self.row).ok(), Some(from), "{fp:016x} not read");
+        if from.last_us != to.last_us {
+            let st = self.st;
+            let n = state::names(&self.row).map_err(|_| bad_row(st, fp))?;
+            self.entries.take(st, fp, from.last_us, n)?;
+            self.entries.put(st, fp, to.last_us, n)?;
+        }
+        state::set_hot(&mut self.row, to);
+        self.write(fp)
+    }
+
+    /// Sets the actioned mark of incident `fp` (None: actionable again).
+    pub(crate) fn set_actioned(
+        &mut self,
+        fp: u64,
+        actioned: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let Some(hot) = self.hot(fp)? else {
+            return Err(not_indexed(self.st, fp));
         };
-        let n = attrs.value();
-        self.entries.take(st, fp, from_us, n)?;
-        self.entries.put(st, fp, to_us, n)
+        if hot.actioned != actioned {
+            let to = Hot { actioned, ..hot };
+            self.set_hot(fp, hot, to)?;
+        }
+        Ok(())
     }
 
     /// The component incident `fp` is indexed under.
-    pub(crate) fn component(&self, fp: u64) -> Result<String, StoreError> {
-        match self.attrs.get(fp).map_err(self.st.storage())? {
-            Some(v) => Ok(v.value().2.to_string()),
-            None => Err(not_indexed(self.st, fp)),
+    pub(crate) fn component(&mut self, fp: u64) -> Result<String, StoreError> {
+        if !self.read(fp)? {
+            return Err(not_indexed(self.st, fp));
+        }
+        match state::names(&self.row) {
+            Ok(n) => Ok(n.2.to_string()),
+            Err(_) => Err(bad_row(self.st, fp)),
         }
     }
 
-    /// `inc` (last seen at `last_us`) is stored with its status, severity and component as
-    /// they are now: entries and tallies follow what changed.
-    pub(crate) fn update(
-        &mut self,
-        fp: u64,
-        last_us: u64,
-        inc: &Incident,
-    ) -> Result<(), StoreError> {
+    /// `inc` is stored with its status, severity and component as they are now: its row,
+    /// entries and tallies follow what changed.
+    pub(crate) fn update(&mut self, fp: u64, inc: &Incident) -> Result<(), StoreError> {
+        let st = self.st;
+        let (hot, old) = self.current(fp)?;
         let new = names(inc);
-        let (status, severity, component) = self.current(fp)?;
-        let old = (status.as_str(), severity.as_str(), component.as_str());
-        if old == new {
+        let was = (old.0, old.1, old.2.as_str());
+        if was == new {
             return Ok(());
         }
-        self.entries.take(self.st, fp, last_us, old)?;
-        self.entries.put(self.st, fp, last_us, new)?;
-        self.attrs.insert(fp, new).map_err(self.st.storage())?;
+        self.entries.take(st, fp, hot.last_us, was)?;
+        self.entries.put(st, fp, hot.last_us, new)?;
+        state::encode(&mut self.row, hot, new).map_err(|_| bad_row(st, fp))?;
+        self.write(fp)?;
         for (dim, was, is) in [
-            (STATUS, old.0, new.0),
-            (SEVERITY, old.1, new.1),
-            (COMPONENT, old.2, new.2),
+            (STATUS, was.0, new.0),
+            (SEVERITY, was.1, new.1),
+            (COMPONENT, was.2, new.2),
         ] {
             if was != is {
                 self.tally(dim, was, -1)?;
@@ -230,27 +288,32 @@ impl<'s, 't> Indexer<'s, 't> {
         Ok(())
     }
 
-    /// Incident `fp` (last seen at `last_us`) is removed (retention): its entries and
-    /// attributes go and its tallies count one fewer.
-    pub(crate) fn remove(&mut self, fp: u64, last_us: u64) -> Result<(), StoreError> {
-        let (status, severity, component) = self.current(fp)?;
-        let n = (status.as_str(), severity.as_str(), component.as_str());
-        self.entries.take(self.st, fp, last_us, n)?;
-        self.attrs.remove(fp).map_err(self.st.storage())?;
+    /// Incident `fp` is removed (retention): its row and entries go and its tallies count
+    /// one fewer. Returns its hot fields.
+    pub(crate) fn remove(&mut self, fp: u64) -> Result<Hot, StoreError> {
+        let (hot, n) = self.current(fp)?;
+        let n = (n.0, n.1, n.2.as_str());
+        self.entries.take(self.st, fp, hot.last_us, n)?;
+        self.state.remove(fp).map_err(self.st.storage())?;
         self.tally(STATUS, n.0, -1)?;
         self.tally(SEVERITY, n.1, -1)?;
-        self.tally(COMPONENT, n.2, -1)
+        self.tally(COMPONENT, n.2, -1)?;
+        Ok(hot)
     }
 
-    /// What the index holds for `fp` (see [`not_indexed`]).
-    fn current(&self, fp: u64) -> Result<(String, String, String), StoreError> {
-        match self.attrs.get(fp).map_err(self.st.storage())? {
-            Some(v) => {
-                let (a, b, c) = v.value();
-                Ok((a.to_string(), b.to_string(), c.to_string()))
-            }
-            None => Err(not_indexed(self.st, fp)),
+    /// The row of `fp`: hot fields and names (see [`not_indexed`]).
+    #[allow(clippy::type_complexity)]
+    fn current(
+        &mut self,
+        fp: u64,
+    ) -> Result<(Hot, (&'static str, &'static str, String)), StoreError> {
+        if !self.read(fp)? {
+            return Err(not_indexed(self.st, fp));
         }
+        let bad = |_| bad_row(self.st, fp);
+        let hot = state::hot(&self.row).map_err(bad)?;
+        let (status, severity, component) = state::names(&self.row).map_err(bad)?;
+        Ok((hot, (status, severity, component.to_string())))
     }
 
     /// Adds `delta` to the tally of `(dim, value)` (or holds it: [`Indexer::open_batched`]).
@@ -294,22 +357,60 @@ impl<'s, 't> Indexer<'s, 't> {
     }
 }
 
-/// Indexes and counts every incident of a store that has none yet (the migration to
-/// version 3): one pass over the incidents in `txn`. Returns how many were indexed.
+/// Indexes and counts every incident of a store that has none yet (the migration from
+/// version 2 or older): one pass over the incidents in `txn`, each given its
+/// `incident_state` row from the old `incident_counts` and `incident_actioned`. Returns how
+/// many were indexed.
 pub(super) fn build(st: &Store, txn: &WriteTransaction) -> Result<u64, StoreError> {
     let incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
     let counts = txn.open_table(COUNTS).map_err(st.storage())?;
+    let actioned = txn.open_table(ACTIONED).map_err(st.storage())?;
     let mut idx = Indexer::open(st, txn)?;
     let mut n = 0;
     for row in incidents.iter().map_err(st.storage())? {
         let (k, v) = row.map_err(st.storage())?;
         let fp = k.value();
         let inc = st.decode(fp, v.value())?;
-        let last_us = counts
+        let (count, last_us) = counts
             .get(fp)
             .map_err(st.storage())?
-            .map_or_else(|| super::micros(inc.last_seen), |c| c.value().1);
-        idx.add(fp, last_us, &inc)?;
+            .map_or_else(|| (inc.count, super::micros(inc.last_seen)), |c| c.value());
+        let actioned = actioned.get(fp).map_err(st.storage())?.map(|a| a.value());
+        let hot = Hot {
+            count,
+            last_us,
+            actioned,
+        };
+        idx.add(fp, hot, &inc)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The migration from version 3 or 4: every incident's `incident_counts`, `incident_attrs`
+/// and `incident_actioned` rows folded into one `incident_state` row (the index entries
+/// stay as they are). Returns how many rows were written.
+pub(super) fn fold_state(st: &Store, txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let counts = txn.open_table(COUNTS).map_err(st.storage())?;
+    let attrs = txn.open_table(ATTRS).map_err(st.storage())?;
+    let actioned = txn.open_table(ACTIONED).map_err(st.storage())?;
+    let mut state = txn.open_table(super::schema::STATE).map_err(st.storage())?;
+    let mut row = Vec::with_capacity(64);
+    let mut n = 0;
+    for r in counts.iter().map_err(st.storage())? {
+        let (k, v) = r.map_err(st.storage())?;
+        let fp = k.value();
+        let (count, last_us) = v.value();
+        let Some(a) = attrs.get(fp).map_err(st.storage())? else {
+            return Err(not_indexed(st, fp));
+        };
+        let hot = Hot {
+            count,
+            last_us,
+            actioned: actioned.get(fp).map_err(st.storage())?.map(|a| a.value()),
+        };
+        state::encode(&mut row, hot, a.value()).map_err(|_| bad_row(st, fp))?;
+        state.insert(fp, row.as_slice()).map_err(st.storage())?;
         n += 1;
     }
     Ok(n)

@@ -42,6 +42,14 @@
 //! (retention, the trend counters) merge its 35 ranges instead (`index::oldest_keys`), and
 //! `recent` is deleted: one insert fewer for every new incident, two for every recency move.
 //! Nothing else changes.
+//!
+//! # Version 4 → 5: one row per incident for what every batch touches
+//!
+//! `incident_counts` (count, last seen), `incident_attrs` (the status, severity and
+//! component its index entries are under) and `incident_actioned` (its fix job) become one
+//! `incident_state` row (see `store/state.rs`), and the three tables are deleted: a new
+//! incident costs two inserts fewer, an incident seen again two look-ups fewer. A store
+//! older than version 3 gets its rows while it is indexed. Nothing else changes.
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +57,7 @@ use redb::ReadableTable;
 
 use super::{
     ACTIONED, COUNTS, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, META, RECENT, SAMPLE_MAX_BYTES,
-    Store, StoreError, WINDOWS, schema::REGRESSION_WATCH,
+    Store, StoreError, WINDOWS, schema::ATTRS, schema::REGRESSION_WATCH,
 };
 use crate::scan::fingerprint::{Fingerprinter, NORMALIZED_KEEP_BYTES};
 use crate::scan::keys;
@@ -74,6 +82,9 @@ pub struct Migration {
     pub indexed: u64,
     /// The `recent` table was dropped (version 4).
     pub recent_dropped: bool,
+    /// Incidents whose count, index names and actioned mark were folded into one
+    /// `incident_state` row (version 5, from version 3 or 4).
+    pub folded: u64,
 }
 
 impl std::fmt::Display for Migration {
@@ -102,6 +113,13 @@ impl std::fmt::Display for Migration {
                 f,
                 "the recency index folded into the severity index (one write fewer per \
                  incident); "
+            )?;
+        }
+        if self.folded > 0 {
+            write!(
+                f,
+                "{} incidents' counts, index names and actioned marks folded into one row each; ",
+                self.folded
             )?;
         }
         write!(f, "the old file is kept at {}", self.backup.display())
@@ -152,10 +170,18 @@ impl Store {
             self.rekey_v2(&txn, &mut report)?;
         }
         if from < 3 {
+            // Writes `incident_state` rows too (from `incident_counts` and `incident_actioned`).
             report.indexed = super::index::build(self, &txn)?;
+        } else if from < 5 {
+            report.folded = super::index::fold_state(self, &txn)?;
         }
         if from < 4 {
             report.recent_dropped = txn.delete_table(RECENT).map_err(self.storage())?;
+        }
+        if from < 5 {
+            txn.delete_table(COUNTS).map_err(self.storage())?;
+            txn.delete_table(ACTIONED).map_err(self.storage())?;
+            txn.delete_table(ATTRS).map_err(self.storage())?;
         }
         {
             let mut meta = txn.open_table(META).map_err(self.storage())?;

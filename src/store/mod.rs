@@ -17,9 +17,9 @@
 //! |---|---|---|
 //! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::ingest::wal`]) |
 //! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
-//! | `incident_counts` | fingerprint | (count, last_seen µs): the hot fields, authoritative |
+//! | `incident_state` | fingerprint | count, last_seen µs (authoritative), actioned mark, and the status, severity and component its index entries are under: everything a batch touches, in one row (version 5, see `store/state.rs`) |
 //! | `incident_ids` | incident id | fingerprint |
-//! | `incident_attrs`, `incidents_by_component`, `incidents_by_severity` | see `store/index.rs` | the secondary indexes (version 3): a filtered page costs what an unfiltered one does; since version 4 they are the only recency index (`recent`, a `(last_seen µs, fingerprint)` table, is gone) |
+//! | `incidents_by_component`, `incidents_by_severity` | see `store/index.rs` | the secondary indexes (version 3): a filtered page costs what an unfiltered one does; since version 4 they are the only recency index (`recent`, a `(last_seen µs, fingerprint)` table, is gone) |
 //! | `incident_tallies` | (`status`/`severity`/`component`, value) | incidents (version 3, see [`counts`]): kept in the transactions that change them |
 //! | `key_counts` | PACT key | error lines carrying it |
 //! | `totals` | counter name | u64 |
@@ -72,6 +72,7 @@ pub mod retention;
 mod scan_all;
 mod schema;
 pub mod space;
+mod state;
 pub mod templates;
 pub mod trend;
 pub mod triage;
@@ -521,22 +522,6 @@ pub struct ApplyOutcome {
     /// New fingerprints folded that came without a description ([`Undescribed`]): not in
     /// [`ApplyOutcome::folded`].
     pub folded_undescribed: u64,
-}
-
-/// Incident `fp`, last seen at `last_us`, is seen at `now_us`: its index entries move when
-/// that is later (never on a second flush of the same scan, which has one time). Returns
-/// its last seen now.
-fn seen_again(
-    idx: &mut index::Indexer<'_, '_>,
-    fp: u64,
-    last_us: u64,
-    now_us: u64,
-) -> Result<u64, StoreError> {
-    let last = last_us.max(now_us);
-    if last != last_us {
-        idx.touch(fp, last_us, last)?;
-    }
-    Ok(last)
 }
 
 /// What [`StoreTxn::apply`] applies to one fingerprint.
@@ -1019,7 +1004,7 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION)
                         .map_err(self.storage())?;
                     txn.open_table(INCIDENTS).map_err(self.storage())?;
-                    txn.open_table(COUNTS).map_err(self.storage())?;
+                    txn.open_table(schema::STATE).map_err(self.storage())?;
                     txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
                     txn.open_table(KEY_COUNTS).map_err(self.storage())?;
                     txn.open_table(TOTALS).map_err(self.storage())?;
@@ -1239,7 +1224,7 @@ impl Store {
             return self.recent_page(&txn, filter, since_us, before, limit);
         };
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let counts = state::ReadCounts::open(self, &txn)?;
         let mut out = Vec::with_capacity(keys.len());
         for (_, fp) in keys {
             if let Some(inc) = self.load(&incidents, &counts, fp)? {
@@ -1264,7 +1249,7 @@ impl Store {
             return Ok((Vec::new(), None));
         };
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let counts = state::ReadCounts::open(self, txn)?;
         let rows = match before {
             Some(b) => recent.range(..b),
             None => recent.range::<(u64, u64)>(..),
@@ -1336,7 +1321,7 @@ impl Store {
             return Ok(None);
         };
         let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
-        let counts = txn.open_table(COUNTS).map_err(self.storage())?;
+        let counts = state::ReadCounts::open(self, &txn)?;
         self.load(&incidents, &counts, fp)
     }
 
@@ -1376,15 +1361,14 @@ impl Store {
     fn load(
         &self,
         incidents: &impl ReadableTable<u64, &'static [u8]>,
-        counts: &impl ReadableTable<u64, (u64, u64)>,
+        counts: &impl state::CountsOf,
         fp: u64,
     ) -> Result<Option<Incident>, StoreError> {
         let Some(v) = incidents.get(fp).map_err(self.storage())? else {
             return Ok(None);
         };
         let mut inc = self.decode(fp, v.value())?;
-        if let Some(c) = counts.get(fp).map_err(self.storage())? {
-            let (count, last_us) = c.value();
+        if let Some((count, last_us)) = counts.counts_of(self, fp)? {
             inc.count = count;
             inc.last_seen = Timestamp::from_microsecond(last_us as i64).unwrap_or(inc.last_seen);
         }
@@ -1478,7 +1462,7 @@ impl StoreTxn<'_> {
     /// [`StoreError`] on storage errors.
     pub fn fingerprints(&self, max: u64) -> Result<Option<Vec<u64>>, StoreError> {
         let st = self.store;
-        let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
+        let counts = self.txn.open_table(schema::STATE).map_err(st.storage())?;
         if counts.len().map_err(st.storage())? > max {
             return Ok(None);
         }
@@ -1515,13 +1499,11 @@ impl StoreTxn<'_> {
         let batch = mined.as_ref().map_or(batch, |m| &m.batch);
         let mut outcome = ApplyOutcome::default();
         let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
-        let mut counts = txn.open_table(COUNTS).map_err(st.storage())?;
         let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
         let mut idx = index::Indexer::open_batched(st, txn)?;
         let now_us = micros(now);
         let policy = st.fix_policy();
         let mut windows = txn.open_table(WINDOWS).map_err(st.storage())?;
-        let mut actioned = txn.open_table(ACTIONED).map_err(st.storage())?;
         let mut jobs = txn.open_table(FIX_JOBS).map_err(st.storage())?;
         let mut open = txn.open_table(JOBS_OPEN).map_err(st.storage())?;
         let mut next_job = jobs
@@ -1576,21 +1558,27 @@ impl StoreTxn<'_> {
         let mut counted: Vec<(u64, u64, Option<u64>)> = Vec::with_capacity(deltas.len());
         for (fp, item) in deltas {
             let d = item.delta(fp);
-            let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
+            let existing = idx.hot(fp)?;
             if existing.is_some() || d.new.is_some() {
-                counted.push((fp, d.count, existing.map(|(_, last_us)| last_us)));
+                counted.push((fp, d.count, existing.map(|h| h.last_us)));
             }
             match existing {
-                Some((count, last_us)) => {
-                    let last = seen_again(&mut idx, fp, last_us, now_us)?;
-                    counts
-                        .insert(fp, (count + d.count, last))
-                        .map_err(st.storage())?;
-                    outcome.updated.push(d.fingerprint);
+                Some(was) => {
+                    let count = was.count;
+                    let last = was.last_us.max(now_us);
                     // Seen again after its fix was merged: reopened as a regression, and
                     // actionable again (a new fix generation).
-                    if watch.remove(fp).map_err(st.storage())?.is_some() {
-                        actioned.remove(fp).map_err(st.storage())?;
+                    let regressed = watch.remove(fp).map_err(st.storage())?.is_some();
+                    let is = state::Hot {
+                        count: count + d.count,
+                        last_us: last,
+                        actioned: if regressed { None } else { was.actioned },
+                    };
+                    // One write: the count, the recency (its index entries move with it)
+                    // and, for a regression, the actioned mark.
+                    idx.set_hot(fp, was, is)?;
+                    outcome.updated.push(d.fingerprint);
+                    if regressed {
                         windows.remove(fp).map_err(st.storage())?;
                         let v = incidents
                             .get(fp)
@@ -1609,13 +1597,13 @@ impl StoreTxn<'_> {
                             incidents
                                 .insert(fp, inc.encode().as_slice())
                                 .map_err(st.storage())?;
-                            idx.update(fp, last, &inc)?;
+                            idx.update(fp, &inc)?;
                             inc.count = count + d.count;
                             pending.push(NewEvent::incident(EventKind::IncidentRegressed, &inc));
                         }
                     }
                     // An overflow incident is never actionable (see `guard`).
-                    let due = actioned.get(fp).map_err(st.storage())?.is_none()
+                    let due = is.actioned.is_none()
                         && overflows.get(fp).map_err(st.storage())?.is_none()
                         && window_reached(&mut windows, fp, d.count, now_us, &policy)
                             .map_err(st.storage())?;
@@ -1635,21 +1623,19 @@ impl StoreTxn<'_> {
                             now,
                         )
                         .map_err(st.storage())?;
-                        actioned
-                            .insert(fp, action_seq(&action))
-                            .map_err(st.storage())?;
+                        idx.set_actioned(fp, Some(action_seq(&action)))?;
                         incidents
                             .insert(fp, inc.encode().as_slice())
                             .map_err(st.storage())?;
-                        idx.update(fp, last, &inc)?;
+                        idx.update(fp, &inc)?;
                         inc.count = count + d.count;
                         inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
                         throttle.due(fp, now_us);
                         pending.push(action_event(&inc, &action));
                         outcome.actions.push((inc.id.clone(), action));
                     } else if throttle.due(fp, now_us) {
-                        // The count moved: logged from the index's attributes, without
-                        // reading (and decoding) the record (see `events::IncidentState`).
+                        // The count moved: logged from the row's names, without reading
+                        // (and decoding) the record (see `events::IncidentState`).
                         if let Some(id) = stored_id(&ids, d.fingerprint).map_err(st.storage())? {
                             pending.push(NewEvent::count_moved(
                                 id,
@@ -1705,6 +1691,7 @@ impl StoreTxn<'_> {
                         resolution: String::new(),
                         overflow: None,
                     };
+                    let mut actioned = None;
                     if window_reached(&mut windows, fp, d.count, now_us, &policy)
                         .map_err(st.storage())?
                     {
@@ -1716,9 +1703,7 @@ impl StoreTxn<'_> {
                             now,
                         )
                         .map_err(st.storage())?;
-                        actioned
-                            .insert(fp, action_seq(&action))
-                            .map_err(st.storage())?;
+                        actioned = Some(action_seq(&action));
                         pending.push(NewEvent::incident(EventKind::IncidentDetected, &incident));
                         if matches!(action, Action::Escalated(_)) {
                             pending.push(action_event(&incident, &action));
@@ -1731,8 +1716,12 @@ impl StoreTxn<'_> {
                     incidents
                         .insert(fp, incident.encode().as_slice())
                         .map_err(st.storage())?;
-                    counts.insert(fp, (d.count, now_us)).map_err(st.storage())?;
-                    idx.add(fp, now_us, &incident)?;
+                    let hot = state::Hot {
+                        count: d.count,
+                        last_us: now_us,
+                        actioned,
+                    };
+                    idx.add(fp, hot, &incident)?;
                     outcome.created.push(d.fingerprint);
                 }
             }
@@ -1749,19 +1738,23 @@ impl StoreTxn<'_> {
                 .get(fp)
                 .map_err(st.storage())?
                 .map(|v| v.value().to_vec());
-            let existing = counts.get(fp).map_err(st.storage())?.map(|v| v.value());
-            counted.push((fp, fold.lines, existing.map(|(_, last_us)| last_us)));
+            let existing = idx.hot(fp)?;
+            counted.push((fp, fold.lines, existing.map(|h| h.last_us)));
             let total = match (v, existing) {
-                (Some(v), Some((count, last_us))) => {
+                (Some(v), Some(was)) => {
                     let mut inc = st.decode(fp, &v)?;
                     guard::extend_overflow(&mut inc, key, fold, &guard);
                     incidents
                         .insert(fp, inc.encode().as_slice())
                         .map_err(st.storage())?;
-                    let last = seen_again(&mut idx, fp, last_us, now_us)?;
-                    counts
-                        .insert(fp, (count + fold.lines, last))
-                        .map_err(st.storage())?;
+                    let count = was.count;
+                    let last = was.last_us.max(now_us);
+                    let is = state::Hot {
+                        count: count + fold.lines,
+                        last_us: last,
+                        ..was
+                    };
+                    idx.set_hot(fp, was, is)?;
                     outcome.updated.push(Fingerprint(fp));
                     inc.count = count + fold.lines;
                     inc.last_seen = Timestamp::from_microsecond(last as i64).unwrap_or(now);
@@ -1777,10 +1770,12 @@ impl StoreTxn<'_> {
                     incidents
                         .insert(fp, inc.encode().as_slice())
                         .map_err(st.storage())?;
-                    counts
-                        .insert(fp, (fold.lines, now_us))
-                        .map_err(st.storage())?;
-                    idx.add(fp, now_us, &inc)?;
+                    let hot = state::Hot {
+                        count: fold.lines,
+                        last_us: now_us,
+                        actioned: None,
+                    };
+                    idx.add(fp, hot, &inc)?;
                     throttle.due(fp, now_us);
                     outcome.created.push(Fingerprint(fp));
                     pending.push(NewEvent::incident(EventKind::IncidentDetected, &inc));
@@ -1813,9 +1808,7 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         idx.finish()?;
-        drop((
-            incidents, counts, ids, windows, actioned, jobs, keys, totals, watch, open,
-        ));
+        drop((incidents, ids, windows, jobs, keys, totals, watch, open));
         drop(throttle);
         if !batch.source_positions.is_empty() {
             let mut t = txn
@@ -1871,14 +1864,9 @@ impl StoreTxn<'_> {
         }
         drop(incidents);
         if !changed.is_empty() {
-            let counts = self.txn.open_table(COUNTS).map_err(st.storage())?;
             let mut idx = index::Indexer::open(st, &self.txn)?;
             for (k, inc) in &changed {
-                let last_us = counts
-                    .get(*k)
-                    .map_err(st.storage())?
-                    .map_or_else(|| micros(inc.last_seen), |c| c.value().1);
-                idx.update(*k, last_us, inc)?;
+                idx.update(*k, inc)?;
             }
         }
         let now = Timestamp::now();

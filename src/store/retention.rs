@@ -11,7 +11,7 @@
 //!   awaiting approval leaves its incident `verifying`), one under regression watch, one with
 //!   a queued or running fix job, or one with a fix that is pending, running or awaiting
 //!   approval. An incident goes from every table that knows it in the same transaction:
-//!   `incidents`, `incident_counts`, `incident_ids`, the secondary indexes and
+//!   `incidents`, `incident_state`, `incident_ids`, the secondary indexes and
 //!   tallies (`index.rs`), its occurrence window and actioned mark, its trend rows and its
 //!   event index. Per-key counters (`key_counts`) and `totals` are never touched, so
 //!   `scan --json`'s figures and the `/metrics` counters never go backwards; the number
@@ -46,9 +46,9 @@ use redb::{ReadableTable, TableError};
 use serde::Serialize;
 
 use super::schema::{
-    ACTIONED, ATTRS, BY_SEVERITY, COUNTS, CURSORS, EVENTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS,
-    INCIDENT_EVENTS, INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES,
-    REGRESSION_WATCH, SPEND, WINDOWS,
+    BY_SEVERITY, CURSORS, EVENTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS, INCIDENT_EVENTS,
+    INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES, REGRESSION_WATCH, SPEND,
+    STATE, WINDOWS,
 };
 use super::{FixJob, FixResult, FixStatus, IncidentStatus, Store, StoreError, StoreTxn, micros};
 
@@ -314,17 +314,18 @@ impl StoreTxn<'_> {
         };
         let busy = self.incidents_with_open_jobs()?;
         let txn = &self.txn;
-        let attrs = txn.open_table(ATTRS).map_err(st.storage())?;
+        let rows_state = txn.open_table(STATE).map_err(st.storage())?;
         let watch = txn.open_table(REGRESSION_WATCH).map_err(st.storage())?;
         let mut doomed = Vec::new();
-        for &(last_us, fp) in &rows {
-            let Some(a) = attrs.get(fp).map_err(st.storage())? else {
+        for &(_, fp) in &rows {
+            let Some(a) = rows_state.get(fp).map_err(st.storage())? else {
                 continue;
             };
-            let status = a.value().0.to_string();
+            let (status, _, _) =
+                super::state::names(a.value()).map_err(|_| super::index::bad_row(st, fp))?;
             drop(a);
             let ended = matches!(
-                IncidentStatus::from_name(&status),
+                IncidentStatus::from_name(status),
                 Some(IncidentStatus::Resolved | IncidentStatus::Escalated)
             );
             if !ended || busy.contains(&fp) {
@@ -333,11 +334,11 @@ impl StoreTxn<'_> {
             if watch.get(fp).map_err(st.storage())?.is_some() {
                 continue;
             }
-            doomed.push((last_us, fp));
+            doomed.push(fp);
         }
-        drop((attrs, watch));
-        for (last_us, fp) in doomed {
-            if let Some(id) = self.remove_incident(fp, last_us)? {
+        drop((rows_state, watch));
+        for fp in doomed {
+            if let Some(id) = self.remove_incident(fp)? {
                 report.incidents += 1;
                 report.incident_ids.push(id);
             }
@@ -402,9 +403,9 @@ impl StoreTxn<'_> {
         Ok(out)
     }
 
-    /// Removes incident `fp` (last seen at `last_us`) from every table that knows it,
-    /// unless a fix of it has not ended; returns its id when it was removed.
-    fn remove_incident(&mut self, fp: u64, last_us: u64) -> Result<Option<String>, StoreError> {
+    /// Removes incident `fp` from every table that knows it, unless a fix of it has not
+    /// ended; returns its id when it was removed.
+    fn remove_incident(&mut self, fp: u64) -> Result<Option<String>, StoreError> {
         let st = self.store;
         let txn = &self.txn;
         let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
@@ -437,10 +438,6 @@ impl StoreTxn<'_> {
         }
         incidents.remove(fp).map_err(st.storage())?;
         drop(incidents);
-        txn.open_table(COUNTS)
-            .map_err(st.storage())?
-            .remove(fp)
-            .map_err(st.storage())?;
         {
             let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
             // Only when the id is still this incident's (ids are never reassigned, but a
@@ -453,12 +450,8 @@ impl StoreTxn<'_> {
                 ids.remove(inc.id.as_str()).map_err(st.storage())?;
             }
         }
-        super::index::Indexer::open(st, txn)?.remove(fp, last_us)?;
+        super::index::Indexer::open(st, txn)?.remove(fp)?;
         txn.open_table(WINDOWS)
-            .map_err(st.storage())?
-            .remove(fp)
-            .map_err(st.storage())?;
-        txn.open_table(ACTIONED)
             .map_err(st.storage())?
             .remove(fp)
             .map_err(st.storage())?;

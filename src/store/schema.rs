@@ -6,13 +6,18 @@ use redb::TableDefinition;
 /// The schema version this Sentinel writes and understands. Version 2: incident identity
 /// keeps PACT keys verbatim. Version 3: incident tallies and secondary indexes
 /// (`store/index.rs`). Version 4: no `recent` table (the severity index is the recency
-/// index). [`super::migrate`] moves an older store on.
-pub const SCHEMA_VERSION: u64 = 4;
+/// index). Version 5: an incident's count, last seen, actioned mark and index names in
+/// one row (`incident_state`). [`super::migrate`] moves an older store on.
+pub const SCHEMA_VERSION: u64 = 5;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
-/// The hot part of an incident, (count, last_seen µs): updated by every batch without
-/// decoding or re-encoding the record.
+/// Everything a batch reads and writes of an incident it has seen before (version 5):
+/// fingerprint → count, last seen, actioned, and the status, severity and component its
+/// index entries are under (see [`super::state`]).
+pub(crate) const STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("incident_state");
+/// The hot part of an incident in versions 1 to 4, (count, last_seen µs); version 5 keeps
+/// it in [`STATE`]. Read only from older stores.
 pub(crate) const COUNTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("incident_counts");
 pub(crate) const INCIDENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("incident_ids");
 /// The recency index of versions 1 to 3: (last_seen µs, fingerprint) → (). Version 4
@@ -30,7 +35,8 @@ pub(crate) const FILES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::ne
 /// Occurrence windows of incidents not yet actionable: fingerprint → (window start µs, count).
 pub(crate) const WINDOWS: TableDefinition<u64, (u64, u64)> =
     TableDefinition::new("incident_windows");
-/// Incidents that turned actionable: fingerprint → fix job sequence (0: escalated instead).
+/// Incidents that turned actionable in versions 1 to 4: fingerprint → fix job sequence (0:
+/// escalated instead); version 5 keeps it in [`STATE`]. Read only from older stores.
 pub(crate) const ACTIONED: TableDefinition<u64, u64> = TableDefinition::new("incident_actioned");
 /// The fix-job queue: sequence → encoded [`super::FixJob`].
 pub(crate) const FIX_JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("fix_jobs");
@@ -84,9 +90,9 @@ pub(crate) const ALL_MINUTES: TableDefinition<u64, u64> = TableDefinition::new("
 /// Occurrences of all incidents per hour.
 pub(crate) const ALL_HOURS: TableDefinition<u64, u64> = TableDefinition::new("trend_all_hours");
 
-/// What the secondary indexes know of an incident (version 3): fingerprint → (status,
-/// severity, component), the names as `as_str` spells them. Read by every recency update,
-/// so that moving an incident's index entries needs no decoding of its record.
+/// What the secondary indexes know of an incident (versions 3 and 4): fingerprint →
+/// (status, severity, component), the names as `as_str` spells them; version 5 keeps them
+/// in [`STATE`]. Read only from older stores.
 pub(crate) const ATTRS: TableDefinition<u64, (&str, &str, &str)> =
     TableDefinition::new("incident_attrs");
 /// (component, severity, status, last_seen µs, fingerprint) → (): every incident, by

@@ -50,7 +50,7 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::schema::{COUNTS, INCIDENTS};
+use super::schema::{INCIDENTS, STATE};
 use super::{ApplyOutcome, IncidentDelta, IngestBatch, Store, StoreError};
 use crate::scan::Fingerprint;
 use crate::scan::templates::{Choice, LeafIndex, TemplateSettings, leaf, text, tokens};
@@ -210,7 +210,7 @@ pub(crate) fn mine(
             e.insert(d);
         }
     };
-    let counts = txn.open_table(COUNTS).map_err(st.storage())?;
+    let counts = txn.open_table(STATE).map_err(st.storage())?;
     let mut members = txn.open_table(TEMPLATE_MEMBERS).map_err(st.storage())?;
     let mut clusters = txn.open_table(TEMPLATES).map_err(st.storage())?;
     let mut keys = txn.open_table(TEMPLATE_KEYS).map_err(st.storage())?;

@@ -197,14 +197,10 @@ impl StoreTxn<'_> {
             Action::Escalated(_) => EventKind::IncidentEscalated,
             _ => EventKind::IncidentUpdated,
         };
-        // The queued job's sequence is what `incident_actioned` records for a queued
+        // The queued job's sequence is the actioned mark `incident_state` keeps for a queued
         // incident (0 for an escalated one, as the ingest path does).
         if let Action::Queued(seq) = action {
-            let mut actioned = self
-                .txn
-                .open_table(super::schema::ACTIONED)
-                .map_err(st.storage())?;
-            actioned.insert(fp.0, seq).map_err(st.storage())?;
+            super::index::Indexer::open(st, &self.txn)?.set_actioned(fp.0, Some(seq))?;
         }
         self.update_incident(&inc, kind, now)?;
         Ok(Some((inc, action)))
