@@ -51,6 +51,12 @@ const CHANNEL_DEPTH: usize = 2;
 /// The store thread commits when what it holds passes this many bytes: descriptions of new
 /// incidents plus [`PENDING_ENTRY_BYTES`] per distinct fingerprint or key. Repeats of a
 /// fingerprint merge into one entry, so a long run of known errors does not force commits.
+/// What a worker's first batch of a unit of work holds at most ([`DEFAULT_BATCH_BYTES`]
+/// after it): the committer is the bound of a first scan, and it waited for the workers'
+/// first full batches (4 MiB of descriptions, thousands of new incidents) before it had
+/// anything to do.
+const FIRST_BATCH_BYTES: usize = 256 << 10;
+
 /// Together with [`DEFAULT_BATCH_BYTES`] per worker and [`CHANNEL_DEPTH`] this bounds the
 /// scan's memory whatever the input size.
 const COMMIT_BYTES: usize = 16 << 20;
@@ -305,6 +311,7 @@ fn scan_mapped(
     let mut seen_faults = 0u64;
     let mut truncated = false;
     let mut pos = 0usize;
+    let mut batch_limit = FIRST_BATCH_BYTES;
     while pos < cut {
         let mut end = if cut - pos <= MAPPED_CHUNK_BYTES {
             cut
@@ -343,8 +350,9 @@ fn scan_mapped(
         if let Some(p) = ctx.progress {
             p.inc((end - pos) as u64);
         }
-        if agg.held_bytes() >= DEFAULT_BATCH_BYTES {
+        if agg.held_bytes() >= batch_limit {
             let _ = ctx.tx.send(agg.take_batch());
+            batch_limit = DEFAULT_BATCH_BYTES;
         }
         pos = end;
         #[cfg(feature = "test-util")]
@@ -407,6 +415,7 @@ fn scan_reader<R: Read>(
         .with_offset(start);
     let mut agg = LineAggregator::new(ctx.rules, path.clone()).with_shared(ctx.shared.clone());
     let mut stats = ScanStats::default();
+    let mut batch_limit = FIRST_BATCH_BYTES;
     let send = |agg: &mut LineAggregator| {
         // The store thread only stops early when it failed; its error is reported there.
         let _ = tx.send(agg.take_batch());
@@ -427,8 +436,9 @@ fn scan_reader<R: Read>(
         if let Some(p) = progress {
             p.inc(n);
         }
-        if agg.held_bytes() >= DEFAULT_BATCH_BYTES {
+        if agg.held_bytes() >= batch_limit {
             send(&mut agg);
+            batch_limit = DEFAULT_BATCH_BYTES;
         }
     }
     let tail = lines.take_partial();

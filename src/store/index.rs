@@ -70,6 +70,8 @@ pub(crate) struct Indexer<'s, 't> {
     held: Option<std::collections::HashMap<&'static str, std::collections::HashMap<String, i64>>>,
     /// The row being read or written (reused: no allocation per incident).
     row: Vec<u8>,
+    /// Whose row `row` is, as stored (None: not known to be anyone's).
+    row_of: Option<u64>,
 }
 
 /// The two secondary indexes (apart from `incident_state`, so that an entry can be moved
@@ -146,6 +148,7 @@ impl<'s, 't> Indexer<'s, 't> {
             tallies: txn.open_table(TALLIES).map_err(st.storage())?,
             held: None,
             row: Vec::with_capacity(64),
+            row_of: None,
         })
     }
 
@@ -180,10 +183,12 @@ impl<'s, 't> Indexer<'s, 't> {
 
     /// Reads `fp`'s row into `self.row`; false when it has none.
     fn read(&mut self, fp: u64) -> Result<bool, StoreError> {
+        self.row_of = None;
         match self.state.get(fp).map_err(self.st.storage())? {
             Some(v) => {
                 self.row.clear();
                 self.row.extend_from_slice(v.value());
+                self.row_of = Some(fp);
                 Ok(true)
             }
             None => Ok(false),
@@ -192,16 +197,18 @@ impl<'s, 't> Indexer<'s, 't> {
 
     /// Writes `self.row` as `fp`'s row.
     fn write(&mut self, fp: u64) -> Result<(), StoreError> {
+        self.row_of = None;
         self.state
             .insert(fp, self.row.as_slice())
             .map_err(self.st.storage())?;
+        self.row_of = Some(fp);
         Ok(())
     }
 
     /// A new incident, with its hot fields: its row written, indexed and counted.
     pub(crate) fn add(&mut self, fp: u64, hot: Hot, inc: &Incident) -> Result<(), StoreError> {
         let n = names(inc);
-        state::encode(&mut self.row, hot, n).map_err(|_| bad_row(self.st, fp))?;
+        state::encode(&mut self.row, hot, n, &inc.id).map_err(|_| bad_row(self.st, fp))?;
         self.write(fp)?;
         self.entries.put(self.st, fp, hot.last_us, n)?;
         self.tally(STATUS, n.0, 1)?;
@@ -250,14 +257,15 @@ impl<'s, 't> Indexer<'s, 't> {
         Ok(())
     }
 
-    /// The component incident `fp` is indexed under.
-    pub(crate) fn component(&mut self, fp: u64) -> Result<String, StoreError> {
-        if !self.read(fp)? {
+    /// The id of incident `fp` and the component it is indexed under, from its row (read
+    /// again only when the last row read or written was another incident's).
+    pub(crate) fn id_and_component(&mut self, fp: u64) -> Result<(String, String), StoreError> {
+        if self.row_of != Some(fp) && !self.read(fp)? {
             return Err(not_indexed(self.st, fp));
         }
-        match state::names(&self.row) {
-            Ok(n) => Ok(n.2.to_string()),
-            Err(_) => Err(bad_row(self.st, fp)),
+        match (state::id(&self.row), state::names(&self.row)) {
+            (Ok(id), Ok(n)) => Ok((id.to_string(), n.2.to_string())),
+            _ => Err(bad_row(self.st, fp)),
         }
     }
 
@@ -273,7 +281,10 @@ impl<'s, 't> Indexer<'s, 't> {
         }
         self.entries.take(st, fp, hot.last_us, was)?;
         self.entries.put(st, fp, hot.last_us, new)?;
-        state::encode(&mut self.row, hot, new).map_err(|_| bad_row(st, fp))?;
+        let id = state::id(&self.row)
+            .map_err(|_| bad_row(st, fp))?
+            .to_string();
+        state::encode(&mut self.row, hot, new, &id).map_err(|_| bad_row(st, fp))?;
         self.write(fp)?;
         for (dim, was, is) in [
             (STATUS, was.0, new.0),
@@ -294,6 +305,7 @@ impl<'s, 't> Indexer<'s, 't> {
         let (hot, n) = self.current(fp)?;
         let n = (n.0, n.1, n.2.as_str());
         self.entries.take(self.st, fp, hot.last_us, n)?;
+        self.row_of = None;
         self.state.remove(fp).map_err(self.st.storage())?;
         self.tally(STATUS, n.0, -1)?;
         self.tally(SEVERITY, n.1, -1)?;
@@ -391,6 +403,7 @@ pub(super) fn build(st: &Store, txn: &WriteTransaction) -> Result<u64, StoreErro
 /// and `incident_actioned` rows folded into one `incident_state` row (the index entries
 /// stay as they are). Returns how many rows were written.
 pub(super) fn fold_state(st: &Store, txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
     let counts = txn.open_table(COUNTS).map_err(st.storage())?;
     let attrs = txn.open_table(ATTRS).map_err(st.storage())?;
     let actioned = txn.open_table(ACTIONED).map_err(st.storage())?;
@@ -404,12 +417,17 @@ pub(super) fn fold_state(st: &Store, txn: &WriteTransaction) -> Result<u64, Stor
         let Some(a) = attrs.get(fp).map_err(st.storage())? else {
             return Err(not_indexed(st, fp));
         };
+        // The id, from the record (this once).
+        let Some(record) = incidents.get(fp).map_err(st.storage())? else {
+            continue;
+        };
+        let id = st.decode(fp, record.value())?.id;
         let hot = Hot {
             count,
             last_us,
             actioned: actioned.get(fp).map_err(st.storage())?.map(|a| a.value()),
         };
-        state::encode(&mut row, hot, a.value()).map_err(|_| bad_row(st, fp))?;
+        state::encode(&mut row, hot, a.value(), &id).map_err(|_| bad_row(st, fp))?;
         state.insert(fp, row.as_slice()).map_err(st.storage())?;
         n += 1;
     }

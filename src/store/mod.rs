@@ -1634,17 +1634,17 @@ impl StoreTxn<'_> {
                         pending.push(action_event(&inc, &action));
                         outcome.actions.push((inc.id.clone(), action));
                     } else if throttle.due(fp, now_us) {
-                        // The count moved: logged from the row's names, without reading
-                        // (and decoding) the record (see `events::IncidentState`).
-                        if let Some(id) = stored_id(&ids, d.fingerprint).map_err(st.storage())? {
-                            pending.push(NewEvent::count_moved(
-                                id,
-                                idx.component(fp)?,
-                                d.fingerprint,
-                                count + d.count,
-                                Timestamp::from_microsecond(last as i64).unwrap_or(now),
-                            ));
-                        }
+                        // The count moved: logged from the row just written (its id and
+                        // component), without reading (and decoding) the record (see
+                        // `events::IncidentState`).
+                        let (id, component) = idx.id_and_component(fp)?;
+                        pending.push(NewEvent::count_moved(
+                            id,
+                            component,
+                            d.fingerprint,
+                            count + d.count,
+                            Timestamp::from_microsecond(last as i64).unwrap_or(now),
+                        ));
                     }
                 }
                 None => {
@@ -2173,23 +2173,8 @@ pub(crate) fn micros(t: Timestamp) -> u64 {
 
 /// The id of a new incident: the first 12 hex characters of its fingerprint, or (in the
 /// astronomically rare case that another fingerprint has them) the next free 48-bit value.
-/// The id of the stored incident `fp` (see [`claim_id`]); `None` if it has none.
-fn stored_id(
-    ids: &redb::Table<&str, u64>,
-    fp: Fingerprint,
-) -> Result<Option<String>, redb::StorageError> {
-    let mut candidate = fp.0 >> 16;
-    loop {
-        let id = format!("{candidate:012x}");
-        match ids.get(id.as_str())? {
-            Some(owner) if owner.value() == fp.0 => return Ok(Some(id)),
-            Some(_) => candidate = (candidate + 1) & 0xffff_ffff_ffff,
-            None => return Ok(None),
-        }
-    }
-}
-
-/// Claims the id of the new incident `fp` (see the id rule above) in `ids`, with one insert
+///
+/// Claims the id of the new incident `fp` by that rule in `ids`, with one insert
 /// where no other incident has it (a look-up first would cost a second B-tree descent per
 /// new incident): a displaced owner is put back and the next value tried.
 fn claim_id(

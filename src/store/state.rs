@@ -17,11 +17,15 @@
 //! | 17..25 | actioned: the fix job's sequence (0: escalated or sent to triage), `u64::MAX`: not actioned |
 //! | 25 | status, its place in [`IncidentStatus::ALL`] |
 //! | 26 | severity, its place in [`Severity::ALL`] |
-//! | 27.. | component id, UTF-8 |
+//! | 27 | the incident id's length, n |
+//! | 28..28+n | incident id, UTF-8 |
+//! | 28+n.. | component id, UTF-8 |
 //!
 //! The authoritative count and last seen of an incident are here (its record keeps them as
 //! created); status, severity and component are what the secondary indexes hold for it
-//! (`store/index.rs`), kept with them by every transaction that changes one.
+//! (`store/index.rs`), kept with them by every transaction that changes one. The id is here
+//! so that the event of an incident seen again (`incident_updated`, its count moved) is
+//! written from this row alone: no look-up of the id, no decoding of the record.
 
 use super::IncidentStatus;
 use crate::attribute::Severity;
@@ -32,7 +36,8 @@ const LAST: usize = 9;
 const ACTIONED: usize = 17;
 const STATUS: usize = 25;
 const SEVERITY: usize = 26;
-const COMPONENT: usize = 27;
+const ID_LEN: usize = 27;
+const ID: usize = 28;
 const NOT_ACTIONED: u64 = u64::MAX;
 
 /// The hot fields of a row.
@@ -58,8 +63,15 @@ fn u64_at(row: &[u8], at: usize) -> Result<u64, BadRow> {
         .ok_or(BadRow)
 }
 
-/// Writes a row: `hot`, and `names` (which must be `as_str` spellings).
-pub(crate) fn encode(buf: &mut Vec<u8>, hot: Hot, names: Names<'_>) -> Result<(), BadRow> {
+/// Writes a row: `hot`, `names` (which must be `as_str` spellings) and the incident's id
+/// (at most 255 bytes).
+pub(crate) fn encode(
+    buf: &mut Vec<u8>,
+    hot: Hot,
+    names: Names<'_>,
+    id: &str,
+) -> Result<(), BadRow> {
+    let id_len = u8::try_from(id.len()).map_err(|_| BadRow)?;
     let status = IncidentStatus::ALL
         .iter()
         .position(|s| s.as_str() == names.0)
@@ -75,13 +87,15 @@ pub(crate) fn encode(buf: &mut Vec<u8>, hot: Hot, names: Names<'_>) -> Result<()
     buf.extend_from_slice(&hot.actioned.unwrap_or(NOT_ACTIONED).to_le_bytes());
     buf.push(status as u8);
     buf.push(severity as u8);
+    buf.push(id_len);
+    buf.extend_from_slice(id.as_bytes());
     buf.extend_from_slice(names.2.as_bytes());
     Ok(())
 }
 
 /// The hot fields of a row.
 pub(crate) fn hot(row: &[u8]) -> Result<Hot, BadRow> {
-    if row.first() != Some(&FORMAT) || row.len() < COMPONENT {
+    if row.first() != Some(&FORMAT) || row.len() < ID {
         return Err(BadRow);
     }
     let actioned = u64_at(row, ACTIONED)?;
@@ -106,8 +120,16 @@ pub(crate) fn names(row: &[u8]) -> Result<(&'static str, &'static str, &str), Ba
     let severity = Severity::ALL
         .get(usize::from(row[SEVERITY]))
         .ok_or(BadRow)?;
-    let component = std::str::from_utf8(&row[COMPONENT..]).map_err(|_| BadRow)?;
+    let component = row.get(ID + usize::from(row[ID_LEN])..).ok_or(BadRow)?;
+    let component = std::str::from_utf8(component).map_err(|_| BadRow)?;
     Ok((status.as_str(), severity.as_str(), component))
+}
+
+/// The incident id of a row.
+pub(crate) fn id(row: &[u8]) -> Result<&str, BadRow> {
+    hot(row)?;
+    let id = row.get(ID..ID + usize::from(row[ID_LEN])).ok_or(BadRow)?;
+    std::str::from_utf8(id).map_err(|_| BadRow)
 }
 
 /// Sets the hot fields of a row (read with [`hot`]) in place.
@@ -210,10 +232,11 @@ mod tests {
                 actioned,
             };
             let n = (status.as_str(), severity.as_str(), component);
-            encode(&mut buf, h, n).unwrap();
+            encode(&mut buf, h, n, "0123456789ab").unwrap();
             assert_eq!(hot(&buf).unwrap(), h);
             assert_eq!(counts(&buf).unwrap(), (42, 1_765_000_000_000_000));
             assert_eq!(names(&buf).unwrap(), n);
+            assert_eq!(id(&buf).unwrap(), "0123456789ab");
             let moved = Hot {
                 count: 43,
                 last_us: 1_765_000_000_000_001,
@@ -222,6 +245,7 @@ mod tests {
             set_hot(&mut buf, moved);
             assert_eq!(hot(&buf).unwrap(), moved);
             assert_eq!(names(&buf).unwrap(), n);
+            assert_eq!(id(&buf).unwrap(), "0123456789ab");
         }
         // Golden bytes: the layout is a file format.
         encode(
@@ -232,6 +256,7 @@ mod tests {
                 actioned: None,
             },
             ("resolved", "high", "c"),
+            "ab",
         )
         .unwrap();
         let mut want = vec![1u8];
@@ -239,7 +264,7 @@ mod tests {
         want.extend_from_slice(&3u64.to_le_bytes());
         want.extend_from_slice(&[0xff; 8]);
         // `resolved` is the sixth status, `high` the third severity.
-        want.extend_from_slice(&[5, 2, b'c']);
+        want.extend_from_slice(&[5, 2, 2, b'a', b'b', b'c']);
         assert_eq!(buf, want);
     }
 
@@ -250,17 +275,22 @@ mod tests {
         assert!(hot(&[1; 20]).is_err());
         let mut row = vec![1u8];
         row.extend_from_slice(&[0; 24]);
-        row.extend_from_slice(&[99, 0]);
+        row.extend_from_slice(&[99, 0, 0]);
         assert!(hot(&row).is_ok());
         assert!(names(&row).is_err(), "status 99");
+        row[25] = 0;
+        row[27] = 5;
+        assert!(id(&row).is_err(), "an id past the row's end");
+        assert!(names(&row).is_err(), "an id past the row's end");
         let mut buf = Vec::new();
         let h = Hot {
             count: 1,
             last_us: 1,
             actioned: None,
         };
-        assert!(encode(&mut buf, h, ("nope", "low", "c")).is_err());
-        encode(&mut buf, h, ("detected", "low", "c")).unwrap();
+        assert!(encode(&mut buf, h, ("nope", "low", "c"), "i").is_err());
+        assert!(encode(&mut buf, h, ("detected", "low", "c"), &"i".repeat(256)).is_err());
+        encode(&mut buf, h, ("detected", "low", "c"), "i").unwrap();
         buf.push(0xff);
         assert!(names(&buf).is_err(), "not UTF-8");
     }
