@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | `meta` | name | u64 (`schema_version`, `wal_applied_seq`: see [`crate::ingest::wal`]) |
 //! | `incidents` | fingerprint (u64) | [`Incident`] as created, versioned encoding |
-//! | `incident_state` | fingerprint | count, last_seen µs (authoritative), actioned mark, and the status, severity and component its index entries are under: everything a batch touches, in one row (version 5, see `store/state.rs`) |
+//! | `incident_state` | fingerprint | count, last_seen µs (authoritative), actioned mark, id, and the status, severity and component its index entries are under: everything a batch touches, in one row (version 5, see `store/state.rs`) |
 //! | `incident_ids` | incident id | fingerprint |
 //! | `incidents_by_component`, `incidents_by_severity` | see `store/index.rs` | the secondary indexes (version 3): a filtered page costs what an unfiltered one does; since version 4 they are the only recency index (`recent`, a `(last_seen µs, fingerprint)` table, is gone) |
 //! | `incident_tallies` | (`status`/`severity`/`component`, value) | incidents (version 3, see [`counts`]): kept in the transactions that change them |
