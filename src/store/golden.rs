@@ -2,9 +2,9 @@
 //! first writer that opens it, and one written by this version stays readable (redb's own
 //! `backward_compatibility.rs` idea). `store-v1.redb`, `store-v2.redb` and
 //! `store-v2-all-tables.redb` were written by schema versions 1 and 2,
-//! `store-v3-all-tables.redb` and `store-v4-all-tables.redb` by versions 3 and 4, and can no
-//! longer be regenerated; each is migrated to this version here.
-//! `store-v5-all-tables.redb` holds a row in every table of version 5 (incidents, the
+//! `store-v3-all-tables.redb`, `store-v4-all-tables.redb` and `store-v5-all-tables.redb` by
+//! versions 3 to 5, and can no longer be regenerated; each is migrated to this version here.
+//! `store-v6-all-tables.redb` holds a row in every table of version 6 (incidents, the
 //! tallies and secondary indexes, counters, windows, fix jobs, fixes, spend, file
 //! positions, deliveries, cursors, the event log, trend counters, pull-source positions);
 //! regenerate it only on purpose, with `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib
@@ -309,23 +309,46 @@ const GOLDEN_V5_ALL: &str = concat!(
     "/testdata/golden/store-v5-all-tables.redb"
 );
 
-/// Every table of schema version 5, written once and committed: each must keep reading.
+/// Every table of schema version 5, written once and committed: migrated (its hour trend
+/// rows give back what the minute rows hold), each keeps reading, with the same series.
 #[test]
-fn golden_v5_every_table_still_reads() {
-    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(GOLDEN_V5_ALL);
-        let store = Store::open(std::path::Path::new(GOLDEN_V5_ALL)).unwrap();
-        fill_every_table(&store);
-        drop(store);
-        let mut db = Database::open(GOLDEN_V5_ALL).unwrap();
-        db.compact().unwrap();
-    }
+fn golden_v5_every_table_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     std::fs::copy(GOLDEN_V5_ALL, &path).unwrap();
     let store = Store::open(&path).unwrap();
-    assert!(!dir.path().join("store.redb.v5-backup").exists());
-    // The version 5 tables as written: not rebuilt on open.
+    assert!(dir.path().join("store.redb.v5-backup").exists());
+    {
+        // Every occurrence of the golden store's one minute is in its minute rows now.
+        let txn = store.begin_read().unwrap();
+        let hours = txn.open_table(schema::HOURS).unwrap();
+        assert_eq!(hours.iter().unwrap().count(), 0);
+    }
+    check_every_table(&store);
+}
+
+const GOLDEN_V6_ALL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/golden/store-v6-all-tables.redb"
+);
+
+/// Every table of schema version 6, written once and committed: each must keep reading.
+#[test]
+fn golden_v6_every_table_still_reads() {
+    if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_file(GOLDEN_V6_ALL);
+        let store = Store::open(std::path::Path::new(GOLDEN_V6_ALL)).unwrap();
+        fill_every_table(&store);
+        drop(store);
+        let mut db = Database::open(GOLDEN_V6_ALL).unwrap();
+        db.compact().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(GOLDEN_V6_ALL, &path).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(!dir.path().join("store.redb.v6-backup").exists());
+    // The version 6 tables as written: not rebuilt on open.
     let names = table_names(&store);
     for t in [
         "incident_state",

@@ -50,6 +50,14 @@
 //! `incident_state` row (see `store/state.rs`), and the three tables are deleted: a new
 //! incident costs two inserts fewer, an incident seen again two look-ups fewer. A store
 //! older than version 3 gets its rows while it is indexed. Nothing else changes.
+//!
+//! # Version 5 → 6: a count goes into its minute trend row only
+//!
+//! Versions up to 5 wrote every count into the incident's minute row and its hour row; an
+//! hour now reads as its row plus the minute rows of that hour, and minute rows are folded
+//! into hour rows when they leave the minute span (see `store/trend.rs`). The migration
+//! takes from each hour row what the minute rows still hold of it (`trend::split_hours`):
+//! the series read the same before and after.
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +93,9 @@ pub struct Migration {
     /// Incidents whose count, index names and actioned mark were folded into one
     /// `incident_state` row (version 5, from version 3 or 4).
     pub folded: u64,
+    /// Hour trend rows that gave their still-kept minutes back to the minute rows
+    /// (version 6).
+    pub hours_split: u64,
 }
 
 impl std::fmt::Display for Migration {
@@ -120,6 +131,13 @@ impl std::fmt::Display for Migration {
                 f,
                 "{} incidents' counts, index names and actioned marks folded into one row each; ",
                 self.folded
+            )?;
+        }
+        if self.hours_split > 0 {
+            write!(
+                f,
+                "{} hour trend rows now count only what their minute rows do not; ",
+                self.hours_split
             )?;
         }
         write!(f, "the old file is kept at {}", self.backup.display())
@@ -177,6 +195,9 @@ impl Store {
         }
         if from < 4 {
             report.recent_dropped = txn.delete_table(RECENT).map_err(self.storage())?;
+        }
+        if from < 6 {
+            report.hours_split = super::trend::split_hours(self, &txn)?;
         }
         if from < 5 {
             txn.delete_table(COUNTS).map_err(self.storage())?;

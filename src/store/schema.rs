@@ -7,8 +7,10 @@ use redb::TableDefinition;
 /// keeps PACT keys verbatim. Version 3: incident tallies and secondary indexes
 /// (`store/index.rs`). Version 4: no `recent` table (the severity index is the recency
 /// index). Version 5: an incident's count, last seen, actioned mark and index names in
-/// one row (`incident_state`). [`super::migrate`] moves an older store on.
-pub const SCHEMA_VERSION: u64 = 5;
+/// one row (`incident_state`). Version 6: a count goes into its minute's trend row only
+/// (hours read minutes and folded rows, see [`super::trend`]). [`super::migrate`] moves an
+/// older store on.
+pub const SCHEMA_VERSION: u64 = 6;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");

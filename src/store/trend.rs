@@ -5,7 +5,7 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `trend_minutes` | (fingerprint, minutes since the epoch) | occurrences in that minute |
-//! | `trend_hours` | (fingerprint, hours since the epoch) | occurrences in that hour |
+//! | `trend_hours` | (fingerprint, hours since the epoch) | occurrences in that hour not in `trend_minutes` (version 6) |
 //! | `trend_all_minutes` | minutes since the epoch | occurrences of every incident |
 //! | `trend_all_hours` | hours since the epoch | occurrences of every incident |
 //!
@@ -20,6 +20,13 @@
 //! last occurrence fell out of a span (a cursor in `meta` remembers how far it got), so a
 //! sweep costs what aged out since the previous one, never a scan of every incident. Keyed
 //! by fingerprint first, one incident's series is one range read.
+//!
+//! Since schema version 6 a count is written once per incident, into its minute: an hour
+//! reads as its `trend_hours` row plus the incident's minute rows in that hour, and minute
+//! rows that fall out of the minute span are folded into their hour rows (when the
+//! incident is counted in a new minute, or by the sweep), not dropped. Versions up to 5
+//! wrote every count into both (one insert more per incident per batch); the migration
+//! takes the minutes still kept out of the hour rows ([`split_hours`]).
 //!
 //! The tables were added without changing the schema version: created on first use,
 //! readers treat a missing one as empty.
@@ -172,24 +179,40 @@ impl Store {
         bucket: Bucket,
         now_us: u64,
     ) -> Result<Vec<Vec<TrendPoint>>, StoreError> {
-        let (per_incident, _, _) = bucket.tables();
-        let Some(t) = self.read_table(txn, per_incident)? else {
-            return Ok(vec![Vec::new(); fps.len()]);
-        };
         let (from, to) = (bucket.oldest_kept(now_us), bucket.index(now_us));
+        let minutes = self.read_table(txn, MINUTES)?;
+        let hours = match bucket {
+            Bucket::Minute => None,
+            Bucket::Hour => self.read_table(txn, HOURS)?,
+        };
         let mut out = Vec::with_capacity(fps.len());
         for fp in fps {
-            let mut points = Vec::new();
-            for row in t.range((fp.0, from)..=(fp.0, to)).map_err(self.storage())? {
-                let (k, v) = row.map_err(self.storage())?;
-                let index = k.value().1;
-                points.push(TrendPoint {
-                    index,
-                    start: bucket.start(index),
-                    count: v.value(),
-                });
+            // Bucket index → occurrences. An hour is its folded row (minutes older than the
+            // minute span) plus the minute rows still kept (see the module docs).
+            let mut sums: std::collections::BTreeMap<u64, u64> = Default::default();
+            if let Some(h) = &hours {
+                for row in h.range((fp.0, from)..=(fp.0, to)).map_err(self.storage())? {
+                    let (k, v) = row.map_err(self.storage())?;
+                    *sums.entry(k.value().1).or_default() += v.value();
+                }
             }
-            out.push(points);
+            if let Some(m) = &minutes {
+                let per = bucket.seconds() / 60;
+                let (lo, hi) = (from.saturating_mul(per), to.saturating_mul(per) + (per - 1));
+                for row in m.range((fp.0, lo)..=(fp.0, hi)).map_err(self.storage())? {
+                    let (k, v) = row.map_err(self.storage())?;
+                    *sums.entry(k.value().1 / per).or_default() += v.value();
+                }
+            }
+            out.push(
+                sums.into_iter()
+                    .map(|(index, count)| TrendPoint {
+                        index,
+                        start: bucket.start(index),
+                        count,
+                    })
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -241,33 +264,39 @@ impl StoreTxn<'_> {
         }
         let st = self.store;
         let total: u64 = counts.iter().map(|(_, n, _)| n).sum();
-        for bucket in Bucket::ALL {
-            let (per_incident, all, _) = bucket.tables();
-            let (at, oldest) = (bucket.index(now_us), bucket.oldest_kept(now_us));
-            let mut t = self.txn.open_table(per_incident).map_err(st.storage())?;
-            for &(fp, n, before) in counts {
-                let Some(before_us) = before else {
-                    // An incident created in this transaction has no buckets yet (retention,
-                    // the only way an incident goes, takes its buckets with it).
-                    t.insert((fp, at), n).map_err(st.storage())?;
-                    continue;
-                };
-                // No bucket of an incident is newer than the one it was last seen in: when
-                // that is older, this bucket is new (no look-up; a rescan's every incident).
-                let old = if bucket.index(before_us) < at {
-                    None
-                } else {
-                    t.get((fp, at)).map_err(st.storage())?.map(|v| v.value())
-                };
-                t.insert((fp, at), old.unwrap_or(0) + n)
+        let minute = Bucket::Minute;
+        let (at, oldest) = (minute.index(now_us), minute.oldest_kept(now_us));
+        let oldest_hour = Bucket::Hour.oldest_kept(now_us);
+        let mut t = self.txn.open_table(MINUTES).map_err(st.storage())?;
+        let mut hours = self.txn.open_table(HOURS).map_err(st.storage())?;
+        let mut folded = Vec::new();
+        for &(fp, n, before) in counts {
+            let Some(before_us) = before else {
+                // An incident created in this transaction has no buckets yet (retention,
+                // the only way an incident goes, takes its buckets with it).
+                t.insert((fp, at), n).map_err(st.storage())?;
+                continue;
+            };
+            // No bucket of an incident is newer than the one it was last seen in: when
+            // that is older, this bucket is new (no look-up; a rescan's every incident).
+            let old = if minute.index(before_us) < at {
+                None
+            } else {
+                t.get((fp, at)).map_err(st.storage())?.map(|v| v.value())
+            };
+            t.insert((fp, at), old.unwrap_or(0) + n)
+                .map_err(st.storage())?;
+            // The incident's minutes older than the span are folded into its hours when a
+            // new minute starts (the `oldest` of a minute is fixed): not again at every count.
+            if old.is_none() {
+                fold_minutes(&mut t, &mut hours, fp, oldest, oldest_hour, &mut folded)
                     .map_err(st.storage())?;
-                // The incident's buckets older than the span go when a new bucket starts
-                // (the `oldest` of a bucket is fixed): not again at every count.
-                if old.is_none() {
-                    t.retain_in((fp, 0)..(fp, oldest), |_, _| false)
-                        .map_err(st.storage())?;
-                }
             }
+        }
+        drop((t, hours));
+        for bucket in Bucket::ALL {
+            let (_, all, _) = bucket.tables();
+            let (at, oldest) = (bucket.index(now_us), bucket.oldest_kept(now_us));
             let mut t = self.txn.open_table(all).map_err(st.storage())?;
             let old = t.get(at).map_err(st.storage())?.map(|v| v.value());
             t.insert(at, old.unwrap_or(0) + total)
@@ -311,9 +340,23 @@ impl StoreTxn<'_> {
             let aged = super::index::oldest_keys(st, &by_severity, from, (cutoff_us, 0), max)?;
             drop(by_severity);
             let mut t = self.txn.open_table(per_incident).map_err(st.storage())?;
-            for &(_, fp) in &aged {
-                t.retain_in((fp, 0)..(fp, oldest), |_, _| false)
-                    .map_err(st.storage())?;
+            match bucket {
+                Bucket::Minute => {
+                    // Folded into their hours, not dropped (see the module docs).
+                    let mut hours = self.txn.open_table(HOURS).map_err(st.storage())?;
+                    let oldest_hour = Bucket::Hour.oldest_kept(now_us);
+                    let mut buf = Vec::new();
+                    for &(_, fp) in &aged {
+                        fold_minutes(&mut t, &mut hours, fp, oldest, oldest_hour, &mut buf)
+                            .map_err(st.storage())?;
+                    }
+                }
+                Bucket::Hour => {
+                    for &(_, fp) in &aged {
+                        t.retain_in((fp, 0)..(fp, oldest), |_, _| false)
+                            .map_err(st.storage())?;
+                    }
+                }
             }
             // The cursor: every key before it was swept.
             let to = match aged.last() {
@@ -330,6 +373,80 @@ impl StoreTxn<'_> {
         }
         Ok(swept)
     }
+}
+
+/// Folds incident `fp`'s minute rows older than `oldest` (a minute index) into its hour
+/// rows (those older than `oldest_hour` are dropped, as are its hour rows out of that span
+/// once it has any new one). `buf` is scratch space.
+fn fold_minutes(
+    minutes: &mut redb::Table<'_, (u64, u64), u64>,
+    hours: &mut redb::Table<'_, (u64, u64), u64>,
+    fp: u64,
+    oldest: u64,
+    oldest_hour: u64,
+    buf: &mut Vec<(u64, u64)>,
+) -> Result<(), redb::StorageError> {
+    buf.clear();
+    for row in minutes.extract_from_if((fp, 0)..(fp, oldest), |_, _| true)? {
+        let (k, v) = row?;
+        let hour = k.value().1 / 60;
+        let n = v.value();
+        match buf.last_mut() {
+            Some((h, sum)) if *h == hour => *sum += n,
+            _ => buf.push((hour, n)),
+        }
+    }
+    let mut any = false;
+    for &(hour, n) in buf.iter().filter(|(h, _)| *h >= oldest_hour) {
+        let old = hours.get((fp, hour))?.map_or(0, |v| v.value());
+        hours.insert((fp, hour), old + n)?;
+        any = true;
+    }
+    if any {
+        hours.retain_in((fp, 0)..(fp, oldest_hour), |_, _| false)?;
+    }
+    Ok(())
+}
+
+/// The migration to version 6: every hour row loses the occurrences still held in minute
+/// rows of the same incident and hour (versions up to 5 wrote every count into both), so
+/// that an hour reads as its row plus its minutes. One pass over the minute rows, in key
+/// order. Returns the hour rows changed.
+pub(super) fn split_hours(st: &Store, txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let minutes = txn.open_table(MINUTES).map_err(st.storage())?;
+    let mut hours = txn.open_table(HOURS).map_err(st.storage())?;
+    let mut changed = 0;
+    let mut settle = |key: Option<(u64, u64, u64)>| -> Result<(), StoreError> {
+        if let Some((fp, hour, n)) = key {
+            let old = hours
+                .get((fp, hour))
+                .map_err(st.storage())?
+                .map_or(0, |v| v.value());
+            let left = old.saturating_sub(n);
+            if left == 0 {
+                hours.remove((fp, hour)).map_err(st.storage())?;
+            } else {
+                hours.insert((fp, hour), left).map_err(st.storage())?;
+            }
+            changed += 1;
+        }
+        Ok(())
+    };
+    let mut run: Option<(u64, u64, u64)> = None;
+    for row in minutes.iter().map_err(st.storage())? {
+        let (k, v) = row.map_err(st.storage())?;
+        let (fp, minute) = k.value();
+        let hour = minute / 60;
+        match &mut run {
+            Some((f, h, n)) if *f == fp && *h == hour => *n += v.value(),
+            _ => {
+                settle(run.take())?;
+                run = Some((fp, hour, v.value()));
+            }
+        }
+    }
+    settle(run)?;
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -444,12 +561,28 @@ mod tests {
         assert_eq!(txn.prune_trend(at(t1), 1).unwrap(), 1);
         txn.commit().unwrap();
         assert_eq!(raw_minutes(2), 0);
-        // Hours are kept 30 days.
+        // Hours are kept 30 days: the swept minute was folded into its hour, not lost.
         let hours = store
             .incident_trend(&id2, Bucket::Hour, at(t1))
             .unwrap()
             .unwrap();
-        assert_eq!(hours.len(), 1);
+        assert_eq!(series(&hours), vec![(t0 / (60 * MIN_US), 1)]);
+        // Incident 1: its first minute folded when it was counted again, its second still a
+        // minute row; the hours read both.
+        let id1 = ids
+            .iter()
+            .find(|i| i.fingerprint.0 == 1)
+            .unwrap()
+            .id
+            .clone();
+        let hours = store
+            .incident_trend(&id1, Bucket::Hour, at(t1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            series(&hours),
+            vec![(t0 / (60 * MIN_US), 1), (t1 / (60 * MIN_US), 1)]
+        );
         let mut txn = store.begin_write().unwrap();
         assert_eq!(
             txn.prune_trend(at(t1), 10).unwrap(),
