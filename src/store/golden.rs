@@ -16,6 +16,15 @@ use crate::scan::Fingerprinter;
 const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v1.redb");
 const GOLDEN_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/golden/store-v2.redb");
 
+/// A copy of the golden store `golden` in a new temporary directory: (the directory, the
+/// copy's path).
+fn copy_of(golden: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    std::fs::copy(golden, &path).unwrap();
+    (dir, path)
+}
+
 /// The fingerprint this version gives `line`.
 fn fp_of(line: &str) -> Fingerprint {
     Fingerprinter::new().fingerprint(line.as_bytes())
@@ -23,9 +32,7 @@ fn fp_of(line: &str) -> Fingerprint {
 
 #[test]
 fn golden_v1_store_is_migrated_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V1, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V1);
     let store = Store::open(&path).unwrap();
     assert_eq!(
         store.meta_value("schema_version").unwrap(),
@@ -122,9 +129,7 @@ fn assert_tallies_exact(store: &Store) {
 
 #[test]
 fn golden_v2_store_is_migrated_to_v3() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V2, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V2);
     let store = Store::open(&path).unwrap();
     assert!(dir.path().join("store.redb.v2-backup").exists());
     assert_eq!(
@@ -232,9 +237,7 @@ const THE_SOURCE_POSITION: (&str, &[u8]) = (
 /// reading, and the tallies and indexes are built from it.
 #[test]
 fn golden_v2_every_table_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V2_ALL, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V2_ALL);
     let store = Store::open(&path).unwrap();
     assert!(dir.path().join("store.redb.v2-backup").exists());
     check_every_table(&store);
@@ -253,9 +256,7 @@ fn table_names(store: &Store) -> Vec<String> {
 /// table dropped), each keeps reading, and a reader of the old file still pages it.
 #[test]
 fn golden_v3_every_table_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V3_ALL, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V3_ALL);
     let old = Store::open_read_only(&path).unwrap().unwrap();
     assert_eq!(old.recent_incidents(10).unwrap().len(), 2);
     drop(old);
@@ -276,9 +277,7 @@ const GOLDEN_V4_ALL: &str = concat!(
 /// reader of the old file still reads it.
 #[test]
 fn golden_v4_every_table_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V4_ALL, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V4_ALL);
     let old = Store::open_read_only(&path).unwrap().unwrap();
     let before = old.recent_incidents(10).unwrap();
     assert_eq!(before.len(), 2);
@@ -313,9 +312,7 @@ const GOLDEN_V5_ALL: &str = concat!(
 /// rows give back what the minute rows hold), each keeps reading, with the same series.
 #[test]
 fn golden_v5_every_table_is_migrated() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V5_ALL, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V5_ALL);
     let store = Store::open(&path).unwrap();
     assert!(dir.path().join("store.redb.v5-backup").exists());
     {
@@ -343,9 +340,7 @@ fn golden_v6_every_table_still_reads() {
         let mut db = Database::open(GOLDEN_V6_ALL).unwrap();
         db.compact().unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-    std::fs::copy(GOLDEN_V6_ALL, &path).unwrap();
+    let (dir, path) = copy_of(GOLDEN_V6_ALL);
     let store = Store::open(&path).unwrap();
     assert!(!dir.path().join("store.redb.v6-backup").exists());
     // The version 6 tables as written: not rebuilt on open.

@@ -150,6 +150,20 @@ pub(crate) trait CountsOf {
     ) -> Result<Option<(u64, u64)>, super::StoreError>;
 }
 
+/// (count, last seen µs) of incident `fp` from its row in `t`, if it has one.
+fn row_counts(
+    st: &super::Store,
+    t: &impl redb::ReadableTable<u64, &'static [u8]>,
+    fp: u64,
+) -> Result<Option<(u64, u64)>, super::StoreError> {
+    match t.get(fp).map_err(st.storage())? {
+        Some(v) => counts(v.value())
+            .map(Some)
+            .map_err(|_| super::index::bad_row(st, fp)),
+        None => Ok(None),
+    }
+}
+
 /// `incident_state` in a write transaction (always this version's: a writer migrates).
 impl CountsOf for redb::Table<'_, u64, &'static [u8]> {
     fn counts_of(
@@ -157,13 +171,7 @@ impl CountsOf for redb::Table<'_, u64, &'static [u8]> {
         st: &super::Store,
         fp: u64,
     ) -> Result<Option<(u64, u64)>, super::StoreError> {
-        use redb::ReadableTable;
-        match self.get(fp).map_err(st.storage())? {
-            Some(v) => counts(v.value())
-                .map(Some)
-                .map_err(|_| super::index::bad_row(st, fp)),
-            None => Ok(None),
-        }
+        row_counts(st, self, fp)
     }
 }
 
@@ -197,12 +205,7 @@ impl CountsOf for ReadCounts {
         fp: u64,
     ) -> Result<Option<(u64, u64)>, super::StoreError> {
         match self {
-            ReadCounts::State(t) => match t.get(fp).map_err(st.storage())? {
-                Some(v) => counts(v.value())
-                    .map(Some)
-                    .map_err(|_| super::index::bad_row(st, fp)),
-                None => Ok(None),
-            },
+            ReadCounts::State(t) => row_counts(st, t, fp),
             ReadCounts::Legacy(t) => Ok(t.get(fp).map_err(st.storage())?.map(|v| v.value())),
             ReadCounts::Empty => Ok(None),
         }

@@ -542,12 +542,14 @@ mod tests {
         assert_eq!(raw_minutes(1), 1);
         assert_eq!(raw_minutes(2), 1);
         let ids = store.recent_incidents(10).unwrap();
-        let id2 = ids
-            .iter()
-            .find(|i| i.fingerprint.0 == 2)
-            .unwrap()
-            .id
-            .clone();
+        let id_of = |fp: u64| {
+            ids.iter()
+                .find(|i| i.fingerprint.0 == fp)
+                .unwrap()
+                .id
+                .clone()
+        };
+        let id2 = id_of(2);
         // Readers never show what is out of the span, swept or not.
         assert!(
             store
@@ -569,12 +571,7 @@ mod tests {
         assert_eq!(series(&hours), vec![(t0 / (60 * MIN_US), 1)]);
         // Incident 1: its first minute folded when it was counted again, its second still a
         // minute row; the hours read both.
-        let id1 = ids
-            .iter()
-            .find(|i| i.fingerprint.0 == 1)
-            .unwrap()
-            .id
-            .clone();
+        let id1 = id_of(1);
         let hours = store
             .incident_trend(&id1, Bucket::Hour, at(t1))
             .unwrap()
