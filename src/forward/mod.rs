@@ -27,10 +27,14 @@
 //! its lines once per stream sequence, without an edge position) and the webhook answers
 //! 2xx only **after JetStream acknowledged** every message; while the server cannot be
 //! reached (or does not acknowledge within [`WEBHOOK_ACK_TIMEOUT`]) it answers 503 with
-//! `Retry-After` and counts nothing locally. The message id is made of the request's event
-//! ids when every event has one (a retry within the server's duplicate window is then
-//! dropped there and reported as `duplicates`); a request without ids may, after a 503
-//! whose messages the server stored but did not acknowledge in time, count again on retry.
+//! `Retry-After` and counts nothing locally. A 503 is not always "nothing kept": when the
+//! request's messages were handed to the connection before it failed (the server died
+//! under them, or did not acknowledge in time), the server may still store them — the
+//! client sends what it could not write once it reconnects — and the body says so. The
+//! message id is made of the request's event ids when every event has one, so the retry
+//! a 503 asks for counts them once whatever happened (within the server's duplicate window
+//! it is dropped there and reported as `duplicates`); a request without ids may, after
+//! such a 503, count again on retry.
 //!
 //! **CloudWatch, process and stdin sources** of an edge forward through the same thread:
 //! their batches carry their error lines ([`crate::ingest::ForwardKind::Unpositioned`],
@@ -543,7 +547,8 @@ impl crate::ingest::ForwardEvents for EventForwarder {
         events: Vec<crate::aggregate::Event>,
     ) -> crate::ingest::message::Forwarding {
         Box::pin(async move {
-            use std::sync::atomic::Ordering;
+            use crate::ingest::ForwardError;
+            use std::sync::atomic::{AtomicBool, Ordering};
             // A connection being (re)made gets a moment; a server that is down is said at
             // once rather than after the acknowledgement timeout.
             let connected =
@@ -551,14 +556,18 @@ impl crate::ingest::ForwardEvents for EventForwarder {
             let deadline = tokio::time::Instant::now() + CONNECT_GRACE;
             while !connected() {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!(
-                        "the NATS server {} cannot be reached",
-                        self.cfg.url
-                    ));
+                    return Err(ForwardError {
+                        reason: format!("the NATS server {} cannot be reached", self.cfg.url),
+                        maybe_stored: false,
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let messages = self.messages(&source, &events);
+            // Set once the first message is handed to the client: from then on a failure
+            // leaves its fate unknown (the client keeps what it could not write across a
+            // reconnect, and sends it then).
+            let sent = AtomicBool::new(false);
             let attempt = async {
                 if !self.stream_ready.load(Ordering::Acquire) {
                     crate::source::nats::ensure_stream(
@@ -575,6 +584,7 @@ impl crate::ingest::ForwardEvents for EventForwarder {
                 for (subject, id, body) in &messages {
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                    sent.store(true, Ordering::Relaxed);
                     let ack = self
                         .js
                         .publish_with_headers(subject.clone(), headers, body.clone())
@@ -591,7 +601,15 @@ impl crate::ingest::ForwardEvents for EventForwarder {
                 }
                 Ok::<_, String>(duplicate_messages)
             };
-            match tokio::time::timeout(WEBHOOK_ACK_TIMEOUT, attempt).await {
+            let outcome = tokio::time::timeout(WEBHOOK_ACK_TIMEOUT, attempt).await;
+            let failed = |reason: String| {
+                self.stream_ready.store(false, Ordering::Release);
+                Err(ForwardError {
+                    reason,
+                    maybe_stored: sent.load(Ordering::Relaxed),
+                })
+            };
+            match outcome {
                 Ok(Ok(dups)) => {
                     // A message the server had already: its events were counted before.
                     let dup_events: usize = dups
@@ -602,17 +620,11 @@ impl crate::ingest::ForwardEvents for EventForwarder {
                         .sum();
                     Ok((events.len() - dup_events, dup_events))
                 }
-                Ok(Err(e)) => {
-                    self.stream_ready.store(false, Ordering::Release);
-                    Err(e)
-                }
-                Err(_) => {
-                    self.stream_ready.store(false, Ordering::Release);
-                    Err(format!(
-                        "not acknowledged within {} s",
-                        WEBHOOK_ACK_TIMEOUT.as_secs()
-                    ))
-                }
+                Ok(Err(e)) => failed(e),
+                Err(_) => failed(format!(
+                    "not acknowledged within {} s",
+                    WEBHOOK_ACK_TIMEOUT.as_secs()
+                )),
             }
         })
     }

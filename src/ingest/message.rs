@@ -128,4 +128,15 @@ pub trait ForwardEvents: Send + Sync + std::fmt::Debug {
 
 /// What [`ForwardEvents::forward`] returns: (accepted, duplicates) or why not.
 pub type Forwarding =
-    std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), String>> + Send>>;
+    std::pin::Pin<Box<dyn Future<Output = Result<(usize, usize), ForwardError>> + Send>>;
+
+/// Why a forward failed, and whether the events may still arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardError {
+    /// What went wrong.
+    pub reason: String,
+    /// The events were handed to the connection but not acknowledged: the server may
+    /// store them later (a publish buffered across a reconnect, an acknowledgement lost in
+    /// an outage). `false` when nothing was sent.
+    pub maybe_stored: bool,
+}

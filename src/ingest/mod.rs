@@ -30,8 +30,8 @@ pub mod writer;
 
 #[cfg(feature = "daemon")]
 pub use message::{
-    EventAck, EventBatch, FileBatch, ForwardEvents, ForwardKind, ForwardLine, Hold, SubmitError,
-    WriteError,
+    EventAck, EventBatch, FileBatch, ForwardError, ForwardEvents, ForwardKind, ForwardLine, Hold,
+    SubmitError, WriteError,
 };
 #[cfg(feature = "daemon")]
 pub use writer::{NewIncidentNote, Writer, WriterHandle};

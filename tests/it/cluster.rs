@@ -377,8 +377,10 @@ fn a_partition_handed_to_another_aggregator_is_applied_exactly_once() {
 
 /// An edge's webhook forwards to JetStream: 2xx after the acknowledgement (the edge counts
 /// nothing itself), 503 naming the problem with `Retry-After` while the server is down, 2xx
-/// again once it is back; every 2xx'd event is counted by the aggregator exactly once (a
-/// request retried with the same event ids counts nothing again).
+/// again once it is back. A sender retries each 503'd request, with its event ids, until it
+/// is 2xx'd, and every event is counted by the aggregator exactly once: a request retried
+/// with the same ids counts nothing again, including one whose 503 came after its messages
+/// were sent (the server died under them, and the client sent them again on reconnecting).
 #[test]
 fn edge_webhooks_answer_503_while_nats_is_down_and_count_2xx_events_exactly_once() {
     let Some(mut server) = NatsServer::start("edge_webhooks") else {
@@ -449,28 +451,49 @@ fn edge_webhooks_answer_503_while_nats_is_down_and_count_2xx_events_exactly_once
     let (st, _, v) = send(&again);
     assert_eq!((st, &v["duplicates"]), (200, &serde_json::json!(5)), "{v}");
 
-    // The server goes away: 503 with Retry-After and a body naming the problem.
+    // The server goes away: 503 with Retry-After and a body naming the problem. Every
+    // request is kept for the sender's retry; until the edge sees the connection gone one
+    // may still be 2xx'd (the server took it before it died).
     server.kill9();
+    let mut refused_bodies = Vec::new();
     let refused = eventually(Duration::from_secs(20), || {
-        let b = body(&mut expected, false);
+        let b = body(&mut expected, true);
         let (st, retry, v) = send(&b);
+        if st == 200 {
+            return None;
+        }
+        refused_bodies.push(b);
         (st == 503).then_some((retry, v))
     });
     let (retry, v) = refused.expect("a 503 while NATS is down");
     assert!(retry.is_some(), "Retry-After");
     assert_eq!(v["error"]["code"], "nats_unavailable", "{v}");
     for _ in 0..3 {
-        let b = body(&mut expected, false);
+        let b = body(&mut expected, true);
         let (st, _, v) = send(&b);
         assert_eq!(st, 503, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("retry")),
+            "{v}"
+        );
+        refused_bodies.push(b);
     }
     server.restart();
-    // Back: a request is 2xx again once the edge reconnected (retried as a sender would).
+    // Back: a request is 2xx again once the edge reconnected (retried as a sender would),
+    // and so is every request refused meanwhile.
     let back = body(&mut expected, true);
     let ok = eventually(Duration::from_secs(30), || {
         (send(&back).0 == 200).then_some(())
     });
     assert!(ok.is_some(), "{}", de.log_text());
+    for b in &refused_bodies {
+        let (st, _, v) = send(b);
+        assert_eq!(st, 200, "{v}");
+        let (accepted, dups) = (v["accepted"].as_u64(), v["duplicates"].as_u64());
+        assert_eq!(accepted.unwrap_or(0) + dups.unwrap_or(0), 5, "{v}");
+    }
     for _ in 0..3 {
         let b = body(&mut expected, true);
         assert_eq!(send(&b).0, 200);

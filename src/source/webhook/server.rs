@@ -556,7 +556,8 @@ impl Hook {
             });
         }
         // An edge: the events go to JetStream, and 2xx means JetStream acknowledged them;
-        // while NATS cannot take them, 503 (nothing was kept: the sender retries).
+        // while NATS cannot take them, 503 (the sender retries; with event ids the retry
+        // counts once even when the server stored what it did not acknowledge).
         if let Some(forward) = self.writer.event_forwarder() {
             let outcome = forward.clone().forward(self.name.clone(), p.events).await;
             drop(held);
@@ -582,12 +583,19 @@ impl Hook {
                     m.webhook_events
                         .with_label_values(&[s, "rejected"])
                         .inc_by(n as u64);
+                    let kept = if e.maybe_stored {
+                        "the server may still store them when it is back: retry with the same \
+                         event_id values and they count once"
+                    } else {
+                        "nothing of this request was kept: retry later"
+                    };
                     Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "nats_unavailable",
                         format!(
                             "this edge forwards to NATS JetStream, which did not acknowledge the \
-                             events ({e}); nothing of this request was kept: retry later"
+                             events ({}); {kept}",
+                            e.reason
                         ),
                     )
                     .with_retry_after(RETRY_AFTER_SECS))
