@@ -79,7 +79,7 @@ pub fn run_backup(config: &Config, args: BackupArgs) -> Result<u8, CliError> {
             out,
             "backed up {} rows ({} incidents) to {} ({} bytes)",
             summary.rows,
-            summary.tables.get("incidents").copied().unwrap_or(0),
+            summary.incidents(),
             summary.path.display(),
             summary.bytes
         )
@@ -122,7 +122,7 @@ pub fn run_restore(config: &Config, args: RestoreArgs) -> Result<u8, CliError> {
             out,
             "restored {} rows ({} incidents) from {} into {}",
             summary.rows,
-            summary.tables.get("incidents").copied().unwrap_or(0),
+            summary.incidents(),
             src.display(),
             summary.path.display()
         )

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::ci::{CI_DELIVERIES, CI_INCIDENTS, CI_QUEUE, FORGE_LINKS, FORGE_STATE};
 use super::guard::{GUARD_WINDOWS, OVERFLOWS};
+use super::records::{RECORDS, SEQS};
 use super::schema::*;
 use super::templates::{TEMPLATE_KEYS, TEMPLATE_MEMBERS, TEMPLATES};
 use super::triage::TRIAGE;
@@ -40,6 +41,17 @@ pub struct CopySummary {
     pub bytes: u64,
     /// The source's `wal_applied_seq` (the newest ingest-log entry its counts include).
     pub wal_applied_seq: u64,
+}
+
+impl CopySummary {
+    /// The incidents copied: `incident_seqs` rows, or an older store's `incidents` rows.
+    #[must_use]
+    pub fn incidents(&self) -> u64 {
+        let rows = |t: &str| self.tables.get(t).copied();
+        rows(super::records::SEQS.name())
+            .or_else(|| rows("incidents"))
+            .unwrap_or(0)
+    }
 }
 
 /// Copies `def` from `src` to `dst`; returns the rows copied (None: `src` has no such table).
@@ -85,6 +97,8 @@ fn copy_all(
     each!(
         META,
         INCIDENTS,
+        RECORDS,
+        SEQS,
         STATE,
         COUNTS,
         INCIDENT_IDS,
@@ -329,7 +343,7 @@ mod tests {
         store.apply(&batch(1..50), t0).unwrap();
         let dest = dir.path().join("copy.redb");
         let summary = store.backup(&dest).unwrap();
-        assert!(summary.rows > 0 && summary.tables["incidents"] == 49);
+        assert!(summary.rows > 0 && summary.incidents() == 49);
         // Later writes are not in it.
         store.apply(&batch(50..60), t0).unwrap();
         // Never overwritten.

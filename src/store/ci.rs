@@ -24,11 +24,10 @@
 //! incident.
 
 use jiff::Timestamp;
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::codec;
-use super::schema::INCIDENTS;
 use super::{EventKind, Incident, NewEvent, Store, StoreError, StoreTxn};
 
 pub(crate) const CI_INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("ci_incidents");
@@ -351,11 +350,7 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn incident_of(&self, fp: u64) -> Result<Option<Incident>, StoreError> {
         let txn = self.begin_read()?;
-        let incidents = match txn.open_table(INCIDENTS) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.storage()(e)),
-        };
+        let incidents = super::records::ReadRecords::open(self, &txn)?;
         let counts = super::state::ReadCounts::open(self, &txn)?;
         self.load(&incidents, &counts, fp)
     }

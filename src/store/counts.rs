@@ -258,6 +258,7 @@ mod tests {
                 }
             }
         }
+        crate::store::records::unsequence(&txn);
         assert!(txn.delete_table(STATE).unwrap());
         assert!(txn.delete_table(BY_COMPONENT).unwrap());
         assert!(txn.delete_table(BY_SEVERITY).unwrap());

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::{FIXES, FIXES_BY_TIME, INCIDENT_FIXES, REGRESSION_WATCH};
 use super::{
-    EventKind, FIX_JOBS, FixJob, INCIDENT_IDS, INCIDENTS, Incident, IncidentStatus, JOBS_OPEN,
-    JobState, NewEvent, Store, StoreError, StoreTxn, micros,
+    EventKind, FIX_JOBS, FixJob, INCIDENT_IDS, Incident, IncidentStatus, JOBS_OPEN, JobState,
+    NewEvent, Store, StoreError, StoreTxn, micros,
 };
 
 /// The format byte of encoded fix results.
@@ -438,7 +438,7 @@ impl StoreTxn<'_> {
     /// [`StoreError`] on storage errors or an undecodable record.
     pub fn incident_by_fingerprint(&mut self, fp: u64) -> Result<Option<Incident>, StoreError> {
         let st = self.store;
-        let incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
+        let incidents = super::records::Records::open(st, &self.txn)?;
         let counts = self
             .txn
             .open_table(super::schema::STATE)
@@ -498,7 +498,7 @@ impl StoreTxn<'_> {
         let st = self.store;
         {
             let fp = inc.fingerprint.0;
-            let mut incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
+            let mut incidents = super::records::Records::open(st, &self.txn)?;
             incidents
                 .insert(fp, inc.encode().as_slice())
                 .map_err(st.storage())?;

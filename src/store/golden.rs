@@ -2,9 +2,9 @@
 //! first writer that opens it, and one written by this version stays readable (redb's own
 //! `backward_compatibility.rs` idea). `store-v1.redb`, `store-v2.redb` and
 //! `store-v2-all-tables.redb` were written by schema versions 1 and 2,
-//! `store-v3-all-tables.redb`, `store-v4-all-tables.redb` and `store-v5-all-tables.redb` by
-//! versions 3 to 5, and can no longer be regenerated; each is migrated to this version here.
-//! `store-v6-all-tables.redb` holds a row in every table of version 6 (incidents, the
+//! `store-v3-all-tables.redb` to `store-v6-all-tables.redb` by versions 3 to 6, and can no
+//! longer be regenerated; each is migrated to this version here.
+//! `store-v7-all-tables.redb` holds a row in every table of version 7 (incidents, the
 //! tallies and secondary indexes, counters, windows, fix jobs, fixes, spend, file
 //! positions, deliveries, cursors, the event log, trend counters, pull-source positions);
 //! regenerate it only on purpose, with `SENTINEL_REGENERATE_GOLDEN=1 cargo test --lib
@@ -329,23 +329,53 @@ const GOLDEN_V6_ALL: &str = concat!(
     "/testdata/golden/store-v6-all-tables.redb"
 );
 
-/// Every table of schema version 6, written once and committed: each must keep reading.
+/// Every table of schema version 6, written once and committed: migrated (its records moved
+/// from `incidents` to `incident_records` by creation sequence), each keeps reading, and a
+/// reader of the old file still reads it.
 #[test]
-fn golden_v6_every_table_still_reads() {
+fn golden_v6_every_table_is_migrated() {
+    let (dir, path) = copy_of(GOLDEN_V6_ALL);
+    let old = Store::open_read_only(&path).unwrap().unwrap();
+    let before = old.recent_incidents(10).unwrap();
+    assert_eq!(before.len(), 2);
+    let mut walked = 0;
+    old.for_each_incident(|_| walked += 1).unwrap();
+    assert_eq!(walked, 2);
+    drop(old);
+    let store = Store::open(&path).unwrap();
+    assert!(dir.path().join("store.redb.v6-backup").exists());
+    let names = table_names(&store);
+    assert!(!names.iter().any(|n| n == "incidents"), "{names:?}");
+    // The same incidents, counts and recency as the old file said.
+    let after = store.recent_incidents(10).unwrap();
+    assert_eq!(after, before);
+    check_every_table(&store);
+}
+
+const GOLDEN_V7_ALL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/golden/store-v7-all-tables.redb"
+);
+
+/// Every table of schema version 7, written once and committed: each must keep reading.
+#[test]
+fn golden_v7_every_table_still_reads() {
     if std::env::var_os("SENTINEL_REGENERATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(GOLDEN_V6_ALL);
-        let store = Store::open(std::path::Path::new(GOLDEN_V6_ALL)).unwrap();
+        let _ = std::fs::remove_file(GOLDEN_V7_ALL);
+        let store = Store::open(std::path::Path::new(GOLDEN_V7_ALL)).unwrap();
         fill_every_table(&store);
         drop(store);
-        let mut db = Database::open(GOLDEN_V6_ALL).unwrap();
+        let mut db = Database::open(GOLDEN_V7_ALL).unwrap();
         db.compact().unwrap();
     }
-    let (dir, path) = copy_of(GOLDEN_V6_ALL);
+    let (dir, path) = copy_of(GOLDEN_V7_ALL);
     let store = Store::open(&path).unwrap();
-    assert!(!dir.path().join("store.redb.v6-backup").exists());
-    // The version 6 tables as written: not rebuilt on open.
+    assert!(!dir.path().join("store.redb.v7-backup").exists());
+    // The version 7 tables as written: not rebuilt on open.
     let names = table_names(&store);
     for t in [
+        "incident_records",
+        "incident_seqs",
         "incident_state",
         "incidents_by_component",
         "incidents_by_severity",
@@ -353,7 +383,9 @@ fn golden_v6_every_table_still_reads() {
     ] {
         assert!(names.iter().any(|n| n == t), "{t} in {names:?}");
     }
-    assert!(!names.iter().any(|n| n == "recent"), "{names:?}");
+    for gone in ["recent", "incidents"] {
+        assert!(!names.iter().any(|n| n == gone), "{gone} in {names:?}");
+    }
     check_every_table(&store);
 }
 

@@ -58,6 +58,13 @@
 //! into hour rows when they leave the minute span (see `store/trend.rs`). The migration
 //! takes from each hour row what the minute rows still hold of it (`trend::split_hours`):
 //! the series read the same before and after.
+//!
+//! # Version 6 → 7: incident records by creation sequence
+//!
+//! The records move from `incidents` (fingerprint → record) to `incident_records`
+//! (sequence → record, new ones appended) with `incident_seqs` (fingerprint → sequence), in
+//! fingerprint order, and `incidents` is deleted (see `store/records.rs`). Nothing else
+//! changes: everything else is still keyed by fingerprint.
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +103,9 @@ pub struct Migration {
     /// Hour trend rows that gave their still-kept minutes back to the minute rows
     /// (version 6).
     pub hours_split: u64,
+    /// Incident records moved from `incidents` (by fingerprint) to `incident_records` (by
+    /// creation sequence) (version 7).
+    pub sequenced: u64,
 }
 
 impl std::fmt::Display for Migration {
@@ -138,6 +148,13 @@ impl std::fmt::Display for Migration {
                 f,
                 "{} hour trend rows now count only what their minute rows do not; ",
                 self.hours_split
+            )?;
+        }
+        if self.sequenced > 0 {
+            write!(
+                f,
+                "{} incident records keyed by creation order; ",
+                self.sequenced
             )?;
         }
         write!(f, "the old file is kept at {}", self.backup.display())
@@ -198,6 +215,9 @@ impl Store {
         }
         if from < 6 {
             report.hours_split = super::trend::split_hours(self, &txn)?;
+        }
+        if from < 7 {
+            report.sequenced = super::records::sequence(self, &txn)?;
         }
         if from < 5 {
             txn.delete_table(COUNTS).map_err(self.storage())?;
@@ -381,6 +401,7 @@ mod tests {
         drop(store);
         let db = redb::Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
+        super::super::records::unsequence(&txn);
         txn.open_table(META)
             .unwrap()
             .insert("schema_version", 1)

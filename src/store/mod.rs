@@ -68,6 +68,7 @@ mod owner;
 mod positions;
 #[cfg(test)]
 mod read_tests;
+mod records;
 pub mod retention;
 mod scan_all;
 mod schema;
@@ -717,7 +718,7 @@ impl Store {
             .take(limit)
         {
             let (_, v) = row.map_err(self.storage())?;
-            out.push(self.read_event(incidents.as_ref(), v.value())?);
+            out.push(self.read_event(&incidents, v.value())?);
         }
         Ok(out)
     }
@@ -748,30 +749,23 @@ impl Store {
             let (k, _) = row.map_err(self.storage())?;
             let seq = k.value().1;
             if let Some(v) = events.get(seq).map_err(self.storage())? {
-                out.push(self.read_event(incidents.as_ref(), v.value())?);
+                out.push(self.read_event(&incidents, v.value())?);
             }
         }
         out.reverse();
         Ok(out)
     }
 
-    /// The incidents table of `txn` (`None` before the first incident).
-    fn open_incidents(
-        &self,
-        txn: &ReadTransaction,
-    ) -> Result<Option<redb::ReadOnlyTable<u64, &'static [u8]>>, StoreError> {
-        match txn.open_table(INCIDENTS) {
-            Ok(t) => Ok(Some(t)),
-            Err(TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(self.storage()(e)),
-        }
+    /// The incident records of `txn`.
+    fn open_incidents(&self, txn: &ReadTransaction) -> Result<records::ReadRecords, StoreError> {
+        records::ReadRecords::open(self, txn)
     }
 
     /// Decodes a logged event; an incident event's summary is built from the incident's
-    /// record in `incidents` (see [`events::IncidentState`]).
+    /// record (see [`events::IncidentState`]).
     fn read_event(
         &self,
-        incidents: Option<&redb::ReadOnlyTable<u64, &'static [u8]>>,
+        incidents: &records::ReadRecords,
         bytes: &[u8],
     ) -> Result<Event, StoreError> {
         let corrupt = |detail| StoreError::Corrupt {
@@ -779,15 +773,15 @@ impl Store {
             detail,
         };
         let stored = Event::decode_stored(bytes).map_err(corrupt)?;
-        let record = match (&stored.incident, incidents) {
-            (Some(state), Some(t)) => {
+        let record = match &stored.incident {
+            Some(state) => {
                 let fp = state.fingerprint.0;
-                match t.get(fp).map_err(self.storage())? {
+                match incidents.get(fp).map_err(self.storage())? {
                     Some(v) => Some(self.decode(fp, v.value())?),
                     None => None,
                 }
             }
-            _ => None,
+            None => None,
         };
         Ok(stored.complete(record.as_ref()))
     }
@@ -1003,7 +997,7 @@ impl Store {
                     let mut meta = txn.open_table(META).map_err(self.storage())?;
                     meta.insert("schema_version", SCHEMA_VERSION)
                         .map_err(self.storage())?;
-                    txn.open_table(INCIDENTS).map_err(self.storage())?;
+                    records::Records::open(self, &txn)?;
                     txn.open_table(schema::STATE).map_err(self.storage())?;
                     txn.open_table(INCIDENT_IDS).map_err(self.storage())?;
                     txn.open_table(KEY_COUNTS).map_err(self.storage())?;
@@ -1131,7 +1125,7 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn contains(&self, fp: Fingerprint) -> Result<bool, StoreError> {
         let txn = self.begin_read()?;
-        let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let t = records::ReadRecords::open(self, &txn)?;
         Ok(t.get(fp.0).map_err(self.storage())?.is_some())
     }
 
@@ -1145,7 +1139,7 @@ impl Store {
         fps: impl IntoIterator<Item = &'a Fingerprint>,
     ) -> Result<Vec<Fingerprint>, StoreError> {
         let txn = self.begin_read()?;
-        let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let t = records::ReadRecords::open(self, &txn)?;
         let mut out = Vec::new();
         for fp in fps {
             if t.get(fp.0).map_err(self.storage())?.is_some() {
@@ -1162,7 +1156,7 @@ impl Store {
     /// [`StoreError`] on storage errors.
     pub fn incident_count(&self) -> Result<u64, StoreError> {
         let txn = self.begin_read()?;
-        let t = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let t = records::ReadRecords::open(self, &txn)?;
         t.len().map_err(self.storage())
     }
 
@@ -1223,7 +1217,7 @@ impl Store {
             // A store without indexes (an older schema, read as it is).
             return self.recent_page(&txn, filter, since_us, before, limit);
         };
-        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let incidents = records::ReadRecords::open(self, &txn)?;
         let counts = state::ReadCounts::open(self, &txn)?;
         let mut out = Vec::with_capacity(keys.len());
         for (_, fp) in keys {
@@ -1248,7 +1242,7 @@ impl Store {
         let Some(recent) = self.read_table(txn, RECENT)? else {
             return Ok((Vec::new(), None));
         };
-        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let incidents = records::ReadRecords::open(self, txn)?;
         let counts = state::ReadCounts::open(self, txn)?;
         let rows = match before {
             Some(b) => recent.range(..b),
@@ -1320,7 +1314,7 @@ impl Store {
         let Some(fp) = ids.get(id).map_err(self.storage())?.map(|v| v.value()) else {
             return Ok(None);
         };
-        let incidents = txn.open_table(INCIDENTS).map_err(self.storage())?;
+        let incidents = records::ReadRecords::open(self, &txn)?;
         let counts = state::ReadCounts::open(self, &txn)?;
         self.load(&incidents, &counts, fp)
     }
@@ -1360,11 +1354,11 @@ impl Store {
     /// An incident: its record with the authoritative hot fields.
     fn load(
         &self,
-        incidents: &impl ReadableTable<u64, &'static [u8]>,
+        incidents: &impl records::RecordOf,
         counts: &impl state::CountsOf,
         fp: u64,
     ) -> Result<Option<Incident>, StoreError> {
-        let Some(v) = incidents.get(fp).map_err(self.storage())? else {
+        let Some(v) = incidents.record(fp).map_err(self.storage())? else {
             return Ok(None);
         };
         let mut inc = self.decode(fp, v.value())?;
@@ -1498,7 +1492,7 @@ impl StoreTxn<'_> {
         };
         let batch = mined.as_ref().map_or(batch, |m| &m.batch);
         let mut outcome = ApplyOutcome::default();
-        let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
+        let mut incidents = records::Records::open(st, txn)?;
         let mut ids = txn.open_table(INCIDENT_IDS).map_err(st.storage())?;
         let mut idx = index::Indexer::open_batched(st, txn)?;
         let now_us = micros(now);
@@ -1713,8 +1707,9 @@ impl StoreTxn<'_> {
                         pending.push(NewEvent::incident(EventKind::IncidentDetected, &incident));
                     }
                     throttle.due(fp, now_us);
+                    // No state row, so no record either (they are written together).
                     incidents
-                        .insert(fp, incident.encode().as_slice())
+                        .insert_new(fp, incident.encode().as_slice())
                         .map_err(st.storage())?;
                     let hot = state::Hot {
                         count: d.count,
@@ -1838,10 +1833,10 @@ impl StoreTxn<'_> {
     ) -> Result<usize, StoreError> {
         use crate::attribute::{AttributionStatus, attribute};
         let st = self.store;
-        let mut incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
+        let mut incidents = records::Records::open(st, &self.txn)?;
         let mut changed = Vec::new();
         for row in incidents.iter().map_err(st.storage())? {
-            let (k, v) = row.map_err(st.storage())?;
+            let (_, v) = row.map_err(st.storage())?;
             let Ok(mut inc) = Incident::decode(v.value()) else {
                 continue;
             };
@@ -1854,7 +1849,7 @@ impl StoreTxn<'_> {
                 inc.attribution = a.status;
                 inc.component_id = String::from_utf8_lossy(a.component).into_owned();
                 inc.method = String::from_utf8_lossy(a.method).into_owned();
-                changed.push((k.value(), inc));
+                changed.push((inc.fingerprint.0, inc));
             }
         }
         for (k, inc) in &changed {

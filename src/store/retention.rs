@@ -47,8 +47,8 @@ use serde::Serialize;
 
 use super::schema::{
     BY_SEVERITY, CURSORS, EVENTS, FIX_JOBS, FIXES, FIXES_BY_TIME, HOURS, INCIDENT_EVENTS,
-    INCIDENT_FIXES, INCIDENT_IDS, INCIDENTS, JOBS_OPEN, META, MINUTES, REGRESSION_WATCH, SPEND,
-    STATE, WINDOWS,
+    INCIDENT_FIXES, INCIDENT_IDS, JOBS_OPEN, META, MINUTES, REGRESSION_WATCH, SPEND, STATE,
+    WINDOWS,
 };
 use super::{FixJob, FixResult, FixStatus, IncidentStatus, Store, StoreError, StoreTxn, micros};
 
@@ -408,7 +408,7 @@ impl StoreTxn<'_> {
     fn remove_incident(&mut self, fp: u64) -> Result<Option<String>, StoreError> {
         let st = self.store;
         let txn = &self.txn;
-        let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
+        let mut incidents = super::records::Records::open(st, txn)?;
         let Some(bytes) = incidents
             .get(fp)
             .map_err(st.storage())?

@@ -8,11 +8,15 @@ use redb::TableDefinition;
 /// (`store/index.rs`). Version 4: no `recent` table (the severity index is the recency
 /// index). Version 5: an incident's count, last seen, actioned mark and index names in
 /// one row (`incident_state`). Version 6: a count goes into its minute's trend row only
-/// (hours read minutes and folded rows, see [`super::trend`]). [`super::migrate`] moves an
-/// older store on.
-pub const SCHEMA_VERSION: u64 = 6;
+/// (hours read minutes and folded rows, see [`super::trend`]). Version 7: incident records
+/// keyed by creation sequence (see [`super::records`]). [`super::migrate`] moves an older
+/// store on.
+pub const SCHEMA_VERSION: u64 = 7;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Fingerprint → encoded incident record in versions 1 to 6; version 7 keeps records by
+/// sequence ([`super::records`]). Read only from older stores (a read-only handle, the
+/// migrations, a backup's copy).
 pub(crate) const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
 /// Everything a batch reads and writes of an incident it has seen before (version 5):
 /// fingerprint → count, last seen, actioned, and the status, severity and component its

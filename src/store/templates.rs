@@ -50,7 +50,7 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::schema::{INCIDENTS, STATE};
+use super::schema::STATE;
 use super::{ApplyOutcome, IncidentDelta, IngestBatch, Store, StoreError};
 use crate::scan::Fingerprint;
 use crate::scan::templates::{Choice, LeafIndex, TemplateSettings, leaf, text, tokens};
@@ -337,7 +337,7 @@ pub(crate) fn mine(
     }
     drop((counts, members, clusters, keys));
     // Templates that generalised: the incidents show them.
-    let mut incidents = txn.open_table(INCIDENTS).map_err(st.storage())?;
+    let mut incidents = super::records::Records::open(st, txn)?;
     for (fp, template) in generalised {
         if let Some(d) = out.incidents.get_mut(&Fingerprint(fp))
             && let Some(new) = d.new.as_mut()

@@ -13,7 +13,6 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::codec;
-use super::schema::INCIDENTS;
 use super::{
     Action, EventKind, Incident, IncidentFilter, IncidentStatus, StatusFilter, Store, StoreError,
     StoreTxn,
@@ -166,7 +165,7 @@ impl StoreTxn<'_> {
                 .map_err(st.storage())?;
         }
         let stored = {
-            let incidents = self.txn.open_table(INCIDENTS).map_err(st.storage())?;
+            let incidents = super::records::Records::open(st, &self.txn)?;
             let v = incidents.get(fp.0).map_err(st.storage())?;
             v.map(|v| v.value().to_vec())
         };

@@ -404,7 +404,7 @@ fn a_backup_taken_during_a_webhook_flood_is_consistent_readable_and_restores() {
         backup.incident_tallies(true).unwrap(),
         backup.recount_tallies().unwrap()
     );
-    assert_eq!(summary["tables"]["incidents"], incidents.len() as u64);
+    assert_eq!(summary["tables"]["incident_seqs"], incidents.len() as u64);
     // ... and with the store as of its transaction: a prefix of what the store holds now.
     let live = eventually(Duration::from_secs(20), || {
         let s = ws.store()?;
