@@ -1126,7 +1126,7 @@ impl Store {
     pub fn contains(&self, fp: Fingerprint) -> Result<bool, StoreError> {
         let txn = self.begin_read()?;
         let t = records::ReadRecords::open(self, &txn)?;
-        Ok(t.get(fp.0).map_err(self.storage())?.is_some())
+        t.contains(fp.0).map_err(self.storage())
     }
 
     /// Those of `fps` that have an incident, in one read transaction.
@@ -1142,7 +1142,7 @@ impl Store {
         let t = records::ReadRecords::open(self, &txn)?;
         let mut out = Vec::new();
         for fp in fps {
-            if t.get(fp.0).map_err(self.storage())?.is_some() {
+            if t.contains(fp.0).map_err(self.storage())? {
                 out.push(*fp);
             }
         }

@@ -139,6 +139,15 @@ impl ReadRecords {
         }
     }
 
+    /// Whether incident `fp` has a record (without reading it).
+    pub(crate) fn contains(&self, fp: u64) -> Result<bool, StorageError> {
+        Ok(match self {
+            ReadRecords::Seq { seqs, .. } => seqs.get(fp)?.is_some(),
+            ReadRecords::Legacy(t) => t.get(fp)?.is_some(),
+            ReadRecords::Empty => false,
+        })
+    }
+
     /// The number of incidents.
     pub(crate) fn len(&self) -> Result<u64, StorageError> {
         match self {
