@@ -49,7 +49,7 @@ impl CopySummary {
     pub fn incidents(&self) -> u64 {
         let rows = |t: &str| self.tables.get(t).copied();
         rows(super::records::SEQS.name())
-            .or_else(|| rows("incidents"))
+            .or_else(|| rows(INCIDENTS.name()))
             .unwrap_or(0)
     }
 }

@@ -252,18 +252,39 @@ fn table_names(store: &Store) -> Vec<String> {
         .collect()
 }
 
+/// A copy of the golden store `golden` (schema version `from`): first read as it is by a
+/// read-only reader (its two incidents, most recent first, returned; `old` looks further),
+/// then migrated by a writer, which keeps a backup and drops the tables in `gone`.
+fn migrated(
+    golden: &str,
+    from: u64,
+    gone: &[&str],
+    old: impl FnOnce(&Store),
+) -> (tempfile::TempDir, Store, Vec<Incident>) {
+    let (dir, path) = copy_of(golden);
+    let reader = Store::open_read_only(&path).unwrap().unwrap();
+    let before = reader.recent_incidents(10).unwrap();
+    assert_eq!(before.len(), 2);
+    old(&reader);
+    drop(reader);
+    let store = Store::open(&path).unwrap();
+    assert!(
+        dir.path()
+            .join(format!("store.redb.v{from}-backup"))
+            .exists()
+    );
+    let names = table_names(&store);
+    for t in gone {
+        assert!(!names.iter().any(|n| n == t), "{t} in {names:?}");
+    }
+    (dir, store, before)
+}
+
 /// Every table of schema version 3, written once and committed: migrated (its `recent`
 /// table dropped), each keeps reading, and a reader of the old file still pages it.
 #[test]
 fn golden_v3_every_table_is_migrated() {
-    let (dir, path) = copy_of(GOLDEN_V3_ALL);
-    let old = Store::open_read_only(&path).unwrap().unwrap();
-    assert_eq!(old.recent_incidents(10).unwrap().len(), 2);
-    drop(old);
-    let store = Store::open(&path).unwrap();
-    assert!(dir.path().join("store.redb.v3-backup").exists());
-    let names = table_names(&store);
-    assert!(!names.iter().any(|n| n == "recent"), "{names:?}");
+    let (_dir, store, _) = migrated(GOLDEN_V3_ALL, 3, &["recent"], |_| {});
     check_every_table(&store);
 }
 
@@ -277,22 +298,13 @@ const GOLDEN_V4_ALL: &str = concat!(
 /// reader of the old file still reads it.
 #[test]
 fn golden_v4_every_table_is_migrated() {
-    let (dir, path) = copy_of(GOLDEN_V4_ALL);
-    let old = Store::open_read_only(&path).unwrap().unwrap();
-    let before = old.recent_incidents(10).unwrap();
-    assert_eq!(before.len(), 2);
-    drop(old);
-    let store = Store::open(&path).unwrap();
-    assert!(dir.path().join("store.redb.v4-backup").exists());
-    let names = table_names(&store);
-    for gone in [
+    let gone = [
         "recent",
         "incident_counts",
         "incident_attrs",
         "incident_actioned",
-    ] {
-        assert!(!names.iter().any(|n| n == gone), "{gone} in {names:?}");
-    }
+    ];
+    let (_dir, store, before) = migrated(GOLDEN_V4_ALL, 4, &gone, |_| {});
     // The same incidents, counts and recency as the old file said.
     let after = store.recent_incidents(10).unwrap();
     let key = |i: &Incident| (i.id.clone(), i.count, i.last_seen, i.status);
@@ -334,18 +346,11 @@ const GOLDEN_V6_ALL: &str = concat!(
 /// reader of the old file still reads it.
 #[test]
 fn golden_v6_every_table_is_migrated() {
-    let (dir, path) = copy_of(GOLDEN_V6_ALL);
-    let old = Store::open_read_only(&path).unwrap().unwrap();
-    let before = old.recent_incidents(10).unwrap();
-    assert_eq!(before.len(), 2);
-    let mut walked = 0;
-    old.for_each_incident(|_| walked += 1).unwrap();
-    assert_eq!(walked, 2);
-    drop(old);
-    let store = Store::open(&path).unwrap();
-    assert!(dir.path().join("store.redb.v6-backup").exists());
-    let names = table_names(&store);
-    assert!(!names.iter().any(|n| n == "incidents"), "{names:?}");
+    let (_dir, store, before) = migrated(GOLDEN_V6_ALL, 6, &["incidents"], |old| {
+        let mut walked = 0;
+        old.for_each_incident(|_| walked += 1).unwrap();
+        assert_eq!(walked, 2);
+    });
     // The same incidents, counts and recency as the old file said.
     let after = store.recent_incidents(10).unwrap();
     assert_eq!(after, before);
