@@ -82,6 +82,8 @@ pub struct LineAggregator {
     line_keys: Vec<(usize, usize)>,
     /// Approximate bytes held by `incidents` and `keys`.
     held_bytes: usize,
+    /// New incidents described in what is held.
+    described: usize,
     /// Fingerprints already described by some aggregator of this run.
     shared: Option<Arc<SharedFingerprints>>,
     /// The shared keys over their budget as last read, and the list's version then.
@@ -212,6 +214,7 @@ impl LineAggregator {
             counts: LineCounts::default(),
             line_keys: Vec::new(),
             held_bytes: 0,
+            described: 0,
             shared: None,
             overflowing: (0, Vec::new()),
             undescribed: Vec::new(),
@@ -325,6 +328,7 @@ impl LineAggregator {
                 // own overhead), and the delta in the map.
                 self.held_bytes +=
                     new.as_ref().map_or(0, |n| n.heap_bytes() + 160) + ENTRY_OVERHEAD;
+                self.described += usize::from(new.is_some());
                 let mut d = IncidentDelta::count_only(fp, 1);
                 d.new = new.map(Box::new);
                 e.insert(d);
@@ -354,6 +358,11 @@ impl LineAggregator {
         self.held_bytes
     }
 
+    /// New incidents described in what is held (their creation fields travel with it).
+    pub fn described(&self) -> usize {
+        self.described
+    }
+
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.incidents.is_empty() && self.keys.is_empty() && self.undescribed.is_empty()
@@ -368,6 +377,7 @@ impl LineAggregator {
     pub fn take_batch(&mut self) -> IngestBatch {
         let mut batch = IngestBatch::new();
         batch.approx_bytes = std::mem::take(&mut self.held_bytes);
+        self.described = 0;
         batch.incidents = std::mem::take(&mut self.incidents);
         batch.undescribed = std::mem::take(&mut self.undescribed);
         batch.key_counts = std::mem::take(&mut self.keys)

@@ -9,7 +9,9 @@
 //! positional reads into a per-worker buffer instead; standard input and `.gz` files are
 //! streams. rayon runs the segments; each worker scans with the shared [`Scanner`] into its
 //! own [`LineAggregator`] and hands full batches over a bounded channel to ONE store thread,
-//! which merges them and commits in large transactions (never one per line). Memory is
+//! which merges them and commits in large transactions (never one per line). The workers
+//! keep pace with the committer ([`crate::ingest::pace`]): they hand on new incidents at
+//! once while it waits for work, and leave it a core while it is behind. Memory is
 //! bounded by the batch cap, the channel depth and the per-worker read buffers, whatever the
 //! input size (mapped pages are page cache, not the process's own memory).
 
@@ -25,6 +27,7 @@ use crate::aggregate::distinct::DistinctCounter;
 use crate::aggregate::{DEFAULT_BATCH_BYTES, LineAggregator, LineCounts, SharedFingerprints};
 use crate::attribute::LiveRules;
 use crate::ingest::mmap::MappedRange;
+use crate::ingest::pace::Pace;
 use crate::scan::framing::{ReadAt, split_segments};
 use crate::scan::{ErrorLine, Fingerprint, LineReader, ScanStats, Scanner, Sink};
 use crate::store::{IncidentDelta, IngestBatch, Store};
@@ -44,6 +47,12 @@ pub const READ_BUFFER_BYTES: usize = 512 << 10;
 /// chunks the worker hands full batches on, advances the progress bar and checks the
 /// truncation guard; a chunk is still in cache when its error lines are aggregated.
 pub const MAPPED_CHUNK_BYTES: usize = 1 << 20;
+
+/// While the committer waits for work, a worker hands its batch on as soon as it describes
+/// this many new incidents (else when it holds [`DEFAULT_BATCH_BYTES`]): on a first scan the
+/// committer is the bound, and it sat idle between the workers' full batches (each of
+/// thousands of new incidents).
+const HUNGRY_DESCRIBED: usize = 64;
 
 /// Batches waiting for the store thread; workers block when it is full.
 const CHANNEL_DEPTH: usize = 2;
@@ -177,9 +186,11 @@ pub fn run(
     let (tx, rx) = crossbeam_channel::bounded::<IngestBatch>(CHANNEL_DEPTH);
     let fingerprints = Arc::new(SharedFingerprints::new());
     let for_store = fingerprints.clone();
+    let pace = Arc::new(Pace::for_machine(shared.threads));
+    let for_committer = pace.clone();
     let writer = std::thread::Builder::new()
         .name("sentinel-store".into())
-        .spawn(move || store_thread(target, for_store, rx))
+        .spawn(move || store_thread(target, for_store, &for_committer, rx))
         .context("starting the store thread")?;
 
     let ctx = Ctx {
@@ -189,6 +200,7 @@ pub fn run(
         tx: &tx,
         progress: shared.progress,
         mmap: shared.mmap,
+        pace: &pace,
     };
     let results: PerInput = pool.install(|| {
         use rayon::prelude::*;
@@ -198,7 +210,9 @@ pub fn run(
                     Work::Segment { input, .. } | Work::Gzip { input } => input.path.clone(),
                     Work::Stdin => Arc::from(STDIN_NAME),
                 };
+                let scanning = ctx.pace.start();
                 let r = scan_work(w, &ctx);
+                drop(scanning);
                 (path, r)
             })
             .collect()
@@ -219,6 +233,18 @@ struct Ctx<'a> {
     tx: &'a crossbeam_channel::Sender<IngestBatch>,
     progress: Option<&'a indicatif::ProgressBar>,
     mmap: bool,
+    /// How the workers keep pace with the committer.
+    pace: &'a Pace,
+}
+
+impl Ctx<'_> {
+    /// Between two chunks: whether a worker hands its batch on now (it is full, or the
+    /// committer waits for work and the batch describes new incidents), after waiting for
+    /// its turn to scan on (see [`Pace::pass`]).
+    fn hand_on(&self, agg: &LineAggregator, limit: usize) -> bool {
+        self.pace.pass();
+        agg.held_bytes() >= limit || (agg.described() >= HUNGRY_DESCRIBED && self.pace.wants_work())
+    }
 }
 
 /// Lowers the calling scan worker's priority (nice 5, Linux) below the committer's. The
@@ -227,7 +253,8 @@ struct Ctx<'a> {
 /// two thirds of one until the scan ended, then worked alone (1 GiB, 28,638 new
 /// incidents, 2 cores: the committer ran 0.39 s past the scan's end). Below it, the
 /// workers take what it leaves, and they wait on it anyway once a flush is queued. Where
-/// the priority cannot be set nothing changes.
+/// the priority cannot be set nothing changes. (While the committer is behind, workers
+/// beyond `cores - 1` also park between chunks: see [`Pace`].)
 fn yield_to_the_committer() {
     #[cfg(target_os = "linux")]
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 5);
@@ -350,7 +377,7 @@ fn scan_mapped(
         if let Some(p) = ctx.progress {
             p.inc((end - pos) as u64);
         }
-        if agg.held_bytes() >= batch_limit {
+        if ctx.hand_on(&agg, batch_limit) {
             let _ = ctx.tx.send(agg.take_batch());
             batch_limit = DEFAULT_BATCH_BYTES;
         }
@@ -436,7 +463,7 @@ fn scan_reader<R: Read>(
         if let Some(p) = progress {
             p.inc(n);
         }
-        if agg.held_bytes() >= batch_limit {
+        if ctx.hand_on(&agg, batch_limit) {
             send(&mut agg);
             batch_limit = DEFAULT_BATCH_BYTES;
         }
@@ -502,9 +529,12 @@ pub enum Target {
 /// anonymous memory from 68 to 49 MiB (2026-12-07, README "Performance").
 const NEW_PER_COMMIT: u64 = 32_768;
 
-/// Pending flushes one write transaction takes at most. Flushes whose fingerprints the guard
-/// folds create almost nothing, so they share a commit (an fsync) instead of paying one each.
-const FLUSHES_PER_COMMIT: u32 = 16;
+/// How long one write transaction stays open at most, however few incidents it created, so
+/// that a long scan's counts become visible (and durable) as it goes. Not a number of
+/// flushes (it was sixteen): flushes are small while the committer waits for work (see
+/// [`Pace`]), a few dozen incidents each, and each commit writes (and checksums) every page
+/// its transaction touched.
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Descriptions of new incidents pending before a flush (besides [`COMMIT_BYTES`]).
 const DESCRIBED_PER_FLUSH: usize = 4096;
@@ -531,6 +561,7 @@ const UNDESCRIBED_PER_FLUSH: usize = 1 << 17;
 fn store_thread(
     target: Target,
     shared: Arc<SharedFingerprints>,
+    pace: &Pace,
     rx: crossbeam_channel::Receiver<IngestBatch>,
 ) -> Result<StoreOutcome, crate::store::StoreError> {
     let mut out = StoreOutcome::default();
@@ -546,7 +577,7 @@ fn store_thread(
         let (ftx, frx) = crossbeam_channel::bounded::<IngestBatch>(FLUSHES_WAITING);
         let committer = std::thread::Builder::new()
             .name("sentinel-commit".into())
-            .spawn_scoped(scope, move || commit_loop(store, shared, frx))
+            .spawn_scoped(scope, move || commit_loop(store, shared, pace, frx))
             .map_err(|e| crate::store::StoreError::Storage {
                 path: store.map(|s| s.path().to_path_buf()).unwrap_or_default(),
                 source: redb::Error::Io(e),
@@ -554,7 +585,7 @@ fn store_thread(
         // With `grouping.templates` the new descriptions wait for one transaction (up to
         // COMMIT_BYTES), so that they are mined in one fingerprint order (`store::templates`).
         let templates = store.is_some_and(|s| s.templates().is_some());
-        let merged = merge_loop(&rx, &ftx, dry.as_ref(), templates, &mut out);
+        let merged = merge_loop(&rx, &ftx, pace, dry.as_ref(), templates, &mut out);
         drop(ftx);
         // The committer's error first: when it stopped, merging stops with a closed channel.
         let committed = committer
@@ -581,6 +612,7 @@ const FLUSHES_WAITING: usize = 1;
 fn merge_loop(
     rx: &crossbeam_channel::Receiver<IngestBatch>,
     ftx: &crossbeam_channel::Sender<IngestBatch>,
+    pace: &Pace,
     dry: Option<&Store>,
     templates: bool,
     out: &mut StoreOutcome,
@@ -630,7 +662,7 @@ fn merge_loop(
         {
             Some(std::mem::take(&mut pending))
         } else if (described >= DESCRIBED_PER_FLUSH
-            || (first && described > 0)
+            || ((first || pace.wants_work()) && described > 0)
             || pending.undescribed_lines() >= UNDESCRIBED_PER_FLUSH)
             && !templates
         {
@@ -639,13 +671,18 @@ fn merge_loop(
             // Sending them too would rewrite every incident seen so far (its record and its
             // indexes) at each flush: on a corpus of 28,000 known errors that was most of
             // the first scan's time and all of a rescan's.
+            // The per-key sums wait too: a flush while the committer waits may hold a few
+            // dozen descriptions beside the sums of a few hundred keys, each a row to
+            // rewrite.
             let mut flush = std::mem::take(&mut pending);
             pending.incidents = flush.incidents.extract_if(|_, d| d.new.is_none()).collect();
+            pending.key_counts = std::mem::take(&mut flush.key_counts);
             Some(flush)
         } else {
             None
         };
         if let Some(flush) = flush {
+            pace.handing();
             if ftx.send(flush).is_err() {
                 // The committer stopped on an error; it reports it.
                 return Ok(());
@@ -655,6 +692,7 @@ fn merge_loop(
         }
     }
     if !pending.is_empty() {
+        pace.handing();
         let _ = ftx.send(pending);
     }
     Ok(())
@@ -674,6 +712,7 @@ struct Committed {
 fn commit_loop(
     store: Option<&Store>,
     shared: Arc<SharedFingerprints>,
+    pace: &Pace,
     frx: crossbeam_channel::Receiver<IngestBatch>,
 ) -> Result<Committed, crate::store::StoreError> {
     let mut w = Flusher {
@@ -681,7 +720,7 @@ fn commit_loop(
         shared,
         txn: None,
         txn_new: 0,
-        txn_flushes: 0,
+        txn_since: std::time::Instant::now(),
         touched: DistinctCounter::default(),
         created: 0,
         folded: HashMap::new(),
@@ -691,7 +730,26 @@ fn commit_loop(
     };
     // Counts of incidents whose description has not arrived yet.
     let mut waiting = IngestBatch::new();
-    for mut batch in frx {
+    // Says when it waits for work (see `Pace`), and when it stops, so that no worker waits
+    // for its turn after an error.
+    let _stopped = pace.stopped_on_drop();
+    let next = || match frx.try_recv() {
+        Ok(b) => {
+            pace.taken();
+            Some(b)
+        }
+        Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+        Err(crossbeam_channel::TryRecvError::Empty) => {
+            pace.waiting();
+            let b = frx.recv().ok();
+            pace.working();
+            if b.is_some() {
+                pace.taken();
+            }
+            b
+        }
+    };
+    while let Some(mut batch) = next() {
         if !w.folded.is_empty() {
             let moved: Vec<IncidentDelta> = batch
                 .incidents
@@ -706,7 +764,9 @@ fn commit_loop(
         }
         batch.merge(std::mem::take(&mut waiting));
         waiting = batch;
+        let before = w.created;
         w.flush(&mut waiting, false)?;
+        pace.created(w.created > before);
     }
     w.flush(&mut waiting, true)?;
     // Every worker has handed over everything, so every description has arrived.
@@ -726,9 +786,9 @@ struct Flusher<'s> {
     store: Option<&'s Store>,
     shared: Arc<SharedFingerprints>,
     txn: Option<crate::store::StoreTxn<'s>>,
-    /// Incidents created and flushes applied in the open transaction.
+    /// Incidents created in the open transaction, and when it began.
     txn_new: u64,
-    txn_flushes: u32,
+    txn_since: std::time::Instant,
     /// Fingerprints created or updated: their number minus the created is the preexisting.
     touched: DistinctCounter,
     created: u64,
@@ -765,7 +825,10 @@ impl Flusher<'_> {
         if !batch.is_empty() {
             let t = match &mut self.txn {
                 Some(t) => t,
-                None => self.txn.insert(store.begin_write()?),
+                None => {
+                    self.txn_since = std::time::Instant::now();
+                    self.txn.insert(store.begin_write()?)
+                }
             };
             let mut batch = batch;
             if let Some(known) = &self.known {
@@ -800,16 +863,15 @@ impl Flusher<'_> {
             }
             self.created += o.created.len() as u64;
             self.txn_new += o.created.len() as u64;
-            self.txn_flushes += 1;
             for fp in o.created.iter().chain(&o.updated) {
                 self.touched.insert(fp.0);
             }
         }
-        if last || self.txn_new >= NEW_PER_COMMIT || self.txn_flushes >= FLUSHES_PER_COMMIT {
+        if last || self.txn_new >= NEW_PER_COMMIT || self.txn_since.elapsed() >= COMMIT_EVERY {
             if let Some(t) = self.txn.take() {
                 t.commit()?;
             }
-            (self.txn_new, self.txn_flushes) = (0, 0);
+            self.txn_new = 0;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! - [`writer`]: the one thread that commits counts, positions and delivery ids to the
 //!   store in group commits.
 //! - [`mmap`]: regular files mapped and scanned in place, guarded against truncation.
+//! - [`pace`]: how the scan's workers keep pace with its committer.
 //!
 //! Folding error lines into deltas is pure and lives apart, in [`crate::aggregate`].
 
@@ -23,6 +24,7 @@ pub mod logger;
 #[cfg(feature = "daemon")]
 pub mod message;
 pub mod mmap;
+pub mod pace;
 #[cfg(feature = "daemon")]
 pub mod wal;
 #[cfg(feature = "daemon")]

@@ -143,3 +143,50 @@ fn committed_fixtures_match_their_truth() {
         assert_matches_truth(&v, truth);
     }
 }
+
+/// More workers than cores, all describing new incidents at once: the committer falls
+/// behind and workers park between chunks until it catches up (`ingest::pace`). Whatever
+/// the parking, every line is counted once: copies of one corpus, each its own unit of
+/// work, add up exactly, first into an empty store and again on a rescan.
+#[test]
+fn more_workers_than_cores_count_every_copy_exactly() {
+    let ws = Workspace::new();
+    let spec = CorpusSpec::new(20261208, 8 << 20);
+    let first = ws.path().join("corpus-0.log");
+    let truth = generate(&spec, std::fs::File::create(&first).unwrap()).unwrap();
+    ws.file(
+        "state/manifest.json",
+        manifest_json(&spec, "/nonexistent/project"),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let copies = cores + 2;
+    let mut args = vec!["--threads".to_string(), (cores + 1).to_string()];
+    for i in 0..copies {
+        let name = format!("corpus-{i}.log");
+        if i > 0 {
+            std::fs::copy(&first, ws.path().join(&name)).unwrap();
+        }
+        args.push(name);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let n = copies as u64;
+    for (scan, new, updated) in [
+        (1, truth.distinct_fingerprints, 0),
+        (2, 0, truth.distinct_fingerprints),
+    ] {
+        let (out, v) = ws.scan_json(&args);
+        assert!(out.status.success(), "scan {scan}: {}", stderr(&out));
+        assert_eq!(v["error_lines"], n * truth.error_lines, "scan {scan}");
+        assert_eq!(
+            v["distinct_fingerprints"], truth.distinct_fingerprints,
+            "scan {scan}"
+        );
+        assert_eq!(v["incidents_new"], new, "scan {scan}");
+        assert_eq!(v["incidents_updated"], updated, "scan {scan}");
+    }
+    let out = ws.run(&["report", "--json", "--limit", "1000000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let incidents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(incidents.len() as u64, truth.distinct_fingerprints);
+    assert_incidents_per_key(&incidents, &truth, 2 * n);
+}
