@@ -186,7 +186,13 @@ pub fn run(
     let (tx, rx) = crossbeam_channel::bounded::<IngestBatch>(CHANNEL_DEPTH);
     let fingerprints = Arc::new(SharedFingerprints::new());
     let for_store = fingerprints.clone();
-    let pace = Arc::new(Pace::for_machine(shared.threads));
+    // Hurrying helps a committer that creates incidents as they come: not a dry run's, nor
+    // one whose new descriptions wait for one large flush (`grouping.templates`).
+    let pace = Pace::for_machine(shared.threads);
+    let pace = Arc::new(match &target {
+        Target::Write(s) if s.templates().is_none() => pace,
+        _ => pace.without_hurry(),
+    });
     let for_committer = pace.clone();
     let writer = std::thread::Builder::new()
         .name("sentinel-store".into())

@@ -15,7 +15,7 @@
 //!   it is behind — working, with a flush waiting for it ([`Pace::is_behind`]) — at most
 //!   `cores - 1` workers scan ([`Pace::pass`] parks the others between two chunks), so it
 //!   has a core of its own. When it keeps up (a rescan, whose updates are quick, or a dry
-//!   run) every worker scans: parking whenever it merely worked cost a rescan a fifth.
+//!   run) every worker scans: parking whenever it merely worked cost a rescan a quarter.
 //!
 //! A parked worker holds nothing the committer needs: it is woken when no flush waits any
 //! more, when the committer waits or stops, or when another worker stops scanning.
@@ -31,6 +31,9 @@ pub struct Pace {
     /// Whether the committer's last flush created incidents (at first: yes). A flush of a
     /// rescan only updates known incidents: hurrying it helps nothing (see [`Pace::wants_work`]).
     creating: AtomicBool,
+    /// Whether hurrying can help at all: not when the merger keeps new descriptions for one
+    /// large flush whatever the committer does (`grouping.templates`), nor in a dry run.
+    hurry: bool,
     /// Flushes handed to the committer (or being handed) and not yet taken: while one
     /// waits, the committer is behind.
     queued: AtomicUsize,
@@ -57,6 +60,7 @@ impl Pace {
             hungry: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             creating: AtomicBool::new(true),
+            hurry: true,
             busy_limit: threads.min(cores.saturating_sub(1)).max(1),
             workers: Mutex::new(Workers::default()),
             woken: Condvar::new(),
@@ -69,6 +73,13 @@ impl Pace {
         Pace::new(threads, cores)
     }
 
+    /// Never hurry (see [`Pace::wants_work`]): the merger would hold what workers hand on
+    /// early, and they would keep handing on small batches while the committer waits.
+    pub fn without_hurry(mut self) -> Pace {
+        self.hurry = false;
+        self
+    }
+
     /// Whether the committer waits for work.
     pub fn is_hungry(&self) -> bool {
         self.hungry.load(Ordering::Acquire)
@@ -77,7 +88,7 @@ impl Pace {
     /// Whether the committer waits for work and would create incidents with it: then
     /// descriptions of new incidents are handed on at once.
     pub fn wants_work(&self) -> bool {
-        self.is_hungry() && self.creating.load(Ordering::Acquire)
+        self.hurry && self.is_hungry() && self.creating.load(Ordering::Acquire)
     }
 
     /// The committer applied a flush that created incidents, or not.
@@ -276,5 +287,8 @@ mod tests {
         assert!(!pace.wants_work(), "a rescan's flush created nothing");
         pace.created(true);
         assert!(pace.wants_work());
+        let never = Pace::new(2, 2).without_hurry();
+        never.waiting();
+        assert!(!never.wants_work(), "templates or a dry run: never");
     }
 }
