@@ -30,12 +30,38 @@ impl Tmpfs {
     /// Changes its size (`remount`): more space is a freed disk; a size just above what is
     /// used fills it again.
     fn resize(&self, size: &str) {
-        let status = Command::new("mount")
+        assert!(
+            self.try_resize(size),
+            "remount {} to {size}",
+            self.0.display()
+        );
+    }
+
+    fn try_resize(&self, size: &str) -> bool {
+        Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
             .arg(&self.0)
             .status()
-            .expect("mount -o remount");
-        assert!(status.success(), "remount {} to {size}", self.0.display());
+            .expect("mount -o remount")
+            .success()
+    }
+
+    /// Shrinks it to `margin_kib` above what is used. The daemon may write between `df`
+    /// and the remount, and the kernel refuses a size below what is used: read it again and
+    /// retry until it takes (10 s at most).
+    fn fill_to(&self, margin_kib: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let size = format!("{}k", self.used_kib() + margin_kib);
+            if self.try_resize(&size) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "remount {} to {size}",
+                self.0.display()
+            );
+        }
     }
 
     /// KiB used.
@@ -247,7 +273,7 @@ fn a_full_disk_refuses_recovers_in_place_and_stops_on_sigterm() {
     );
 
     // Full again, then SIGTERM: out within 5 s.
-    disk.resize(&format!("{}k", disk.used_kib() + 256));
+    disk.fill_to(256);
     let (more, codes) = post_until_refused(&c, &url, &mut next, 50, 20_000);
     assert!(!codes.is_empty(), "the disk did not fill again");
     acked += more;
